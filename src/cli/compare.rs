@@ -1,0 +1,115 @@
+//! `svcca compare A.npy B.npy`
+
+use crate::compare::{CompareJob, Report};
+use crate::device::DeviceChoice;
+use crate::error::InputError;
+use crate::similarity::{Keep, Method, Options};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// First layer: .npy, datapoints x neurons, float32 or float64.
+    a: PathBuf,
+    /// Second layer: the same datapoints, in the same order.
+    b: PathBuf,
+    /// Similarity measure.
+    #[arg(long, value_enum, default_value_t = Method::Svcca)]
+    method: Method,
+    /// SVCCA: keep the top directions explaining this fraction of the variance.
+    #[arg(long, value_name = "FRACTION", conflicts_with = "top_k")]
+    keep: Option<f64>,
+    /// SVCCA: keep exactly the top K directions on each side.
+    #[arg(long, value_name = "K")]
+    top_k: Option<usize>,
+    /// Where to compute: auto takes a GPU when there is one.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+    /// Host memory the data may take; larger files are streamed in blocks (e.g. 512M, 4G).
+    #[arg(long, value_name = "BYTES", default_value = "2G", value_parser = super::parse_bytes)]
+    memory_budget: u64,
+    /// Print one JSON object on stdout instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+impl CompareArgs {
+    fn keep(&self) -> Result<Keep, InputError> {
+        if (self.keep.is_some() || self.top_k.is_some()) && self.method != Method::Svcca {
+            return Err(InputError::new(format!(
+                "--keep and --top-k apply to --method svcca only (got --method {})",
+                self.method
+            )));
+        }
+        match (self.keep, self.top_k) {
+            (Some(f), _) if !(f > 0.0 && f <= 1.0) => Err(InputError::new(format!(
+                "--keep {f}: the fraction of variance must be in (0, 1]"
+            ))),
+            (Some(f), _) => Ok(Keep::Variance(f)),
+            (_, Some(0)) => Err(InputError::new("--top-k 0: keep at least one direction")),
+            (_, Some(k)) => Ok(Keep::TopK(k)),
+            (None, None) if self.method == Method::Svcca => Ok(Keep::default()),
+            (None, None) => Ok(Keep::All),
+        }
+    }
+
+    pub fn run(self) -> anyhow::Result<()> {
+        let job = CompareJob {
+            options: Options {
+                method: self.method,
+                keep: self.keep()?,
+            },
+            device: self.device.resolve()?,
+            memory_budget: self.memory_budget,
+            a: self.a,
+            b: self.b,
+        };
+        let report = job.run()?;
+        if self.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            print_summary(&report);
+        }
+        Ok(())
+    }
+}
+
+fn print_summary(r: &Report) {
+    let s = &r.similarity;
+    let what = match s.method {
+        Method::Svcca | Method::Cca => format!("mean of {} canonical correlations", s.correlations.len()),
+        Method::Pwcca => format!("projection-weighted mean of {} canonical correlations", s.correlations.len()),
+        Method::Cka => "linear CKA".to_string(),
+    };
+    println!("{} similarity {:.6} ({what})", s.method.to_string().to_uppercase(), s.mean);
+    let unit = match s.method {
+        Method::Svcca | Method::Cca => "directions",
+        _ => "neurons",
+    };
+    for (name, neurons, kept, constant) in [
+        (&r.a, s.neurons_a, s.kept_a, s.constant_a),
+        (&r.b, s.neurons_b, s.kept_b, s.constant_b),
+    ] {
+        let dropped = if constant > 0 {
+            format!(", {constant} constant neurons dropped")
+        } else {
+            String::new()
+        };
+        println!("  {name}: {} datapoints x {neurons} neurons, {kept} {unit} used{dropped}", s.datapoints);
+    }
+    if !s.correlations.is_empty() {
+        let top: Vec<String> = s.correlations.iter().take(8).map(|c| format!("{c:.4}")).collect();
+        let more = if s.correlations.len() > 8 { " ..." } else { "" };
+        println!("  correlations: {}{more}", top.join(" "));
+    }
+    println!(
+        "  {} in {:.2}s on {}",
+        match r.keep {
+            Keep::Variance(f) if s.method == Method::Svcca => format!("kept {}% of the variance", f * 100.0),
+            Keep::TopK(k) => format!("kept the top {k} directions"),
+            _ => "all directions".to_string(),
+        },
+        r.seconds,
+        r.device
+    );
+}

@@ -1,0 +1,27 @@
+use clap::Parser;
+use std::process::ExitCode;
+use svcca::cli::Cli;
+use svcca::error::InputError;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SVCCA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    match Cli::parse().run() {
+        Ok(()) => ExitCode::SUCCESS,
+        // The user's to fix: one line, status 2 (as clap does for bad arguments).
+        Err(e) if e.is::<InputError>() => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

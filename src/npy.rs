@@ -1,0 +1,307 @@
+//! A streaming reader for `.npy` files of float32 or float64 arrays.
+//!
+//! `ndarray-npy` reads a whole array at once; comparing layers that are larger than memory
+//! needs row blocks instead, so the header is parsed here and rows are read on demand.
+//! Everything a user can get wrong (not .npy, truncated, wrong dtype or rank) is checked
+//! when the file is opened, before any work starts, and reported as an [`InputError`]
+//! naming the file.
+
+use crate::error::InputError;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8] = b"\x93NUMPY";
+
+/// Element type of an array on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dtype {
+    F32,
+    F64,
+}
+
+impl Dtype {
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F64 => 8,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "float32",
+            Dtype::F64 => "float64",
+        }
+    }
+}
+
+/// The parsed header of a `.npy` file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub dtype: Dtype,
+    pub big_endian: bool,
+    pub fortran_order: bool,
+    pub shape: Vec<usize>,
+    /// Byte offset of the first element.
+    pub data_offset: u64,
+}
+
+impl Header {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An open `.npy` file, read as a matrix of `rows` x `cols` (the first axis is the
+/// datapoint axis; any further axes are flattened into `cols` in C order).
+pub struct NpyFile {
+    path: PathBuf,
+    header: Header,
+    reader: BufReader<File>,
+}
+
+impl NpyFile {
+    /// Opens and validates `path`: magic, header, dtype, and that the file holds every
+    /// element its header promises.
+    pub fn open(path: &Path) -> Result<Self, InputError> {
+        let err = |msg: String| InputError::new(format!("{}: {msg}", path.display()));
+        let file = File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
+        let file_len = file
+            .metadata()
+            .map_err(|e| err(format!("cannot stat: {e}")))?
+            .len();
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let header = read_header(&mut reader).map_err(err)?;
+        let expected = header.data_offset + (header.len() * header.dtype.size()) as u64;
+        if file_len < expected {
+            return Err(err(format!(
+                "truncated: header promises shape {:?} of {} ({} bytes in all) but the file has {} bytes",
+                header.shape,
+                header.dtype.name(),
+                expected,
+                file_len
+            )));
+        }
+        Ok(NpyFile {
+            path: path.to_owned(),
+            header,
+            reader,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+    pub fn rows(&self) -> usize {
+        self.header.shape.first().copied().unwrap_or(0)
+    }
+    pub fn cols(&self) -> usize {
+        self.header.shape.iter().skip(1).product()
+    }
+
+    /// Reads rows `start..start + count` as little-endian bytes of the file's dtype, in
+    /// row-major order (`count * cols` elements).
+    pub fn read_rows(&mut self, start: usize, count: usize) -> Result<Vec<u8>, InputError> {
+        let mut bytes = self.read_raw_rows(start, count)?;
+        if self.header.big_endian {
+            for element in bytes.chunks_exact_mut(self.header.dtype.size()) {
+                element.reverse();
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// Reads rows `start..start + count` as float64 values in row-major order.
+    pub fn read_rows_f64(&mut self, start: usize, count: usize) -> Result<Vec<f64>, InputError> {
+        let bytes = self.read_rows(start, count)?;
+        Ok(match self.header.dtype {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)
+                .collect(),
+            Dtype::F64 => bytes
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+                .collect(),
+        })
+    }
+
+    /// The bytes of the requested rows as stored (file byte order), in row-major order.
+    fn read_raw_rows(&mut self, start: usize, count: usize) -> Result<Vec<u8>, InputError> {
+        let (rows, cols) = (self.rows(), self.cols());
+        assert!(start + count <= rows, "row range past the end of the array");
+        let size = self.header.dtype.size();
+        let path = self.path.clone();
+        let io_err = move |e: std::io::Error| {
+            InputError::new(format!("{}: read failed: {e}", path.display()))
+        };
+        if !self.header.fortran_order || cols <= 1 || rows <= 1 {
+            let offset = self.header.data_offset + (start * cols * size) as u64;
+            let mut buf = vec![0u8; count * cols * size];
+            self.reader.seek(SeekFrom::Start(offset)).map_err(&io_err)?;
+            self.reader.read_exact(&mut buf).map_err(&io_err)?;
+            return Ok(buf);
+        }
+        // Fortran order: each column's slice of the rows is contiguous; gather then
+        // transpose into row-major order.
+        let mut columns = vec![0u8; count * cols * size];
+        for c in 0..cols {
+            let offset = self.header.data_offset + ((c * rows + start) * size) as u64;
+            self.reader.seek(SeekFrom::Start(offset)).map_err(&io_err)?;
+            let dst = &mut columns[c * count * size..(c + 1) * count * size];
+            self.reader.read_exact(dst).map_err(&io_err)?;
+        }
+        let mut row_major = vec![0u8; columns.len()];
+        for c in 0..cols {
+            for r in 0..count {
+                let src = (c * count + r) * size;
+                let dst = (r * cols + c) * size;
+                row_major[dst..dst + size].copy_from_slice(&columns[src..src + size]);
+            }
+        }
+        Ok(row_major)
+    }
+}
+
+/// Parses the magic string, version and header dictionary.
+fn read_header(reader: &mut impl Read) -> Result<Header, String> {
+    let not_npy = || "not a .npy file (no \\x93NUMPY magic string at the start)".to_string();
+    let mut magic = [0u8; 8];
+    reader.read_exact(&mut magic).map_err(|_| not_npy())?;
+    if &magic[..6] != MAGIC {
+        return Err(not_npy());
+    }
+    let major = magic[6];
+    let (len_bytes, prefix) = match major {
+        1 => (2usize, 10u64),
+        2 | 3 => (4usize, 12u64),
+        v => return Err(format!("unsupported .npy format version {v}")),
+    };
+    let mut len_buf = [0u8; 4];
+    reader
+        .read_exact(&mut len_buf[..len_bytes])
+        .map_err(|_| "truncated: the .npy header is cut off".to_string())?;
+    let header_len = u32::from_le_bytes(len_buf) as usize;
+    let mut text = vec![0u8; header_len];
+    reader
+        .read_exact(&mut text)
+        .map_err(|_| "truncated: the .npy header is cut off".to_string())?;
+    let text = String::from_utf8(text).map_err(|_| "the .npy header is not text".to_string())?;
+    let descr = dict_value(&text, "descr").ok_or("the .npy header has no 'descr'")?;
+    let descr = descr.trim_matches(|c| c == '\'' || c == '"');
+    let (big_endian, dtype) = match descr {
+        "<f4" | "=f4" => (false, Dtype::F32),
+        ">f4" => (true, Dtype::F32),
+        "<f8" | "=f8" => (false, Dtype::F64),
+        ">f8" => (true, Dtype::F64),
+        other => {
+            return Err(format!(
+                "dtype '{other}' is not supported: expected float32 ('<f4') or float64 ('<f8')"
+            ))
+        }
+    };
+    let fortran_order = match dict_value(&text, "fortran_order").as_deref() {
+        Some("True") => true,
+        Some("False") => false,
+        _ => return Err("the .npy header has no valid 'fortran_order'".into()),
+    };
+    let shape_text = dict_value(&text, "shape").ok_or("the .npy header has no 'shape'")?;
+    let shape = shape_text
+        .trim_start_matches('(')
+        .trim_end_matches(')')
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_end_matches('L').parse::<usize>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| format!("the .npy header has an invalid shape {shape_text}"))?;
+    Ok(Header {
+        dtype,
+        big_endian,
+        fortran_order,
+        shape,
+        data_offset: prefix + header_len as u64,
+    })
+}
+
+/// The text of one value of the header's Python dict literal (tuples kept whole).
+fn dict_value(text: &str, key: &str) -> Option<String> {
+    let start = text
+        .find(&format!("'{key}'"))
+        .or_else(|| text.find(&format!("\"{key}\"")))?;
+    let rest = &text[start + key.len() + 2..];
+    let rest = rest.trim_start().strip_prefix(':')?.trim_start();
+    let end = if rest.starts_with('(') {
+        rest.find(')')? + 1
+    } else {
+        rest.find([',', '}']).unwrap_or(rest.len())
+    };
+    Some(rest[..end].trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header_bytes(dict: &str) -> Vec<u8> {
+        let mut dict = dict.to_string();
+        while (10 + dict.len() + 1) % 64 != 0 {
+            dict.push(' ');
+        }
+        dict.push('\n');
+        let mut out = MAGIC.to_vec();
+        out.extend([1u8, 0u8]);
+        out.extend((dict.len() as u16).to_le_bytes());
+        out.extend(dict.as_bytes());
+        out
+    }
+
+    #[test]
+    fn parses_numpy_headers() {
+        let bytes = header_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }");
+        let h = read_header(&mut bytes.as_slice()).unwrap();
+        assert_eq!(h.dtype, Dtype::F32);
+        assert!(!h.fortran_order && !h.big_endian);
+        assert_eq!(h.shape, vec![3, 4]);
+        assert_eq!(h.data_offset as usize, bytes.len());
+        let bytes = header_bytes("{'descr': '>f8', 'fortran_order': True, 'shape': (5,), }");
+        let h = read_header(&mut bytes.as_slice()).unwrap();
+        assert_eq!((h.dtype, h.big_endian, h.fortran_order), (Dtype::F64, true, true));
+        assert_eq!(h.shape, vec![5]);
+    }
+
+    #[test]
+    fn rejects_other_dtypes_and_garbage() {
+        let bytes = header_bytes("{'descr': '<i8', 'fortran_order': False, 'shape': (3, 4), }");
+        let e = read_header(&mut bytes.as_slice()).unwrap_err();
+        assert!(e.contains("'<i8'"), "{e}");
+        let e = read_header(&mut &b"hello world, not numpy"[..]).unwrap_err();
+        assert!(e.contains("not a .npy"), "{e}");
+    }
+
+    #[test]
+    fn reads_fortran_order_as_row_major() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.npy");
+        // 3 x 2 matrix [[0,1],[2,3],[4,5]] stored column by column.
+        let mut bytes = header_bytes("{'descr': '<f8', 'fortran_order': True, 'shape': (3, 2), }");
+        for v in [0.0f64, 2.0, 4.0, 1.0, 3.0, 5.0] {
+            bytes.extend(v.to_le_bytes());
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let mut f = NpyFile::open(&path).unwrap();
+        assert_eq!((f.rows(), f.cols()), (3, 2));
+        assert_eq!(f.read_rows_f64(0, 3).unwrap(), vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+        assert_eq!(f.read_rows_f64(1, 2).unwrap(), vec![2.0, 3.0, 4.0, 5.0]);
+        // Truncation is caught at open.
+        std::fs::write(&path, &bytes[..bytes.len() - 8]).unwrap();
+        let e = NpyFile::open(&path).err().unwrap().to_string();
+        assert!(e.contains("truncated"), "{e}");
+    }
+}

@@ -1,0 +1,213 @@
+//! How similar two layers' representations are: CCA, SVCCA, PWCCA and linear CKA.
+//!
+//! Pure functions of tensors, with no knowledge of models or files. Activations are
+//! datapoints x neurons, the same datapoints in the same order on both sides, any float
+//! kind, on CPU or CUDA: the math is one code path of libtorch ops for both.
+//!
+//! The arithmetic is float64 throughout. Float32 sums were tried and dropped: a
+//! covariance summed in float32 cannot resolve directions below about 1e-4 of the
+//! largest variance, and the reference's invariance case (B = A M + c) then reads 0.99
+//! where the answer is 1.
+//!
+//! Every method works from the column means and centred scatter matrices that
+//! [`Moments`] accumulates block by block, so a comparison's memory does not grow with
+//! the number of datapoints. [`compare`] is the one-block convenience.
+//!
+//! Definitions (they match google/svcca; see `tests/fixtures/svcca_ref/README.md`):
+//! - CCA: every canonical correlation, descending.
+//! - SVCCA: keep on each side the top principal directions explaining a fraction of the
+//!   variance (smallest k with `sum(s[..k]^2) / sum(s^2) >= fraction`, `s` the singular
+//!   values of the centred activations), or a fixed top k, then CCA. The similarity is
+//!   the plain mean of all `min(k_a, k_b)` correlations.
+//! - PWCCA: as the reference `compute_pwcca(A, B)`, see [`pwcca`](self::pwcca).
+//! - Linear CKA: see [`cka`](self::cka).
+//! - Constant neurons are dropped (and counted) before anything else.
+
+mod cca;
+mod cka;
+mod moments;
+mod pwcca;
+
+pub use moments::{Covariance, Moments};
+
+use crate::error::{Side, SimilarityError};
+use serde::Serialize;
+use std::fmt;
+use std::str::FromStr;
+use tch::Tensor;
+
+/// Which similarity to compute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Svcca,
+    Cca,
+    Pwcca,
+    Cka,
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Method::Svcca => "svcca",
+            Method::Cca => "cca",
+            Method::Pwcca => "pwcca",
+            Method::Cka => "cka",
+        })
+    }
+}
+
+impl FromStr for Method {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        <Method as clap::ValueEnum>::from_str(s, true)
+            .map_err(|_| format!("unknown method '{s}': expected svcca, cca, pwcca or cka"))
+    }
+}
+
+/// How many principal directions SVCCA keeps on each side.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "rule", content = "value", rename_all = "snake_case")]
+pub enum Keep {
+    /// Every direction above rounding noise (plain CCA).
+    All,
+    /// The fewest directions explaining at least this fraction of the variance.
+    Variance(f64),
+    /// Exactly this many directions.
+    TopK(usize),
+}
+
+impl Default for Keep {
+    /// The paper's rule: 99% of the variance.
+    fn default() -> Self {
+        Keep::Variance(0.99)
+    }
+}
+
+/// What [`similarity`] computes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Options {
+    pub method: Method,
+    /// Used by SVCCA only; CCA keeps every direction, PWCCA and CKA use all neurons.
+    pub keep: Keep,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            method: Method::Svcca,
+            keep: Keep::default(),
+        }
+    }
+}
+
+/// The outcome of one comparison.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Similarity {
+    pub method: Method,
+    /// The similarity: mean canonical correlation (SVCCA, CCA), the PWCCA value, or CKA.
+    pub mean: f64,
+    /// Canonical correlations, descending (empty for CKA).
+    pub correlations: Vec<f64>,
+    /// PWCCA's weight for each correlation (PWCCA only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights: Option<Vec<f64>>,
+    /// Directions kept on each side (SVCCA and CCA) or neurons used (PWCCA, CKA).
+    pub kept_a: i64,
+    pub kept_b: i64,
+    pub datapoints: i64,
+    pub neurons_a: i64,
+    pub neurons_b: i64,
+    /// Neurons dropped because they are constant over every datapoint.
+    pub constant_a: i64,
+    pub constant_b: i64,
+    /// Things the user should know that did not stop the comparison.
+    #[serde(skip)]
+    pub warnings: Vec<Warning>,
+}
+
+/// A caution about one layer's data that did not stop the comparison.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub side: Side,
+    pub message: String,
+}
+
+/// Compares two layers held in memory (datapoints x neurons, same datapoints).
+pub fn compare(a: &Tensor, b: &Tensor, options: &Options) -> Result<Similarity, SimilarityError> {
+    for (side, t) in [(Side::A, a), (Side::B, b)] {
+        if t.dim() != 2 {
+            return Err(SimilarityError::layer(
+                side,
+                format!("expected a 2-D matrix (datapoints x neurons), got shape {:?}", t.size()),
+            ));
+        }
+    }
+    if a.size()[0] != b.size()[0] {
+        return Err(SimilarityError::Both(format!(
+            "different numbers of datapoints: {} vs {}",
+            a.size()[0],
+            b.size()[0]
+        )));
+    }
+    let mut moments = Moments::new(a.size()[1], b.size()[1], a.device());
+    moments.update(a, b)?;
+    similarity(moments.finish()?, options)
+}
+
+/// Computes the chosen similarity from accumulated statistics.
+pub fn similarity(cov: Covariance, options: &Options) -> Result<Similarity, SimilarityError> {
+    let mut warnings = Vec::new();
+    for (side, neurons) in [(Side::A, cov.neurons[0]), (Side::B, cov.neurons[1])] {
+        if cov.rows < neurons {
+            warnings.push(Warning {
+                side,
+                message: format!(
+                    "fewer datapoints ({}) than neurons ({neurons}); correlations are biased \
+                     upward, use 5 to 10 times more datapoints than neurons",
+                    cov.rows
+                ),
+            });
+        }
+    }
+    let mut result = Similarity {
+        method: options.method,
+        mean: f64::NAN,
+        correlations: Vec::new(),
+        weights: None,
+        kept_a: cov.kept_neurons(Side::A),
+        kept_b: cov.kept_neurons(Side::B),
+        datapoints: cov.rows,
+        neurons_a: cov.neurons[0],
+        neurons_b: cov.neurons[1],
+        constant_a: cov.constant[0],
+        constant_b: cov.constant[1],
+        warnings,
+    };
+    match options.method {
+        Method::Svcca | Method::Cca => {
+            let keep = if options.method == Method::Cca { Keep::All } else { options.keep };
+            let pa = cca::Principal::of(&cov.caa);
+            let pb = cca::Principal::of(&cov.cbb);
+            let ka = pa.keep(keep, Side::A, cov.rows)?;
+            let kb = pb.keep(keep, Side::B, cov.rows)?;
+            let correlations = cca::correlations(&cov.cab, &pa.whitening(ka), &pb.whitening(kb));
+            result.kept_a = ka as i64;
+            result.kept_b = kb as i64;
+            result.mean = mean(&correlations);
+            result.correlations = correlations;
+        }
+        Method::Pwcca => {
+            let p = pwcca::pwcca(&cov)?;
+            result.mean = p.value;
+            result.correlations = p.correlations;
+            result.weights = Some(p.weights);
+        }
+        Method::Cka => result.mean = cka::linear_cka(&cov),
+    }
+    Ok(result)
+}
+
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len() as f64
+}

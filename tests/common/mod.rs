@@ -1,0 +1,47 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use svcca::npy::NpyFile;
+use tch::{Kind, Tensor};
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/svcca_ref")
+}
+
+/// A fixture's `expected.json` entry for one case.
+pub fn case(name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(fixtures().join("expected.json")).unwrap();
+    let all: serde_json::Value = serde_json::from_str(&text).unwrap();
+    all["cases"][name].clone()
+}
+
+/// Loads a fixture `.npy` whole as a float64 tensor of its own shape.
+pub fn load(name: &str) -> Tensor {
+    let mut f = NpyFile::open(&fixtures().join(name)).unwrap();
+    let shape: Vec<i64> = f.header().shape.iter().map(|&d| d as i64).collect();
+    let rows = f.rows();
+    let values = f.read_rows_f64(0, rows).unwrap();
+    Tensor::from_slice(&values).reshape(shape.as_slice())
+}
+
+pub fn floats(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+/// Asserts two sequences agree elementwise within `tol`.
+pub fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: {} values, expected {}", got.len(), want.len());
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0, f64::max);
+    assert!(worst <= tol, "{what}: max abs difference {worst:e} > {tol:e}");
+}
+
+/// A seeded standard normal matrix (float64).
+pub fn randn(seed: i64, rows: i64, cols: i64) -> Tensor {
+    tch::manual_seed(seed);
+    Tensor::randn([rows, cols], (Kind::Double, tch::Device::Cpu))
+}
