@@ -2,8 +2,10 @@
 //! on before any network is trained, and the data of the similarity benchmarks.
 //!
 //! `A = Z W_a + noise * E_a + c_a` and `B = Z W_b + noise * E_b + c_b`, with `Z` an
-//! N x rank signal both layers see, `W` random mixing, `E` independent noise and `c` a
-//! per-neuron offset. Deterministic for a given seed. Written as float32, as layers are.
+//! N x rank signal both layers see (its i-th component scaled by 0.8^i, so the spectrum
+//! decays as a trained layer's does and the weakest shared components sink into the
+//! noise), `W` random mixing, `E` independent noise and `c` a per-neuron offset.
+//! Deterministic for a given seed. Written as float32, as layers are.
 
 use crate::error::InputError;
 use ndarray::Array2;
@@ -29,7 +31,7 @@ impl Default for ExamplePair {
             neurons_a: 128,
             neurons_b: 96,
             rank: 16,
-            noise: 0.3,
+            noise: 0.2,
             seed: 0,
         }
     }
@@ -40,7 +42,8 @@ impl ExamplePair {
     pub fn generate(&self) -> (Tensor, Tensor) {
         tch::manual_seed(self.seed);
         let opts = (Kind::Float, Device::Cpu);
-        let z = Tensor::randn([self.datapoints, self.rank], opts);
+        let decay = Tensor::arange(self.rank, opts).multiply_scalar(0.8f64.ln()).exp();
+        let z = Tensor::randn([self.datapoints, self.rank], opts) * decay;
         let layer = |neurons: i64| {
             let w = Tensor::randn([self.rank, neurons], opts);
             let e = Tensor::randn([self.datapoints, neurons], opts);

@@ -5,6 +5,7 @@ use crate::device::DeviceChoice;
 use crate::error::InputError;
 use crate::similarity::{Keep, Method, Options};
 use clap::Args;
+use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -65,23 +66,24 @@ impl CompareArgs {
             b: self.b,
         };
         let report = job.run()?;
-        if self.json {
-            println!("{}", serde_json::to_string(&report)?);
+        let mut out = std::io::stdout().lock();
+        let written = if self.json {
+            writeln!(out, "{}", serde_json::to_string(&report)?)
         } else {
-            print_summary(&report);
-        }
-        Ok(())
+            write_summary(&mut out, &report)
+        };
+        super::ignore_broken_pipe(written)
     }
 }
 
-fn print_summary(r: &Report) {
+fn write_summary(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
     let s = &r.similarity;
     let what = match s.method {
         Method::Svcca | Method::Cca => format!("mean of {} canonical correlations", s.correlations.len()),
         Method::Pwcca => format!("projection-weighted mean of {} canonical correlations", s.correlations.len()),
         Method::Cka => "linear CKA".to_string(),
     };
-    println!("{} similarity {:.6} ({what})", s.method.to_string().to_uppercase(), s.mean);
+    writeln!(out, "{} similarity {:.6} ({what})", s.method.to_string().to_uppercase(), s.mean)?;
     let unit = match s.method {
         Method::Svcca | Method::Cca => "directions",
         _ => "neurons",
@@ -95,14 +97,15 @@ fn print_summary(r: &Report) {
         } else {
             String::new()
         };
-        println!("  {name}: {} datapoints x {neurons} neurons, {kept} {unit} used{dropped}", s.datapoints);
+        writeln!(out, "  {name}: {} datapoints x {neurons} neurons, {kept} {unit} used{dropped}", s.datapoints)?;
     }
     if !s.correlations.is_empty() {
         let top: Vec<String> = s.correlations.iter().take(8).map(|c| format!("{c:.4}")).collect();
         let more = if s.correlations.len() > 8 { " ..." } else { "" };
-        println!("  correlations: {}{more}", top.join(" "));
+        writeln!(out, "  correlations: {}{more}", top.join(" "))?;
     }
-    println!(
+    writeln!(
+        out,
         "  {} in {:.2}s on {}",
         match r.keep {
             Keep::Variance(f) if s.method == Method::Svcca => format!("kept {}% of the variance", f * 100.0),
@@ -111,5 +114,5 @@ fn print_summary(r: &Report) {
         },
         r.seconds,
         r.device
-    );
+    )
 }

@@ -29,6 +29,14 @@ impl Cli {
     }
 }
 
+/// Output cut short by the reader (`svcca compare ... | head`) is not an error.
+fn ignore_broken_pipe(written: std::io::Result<()>) -> anyhow::Result<()> {
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
 /// Parses a byte count: `1073741824`, `512M`, `2G`, `1.5GiB` (K, M, G, T are powers of
 /// 1024, with or without `iB`/`B`).
 pub fn parse_bytes(text: &str) -> Result<u64, String> {

@@ -1,0 +1,239 @@
+//! `svcca compare` and `svcca example` end to end, through the real binary: the JSON a
+//! user parses, and every kind of bad input refused with one line and status 2.
+
+use ndarray::{Array, Array1, Array2, Array3};
+use ndarray_npy::write_npy;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn svcca(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_svcca"))
+        .args(args)
+        .env("SVCCA_LOG", "warn")
+        .output()
+        .expect("the svcca binary runs")
+}
+
+/// A deterministic pair (datapoints x neurons) sharing a signal, without an RNG crate.
+fn matrix(rows: usize, cols: usize, seed: u64) -> Array2<f32> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut next = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 33) as f64 / (1u64 << 31) as f64) as f32 - 0.5
+    };
+    let signal: Vec<f32> = (0..rows * 4).map(|_| next()).collect();
+    Array2::from_shape_fn((rows, cols), |(r, c)| {
+        let shared: f32 = (0..4).map(|k| signal[r * 4 + k] * ((c * 7 + k * 3) % 5) as f32).sum();
+        shared + 0.5 * next()
+    })
+}
+
+struct Dir(tempfile::TempDir);
+
+impl Dir {
+    fn new() -> Self {
+        Dir(tempfile::tempdir().unwrap())
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.path().join(name)
+    }
+    fn write<A: ndarray_npy::WritableElement, D: ndarray::Dimension>(&self, name: &str, a: &Array<A, D>) -> String {
+        let p = self.path(name);
+        write_npy(&p, a).unwrap();
+        p.display().to_string()
+    }
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
+}
+
+/// Asserts a refusal: status 2, nothing on stdout, one `error:` line naming `names`,
+/// no panic or backtrace.
+fn assert_refused(out: &Output, names: &[&str], problem: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(out.stdout.is_empty(), "stdout: {}", String::from_utf8_lossy(&out.stdout));
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "stderr: {stderr}");
+    for name in names {
+        assert!(errors[0].contains(name), "'{}' does not name {name}", errors[0]);
+    }
+    assert!(errors[0].contains(problem), "'{}' does not say '{problem}'", errors[0]);
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "stderr: {stderr}");
+}
+
+#[test]
+fn json_output_has_the_documented_fields() {
+    let d = Dir::new();
+    let a = d.write("a.npy", &matrix(1200, 20, 1));
+    let b = d.write("b.npy", &matrix(1200, 12, 2));
+    let v = json(&svcca(&["compare", &a, &b, "--json"]));
+    assert_eq!(v["method"], "svcca");
+    assert_eq!(v["datapoints"], 1200);
+    assert_eq!(v["device"], "cpu");
+    let corr: Vec<f64> = v["correlations"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    let (ka, kb) = (v["kept_a"].as_u64().unwrap() as usize, v["kept_b"].as_u64().unwrap() as usize);
+    assert_eq!(corr.len(), ka.min(kb));
+    assert!(corr.windows(2).all(|w| w[0] >= w[1]), "descending: {corr:?}");
+    let mean = corr.iter().sum::<f64>() / corr.len() as f64;
+    assert!((v["mean"].as_f64().unwrap() - mean).abs() < 1e-12);
+    for method in ["cca", "pwcca", "cka"] {
+        let v = json(&svcca(&["compare", &a, &b, "--method", method, "--json"]));
+        assert_eq!(v["method"], method);
+        let m = v["mean"].as_f64().unwrap();
+        assert!(m > 0.0 && m <= 1.0, "{method}: {m}");
+    }
+    // Without --json: a readable summary.
+    let out = svcca(&["compare", &a, &b]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.starts_with("SVCCA similarity"), "{text}");
+}
+
+#[test]
+fn reference_fixture_through_the_cli() {
+    let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/svcca_ref");
+    let a = f.join("case2_A.npy").display().to_string();
+    let b = f.join("case2_B.npy").display().to_string();
+    let v = json(&svcca(&["compare", &a, &b, "--keep", "0.99", "--json"]));
+    assert_eq!((v["kept_a"].as_i64(), v["kept_b"].as_i64()), (Some(26), Some(25)));
+    assert!((v["mean"].as_f64().unwrap() - 0.6026758871610534).abs() < 1e-6);
+    let v = json(&svcca(&["compare", &a, &b, "--top-k", "20", "--json"]));
+    assert!((v["mean"].as_f64().unwrap() - 0.5148915085945183).abs() < 1e-6);
+}
+
+#[test]
+fn streaming_fortran_order_and_float64_files_agree_with_the_plain_run() {
+    let d = Dir::new();
+    let (ma, mb) = (matrix(3000, 16, 3), matrix(3000, 10, 4));
+    let a = d.write("a.npy", &ma);
+    let b = d.write("b.npy", &mb);
+    let whole = json(&svcca(&["compare", &a, &b, "--method", "cca", "--json"]));
+    assert_eq!(whole["blocks"], 1);
+    let streamed = json(&svcca(&["compare", &a, &b, "--method", "cca", "--memory-budget", "64K", "--json"]));
+    assert!(streamed["blocks"].as_u64().unwrap() > 1, "{streamed}");
+    // Column-major storage of the same matrix, and float64 values.
+    let columns: Vec<f32> = ma.t().iter().copied().collect();
+    let fortran = Array2::from_shape_vec((16, 3000), columns).unwrap().reversed_axes();
+    assert!(fortran.t().is_standard_layout());
+    let af = d.write("a_fortran.npy", &fortran);
+    let b64 = d.write("b64.npy", &mb.mapv(f64::from));
+    let other = json(&svcca(&["compare", &af, &b64, "--method", "cca", "--memory-budget", "100K", "--json"]));
+    for v in [&streamed, &other] {
+        let diff = (v["mean"].as_f64().unwrap() - whole["mean"].as_f64().unwrap()).abs();
+        assert!(diff < 1e-10, "mean differs by {diff}");
+    }
+}
+
+#[test]
+fn bad_files_are_refused_naming_the_file() {
+    let d = Dir::new();
+    let good = d.write("good.npy", &matrix(500, 8, 5));
+    let missing = d.path("missing.npy").display().to_string();
+    assert_refused(&svcca(&["compare", &missing, &good]), &["missing.npy"], "cannot open");
+
+    let text = d.path("text.npy");
+    std::fs::write(&text, "datapoint,neuron\n1,2\n").unwrap();
+    let text = text.display().to_string();
+    assert_refused(&svcca(&["compare", &good, &text]), &["text.npy"], "not a .npy file");
+
+    let empty = d.path("empty.npy");
+    std::fs::write(&empty, b"").unwrap();
+    assert_refused(&svcca(&["compare", &empty.display().to_string(), &good]), &["empty.npy"], "not a .npy file");
+
+    let cut = d.path("cut.npy");
+    let bytes = std::fs::read(&good).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+    assert_refused(&svcca(&["compare", &good, &cut.display().to_string()]), &["cut.npy"], "truncated");
+
+    let ints = d.write("ints.npy", &Array2::<i64>::zeros((500, 8)));
+    assert_refused(&svcca(&["compare", &ints, &good]), &["ints.npy"], "dtype '<i8'");
+
+    let flat = d.write("flat.npy", &Array1::<f32>::zeros(500));
+    assert_refused(&svcca(&["compare", &good, &flat]), &["flat.npy"], "expected a 2-D array");
+    let cube = d.write("cube.npy", &Array3::<f32>::zeros((500, 2, 4)));
+    assert_refused(&svcca(&["compare", &cube, &good]), &["cube.npy"], "expected a 2-D array");
+
+    let short = d.write("short.npy", &matrix(499, 8, 6));
+    assert_refused(&svcca(&["compare", &good, &short]), &["good.npy", "short.npy"], "datapoints");
+}
+
+#[test]
+fn bad_values_are_refused_naming_the_file() {
+    let d = Dir::new();
+    let good = d.write("good.npy", &matrix(500, 8, 7));
+    for (name, value) in [("nan.npy", f32::NAN), ("inf.npy", f32::INFINITY)] {
+        let mut m = matrix(500, 6, 8);
+        m[[321, 2]] = value;
+        let bad = d.write(name, &m);
+        assert_refused(&svcca(&["compare", &good, &bad]), &[name], "datapoint 321");
+        // Also when the NaN arrives in a later block of a streamed file.
+        assert_refused(&svcca(&["compare", &good, &bad, "--memory-budget", "8K"]), &[name], "datapoint 321");
+    }
+}
+
+#[test]
+fn too_few_datapoints_refuse_or_warn() {
+    let d = Dir::new();
+    let a = d.write("a.npy", &matrix(40, 60, 9));
+    let b = d.write("b.npy", &matrix(40, 10, 10));
+    // More kept directions than datapoints: refused.
+    assert_refused(&svcca(&["compare", &a, &b, "--top-k", "50"]), &["a.npy"], "40 datapoints");
+    // Fewer datapoints than neurons: computed, with a warning naming the file.
+    let out = svcca(&["compare", &a, &b, "--method", "cca", "--json"]);
+    let v = json(&out);
+    let warnings = v["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{v}");
+    assert!(warnings[0].as_str().unwrap().contains("a.npy"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fewer datapoints (40) than neurons (60)"));
+}
+
+#[test]
+fn constant_neurons_are_dropped_and_reported() {
+    let d = Dir::new();
+    let mut m = matrix(800, 10, 11);
+    m.column_mut(3).fill(0.0);
+    m.column_mut(7).fill(2.5);
+    let a = d.write("a.npy", &m);
+    let b = d.write("b.npy", &matrix(800, 6, 12));
+    let v = json(&svcca(&["compare", &a, &b, "--method", "cca", "--json"]));
+    assert_eq!((v["constant_a"].as_i64(), v["kept_a"].as_i64()), (Some(2), Some(8)));
+    assert!(v["correlations"].as_array().unwrap().iter().all(|c| c.as_f64().unwrap().is_finite()));
+    let text = String::from_utf8_lossy(&svcca(&["compare", &a, &b]).stdout).to_string();
+    assert!(text.contains("2 constant neurons dropped"), "{text}");
+}
+
+#[test]
+fn bad_flags_are_refused() {
+    let d = Dir::new();
+    let a = d.write("a.npy", &matrix(300, 8, 13));
+    let b = d.write("b.npy", &matrix(300, 8, 14));
+    assert_refused(&svcca(&["compare", &a, &b, "--keep", "1.5"]), &["--keep"], "(0, 1]");
+    assert_refused(&svcca(&["compare", &a, &b, "--method", "cka", "--top-k", "3"]), &["--top-k"], "svcca only");
+    let out = svcca(&["compare", &a, &b, "--memory-budget", "lots"]);
+    assert_eq!(out.status.code(), Some(2));
+    if !tch::Cuda::is_available() {
+        assert_refused(&svcca(&["compare", &a, &b, "--device", "cuda"]), &["--device cuda"], "no CUDA device");
+    }
+}
+
+#[test]
+fn example_writes_a_pair_and_never_overwrites() {
+    let d = Dir::new();
+    let dir = d.path("ex").display().to_string();
+    let out = svcca(&["example", &dir, "--datapoints", "600", "--neurons-a", "20", "--neurons-b", "15", "--rank", "4"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let a = format!("{dir}/a.npy");
+    let b = format!("{dir}/b.npy");
+    let before = std::fs::read(&a).unwrap();
+    let v = json(&svcca(&["compare", &a, &b, "--json"]));
+    assert_eq!((v["datapoints"].as_i64(), v["neurons_a"].as_i64(), v["neurons_b"].as_i64()), (Some(600), Some(20), Some(15)));
+    // The rank-4 shared signal shows as 4 near-perfect correlations.
+    let corr = v["correlations"].as_array().unwrap();
+    assert!(corr[..4].iter().all(|c| c.as_f64().unwrap() > 0.95), "{v}");
+    assert!(corr[4].as_f64().unwrap() < 0.5, "{v}");
+    let again = svcca(&["example", &dir, "--seed", "5"]);
+    assert_refused(&again, &["a.npy"], "already exists");
+    assert_eq!(std::fs::read(&a).unwrap(), before, "the existing file is untouched");
+}
