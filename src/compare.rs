@@ -122,20 +122,30 @@ impl CompareJob {
         };
         let mut moments = Moments::new(fa.cols() as i64, fb.cols() as i64, self.device);
         let mut start = 0;
+        let (mut reading, mut summing) = (0.0, 0.0);
         while start < rows {
             let count = block.min(rows - start);
+            let t = Instant::now();
             let ta = read_block(&mut fa, start, count)?;
             let tb = read_block(&mut fb, start, count)?;
+            reading += t.elapsed().as_secs_f64();
+            let t = Instant::now();
             moments
                 .update(&ta, &tb)
                 .map_err(|e| e.naming(&name_a, &name_b))?;
+            summing += t.elapsed().as_secs_f64();
             start += count;
             progress.set_position(start as u64);
         }
         progress.finish_and_clear();
+        let t = Instant::now();
         let covariance = moments.finish().map_err(|e| e.naming(&name_a, &name_b))?;
         let similarity = similarity::similarity(covariance, &self.options)
             .map_err(|e| e.naming(&name_a, &name_b))?;
+        tracing::debug!(
+            "read {reading:.3}s, accumulated {summing:.3}s, solved {:.3}s",
+            t.elapsed().as_secs_f64()
+        );
         let warnings: Vec<String> = similarity
             .warnings
             .iter()

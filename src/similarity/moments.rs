@@ -5,11 +5,15 @@
 //! are fed in chunks of datapoints and memory stays `O((p + q)^2)` however many
 //! datapoints there are. Fed one chunk, it is the in-memory computation: one code path.
 //!
-//! Centring: each block is shifted by the mean of the *first* block before its products
-//! are added, and the small remaining offset is removed at the end
-//! (`C = S - n d d'`, `d` the mean of the shifted data). With the shift close to the true
-//! mean the subtraction loses nothing (the classic shifted-data algorithm); a plain
+//! Centring: every block is shifted by the *first datapoint* before its products are
+//! added, and the remaining offset is removed at the end (`C = S - n d d'`, `d` the mean
+//! of the shifted data). A shift inside the data's range keeps `d` on the scale of the
+//! spread, so the subtraction loses nothing (the shifted-data algorithm); a plain
 //! `sum x x' - n m m'` would cancel catastrophically when means dwarf the spread.
+//!
+//! The same shift finds constant neurons for free: a neuron is constant exactly when
+//! every value equals its first one, i.e. when its shifted sum of squares (a diagonal
+//! entry of `S`) is exactly zero.
 
 use crate::error::{Side, SimilarityError};
 use tch::{Device, Kind, Tensor};
@@ -27,8 +31,6 @@ struct SideSums {
     shift: Option<Tensor>,
     sum: Tensor,
     gram: Tensor,
-    min: Tensor,
-    max: Tensor,
 }
 
 impl SideSums {
@@ -39,22 +41,25 @@ impl SideSums {
             shift: None,
             sum: Tensor::zeros([cols], opts),
             gram: Tensor::zeros([cols, cols], opts),
-            min: Tensor::full([cols], f64::INFINITY, opts),
-            max: Tensor::full([cols], f64::NEG_INFINITY, opts),
         }
     }
 
-    /// Adds one block (rows x cols, already in the working kind) and returns it shifted.
+    /// Adds one block (rows x cols, any float kind) and returns it shifted, in float64.
+    /// The float64 conversion happens inside the subtraction: one pass, no extra copy.
     fn add(&mut self, block: &Tensor) -> Tensor {
         let shift = self
             .shift
-            .get_or_insert_with(|| block.mean_dim(0, false, None));
+            .get_or_insert_with(|| block.get(0).to_kind(Kind::Double));
         let shifted = block - &*shift;
         self.sum += shifted.sum_dim_intlist(0, false, None);
         self.gram += shifted.tr().mm(&shifted);
-        self.min = self.min.minimum(&block.amin(0, false));
-        self.max = self.max.maximum(&block.amax(0, false));
         shifted
+    }
+
+    /// Whether every sum so far is finite: a NaN or Inf anywhere in the data makes its
+    /// column's sum NaN or Inf, so this checks the data for the price of a few numbers.
+    fn is_finite(&self) -> bool {
+        bool::try_from(self.sum.isfinite().all()).unwrap_or(false)
     }
 }
 
@@ -116,12 +121,17 @@ impl Moments {
                     format!("expected blocks of shape (rows, {}), got {:?}", sums.cols, t.size()),
                 ));
             }
-            check_finite(t, self.rows).map_err(|m| SimilarityError::layer(side, m))?;
         }
-        let a = a.to_device(self.device).to_kind(Kind::Double);
-        let b = b.to_device(self.device).to_kind(Kind::Double);
+        let a = a.to_device(self.device);
+        let b = b.to_device(self.device);
         let sa = self.sides[0].add(&a);
         let sb = self.sides[1].add(&b);
+        for (i, (side, t)) in [(Side::A, &a), (Side::B, &b)].into_iter().enumerate() {
+            if !self.sides[i].is_finite() {
+                // Only now look for the row, and leave the sums unusable.
+                return Err(SimilarityError::layer(side, first_non_finite(t, self.rows)));
+            }
+        }
         self.gram_ab += sa.tr().mm(&sb);
         self.rows += ra;
         Ok(())
@@ -146,8 +156,8 @@ impl Moments {
             let shift = s.shift.as_ref().expect("n >= 2 means a block was added");
             let d = &s.sum / n as f64;
             let scatter = &s.gram - d.outer(&d) * n as f64;
-            // Exactly constant neurons (dead ReLUs, padding): max == min over all data.
-            let alive = s.max.gt_tensor(&s.min).nonzero().squeeze_dim(1);
+            // Exactly constant neurons (dead ReLUs, padding): see the module notes.
+            let alive = s.gram.diagonal(0, 0, 1).gt(0.0).nonzero().squeeze_dim(1);
             let kept = alive.size()[0];
             neurons[i] = s.cols;
             constant[i] = s.cols - kept;
@@ -184,13 +194,13 @@ impl Moments {
     }
 }
 
-/// Refuses NaN and Inf, naming the first offending datapoint.
-fn check_finite(t: &Tensor, first_row: i64) -> Result<(), String> {
-    let finite = t.isfinite();
-    if bool::try_from(finite.all()).unwrap_or(false) {
-        return Ok(());
+/// The message naming the first datapoint of a block that holds NaN or Inf.
+fn first_non_finite(block: &Tensor, first_row: i64) -> String {
+    let bad_rows = block.isfinite().logical_not().any_dim(1, false).nonzero();
+    if bad_rows.size()[0] == 0 {
+        // Finite values whose sum overflowed float64.
+        return "values too large: their sum overflows float64".into();
     }
-    let bad_rows = finite.logical_not().any_dim(1, false).nonzero();
     let row = bad_rows.int64_value(&[0, 0]) + first_row;
-    Err(format!("datapoint {row} (0-based row) holds NaN or Inf"))
+    format!("datapoint {row} (0-based row) holds NaN or Inf")
 }
