@@ -7,19 +7,24 @@
 //! matrix is inverted: directions whose variance is at rounding level are cut (their
 //! count is reported as the layer's rank), so the whitening never divides by noise.
 //! Plain CCA is the same with every direction up to that rank kept.
+//!
+//! Everything runs on a stack of problems at once (see [`super::moments`]); each problem
+//! may keep its own number of directions: the stack is cut to the largest count and the
+//! directions a problem does not keep are given zero weight, which adds only zero
+//! singular values that are then left out.
 
 use super::Keep;
 use crate::error::{Side, SimilarityError};
 use tch::{Device, Kind, Tensor};
 
-/// A layer's principal directions, largest variance first.
+/// A layer's principal directions, largest variance first, for each problem.
 pub(crate) struct Principal {
-    /// Eigenvalues of the scatter matrix (descending, clamped at 0), on the host.
-    pub variances: Vec<f64>,
-    /// Eigenvectors, columns in the same order (p x p).
+    /// Eigenvalues of each scatter matrix (descending, clamped at 0), on the host.
+    pub variances: Vec<Vec<f64>>,
+    /// Eigenvectors, columns in the same order (problems x p x p).
     pub directions: Tensor,
-    /// How many directions carry more than rounding noise.
-    pub rank: usize,
+    /// How many directions of each problem carry more than rounding noise.
+    pub rank: Vec<usize>,
 }
 
 /// Relative size under which a direction's variance is rounding noise of a float64
@@ -32,12 +37,18 @@ impl Principal {
     pub(crate) fn of(scatter: &Tensor) -> Principal {
         let (l, v) = scatter.linalg_eigh("L");
         // eigh sorts ascending; we want the largest variance first.
-        let l = l.flip([0]).clamp_min(0.0);
-        let directions = v.flip([1]);
-        let variances = to_host(&l);
-        let tol = variances.first().copied().unwrap_or(0.0)
-            * rank_tolerance(variances.len());
-        let rank = variances.iter().take_while(|&&x| x > tol).count();
+        let l = l.flip([-1]).clamp_min(0.0);
+        let directions = v.flip([-1]);
+        let p = l.size()[1] as usize;
+        let all = to_host(&l);
+        let variances: Vec<Vec<f64>> = all.chunks(p).map(<[f64]>::to_vec).collect();
+        let rank = variances
+            .iter()
+            .map(|vs| {
+                let tol = vs.first().copied().unwrap_or(0.0) * rank_tolerance(p);
+                vs.iter().take_while(|&&x| x > tol).count()
+            })
+            .collect();
         Principal {
             variances,
             directions,
@@ -45,65 +56,89 @@ impl Principal {
         }
     }
 
-    /// How many directions the rule keeps; an error when the rule asks for more than the
-    /// data holds.
-    pub(crate) fn keep(&self, keep: Keep, side: Side, rows: i64) -> Result<usize, SimilarityError> {
-        match keep {
-            Keep::All => Ok(self.rank),
-            Keep::Variance(fraction) => {
-                let total: f64 = self.variances.iter().sum();
-                let mut cumulative = 0.0;
-                let mut k = 0;
-                for v in &self.variances {
-                    cumulative += v;
-                    k += 1;
-                    if cumulative / total >= fraction {
-                        break;
-                    }
+    /// How many directions the rule keeps in each problem; an error when the rule asks
+    /// for more than the data holds.
+    pub(crate) fn keep(&self, keep: Keep, side: Side, rows: i64) -> Result<Vec<usize>, SimilarityError> {
+        self.variances
+            .iter()
+            .zip(&self.rank)
+            .map(|(variances, &rank)| keep_one(variances, rank, keep, side, rows))
+            .collect()
+    }
+
+    /// The top directions of each problem scaled to unit variance (problems x p x K,
+    /// K the largest of `kept`; a problem's directions past its own count are zero).
+    pub(crate) fn whitening(&self, kept: &[usize]) -> Tensor {
+        let width = kept.iter().copied().max().unwrap_or(0);
+        let scale: Vec<f64> = self
+            .variances
+            .iter()
+            .zip(kept)
+            .flat_map(|(v, &k)| (0..width).map(move |i| if i < k { v[i].powf(-0.5) } else { 0.0 }))
+            .collect();
+        let scale = Tensor::from_slice(&scale)
+            .view([kept.len() as i64, 1, width as i64])
+            .to_device(self.directions.device())
+            .to_kind(self.directions.kind());
+        self.directions.narrow(2, 0, width as i64) * scale
+    }
+}
+
+fn keep_one(variances: &[f64], rank: usize, keep: Keep, side: Side, rows: i64) -> Result<usize, SimilarityError> {
+    match keep {
+        Keep::All => Ok(rank),
+        Keep::Variance(fraction) => {
+            let total: f64 = variances.iter().sum();
+            let mut cumulative = 0.0;
+            let mut k = 0;
+            for v in variances {
+                cumulative += v;
+                k += 1;
+                if cumulative / total >= fraction {
+                    break;
                 }
-                Ok(k.min(self.rank))
             }
-            Keep::TopK(k) => {
-                if k as i64 > rows {
-                    return Err(SimilarityError::layer(
-                        side,
-                        format!("--top-k {k} asks for more directions than the {rows} datapoints can hold"),
-                    ));
-                }
-                if k > self.variances.len() {
-                    return Err(SimilarityError::layer(
-                        side,
-                        format!("--top-k {k} asks for more directions than its {} non-constant neurons", self.variances.len()),
-                    ));
-                }
-                if k > self.rank {
-                    return Err(SimilarityError::layer(
-                        side,
-                        format!("--top-k {k} asks for more directions than the {} linearly independent ones the activations hold", self.rank),
-                    ));
-                }
+            Ok(k.min(rank))
+        }
+        Keep::TopK(k) => {
+            let refuse = |what: String| {
+                Err(SimilarityError::layer(
+                    side,
+                    format!("--top-k {k} asks for more directions than {what}"),
+                ))
+            };
+            if k as i64 > rows {
+                refuse(format!("the {rows} datapoints can hold"))
+            } else if k > variances.len() {
+                refuse(format!("its {} non-constant neurons", variances.len()))
+            } else if k > rank {
+                refuse(format!("the {rank} linearly independent ones the activations hold"))
+            } else {
                 Ok(k)
             }
         }
     }
-
-    /// The top `k` directions scaled to unit variance (p x k).
-    pub(crate) fn whitening(&self, k: usize) -> Tensor {
-        let scale: Vec<f64> = self.variances[..k].iter().map(|v| v.powf(-0.5)).collect();
-        let scale = Tensor::from_slice(&scale)
-            .to_kind(self.directions.kind())
-            .to_device(self.directions.device());
-        self.directions.narrow(1, 0, k as i64) * scale
-    }
 }
 
-/// Canonical correlations (descending) between the top `k_a` and `k_b` principal
-/// directions of the two layers.
-pub(crate) fn correlations(cab: &Tensor, wa: &Tensor, wb: &Tensor) -> Vec<f64> {
-    let t = wa.tr().mm(&cab.mm(wb));
-    let (_, s, _) = t.svd(true, false);
+/// Canonical correlations (descending) of each problem between its top `kept_a` and
+/// `kept_b` whitened principal directions.
+pub(crate) fn correlations(
+    cab: &Tensor,
+    wa: &Tensor,
+    wb: &Tensor,
+    kept_a: &[usize],
+    kept_b: &[usize],
+) -> Vec<Vec<f64>> {
+    let t = wa.adjoint().matmul(&cab.matmul(wb));
+    let width = t.size()[1].min(t.size()[2]) as usize;
     // Canonical correlations are at most 1; anything above is rounding.
-    to_host(&s.clamp_max(1.0))
+    // (linalg_svdvals would need a driver argument that tch cannot leave unset.)
+    let (_, s, _) = t.svd(true, false);
+    let s = to_host(&s.clamp_max(1.0));
+    s.chunks(width.max(1))
+        .zip(kept_a.iter().zip(kept_b))
+        .map(|(s, (&ka, &kb))| s[..ka.min(kb)].to_vec())
+        .collect()
 }
 
 pub(crate) fn to_host(t: &Tensor) -> Vec<f64> {

@@ -9,6 +9,7 @@ fn frobenius_sq(t: &Tensor) -> f64 {
     t.square().sum(None).double_value(&[])
 }
 
+/// Linear CKA of a dense comparison (a stack of one problem).
 pub(crate) fn linear_cka(cov: &Covariance) -> f64 {
     frobenius_sq(&cov.cab) / (frobenius_sq(&cov.caa).sqrt() * frobenius_sq(&cov.cbb).sqrt())
 }

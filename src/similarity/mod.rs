@@ -186,12 +186,9 @@ pub fn similarity(cov: Covariance, options: &Options) -> Result<Similarity, Simi
     };
     match options.method {
         Method::Svcca | Method::Cca => {
-            let keep = if options.method == Method::Cca { Keep::All } else { options.keep };
-            let pa = cca::Principal::of(&cov.caa);
-            let pb = cca::Principal::of(&cov.cbb);
-            let ka = pa.keep(keep, Side::A, cov.rows)?;
-            let kb = pb.keep(keep, Side::B, cov.rows)?;
-            let correlations = cca::correlations(&cov.cab, &pa.whitening(ka), &pb.whitening(kb));
+            let [(ka, kb, correlations)] = canonical(&cov, options)?
+                .try_into()
+                .expect("a dense comparison is one problem");
             result.kept_a = ka as i64;
             result.kept_b = kb as i64;
             result.mean = mean(&correlations);
@@ -206,6 +203,17 @@ pub fn similarity(cov: Covariance, options: &Options) -> Result<Similarity, Simi
         Method::Cka => result.mean = cka::linear_cka(&cov),
     }
     Ok(result)
+}
+
+/// CCA or SVCCA of every problem of a stack: (kept_a, kept_b, correlations) each.
+pub(crate) fn canonical(cov: &Covariance, options: &Options) -> Result<Vec<(usize, usize, Vec<f64>)>, SimilarityError> {
+    let keep = if options.method == Method::Cca { Keep::All } else { options.keep };
+    let pa = cca::Principal::of(&cov.caa);
+    let pb = cca::Principal::of(&cov.cbb);
+    let ka = pa.keep(keep, Side::A, cov.rows)?;
+    let kb = pb.keep(keep, Side::B, cov.rows)?;
+    let correlations = cca::correlations(&cov.cab, &pa.whitening(&ka), &pb.whitening(&kb), &ka, &kb);
+    Ok(ka.into_iter().zip(kb).zip(correlations).map(|((a, b), c)| (a, b, c)).collect())
 }
 
 fn mean(values: &[f64]) -> f64 {

@@ -5,6 +5,12 @@
 //! are fed in chunks of datapoints and memory stays `O((p + q)^2)` however many
 //! datapoints there are. Fed one chunk, it is the in-memory computation: one code path.
 //!
+//! It holds a *stack* of such problems: a dense layer is a stack of one, real-valued; the
+//! DFT method for conv layers stacks one complex problem per spatial frequency, and
+//! every step below runs on the whole stack at once (batched products and
+//! decompositions) instead of looping over frequencies. For complex data `'` is the
+//! conjugate transpose.
+//!
 //! Centring: every block is shifted by the *first datapoint* before its products are
 //! added, and the remaining offset is removed at the end (`C = S - n d d'`, `d` the mean
 //! of the shifted data). A shift inside the data's range keeps `d` on the scale of the
@@ -13,7 +19,8 @@
 //!
 //! The same shift finds constant neurons for free: a neuron is constant exactly when
 //! every value equals its first one, i.e. when its shifted sum of squares (a diagonal
-//! entry of `S`) is exactly zero.
+//! entry of `S`) is exactly zero. A neuron constant in every problem of the stack is
+//! dropped; one constant in some problems only is left to the rank cut of [`super::cca`].
 
 use crate::error::{Side, SimilarityError};
 use tch::{Device, Kind, Tensor};
@@ -21,6 +28,7 @@ use tch::{Device, Kind, Tensor};
 /// Running sums over the datapoints of two layers seen so far.
 pub struct Moments {
     device: Device,
+    kind: Kind,
     rows: i64,
     sides: [SideSums; 2],
     gram_ab: Tensor,
@@ -34,25 +42,25 @@ struct SideSums {
 }
 
 impl SideSums {
-    fn new(cols: i64, kind: Kind, device: Device) -> Self {
+    fn new(problems: i64, cols: i64, kind: Kind, device: Device) -> Self {
         let opts = (kind, device);
         SideSums {
             cols,
             shift: None,
-            sum: Tensor::zeros([cols], opts),
-            gram: Tensor::zeros([cols, cols], opts),
+            sum: Tensor::zeros([problems, 1, cols], opts),
+            gram: Tensor::zeros([problems, cols, cols], opts),
         }
     }
 
-    /// Adds one block (rows x cols, any float kind) and returns it shifted, in float64.
-    /// The float64 conversion happens inside the subtraction: one pass, no extra copy.
-    fn add(&mut self, block: &Tensor) -> Tensor {
+    /// Adds one block (problems x rows x cols) and returns it shifted, in the working
+    /// kind. The conversion happens inside the subtraction: one pass, no extra copy.
+    fn add(&mut self, block: &Tensor, kind: Kind) -> Tensor {
         let shift = self
             .shift
-            .get_or_insert_with(|| block.get(0).to_kind(Kind::Double));
+            .get_or_insert_with(|| block.narrow(1, 0, 1).to_kind(kind));
         let shifted = block - &*shift;
-        self.sum += shifted.sum_dim_intlist(0, false, None);
-        self.gram += shifted.tr().mm(&shifted);
+        self.sum += shifted.sum_dim_intlist(1, true, None);
+        self.gram += shifted.adjoint().matmul(&shifted);
         shifted
     }
 
@@ -64,11 +72,14 @@ impl SideSums {
 }
 
 /// Means and centred scatter matrices (sums, not divided by the count) of two layers,
-/// restricted to their non-constant neurons (float64, on the accumulator's device).
+/// restricted to their non-constant neurons: float64 (or complex128), on the
+/// accumulator's device, each with a leading problem axis (length 1 for dense layers).
 pub struct Covariance {
     pub rows: i64,
+    /// problems x 1 x p and problems x 1 x q.
     pub mean_a: Tensor,
     pub mean_b: Tensor,
+    /// problems x p x p, problems x q x q, problems x p x q.
     pub caa: Tensor,
     pub cbb: Tensor,
     pub cab: Tensor,
@@ -81,22 +92,35 @@ pub struct Covariance {
 impl Covariance {
     pub fn kept_neurons(&self, side: Side) -> i64 {
         match side {
-            Side::A => self.caa.size()[0],
-            Side::B => self.cbb.size()[0],
+            Side::A => self.caa.size()[1],
+            Side::B => self.cbb.size()[1],
         }
+    }
+
+    pub fn problems(&self) -> i64 {
+        self.caa.size()[0]
     }
 }
 
 impl Moments {
-    /// An empty accumulator for layers of `cols_a` and `cols_b` neurons, summing in
+    /// An empty accumulator for dense layers of `cols_a` and `cols_b` neurons, summing in
     /// float64 on `device`.
     pub fn new(cols_a: i64, cols_b: i64, device: Device) -> Self {
-        let kind = Kind::Double;
+        Self::stacked(1, cols_a, cols_b, Kind::Double, device)
+    }
+
+    /// An empty accumulator for a stack of `problems` comparisons summed in `kind`
+    /// (`Double` or `ComplexDouble`).
+    pub fn stacked(problems: i64, cols_a: i64, cols_b: i64, kind: Kind, device: Device) -> Self {
         Moments {
             device,
+            kind,
             rows: 0,
-            sides: [SideSums::new(cols_a, kind, device), SideSums::new(cols_b, kind, device)],
-            gram_ab: Tensor::zeros([cols_a, cols_b], (kind, device)),
+            sides: [
+                SideSums::new(problems, cols_a, kind, device),
+                SideSums::new(problems, cols_b, kind, device),
+            ],
+            gram_ab: Tensor::zeros([problems, cols_a, cols_b], (kind, device)),
         }
     }
 
@@ -104,35 +128,39 @@ impl Moments {
         self.rows
     }
 
-    /// Adds the next block of datapoints: `a` is rows x p, `b` rows x q, the same
+    /// Adds the next block of datapoints: `a` is rows x p and `b` rows x q for a dense
+    /// accumulator, or problems x rows x p and problems x rows x q for a stack; the same
     /// datapoints in the same order. Any float kind on any device; converted here.
     pub fn update(&mut self, a: &Tensor, b: &Tensor) -> Result<(), SimilarityError> {
-        let (ra, rb) = (a.size()[0], b.size()[0]);
+        let problems = self.gram_ab.size()[0];
+        let mut blocks = Vec::with_capacity(2);
+        for (side, t) in [(Side::A, a), (Side::B, b)] {
+            let t = if t.dim() == 2 { t.unsqueeze(0) } else { t.shallow_clone() };
+            let cols = self.sides[side as usize].cols;
+            let s = t.size();
+            if t.dim() != 3 || s[0] != problems || s[2] != cols {
+                return Err(SimilarityError::layer(
+                    side,
+                    format!("expected blocks of {problems} x rows x {cols}, got {s:?}"),
+                ));
+            }
+            blocks.push(t.to_device(self.device));
+        }
+        let (ra, rb) = (blocks[0].size()[1], blocks[1].size()[1]);
         if ra != rb {
             return Err(SimilarityError::Both(format!(
                 "different numbers of datapoints in a block: {ra} vs {rb}"
             )));
         }
-        for (side, t) in [(Side::A, a), (Side::B, b)] {
-            let sums = &self.sides[side as usize];
-            if t.dim() != 2 || t.size()[1] != sums.cols {
-                return Err(SimilarityError::layer(
-                    side,
-                    format!("expected blocks of shape (rows, {}), got {:?}", sums.cols, t.size()),
-                ));
-            }
-        }
-        let a = a.to_device(self.device);
-        let b = b.to_device(self.device);
-        let sa = self.sides[0].add(&a);
-        let sb = self.sides[1].add(&b);
-        for (i, (side, t)) in [(Side::A, &a), (Side::B, &b)].into_iter().enumerate() {
+        let sa = self.sides[0].add(&blocks[0], self.kind);
+        let sb = self.sides[1].add(&blocks[1], self.kind);
+        for (i, side) in [Side::A, Side::B].into_iter().enumerate() {
             if !self.sides[i].is_finite() {
-                // Only now look for the row, and leave the sums unusable.
-                return Err(SimilarityError::layer(side, first_non_finite(t, self.rows)));
+                // Only now look for the row; the sums are unusable from here on.
+                return Err(SimilarityError::layer(side, first_non_finite(&blocks[i], self.rows)));
             }
         }
-        self.gram_ab += sa.tr().mm(&sb);
+        self.gram_ab += sa.adjoint().matmul(&sb);
         self.rows += ra;
         Ok(())
     }
@@ -146,41 +174,31 @@ impl Moments {
                 "need at least 2 datapoints, got {n}"
             )));
         }
-        let mut means = Vec::new();
-        let mut scatters = Vec::new();
-        let mut live = Vec::new();
-        let mut constant = [0i64; 2];
-        let mut neurons = [0i64; 2];
+        let mut parts = Vec::new();
         for (i, side) in [Side::A, Side::B].into_iter().enumerate() {
             let s = &self.sides[i];
             let shift = s.shift.as_ref().expect("n >= 2 means a block was added");
             let d = &s.sum / n as f64;
-            let scatter = &s.gram - d.outer(&d) * n as f64;
-            // Exactly constant neurons (dead ReLUs, padding): see the module notes.
-            let alive = s.gram.diagonal(0, 0, 1).gt(0.0).nonzero().squeeze_dim(1);
+            let scatter = &s.gram - d.adjoint().matmul(&d) * n as f64;
+            // Constant in every problem: a zero shifted sum of squares everywhere.
+            let energy = s.gram.diagonal(0, 1, 2).abs().sum_dim_intlist(0, false, Kind::Double);
+            let alive = energy.gt(0.0).nonzero().squeeze_dim(1);
             let kept = alive.size()[0];
-            neurons[i] = s.cols;
-            constant[i] = s.cols - kept;
             if kept == 0 {
                 return Err(SimilarityError::layer(
                     side,
                     format!("all {} neurons are constant over the datapoints", s.cols),
                 ));
             }
-            means.push((shift + &d).index_select(0, &alive));
-            scatters.push(scatter.index_select(0, &alive).index_select(1, &alive));
-            // Cross term correction below needs the full-width offsets.
-            live.push((alive, d));
+            let mean = (shift + &d).index_select(2, &alive);
+            let scatter = scatter.index_select(1, &alive).index_select(2, &alive);
+            parts.push((mean, scatter, alive, d, s.cols, s.cols - kept));
         }
-        let (alive_a, da) = &live[0];
-        let (alive_b, db) = &live[1];
-        let cab = (&self.gram_ab - da.outer(db) * n as f64)
-            .index_select(0, alive_a)
-            .index_select(1, alive_b);
-        let mean_b = means.pop().unwrap();
-        let mean_a = means.pop().unwrap();
-        let cbb = scatters.pop().unwrap();
-        let caa = scatters.pop().unwrap();
+        let (mean_b, cbb, alive_b, db, cols_b, const_b) = parts.pop().unwrap();
+        let (mean_a, caa, alive_a, da, cols_a, const_a) = parts.pop().unwrap();
+        let cab = (&self.gram_ab - da.adjoint().matmul(&db) * n as f64)
+            .index_select(1, &alive_a)
+            .index_select(2, &alive_b);
         Ok(Covariance {
             rows: n,
             mean_a,
@@ -188,17 +206,22 @@ impl Moments {
             caa,
             cbb,
             cab,
-            neurons,
-            constant,
+            neurons: [cols_a, cols_b],
+            constant: [const_a, const_b],
         })
     }
 }
 
 /// The message naming the first datapoint of a block that holds NaN or Inf.
 fn first_non_finite(block: &Tensor, first_row: i64) -> String {
-    let bad_rows = block.isfinite().logical_not().any_dim(1, false).nonzero();
+    // block: problems x rows x cols.
+    let bad_rows = block
+        .isfinite()
+        .logical_not()
+        .any_dim(2, false)
+        .any_dim(0, false)
+        .nonzero();
     if bad_rows.size()[0] == 0 {
-        // Finite values whose sum overflowed float64.
         return "values too large: their sum overflows float64".into();
     }
     let row = bad_rows.int64_value(&[0, 0]) + first_row;

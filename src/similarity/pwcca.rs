@@ -37,17 +37,16 @@ fn inverse_sqrt(c: &Tensor) -> Tensor {
     (&v * scale).mm(&v.tr())
 }
 
+/// PWCCA of a dense comparison (a stack of one problem).
 pub(crate) fn pwcca(cov: &Covariance) -> Result<Pwcca, SimilarityError> {
-    let device = cov.caa.device();
-    let arr = inverse_sqrt(&cov.caa).mm(&cov.cab).mm(&inverse_sqrt(&cov.cbb));
+    let (caa, cbb, cab) = (cov.caa.get(0), cov.cbb.get(0), cov.cab.get(0));
+    let (mean_a, mean_b) = (cov.mean_a.get(0).get(0), cov.mean_b.get(0).get(0));
+    let device = caa.device();
+    let arr = inverse_sqrt(&caa).mm(&cab).mm(&inverse_sqrt(&cbb));
     let (u, s, v) = arr.to_device(Device::Cpu).svd(false, true);
-    let (p, q) = (cov.caa.size()[0], cov.cbb.size()[0]);
+    let (p, q) = (caa.size()[0], cbb.size()[0]);
     // torch.svd(some=false) gives full square U (p x p) and V (q x q).
-    let (c, mean, dirs) = if p <= q {
-        (&cov.caa, &cov.mean_a, u)
-    } else {
-        (&cov.cbb, &cov.mean_b, v)
-    };
+    let (c, mean, dirs) = if p <= q { (&caa, &mean_a, u) } else { (&cbb, &mean_b, v) };
     let dirs = dirs.to_device(device);
     let n = cov.rows as f64;
     let mean_outer = mean.outer(mean) * n;
