@@ -22,12 +22,17 @@
 //! - PWCCA: as the reference `compute_pwcca(A, B)`, see [`pwcca`](self::pwcca).
 //! - Linear CKA: see [`cka`](self::cka).
 //! - Constant neurons are dropped (and counted) before anything else.
+//! - Conv layers (datapoints x C x H x W): the DFT method, `flatten` or `avgpool`, see
+//!   [`conv`] and [`dft`].
 
 mod cca;
 mod cka;
+pub mod conv;
+pub mod dft;
 mod moments;
 mod pwcca;
 
+pub use conv::{compare_conv, ConvMethod, ConvOptions, ConvReport, Layout};
 pub use moments::{Covariance, Moments};
 
 use crate::error::{Side, SimilarityError};

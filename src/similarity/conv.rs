@@ -1,0 +1,368 @@
+//! Comparing conv layers (datapoints x C x H x W): the DFT method, or positions folded
+//! into datapoints (`flatten`), or global average pooling (`avgpool`).
+//!
+//! [`ConvComparison`] turns blocks of raw activations into what [`Moments`] accumulates
+//! and the accumulated sums into a [`Similarity`], so a conv comparison streams exactly
+//! as a dense one does.
+//!
+//! - `dft`: see [`super::dft`]. Different spatial sizes: the larger spectrum is cropped.
+//! - `flatten`: every position of every datapoint is a datapoint of C neurons. When the
+//!   two layers' spatial sizes differ, the larger map is average-pooled (adaptive
+//!   pooling, as `torch.nn.AdaptiveAvgPool2d`) to the smaller size, so that position
+//!   `(i, j)` of both covers the same part of the input. To stay within a datapoint
+//!   budget, each datapoint keeps the same number of positions, drawn without
+//!   replacement by a generator seeded from (seed, datapoint index): the draw does not
+//!   depend on how the file is split into blocks.
+//! - `avgpool`: the mean over positions, C neurons per datapoint. A 2-D side
+//!   (datapoints x neurons) is taken as it is, so a conv layer can be compared with a
+//!   dense one.
+
+use super::dft::{FrequencyCorrelations, FrequencyPlan};
+use super::{canonical, similarity, Method, Moments, Options, Similarity, Warning};
+use crate::error::{Side, SimilarityError};
+use tch::{Device, Kind, Tensor};
+
+/// How conv activations are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ConvMethod {
+    Dft,
+    Flatten,
+    Avgpool,
+}
+
+/// Axis order of 4-D activations in a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// datapoints x channels x height x width (PyTorch).
+    #[default]
+    Nchw,
+    /// datapoints x height x width x channels (TensorFlow, numpy).
+    Nhwc,
+}
+
+impl Layout {
+    /// (channels, height, width) of a 4-D shape in this layout.
+    pub fn chw(self, shape: &[i64]) -> [i64; 3] {
+        match self {
+            Layout::Nchw => [shape[1], shape[2], shape[3]],
+            Layout::Nhwc => [shape[3], shape[1], shape[2]],
+        }
+    }
+
+    /// A block of rows in this layout as rows x C x H x W.
+    pub fn to_nchw(self, block: &Tensor) -> Tensor {
+        match self {
+            Layout::Nchw => block.shallow_clone(),
+            Layout::Nhwc => block.permute([0, 3, 1, 2]),
+        }
+    }
+}
+
+/// Conv settings of a comparison.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConvOptions {
+    pub method: ConvMethod,
+    /// `flatten`: at most this many datapoints (datapoints x positions kept).
+    pub max_datapoints: usize,
+    /// `flatten`: seed of the position draw.
+    pub seed: u64,
+}
+
+impl Default for ConvOptions {
+    fn default() -> Self {
+        ConvOptions {
+            method: ConvMethod::Dft,
+            max_datapoints: 100_000,
+            seed: 0,
+        }
+    }
+}
+
+/// A layer's shape as the comparison sees it: `C x H x W`, or `neurons` for a dense side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerShape {
+    Conv { c: i64, h: i64, w: i64 },
+    Dense { neurons: i64 },
+}
+
+/// The per-block transform and the final assembly of one conv comparison.
+pub struct ConvComparison {
+    options: ConvOptions,
+    shapes: [LayerShape; 2],
+    /// The common spatial size (flatten, dft).
+    size: (i64, i64),
+    plan: Option<FrequencyPlan>,
+    /// `flatten`: positions kept per datapoint.
+    positions: i64,
+}
+
+/// Extra results of a conv comparison, reported beside the similarity.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ConvReport {
+    pub method: ConvMethod,
+    /// The common spatial size the layers were compared at (height, width).
+    pub size: [i64; 2],
+    /// `flatten`: positions kept per datapoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub positions_per_datapoint: Option<i64>,
+    /// `dft`: frequencies whose CCA was computed (the rest mirror them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frequencies_computed: Option<usize>,
+    /// `dft`: every frequency of the common grid, numpy order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frequencies: Option<Vec<FrequencyCorrelations>>,
+}
+
+impl ConvComparison {
+    /// Checks that the layers suit the method and plans the comparison of `datapoints`
+    /// datapoints.
+    pub fn new(
+        shapes: [LayerShape; 2],
+        datapoints: i64,
+        options: ConvOptions,
+        method: Method,
+    ) -> Result<Self, SimilarityError> {
+        let mut size = (1, 1);
+        if options.method != ConvMethod::Avgpool {
+            let mut sizes = Vec::new();
+            for (side, shape) in [(Side::A, shapes[0]), (Side::B, shapes[1])] {
+                match shape {
+                    LayerShape::Conv { h, w, .. } => sizes.push((h, w)),
+                    LayerShape::Dense { .. } => {
+                        return Err(SimilarityError::layer(
+                            side,
+                            format!(
+                                "is 2-D (datapoints x neurons): --conv {} needs 4-D activations on both sides (--conv avgpool takes one dense side)",
+                                name(options.method)
+                            ),
+                        ))
+                    }
+                }
+            }
+            size = (sizes[0].0.min(sizes[1].0), sizes[0].1.min(sizes[1].1));
+        }
+        let mut plan = None;
+        let mut positions = 1;
+        match options.method {
+            ConvMethod::Dft => {
+                if !matches!(method, Method::Svcca | Method::Cca) {
+                    return Err(SimilarityError::Both(format!(
+                        "--method {method} is not defined per frequency: with --conv dft use svcca or cca \
+                         (or --conv flatten / avgpool for {method})"
+                    )));
+                }
+                if size.0 * size.1 < 2 {
+                    return Err(SimilarityError::Both(format!(
+                        "spatial size {}x{} is too small for --conv dft (a 1x1 map has no frequencies \
+                         but the mean): use --conv avgpool",
+                        size.0, size.1
+                    )));
+                }
+                let (LayerShape::Conv { h: ha, w: wa, .. }, LayerShape::Conv { h: hb, w: wb, .. }) =
+                    (shapes[0], shapes[1])
+                else {
+                    unreachable!("checked above")
+                };
+                plan = Some(FrequencyPlan::new((ha, wa), (hb, wb)));
+            }
+            ConvMethod::Flatten => {
+                let per = (options.max_datapoints as i64 / datapoints.max(1)).max(1);
+                positions = per.min(size.0 * size.1);
+            }
+            ConvMethod::Avgpool => {}
+        }
+        Ok(ConvComparison {
+            options,
+            shapes,
+            size,
+            plan,
+            positions,
+        })
+    }
+
+    /// The accumulator this comparison feeds.
+    pub fn moments(&self, device: Device) -> Moments {
+        let [ca, cb] = self.shapes.map(|s| match s {
+            LayerShape::Conv { c, .. } => c,
+            LayerShape::Dense { neurons } => neurons,
+        });
+        match &self.plan {
+            Some(plan) => Moments::stacked(plan.computed.len() as i64, ca, cb, Kind::ComplexDouble, device),
+            None => Moments::new(ca, cb, device),
+        }
+    }
+
+    /// Transforms one side's block (rows x C x H x W, or rows x neurons for a dense
+    /// side) whose first row is datapoint `first_row` into what [`Moments::update`] takes.
+    pub fn transform(&self, block: &Tensor, first_row: i64) -> Tensor {
+        if block.dim() == 2 {
+            return block.shallow_clone();
+        }
+        match (self.options.method, &self.plan) {
+            (ConvMethod::Avgpool, _) => block.mean_dim(&[2i64, 3][..], false, Kind::Double),
+            (ConvMethod::Dft, Some(plan)) => plan.spectrum(block),
+            (ConvMethod::Dft, None) => unreachable!("a dft comparison has a plan"),
+            (ConvMethod::Flatten, _) => self.flatten(block, first_row),
+        }
+    }
+
+    fn flatten(&self, block: &Tensor, first_row: i64) -> Tensor {
+        let (h, w) = self.size;
+        let s = block.size();
+        let block = if (s[2], s[3]) != (h, w) {
+            block.to_kind(Kind::Double).adaptive_avg_pool2d([h, w])
+        } else {
+            block.shallow_clone()
+        };
+        let (rows, c) = (s[0], s[1]);
+        // rows x positions x C
+        let by_position = block.reshape([rows, c, h * w]).permute([0, 2, 1]);
+        if self.positions == h * w {
+            return by_position.reshape([rows * h * w, c]);
+        }
+        let picks: Vec<i64> = (0..rows)
+            .flat_map(|r| draw_positions(self.options.seed, first_row + r, h * w, self.positions))
+            .collect();
+        let picks = Tensor::from_slice(&picks)
+            .view([rows, self.positions, 1])
+            .expand([rows, self.positions, c], false)
+            .to_device(block.device());
+        by_position.gather(1, &picks, false).reshape([rows * self.positions, c])
+    }
+
+    /// The similarity from the accumulated sums.
+    pub fn finish(
+        &self,
+        moments: Moments,
+        options: &Options,
+    ) -> Result<(Similarity, ConvReport), SimilarityError> {
+        let mut report = ConvReport {
+            method: self.options.method,
+            size: [self.size.0, self.size.1],
+            positions_per_datapoint: None,
+            frequencies_computed: None,
+            frequencies: None,
+        };
+        let Some(plan) = &self.plan else {
+            if self.options.method == ConvMethod::Flatten {
+                report.positions_per_datapoint = Some(self.positions);
+            }
+            let cov = moments.finish()?;
+            return Ok((similarity(cov, options)?, report));
+        };
+        let cov = moments.finish()?;
+        let per_computed = canonical(&cov, options)?;
+        let frequencies: Vec<FrequencyCorrelations> = plan
+            .locations()
+            .zip(&plan.source)
+            .map(|(location, &src)| {
+                let (ka, kb, ref corr) = per_computed[src];
+                FrequencyCorrelations {
+                    location,
+                    kept_a: ka,
+                    kept_b: kb,
+                    correlations: corr.clone(),
+                }
+            })
+            .collect();
+        let mut all: Vec<f64> = frequencies.iter().flat_map(|f| f.correlations.iter().copied()).collect();
+        all.sort_by(|x, y| y.total_cmp(x));
+        let channels = cov.neurons;
+        let mut warnings = Vec::new();
+        for (side, c) in [(Side::A, channels[0]), (Side::B, channels[1])] {
+            if cov.rows < c {
+                warnings.push(Warning {
+                    side,
+                    message: format!(
+                        "fewer datapoints ({}) than channels ({c}): each frequency's correlations are biased upward",
+                        cov.rows
+                    ),
+                });
+            }
+        }
+        let full = |shape: LayerShape| match shape {
+            LayerShape::Conv { c, h, w } => c * h * w,
+            LayerShape::Dense { neurons } => neurons,
+        };
+        let similarity = Similarity {
+            method: options.method,
+            mean: all.iter().sum::<f64>() / all.len() as f64,
+            kept_a: frequencies.iter().map(|f| f.kept_a as i64).sum(),
+            kept_b: frequencies.iter().map(|f| f.kept_b as i64).sum(),
+            correlations: all,
+            weights: None,
+            datapoints: cov.rows,
+            neurons_a: full(self.shapes[0]),
+            neurons_b: full(self.shapes[1]),
+            constant_a: cov.constant[0],
+            constant_b: cov.constant[1],
+            warnings,
+        };
+        report.frequencies_computed = Some(plan.computed.len());
+        report.frequencies = Some(frequencies);
+        Ok((similarity, report))
+    }
+}
+
+fn name(method: ConvMethod) -> &'static str {
+    match method {
+        ConvMethod::Dft => "dft",
+        ConvMethod::Flatten => "flatten",
+        ConvMethod::Avgpool => "avgpool",
+    }
+}
+
+/// `count` distinct positions out of `total` for one datapoint: a partial Fisher-Yates
+/// shuffle driven by SplitMix64 seeded from (seed, datapoint).
+fn draw_positions(seed: u64, datapoint: i64, total: i64, count: i64) -> Vec<i64> {
+    let mut state = seed ^ (datapoint as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut next = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut all: Vec<i64> = (0..total).collect();
+    for i in 0..count as usize {
+        let j = i + (next() % (total as u64 - i as u64)) as usize;
+        all.swap(i, j);
+    }
+    all.truncate(count as usize);
+    all
+}
+
+/// Compares two layers held in memory. Each is rows x C x H x W (or rows x neurons for
+/// a dense side with `avgpool`), already in NCHW order.
+pub fn compare_conv(
+    a: &Tensor,
+    b: &Tensor,
+    conv: ConvOptions,
+    options: &Options,
+) -> Result<(Similarity, ConvReport), SimilarityError> {
+    let shape = |t: &Tensor| {
+        let s = t.size();
+        match s.len() {
+            4 => LayerShape::Conv { c: s[1], h: s[2], w: s[3] },
+            _ => LayerShape::Dense { neurons: s[1] },
+        }
+    };
+    for (side, t) in [(Side::A, a), (Side::B, b)] {
+        if t.dim() != 4 && t.dim() != 2 {
+            return Err(SimilarityError::layer(side, format!("expected 4-D activations, got shape {:?}", t.size())));
+        }
+    }
+    if a.size()[0] != b.size()[0] {
+        return Err(SimilarityError::Both(format!(
+            "different numbers of datapoints: {} vs {}",
+            a.size()[0],
+            b.size()[0]
+        )));
+    }
+    let comparison = ConvComparison::new([shape(a), shape(b)], a.size()[0], conv, options.method)?;
+    let mut moments = comparison.moments(a.device());
+    moments.update(&comparison.transform(a, 0), &comparison.transform(b, 0))?;
+    comparison.finish(moments, options)
+}
