@@ -3,11 +3,14 @@
 //! Both `.npy` files are validated up front (so a bad second file fails before any work
 //! on the first), then streamed block by block into [`Moments`]: a file pair larger than
 //! the memory budget never sits in memory whole, and a pair that fits is one block.
+//! Conv layers (4-D files) go through a [`ConvComparison`] that transforms each block
+//! (spectrum, folded positions or pooled channels) before it is accumulated.
 
 use crate::device;
-use crate::error::{InputError, Side};
+use crate::error::{InputError, Side, SimilarityError};
 use crate::npy::{Dtype, NpyFile};
-use crate::similarity::{self, Keep, Moments, Options, Similarity};
+use crate::similarity::conv::{ConvComparison, LayerShape};
+use crate::similarity::{self, ConvOptions, ConvReport, Keep, Layout, Moments, Options, Similarity};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -20,6 +23,10 @@ pub struct CompareJob {
     pub a: PathBuf,
     pub b: PathBuf,
     pub options: Options,
+    /// How 4-D (conv) inputs are compared; `None` accepts 2-D inputs only.
+    pub conv: Option<ConvOptions>,
+    /// Axis order of 4-D inputs.
+    pub layout: Layout,
     pub device: Device,
     /// Bytes of host memory the data blocks may take.
     pub memory_budget: u64,
@@ -34,104 +41,153 @@ pub struct Report {
     pub device: String,
     pub a: String,
     pub b: String,
+    /// Conv comparisons: the method, the common size, and for `dft` every frequency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conv: Option<ConvReport>,
     /// Blocks of datapoints the files were read in (1 when they fit the budget).
     pub blocks: usize,
     pub warnings: Vec<String>,
     pub seconds: f64,
 }
 
-fn display(p: &Path) -> String {
-    p.display().to_string()
+/// One input file and how its rows become a tensor.
+struct Input {
+    file: NpyFile,
+    name: String,
+    /// Shape of one row block with the row count left out, in file order.
+    row_shape: Vec<i64>,
 }
 
-/// Opens a file and checks it is a 2-D float matrix.
-fn open_matrix(path: &Path) -> Result<NpyFile, InputError> {
-    let file = NpyFile::open(path)?;
-    let shape = &file.header().shape;
-    if shape.len() != 2 {
-        return Err(InputError::new(format!(
-            "{}: expected a 2-D array (datapoints x neurons), got shape {:?}",
-            path.display(),
-            shape
-        )));
+impl Input {
+    /// Opens a file and checks it is a 2-D or 4-D float array with data.
+    fn open(path: &Path) -> Result<Input, InputError> {
+        let file = NpyFile::open(path)?;
+        let name = path.display().to_string();
+        let shape = file.header().shape.clone();
+        if shape.len() != 2 && shape.len() != 4 {
+            return Err(InputError::new(format!(
+                "{name}: expected a 2-D array (datapoints x neurons) or a 4-D one (datapoints x C x H x W), got shape {shape:?}"
+            )));
+        }
+        if shape.contains(&0) {
+            return Err(InputError::new(format!("{name}: empty array of shape {shape:?}")));
+        }
+        let row_shape = shape[1..].iter().map(|&d| d as i64).collect();
+        Ok(Input { file, name, row_shape })
     }
-    if file.rows() == 0 || file.cols() == 0 {
-        return Err(InputError::new(format!(
-            "{}: empty array of shape {:?}",
-            path.display(),
-            shape
-        )));
+
+    fn is_conv(&self) -> bool {
+        self.row_shape.len() == 3
     }
-    Ok(file)
+
+    fn shape(&self, layout: Layout) -> LayerShape {
+        if self.is_conv() {
+            let mut full = vec![0];
+            full.extend(&self.row_shape);
+            let [c, h, w] = layout.chw(&full);
+            LayerShape::Conv { c, h, w }
+        } else {
+            LayerShape::Dense { neurons: self.row_shape[0] }
+        }
+    }
+
+    /// Rows `start..start + count` as a host tensor of the file's dtype: rows x neurons,
+    /// or rows x C x H x W for a conv layer.
+    fn read(&mut self, start: usize, count: usize, layout: Layout) -> Result<Tensor, InputError> {
+        let bytes = self.file.read_rows(start, count)?;
+        let kind = match self.file.header().dtype {
+            Dtype::F32 => Kind::Float,
+            Dtype::F64 => Kind::Double,
+        };
+        let mut shape = vec![count as i64];
+        shape.extend(&self.row_shape);
+        let t = Tensor::from_data_size(&bytes, &shape, kind);
+        Ok(if self.is_conv() { layout.to_nchw(&t) } else { t })
+    }
 }
 
-fn torch_kind(dtype: Dtype) -> Kind {
-    match dtype {
-        Dtype::F32 => Kind::Float,
-        Dtype::F64 => Kind::Double,
-    }
+/// Dense layers go straight into the accumulator; conv layers through their transform.
+enum Pipeline {
+    Dense,
+    Conv(ConvComparison),
 }
 
-/// Rows per block so that the blocks of both files, as read and as converted to float64
-/// and centred, fit in `budget` bytes (at least 256 rows, at most all of them).
-fn rows_per_block(files: [&NpyFile; 2], budget: u64) -> usize {
-    let per_row: u64 = files
-        .iter()
-        .map(|f| f.cols() as u64 * (2 * f.header().dtype.size() as u64 + 2 * 8))
-        .sum();
-    let rows = files[0].rows();
-    ((budget / per_row.max(1)) as usize).clamp(256.min(rows), rows)
+impl Pipeline {
+    fn moments(&self, cols: [i64; 2], device: Device) -> Moments {
+        match self {
+            Pipeline::Dense => Moments::new(cols[0], cols[1], device),
+            Pipeline::Conv(c) => c.moments(device),
+        }
+    }
+
+    fn transform(&self, block: Tensor, first_row: i64) -> Tensor {
+        match self {
+            Pipeline::Dense => block,
+            Pipeline::Conv(c) => c.transform(&block, first_row),
+        }
+    }
+
+    fn finish(&self, moments: Moments, options: &Options) -> Result<(Similarity, Option<ConvReport>), SimilarityError> {
+        match self {
+            Pipeline::Dense => Ok((similarity::similarity(moments.finish()?, options)?, None)),
+            Pipeline::Conv(c) => c.finish(moments, options).map(|(s, r)| (s, Some(r))),
+        }
+    }
+
+    /// Bytes a block takes per datapoint and per input value: the bytes as read, the
+    /// tensor made from them, and the float64 (or complex128 spectrum) working copies.
+    fn bytes_per_value(&self, dtype_size: u64) -> u64 {
+        match self {
+            Pipeline::Dense => 2 * dtype_size + 16,
+            Pipeline::Conv(_) => 2 * dtype_size + 48,
+        }
+    }
 }
 
 impl CompareJob {
     pub fn run(&self) -> Result<Report, InputError> {
         let started = Instant::now();
-        let (name_a, name_b) = (display(&self.a), display(&self.b));
-        let mut fa = open_matrix(&self.a)?;
-        let mut fb = open_matrix(&self.b)?;
-        if fa.rows() != fb.rows() {
+        let mut inputs = [Input::open(&self.a)?, Input::open(&self.b)?];
+        let [name_a, name_b] = [inputs[0].name.clone(), inputs[1].name.clone()];
+        let rows = inputs[0].file.rows();
+        if rows != inputs[1].file.rows() {
             return Err(InputError::new(format!(
-                "{name_a} has {} datapoints (rows) but {name_b} has {}: compare activations of the same inputs",
-                fa.rows(),
-                fb.rows()
+                "{name_a} has {rows} datapoints (rows) but {name_b} has {}: compare activations of the same inputs",
+                inputs[1].file.rows()
             )));
         }
-        let rows = fa.rows();
-        let block = rows_per_block([&fa, &fb], self.memory_budget);
+        let pipeline = self.pipeline(&inputs).map_err(|e| e.naming(&name_a, &name_b))?;
+        let per_row: u64 = inputs
+            .iter()
+            .map(|i| i.file.cols() as u64 * pipeline.bytes_per_value(i.file.header().dtype.size() as u64))
+            .sum();
+        let block = ((self.memory_budget / per_row.max(1)) as usize).clamp(256.min(rows), rows);
         let blocks = rows.div_ceil(block);
         tracing::info!(
-            "comparing {name_a} ({rows}x{}) with {name_b} ({rows}x{}) by {} on {} in {} block(s) of {block} rows",
-            fa.cols(),
-            fb.cols(),
+            "comparing {name_a} {:?} with {name_b} {:?} by {}{} on {} in {} block(s) of {block} rows",
+            inputs[0].file.header().shape,
+            inputs[1].file.header().shape,
             self.options.method,
+            self.conv.map(|c| format!(" (conv: {:?})", c.method).to_lowercase()).unwrap_or_default(),
             device::name(self.device),
             blocks
         );
-        let progress = if blocks > 1 {
-            let bar = ProgressBar::new(rows as u64);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} reading [{bar:30}] {human_pos}/{human_len} datapoints {per_sec} eta {eta}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
-            bar
-        } else {
-            ProgressBar::hidden()
-        };
-        let mut moments = Moments::new(fa.cols() as i64, fb.cols() as i64, self.device);
-        let mut start = 0;
+        let progress = progress_bar(rows, blocks);
+        let cols = [0, 1].map(|i| inputs[i].file.cols() as i64);
+        let mut moments = pipeline.moments(cols, self.device);
         let (mut reading, mut summing) = (0.0, 0.0);
+        let mut start = 0;
         while start < rows {
             let count = block.min(rows - start);
             let t = Instant::now();
-            let ta = read_block(&mut fa, start, count)?;
-            let tb = read_block(&mut fb, start, count)?;
+            let ta = inputs[0].read(start, count, self.layout)?;
+            let tb = inputs[1].read(start, count, self.layout)?;
             reading += t.elapsed().as_secs_f64();
             let t = Instant::now();
+            let (ta, tb) = (ta.to_device(self.device), tb.to_device(self.device));
+            let first = start as i64;
             moments
-                .update(&ta, &tb)
+                .update(&pipeline.transform(ta, first), &pipeline.transform(tb, first))
                 .map_err(|e| e.naming(&name_a, &name_b))?;
             summing += t.elapsed().as_secs_f64();
             start += count;
@@ -139,8 +195,8 @@ impl CompareJob {
         }
         progress.finish_and_clear();
         let t = Instant::now();
-        let covariance = moments.finish().map_err(|e| e.naming(&name_a, &name_b))?;
-        let similarity = similarity::similarity(covariance, &self.options)
+        let (similarity, conv) = pipeline
+            .finish(moments, &self.options)
             .map_err(|e| e.naming(&name_a, &name_b))?;
         tracing::debug!(
             "read {reading:.3}s, accumulated {summing:.3}s, solved {:.3}s",
@@ -162,17 +218,49 @@ impl CompareJob {
             device: device::name(self.device),
             a: name_a,
             b: name_b,
+            conv,
             blocks,
             warnings,
             seconds: started.elapsed().as_secs_f64(),
             similarity,
         })
     }
+
+    /// Dense or conv, from the inputs' ranks and the `--conv` choice.
+    fn pipeline(&self, inputs: &[Input; 2]) -> Result<Pipeline, SimilarityError> {
+        let Some(conv) = self.conv else {
+            for (side, input) in [(Side::A, &inputs[0]), (Side::B, &inputs[1])] {
+                if input.is_conv() {
+                    return Err(SimilarityError::layer(
+                        side,
+                        "is 4-D (conv activations): pass --conv dft, flatten or avgpool (and --layout nhwc if channels come last)",
+                    ));
+                }
+            }
+            return Ok(Pipeline::Dense);
+        };
+        if !inputs[0].is_conv() && !inputs[1].is_conv() {
+            return Err(SimilarityError::Both(
+                "--conv applies to 4-D (conv) activations, and both files are 2-D".into(),
+            ));
+        }
+        let shapes = [inputs[0].shape(self.layout), inputs[1].shape(self.layout)];
+        let rows = inputs[0].file.rows() as i64;
+        Ok(Pipeline::Conv(ConvComparison::new(shapes, rows, conv, self.options.method)?))
+    }
 }
 
-/// One block of rows as a tensor of the file's own dtype, on the host.
-fn read_block(file: &mut NpyFile, start: usize, count: usize) -> Result<Tensor, InputError> {
-    let bytes = file.read_rows(start, count)?;
-    let kind = torch_kind(file.header().dtype);
-    Ok(Tensor::from_data_size(&bytes, &[count as i64, file.cols() as i64], kind))
+fn progress_bar(rows: usize, blocks: usize) -> ProgressBar {
+    if blocks <= 1 {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(rows as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} reading [{bar:30}] {human_pos}/{human_len} datapoints {per_sec} eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar
 }

@@ -237,3 +237,54 @@ fn example_writes_a_pair_and_never_overwrites() {
     assert_refused(&again, &["a.npy"], "already exists");
     assert_eq!(std::fs::read(&a).unwrap(), before, "the existing file is untouched");
 }
+
+/// A conv layer (datapoints x C x H x W) as an NCHW array, from `matrix`.
+fn conv_layer(n: usize, c: usize, h: usize, w: usize, seed: u64) -> ndarray::Array4<f32> {
+    matrix(n, c * h * w, seed).into_shape_with_order((n, c, h, w)).unwrap()
+}
+
+#[test]
+fn conv_layers_through_the_cli() {
+    let d = Dir::new();
+    let a = conv_layer(600, 4, 6, 6, 20);
+    let b = conv_layer(600, 3, 3, 3, 21);
+    let (pa, pb) = (d.write("a.npy", &a), d.write("b.npy", &b));
+    let v = json(&svcca(&["compare", &pa, &pb, "--conv", "dft", "--method", "cca", "--json"]));
+    let conv = &v["conv"];
+    assert_eq!(conv["method"], "dft");
+    assert_eq!(conv["size"], serde_json::json!([3, 3]));
+    let freqs = conv["frequencies"].as_array().unwrap();
+    assert_eq!(freqs.len(), 9);
+    assert_eq!(freqs[1]["location"], serde_json::json!([0, 1]));
+    assert_eq!(v["correlations"].as_array().unwrap().len(), 9 * 3);
+    // NHWC storage of the same layers gives the same answer.
+    let nhwc = |x: &ndarray::Array4<f32>| x.view().permuted_axes([0, 2, 3, 1]).as_standard_layout().to_owned();
+    let (qa, qb) = (d.write("a_nhwc.npy", &nhwc(&a)), d.write("b_nhwc.npy", &nhwc(&b)));
+    let w = json(&svcca(&["compare", &qa, &qb, "--conv", "dft", "--method", "cca", "--layout", "nhwc", "--json"]));
+    assert!((w["mean"].as_f64().unwrap() - v["mean"].as_f64().unwrap()).abs() < 1e-10);
+    // Streaming in blocks gives the same answer too.
+    let s = json(&svcca(&["compare", &pa, &pb, "--conv", "dft", "--method", "cca", "--memory-budget", "100K", "--json"]));
+    assert!(s["blocks"].as_u64().unwrap() > 1);
+    assert!((s["mean"].as_f64().unwrap() - v["mean"].as_f64().unwrap()).abs() < 1e-10);
+    // flatten and avgpool; avgpool also takes a dense side.
+    let f = json(&svcca(&["compare", &pa, &pb, "--conv", "flatten", "--max-datapoints", "3000", "--json"]));
+    assert_eq!((f["datapoints"].as_i64(), f["conv"]["positions_per_datapoint"].as_i64()), (Some(3000), Some(5)));
+    let dense = d.write("dense.npy", &matrix(600, 7, 22));
+    let p = json(&svcca(&["compare", &pa, &dense, "--conv", "avgpool", "--method", "cka", "--json"]));
+    assert_eq!((p["neurons_a"].as_i64(), p["neurons_b"].as_i64()), (Some(4), Some(7)));
+}
+
+#[test]
+fn conv_misuse_is_refused_naming_the_file() {
+    let d = Dir::new();
+    let a = d.write("conv.npy", &conv_layer(300, 4, 4, 4, 23));
+    let dense = d.write("dense.npy", &matrix(300, 8, 24));
+    assert_refused(&svcca(&["compare", &a, &dense]), &["conv.npy"], "pass --conv");
+    assert_refused(&svcca(&["compare", &a, &dense, "--conv", "dft"]), &["dense.npy"], "4-D");
+    assert_refused(&svcca(&["compare", &dense, &dense, "--conv", "avgpool"]), &["dense.npy"], "both files are 2-D");
+    let tiny = d.write("tiny.npy", &conv_layer(300, 4, 1, 1, 25));
+    assert_refused(&svcca(&["compare", &tiny, &tiny, "--conv", "dft"]), &["tiny.npy"], "too small");
+    let fewer = d.write("fewer.npy", &conv_layer(299, 4, 4, 4, 26));
+    assert_refused(&svcca(&["compare", &a, &fewer, "--conv", "dft"]), &["conv.npy", "fewer.npy"], "datapoints");
+    assert_refused(&svcca(&["compare", &a, &a, "--conv", "dft", "--method", "pwcca"]), &["conv.npy"], "per frequency");
+}

@@ -3,7 +3,7 @@
 use crate::compare::{CompareJob, Report};
 use crate::device::DeviceChoice;
 use crate::error::InputError;
-use crate::similarity::{Keep, Method, Options};
+use crate::similarity::{ConvMethod, ConvOptions, Keep, Layout, Method, Options};
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
@@ -23,6 +23,18 @@ pub struct CompareArgs {
     /// SVCCA: keep exactly the top K directions on each side.
     #[arg(long, value_name = "K")]
     top_k: Option<usize>,
+    /// Conv layers (4-D inputs): the DFT method, positions as datapoints, or pooling.
+    #[arg(long, value_enum, value_name = "METHOD")]
+    conv: Option<ConvMethod>,
+    /// Axis order of 4-D inputs: nchw (PyTorch) or nhwc (TensorFlow, numpy).
+    #[arg(long, value_enum, default_value_t = Layout::Nchw)]
+    layout: Layout,
+    /// --conv flatten: keep at most this many datapoints (positions are subsampled).
+    #[arg(long, value_name = "N", default_value_t = ConvOptions::default().max_datapoints)]
+    max_datapoints: usize,
+    /// --conv flatten: seed of the position subsampling.
+    #[arg(long, default_value_t = ConvOptions::default().seed)]
+    seed: u64,
     /// Where to compute: auto takes a GPU when there is one.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
@@ -55,7 +67,16 @@ impl CompareArgs {
     }
 
     pub fn run(self) -> anyhow::Result<()> {
+        if self.max_datapoints == 0 {
+            return Err(InputError::new("--max-datapoints 0: keep at least one datapoint").into());
+        }
         let job = CompareJob {
+            conv: self.conv.map(|method| ConvOptions {
+                method,
+                max_datapoints: self.max_datapoints,
+                seed: self.seed,
+            }),
+            layout: self.layout,
             options: Options {
                 method: self.method,
                 keep: self.keep()?,
@@ -98,6 +119,19 @@ fn write_summary(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
             String::new()
         };
         writeln!(out, "  {name}: {} datapoints x {neurons} neurons, {kept} {unit} used{dropped}", s.datapoints)?;
+    }
+    if let Some(conv) = &r.conv {
+        let [h, w] = conv.size;
+        let detail = match (conv.frequencies_computed, conv.positions_per_datapoint) {
+            (Some(f), _) => format!(
+                "one CCA per spatial frequency, {f} of {} computed (the rest are conjugate mirrors)",
+                h * w
+            ),
+            (_, Some(p)) => format!("{p} positions per datapoint as datapoints"),
+            _ => "channels averaged over positions".to_string(),
+        };
+        let method = format!("{:?}", conv.method).to_lowercase();
+        writeln!(out, "  conv {method} at {h}x{w}: {detail}")?;
     }
     if !s.correlations.is_empty() {
         let top: Vec<String> = s.correlations.iter().take(8).map(|c| format!("{c:.4}")).collect();
