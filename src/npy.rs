@@ -108,13 +108,21 @@ impl NpyFile {
     /// Reads rows `start..start + count` as little-endian bytes of the file's dtype, in
     /// row-major order (`count * cols` elements).
     pub fn read_rows(&mut self, start: usize, count: usize) -> Result<Vec<u8>, InputError> {
-        let mut bytes = self.read_raw_rows(start, count)?;
+        let mut bytes = vec![0u8; count * self.cols() * self.header.dtype.size()];
+        self.read_rows_into(start, count, &mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// As [`NpyFile::read_rows`], into `out` (exactly `count * cols * dtype size` bytes),
+    /// so a caller can read straight into a tensor's memory.
+    pub fn read_rows_into(&mut self, start: usize, count: usize, out: &mut [u8]) -> Result<(), InputError> {
+        self.read_raw_rows(start, count, out)?;
         if self.header.big_endian {
-            for element in bytes.chunks_exact_mut(self.header.dtype.size()) {
+            for element in out.chunks_exact_mut(self.header.dtype.size()) {
                 element.reverse();
             }
         }
-        Ok(bytes)
+        Ok(())
     }
 
     /// Reads rows `start..start + count` as float64 values in row-major order.
@@ -133,7 +141,9 @@ impl NpyFile {
     }
 
     /// The bytes of the requested rows as stored (file byte order), in row-major order.
-    fn read_raw_rows(&mut self, start: usize, count: usize) -> Result<Vec<u8>, InputError> {
+    /// For a Fortran-order file, "row-major" means each row's values in the file's own
+    /// (column-major) order of the remaining axes; see [`Header::fortran_order`].
+    fn read_raw_rows(&mut self, start: usize, count: usize, out: &mut [u8]) -> Result<(), InputError> {
         let (rows, cols) = (self.rows(), self.cols());
         assert!(start + count <= rows, "row range past the end of the array");
         let size = self.header.dtype.size();
@@ -141,12 +151,12 @@ impl NpyFile {
         let io_err = move |e: std::io::Error| {
             InputError::new(format!("{}: read failed: {e}", path.display()))
         };
+        assert_eq!(out.len(), count * cols * size, "output buffer of the wrong size");
         if !self.header.fortran_order || cols <= 1 || rows <= 1 {
             let offset = self.header.data_offset + (start * cols * size) as u64;
-            let mut buf = vec![0u8; count * cols * size];
             self.reader.seek(SeekFrom::Start(offset)).map_err(&io_err)?;
-            self.reader.read_exact(&mut buf).map_err(&io_err)?;
-            return Ok(buf);
+            self.reader.read_exact(out).map_err(&io_err)?;
+            return Ok(());
         }
         // Fortran order: each column's slice of the rows is contiguous; gather then
         // transpose into row-major order.
@@ -157,15 +167,14 @@ impl NpyFile {
             let dst = &mut columns[c * count * size..(c + 1) * count * size];
             self.reader.read_exact(dst).map_err(&io_err)?;
         }
-        let mut row_major = vec![0u8; columns.len()];
         for c in 0..cols {
             for r in 0..count {
                 let src = (c * count + r) * size;
                 let dst = (r * cols + c) * size;
-                row_major[dst..dst + size].copy_from_slice(&columns[src..src + size]);
+                out[dst..dst + size].copy_from_slice(&columns[src..src + size]);
             }
         }
-        Ok(row_major)
+        Ok(())
     }
 }
 

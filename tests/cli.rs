@@ -262,6 +262,17 @@ fn conv_layers_through_the_cli() {
     let (qa, qb) = (d.write("a_nhwc.npy", &nhwc(&a)), d.write("b_nhwc.npy", &nhwc(&b)));
     let w = json(&svcca(&["compare", &qa, &qb, "--conv", "dft", "--method", "cca", "--layout", "nhwc", "--json"]));
     assert!((w["mean"].as_f64().unwrap() - v["mean"].as_f64().unwrap()).abs() < 1e-10);
+    // Fortran (column-major) storage of the same layer too.
+    let fortran = {
+        use ndarray::ShapeBuilder;
+        let mut f = ndarray::Array4::<f32>::zeros((600, 4, 6, 6).f());
+        f.assign(&a);
+        f
+    };
+    assert!(!fortran.is_standard_layout());
+    let fa = d.write("a_fortran.npy", &fortran);
+    let x = json(&svcca(&["compare", &fa, &pb, "--conv", "dft", "--method", "cca", "--json"]));
+    assert!((x["mean"].as_f64().unwrap() - v["mean"].as_f64().unwrap()).abs() < 1e-10);
     // Streaming in blocks gives the same answer too.
     let s = json(&svcca(&["compare", &pa, &pb, "--conv", "dft", "--method", "cca", "--memory-budget", "100K", "--json"]));
     assert!(s["blocks"].as_u64().unwrap() > 1);

@@ -35,7 +35,7 @@ pub(crate) fn rank_tolerance(neurons: usize) -> f64 {
 
 impl Principal {
     pub(crate) fn of(scatter: &Tensor) -> Principal {
-        let (l, v) = scatter.linalg_eigh("L");
+        let (l, v) = small_linalg(scatter, || scatter.linalg_eigh("L"));
         // eigh sorts ascending; we want the largest variance first.
         let l = l.flip([-1]).clamp_min(0.0);
         let directions = v.flip([-1]);
@@ -133,12 +133,28 @@ pub(crate) fn correlations(
     let width = t.size()[1].min(t.size()[2]) as usize;
     // Canonical correlations are at most 1; anything above is rounding.
     // (linalg_svdvals would need a driver argument that tch cannot leave unset.)
-    let (_, s, _) = t.svd(true, false);
+    let (_, s, _) = small_linalg(&t, || t.svd(true, false));
     let s = to_host(&s.clamp_max(1.0));
     s.chunks(width.max(1))
         .zip(kept_a.iter().zip(kept_b))
         .map(|(s, (&ka, &kb))| s[..ka.min(kb)].to_vec())
         .collect()
+}
+
+/// Runs a decomposition of `t`'s matrices, single-threaded on the CPU when they are
+/// small. LAPACK cannot use two threads on a 64 x 64 problem, but its OpenMP threads
+/// spin-wait for each other; when anything else wants the cores (a second job, a build)
+/// a stack of small problems then ran 10 to 100 times slower than on one thread.
+pub(crate) fn small_linalg<T>(t: &Tensor, f: impl FnOnce() -> T) -> T {
+    let n = t.size().iter().rev().take(2).copied().max().unwrap_or(0);
+    if t.device() != Device::Cpu || n > 512 {
+        return f();
+    }
+    let threads = tch::get_num_threads();
+    tch::set_num_threads(1);
+    let out = f();
+    tch::set_num_threads(threads);
+    out
 }
 
 pub(crate) fn to_host(t: &Tensor) -> Vec<f64> {

@@ -189,7 +189,7 @@ impl ConvComparison {
             LayerShape::Dense { neurons } => neurons,
         });
         match &self.plan {
-            Some(plan) => Moments::stacked(plan.computed.len() as i64, ca, cb, Kind::ComplexDouble, device),
+            Some(plan) => Moments::stacked(plan.computed.len() as i64, ca, cb, true, device),
             None => Moments::new(ca, cb, device),
         }
     }
