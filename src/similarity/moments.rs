@@ -101,10 +101,6 @@ impl Covariance {
             Side::B => self.cbb.size()[1],
         }
     }
-
-    pub fn problems(&self) -> i64 {
-        self.caa.size()[0]
-    }
 }
 
 impl Moments {
