@@ -14,25 +14,16 @@ also writes it to FILE.
 """
 
 import argparse
-import json
-import os
-import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SVCCA = ROOT / "target" / "release" / "svcca"
+from bench_common import (ROOT, SVCCA, TOLERANCE, above_tolerance, emit, header, parse_args,
+                          log, run_measured, timed_runs)
+
 BASELINE = ROOT / "scripts" / "svcca_numpy.py"
-TIME = "/usr/bin/time"  # GNU time
-TOLERANCE = 1e-6
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
 
 
 def parse_sizes(text):
@@ -44,36 +35,6 @@ def parse_sizes(text):
         except ValueError:
             sys.exit(f"bad size {item!r}: expected DATAPOINTSxNEURONS, e.g. 10000x512")
     return sizes
-
-
-def run_measured(cmd):
-    """Run cmd under /usr/bin/time; return (stdout, wall seconds, peak RSS in MiB) of that child.
-
-    GNU time, not os.wait4 or getrusage(RUSAGE_CHILDREN) here: Linux charges a child that
-    this process spawns with this process's own peak RSS (several hundred MiB once torch is
-    loaded and the data converted), whereas the small time process forks the command itself.
-    """
-    with tempfile.NamedTemporaryFile("r") as timing, \
-            tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        full = [TIME, "-f", "%e %M", "-o", timing.name] + [str(c) for c in cmd]
-        proc = subprocess.run(full, stdout=out, stderr=err, cwd=ROOT)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode()
-        fields = timing.read().split()
-    if proc.returncode != 0:
-        sys.exit(f"command failed (exit {proc.returncode}): {shlex.join(map(str, cmd))}\n"
-                 + stderr[-3000:])
-    wall, peak_kib = float(fields[-2]), float(fields[-1])
-    return stdout, wall, peak_kib / 1024
-
-
-def parse_json(stdout, cmd):
-    # The result is the one JSON object on stdout; log lines go to stderr.
-    for line in reversed(stdout.strip().splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    sys.exit(f"no JSON on stdout of {shlex.join(map(str, cmd))}:\n{stdout[-2000:]}")
 
 
 def difference(r1, r2):
@@ -108,23 +69,6 @@ def products_time(a_path, b_path, repeats=3):
     return statistics.median(times)
 
 
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
 def bench_size(n, p, repeats, workdir):
     data = Path(workdir) / f"{n}x{p}"
     gen = [SVCCA, "example", data, "--datapoints", n, "--neurons-a", p, "--neurons-b", p,
@@ -137,61 +81,30 @@ def bench_size(n, p, repeats, workdir):
         "svcca": [str(SVCCA), "compare", str(a), str(b), "--method", "svcca", "--device", "cpu", "--json"],
         "numpy": [sys.executable, str(BASELINE), str(a), str(b), "--json"],
     }
-    walls = {k: [] for k in cmds}
-    peaks = {k: [] for k in cmds}
-    inner = {k: [] for k in cmds}
-    worst = 0.0
-    for r in range(repeats):
-        results = {}
-        for name, cmd in cmds.items():  # alternate svcca, numpy, svcca, numpy, ...
-            stdout, wall, peak = run_measured(cmd)
-            results[name] = parse_json(stdout, cmd)
-            walls[name].append(wall)
-            peaks[name].append(peak)
-            inner[name].append(results[name].get("seconds", float("nan")))
-            log(f"[{n}x{p}] repeat {r + 1}/{repeats} {name}: {wall:.3f} s wall, {peak:.0f} MiB peak")
-        worst = max(worst, difference(results["svcca"], results["numpy"]))
-    kept = (results["svcca"]["kept_a"], results["svcca"]["kept_b"])
+    wall, inner, peak, results = timed_runs(cmds, repeats, f"{n}x{p}", show_compute=False)
+    worst = max(difference(r["svcca"], r["numpy"]) for r in results)
+    kept = (results[-1]["svcca"]["kept_a"], results[-1]["svcca"]["kept_b"])
     log(f"[{n}x{p}] kept {kept[0]}/{kept[1]}; worst |svcca - numpy| = {worst:.3g}"
-        + ("" if worst <= TOLERANCE else f"  ** ABOVE {TOLERANCE:g} **"))
+        + above_tolerance(worst))
 
     log(f"[{n}x{p}] timing the matrix products in torch")
     floor = products_time(a, b)
-    med = {k: statistics.median(v) for k, v in walls.items()}
     return {
         "size": f"{n} x {p}",
-        "svcca": med["svcca"],
-        "numpy": med["numpy"],
+        "svcca": wall["svcca"],
+        "numpy": wall["numpy"],
         "products": floor,
-        "svcca_peak": max(peaks["svcca"]),
-        "numpy_peak": max(peaks["numpy"]),
+        "svcca_peak": peak["svcca"],
+        "numpy_peak": peak["numpy"],
         "diff": worst,
         "kept": kept,
-        "inner_svcca": statistics.median(inner["svcca"]),
-        "inner_numpy": statistics.median(inner["numpy"]),
+        "inner_svcca": inner["svcca"],
+        "inner_numpy": inner["numpy"],
     }
 
 
 def markdown(rows, repeats):
-    import numpy
-    import torch
-
-    date = subprocess.run(["date", "-u"], capture_output=True, text=True).stdout.strip()
-    version = subprocess.run([str(SVCCA), "--version"], capture_output=True, text=True).stdout.strip()
-    built = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(SVCCA.stat().st_mtime))
-    rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                         capture_output=True, text=True).stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
-    cores = os.cpu_count()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
-    lines = [
-        f"### SVCCA on CPU: `svcca compare` vs plain numpy ({date})",
-        "",
-        f"- Command: `{shlex.join(getattr(sys, 'orig_argv', [sys.executable] + sys.argv))}`",
-        f"- CPU: {cpu_model()}, {cores} logical cores ({usable} usable by this process); "
-        f"torch threads {torch.get_num_threads()}",
-        f"- {version} (binary built {built}; git {rev}{' with uncommitted changes' if dirty else ''}); numpy {numpy.__version__}; torch {torch.__version__}; Python {sys.version.split()[0]}",
+    lines = header("SVCCA on CPU: `svcca compare` vs plain numpy") + [
         f"- Data: `svcca example --rank 32 --noise 1.0 --seed 0`, float32, same width on both sides; "
         f"median wall time of {repeats} run(s) per tool (whole process: start, load, compute), "
         "max peak RSS (GNU time `%e`, `%M`)",
@@ -224,16 +137,7 @@ def main():
     p.add_argument("--sizes", default="10000x512,50000x256",
                    help="comma-separated DATAPOINTSxNEURONS (default: 10000x512,50000x256)")
     p.add_argument("--repeats", type=int, default=3, help="runs of each tool per size (default 3)")
-    p.add_argument("--out", type=Path, help="also write the Markdown section to this file")
-    args = p.parse_args()
-    if args.repeats < 1:
-        p.error("--repeats must be at least 1")
-
-    if not SVCCA.is_file():
-        sys.exit(f"{SVCCA} does not exist: build it first with scripts/setup.sh")
-    if not os.access(TIME, os.X_OK):
-        sys.exit(f"{TIME} (GNU time) is needed to measure peak memory: install it "
-                 "(e.g. apt-get install time)")
+    args = parse_args(p)
     sizes = parse_sizes(args.sizes)
 
     rows = []
@@ -242,10 +146,7 @@ def main():
             rows.append(bench_size(n, p_, args.repeats, workdir))
 
     text = markdown(rows, args.repeats)
-    print(text, end="")
-    if args.out:
-        args.out.write_text(text)
-        log(f"wrote {args.out}")
+    emit(text, args.out)
     if any(r["diff"] > TOLERANCE for r in rows):
         sys.exit(f"svcca and numpy differ by more than {TOLERANCE:g}")
 

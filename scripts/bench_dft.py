@@ -30,28 +30,16 @@ writes it to FILE.
 """
 
 import argparse
-import json
-import os
-import shlex
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-SVCCA = ROOT / "target" / "release" / "svcca"
+from bench_common import (ROOT, SVCCA, TOLERANCE, above_tolerance, emit, header, parse_args,
+                          load_average, log, thread_variables, timed_runs)
+
 BASELINE = ROOT / "scripts" / "dft_numpy.py"
-TIME = "/usr/bin/time"  # GNU time
-TOLERANCE = 1e-6
-LOAD_AT_START = None  # /proc/loadavg when the run began: the timings are only as good as an idle machine
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
 
 
 def parse_shape(text, option):
@@ -64,36 +52,6 @@ def parse_shape(text, option):
     return n, c, h, w
 
 
-def run_measured(cmd):
-    """Run cmd under /usr/bin/time; return (stdout, wall seconds, peak RSS in MiB) of that child.
-
-    GNU time, not os.wait4 or getrusage(RUSAGE_CHILDREN): Linux charges a child that this
-    process spawns with this process's own peak RSS (large here, after generating the data),
-    whereas the small time process forks the command itself.
-    """
-    with tempfile.NamedTemporaryFile("r") as timing, \
-            tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        full = [TIME, "-f", "%e %M", "-o", timing.name] + [str(c) for c in cmd]
-        proc = subprocess.run(full, stdout=out, stderr=err, cwd=ROOT)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode()
-        fields = timing.read().split()
-    if proc.returncode != 0:
-        sys.exit(f"command failed (exit {proc.returncode}): {shlex.join(map(str, cmd))}\n"
-                 + stderr[-3000:])
-    wall, peak_kib = float(fields[-2]), float(fields[-1])
-    return stdout, wall, peak_kib / 1024
-
-
-def parse_json(stdout, cmd):
-    # The result is the one JSON object on stdout; log lines go to stderr.
-    for line in reversed(stdout.strip().splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    sys.exit(f"no JSON on stdout of {shlex.join(map(str, cmd))}:\n{stdout[-2000:]}")
-
-
 def difference(r1, r2, names):
     """Largest absolute difference of the sorted coefficients and of the mean; exits on a count mismatch."""
     c1 = sorted(r1["correlations"], reverse=True)
@@ -101,23 +59,6 @@ def difference(r1, r2, names):
     if len(c1) != len(c2):
         sys.exit(f"numbers of coefficients differ: {names[0]} {len(c1)}, {names[1]} {len(c2)}")
     return max([abs(x - y) for x, y in zip(c1, c2)] + [abs(r1["mean"] - r2["mean"])])
-
-
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 # ---------------------------------------------------------------- data
@@ -174,27 +115,21 @@ def make_shifted_pair(shape, seed, workdir):
 
 # ---------------------------------------------------------------- runs
 
-def timed_runs(cmds, repeats, tag):
-    """Run each command repeats times, alternating; return medians, peaks and the last results."""
-    walls = {k: [] for k in cmds}
-    peaks = {k: [] for k in cmds}
-    inner = {k: [] for k in cmds}
-    all_results = []
-    for r in range(repeats):
-        results = {}
-        for name, cmd in cmds.items():
-            stdout, wall, peak = run_measured(cmd)
-            results[name] = parse_json(stdout, cmd)
-            walls[name].append(wall)
-            peaks[name].append(peak)
-            inner[name].append(results[name].get("seconds", float("nan")))
-            log(f"[{tag}] repeat {r + 1}/{repeats} {name}: {wall:.3f} s wall, "
-                f"{inner[name][-1]:.3f} s compute, {peak:.0f} MiB peak")
-        all_results.append(results)
-    return ({k: statistics.median(v) for k, v in walls.items()},
-            {k: statistics.median(v) for k, v in inner.items()},
-            {k: max(v) for k, v in peaks.items()},
-            all_results)
+def compared_runs(cmds, repeats, tag, names):
+    """Time the two commands of cmds (timed_runs) and check that they agree.
+
+    names: what the log calls the two, in the order of cmds. Returns the fields of a table row
+    that both sections have, and the last result of the first command.
+    """
+    first, second = cmds
+    wall, inner, peak, results = timed_runs(cmds, repeats, tag)
+    worst = max(difference(r[first], r[second], names) for r in results)
+    last = results[-1][first]
+    log(f"[{tag}] {len(last['correlations'])} coefficients, mean {last['mean']:.6f}; "
+        f"worst |{names[0]} - {names[1]}| = {worst:.3g}" + above_tolerance(worst))
+    row = {"wall": wall, "inner": inner, "peak": peak, "diff": worst,
+           "coefs": len(last["correlations"]), "mean": last["mean"]}
+    return row, last
 
 
 def bench_main(shape, repeats, seed, workdir):
@@ -206,16 +141,9 @@ def bench_main(shape, repeats, seed, workdir):
         "svcca": [SVCCA, "compare", a, b, "--conv", "dft", "--method", "cca", "--device", "cpu", "--json"],
         "numpy": [sys.executable, BASELINE, a, b, "--json"],
     }
-    wall, inner, peak, results = timed_runs(cmds, repeats, tag)
-    worst = max(difference(r["svcca"], r["numpy"], ("svcca", "numpy")) for r in results)
-    last = results[-1]["svcca"]
-    log(f"[{tag}] {len(last['correlations'])} coefficients, mean {last['mean']:.6f}; "
-        f"worst |svcca - numpy| = {worst:.3g}"
-        + ("" if worst <= TOLERANCE else f"  ** ABOVE {TOLERANCE:g} **"))
+    row, last = compared_runs(cmds, repeats, tag, ("svcca", "numpy"))
     return {
-        "size": f"{n} x {c} x {h} x {w}",
-        "wall": wall, "inner": inner, "peak": peak, "diff": worst,
-        "coefs": len(last["correlations"]), "mean": last["mean"],
+        "size": f"{n} x {c} x {h} x {w}", **row,
         "computed": last.get("conv", {}).get("frequencies_computed"),
     }
 
@@ -238,52 +166,17 @@ def bench_brute(shape, repeats, seed, workdir):
         "dft": [SVCCA, "compare", a4, b4, "--conv", "dft", "--method", "cca", "--device", "cpu", "--json"],
         "brute": [SVCCA, "compare", a2, b2, "--method", "cca", "--device", "cpu", "--json"],
     }
-    wall, inner, peak, results = timed_runs(cmds, repeats, tag)
-    worst = max(difference(r["dft"], r["brute"], ("dft", "brute force")) for r in results)
-    last = results[-1]["dft"]
-    log(f"[{tag}] {len(last['correlations'])} coefficients, mean {last['mean']:.6f}; "
-        f"worst |dft - brute force| = {worst:.3g}"
-        + ("" if worst <= TOLERANCE else f"  ** ABOVE {TOLERANCE:g} **"))
-    return {
-        "size": f"{n_used} x {c} x {h} x {w}",
-        "n0": n0, "flat": h * w * c,
-        "wall": wall, "inner": inner, "peak": peak, "diff": worst,
-        "coefs": len(last["correlations"]), "mean": last["mean"],
-    }
+    row, _ = compared_runs(cmds, repeats, tag, ("dft", "brute force"))
+    return {"size": f"{n_used} x {c} x {h} x {w}", "n0": n0, "flat": h * w * c, **row}
 
 
 # ---------------------------------------------------------------- report
 
-def markdown(main_row, brute_row, repeats, seed):
-    try:
-        import torch
-        torch_info = f"torch {torch.__version__}"
-        threads = f"; torch threads {torch.get_num_threads()}"
-    except ImportError:
-        torch_info, threads = "torch not importable", ""
-
-    date = subprocess.run(["date", "-u"], capture_output=True, text=True).stdout.strip()
-    version = subprocess.run([str(SVCCA), "--version"], capture_output=True, text=True).stdout.strip()
-    built = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(SVCCA.stat().st_mtime))
-    rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                         capture_output=True, text=True).stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
-    cores = os.cpu_count()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
-    threads_env = ", ".join(f"{k}={os.environ[k]}" for k in
-                            ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-                            if k in os.environ) or "no thread variables set"
-    load = " ".join(LOAD_AT_START.split()[:3]) if LOAD_AT_START else "unknown"
+def markdown(main_row, brute_row, repeats, seed, load):
     m, b = main_row, brute_row
-    lines = [
-        f"### Conv layers, DFT method on CPU: `svcca compare --conv dft` vs plain numpy, and vs brute force ({date})",
-        "",
-        f"- Command: `{shlex.join(getattr(sys, 'orig_argv', [sys.executable] + sys.argv))}`",
-        f"- CPU: {cpu_model()}, {cores} logical cores ({usable} usable by this process){threads}; "
-        f"{threads_env}; load average at start {load}",
-        f"- {version} (binary built {built}; git {rev}{' with uncommitted changes' if dirty else ''}); "
-        f"numpy {np.__version__}; {torch_info}; Python {sys.version.split()[0]}",
+    lines = header("Conv layers, DFT method on CPU: `svcca compare --conv dft` vs plain numpy, "
+                   "and vs brute force",
+                   cpu_extra=(thread_variables(), f"load average at start {load}")) + [
         f"- Median wall time of {repeats} run(s) per tool, alternating (whole process: start, load, "
         "compute); compute = the JSON `seconds` each tool reports (no process start or loading), "
         "median; max peak RSS (GNU time `%e`, `%M`). svcca runs with `--device cpu`.",
@@ -331,21 +224,8 @@ def main():
                         "down to a multiple of HEIGHT*WIDTH (default 2000x8x8x8)")
     p.add_argument("--repeats", type=int, default=3, help="runs of each tool (default 3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated data (default 0)")
-    p.add_argument("--out", type=Path, help="also write the Markdown section to this file")
-    args = p.parse_args()
-    if args.repeats < 1:
-        p.error("--repeats must be at least 1")
-
-    if not SVCCA.is_file():
-        sys.exit(f"{SVCCA} does not exist: build it first with scripts/setup.sh")
-    if not os.access(TIME, os.X_OK):
-        sys.exit(f"{TIME} (GNU time) is needed to measure peak memory: install it "
-                 "(e.g. apt-get install time)")
-    global LOAD_AT_START
-    try:
-        LOAD_AT_START = Path("/proc/loadavg").read_text()
-    except OSError:
-        pass
+    args = parse_args(p)
+    load = load_average()  # the timings are only as good as an idle machine
     shape = parse_shape(args.size, "--size")
     brute = parse_shape(args.brute, "--brute")
 
@@ -356,11 +236,8 @@ def main():
         main_row = bench_main(shape, args.repeats, args.seed, workdir / "main")
         brute_row = bench_brute(brute, args.repeats, args.seed, workdir / "brute")
 
-    text = markdown(main_row, brute_row, args.repeats, args.seed)
-    print(text, end="")
-    if args.out:
-        args.out.write_text(text)
-        log(f"wrote {args.out}")
+    text = markdown(main_row, brute_row, args.repeats, args.seed, load)
+    emit(text, args.out)
     bad = [name for name, row in (("svcca vs numpy", main_row), ("DFT vs brute force", brute_row))
            if row["diff"] > TOLERANCE]
     if bad:
