@@ -22,7 +22,7 @@ const PATTERN: usize = 5;
 const DISTRACTORS: usize = 10;
 /// Pixel = 128 + SCALE * (patterns + noise), clamped to 0..=255.
 const SCALE: f64 = 40.0;
-const NOISE: f64 = 1.0;
+const NOISE: f64 = 0.5;
 
 /// Stream names, so that patterns, train and test images never share random numbers.
 const PATTERNS: u64 = 0;
@@ -63,7 +63,7 @@ fn split(seed: u64, which: u64, n: usize, patterns: &[Vec<f64>]) -> RawSplit {
         let mut rng = Rng::stream(seed, &[which, i as u64]);
         let label = rng.below(CLASSES as u64) as usize;
         canvas.iter_mut().for_each(|v| *v = NOISE * (2.0 * rng.uniform() - 1.0));
-        let copies = 1 + rng.below(2) as usize;
+        let copies = 3 + rng.below(3) as usize;
         let mut paste = |k: usize, rng: &mut Rng| {
             let (y0, x0) = (rng.below(s as u64) as usize, rng.below(s as u64) as usize);
             for ch in 0..c {
@@ -78,7 +78,7 @@ fn split(seed: u64, which: u64, n: usize, patterns: &[Vec<f64>]) -> RawSplit {
         for _ in 0..copies {
             paste(label, &mut rng);
         }
-        for _ in 0..2 {
+        for _ in 0..3 {
             let k = CLASSES + rng.below(DISTRACTORS as u64) as usize;
             paste(k, &mut rng);
         }
