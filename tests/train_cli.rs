@@ -176,6 +176,7 @@ fn killed_and_resumed_equals_uninterrupted() {
     let before = std::fs::read(killed.join("config.toml")).unwrap();
     let out = svcca(&["train", &cfg, "--out", killed.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already trained"));
     let out = svcca(&["train", &cfg, "--out", killed.to_str().unwrap(), "--set", "train.lr=0.1"]);
     assert_refused(&out, &["config.toml", "train.lr: 0.05 vs 0.1"]);
     assert_eq!(std::fs::read(killed.join("config.toml")).unwrap(), before);

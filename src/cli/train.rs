@@ -27,7 +27,11 @@ impl TrainArgs {
             "{}: {} steps{}, test accuracy {:.2}% (loss {:.4})",
             s.out.display(),
             s.steps,
-            s.resumed_from.map_or(String::new(), |r| format!(" (resumed from step {r})")),
+            match s.resumed_from {
+                Some(r) if r == s.steps => " (already trained)".to_string(),
+                Some(r) => format!(" (resumed from step {r})"),
+                None => String::new(),
+            },
             100.0 * s.test_acc,
             s.test_loss
         );

@@ -28,7 +28,7 @@ impl Row {
     fn csv(&self) -> String {
         let pair = |p: Option<(f64, f64)>| p.map_or(",".to_string(), |(l, a)| format!("{l:.6},{a:.6}"));
         format!(
-            "{},{:.4},{:.6e},{},{},{:.2}",
+            "{},{:.4},{:.6e},{},{},{:.3}",
             self.step,
             self.epoch,
             self.lr,
