@@ -1,9 +1,10 @@
 //! The built-in image set: 32 x 32 x 3, 10 classes, generated from a seed, no download.
 //!
 //! Each class owns a 5 x 5 x 3 pattern of +-1 values made zero-mean in every channel.
-//! An image is uniform noise, one or two copies of its class's pattern and two copies of
-//! "distractor" patterns (ten more, shared by all classes), each pasted at a uniformly
-//! random position on a torus (wrapping around the edges).
+//! An image is uniform noise (in [-0.5, 0.5]), three to five copies of its class's pattern
+//! and three "distractor" patterns (drawn from ten more, shared by all classes), each
+//! added at a uniformly random position on a torus (wrapping around the edges). Several
+//! copies make the evidence strong enough for a small convnet to learn in seconds.
 //!
 //! Why a linear classifier on pixels fails: every pattern sums to zero and every position
 //! is equally likely, wrap-around included, so each pixel has the same mean under every
