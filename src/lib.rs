@@ -1,14 +1,20 @@
 //! svcca: train networks on libtorch, record what their layers compute, and measure how
 //! representations learn with SVCCA, PWCCA and CKA.
 //!
-//! Stages, each a module (see DESIGN notes in the README): `similarity` (the math, pure
-//! functions of tensors), `npy` (reading activation files), `compare` (the file-to-file
-//! comparison job), `cli` (argument parsing only).
+//! Stages, each a module (see DESIGN notes in the README): `config` (experiment TOML),
+//! `data` (datasets, augmentation), `model` (networks with named layers), `train` (the
+//! resumable trainer), `similarity` (the math, pure functions of tensors), `npy` (reading
+//! activation files), `compare` (the file-to-file comparison job), `cli` (argument
+//! parsing only).
 
 pub mod cli;
 pub mod compare;
+pub mod config;
+pub mod data;
 pub mod device;
 pub mod error;
 pub mod example_pair;
+pub mod model;
 pub mod npy;
 pub mod similarity;
+pub mod train;

@@ -2,6 +2,7 @@
 
 mod compare;
 mod example;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -18,6 +19,11 @@ enum Command {
     Compare(compare::CompareArgs),
     /// Write an example pair of layers (a.npy, b.npy) with a shared low-rank signal.
     Example(example::ExampleArgs),
+    /// Train the network an experiment config describes; rerun to resume.
+    Train(train::TrainArgs),
+    /// Datasets: `svcca data fetch cifar10 --dir DIR`.
+    #[command(subcommand)]
+    Data(train::DataCommand),
 }
 
 impl Cli {
@@ -25,6 +31,8 @@ impl Cli {
         match self.command {
             Command::Compare(args) => args.run(),
             Command::Example(args) => args.run(),
+            Command::Train(args) => args.run(),
+            Command::Data(cmd) => cmd.run(),
         }
     }
 }

@@ -1,0 +1,80 @@
+//! `svcca train CONFIG` and `svcca data fetch`
+
+use crate::data::fetch;
+use crate::device::DeviceChoice;
+use clap::{Args, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Experiment config (TOML; see configs/).
+    config: PathBuf,
+    /// Run folder (default runs/<config name>). Rerunning into it resumes.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Overrides the config's train.device.
+    #[arg(long, value_enum)]
+    device: Option<DeviceChoice>,
+    /// Overrides one config key, e.g. --set train.steps=20 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+impl TrainArgs {
+    pub fn run(self) -> anyhow::Result<()> {
+        let s = crate::train::run(&self.config, &self.set, self.out, self.device)?;
+        println!(
+            "{}: {} steps{}, test accuracy {:.2}% (loss {:.4})",
+            s.out.display(),
+            s.steps,
+            match s.resumed_from {
+                Some(r) if r == s.steps => " (already trained)".to_string(),
+                Some(r) => format!(" (resumed from step {r})"),
+                None => String::new(),
+            },
+            100.0 * s.test_acc,
+            s.test_loss
+        );
+        Ok(())
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Download a dataset, check its checksum and unpack it.
+    Fetch(FetchArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Fetchable {
+    Cifar10,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    dataset: Fetchable,
+    /// Folder to put it in (the data lands in DIR/cifar-10-batches-bin).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Download from here instead (a mirror); also env SVCCA_CIFAR10_URL.
+    #[arg(long)]
+    url: Option<String>,
+    /// The archive's expected MD5 (with --url); also env SVCCA_CIFAR10_MD5.
+    #[arg(long)]
+    md5: Option<String>,
+}
+
+impl DataCommand {
+    pub fn run(self) -> anyhow::Result<()> {
+        match self {
+            DataCommand::Fetch(a) => {
+                let Fetchable::Cifar10 = a.dataset;
+                let url = a.url.or_else(|| std::env::var(fetch::URL_ENV).ok()).unwrap_or_else(|| fetch::CIFAR10_URL.into());
+                let md5 = a.md5.or_else(|| std::env::var(fetch::MD5_ENV).ok()).unwrap_or_else(|| fetch::CIFAR10_MD5.into());
+                let dir = fetch::cifar10(&a.dir, &url, &md5)?;
+                println!("{}", dir.display());
+                Ok(())
+            }
+        }
+    }
+}

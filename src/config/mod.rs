@@ -1,0 +1,438 @@
+//! Experiment configs: TOML with sections `[data]`, `[model]`, `[train]`,
+//! `[checkpoints]` (the analysis and freeze sections will join them).
+//!
+//! Every default lives in the `Default` impls below and nowhere else. A config is read,
+//! overridden (`--set key=value`), validated and resolved (defaults that depend on other
+//! keys filled in) before any work starts; the resolved form is what the run folder
+//! keeps. Errors are [`InputError`]s naming the file, line and key.
+
+mod overrides;
+mod source;
+
+use crate::device::DeviceChoice;
+use crate::error::InputError;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub use overrides::apply_override;
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    pub checkpoints: CheckpointConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetName {
+    /// Built in, generated from `data.seed` (see `data::synthetic`).
+    #[default]
+    Synthetic,
+    Cifar10,
+    Mnist,
+    FashionMnist,
+}
+
+impl DatasetName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatasetName::Synthetic => "synthetic",
+            DatasetName::Cifar10 => "cifar10",
+            DatasetName::Mnist => "mnist",
+            DatasetName::FashionMnist => "fashion-mnist",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    pub dataset: DatasetName,
+    /// Folder (or CIFAR-10 `.tar.gz`) holding the files; unused by `synthetic`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Use only the first N training images (synthetic: how many to generate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_size: Option<usize>,
+    /// Use only the first N test images (synthetic: how many to generate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_size: Option<usize>,
+    /// Seed of the synthetic set (its patterns and images).
+    pub seed: u64,
+    /// Random crop after zero padding by this many pixels on each side (0: none).
+    pub crop_padding: i64,
+    /// Random horizontal flip with probability 1/2.
+    pub flip: bool,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            dataset: DatasetName::Synthetic,
+            path: None,
+            train_size: None,
+            test_size: None,
+            seed: 0,
+            crop_padding: 4,
+            flip: true,
+        }
+    }
+}
+
+/// Sizes of the synthetic set when the config does not give them.
+pub const SYNTHETIC_TRAIN_SIZE: usize = 10_000;
+pub const SYNTHETIC_TEST_SIZE: usize = 2_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arch {
+    /// The paper's convnet: c1 c2 bn1 p1 c3 c4 c5 bn2 p2 fc1 bn3 fc2 bn4 logits.
+    #[default]
+    Convnet,
+    /// The CIFAR ResNet family, depth 6n+2 (20, 32, 56; the paper's n = 10 is 62).
+    Resnet,
+    /// A linear classifier on pixels: the baseline the synthetic set must defeat.
+    Linear,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    /// Channels: of every conv (convnet, default 64), of the first stage (resnet,
+    /// default 16; the stages have 1x, 2x, 4x).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<i64>,
+    /// Convnet: units of fc1 and fc2.
+    pub fc1: i64,
+    pub fc2: i64,
+    /// ResNet depth, 6n+2.
+    pub depth: i64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            arch: Arch::Convnet,
+            width: None,
+            fc1: 512,
+            fc2: 256,
+            depth: 20,
+        }
+    }
+}
+
+impl ModelConfig {
+    pub fn default_width(arch: Arch) -> i64 {
+        match arch {
+            Arch::Convnet => 64,
+            Arch::Resnet => 16,
+            Arch::Linear => 0,
+        }
+    }
+    pub fn width(&self) -> i64 {
+        self.width.unwrap_or(Self::default_width(self.arch))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    Constant,
+    /// Multiply by `gamma` at each of `milestones` (fractions of training).
+    Step,
+    #[default]
+    Cosine,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Seed of the initial weights, the data order and the augmentation.
+    pub seed: u64,
+    pub device: DeviceChoice,
+    /// libtorch CPU threads (default: libtorch's choice).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<i32>,
+    pub batch_size: usize,
+    /// Length of training: give `steps` or `epochs` (not both).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<f64>,
+    pub lr: f64,
+    pub momentum: f64,
+    pub nesterov: bool,
+    pub weight_decay: f64,
+    pub schedule: Schedule,
+    /// Linear warm-up from 0 to `lr` over this many steps.
+    pub warmup_steps: u64,
+    /// Step schedule: where to decay, as fractions of training.
+    pub milestones: Vec<f64>,
+    pub gamma: f64,
+    /// Evaluate on the test set every this many steps (and at the end).
+    pub eval_every: u64,
+    pub eval_batch_size: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            seed: 0,
+            device: DeviceChoice::Auto,
+            threads: None,
+            batch_size: 128,
+            steps: None,
+            epochs: None,
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 5e-4,
+            schedule: Schedule::Cosine,
+            warmup_steps: 0,
+            milestones: vec![0.5, 0.75],
+            gamma: 0.1,
+            eval_every: 500,
+            eval_batch_size: 1000,
+        }
+    }
+}
+
+/// Training length when the config gives neither `steps` nor `epochs`.
+pub const DEFAULT_EPOCHS: f64 = 10.0;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Save a checkpoint every this many steps (and always at the end).
+    pub every: u64,
+    /// Also save the untrained network (step 0): the start of learning-dynamics plots.
+    pub at_start: bool,
+    /// Keep only the newest N checkpoints (default: keep all, for analysis).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<usize>,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            every: 1000,
+            at_start: true,
+            keep_last: None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies `overrides` (`key=value`, dotted keys) in order, and checks
+    /// every value. Errors name the file and line, or the `--set` at fault.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Config, InputError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| InputError::new(format!("{}: cannot read config: {e}", path.display())))?;
+        Self::parse(&text, &path.display().to_string(), overrides)
+    }
+
+    /// As [`Config::load`], from text; `name` is what errors call it.
+    pub fn parse(text: &str, name: &str, overrides: &[String]) -> Result<Config, InputError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| source::parse_error(name, text, &e))?;
+        if !overrides.is_empty() {
+            let mut table: toml::Table = toml::from_str(text).map_err(|e| source::parse_error(name, text, &e))?;
+            for o in overrides {
+                apply_override(&mut table, o)?;
+                config = Config::deserialize(table.clone())
+                    .map_err(|e| InputError::new(format!("--set {o}: {}", e.message().trim())))?;
+            }
+        }
+        if let Err((key, message)) = config.validate() {
+            let overridden = overrides.iter().rev().find(|o| o.split('=').next().map(str::trim) == Some(key.as_str()));
+            return Err(InputError::new(match (overridden, source::line_of(text, &key)) {
+                (Some(o), _) => format!("--set {o}: {message}"),
+                (None, Some(line)) => format!("{name}:{line}: {key}: {message}"),
+                (None, None) => format!("{name}: {key}: {message}"),
+            }));
+        }
+        Ok(config)
+    }
+
+    /// Checks every value; the error is `(dotted key, what is wrong)`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, msg: String| Err((key.to_string(), msg));
+        let d = &self.data;
+        if d.dataset != DatasetName::Synthetic && d.path.is_none() {
+            return bad(
+                "data.path",
+                format!("dataset '{}' needs data.path (the folder holding its files)", d.dataset.as_str()),
+            );
+        }
+        for (key, v) in [("data.train_size", d.train_size), ("data.test_size", d.test_size)] {
+            if v == Some(0) {
+                return bad(key, "0: must be at least 1".into());
+            }
+        }
+        if !(0..=64).contains(&d.crop_padding) {
+            return bad("data.crop_padding", format!("{}: must be in 0..=64", d.crop_padding));
+        }
+        let m = &self.model;
+        if let Some(w) = m.width {
+            if !(1..=4096).contains(&w) {
+                return bad("model.width", format!("{w}: must be in 1..=4096"));
+            }
+        }
+        for (key, v) in [("model.fc1", m.fc1), ("model.fc2", m.fc2)] {
+            if !(1..=65536).contains(&v) {
+                return bad(key, format!("{v}: must be in 1..=65536"));
+            }
+        }
+        if m.arch == Arch::Resnet && (m.depth < 8 || (m.depth - 2) % 6 != 0) {
+            return bad(
+                "model.depth",
+                format!("{}: a CIFAR ResNet has depth 6n+2 with n >= 1 (20, 32, 56, 62, ...)", m.depth),
+            );
+        }
+        let t = &self.train;
+        if t.batch_size == 0 {
+            return bad("train.batch_size", "0: must be at least 1".into());
+        }
+        if t.eval_batch_size == 0 {
+            return bad("train.eval_batch_size", "0: must be at least 1".into());
+        }
+        if t.steps.is_some() && t.epochs.is_some() {
+            return bad("train.epochs", "give train.steps or train.epochs, not both".into());
+        }
+        if t.steps == Some(0) {
+            return bad("train.steps", "0: must be at least 1".into());
+        }
+        if let Some(e) = t.epochs {
+            if !(e > 0.0 && e.is_finite()) {
+                return bad("train.epochs", format!("{e}: must be a positive number"));
+            }
+        }
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            return bad("train.lr", format!("{}: must be a positive number", t.lr));
+        }
+        if !(0.0..1.0).contains(&t.momentum) {
+            return bad("train.momentum", format!("{}: must be in [0, 1)", t.momentum));
+        }
+        if t.nesterov && t.momentum == 0.0 {
+            return bad("train.nesterov", "Nesterov momentum needs train.momentum > 0".into());
+        }
+        if !(t.weight_decay >= 0.0 && t.weight_decay.is_finite()) {
+            return bad("train.weight_decay", format!("{}: must be >= 0", t.weight_decay));
+        }
+        if !(t.gamma > 0.0 && t.gamma <= 1.0) {
+            return bad("train.gamma", format!("{}: must be in (0, 1]", t.gamma));
+        }
+        if let Some(&m) = t.milestones.iter().find(|&&m| !(m > 0.0 && m < 1.0)) {
+            return bad("train.milestones", format!("{m}: milestones are fractions of training, in (0, 1)"));
+        }
+        if t.milestones.windows(2).any(|w| w[0] >= w[1]) {
+            return bad("train.milestones", format!("{:?}: must increase", t.milestones));
+        }
+        if t.eval_every == 0 {
+            return bad("train.eval_every", "0: must be at least 1".into());
+        }
+        if let Some(n) = t.threads {
+            if n < 1 {
+                return bad("train.threads", format!("{n}: must be at least 1"));
+            }
+        }
+        if self.checkpoints.every == 0 {
+            return bad("checkpoints.every", "0: must be at least 1".into());
+        }
+        if self.checkpoints.keep_last == Some(0) {
+            return bad("checkpoints.keep_last", "0: must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The config as TOML, every key written out: what a run folder keeps.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a config always serialises")
+    }
+
+    /// Fills in what depends on the dataset: the number of steps. `train_size` is the
+    /// number of training images actually used.
+    pub fn resolve(mut self, train_size: usize) -> Config {
+        if self.train.steps.is_none() {
+            let per_epoch = (train_size / self.train.batch_size).max(1) as f64;
+            let epochs = self.train.epochs.unwrap_or(DEFAULT_EPOCHS);
+            self.train.steps = Some((epochs * per_epoch).ceil().max(1.0) as u64);
+        }
+        if self.model.width.is_none() && self.model.arch != Arch::Linear {
+            self.model.width = Some(ModelConfig::default_width(self.model.arch));
+        }
+        if self.data.dataset == DatasetName::Synthetic {
+            self.data.train_size.get_or_insert(SYNTHETIC_TRAIN_SIZE);
+            self.data.test_size.get_or_insert(SYNTHETIC_TEST_SIZE);
+        }
+        self
+    }
+
+    /// Total training steps (after [`Config::resolve`]).
+    pub fn steps(&self) -> u64 {
+        self.train.steps.expect("resolved config")
+    }
+}
+
+/// The keys whose values differ between two configs (dotted), ignoring `train.device`:
+/// a run may be resumed on another device.
+pub fn differences(a: &Config, b: &Config) -> Vec<String> {
+    let flat = |c: &Config| {
+        let mut c = c.clone();
+        c.train.device = DeviceChoice::Auto;
+        let value = toml::Value::try_from(&c).expect("a config always serialises");
+        let mut out = std::collections::BTreeMap::new();
+        flatten("", &value, &mut out);
+        out
+    };
+    let (fa, fb) = (flat(a), flat(b));
+    let mut keys: Vec<&String> = fa.keys().chain(fb.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| fa.get(*k) != fb.get(*k))
+        .map(|k| {
+            let show = |v: Option<&String>| v.cloned().unwrap_or_else(|| "(unset)".into());
+            format!("{k}: {} vs {}", show(fa.get(k)), show(fb.get(k)))
+        })
+        .collect()
+}
+
+fn flatten(prefix: &str, v: &toml::Value, out: &mut std::collections::BTreeMap<String, String>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(&key, v, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip() {
+        let c = Config::parse("", "x.toml", &[]).unwrap().resolve(1000);
+        let back = Config::parse(&c.to_toml(), "y.toml", &[]).unwrap();
+        assert_eq!(c, back);
+        assert_eq!(c.train.steps, Some((DEFAULT_EPOCHS * (1000 / 128) as f64) as u64));
+    }
+
+    #[test]
+    fn differences_name_keys() {
+        let a = Config::default();
+        let mut b = a.clone();
+        b.train.lr = 0.05;
+        b.train.device = DeviceChoice::Cpu;
+        assert_eq!(differences(&a, &b), vec!["train.lr: 0.1 vs 0.05".to_string()]);
+    }
+}

@@ -1,0 +1,91 @@
+//! Networks as ordered lists of named layers.
+//!
+//! Every architecture is built as a [`Network`]: a sequence of `(name, module)` pairs.
+//! The name is the unit of analysis and of freezing; its parameters live under that name
+//! in the `VarStore` (`c1.weight`, `s2b3.conv1.weight`, ...). tch has no forward hooks,
+//! so the taps are part of [`Network::forward_taps`], once, for every architecture: it
+//! runs the layers in order and keeps the outputs of the ones asked for. Residual blocks
+//! are single layers, so a sequence is enough for the ResNets too.
+
+mod convnet;
+mod resnet;
+
+pub use convnet::convnet;
+pub use resnet::resnet;
+
+use crate::config::{Arch, ModelConfig};
+use crate::error::InputError;
+use tch::nn::{self, ModuleT};
+use tch::Tensor;
+
+#[derive(Debug)]
+pub struct Network {
+    layers: Vec<(String, Box<dyn ModuleT>)>,
+}
+
+impl Network {
+    pub fn new() -> Self {
+        Network { layers: Vec::new() }
+    }
+
+    pub fn push(&mut self, name: &str, layer: impl ModuleT + 'static) {
+        self.layers.push((name.to_string(), Box::new(layer)));
+    }
+
+    /// The layers' names, input to output; the last is `logits`.
+    pub fn layer_names(&self) -> Vec<&str> {
+        self.layers.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// The logits, and the output of each layer in `taps` (in the order asked).
+    pub fn forward_taps(&self, x: &Tensor, train: bool, taps: &[&str]) -> Result<(Tensor, Vec<Tensor>), InputError> {
+        let mut slots: Vec<Option<Tensor>> = taps.iter().map(|_| None).collect();
+        for t in taps {
+            if !self.layers.iter().any(|(n, _)| n == t) {
+                return Err(InputError::new(format!(
+                    "no layer '{t}' in this network; its layers are {}",
+                    self.layer_names().join(" ")
+                )));
+            }
+        }
+        let mut h = x.shallow_clone();
+        for (name, layer) in &self.layers {
+            h = layer.forward_t(&h, train);
+            for (slot, t) in slots.iter_mut().zip(taps) {
+                if t == name {
+                    *slot = Some(h.shallow_clone());
+                }
+            }
+        }
+        Ok((h, slots.into_iter().map(|s| s.expect("every tap was checked")).collect()))
+    }
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ModuleT for Network {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.layers.iter().fold(x.shallow_clone(), |h, (_, l)| l.forward_t(&h, train))
+    }
+}
+
+/// Builds the network `config` describes for images of `shape` (C, H, W) and `classes`.
+pub fn build(root: &nn::Path, config: &ModelConfig, shape: [i64; 3], classes: i64) -> Result<Network, InputError> {
+    match config.arch {
+        Arch::Convnet => convnet(root, shape, classes, config.width(), config.fc1, config.fc2),
+        Arch::Resnet => Ok(resnet(root, shape[0], classes, (config.depth - 2) / 6, config.width())),
+        Arch::Linear => Ok(linear(root, shape, classes)),
+    }
+}
+
+/// A linear classifier on pixels (the baseline the synthetic set is built to defeat).
+pub fn linear(root: &nn::Path, shape: [i64; 3], classes: i64) -> Network {
+    let mut net = Network::new();
+    let fc = nn::linear(root / "logits", shape.iter().product(), classes, Default::default());
+    net.push("logits", nn::seq_t().add_fn(|x| x.flatten(1, -1)).add(fc));
+    net
+}

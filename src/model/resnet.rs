@@ -1,0 +1,74 @@
+//! The CIFAR ResNets of He et al. (2016), depth 6n+2: a 3 x 3 conv with batch norm, three
+//! stages of n basic blocks (width w, 2w, 4w; the second and third start with stride 2),
+//! global average pooling and a linear layer. n = 3, 5, 9 are ResNet-20/32/56; the
+//! paper's network is n = 10 (ResNet-62). Shortcuts that change shape are He's option A
+//! (subsample, pad channels with zeros: no parameters), as in the CIFAR experiments.
+//!
+//! Layers: `conv1` `bn1` `s1b1` .. `s1bn` `s2b1` .. `s3bn` `pool` `logits`; a block is one
+//! layer, its output taken after the addition and ReLU.
+
+use super::Network;
+use tch::nn::{self, ConvConfig, ModuleT};
+use tch::Tensor;
+
+fn conv3x3(p: nn::Path, cin: i64, cout: i64, stride: i64) -> nn::Conv2D {
+    nn::conv2d(p, cin, cout, 3, ConvConfig { stride, padding: 1, bias: false, ..Default::default() })
+}
+
+#[derive(Debug)]
+struct Block {
+    conv1: nn::Conv2D,
+    bn1: nn::BatchNorm,
+    conv2: nn::Conv2D,
+    bn2: nn::BatchNorm,
+    stride: i64,
+    /// Channels added by the zero-padded shortcut (0 when the shape is kept).
+    extra: i64,
+}
+
+impl Block {
+    fn new(p: nn::Path, cin: i64, cout: i64, stride: i64) -> Block {
+        Block {
+            conv1: conv3x3(&p / "conv1", cin, cout, stride),
+            bn1: nn::batch_norm2d(&p / "bn1", cout, Default::default()),
+            conv2: conv3x3(&p / "conv2", cout, cout, 1),
+            bn2: nn::batch_norm2d(&p / "bn2", cout, Default::default()),
+            stride,
+            extra: cout - cin,
+        }
+    }
+}
+
+impl ModuleT for Block {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let y = x.apply(&self.conv1).apply_t(&self.bn1, train).relu().apply(&self.conv2).apply_t(&self.bn2, train);
+        let shortcut = if self.stride == 1 && self.extra == 0 {
+            x.shallow_clone()
+        } else {
+            let sub = x.slice(2, 0, None, self.stride).slice(3, 0, None, self.stride);
+            let before = self.extra / 2;
+            sub.constant_pad_nd([0, 0, 0, 0, before, self.extra - before])
+        };
+        (y + shortcut).relu()
+    }
+}
+
+pub fn resnet(root: &nn::Path, channels: i64, classes: i64, n: i64, width: i64) -> Network {
+    let mut net = Network::new();
+    net.push("conv1", conv3x3(root / "conv1", channels, width, 1));
+    let bn = nn::batch_norm2d(root / "bn1", width, Default::default());
+    net.push("bn1", nn::seq_t().add(bn).add_fn(|x| x.relu()));
+    let mut cin = width;
+    for stage in 1..=3 {
+        let cout = width << (stage - 1);
+        for b in 1..=n {
+            let stride = if stage > 1 && b == 1 { 2 } else { 1 };
+            let name = format!("s{stage}b{b}");
+            net.push(&name, Block::new(root / name.as_str(), cin, cout, stride));
+            cin = cout;
+        }
+    }
+    net.push("pool", nn::seq_t().add_fn(|x| x.adaptive_avg_pool2d([1, 1]).flatten(1, -1)));
+    net.push("logits", nn::seq_t().add(nn::linear(root / "logits", cin, classes, Default::default())));
+    net
+}

@@ -1,0 +1,98 @@
+//! Checkpoints: `checkpoints/step-NNNNNNNN.safetensors` in the run folder, each holding
+//! everything needed to continue exactly: the weights and batch-norm statistics
+//! (`model.*`), the momentum buffers (`momentum.*`), the step, the seed and the wall time
+//! so far (`meta.*`). The data order and augmentation are functions of (seed, step)
+//! (see `order`), so step and seed are the whole random state. safetensors files open
+//! in Python (`safetensors.torch.load_file`). Written to a temporary file, then renamed.
+
+use super::sgd::Sgd;
+use anyhow::{bail, Context};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use tch::nn::VarStore;
+use tch::{Device, Tensor};
+
+pub const FOLDER: &str = "checkpoints";
+
+pub fn file_name(step: u64) -> String {
+    format!("step-{step:08}.safetensors")
+}
+
+/// The step a checkpoint file name stands for (`None` for other files, temporaries too).
+pub fn step_of(name: &str) -> Option<u64> {
+    name.strip_prefix("step-")?.strip_suffix(".safetensors")?.parse().ok()
+}
+
+/// Checkpoints in `dir`, by step.
+pub fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut out: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((step_of(e.file_name().to_str()?)?, e.path())))
+        .collect();
+    out.sort();
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Meta {
+    pub step: u64,
+    pub seed: u64,
+    pub wall_seconds: f64,
+}
+
+pub fn save(dir: &Path, vs: &VarStore, sgd: &Sgd, meta: Meta) -> anyhow::Result<PathBuf> {
+    let to_cpu = |t: &Tensor| t.to_device(Device::Cpu).contiguous();
+    let mut tensors: Vec<(String, Tensor)> = vs.variables().iter().map(|(n, t)| (format!("model.{n}"), to_cpu(t))).collect();
+    tensors.extend(sgd.state().iter().map(|(n, t)| (format!("momentum.{n}"), to_cpu(t))));
+    tensors.push(("meta.step".into(), Tensor::from_slice(&[meta.step as i64])));
+    tensors.push(("meta.seed".into(), Tensor::from_slice(&[meta.seed as i64])));
+    tensors.push(("meta.wall_seconds".into(), Tensor::from_slice(&[meta.wall_seconds])));
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let path = dir.join(file_name(meta.step));
+    let tmp = tempfile::Builder::new().prefix(".step-").suffix(".tmp").tempfile_in(dir)?;
+    Tensor::write_safetensors(&tensors, tmp.path()).with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(&path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+/// Loads a checkpoint into `vs` and `sgd`; returns its metadata.
+pub fn load(path: &Path, vs: &VarStore, sgd: &mut Sgd) -> anyhow::Result<Meta> {
+    let mut saved: HashMap<String, Tensor> = Tensor::read_safetensors(path)
+        .with_context(|| format!("cannot read checkpoint {}", path.display()))?
+        .into_iter()
+        .collect();
+    let mut vars = vs.variables();
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    for name in names.clone() {
+        let Some(t) = saved.get(&format!("model.{name}")) else {
+            bail!("{}: no tensor model.{name} (a checkpoint of another network?)", path.display());
+        };
+        let mut var = vars.get(name).expect("listed").shallow_clone();
+        if var.size() != t.size() {
+            bail!("{}: model.{name} has shape {:?}, the network's is {:?}", path.display(), t.size(), var.size());
+        }
+        tch::no_grad(|| var.copy_(t));
+    }
+    vars.clear();
+    sgd.load_state(|n| saved.remove(&format!("momentum.{n}")))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let int = |k: &str| saved.get(k).map(|t| t.int64_value(&[0]));
+    let (Some(step), Some(seed)) = (int("meta.step"), int("meta.seed")) else {
+        bail!("{}: no meta.step or meta.seed", path.display());
+    };
+    let wall_seconds = saved.get("meta.wall_seconds").map_or(0.0, |t| t.double_value(&[0]));
+    Ok(Meta { step: step as u64, seed: seed as u64, wall_seconds })
+}
+
+/// Removes all but the newest `keep` checkpoints.
+pub fn prune(dir: &Path, keep: usize) -> anyhow::Result<()> {
+    let all = list(dir);
+    for (_, path) in all.iter().take(all.len().saturating_sub(keep)) {
+        std::fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))?;
+    }
+    Ok(())
+}

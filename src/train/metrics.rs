@@ -1,0 +1,79 @@
+//! `metrics.csv` in the run folder: one row per evaluation or checkpoint step.
+//!
+//! On resume from step s the rows after s (written by the run that was killed) are
+//! dropped before training continues, so the file never holds a step twice; the rewrite
+//! is atomic. Rows are appended one `write` at a time; a row cut short by a kill is
+//! dropped on the next resume.
+
+use anyhow::Context;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const FILE: &str = "metrics.csv";
+pub const HEADER: &str = "step,epoch,lr,train_loss,train_acc,test_loss,test_acc,wall_seconds";
+
+#[derive(Debug, Clone, Default)]
+pub struct Row {
+    pub step: u64,
+    pub epoch: f64,
+    pub lr: f64,
+    /// Means over the steps since the previous row (absent at step 0).
+    pub train: Option<(f64, f64)>,
+    /// Test-set loss and accuracy (absent on checkpoint-only rows).
+    pub test: Option<(f64, f64)>,
+    pub wall_seconds: f64,
+}
+
+impl Row {
+    fn csv(&self) -> String {
+        let pair = |p: Option<(f64, f64)>| p.map_or(",".to_string(), |(l, a)| format!("{l:.6},{a:.6}"));
+        format!(
+            "{},{:.4},{:.6e},{},{},{:.3}",
+            self.step,
+            self.epoch,
+            self.lr,
+            pair(self.train),
+            pair(self.test),
+            self.wall_seconds
+        )
+    }
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    path: PathBuf,
+}
+
+impl Metrics {
+    /// Opens `dir/metrics.csv` for a run continuing after step `resume` (`None`: from
+    /// scratch), keeping only the rows up to that step.
+    pub fn open(dir: &Path, resume: Option<u64>) -> anyhow::Result<Metrics> {
+        let path = dir.join(FILE);
+        let mut text = format!("{HEADER}\n");
+        if let (Some(s), Ok(old)) = (resume, std::fs::read_to_string(&path)) {
+            for line in old.lines().skip(1) {
+                let complete = line.split(',').count() == HEADER.split(',').count();
+                match line.split(',').next().and_then(|v| v.parse::<u64>().ok()) {
+                    Some(step) if complete && step <= s => {
+                        text.push_str(line);
+                        text.push('\n');
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let tmp = tempfile::NamedTempFile::new_in(dir)?;
+        std::fs::write(tmp.path(), text)?;
+        tmp.persist(&path).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(Metrics { path })
+    }
+
+    pub fn append(&mut self, row: &Row) -> anyhow::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .with_context(|| format!("cannot append to {}", self.path.display()))?;
+        f.write_all(format!("{}\n", row.csv()).as_bytes())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,248 @@
+//! The training job: one config, one run folder.
+//!
+//! `run` reads and checks the config, loads the data onto the device, builds the network
+//! and then either starts fresh or continues from the folder's newest checkpoint. The
+//! folder holds `config.toml` (the resolved config), `checkpoints/`, `metrics.csv`.
+//! A folder made by a different config is refused, with nothing touched.
+
+pub mod checkpoint;
+pub mod metrics;
+pub mod order;
+pub mod schedule;
+pub mod sgd;
+
+use crate::config::{differences, Config};
+use crate::data::augment::Augment;
+use crate::data::Dataset;
+use crate::device::{self, DeviceChoice};
+use crate::error::InputError;
+use crate::model::{self, Network};
+use anyhow::Context;
+use checkpoint::Meta;
+use metrics::{Metrics, Row};
+use order::Order;
+use sgd::Sgd;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{nn::ModuleT, Kind, Reduction, Tensor};
+
+pub const CONFIG_FILE: &str = "config.toml";
+
+/// What a finished (or already finished) run reports.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub out: PathBuf,
+    pub steps: u64,
+    pub resumed_from: Option<u64>,
+    pub test_loss: f64,
+    pub test_acc: f64,
+    pub images_per_second: f64,
+}
+
+/// `svcca train`: `config` with `overrides` applied, into `out` (default
+/// `runs/<config name>`), on `device` (default: the config's).
+pub fn run(config_path: &Path, overrides: &[String], out: Option<PathBuf>, device: Option<DeviceChoice>) -> anyhow::Result<Summary> {
+    let mut overrides = overrides.to_vec();
+    if let Some(d) = device {
+        overrides.push(format!("train.device=\"{}\"", format!("{d:?}").to_lowercase()));
+    }
+    let config = Config::load(config_path, &overrides)?;
+    let out = out.unwrap_or_else(|| {
+        let stem = config_path.file_stem().map_or("run".into(), |s| s.to_string_lossy().into_owned());
+        PathBuf::from("runs").join(stem)
+    });
+    train(config, &out)
+}
+
+/// Trains `config` (checked, not yet resolved) in run folder `out`.
+pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
+    let device = config.train.device.resolve()?;
+    if let Some(n) = config.train.threads {
+        tch::set_num_threads(n);
+    }
+    let loaded = Instant::now();
+    let data = Dataset::load(&config.data, device)?;
+    tracing::info!(
+        "{}: {} training and {} test images of {:?} on {} ({:.1}s)",
+        config.data.dataset.as_str(),
+        data.train.len(),
+        data.test.len(),
+        data.shape,
+        device::name(device),
+        loaded.elapsed().as_secs_f64()
+    );
+    if config.train.batch_size > data.train.len() {
+        return Err(InputError::new(format!(
+            "train.batch_size {} is larger than the {} training images",
+            config.train.batch_size,
+            data.train.len()
+        ))
+        .into());
+    }
+    let config = config.resolve(data.train.len());
+    let ckpt_dir = prepare_folder(&config, out)?;
+
+    tch::manual_seed(config.train.seed as i64);
+    let vs = tch::nn::VarStore::new(device);
+    let net = model::build(&vs.root(), &config.model, data.shape, data.classes)?;
+    let t = &config.train;
+    let mut sgd = Sgd::new(&vs, t.momentum, t.nesterov, t.weight_decay);
+    let total = config.steps();
+    let mut order = Order::new(t.seed, data.train.len(), t.batch_size);
+    let per_epoch = order.steps_per_epoch() as f64;
+
+    let latest = checkpoint::list(&ckpt_dir).pop();
+    let (start, wall_before) = match &latest {
+        Some((_, path)) => {
+            let meta = checkpoint::load(path, &vs, &mut sgd)?;
+            tracing::info!("resuming from {} (step {})", path.display(), meta.step);
+            (meta.step, meta.wall_seconds)
+        }
+        None => (0, 0.0),
+    };
+    let mut metrics = Metrics::open(out, latest.as_ref().map(|(s, _)| *s))?;
+    if start >= total {
+        let (test_loss, test_acc) = evaluate(&net, &data, t.eval_batch_size);
+        tracing::info!("{} is already trained ({total} steps); nothing to do", out.display());
+        return Ok(Summary { out: out.to_path_buf(), steps: total, resumed_from: Some(start), test_loss, test_acc, images_per_second: 0.0 });
+    }
+    if latest.is_none() && config.checkpoints.at_start {
+        let test = evaluate(&net, &data, t.eval_batch_size);
+        metrics.append(&Row { step: 0, lr: schedule::learning_rate(t, 0, total), test: Some(test), ..Default::default() })?;
+        checkpoint::save(&ckpt_dir, &vs, &sgd, Meta { step: 0, seed: t.seed, wall_seconds: 0.0 })?;
+    }
+
+    let augment = Augment { padding: config.data.crop_padding, flip: config.data.flip };
+    let bar = progress_bar(start, total);
+    let began = Instant::now();
+    let mut window = (Instant::now(), 0u64); // for images/s on the bar
+    let (mut loss_sum, mut correct, mut seen) = (Tensor::zeros([], (Kind::Float, device)), Tensor::zeros([], (Kind::Int64, device)), 0u64);
+    let mut last = (f64::NAN, f64::NAN);
+    for step in start..total {
+        let lr = schedule::learning_rate(t, step, total);
+        let idx = Tensor::from_slice(order.batch(step)).to_device(device);
+        let images = augment.apply(&data.train.images.index_select(0, &idx), &mut order.augmentation(step));
+        let labels = data.train.labels.index_select(0, &idx);
+        let logits = net.forward_t(&data.normalise(&images), true);
+        let loss = logits.cross_entropy_for_logits(&labels);
+        sgd.zero_grad();
+        loss.backward();
+        sgd.step(lr);
+        tch::no_grad(|| {
+            loss_sum += loss.detach();
+            correct += logits.argmax(-1, false).eq_tensor(&labels).sum(Kind::Int64);
+        });
+        seen += t.batch_size as u64;
+        let done = step + 1;
+        let eval_now = done % t.eval_every == 0 || done == total;
+        let save_now = done % config.checkpoints.every == 0 || done == total;
+        if done % 10 == 0 || eval_now || save_now {
+            let rate = (done - start - window.1) as f64 * t.batch_size as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
+            let steps_in = (seen / t.batch_size as u64).max(1) as f64;
+            last = (loss_sum.double_value(&[]) / steps_in, correct.double_value(&[]) / seen as f64);
+            bar.set_message(format!("loss {:.3} acc {:.1}% {:.0} img/s", last.0, 100.0 * last.1, rate));
+            bar.set_position(done);
+            window = (Instant::now(), done - start);
+        }
+        if eval_now || save_now {
+            let test = eval_now.then(|| evaluate(&net, &data, t.eval_batch_size));
+            let wall = wall_before + began.elapsed().as_secs_f64();
+            let row = Row { step: done, epoch: done as f64 / per_epoch, lr, train: Some(last), test, wall_seconds: wall };
+            metrics.append(&row)?;
+            if let Some((tl, ta)) = test {
+                bar.suspend(|| {
+                    tracing::info!(
+                        "step {done}/{total} epoch {:.2} lr {lr:.4}: train loss {:.4} acc {:.2}%, test loss {tl:.4} acc {:.2}%",
+                        row.epoch,
+                        last.0,
+                        100.0 * last.1,
+                        100.0 * ta
+                    )
+                });
+            }
+            if save_now {
+                checkpoint::save(&ckpt_dir, &vs, &sgd, Meta { step: done, seed: t.seed, wall_seconds: wall })?;
+                if let Some(k) = config.checkpoints.keep_last {
+                    checkpoint::prune(&ckpt_dir, k)?;
+                }
+            }
+            // Train statistics restart at every row, so a resume (always at a row) sees
+            // the same windows as an uninterrupted run.
+            loss_sum = Tensor::zeros([], (Kind::Float, device));
+            correct = Tensor::zeros([], (Kind::Int64, device));
+            seen = 0;
+        }
+    }
+    bar.finish_and_clear();
+    let seconds = began.elapsed().as_secs_f64();
+    let images_per_second = (total - start) as f64 * t.batch_size as f64 / seconds.max(1e-9);
+    let (test_loss, test_acc) = evaluate(&net, &data, t.eval_batch_size);
+    tracing::info!("trained to step {total} in {seconds:.1}s ({images_per_second:.0} images/s): test accuracy {:.2}%", 100.0 * test_acc);
+    Ok(Summary {
+        out: out.to_path_buf(),
+        steps: total,
+        resumed_from: latest.map(|(s, _)| s),
+        test_loss,
+        test_acc,
+        images_per_second,
+    })
+}
+
+/// Creates the run folder, or checks that it was made by the same config; writes the
+/// resolved config. Returns the checkpoint folder.
+fn prepare_folder(config: &Config, out: &Path) -> anyhow::Result<PathBuf> {
+    let config_path = out.join(CONFIG_FILE);
+    if config_path.exists() {
+        let text = std::fs::read_to_string(&config_path).with_context(|| format!("cannot read {}", config_path.display()))?;
+        let before = Config::parse(&text, &config_path.display().to_string(), &[])?;
+        let diff = differences(&before, config);
+        if !diff.is_empty() {
+            return Err(InputError::new(format!(
+                "{}: this run folder belongs to a different config ({}, folder vs now); use another --out, or delete the folder to start over",
+                config_path.display(),
+                diff.join("; ")
+            ))
+            .into());
+        }
+    } else {
+        std::fs::create_dir_all(out).map_err(|e| InputError::new(format!("{}: cannot create run folder: {e}", out.display())))?;
+        let tmp = tempfile::NamedTempFile::new_in(out)?;
+        std::fs::write(tmp.path(), config.to_toml())?;
+        tmp.persist(&config_path).with_context(|| format!("cannot write {}", config_path.display()))?;
+    }
+    let ckpt = out.join(checkpoint::FOLDER);
+    std::fs::create_dir_all(&ckpt).with_context(|| format!("cannot create {}", ckpt.display()))?;
+    Ok(ckpt)
+}
+
+/// Mean loss and accuracy on the test set (batch norm in inference mode).
+pub fn evaluate(net: &Network, data: &Dataset, batch: usize) -> (f64, f64) {
+    tch::no_grad(|| {
+        let n = data.test.len() as i64;
+        let device = data.test.labels.device();
+        let mut loss = Tensor::zeros([], (Kind::Double, device));
+        let mut correct = Tensor::zeros([], (Kind::Int64, device));
+        let mut i = 0;
+        while i < n {
+            let len = (batch as i64).min(n - i);
+            let x = data.normalise(&data.test.images.narrow(0, i, len));
+            let y = data.test.labels.narrow(0, i, len);
+            let logits = net.forward_t(&x, false);
+            loss += logits.cross_entropy_loss::<Tensor>(&y, None, Reduction::Sum, -100, 0.0).to_kind(Kind::Double);
+            correct += logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64);
+            i += len;
+        }
+        (loss.double_value(&[]) / n as f64, correct.double_value(&[]) / n as f64)
+    })
+}
+
+fn progress_bar(start: u64, total: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps {msg} [{elapsed_precise} < {eta_precise}]")
+            .expect("a valid template"),
+    );
+    bar.set_position(start);
+    bar.reset_eta();
+    bar
+}

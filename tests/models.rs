@@ -1,0 +1,71 @@
+//! The networks: their layer lists, the shapes their taps return, and parameter counts
+//! against the published ones.
+
+use svcca::config::{Arch, ModelConfig};
+use svcca::model::{build, Network};
+use tch::nn::{ModuleT, VarStore};
+use tch::{Device, Kind, Tensor};
+
+fn make(config: &ModelConfig, shape: [i64; 3]) -> (VarStore, Network) {
+    tch::manual_seed(0);
+    let vs = VarStore::new(Device::Cpu);
+    let net = build(&vs.root(), config, shape, 10).unwrap();
+    (vs, net)
+}
+
+fn params(vs: &VarStore) -> i64 {
+    vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+}
+
+#[test]
+fn convnet_layers_and_shapes() {
+    let (vs, net) = make(&ModelConfig::default(), [3, 32, 32]);
+    assert_eq!(net.layer_names(), ["c1", "c2", "bn1", "p1", "c3", "c4", "c5", "bn2", "p2", "fc1", "bn3", "fc2", "bn4", "logits"]);
+    let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let (logits, taps) = net.forward_taps(&x, false, &["p2", "c1", "fc1", "bn4", "logits"]).unwrap();
+    let shapes: Vec<Vec<i64>> = taps.iter().map(|t| t.size()).collect();
+    assert_eq!(shapes, vec![vec![2, 64, 8, 8], vec![2, 64, 32, 32], vec![2, 512], vec![2, 256], vec![2, 10]]);
+    assert!(logits.equal(&taps[4]));
+    assert!(logits.equal(&net.forward_t(&x, false)));
+    // A tap of a ReLU layer is post-activation.
+    assert!(taps[1].min().double_value(&[]) >= 0.0);
+    // Parameters live under their layer's name.
+    let names: Vec<String> = vs.variables().into_keys().collect();
+    assert!(names.contains(&"c1.weight".to_string()) && names.contains(&"bn3.running_mean".to_string()));
+    assert!(names.iter().all(|n| net.layer_names().contains(&n.split('.').next().unwrap())));
+
+    let e = net.forward_taps(&x, false, &["c9"]).unwrap_err().message;
+    assert!(e.contains("c9") && e.contains("bn1"), "{e}");
+}
+
+#[test]
+fn convnet_takes_its_input_from_the_dataset() {
+    let narrow = ModelConfig { width: Some(8), fc1: 32, fc2: 16, ..Default::default() };
+    let (_, net) = make(&narrow, [1, 28, 28]);
+    let x = Tensor::randn([3, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let (logits, taps) = net.forward_taps(&x, true, &["p2", "fc2"]).unwrap();
+    assert_eq!(taps[0].size(), [3, 8, 7, 7]);
+    assert_eq!(taps[1].size(), [3, 16]);
+    assert_eq!(logits.size(), [3, 10]);
+}
+
+#[test]
+fn resnets_match_the_published_sizes() {
+    // He et al. 2016, Table 6: ResNet-20 0.27M, ResNet-32 0.46M, ResNet-56 0.85M.
+    for (depth, millions) in [(20, 0.27), (32, 0.46), (56, 0.85)] {
+        let (vs, net) = make(&ModelConfig { arch: Arch::Resnet, depth, ..Default::default() }, [3, 32, 32]);
+        let p = params(&vs) as f64 / 1e6;
+        assert!((p - millions).abs() < 0.01, "ResNet-{depth}: {p:.3}M parameters");
+        let n = (depth - 2) / 6;
+        assert_eq!(net.layer_names().len() as i64, 3 * n + 4);
+    }
+    let (_, net) = make(&ModelConfig { arch: Arch::Resnet, depth: 62, ..Default::default() }, [3, 32, 32]);
+    let names = net.layer_names();
+    assert_eq!(names[..3], ["conv1", "bn1", "s1b1"]);
+    assert_eq!(names[names.len() - 3..], ["s3b10", "pool", "logits"]);
+    let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let (logits, taps) = net.forward_taps(&x, true, &["s1b10", "s2b1", "s3b10", "pool"]).unwrap();
+    let shapes: Vec<Vec<i64>> = taps.iter().map(|t| t.size()).collect();
+    assert_eq!(shapes, vec![vec![2, 16, 32, 32], vec![2, 32, 16, 16], vec![2, 64, 8, 8], vec![2, 64]]);
+    assert_eq!(logits.size(), [2, 10]);
+}

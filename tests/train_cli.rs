@@ -1,0 +1,264 @@
+//! `svcca train` and `svcca data fetch` through the real binary: config errors with file,
+//! line and key; a run killed mid-way and resumed ends bitwise equal to one that was not;
+//! a run folder of another config is refused; the fetch checks its download.
+
+use md5::{Digest, Md5};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tch::Tensor;
+
+fn svcca(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_svcca")).args(args).env("SVCCA_LOG", "warn").output().expect("the svcca binary runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Status 2 and one `error:` line containing every one of `needles`.
+fn assert_refused(out: &Output, needles: &[&str]) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "stderr: {err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "'{}' lacks '{n}'", lines[0]);
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+const BASE: &str = r#"[data]
+dataset = "synthetic"
+train_size = 256
+test_size = 64
+
+[model]
+width = 4
+fc1 = 16
+fc2 = 8
+
+[train]
+device = "cpu"
+threads = 1
+batch_size = 16
+steps = 4
+"#;
+
+#[test]
+fn config_errors_name_file_line_and_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run").display().to_string();
+    let cfg = write(tmp.path(), "typo.toml", &format!("{BASE}learning_rate = 0.1\n"));
+    let out = svcca(&["train", &cfg, "--out", &run]);
+    assert_refused(&out, &["typo.toml:16", "train.learning_rate", "unknown field"]);
+    assert!(!Path::new(&run).exists(), "nothing is created for a bad config");
+
+    let cfg = write(tmp.path(), "neg.toml", &format!("{BASE}lr = -0.5\n"));
+    assert_refused(&svcca(&["train", &cfg, "--out", &run]), &["neg.toml:16", "train.lr", "-0.5"]);
+
+    let cfg = write(tmp.path(), "type.toml", &BASE.replace("steps = 4", "steps = \"ten\""));
+    assert_refused(&svcca(&["train", &cfg, "--out", &run]), &["type.toml:15", "train.steps"]);
+
+    let cfg = write(tmp.path(), "arch.toml", &BASE.replace("width = 4", "arch = \"vgg\""));
+    assert_refused(&svcca(&["train", &cfg, "--out", &run]), &["arch.toml:7", "model.arch", "vgg"]);
+
+    let cfg = write(tmp.path(), "depth.toml", &BASE.replace("width = 4", "arch = \"resnet\"\ndepth = 21"));
+    assert_refused(&svcca(&["train", &cfg, "--out", &run]), &["depth.toml:8", "model.depth", "6n+2"]);
+
+    let ok = write(tmp.path(), "ok.toml", BASE);
+    assert_refused(&svcca(&["train", &ok, "--out", &run, "--set", "train.stepz=3"]), &["--set train.stepz=3", "stepz"]);
+    assert_refused(&svcca(&["train", &ok, "--out", &run, "--set", "train.momentum=2"]), &["--set train.momentum=2", "[0, 1)"]);
+    assert_refused(&svcca(&["train", &ok, "--out", &run, "--set", "oops"]), &["--set oops", "key=value"]);
+
+    let missing = write(tmp.path(), "fm.toml", &BASE.replace("dataset = \"synthetic\"", "dataset = \"fashion-mnist\"\npath = \"/nonexistent/fm\""));
+    assert_refused(&svcca(&["train", &missing, "--out", &run]), &["/nonexistent/fm", "dataset-fashion-mnist"]);
+
+    let big = write(tmp.path(), "big.toml", &BASE.replace("batch_size = 16", "batch_size = 1000"));
+    assert_refused(&svcca(&["train", &big, "--out", &run]), &["train.batch_size", "1000", "256"]);
+}
+
+const RESUMABLE: &str = r#"[data]
+dataset = "synthetic"
+train_size = 512
+test_size = 64
+crop_padding = 2
+flip = true
+
+[model]
+width = 8
+fc1 = 32
+fc2 = 16
+
+[train]
+device = "cpu"
+threads = 1
+batch_size = 32
+steps = 400
+lr = 0.05
+warmup_steps = 10
+eval_every = 25
+
+[checkpoints]
+every = 20
+"#;
+
+fn checkpoint(dir: &Path, step: u64) -> PathBuf {
+    dir.join("checkpoints").join(format!("step-{step:08}.safetensors"))
+}
+
+fn tensors(path: &Path) -> HashMap<String, Tensor> {
+    Tensor::read_safetensors(path).unwrap().into_iter().collect()
+}
+
+/// `metrics.csv` without its wall-clock column.
+fn metrics(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+        .collect()
+}
+
+#[test]
+fn killed_and_resumed_equals_uninterrupted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write(tmp.path(), "resume.toml", RESUMABLE);
+    let straight = tmp.path().join("straight");
+    let killed = tmp.path().join("killed");
+
+    let out = svcca(&["train", &cfg, "--out", straight.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Kill the second run once its step-40 checkpoint is on disk: mid-run, between
+    // checkpoints, with metrics rows past the checkpoint already written.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_svcca"))
+        .args(["train", &cfg, "--out", killed.to_str().unwrap()])
+        .env("SVCCA_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let began = Instant::now();
+    while !checkpoint(&killed, 40).exists() {
+        assert!(began.elapsed() < Duration::from_secs(120), "no checkpoint appeared");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(30));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!checkpoint(&killed, 400).exists(), "the run was not interrupted");
+
+    let out = svcca(&["train", &cfg, "--out", killed.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("resumed from step"), "{said}");
+
+    let (a, b) = (tensors(&checkpoint(&straight, 400)), tensors(&checkpoint(&killed, 400)));
+    let mut names: Vec<&String> = a.keys().collect();
+    names.sort();
+    assert_eq!(a.len(), b.len());
+    assert!(names.iter().any(|n| n.starts_with("momentum.")) && names.iter().any(|n| n.ends_with("running_var")));
+    for n in names.into_iter().filter(|n| *n != "meta.wall_seconds") {
+        assert!(a[n].equal(&b[n]), "{n} differs after resume");
+    }
+    assert_eq!(metrics(&straight), metrics(&killed), "metrics.csv differs (or holds a step twice)");
+
+    // A finished run is left alone; a different config is refused, nothing touched.
+    let before = std::fs::read(killed.join("config.toml")).unwrap();
+    let out = svcca(&["train", &cfg, "--out", killed.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already trained"));
+    let out = svcca(&["train", &cfg, "--out", killed.to_str().unwrap(), "--set", "train.lr=0.1"]);
+    assert_refused(&out, &["config.toml", "train.lr: 0.05 vs 0.1"]);
+    assert_eq!(std::fs::read(killed.join("config.toml")).unwrap(), before);
+    assert!(checkpoint(&killed, 400).exists());
+}
+
+/// Serves `body` to every request on a local port; returns the URL.
+fn serve(body: Vec<u8>) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut request = [0u8; 4096];
+            let _ = s.read(&mut request);
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/gzip\r\nConnection: close\r\n\r\n", body.len());
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&body);
+        }
+    });
+    format!("http://127.0.0.1:{port}/cifar-10-binary.tar.gz")
+}
+
+/// A CIFAR-10 archive in the official layout, with `n` records per file.
+fn small_cifar_archive(n: usize) -> Vec<u8> {
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    let files = ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin", "batches.meta.txt"];
+    for (k, name) in files.iter().enumerate() {
+        let bytes: Vec<u8> = if name.ends_with(".txt") {
+            b"airplane\n".to_vec()
+        } else {
+            (0..n).flat_map(|i| std::iter::once(((i + k) % 10) as u8).chain((0..3072).map(move |j| ((i * 31 + j) % 256) as u8))).collect()
+        };
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, format!("cifar-10-batches-bin/{name}"), &bytes[..]).unwrap();
+    }
+    builder.into_inner().unwrap().finish().unwrap()
+}
+
+#[test]
+fn fetch_checks_and_unpacks_then_trains() {
+    let archive = small_cifar_archive(8);
+    let md5: String = Md5::digest(&archive).iter().map(|b| format!("{b:02x}")).collect();
+    let url = serve(archive);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let d = dir.to_str().unwrap();
+
+    let out = svcca(&["data", "fetch", "cifar10", "--dir", d, "--url", &url, "--md5", "0123456789abcdef0123456789abcdef"]);
+    assert_refused(&out, &["MD5", &md5, "0123456789abcdef0123456789abcdef"]);
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert!(left.is_empty(), "a failed fetch leaves nothing behind: {left:?}");
+
+    let out = svcca(&["data", "fetch", "cifar10", "--dir", d, "--url", &url, "--md5", &md5]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let folder = dir.join("cifar-10-batches-bin");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), folder.display().to_string());
+    let (train, test) = svcca::data::cifar::load(&folder).unwrap();
+    assert_eq!((train.len(), test.len()), (40, 8));
+    let entries: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(entries, ["cifar-10-batches-bin"], "no temporary files are left");
+
+    // Fetching again is a no-op (the environment variable route, and no download).
+    let out = Command::new(env!("CARGO_BIN_EXE_svcca"))
+        .args(["data", "fetch", "cifar10", "--dir", d])
+        .env("SVCCA_CIFAR10_URL", "http://127.0.0.1:1/unreachable")
+        .env("SVCCA_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let cfg = write(
+        tmp.path(),
+        "cifar.toml",
+        &format!(
+            "[data]\ndataset = \"cifar10\"\npath = \"{d}\"\n[model]\nwidth = 4\nfc1 = 8\nfc2 = 8\n[train]\ndevice = \"cpu\"\nbatch_size = 8\nsteps = 3\n"
+        ),
+    );
+    let out = svcca(&["train", &cfg, "--out", tmp.path().join("run").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 steps"));
+}
