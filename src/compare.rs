@@ -47,7 +47,23 @@ pub struct Report {
     /// Blocks of datapoints the files were read in (1 when they fit the budget).
     pub blocks: usize,
     pub warnings: Vec<String>,
+    /// Wall time of the whole job.
     pub seconds: f64,
+    /// Where the time went.
+    pub timings: Timings,
+}
+
+/// Seconds spent in each stage of a comparison.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    /// Reading the files.
+    pub read: f64,
+    /// Conv layers: spectra, folded positions or pooling.
+    pub transform: f64,
+    /// Summing means and scatter matrices (the matrix products).
+    pub accumulate: f64,
+    /// Decompositions and correlations.
+    pub solve: f64,
 }
 
 /// One input file and how its rows become a tensor.
@@ -133,10 +149,10 @@ impl Pipeline {
         }
     }
 
-    fn transform(&self, block: Tensor, first_row: i64) -> Tensor {
+    fn transform(&self, side: Side, block: Tensor, first_row: i64) -> Tensor {
         match self {
             Pipeline::Dense => block,
-            Pipeline::Conv(c) => c.transform(&block, first_row),
+            Pipeline::Conv(c) => c.transform(side, &block, first_row),
         }
     }
 
@@ -188,22 +204,22 @@ impl CompareJob {
         let progress = progress_bar(rows, blocks);
         let cols = [0, 1].map(|i| inputs[i].file.cols() as i64);
         let mut moments = pipeline.moments(cols, self.device);
-        let (mut reading, mut transforming, mut summing) = (0.0, 0.0, 0.0);
+        let mut timings = Timings::default();
         let mut start = 0;
         while start < rows {
             let count = block.min(rows - start);
             let t = Instant::now();
             let ta = inputs[0].read(start, count, self.layout)?;
             let tb = inputs[1].read(start, count, self.layout)?;
-            reading += t.elapsed().as_secs_f64();
+            timings.read += t.elapsed().as_secs_f64();
             let t = Instant::now();
             let (ta, tb) = (ta.to_device(self.device), tb.to_device(self.device));
             let first = start as i64;
-            let (ta, tb) = (pipeline.transform(ta, first), pipeline.transform(tb, first));
-            transforming += t.elapsed().as_secs_f64();
+            let (ta, tb) = (pipeline.transform(Side::A, ta, first), pipeline.transform(Side::B, tb, first));
+            timings.transform += t.elapsed().as_secs_f64();
             let t = Instant::now();
             moments.update(&ta, &tb).map_err(|e| e.naming(&name_a, &name_b))?;
-            summing += t.elapsed().as_secs_f64();
+            timings.accumulate += t.elapsed().as_secs_f64();
             start += count;
             progress.set_position(start as u64);
         }
@@ -212,10 +228,8 @@ impl CompareJob {
         let (similarity, conv) = pipeline
             .finish(moments, &self.options)
             .map_err(|e| e.naming(&name_a, &name_b))?;
-        tracing::debug!(
-            "read {reading:.3}s, transformed {transforming:.3}s, accumulated {summing:.3}s, solved {:.3}s",
-            t.elapsed().as_secs_f64()
-        );
+        timings.solve = t.elapsed().as_secs_f64();
+        tracing::debug!("{timings:?}");
         let warnings: Vec<String> = similarity
             .warnings
             .iter()
@@ -236,6 +250,7 @@ impl CompareJob {
             blocks,
             warnings,
             seconds: started.elapsed().as_secs_f64(),
+            timings,
             similarity,
         })
     }

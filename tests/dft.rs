@@ -108,8 +108,9 @@ fn rustfft_spectrum_equals_the_libtorch_fft_path() {
     for (sa, sb) in [((6, 8), (6, 8)), ((8, 8), (4, 4)), ((7, 5), (7, 5)), ((6, 6), (3, 5))] {
         let plan = FrequencyPlan::new(sa, sb);
         let x = randn(9, 5 * 3, sa.0 * sa.1).view([5, 3, sa.0, sa.1]);
-        let cpu = plan.spectrum_rustfft(&x);
-        let torch = plan.spectrum_torch(&x);
+        let shift = randn(10, 3, sa.0 * sa.1).view([3, sa.0, sa.1]);
+        let cpu = plan.spectrum_rustfft(&x, &shift);
+        let torch = plan.spectrum_torch(&x, &shift);
         assert_eq!(cpu.size(), torch.size());
         assert_eq!(cpu.size()[0] as usize, plan.computed.len());
         let diff = (cpu - torch).abs().max().double_value(&[]);

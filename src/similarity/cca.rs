@@ -14,6 +14,7 @@
 //! singular values that are then left out.
 
 use super::Keep;
+use rayon::prelude::*;
 use crate::error::{Side, SimilarityError};
 use tch::{Device, Kind, Tensor};
 
@@ -35,7 +36,10 @@ pub(crate) fn rank_tolerance(neurons: usize) -> f64 {
 
 impl Principal {
     pub(crate) fn of(scatter: &Tensor) -> Principal {
-        let (l, v) = small_linalg(scatter, || scatter.linalg_eigh("L"));
+        let [l, v] = stacked(scatter, |c| {
+            let (l, v) = c.linalg_eigh("L");
+            [l, v]
+        });
         // eigh sorts ascending; we want the largest variance first.
         let l = l.flip([-1]).clamp_min(0.0);
         let directions = v.flip([-1]);
@@ -133,7 +137,7 @@ pub(crate) fn correlations(
     let width = t.size()[1].min(t.size()[2]) as usize;
     // Canonical correlations are at most 1; anything above is rounding.
     // (linalg_svdvals would need a driver argument that tch cannot leave unset.)
-    let (_, s, _) = small_linalg(&t, || t.svd(true, false));
+    let [s] = stacked(&t, |t| [t.svd(true, false).1]);
     let s = to_host(&s.clamp_max(1.0));
     s.chunks(width.max(1))
         .zip(kept_a.iter().zip(kept_b))
@@ -141,13 +145,14 @@ pub(crate) fn correlations(
         .collect()
 }
 
-/// Runs a decomposition of `t`'s matrices, single-threaded on the CPU when they are
-/// small. LAPACK cannot use two threads on a 64 x 64 problem, but its OpenMP threads
-/// spin-wait for each other; when anything else wants the cores (a second job, a build)
-/// a stack of small problems then ran 10 to 100 times slower than on one thread.
-pub(crate) fn small_linalg<T>(t: &Tensor, f: impl FnOnce() -> T) -> T {
-    let n = t.size().iter().rev().take(2).copied().max().unwrap_or(0);
-    if t.device() != Device::Cpu || n > 512 {
+/// Runs `f`, which decomposes matrices of at most `n` rows, with libtorch's CPU threads
+/// set to one when they are small (n <= 512): parallelism then comes from rayon over
+/// independent problems ([`stacked`], and the two layers side by side). LAPACK cannot use
+/// two threads on a 64 x 64 problem, but its OpenMP threads spin-wait for each other:
+/// when anything else wanted the cores (a second job, a build), a stack of small problems
+/// ran 10 to 100 times slower than on one thread.
+pub(crate) fn single_threaded<T>(device: Device, n: i64, f: impl FnOnce() -> T) -> T {
+    if device != Device::Cpu || n > 512 {
         return f();
     }
     let threads = tch::get_num_threads();
@@ -155,6 +160,21 @@ pub(crate) fn small_linalg<T>(t: &Tensor, f: impl FnOnce() -> T) -> T {
     let out = f();
     tch::set_num_threads(threads);
     out
+}
+
+/// Runs a decomposition `f` of a stack of matrices (along the first axis), split across
+/// rayon's threads when libtorch runs single-threaded on the CPU (see [`single_threaded`]).
+pub(crate) fn stacked<const K: usize>(t: &Tensor, f: impl Fn(&Tensor) -> [Tensor; K] + Sync) -> [Tensor; K] {
+    let split = t.device() == Device::Cpu && tch::get_num_threads() == 1 && t.dim() == 3 && t.size()[0] > 1;
+    if !split {
+        return f(t);
+    }
+    let parts: Vec<[Tensor; K]> = t
+        .chunk(rayon::current_num_threads().max(1) as i64, 0)
+        .into_par_iter()
+        .map(|part| f(&part))
+        .collect();
+    std::array::from_fn(|k| Tensor::cat(&parts.iter().map(|p| &p[k]).collect::<Vec<_>>(), 0))
 }
 
 pub(crate) fn to_host(t: &Tensor) -> Vec<f64> {

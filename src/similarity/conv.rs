@@ -20,6 +20,7 @@
 use super::dft::{FrequencyCorrelations, FrequencyPlan};
 use super::{canonical, similarity, Method, Moments, Options, Similarity, Warning};
 use crate::error::{Side, SimilarityError};
+use std::cell::OnceCell;
 use tch::{Device, Kind, Tensor};
 
 /// How conv activations are compared.
@@ -96,6 +97,11 @@ pub struct ConvComparison {
     plan: Option<FrequencyPlan>,
     /// `flatten`: positions kept per datapoint.
     positions: i64,
+    /// `dft`: each side's first datapoint, subtracted before the transform. The
+    /// accumulator centres by shifting with the first datapoint anyway; done in the
+    /// spatial domain it is free inside the FFT's input copy, and the accumulator, seeing a
+    /// first row of exact zeros, skips its own pass over the much larger spectra.
+    first: [OnceCell<Tensor>; 2],
 }
 
 /// Extra results of a conv comparison, reported beside the similarity.
@@ -179,6 +185,7 @@ impl ConvComparison {
             size,
             plan,
             positions,
+            first: [OnceCell::new(), OnceCell::new()],
         })
     }
 
@@ -196,13 +203,16 @@ impl ConvComparison {
 
     /// Transforms one side's block (rows x C x H x W, or rows x neurons for a dense
     /// side) whose first row is datapoint `first_row` into what [`Moments::update`] takes.
-    pub fn transform(&self, block: &Tensor, first_row: i64) -> Tensor {
+    pub fn transform(&self, side: Side, block: &Tensor, first_row: i64) -> Tensor {
         if block.dim() == 2 {
             return block.shallow_clone();
         }
         match (self.options.method, &self.plan) {
             (ConvMethod::Avgpool, _) => block.mean_dim(&[2i64, 3][..], false, Kind::Double),
-            (ConvMethod::Dft, Some(plan)) => plan.spectrum(block),
+            (ConvMethod::Dft, Some(plan)) => {
+                let first = self.first[side as usize].get_or_init(|| block.get(0).to_kind(Kind::Double));
+                plan.spectrum(block, first)
+            }
             (ConvMethod::Dft, None) => unreachable!("a dft comparison has a plan"),
             (ConvMethod::Flatten, _) => self.flatten(block, first_row),
         }
@@ -363,6 +373,6 @@ pub fn compare_conv(
     }
     let comparison = ConvComparison::new([shape(a), shape(b)], a.size()[0], conv, options.method)?;
     let mut moments = comparison.moments(a.device());
-    moments.update(&comparison.transform(a, 0), &comparison.transform(b, 0))?;
+    moments.update(&comparison.transform(Side::A, a, 0), &comparison.transform(Side::B, b, 0))?;
     comparison.finish(moments, options)
 }

@@ -112,26 +112,28 @@ impl FrequencyPlan {
             .collect()
     }
 
-    /// The computed frequencies of a block of activations (rows x C x H x W, real): a
-    /// float64 stack of frequencies x rows x 2C, each row the C real parts then the C
-    /// imaginary parts (the form [`super::Moments`] sums complex data in). rustfft on the
-    /// CPU, libtorch's FFT elsewhere.
-    pub fn spectrum(&self, x: &Tensor) -> Tensor {
+    /// The computed frequencies of a block of activations (rows x C x H x W, real) less
+    /// `shift` (one C x H x W image): a float64 stack of frequencies x rows x 2C, each row
+    /// the C real parts then the C imaginary parts (the form [`super::Moments`] sums
+    /// complex data in). rustfft on the CPU, libtorch's FFT elsewhere.
+    ///
+    /// The shift is the accumulator's centring shift applied before the transform (the
+    /// DFT is linear), where it costs nothing: see [`super::conv`].
+    pub fn spectrum(&self, x: &Tensor, shift: &Tensor) -> Tensor {
         match x.device() {
-            Device::Cpu => self.spectrum_rustfft(x),
-            _ => self.spectrum_torch(x),
+            Device::Cpu => self.spectrum_rustfft(x, shift),
+            _ => self.spectrum_torch(x, shift),
         }
     }
 
     /// The CUDA path (it runs on CPU tensors too, which is how it is tested here).
-    pub fn spectrum_torch(&self, x: &Tensor) -> Tensor {
+    pub fn spectrum_torch(&self, x: &Tensor, shift: &Tensor) -> Tensor {
         let s = x.size();
         let (rows, c, h, w) = (s[0], s[1], s[2], s[3]);
         let idx = Tensor::from_slice(&self.flat_indices(h, w)).to_device(x.device());
         // Contiguous in frequencies x rows x 2C: the batched products that follow run
         // ten times slower on a permuted view.
-        let spectrum = x
-            .to_kind(Kind::Double)
+        let spectrum = (x.to_kind(Kind::Double) - shift)
             .fft_fft2(None::<&[i64]>, [-2, -1], "backward")
             .reshape([rows, c, h * w])
             .index_select(2, &idx);
@@ -144,36 +146,51 @@ impl FrequencyPlan {
 
     /// The CPU path: 2-D FFTs of each datapoint's channels, datapoints in parallel, each
     /// writing its values straight into the frequencies x rows x 2C output.
-    pub fn spectrum_rustfft(&self, x: &Tensor) -> Tensor {
+    pub fn spectrum_rustfft(&self, x: &Tensor, shift: &Tensor) -> Tensor {
         let s = x.size();
         let (rows, c, h, w) = (s[0] as usize, s[1] as usize, s[2] as usize, s[3] as usize);
         let x = x.to_device(Device::Cpu).contiguous();
-        let flat = x.flatten(0, -1);
+        let x = if x.kind() == Kind::Float { x } else { x.to_kind(Kind::Double) };
+        let shift = Vec::<f64>::try_from(
+            &shift.to_device(Device::Cpu).to_kind(Kind::Double).contiguous().flatten(0, -1),
+        )
+        .expect("a float tensor converts to Vec<f64>");
+        assert_eq!(shift.len(), c * h * w, "one shift image of C x H x W");
         let f = self.computed.len() as i64;
         let out = Tensor::empty([f, rows as i64, 2 * c as i64], (Kind::Double, Device::Cpu));
         // SAFETY: `out` is a fresh contiguous float64 tensor of exactly this many elements,
         // and nothing else refers to it while the slice lives.
         let target = unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut f64, out.numel()) };
-        match x.kind() {
-            Kind::Float => {
-                let values = Vec::<f32>::try_from(&flat).expect("float32 data");
-                self.rustfft(&values, [rows, c, h, w], target)
-            }
-            _ => {
-                let values = Vec::<f64>::try_from(&flat.to_kind(Kind::Double)).expect("float64 data");
-                self.rustfft(&values, [rows, c, h, w], target)
+        // SAFETY: `x` is contiguous on the CPU, of the kind matched, and outlives the slice.
+        unsafe {
+            match x.kind() {
+                Kind::Float => {
+                    let values = std::slice::from_raw_parts(x.data_ptr() as *const f32, x.numel());
+                    self.rustfft(values, &shift, [rows, c, h, w], target)
+                }
+                _ => {
+                    let values = std::slice::from_raw_parts(x.data_ptr() as *const f64, x.numel());
+                    self.rustfft(values, &shift, [rows, c, h, w], target)
+                }
             }
         }
         out
     }
 
-    /// The spectrum of `values` (rows x C x H x W) as frequencies x rows x [re C | im C].
+    /// The spectrum of `values - shift` (rows x C x H x W, less one C x H x W image) as
+    /// frequencies x rows x [re C | im C].
     ///
     /// Two real channels share one complex FFT (`z = x0 + i x1`), then are told apart by
     /// conjugate symmetry: `X0(k) = (Z(k) + conj Z(-k)) / 2`, `X1(k) = (Z(k) - conj Z(-k)) / 2i`:
     /// half the FFTs, for a few additions per kept frequency. Each datapoint's spectrum is
     /// gathered frequency-major first, so it reaches the output as contiguous rows of C.
-    fn rustfft<T: Copy + Into<f64> + Sync>(&self, values: &[T], [rows, c, h, w]: [usize; 4], out: &mut [f64]) {
+    fn rustfft<T: Copy + Into<f64> + Sync>(
+        &self,
+        values: &[T],
+        shift: &[f64],
+        [rows, c, h, w]: [usize; 4],
+        out: &mut [f64],
+    ) {
         // For each kept frequency: where it and its mirror -k sit in the column-major
         // (v * h + u) result of the 2-D FFT.
         let at: Vec<(usize, usize)> = self
@@ -197,9 +214,12 @@ impl FrequencyPlan {
             |(image, columns, scratch, spectrum), (n, input)| {
                 for c0 in (0..c).step_by(2) {
                     let x0 = &input[c0 * plane..(c0 + 1) * plane];
+                    let s0 = &shift[c0 * plane..(c0 + 1) * plane];
                     let x1 = (c0 + 1 < c).then(|| &input[(c0 + 1) * plane..(c0 + 2) * plane]);
+                    let s1 = (c0 + 1 < c).then(|| &shift[(c0 + 1) * plane..(c0 + 2) * plane]);
                     for (i, z) in image.iter_mut().enumerate() {
-                        *z = Complex64::new(x0[i].into(), x1.map_or(0.0, |x1| x1[i].into()));
+                        let im = x1.zip(s1).map_or(0.0, |(x1, s1)| x1[i].into() - s1[i]);
+                        *z = Complex64::new(x0[i].into() - s0[i], im);
                     }
                     fft_w.process_with_scratch(image, scratch); // each of the h rows
                     for u in 0..h {

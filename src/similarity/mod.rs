@@ -213,12 +213,16 @@ pub fn similarity(cov: Covariance, options: &Options) -> Result<Similarity, Simi
 /// CCA or SVCCA of every problem of a stack: (kept_a, kept_b, correlations) each.
 pub(crate) fn canonical(cov: &Covariance, options: &Options) -> Result<Vec<(usize, usize, Vec<f64>)>, SimilarityError> {
     let keep = if options.method == Method::Cca { Keep::All } else { options.keep };
-    let pa = cca::Principal::of(&cov.caa);
-    let pb = cca::Principal::of(&cov.cbb);
-    let ka = pa.keep(keep, Side::A, cov.rows)?;
-    let kb = pb.keep(keep, Side::B, cov.rows)?;
-    let correlations = cca::correlations(&cov.cab, &pa.whitening(&ka), &pb.whitening(&kb), &ka, &kb);
-    Ok(ka.into_iter().zip(kb).zip(correlations).map(|((a, b), c)| (a, b, c)).collect())
+    let n = cov.caa.size()[1].max(cov.cbb.size()[1]);
+    cca::single_threaded(cov.caa.device(), n, || {
+        // The two layers' decompositions are independent: side by side.
+        let (caa, cbb) = (cov.caa.shallow_clone(), cov.cbb.shallow_clone());
+        let (pa, pb) = rayon::join(move || cca::Principal::of(&caa), move || cca::Principal::of(&cbb));
+        let ka = pa.keep(keep, Side::A, cov.rows)?;
+        let kb = pb.keep(keep, Side::B, cov.rows)?;
+        let correlations = cca::correlations(&cov.cab, &pa.whitening(&ka), &pb.whitening(&kb), &ka, &kb);
+        Ok(ka.into_iter().zip(kb).zip(correlations).map(|((a, b), c)| (a, b, c)).collect())
+    })
 }
 
 fn mean(values: &[f64]) -> f64 {

@@ -42,6 +42,8 @@ pub struct Moments {
 struct SideSums {
     cols: i64,
     shift: Option<Tensor>,
+    /// The first datapoint was all zeros (the caller centred already): skip the shift.
+    zero_shift: bool,
     sum: Tensor,
     gram: Tensor,
 }
@@ -52,6 +54,7 @@ impl SideSums {
         SideSums {
             cols,
             shift: None,
+            zero_shift: false,
             sum: Tensor::zeros([problems, 1, cols], opts),
             gram: Tensor::zeros([problems, cols, cols], opts),
         }
@@ -60,10 +63,16 @@ impl SideSums {
     /// Adds one block (problems x rows x cols) and returns it shifted, in float64. The
     /// conversion happens inside the subtraction: one pass, no extra copy.
     fn add(&mut self, block: &Tensor) -> Tensor {
-        let shift = self
-            .shift
-            .get_or_insert_with(|| block.narrow(1, 0, 1).to_kind(Kind::Double));
-        let shifted = block - &*shift;
+        if self.shift.is_none() {
+            let first = block.narrow(1, 0, 1).to_kind(Kind::Double);
+            self.zero_shift = bool::try_from(first.eq(0.0).all()).unwrap_or(false);
+            self.shift = Some(first);
+        }
+        let shifted = if self.zero_shift {
+            block.to_kind(Kind::Double)
+        } else {
+            block - self.shift.as_ref().expect("set above")
+        };
         self.sum += shifted.sum_dim_intlist(1, true, None);
         self.gram += shifted.transpose(1, 2).matmul(&shifted);
         shifted

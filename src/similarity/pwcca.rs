@@ -16,7 +16,7 @@
 //! with `R` the Cholesky factor of `D'D` (the same `R` as the QR's up to row signs, which
 //! the absolute value removes).
 
-use super::cca::{rank_tolerance, small_linalg, to_host};
+use super::cca::{rank_tolerance, single_threaded, to_host};
 use super::moments::Covariance;
 use crate::error::SimilarityError;
 use tch::{Device, Tensor};
@@ -30,7 +30,7 @@ pub(crate) struct Pwcca {
 /// `C^-1/2` through the eigendecomposition, with rounding-level directions left out
 /// (a pseudo-inverse, as the reference's `pinv`).
 fn inverse_sqrt(c: &Tensor) -> Tensor {
-    let (l, v) = small_linalg(c, || c.linalg_eigh("L"));
+    let (l, v) = c.linalg_eigh("L");
     let max = l.max().double_value(&[]);
     let tol = max * rank_tolerance(l.size()[0] as usize);
     let scale = l.clamp_min(tol).rsqrt() * l.gt(tol).to_kind(l.kind());
@@ -39,12 +39,17 @@ fn inverse_sqrt(c: &Tensor) -> Tensor {
 
 /// PWCCA of a dense comparison (a stack of one problem).
 pub(crate) fn pwcca(cov: &Covariance) -> Result<Pwcca, SimilarityError> {
+    let n = cov.caa.size()[1].max(cov.cbb.size()[1]);
+    single_threaded(cov.caa.device(), n, || pwcca_of(cov))
+}
+
+fn pwcca_of(cov: &Covariance) -> Result<Pwcca, SimilarityError> {
     let (caa, cbb, cab) = (cov.caa.get(0), cov.cbb.get(0), cov.cab.get(0));
     let (mean_a, mean_b) = (cov.mean_a.get(0).get(0), cov.mean_b.get(0).get(0));
     let device = caa.device();
     let arr = inverse_sqrt(&caa).mm(&cab).mm(&inverse_sqrt(&cbb));
     let arr = arr.to_device(Device::Cpu);
-    let (u, s, v) = small_linalg(&arr, || arr.svd(false, true));
+    let (u, s, v) = arr.svd(false, true);
     let (p, q) = (caa.size()[0], cbb.size()[0]);
     // torch.svd(some=false) gives full square U (p x p) and V (q x q).
     let (c, mean, dirs) = if p <= q { (&caa, &mean_a, u) } else { (&cbb, &mean_b, v) };
