@@ -84,10 +84,17 @@ def parse_json(stdout, cmd):
     sys.exit(f"no JSON on stdout of {shlex.join(map(str, cmd))}:\n{stdout[-2000:]}")
 
 
+def compute_seconds(result):
+    """Compute time a tool reports, file loading left out: svcca's JSON `seconds` less its
+    `timings.read`; the numpy baselines' `seconds` already exclude loading."""
+    seconds = result.get("seconds", float("nan"))
+    return seconds - result.get("timings", {}).get("read", 0.0)
+
+
 def timed_runs(cmds, repeats, tag, show_compute=True):
     """Run each command of cmds ({name: argv}) repeats times, alternating.
 
-    Returns (median wall seconds, median compute seconds (the JSON `seconds`), max peak MiB),
+    Returns (median wall seconds, median compute seconds (see compute_seconds), max peak MiB),
     each a dict by name, and the parsed results of every repeat, a list of {name: result}.
     show_compute: whether the progress line of each run names its compute time.
     """
@@ -102,7 +109,7 @@ def timed_runs(cmds, repeats, tag, show_compute=True):
             results[name] = parse_json(stdout, cmd)
             walls[name].append(wall)
             peaks[name].append(peak)
-            inner[name].append(results[name].get("seconds", float("nan")))
+            inner[name].append(compute_seconds(results[name]))
             compute = f"{inner[name][-1]:.3f} s compute, " if show_compute else ""
             log(f"[{tag}] repeat {r + 1}/{repeats} {name}: {wall:.3f} s wall, "
                 f"{compute}{peak:.0f} MiB peak")

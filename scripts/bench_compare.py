@@ -123,7 +123,7 @@ def markdown(rows, repeats):
         "",
         "Matrix products alone: Xc.T@Xc, Yc.T@Yc and Xc.T@Yc on centred float64 tensors in torch "
         "(median of 3), the floor for a covariance-based method. Compute time each tool reports "
-        "itself (JSON `seconds`, no process start or file loading):",
+        "itself (JSON `seconds`, less svcca's `timings.read`: no process start or file loading):",
         "",
     ]
     for r in rows:

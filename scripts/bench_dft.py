@@ -178,7 +178,7 @@ def markdown(main_row, brute_row, repeats, seed, load):
                    "and vs brute force",
                    cpu_extra=(thread_variables(), f"load average at start {load}")) + [
         f"- Median wall time of {repeats} run(s) per tool, alternating (whole process: start, load, "
-        "compute); compute = the JSON `seconds` each tool reports (no process start or loading), "
+        "compute); compute = the JSON `seconds` each tool reports, less svcca's `timings.read` (no process start or loading), "
         "median; max peak RSS (GNU time `%e`, `%M`). svcca runs with `--device cpu`.",
         "",
         f"**svcca vs numpy** (`scripts/dft_numpy.py`: float64 `np.fft.fft2`, then a Python loop over "
