@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// First layer: .npy, datapoints x neurons, float32 or float64.
+    /// First layer: .npy, float32 or float64, datapoints x neurons (or 4-D with --conv).
     a: PathBuf,
     /// Second layer: the same datapoints, in the same order.
     b: PathBuf,
