@@ -11,7 +11,8 @@ pub mod order;
 pub mod schedule;
 pub mod sgd;
 
-use crate::config::{differences, Config};
+use crate::analysis::store::Recorder;
+use crate::config::{differences, ActivationMode, Config};
 use crate::data::augment::Augment;
 use crate::data::Dataset;
 use crate::device::{self, DeviceChoice};
@@ -101,6 +102,14 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
         None => (0, 0.0),
     };
     let mut metrics = Metrics::open(out, latest.as_ref().map(|(s, _)| *s))?;
+    // `store` mode: activations on the probe set at every checkpoint (see analysis::store).
+    let recorder = match config.analysis.mode {
+        ActivationMode::Store => Some(Recorder::new(&config, &data, &net, out)?),
+        ActivationMode::Replay => None,
+    };
+    if let (Some(r), Some((s, _))) = (&recorder, &latest) {
+        r.save(&net, *s)?; // in case the run stopped between a checkpoint and its activations
+    }
     if start >= total {
         let (test_loss, test_acc) = evaluate(&net, &data, t.eval_batch_size);
         tracing::info!("{} is already trained ({total} steps); nothing to do", out.display());
@@ -110,6 +119,9 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
         let test = evaluate(&net, &data, t.eval_batch_size);
         metrics.append(&Row { step: 0, lr: schedule::learning_rate(t, 0, total), test: Some(test), ..Default::default() })?;
         checkpoint::save(&ckpt_dir, &vs, &sgd, Meta { step: 0, seed: t.seed, wall_seconds: 0.0 })?;
+        if let Some(r) = &recorder {
+            r.save(&net, 0)?;
+        }
     }
 
     let augment = Augment { padding: config.data.crop_padding, flip: config.data.flip };
@@ -162,6 +174,9 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
             }
             if save_now {
                 checkpoint::save(&ckpt_dir, &vs, &sgd, Meta { step: done, seed: t.seed, wall_seconds: wall })?;
+                if let Some(r) = &recorder {
+                    bar.suspend(|| r.save(&net, done))?;
+                }
                 if let Some(k) = config.checkpoints.keep_last {
                     checkpoint::prune(&ckpt_dir, k)?;
                 }
