@@ -94,6 +94,7 @@ impl Recorder {
             .collect();
         let tmp = tempfile::Builder::new().prefix(".step-").suffix(".tmp").tempfile_in(&self.dir)?;
         Tensor::write_safetensors(&tensors, tmp.path()).with_context(|| format!("cannot write {}", path.display()))?;
+        readable(tmp.as_file())?;
         tmp.persist_noclobber(&path).with_context(|| format!("cannot write {}", path.display()))?;
         let mut manifest = read_manifest(&self.dir)?.unwrap_or_default();
         manifest.probe_indices = self.probe.indices.clone();
@@ -148,7 +149,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     std::io::Write::write_all(&mut tmp, bytes)?;
+    readable(tmp.as_file())?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Temporary files are created owner-only; results are for everyone who can read the
+/// run folder, as any other file written there.
+pub fn readable(file: &std::fs::File) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    }
+    #[cfg(not(unix))]
+    let _ = file;
     Ok(())
 }

@@ -97,6 +97,7 @@ fn png(
         draw(&root)?;
         root.present().map_err(err)?;
     }
+    crate::analysis::store::readable(tmp.as_file())?;
     tmp.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path.to_path_buf())
 }
