@@ -182,3 +182,28 @@ fn run_trains_analyses_and_plots() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("(0 now, 2 already done)"), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+#[test]
+fn changed_analysis_settings_reach_the_run_folder_and_are_not_mixed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("tiny.toml");
+    let text = tiny("replay").replace("steps = 20", "steps = 10").replace("layers = [\"c1\", \"c3\", \"p2\", \"fc1\", \"logits\"]", "layers = [\"fc2\"]");
+    std::fs::write(&cfg, &text).unwrap();
+    let out_dir = tmp.path().join("out");
+    let bin = env!("CARGO_BIN_EXE_svcca");
+    let args = ["run", cfg.to_str().unwrap(), "--out", out_dir.to_str().unwrap()];
+    assert!(Command::new(bin).args(args).env("SVCCA_LOG", "warn").output().unwrap().status.success());
+    // Another probe: training is not redone, the folder's config takes the new value, and
+    // the analysis refuses to mix it with the old results.
+    std::fs::write(&cfg, text.replace("probe_size = 64", "probe_size = 32")).unwrap();
+    let out = Command::new(bin).args(args).env("SVCCA_LOG", "warn").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("other settings") && err.contains("delete"), "{err}");
+    assert!(std::fs::read_to_string(out_dir.join("config.toml")).unwrap().contains("probe_size = 32"));
+    std::fs::remove_dir_all(out_dir.join("analysis")).unwrap();
+    let out = Command::new(bin).args(args).env("SVCCA_LOG", "warn").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let d: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("analysis/dynamics.json")).unwrap()).unwrap();
+    assert_eq!(d["settings"]["probe_size"], 32);
+}

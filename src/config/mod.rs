@@ -483,12 +483,14 @@ impl Config {
     }
 }
 
-/// The keys whose values differ between two configs (dotted), ignoring `train.device`:
-/// a run may be resumed on another device.
+/// The keys whose values differ between two configs (dotted), ignoring `train.device`
+/// (a run may be resumed on another device) and `[analysis]` (it does not change
+/// training; the analysis checks its own settings, see `analysis::dynamics`).
 pub fn differences(a: &Config, b: &Config) -> Vec<String> {
     let flat = |c: &Config| {
         let mut c = c.clone();
         c.train.device = DeviceChoice::Auto;
+        c.analysis = AnalysisConfig::default();
         let value = toml::Value::try_from(&c).expect("a config always serialises");
         let mut out = std::collections::BTreeMap::new();
         flatten("", &value, &mut out);

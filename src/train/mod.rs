@@ -219,6 +219,12 @@ fn prepare_folder(config: &Config, out: &Path) -> anyhow::Result<PathBuf> {
             ))
             .into());
         }
+        if before.analysis != config.analysis {
+            // Only the analysis settings changed: the folder's config takes them, and the
+            // analysis refuses to mix them with results made under the old ones.
+            tracing::info!("{}: [analysis] updated from the config", config_path.display());
+            crate::analysis::store::write_atomic(&config_path, config.to_toml().as_bytes())?;
+        }
     } else {
         std::fs::create_dir_all(out).map_err(|e| InputError::new(format!("{}: cannot create run folder: {e}", out.display())))?;
         let tmp = tempfile::NamedTempFile::new_in(out)?;
