@@ -68,14 +68,15 @@ fn analyze_and_plot(run: &Path, device: Option<DeviceChoice>, plots: bool) -> an
         a.seconds_recording,
         a.seconds_analysing
     );
-    if let Some(last_but_final) = a.dynamics.steps.iter().rev().nth(1) {
-        let to_final: Vec<String> = last_but_final
+    // The checkpoint nearest a third of training: where the layers differ most visibly.
+    if let Some(r) = a.dynamics.steps.iter().min_by(|x, y| (x.fraction - 0.35).abs().total_cmp(&(y.fraction - 0.35).abs())) {
+        let to_final: Vec<String> = r
             .layers
             .iter()
             .enumerate()
-            .map(|(i, l)| format!("{l} {}", last_but_final.matrix[i][i].map_or("-".into(), |v| format!("{v:.2}"))))
+            .map(|(i, l)| format!("{l} {}", r.matrix[i][i].map_or("-".into(), |v| format!("{v:.2}"))))
             .collect();
-        println!("  similarity to the final state at step {}: {}", last_but_final.step, to_final.join(", "));
+        println!("  similarity to the final state at step {} ({:.0}%): {}", r.step, 100.0 * r.fraction, to_final.join(", "));
     }
     if plots {
         for p in crate::report::plot(run, &a.dynamics)? {
