@@ -207,3 +207,27 @@ fn changed_analysis_settings_reach_the_run_folder_and_are_not_mixed() {
     let d: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("analysis/dynamics.json")).unwrap()).unwrap();
     assert_eq!(d["settings"]["probe_size"], 32);
 }
+
+#[test]
+fn float16_store_files_are_plain_safetensors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = tiny("store").replace("steps = 20", "steps = 10").replace("probe_size = 64", "probe_size = 64\ndtype = \"float16\"");
+    svcca::train::train(Config::parse(&text, "tiny.toml", &[]).unwrap(), tmp.path()).unwrap();
+    // The format a Python reader sees: an 8-byte little-endian header length, a JSON
+    // header naming each tensor's dtype, shape and byte range, then the data.
+    let bytes = std::fs::read(tmp.path().join("activations/step-00000010.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    assert_eq!(header["c3"]["dtype"], "F16");
+    assert_eq!(header["c3"]["shape"], serde_json::json!([64, 4, 16, 16]));
+    assert_eq!(header["fc1"]["shape"], serde_json::json!([64, 16]));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("activations/manifest.json")).unwrap()).unwrap();
+    assert!(manifest["entries"].as_array().unwrap().iter().all(|e| e["dtype"] == "float16"));
+    // Analysed as stored: the final matrix still has (near) ones on its diagonal.
+    let d = svcca::analysis::analyze(tmp.path(), None).unwrap().dynamics;
+    let last = d.steps.last().unwrap();
+    for i in 0..LAYERS.len() {
+        assert!((last.matrix[i][i].unwrap() - 1.0).abs() < 1e-6);
+    }
+}
