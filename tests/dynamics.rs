@@ -231,3 +231,24 @@ fn float16_store_files_are_plain_safetensors() {
         assert!((last.matrix[i][i].unwrap() - 1.0).abs() < 1e-6);
     }
 }
+
+#[test]
+fn every_conv_method_and_measure_gives_ones_on_the_final_diagonal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tiny("replay").replace("steps = 20", "steps = 10").replace("layers = [\"c1\", \"c3\", \"p2\", \"fc1\", \"logits\"]", "layers = [\"c3\", \"p2\", \"fc1\"]");
+    let run = tmp.path().join("run");
+    svcca::train::train(Config::parse(&base, "tiny.toml", &[]).unwrap(), &run).unwrap();
+    for (conv, method) in [("flatten", "svcca"), ("avgpool", "svcca"), ("avgpool", "pwcca"), ("flatten", "cka"), ("dft", "cca")] {
+        let text = base.replace("mode = \"replay\"", &format!("mode = \"replay\"\nconv = \"{conv}\"\nmethod = \"{method}\""));
+        let config = Config::parse(&text, "tiny.toml", &[]).unwrap().resolve(512);
+        std::fs::write(run.join("config.toml"), config.to_toml()).unwrap();
+        let _ = std::fs::remove_dir_all(run.join("analysis"));
+        let d = svcca::analysis::analyze(&run, None).unwrap().dynamics;
+        let last = d.steps.last().unwrap();
+        for i in 0..3 {
+            let v = last.matrix[i][i].unwrap();
+            assert!((v - 1.0).abs() < 1e-6, "{conv} {method}: {} against itself {v}", d.settings.layers[i]);
+        }
+        assert!(d.steps[0].matrix.iter().flatten().all(|v| v.is_some_and(|v| (0.0..=1.0 + 1e-9).contains(&v))), "{conv} {method}");
+    }
+}
