@@ -132,7 +132,12 @@ pub fn analyze(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<Analy
     let total = config.train.steps.context("the run folder's config has no train.steps (not resolved?)")?;
     let data = Dataset::load(&config.data, device)?;
     let vs = tch::nn::VarStore::new(device);
-    let net = model::build(&vs.root(), &config.model, data.shape, data.classes)?;
+    // Its initial weights are overwritten by each checkpoint; the lock keeps their draw
+    // out of a training's seeded initialisation running in the same process.
+    let net = {
+        let _init = model::init_lock();
+        model::build(&vs.root(), &config.model, data.shape, data.classes)?
+    };
     let layers = store::layers(&config, &net)?;
     let mut source = match a.mode {
         ActivationMode::Replay => {

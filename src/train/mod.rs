@@ -83,9 +83,13 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
     let config = config.resolve(data.train.len());
     let ckpt_dir = prepare_folder(&config, out)?;
 
-    tch::manual_seed(config.train.seed as i64);
-    let vs = tch::nn::VarStore::new(device);
-    let net = model::build(&vs.root(), &config.model, data.shape, data.classes)?;
+    let (vs, net) = {
+        let _init = model::init_lock();
+        tch::manual_seed(config.train.seed as i64);
+        let vs = tch::nn::VarStore::new(device);
+        let net = model::build(&vs.root(), &config.model, data.shape, data.classes)?;
+        (vs, net)
+    };
     let t = &config.train;
     let mut sgd = Sgd::new(&vs, t.momentum, t.nesterov, t.weight_decay);
     let total = config.steps();
