@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Sets up (scripts/setup.sh) and runs the main job on the built-in default: an example
-# pair of layers with a shared signal, compared by SVCCA (99% of the variance kept).
+# Sets up (scripts/setup.sh) and runs the main job on the built-in default: the learning
+# dynamics of the paper's convnet (narrowed) on the built-in synthetic set. Trains it,
+# compares every layer at every checkpoint with the final network by SVCCA, and draws the
+# plots into runs/quickstart/plots/. Rerunning resumes (finished work is skipped).
+# Extra arguments go to `svcca run` (e.g. --out DIR, --device cpu).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup.sh
-if [ ! -f example/a.npy ] || [ ! -f example/b.npy ]; then
-    target/release/svcca example example
-fi
-target/release/svcca compare example/a.npy example/b.npy "$@"
+target/release/svcca run configs/quickstart.toml "$@"

@@ -4,9 +4,11 @@
 //! Stages, each a module (see DESIGN notes in the README): `config` (experiment TOML),
 //! `data` (datasets, augmentation), `model` (networks with named layers), `train` (the
 //! resumable trainer), `similarity` (the math, pure functions of tensors), `npy` (reading
-//! activation files), `compare` (the file-to-file comparison job), `cli` (argument
+//! activation files), `compare` (the file-to-file comparison job), `analysis` (learning dynamics over
+//! checkpoints), `report` (plots), `cli` (argument
 //! parsing only).
 
+pub mod analysis;
 pub mod cli;
 pub mod compare;
 pub mod config;
@@ -16,5 +18,6 @@ pub mod error;
 pub mod example_pair;
 pub mod model;
 pub mod npy;
+pub mod report;
 pub mod similarity;
 pub mod train;

@@ -73,7 +73,7 @@ fn a_few_steps_lower_the_loss() {
 #[test]
 fn keep_last_prunes_old_checkpoints() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut c = tiny("keep_last = 1");
+    let mut c = tiny("keep_last = 1\n[analysis]\nmode = \"store\"\nprobe_size = 16");
     c.train.steps = Some(31);
     svcca::train::train(c, tmp.path()).unwrap();
     let names: Vec<String> = std::fs::read_dir(tmp.path().join("checkpoints"))

@@ -1,5 +1,6 @@
 //! The command line: parses arguments and calls the stages. Nothing else lives here.
 
+mod analyze;
 mod compare;
 mod example;
 mod train;
@@ -22,6 +23,11 @@ enum Command {
     Example(example::ExampleArgs),
     /// Train the network an experiment config describes; rerun to resume.
     Train(train::TrainArgs),
+    /// Learning dynamics of a trained run: each checkpoint's layers against the final
+    /// network, tables in RUN_DIR/analysis/ and plots in RUN_DIR/plots/; rerun to resume.
+    Analyze(analyze::AnalyzeArgs),
+    /// Train, analyse and plot one config in one command; rerun to resume.
+    Run(analyze::RunArgs),
     /// Datasets: `svcca data fetch cifar10 --dir DIR`.
     #[command(subcommand)]
     Data(train::DataCommand),
@@ -34,6 +40,8 @@ impl Cli {
             Command::Example(args) => args.run(),
             Command::Train(args) => args.run(),
             Command::Data(cmd) => cmd.run(),
+            Command::Analyze(args) => args.run(),
+            Command::Run(args) => args.run(),
         }
     }
 }

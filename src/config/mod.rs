@@ -1,5 +1,5 @@
 //! Experiment configs: TOML with sections `[data]`, `[model]`, `[train]`,
-//! `[checkpoints]` (the analysis and freeze sections will join them).
+//! `[checkpoints]`, `[analysis]` (the freeze section will join them).
 //!
 //! Every default lives in the `Default` impls below and nowhere else. A config is read,
 //! overridden (`--set key=value`), validated and resolved (defaults that depend on other
@@ -23,6 +23,7 @@ pub struct Config {
     pub model: ModelConfig,
     pub train: TrainConfig,
     pub checkpoints: CheckpointConfig,
+    pub analysis: AnalysisConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -226,6 +227,87 @@ impl Default for CheckpointConfig {
     }
 }
 
+/// Where the analysed activations come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActivationMode {
+    /// Recomputed from the weight checkpoints when analysing: nothing large is kept, but
+    /// every analysed checkpoint must be kept (so `checkpoints.keep_last` is refused).
+    #[default]
+    Replay,
+    /// Written at each checkpoint during training (`activations/`, safetensors).
+    Store,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreDtype {
+    #[default]
+    Float32,
+    Float16,
+}
+
+/// Conv layers in the analysis: as `svcca compare --conv`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AnalysisConv {
+    #[default]
+    Dft,
+    Flatten,
+    Avgpool,
+}
+
+/// Similarity measure of the analysis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AnalysisMethod {
+    #[default]
+    Svcca,
+    Cca,
+    Pwcca,
+    Cka,
+}
+
+/// The learning-dynamics analysis (`svcca analyze`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalysisConfig {
+    /// Datapoints of the probe set: a seeded random subset of the test split.
+    pub probe_size: usize,
+    /// Seed of the probe draw and of the shuffled baseline.
+    pub seed: u64,
+    pub mode: ActivationMode,
+    /// `store` mode: precision of the stored activations.
+    pub dtype: StoreDtype,
+    pub method: AnalysisMethod,
+    /// SVCCA: fraction of the variance kept on each side.
+    pub keep: f64,
+    /// Conv layers: dft (needs both sides conv; a conv-vs-dense pair uses avgpool),
+    /// flatten (likewise) or avgpool.
+    pub conv: AnalysisConv,
+    /// Layers analysed (default: every named layer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layers: Option<Vec<String>>,
+    /// Analyse only every n-th checkpoint (the first and the last always).
+    pub every_nth: usize,
+}
+
+impl Default for AnalysisConfig {
+    fn default() -> Self {
+        AnalysisConfig {
+            probe_size: 500,
+            seed: 0,
+            mode: ActivationMode::Replay,
+            dtype: StoreDtype::Float32,
+            method: AnalysisMethod::Svcca,
+            keep: 0.99,
+            conv: AnalysisConv::Dft,
+            layers: None,
+            every_nth: 1,
+        }
+    }
+}
+
 impl Config {
     /// Reads `path`, applies `overrides` (`key=value`, dotted keys) in order, and checks
     /// every value. Errors name the file and line, or the `--set` at fault.
@@ -345,6 +427,30 @@ impl Config {
         if self.checkpoints.keep_last == Some(0) {
             return bad("checkpoints.keep_last", "0: must be at least 1".into());
         }
+        let a = &self.analysis;
+        if self.checkpoints.keep_last.is_some() && a.mode == ActivationMode::Replay {
+            return bad(
+                "checkpoints.keep_last",
+                "analysis.mode = \"replay\" recomputes activations from every checkpoint, so none may be pruned: remove keep_last or set analysis.mode = \"store\"".into(),
+            );
+        }
+        if a.probe_size < 2 {
+            return bad("analysis.probe_size", format!("{}: must be at least 2", a.probe_size));
+        }
+        if !(a.keep > 0.0 && a.keep <= 1.0) {
+            return bad("analysis.keep", format!("{}: the fraction of variance must be in (0, 1]", a.keep));
+        }
+        if a.conv == AnalysisConv::Dft && matches!(a.method, AnalysisMethod::Pwcca | AnalysisMethod::Cka) {
+            return bad("analysis.conv", "dft is defined for method svcca or cca only: use flatten or avgpool".into());
+        }
+        if a.every_nth == 0 {
+            return bad("analysis.every_nth", "0: must be at least 1".into());
+        }
+        if let Some(layers) = &a.layers {
+            if layers.is_empty() {
+                return bad("analysis.layers", "[]: name at least one layer (or leave it out for all)".into());
+            }
+        }
         Ok(())
     }
 
@@ -377,12 +483,14 @@ impl Config {
     }
 }
 
-/// The keys whose values differ between two configs (dotted), ignoring `train.device`:
-/// a run may be resumed on another device.
+/// The keys whose values differ between two configs (dotted), ignoring `train.device`
+/// (a run may be resumed on another device) and `[analysis]` (it does not change
+/// training; the analysis checks its own settings, see `analysis::dynamics`).
 pub fn differences(a: &Config, b: &Config) -> Vec<String> {
     let flat = |c: &Config| {
         let mut c = c.clone();
         c.train.device = DeviceChoice::Auto;
+        c.analysis = AnalysisConfig::default();
         let value = toml::Value::try_from(&c).expect("a config always serialises");
         let mut out = std::collections::BTreeMap::new();
         flatten("", &value, &mut out);

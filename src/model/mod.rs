@@ -73,6 +73,14 @@ impl ModuleT for Network {
     }
 }
 
+/// Held while seeding libtorch's global generator and drawing initial weights from it:
+/// two networks built at once in one process (tests, a library user) would otherwise
+/// interleave their draws and get initial weights that depend on timing.
+pub fn init_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Builds the network `config` describes for images of `shape` (C, H, W) and `classes`.
 pub fn build(root: &nn::Path, config: &ModelConfig, shape: [i64; 3], classes: i64) -> Result<Network, InputError> {
     match config.arch {

@@ -11,7 +11,8 @@ pub mod order;
 pub mod schedule;
 pub mod sgd;
 
-use crate::config::{differences, Config};
+use crate::analysis::store::Recorder;
+use crate::config::{differences, ActivationMode, Config};
 use crate::data::augment::Augment;
 use crate::data::Dataset;
 use crate::device::{self, DeviceChoice};
@@ -82,9 +83,13 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
     let config = config.resolve(data.train.len());
     let ckpt_dir = prepare_folder(&config, out)?;
 
-    tch::manual_seed(config.train.seed as i64);
-    let vs = tch::nn::VarStore::new(device);
-    let net = model::build(&vs.root(), &config.model, data.shape, data.classes)?;
+    let (vs, net) = {
+        let _init = model::init_lock();
+        tch::manual_seed(config.train.seed as i64);
+        let vs = tch::nn::VarStore::new(device);
+        let net = model::build(&vs.root(), &config.model, data.shape, data.classes)?;
+        (vs, net)
+    };
     let t = &config.train;
     let mut sgd = Sgd::new(&vs, t.momentum, t.nesterov, t.weight_decay);
     let total = config.steps();
@@ -101,6 +106,14 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
         None => (0, 0.0),
     };
     let mut metrics = Metrics::open(out, latest.as_ref().map(|(s, _)| *s))?;
+    // `store` mode: activations on the probe set at every checkpoint (see analysis::store).
+    let recorder = match config.analysis.mode {
+        ActivationMode::Store => Some(Recorder::new(&config, &data, &net, out)?),
+        ActivationMode::Replay => None,
+    };
+    if let (Some(r), Some((s, _))) = (&recorder, &latest) {
+        r.save(&net, *s)?; // in case the run stopped between a checkpoint and its activations
+    }
     if start >= total {
         let (test_loss, test_acc) = evaluate(&net, &data, t.eval_batch_size);
         tracing::info!("{} is already trained ({total} steps); nothing to do", out.display());
@@ -110,6 +123,9 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
         let test = evaluate(&net, &data, t.eval_batch_size);
         metrics.append(&Row { step: 0, lr: schedule::learning_rate(t, 0, total), test: Some(test), ..Default::default() })?;
         checkpoint::save(&ckpt_dir, &vs, &sgd, Meta { step: 0, seed: t.seed, wall_seconds: 0.0 })?;
+        if let Some(r) = &recorder {
+            r.save(&net, 0)?;
+        }
     }
 
     let augment = Augment { padding: config.data.crop_padding, flip: config.data.flip };
@@ -162,6 +178,9 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
             }
             if save_now {
                 checkpoint::save(&ckpt_dir, &vs, &sgd, Meta { step: done, seed: t.seed, wall_seconds: wall })?;
+                if let Some(r) = &recorder {
+                    bar.suspend(|| r.save(&net, done))?;
+                }
                 if let Some(k) = config.checkpoints.keep_last {
                     checkpoint::prune(&ckpt_dir, k)?;
                 }
@@ -203,6 +222,12 @@ fn prepare_folder(config: &Config, out: &Path) -> anyhow::Result<PathBuf> {
                 diff.join("; ")
             ))
             .into());
+        }
+        if before.analysis != config.analysis {
+            // Only the analysis settings changed: the folder's config takes them, and the
+            // analysis refuses to mix them with results made under the old ones.
+            tracing::info!("{}: [analysis] updated from the config", config_path.display());
+            crate::analysis::store::write_atomic(&config_path, config.to_toml().as_bytes())?;
         }
     } else {
         std::fs::create_dir_all(out).map_err(|e| InputError::new(format!("{}: cannot create run folder: {e}", out.display())))?;

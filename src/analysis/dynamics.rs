@@ -1,0 +1,332 @@
+//! `svcca analyze RUN_DIR`: for every analysed checkpoint, the similarity of each layer
+//! to each layer of the final network (a layers x layers matrix; its diagonal is each
+//! layer against its own final state), and a baseline per layer: the final layer against
+//! itself on shuffled datapoints (the chance level for its size and the probe's).
+//! The network at initialisation (step 0, `checkpoints.at_start`) is the other baseline.
+//!
+//! Resumable: each checkpoint's matrix is written to `analysis/steps/step-N.json` as soon
+//! as it is done and skipped on the next run; the tables are rebuilt from those files.
+//! `analysis/settings.json` records the settings; a folder analysed with other settings
+//! is refused rather than mixed.
+//!
+//! Conv layers are compared by `analysis.conv`. `dft` and `flatten` need conv layers on
+//! both sides: a conv-vs-dense pair (c5 vs fc1, say), and a conv pair too small for the
+//! DFT (1 x 1), is compared by `avgpool` (channels averaged over positions).
+
+use super::probe::Probe;
+use super::record;
+use super::store::{self, write_atomic, write_json_atomic};
+use crate::config::{ActivationMode, AnalysisConv, AnalysisMethod, Config};
+use crate::data::rng::Rng;
+use crate::data::Dataset;
+use crate::device::DeviceChoice;
+use crate::error::InputError;
+use crate::model::{self, Network};
+use crate::similarity::{self, ConvMethod, ConvOptions, Keep, Method, Options};
+use crate::train::{checkpoint, sgd::Sgd, CONFIG_FILE};
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{Device, Tensor};
+
+pub const FOLDER: &str = "analysis";
+
+/// What the numbers depend on; a folder analysed with other settings is refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub method: AnalysisMethod,
+    pub keep: f64,
+    pub conv: AnalysisConv,
+    pub probe_size: usize,
+    pub seed: u64,
+    pub layers: Vec<String>,
+    pub final_step: u64,
+}
+
+/// One checkpoint's results: `matrix[i][j]` is layer i at this step against layer j of
+/// the final network (`null` where the comparison failed, e.g. every neuron constant).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepResult {
+    pub step: u64,
+    pub fraction: f64,
+    pub layers: Vec<String>,
+    pub matrix: Vec<Vec<Option<f64>>>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    pub layer: String,
+    /// The final layer against itself with the probe's datapoints shuffled.
+    pub shuffled: Option<f64>,
+    /// The layer at step 0 against its final state (absent without a step-0 checkpoint).
+    pub init: Option<f64>,
+}
+
+/// Everything `analysis/dynamics.json` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dynamics {
+    pub settings: Settings,
+    pub steps: Vec<StepResult>,
+    pub baseline: Vec<Baseline>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AnalyzeSummary {
+    pub dir: PathBuf,
+    pub dynamics: Dynamics,
+    /// Checkpoints analysed by this call, and found already done.
+    pub computed: usize,
+    pub skipped: usize,
+    pub seconds_recording: f64,
+    pub seconds_analysing: f64,
+}
+
+/// Where activations come from.
+enum Source {
+    Replay { vs: tch::nn::VarStore, net: Network, sgd: Sgd, probe: Probe, checkpoints: Vec<(u64, PathBuf)> },
+    Store { files: Vec<(u64, PathBuf)>, device: Device },
+}
+
+impl Source {
+    fn steps(&self) -> Vec<u64> {
+        match self {
+            Source::Replay { checkpoints, .. } => checkpoints.iter().map(|c| c.0).collect(),
+            Source::Store { files, .. } => files.iter().map(|c| c.0).collect(),
+        }
+    }
+
+    fn activations(&mut self, step: u64, layers: &[String]) -> anyhow::Result<Vec<Tensor>> {
+        match self {
+            Source::Replay { vs, net, sgd, probe, checkpoints } => {
+                let path = &checkpoints.iter().find(|c| c.0 == step).expect("listed").1;
+                checkpoint::load(path, vs, sgd)?;
+                Ok(record::record(net, probe, layers)?)
+            }
+            Source::Store { files, device } => {
+                let path = &files.iter().find(|c| c.0 == step).expect("listed").1;
+                store::load(path, layers, *device)
+            }
+        }
+    }
+}
+
+/// Reads a run folder's resolved config.
+pub fn run_config(run: &Path) -> anyhow::Result<Config> {
+    let path = run.join(CONFIG_FILE);
+    if !path.exists() {
+        return Err(InputError::new(format!("{}: no {CONFIG_FILE}: not a run folder (train one with `svcca train`)", run.display())).into());
+    }
+    Ok(Config::load(&path, &[])?)
+}
+
+/// Analyses the run in `run` on `device` (default: the config's training device).
+pub fn analyze(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<AnalyzeSummary> {
+    let config = run_config(run)?;
+    let a = &config.analysis;
+    let device = device.unwrap_or(config.train.device).resolve()?;
+    if let Some(n) = config.train.threads {
+        tch::set_num_threads(n);
+    }
+    let total = config.train.steps.context("the run folder's config has no train.steps (not resolved?)")?;
+    let data = Dataset::load(&config.data, device)?;
+    let vs = tch::nn::VarStore::new(device);
+    // Its initial weights are overwritten by each checkpoint; the lock keeps their draw
+    // out of a training's seeded initialisation running in the same process.
+    let net = {
+        let _init = model::init_lock();
+        model::build(&vs.root(), &config.model, data.shape, data.classes)?
+    };
+    let layers = store::layers(&config, &net)?;
+    let mut source = match a.mode {
+        ActivationMode::Replay => {
+            let sgd = Sgd::new(&vs, config.train.momentum, config.train.nesterov, config.train.weight_decay);
+            let probe = Probe::new(&data, a);
+            Source::Replay { vs, net, sgd, probe, checkpoints: checkpoint::list(&run.join(checkpoint::FOLDER)) }
+        }
+        ActivationMode::Store => Source::Store { files: store::list(run), device },
+    };
+    let available = source.steps();
+    let what = match a.mode {
+        ActivationMode::Replay => "checkpoints",
+        ActivationMode::Store => "stored activations",
+    };
+    match available.last() {
+        Some(&last) if last == total => {}
+        Some(&last) => {
+            return Err(InputError::new(format!(
+                "{}: {what} reach step {last} of {total}: finish training first (`svcca train` resumes)",
+                run.display()
+            ))
+            .into())
+        }
+        None => return Err(InputError::new(format!("{}: no {what} to analyse", run.display())).into()),
+    }
+    let steps = select(&available, a.every_nth);
+    let settings = Settings {
+        method: a.method,
+        keep: a.keep,
+        conv: a.conv,
+        probe_size: a.probe_size,
+        seed: a.seed,
+        layers: layers.clone(),
+        final_step: total,
+    };
+    let dir = run.join(FOLDER);
+    let steps_dir = dir.join("steps");
+    std::fs::create_dir_all(&steps_dir).with_context(|| format!("cannot create {}", steps_dir.display()))?;
+    let settings_path = dir.join("settings.json");
+    if settings_path.exists() {
+        let before: Settings = serde_json::from_str(&std::fs::read_to_string(&settings_path)?)
+            .map_err(|e| InputError::new(format!("{}: {e}", settings_path.display())))?;
+        if before != settings {
+            return Err(InputError::new(format!(
+                "{}: this analysis was made with other settings ({}); delete {} to redo it",
+                settings_path.display(),
+                serde_json::to_string(&before)?,
+                dir.display()
+            ))
+            .into());
+        }
+    } else {
+        write_json_atomic(&settings_path, &settings)?;
+    }
+
+    let step_path = |s: u64| steps_dir.join(format!("step-{s:08}.json"));
+    let todo: Vec<u64> = steps.iter().copied().filter(|&s| !step_path(s).exists()).collect();
+    let baseline_path = dir.join("shuffled.json");
+    let (mut seconds_recording, mut seconds_analysing) = (0.0, 0.0);
+    let computed = todo.len();
+    if !todo.is_empty() || !baseline_path.exists() {
+        tracing::info!(
+            "analysing {} of {} checkpoints ({} layers, {} pairs each) from {what}",
+            todo.len(),
+            steps.len(),
+            layers.len(),
+            layers.len() * layers.len()
+        );
+        let t = Instant::now();
+        let finals = source.activations(total, &layers)?;
+        seconds_recording += t.elapsed().as_secs_f64();
+        record::warn_if_small(finals[0].size()[0] as usize, &layers, &finals);
+        if !baseline_path.exists() {
+            let t = Instant::now();
+            let n = finals[0].size()[0] as usize;
+            let perm = Tensor::from_slice(&Rng::stream(a.seed, &[0x73687566]).permutation(n)).to_device(device);
+            let shuffled: Vec<Option<f64>> = finals.iter().map(|f| pair(f, &f.index_select(0, &perm), &config)).collect();
+            write_json_atomic(&baseline_path, &shuffled)?;
+            seconds_analysing += t.elapsed().as_secs_f64();
+        }
+        let bar = indicatif::ProgressBar::new((todo.len() * layers.len() * layers.len()) as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} comparisons {msg} [{elapsed_precise} < {eta_precise}]")
+                .expect("a valid template"),
+        );
+        for &step in &todo {
+            bar.set_message(format!("step {step}"));
+            let t = Instant::now();
+            let acts = if step == total { finals.iter().map(Tensor::shallow_clone).collect() } else { source.activations(step, &layers)? };
+            seconds_recording += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let mut matrix = Vec::with_capacity(layers.len());
+            for x in &acts {
+                let mut row = Vec::with_capacity(layers.len());
+                for f in &finals {
+                    row.push(pair(x, f, &config));
+                    bar.inc(1);
+                }
+                matrix.push(row);
+            }
+            let seconds = t.elapsed().as_secs_f64();
+            seconds_analysing += seconds;
+            let result = StepResult { step, fraction: step as f64 / total as f64, layers: layers.clone(), matrix, seconds };
+            write_json_atomic(&step_path(step), &result)?;
+        }
+        bar.finish_and_clear();
+    }
+    let mut results = Vec::new();
+    for &s in &steps {
+        let path = step_path(s);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        results.push(serde_json::from_str::<StepResult>(&text).map_err(|e| InputError::new(format!("{}: {e}", path.display())))?);
+    }
+    let shuffled: Vec<Option<f64>> = serde_json::from_str(&std::fs::read_to_string(&baseline_path)?)
+        .map_err(|e| InputError::new(format!("{}: {e}", baseline_path.display())))?;
+    let init = results.iter().find(|r| r.step == 0);
+    let baseline = layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Baseline { layer: l.clone(), shuffled: shuffled.get(i).copied().flatten(), init: init.and_then(|r| r.matrix[i][i]) })
+        .collect();
+    let dynamics = Dynamics { settings, steps: results, baseline };
+    write_tables(&dir, &dynamics)?;
+    Ok(AnalyzeSummary { dir, dynamics, computed, skipped: steps.len() - computed, seconds_recording, seconds_analysing })
+}
+
+/// Every `nth` step, and always the first and the last.
+fn select(steps: &[u64], nth: usize) -> Vec<u64> {
+    let last = steps.len() - 1;
+    steps.iter().enumerate().filter(|(i, _)| i % nth == 0 || *i == last).map(|(_, &s)| s).collect()
+}
+
+/// The similarity of one pair of layers (`None`, with a warning, where it is undefined).
+pub fn pair(a: &Tensor, b: &Tensor, config: &Config) -> Option<f64> {
+    let an = &config.analysis;
+    let method = match an.method {
+        AnalysisMethod::Svcca => Method::Svcca,
+        AnalysisMethod::Cca => Method::Cca,
+        AnalysisMethod::Pwcca => Method::Pwcca,
+        AnalysisMethod::Cka => Method::Cka,
+    };
+    let keep = if method == Method::Svcca { Keep::Variance(an.keep) } else { Keep::All };
+    let options = Options { method, keep };
+    let result = if a.dim() == 2 && b.dim() == 2 {
+        similarity::compare(a, b, &options)
+    } else {
+        let both_conv = a.dim() == 4 && b.dim() == 4;
+        let spatial = |t: &Tensor| if t.dim() == 4 { t.size()[2] * t.size()[3] } else { 1 };
+        let conv = match an.conv {
+            AnalysisConv::Dft if both_conv && spatial(a).min(spatial(b)) >= 2 => ConvMethod::Dft,
+            AnalysisConv::Flatten if both_conv => ConvMethod::Flatten,
+            _ => ConvMethod::Avgpool,
+        };
+        let options = ConvOptions { method: conv, seed: an.seed, ..Default::default() };
+        similarity::compare_conv(a, b, options, &Options { method, keep }).map(|(s, _)| s)
+    };
+    match result {
+        Ok(s) if s.mean.is_finite() => Some(s.mean),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!("a comparison is undefined ({e:?}); left empty");
+            None
+        }
+    }
+}
+
+fn cell(v: Option<f64>) -> String {
+    v.map_or(String::new(), |v| format!("{v:.6}"))
+}
+
+/// `similarity.csv`, `to_final.csv`, `baseline.csv` and `dynamics.json`.
+fn write_tables(dir: &Path, d: &Dynamics) -> anyhow::Result<()> {
+    let mut sim = String::from("step,fraction,layer,final_layer,similarity\n");
+    let mut diag = String::from("step,fraction,layer,similarity\n");
+    for r in &d.steps {
+        for (i, l) in r.layers.iter().enumerate() {
+            for (j, f) in r.layers.iter().enumerate() {
+                sim += &format!("{},{:.6},{l},{f},{}\n", r.step, r.fraction, cell(r.matrix[i][j]));
+            }
+            diag += &format!("{},{:.6},{l},{}\n", r.step, r.fraction, cell(r.matrix[i][i]));
+        }
+    }
+    let mut base = String::from("layer,shuffled,init\n");
+    for b in &d.baseline {
+        base += &format!("{},{},{}\n", b.layer, cell(b.shuffled), cell(b.init));
+    }
+    write_atomic(&dir.join("similarity.csv"), sim.as_bytes())?;
+    write_atomic(&dir.join("to_final.csv"), diag.as_bytes())?;
+    write_atomic(&dir.join("baseline.csv"), base.as_bytes())?;
+    write_json_atomic(&dir.join("dynamics.json"), d)?;
+    Ok(())
+}

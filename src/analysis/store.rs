@@ -1,0 +1,169 @@
+//! `store` mode: the probe activations of every analysed layer, written at each checkpoint
+//! during training as `activations/step-NNNNNNNN.safetensors` (one tensor per layer,
+//! named after it, float32 or float16), with `activations/manifest.json` listing layer,
+//! step, shape, dtype and file, and the probe's test-set indices. Python opens them with
+//! `safetensors.numpy.load_file`. Each file is written to a temporary and renamed; an
+//! existing file is never overwritten.
+
+use super::probe::Probe;
+use super::record;
+use crate::config::{Config, StoreDtype};
+use crate::error::InputError;
+use crate::model::Network;
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+pub const FOLDER: &str = "activations";
+pub const MANIFEST: &str = "manifest.json";
+
+pub fn file_name(step: u64) -> String {
+    format!("step-{step:08}.safetensors")
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub step: u64,
+    pub layer: String,
+    pub shape: Vec<i64>,
+    pub dtype: String,
+    pub file: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub probe_indices: Vec<i64>,
+    pub entries: Vec<Entry>,
+}
+
+/// Records and writes activations at checkpoints.
+pub struct Recorder {
+    dir: PathBuf,
+    probe: Probe,
+    layers: Vec<String>,
+    dtype: StoreDtype,
+}
+
+/// The layers the analysis covers: the config's list, or every named layer.
+pub fn layers(config: &Config, net: &Network) -> Result<Vec<String>, InputError> {
+    let all = net.layer_names();
+    match &config.analysis.layers {
+        None => Ok(all.iter().map(|s| s.to_string()).collect()),
+        Some(list) => {
+            for l in list {
+                if !all.contains(&l.as_str()) {
+                    return Err(InputError::new(format!(
+                        "analysis.layers: no layer '{l}' in this network; its layers are {}",
+                        all.join(" ")
+                    )));
+                }
+            }
+            Ok(list.clone())
+        }
+    }
+}
+
+impl Recorder {
+    pub fn new(config: &Config, data: &crate::data::Dataset, net: &Network, run: &Path) -> anyhow::Result<Recorder> {
+        let dir = run.join(FOLDER);
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(Recorder { dir, probe: Probe::new(data, &config.analysis), layers: layers(config, net)?, dtype: config.analysis.dtype })
+    }
+
+    /// Writes the activations of `net` at `step`, unless that step's file exists.
+    pub fn save(&self, net: &Network, step: u64) -> anyhow::Result<()> {
+        let path = self.dir.join(file_name(step));
+        if path.exists() {
+            return Ok(());
+        }
+        let acts = record::record(net, &self.probe, &self.layers)?;
+        let kind = match self.dtype {
+            StoreDtype::Float32 => Kind::Float,
+            StoreDtype::Float16 => Kind::Half,
+        };
+        let dtype = match self.dtype {
+            StoreDtype::Float32 => "float32",
+            StoreDtype::Float16 => "float16",
+        };
+        let tensors: Vec<(String, Tensor)> = self
+            .layers
+            .iter()
+            .zip(&acts)
+            .map(|(l, a)| (l.clone(), a.to_device(Device::Cpu).to_kind(kind).contiguous()))
+            .collect();
+        let tmp = tempfile::Builder::new().prefix(".step-").suffix(".tmp").tempfile_in(&self.dir)?;
+        Tensor::write_safetensors(&tensors, tmp.path()).with_context(|| format!("cannot write {}", path.display()))?;
+        readable(tmp.as_file())?;
+        tmp.persist_noclobber(&path).with_context(|| format!("cannot write {}", path.display()))?;
+        let mut manifest = read_manifest(&self.dir)?.unwrap_or_default();
+        manifest.probe_indices = self.probe.indices.clone();
+        manifest.entries.retain(|e| e.step != step);
+        for (l, a) in self.layers.iter().zip(&acts) {
+            manifest.entries.push(Entry { step, layer: l.clone(), shape: a.size(), dtype: dtype.into(), file: file_name(step) });
+        }
+        manifest.entries.sort_by(|a, b| a.step.cmp(&b.step));
+        write_json_atomic(&self.dir.join(MANIFEST), &manifest)?;
+        Ok(())
+    }
+}
+
+fn read_manifest(dir: &Path) -> anyhow::Result<Option<Manifest>> {
+    let path = dir.join(MANIFEST);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(Some(serde_json::from_str(&text).map_err(|e| InputError::new(format!("{}: {e}", path.display())))?))
+}
+
+/// Stored activation files in the run folder, by step.
+pub fn list(run: &Path) -> Vec<(u64, PathBuf)> {
+    crate::train::checkpoint::list(&run.join(FOLDER))
+}
+
+/// The stored activations of `layers` at one file, float32 on `device`.
+pub fn load(path: &Path, layers: &[String], device: Device) -> anyhow::Result<Vec<Tensor>> {
+    let saved: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .into_iter()
+        .collect();
+    layers
+        .iter()
+        .map(|l| {
+            saved
+                .get(l)
+                .map(|t| t.to_kind(Kind::Float).to_device(device))
+                .ok_or_else(|| InputError::new(format!("{}: no activations of layer '{l}'", path.display())).into())
+        })
+        .collect()
+}
+
+/// Writes `value` as pretty JSON through a temporary file and a rename.
+pub fn write_json_atomic(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
+    write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes())
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    readable(tmp.as_file())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Temporary files are created owner-only; results are for everyone who can read the
+/// run folder, as any other file written there.
+pub fn readable(file: &std::fs::File) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    }
+    #[cfg(not(unix))]
+    let _ = file;
+    Ok(())
+}

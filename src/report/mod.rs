@@ -1,0 +1,233 @@
+//! Plots of a learning-dynamics analysis, in `RUN_DIR/plots/`, each as PNG and SVG:
+//!
+//! - `heatmaps`: the layers x layers similarity matrices (layer at a step against each
+//!   layer of the final network) at the analysed checkpoints nearest 0%, 35%, 75% and
+//!   100% of training, side by side, with one colour scale (0 to 1).
+//! - `to_final`: each layer's similarity to its own final state against the training
+//!   step, one line per layer, coloured from the input (dark) to the output (bright).
+//!
+//! Text is drawn with the DejaVu Sans font embedded in the binary (`assets/fonts`), so no
+//! system font is needed. The plots are derived from the tables and are redrawn (through a
+//! temporary file and a rename) each time.
+
+use crate::analysis::dynamics::{Dynamics, StepResult};
+use crate::analysis::store::write_atomic;
+use anyhow::{anyhow, Context};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+pub const FOLDER: &str = "plots";
+const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+/// The fractions of training the heatmaps show.
+pub const FRACTIONS: [f64; 4] = [0.0, 0.35, 0.75, 1.0];
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_err() {
+            tracing::warn!("the embedded font did not load; plot text may be missing");
+        }
+    });
+}
+
+fn err(e: impl std::fmt::Debug) -> anyhow::Error {
+    anyhow!("cannot draw a plot: {e:?}")
+}
+
+/// Viridis, interpolated between nine of its colours; `None` is grey.
+pub fn colour(v: Option<f64>) -> RGBColor {
+    const STOPS: [(u8, u8, u8); 9] = [
+        (68, 1, 84),
+        (71, 44, 122),
+        (59, 81, 139),
+        (44, 113, 142),
+        (33, 144, 141),
+        (39, 173, 129),
+        (92, 200, 99),
+        (170, 220, 50),
+        (253, 231, 37),
+    ];
+    let Some(v) = v.filter(|v| v.is_finite()) else { return RGBColor(200, 200, 200) };
+    let x = v.clamp(0.0, 1.0) * (STOPS.len() - 1) as f64;
+    let i = (x.floor() as usize).min(STOPS.len() - 2);
+    let t = x - i as f64;
+    let mix = |a: u8, b: u8| (a as f64 + (b as f64 - a as f64) * t).round() as u8;
+    let (a, b) = (STOPS[i], STOPS[i + 1]);
+    RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+}
+
+/// The analysed checkpoints nearest each of [`FRACTIONS`].
+pub fn heatmap_steps(d: &Dynamics) -> Vec<&StepResult> {
+    FRACTIONS
+        .iter()
+        .filter_map(|f| d.steps.iter().min_by(|a, b| (a.fraction - f).abs().total_cmp(&(b.fraction - f).abs())))
+        .collect()
+}
+
+/// Draws both plots as PNG and SVG into `run/plots/`; returns the files written.
+pub fn plot(run: &Path, d: &Dynamics) -> anyhow::Result<Vec<PathBuf>> {
+    register_font();
+    let dir = run.join(FOLDER);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let n = d.settings.layers.len() as u32;
+    let cell = 36.max(300 / n.max(1));
+    let panel = (cell * n + 130).max(360);
+    let heat_size = (panel * 4 + 130, panel + 50);
+    let curve_size = (1000, 620);
+    let mut out = Vec::new();
+    out.push(png(&dir.join("heatmaps.png"), heat_size, |a| heatmaps(a, d))?);
+    out.push(svg(&dir.join("heatmaps.svg"), heat_size, |a| heatmaps(a, d))?);
+    out.push(png(&dir.join("to_final.png"), curve_size, |a| curves(a, d))?);
+    out.push(svg(&dir.join("to_final.svg"), curve_size, |a| curves(a, d))?);
+    Ok(out)
+}
+
+fn png(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> anyhow::Result<()>,
+) -> anyhow::Result<PathBuf> {
+    let dir = path.parent().expect("a file in a folder");
+    let tmp = tempfile::Builder::new().prefix(".plot-").suffix(".png").tempfile_in(dir)?;
+    {
+        let root = BitMapBackend::new(tmp.path(), size).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        draw(&root)?;
+        root.present().map_err(err)?;
+    }
+    crate::analysis::store::readable(tmp.as_file())?;
+    tmp.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path.to_path_buf())
+}
+
+fn svg(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> anyhow::Result<()>,
+) -> anyhow::Result<PathBuf> {
+    let mut text = String::new();
+    {
+        let root = SVGBackend::with_string(&mut text, size).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        draw(&root)?;
+        root.present().map_err(err)?;
+    }
+    write_atomic(path, text.as_bytes())?;
+    Ok(path.to_path_buf())
+}
+
+fn heatmaps<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &Dynamics) -> anyhow::Result<()> {
+    let (w, _) = root.dim_in_pixel();
+    let (maps, bar) = root.split_horizontally(w - 130);
+    let chosen = heatmap_steps(d);
+    let panels = maps.split_evenly((1, chosen.len().max(1)));
+    let layers = &d.settings.layers;
+    let n = layers.len() as i32;
+    let name = |v: &SegmentValue<i32>| match v {
+        SegmentValue::CenterOf(i) => layers.get(*i as usize).cloned().unwrap_or_default(),
+        _ => String::new(),
+    };
+    for (area, r) in panels.iter().zip(&chosen) {
+        let mut chart = ChartBuilder::on(area)
+            .caption(format!("step {} ({:.0}% of training)", r.step, 100.0 * r.fraction), ("sans-serif", 20))
+            .margin(8)
+            .x_label_area_size(50)
+            .y_label_area_size(70)
+            .build_cartesian_2d((0..n).into_segmented(), (0..n).into_segmented())
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_labels(n as usize)
+            .y_labels(n as usize)
+            .x_label_formatter(&name)
+            .y_label_formatter(&name)
+            .x_label_style(("sans-serif", 11))
+            .y_label_style(("sans-serif", 11))
+            .x_desc("layer of the final network")
+            .y_desc(format!("layer at step {}", r.step))
+            .axis_desc_style(("sans-serif", 14))
+            .draw()
+            .map_err(err)?;
+        chart
+            .draw_series((0..n).flat_map(|i| (0..n).map(move |j| (i, j))).map(|(i, j)| {
+                let v = r.matrix[i as usize][j as usize];
+                Rectangle::new(
+                    [(SegmentValue::Exact(j), SegmentValue::Exact(i)), (SegmentValue::Exact(j + 1), SegmentValue::Exact(i + 1))],
+                    colour(v).filled(),
+                )
+            }))
+            .map_err(err)?;
+    }
+    let mut scale = ChartBuilder::on(&bar)
+        .margin_top(40)
+        .margin_bottom(58)
+        .margin_right(10)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..1.0, 0.0..1.0)
+        .map_err(err)?;
+    scale
+        .configure_mesh()
+        .disable_mesh()
+        .disable_x_axis()
+        .y_labels(6)
+        .y_desc(format!("{} similarity", format!("{:?}", d.settings.method).to_uppercase()))
+        .axis_desc_style(("sans-serif", 14))
+        .label_style(("sans-serif", 12))
+        .draw()
+        .map_err(err)?;
+    scale
+        .draw_series((0..100).map(|k| {
+            let lo = k as f64 / 100.0;
+            Rectangle::new([(0.0, lo), (1.0, lo + 0.01)], colour(Some(lo + 0.005)).filled())
+        }))
+        .map_err(err)?;
+    Ok(())
+}
+
+fn curves<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &Dynamics) -> anyhow::Result<()> {
+    let last = d.steps.last().map_or(1, |r| r.step).max(1) as f64;
+    let layers = &d.settings.layers;
+    let mut chart = ChartBuilder::on(root)
+        .caption("similarity of each layer to its final state", ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(50)
+        .y_label_area_size(60)
+        .margin_right(30)
+        .build_cartesian_2d(0.0..last, 0.0..1.02)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("training step")
+        .y_desc(format!("{} similarity to the final layer", format!("{:?}", d.settings.method).to_uppercase()))
+        .axis_desc_style(("sans-serif", 16))
+        .label_style(("sans-serif", 13))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(err)?;
+    let n = layers.len().max(2);
+    for (i, layer) in layers.iter().enumerate() {
+        // Depth-ordered colours: input layers dark, output layers bright (stop short of
+        // the palest yellow, which fades on white).
+        let c = colour(Some(0.9 * i as f64 / (n - 1) as f64));
+        let points: Vec<(f64, f64)> =
+            d.steps.iter().filter_map(|r| r.matrix.get(i)?.get(i).copied().flatten().map(|v| (r.step as f64, v))).collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))
+            .map_err(err)?
+            .label(layer.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3)));
+        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, c.filled()))).map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .label_font(("sans-serif", 13))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}

@@ -1,0 +1,254 @@
+//! The learning-dynamics stage on a tiny run: the final checkpoint's layers x layers
+//! matrix has ones on its diagonal; stored and replayed activations give the same
+//! numbers; an interrupted analysis resumes without redoing finished checkpoints; the
+//! plots are valid PNG and SVG; `svcca run` does it all in one command.
+
+use std::path::Path;
+use std::process::Command;
+use svcca::analysis::dynamics::Dynamics;
+use svcca::config::Config;
+
+const LAYERS: [&str; 5] = ["c1", "c3", "p2", "fc1", "logits"];
+
+fn tiny(mode: &str) -> String {
+    format!(
+        r#"
+[data]
+dataset = "synthetic"
+train_size = 512
+test_size = 128
+crop_padding = 0
+flip = false
+
+[model]
+width = 4
+fc1 = 16
+fc2 = 8
+
+[train]
+device = "cpu"
+threads = 1
+batch_size = 32
+steps = 20
+lr = 0.05
+eval_every = 10
+
+[checkpoints]
+every = 10
+
+[analysis]
+probe_size = 64
+mode = "{mode}"
+layers = ["c1", "c3", "p2", "fc1", "logits"]
+"#
+    )
+}
+
+fn train(dir: &Path, mode: &str) {
+    let config = Config::parse(&tiny(mode), "tiny.toml", &[]).unwrap();
+    svcca::train::train(config, dir).unwrap();
+}
+
+fn matrices(d: &Dynamics) -> Vec<Vec<Vec<Option<f64>>>> {
+    d.steps.iter().map(|r| r.matrix.clone()).collect()
+}
+
+#[test]
+fn replay_store_resume_and_plots() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (replay, store) = (tmp.path().join("replay"), tmp.path().join("store"));
+    train(&store, "store");
+    // The stored activations: one safetensors file per checkpoint and a manifest.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(store.join("activations/manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["probe_indices"].as_array().unwrap().len(), 64);
+    assert_eq!(manifest["entries"].as_array().unwrap().len(), 3 * LAYERS.len());
+    assert_eq!(manifest["entries"][0]["shape"], serde_json::json!([64, 4, 32, 32]));
+    // The same run, analysed by replaying its checkpoints instead.
+    std::fs::create_dir_all(replay.join("checkpoints")).unwrap();
+    for e in std::fs::read_dir(store.join("checkpoints")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), replay.join("checkpoints").join(e.file_name())).unwrap();
+    }
+    let config = std::fs::read_to_string(store.join("config.toml")).unwrap();
+    assert!(config.contains("mode = \"store\""));
+    std::fs::write(replay.join("config.toml"), config.replace("mode = \"store\"", "mode = \"replay\"")).unwrap();
+
+    let r = svcca::analysis::analyze(&replay, None).unwrap();
+    let s = svcca::analysis::analyze(&store, None).unwrap();
+    assert_eq!((r.computed, r.skipped), (3, 0));
+    let steps: Vec<u64> = r.dynamics.steps.iter().map(|x| x.step).collect();
+    assert_eq!(steps, [0, 10, 20]);
+    // The final network against itself: ones on the diagonal.
+    let last = r.dynamics.steps.last().unwrap();
+    for (i, l) in LAYERS.iter().enumerate() {
+        let v = last.matrix[i][i].unwrap();
+        assert!((v - 1.0).abs() < 1e-6, "{l} against itself: {v}");
+    }
+    // Off the diagonal, below one; the shuffled baseline far below.
+    assert!(last.matrix[0][4].unwrap() < 0.99);
+    for b in &r.dynamics.baseline {
+        assert!(b.shuffled.unwrap() < 0.9, "{b:?}");
+        assert!(b.init.is_some());
+    }
+    // Stored and replayed activations give the same numbers.
+    for (mr, ms) in matrices(&r.dynamics).iter().zip(matrices(&s.dynamics)) {
+        for (rr, rs) in mr.iter().zip(&ms) {
+            for (a, b) in rr.iter().zip(rs) {
+                assert!((a.unwrap() - b.unwrap()).abs() < 1e-9, "{a:?} vs {b:?}");
+            }
+        }
+    }
+    // Tables.
+    let sim = std::fs::read_to_string(replay.join("analysis/similarity.csv")).unwrap();
+    assert_eq!(sim.lines().next().unwrap(), "step,fraction,layer,final_layer,similarity");
+    assert_eq!(sim.lines().count(), 1 + 3 * 25);
+    let diag = std::fs::read_to_string(replay.join("analysis/to_final.csv")).unwrap();
+    assert_eq!(diag.lines().count(), 1 + 3 * 5);
+    assert!(replay.join("analysis/dynamics.json").exists() && replay.join("analysis/baseline.csv").exists());
+
+    // Interrupted: one checkpoint's results missing. The rerun computes only that one and
+    // leaves the others' files as they were.
+    let kept = replay.join("analysis/steps/step-00000000.json");
+    let before = std::fs::metadata(&kept).unwrap().modified().unwrap();
+    std::fs::remove_file(replay.join("analysis/steps/step-00000010.json")).unwrap();
+    std::fs::remove_file(replay.join("analysis/similarity.csv")).unwrap();
+    let again = svcca::analysis::analyze(&replay, None).unwrap();
+    assert_eq!((again.computed, again.skipped), (1, 2));
+    assert_eq!(std::fs::metadata(&kept).unwrap().modified().unwrap(), before);
+    assert_eq!(matrices(&again.dynamics), matrices(&r.dynamics));
+    assert_eq!(std::fs::read_to_string(replay.join("analysis/similarity.csv")).unwrap(), sim);
+    // Nothing left to do.
+    let done = svcca::analysis::analyze(&replay, None).unwrap();
+    assert_eq!((done.computed, done.skipped), (0, 3));
+
+    // Plots: valid PNG (decodable) and SVG naming the layers.
+    let files = svcca::report::plot(&replay, &r.dynamics).unwrap();
+    assert_eq!(files.len(), 4);
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        if f.extension().unwrap() == "png" {
+            assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{}", f.display());
+            let img = image::load_from_memory(&bytes).unwrap();
+            assert!(img.width() > 500 && img.height() > 300);
+        } else {
+            let text = String::from_utf8(bytes).unwrap();
+            assert!(text.starts_with("<svg") && text.trim_end().ends_with("</svg>"), "{}", f.display());
+            assert!(text.contains(">fc1<") || text.contains("fc1"), "{}", f.display());
+        }
+    }
+}
+
+#[test]
+fn keep_last_with_replay_is_refused() {
+    let text = tiny("replay").replace("[checkpoints]\nevery = 10\n", "[checkpoints]\nevery = 10\nkeep_last = 2\n");
+    let e = Config::parse(&text, "tiny.toml", &[]).unwrap_err();
+    assert!(e.message.contains("checkpoints.keep_last") && e.message.contains("replay"), "{}", e.message);
+    assert!(Config::parse(&tiny("store").replace("[checkpoints]\nevery = 10\n", "[checkpoints]\nevery = 10\nkeep_last = 2\n"), "t", &[]).is_ok());
+}
+
+#[test]
+fn analyze_refuses_what_it_cannot_analyse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_svcca");
+    // Not a run folder.
+    let out = Command::new(bin).args(["analyze", tmp.path().to_str().unwrap()]).env("SVCCA_LOG", "warn").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a run folder"));
+    // An unfinished run: its checkpoints stop before the last step.
+    let run = tmp.path().join("run");
+    train(&run, "replay");
+    std::fs::remove_file(run.join("checkpoints/step-00000020.safetensors")).unwrap();
+    let out = Command::new(bin).args(["analyze", run.to_str().unwrap()]).env("SVCCA_LOG", "warn").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("finish training first"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn run_trains_analyses_and_plots() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("tiny.toml");
+    std::fs::write(&cfg, tiny("replay").replace("steps = 20", "steps = 10").replace("layers = [\"c1\", \"c3\", \"p2\", \"fc1\", \"logits\"]", "layers = [\"c5\", \"fc2\"]")).unwrap();
+    let out_dir = tmp.path().join("out");
+    let bin = env!("CARGO_BIN_EXE_svcca");
+    let args = ["run", cfg.to_str().unwrap(), "--out", out_dir.to_str().unwrap()];
+    let out = Command::new(bin).args(args).env("SVCCA_LOG", "warn").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for f in ["analysis/to_final.csv", "plots/heatmaps.png", "plots/to_final.svg"] {
+        assert!(out_dir.join(f).exists(), "{f}");
+    }
+    // Rerun: nothing to redo.
+    let out = Command::new(bin).args(args).env("SVCCA_LOG", "warn").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(0 now, 2 already done)"), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn changed_analysis_settings_reach_the_run_folder_and_are_not_mixed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("tiny.toml");
+    let text = tiny("replay").replace("steps = 20", "steps = 10").replace("layers = [\"c1\", \"c3\", \"p2\", \"fc1\", \"logits\"]", "layers = [\"fc2\"]");
+    std::fs::write(&cfg, &text).unwrap();
+    let out_dir = tmp.path().join("out");
+    let bin = env!("CARGO_BIN_EXE_svcca");
+    let args = ["run", cfg.to_str().unwrap(), "--out", out_dir.to_str().unwrap()];
+    assert!(Command::new(bin).args(args).env("SVCCA_LOG", "warn").output().unwrap().status.success());
+    // Another probe: training is not redone, the folder's config takes the new value, and
+    // the analysis refuses to mix it with the old results.
+    std::fs::write(&cfg, text.replace("probe_size = 64", "probe_size = 32")).unwrap();
+    let out = Command::new(bin).args(args).env("SVCCA_LOG", "warn").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("other settings") && err.contains("delete"), "{err}");
+    assert!(std::fs::read_to_string(out_dir.join("config.toml")).unwrap().contains("probe_size = 32"));
+    std::fs::remove_dir_all(out_dir.join("analysis")).unwrap();
+    let out = Command::new(bin).args(args).env("SVCCA_LOG", "warn").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let d: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("analysis/dynamics.json")).unwrap()).unwrap();
+    assert_eq!(d["settings"]["probe_size"], 32);
+}
+
+#[test]
+fn float16_store_files_are_plain_safetensors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = tiny("store").replace("steps = 20", "steps = 10").replace("probe_size = 64", "probe_size = 64\ndtype = \"float16\"");
+    svcca::train::train(Config::parse(&text, "tiny.toml", &[]).unwrap(), tmp.path()).unwrap();
+    // The format a Python reader sees: an 8-byte little-endian header length, a JSON
+    // header naming each tensor's dtype, shape and byte range, then the data.
+    let bytes = std::fs::read(tmp.path().join("activations/step-00000010.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    assert_eq!(header["c3"]["dtype"], "F16");
+    assert_eq!(header["c3"]["shape"], serde_json::json!([64, 4, 16, 16]));
+    assert_eq!(header["fc1"]["shape"], serde_json::json!([64, 16]));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("activations/manifest.json")).unwrap()).unwrap();
+    assert!(manifest["entries"].as_array().unwrap().iter().all(|e| e["dtype"] == "float16"));
+    // Analysed as stored: the final matrix still has (near) ones on its diagonal.
+    let d = svcca::analysis::analyze(tmp.path(), None).unwrap().dynamics;
+    let last = d.steps.last().unwrap();
+    for i in 0..LAYERS.len() {
+        assert!((last.matrix[i][i].unwrap() - 1.0).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn every_conv_method_and_measure_gives_ones_on_the_final_diagonal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tiny("replay").replace("steps = 20", "steps = 10").replace("layers = [\"c1\", \"c3\", \"p2\", \"fc1\", \"logits\"]", "layers = [\"c3\", \"p2\", \"fc1\"]");
+    let run = tmp.path().join("run");
+    svcca::train::train(Config::parse(&base, "tiny.toml", &[]).unwrap(), &run).unwrap();
+    for (conv, method) in [("flatten", "svcca"), ("avgpool", "svcca"), ("avgpool", "pwcca"), ("flatten", "cka"), ("dft", "cca")] {
+        let text = base.replace("mode = \"replay\"", &format!("mode = \"replay\"\nconv = \"{conv}\"\nmethod = \"{method}\""));
+        let config = Config::parse(&text, "tiny.toml", &[]).unwrap().resolve(512);
+        std::fs::write(run.join("config.toml"), config.to_toml()).unwrap();
+        let _ = std::fs::remove_dir_all(run.join("analysis"));
+        let d = svcca::analysis::analyze(&run, None).unwrap().dynamics;
+        let last = d.steps.last().unwrap();
+        for i in 0..3 {
+            let v = last.matrix[i][i].unwrap();
+            assert!((v - 1.0).abs() < 1e-6, "{conv} {method}: {} against itself {v}", d.settings.layers[i]);
+        }
+        assert!(d.steps[0].matrix.iter().flatten().all(|v| v.is_some_and(|v| (0.0..=1.0 + 1e-9).contains(&v))), "{conv} {method}");
+    }
+}
