@@ -26,26 +26,18 @@ impl AnalyzeArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Experiment config (TOML; see configs/).
-    config: PathBuf,
-    /// Run folder (default runs/<config name>). Rerunning into it resumes.
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Overrides the config's train.device (training and analysis).
-    #[arg(long, value_enum)]
-    device: Option<DeviceChoice>,
-    /// Overrides one config key, e.g. --set train.steps=20 (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
+    #[command(flatten)]
+    train: super::train::TrainArgs,
 }
 
 impl RunArgs {
     pub fn run(self) -> anyhow::Result<()> {
         let began = Instant::now();
-        let s = crate::train::run(&self.config, &self.set, self.out, self.device)?;
+        let t = self.train;
+        let s = crate::train::run(&t.config, &t.set, t.out, t.device)?;
         let trained = began.elapsed().as_secs_f64();
         println!("{}: {} steps, test accuracy {:.2}% ({trained:.1}s)", s.out.display(), s.steps, 100.0 * s.test_acc);
-        let a = analyze_and_plot(&s.out, self.device, true)?;
+        let a = analyze_and_plot(&s.out, t.device, true)?;
         let total = began.elapsed().as_secs_f64();
         println!(
             "time: {total:.1}s in all; training {trained:.1}s, recording activations {:.1}s, analysing {:.1}s, other {:.1}s",

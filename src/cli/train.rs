@@ -5,19 +5,20 @@ use crate::device::DeviceChoice;
 use clap::{Args, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+/// What `svcca train` takes; `svcca run` takes the same.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// Experiment config (TOML; see configs/).
-    config: PathBuf,
+    pub(super) config: PathBuf,
     /// Run folder (default runs/<config name>). Rerunning into it resumes.
     #[arg(long)]
-    out: Option<PathBuf>,
-    /// Overrides the config's train.device.
+    pub(super) out: Option<PathBuf>,
+    /// Overrides the config's train.device (for `svcca run`, the analysis's too).
     #[arg(long, value_enum)]
-    device: Option<DeviceChoice>,
+    pub(super) device: Option<DeviceChoice>,
     /// Overrides one config key, e.g. --set train.steps=20 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
+    pub(super) set: Vec<String>,
 }
 
 impl TrainArgs {
