@@ -159,3 +159,47 @@ fn adaptive_and_bad_schedules_are_refused() {
     let e = svcca::train::train(c, tmp.path()).unwrap_err().to_string();
     assert!(e.contains("no layer 'c9'"), "{e}");
 }
+
+#[test]
+fn experiment_compares_base_and_freeze_over_seeds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = tiny("");
+    c.train.steps = Some(20);
+    c.checkpoints.every = 20;
+    let s = svcca::experiment::freeze(c.clone(), &[0, 1], tmp.path()).unwrap();
+    assert_eq!(s.seeds, [0, 1]);
+    assert!(s.backward_saved > 0.0 && s.base.acc_mean > 0.0 && s.freeze.acc_mean > 0.0);
+    let runs = std::fs::read_to_string(tmp.path().join("runs.csv")).unwrap();
+    assert_eq!(runs.lines().count(), 5, "{runs}");
+    assert!(runs.lines().nth(1).unwrap().starts_with("base,0,") && runs.lines().nth(4).unwrap().starts_with("freeze,1,"));
+    // Same seed, same start: base and freeze runs begin from the same weights.
+    let (b, f) = (ckpt(&tmp.path().join("base/seed-1"), 0), ckpt(&tmp.path().join("freeze/seed-1"), 0));
+    assert!(same(&b, &f, "model.c1.weight"));
+    assert!(!tmp.path().join("base/seed-0/freeze.csv").exists() && tmp.path().join("freeze/seed-0/freeze.csv").exists());
+    let curves = std::fs::read_to_string(tmp.path().join("curves.csv")).unwrap();
+    assert_eq!(curves.lines().map(|l| l.split(',').next().unwrap()).collect::<Vec<_>>(), ["step", "0", "10", "20"]);
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tmp.path().join("summary.json")).unwrap()).unwrap();
+    assert!(json["wall_saved"].is_number() && json["freeze"]["acc_std"].is_number());
+    for f in ["summary.csv", "plots/accuracy.png", "plots/accuracy.svg"] {
+        assert!(tmp.path().join(f).metadata().unwrap().len() > 100, "{f}");
+    }
+    // A config without a schedule is refused.
+    c.freeze = Default::default();
+    let e = svcca::experiment::freeze(c, &[0], &tmp.path().join("x")).unwrap_err();
+    assert!(e.downcast_ref::<svcca::error::InputError>().is_some(), "{e}");
+}
+
+#[test]
+fn cli_refuses_a_config_without_a_schedule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("plain.toml");
+    std::fs::write(&cfg, "[train]\ndevice = \"cpu\"\nsteps = 2\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_svcca"))
+        .args(["experiment", "freeze", cfg.to_str().unwrap(), "--seeds", "2", "--out", tmp.path().join("o").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("freeze.schedule"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_svcca")).args(["experiment", "freeze", "x.toml", "--seeds", "0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
