@@ -203,3 +203,13 @@ fn cli_refuses_a_config_without_a_schedule() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_svcca")).args(["experiment", "freeze", "x.toml", "--seeds", "0"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn ready_freeze_configs_parse() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let names = ["synthetic_freeze", "fashion_mnist_freeze", "cifar10_convnet_freeze", "cifar10_resnet20_freeze"];
+    for n in names {
+        let c = Config::load(&dir.join(format!("{n}.toml")), &[]).unwrap();
+        assert_eq!(c.freeze.schedule, svcca::config::FreezeSchedule::Linear, "{n}");
+    }
+}
