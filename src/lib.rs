@@ -16,6 +16,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod example_pair;
+pub mod experiment;
 pub mod model;
 pub mod npy;
 pub mod report;

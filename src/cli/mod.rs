@@ -3,6 +3,7 @@
 mod analyze;
 mod compare;
 mod example;
+mod experiment;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +29,9 @@ enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// Train, analyse and plot one config in one command; rerun to resume.
     Run(analyze::RunArgs),
+    /// Experiments across runs: `svcca experiment freeze CONFIG --seeds 3`.
+    #[command(subcommand)]
+    Experiment(experiment::ExperimentCommand),
     /// Datasets: `svcca data fetch cifar10 --dir DIR`.
     #[command(subcommand)]
     Data(train::DataCommand),
@@ -42,6 +46,7 @@ impl Cli {
             Command::Data(cmd) => cmd.run(),
             Command::Analyze(args) => args.run(),
             Command::Run(args) => args.run(),
+            Command::Experiment(cmd) => cmd.run(),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Experiment configs: TOML with sections `[data]`, `[model]`, `[train]`,
-//! `[checkpoints]`, `[analysis]` (the freeze section will join them).
+//! `[checkpoints]`, `[analysis]`, `[freeze]`.
 //!
 //! Every default lives in the `Default` impls below and nowhere else. A config is read,
 //! overridden (`--set key=value`), validated and resolved (defaults that depend on other
@@ -24,6 +24,7 @@ pub struct Config {
     pub train: TrainConfig,
     pub checkpoints: CheckpointConfig,
     pub analysis: AnalysisConfig,
+    pub freeze: FreezeConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -308,6 +309,61 @@ impl Default for AnalysisConfig {
     }
 }
 
+/// When layers are frozen (see `train::freeze`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FreezeSchedule {
+    /// Normal training: nothing is frozen.
+    #[default]
+    None,
+    /// Layer i of L (i = 1..L-1; the last layer always trains) frozen at fraction
+    /// `start + (end - start) * i / L` of training: with 0 and 1, the paper's i/L.
+    Linear,
+    /// The layers and steps (or fractions) listed in `freeze.at`.
+    Explicit,
+    /// SVCCA against the previous checkpoint: not implemented, refused.
+    Adaptive,
+}
+
+/// One entry of an explicit schedule: `layer`, frozen from `step` or `fraction` of training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreezeAt {
+    pub layer: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub step: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fraction: Option<f64>,
+}
+
+/// Freeze training: layers frozen bottom-up on a schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FreezeConfig {
+    pub schedule: FreezeSchedule,
+    /// Linear: the fractions of training the schedule spans.
+    pub start: f64,
+    pub end: f64,
+    /// Explicit: `[[freeze.at]] layer = "c1"` with `step = N` or `fraction = f`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub at: Vec<FreezeAt>,
+    /// Frozen batch-norm layers keep their running statistics (they run in eval mode);
+    /// false: they still update them from each batch (but get no gradient).
+    pub freeze_bn_stats: bool,
+}
+
+impl Default for FreezeConfig {
+    fn default() -> Self {
+        FreezeConfig {
+            schedule: FreezeSchedule::None,
+            start: 0.0,
+            end: 1.0,
+            at: Vec::new(),
+            freeze_bn_stats: true,
+        }
+    }
+}
+
 impl Config {
     /// Reads `path`, applies `overrides` (`key=value`, dotted keys) in order, and checks
     /// every value. Errors name the file and line, or the `--set` at fault.
@@ -450,6 +506,37 @@ impl Config {
             if layers.is_empty() {
                 return bad("analysis.layers", "[]: name at least one layer (or leave it out for all)".into());
             }
+        }
+        let f = &self.freeze;
+        match f.schedule {
+            FreezeSchedule::Adaptive => {
+                return bad(
+                    "freeze.schedule",
+                    "\"adaptive\" is not implemented yet: use \"linear\" or \"explicit\"".into(),
+                )
+            }
+            FreezeSchedule::Linear => {
+                if !(0.0 <= f.start && f.start < f.end && f.end <= 1.0) {
+                    return bad("freeze.start", format!("{} .. {}: need 0 <= start < end <= 1", f.start, f.end));
+                }
+            }
+            FreezeSchedule::Explicit => {
+                if f.at.is_empty() {
+                    return bad("freeze.at", "schedule \"explicit\" needs [[freeze.at]] entries (layer and step or fraction)".into());
+                }
+                for a in &f.at {
+                    match (a.step, a.fraction) {
+                        (Some(_), None) => {}
+                        (None, Some(x)) if (0.0..=1.0).contains(&x) => {}
+                        (None, Some(x)) => return bad("freeze.at", format!("layer {}: fraction {x} must be in [0, 1]", a.layer)),
+                        _ => return bad("freeze.at", format!("layer {}: give step or fraction (one of them)", a.layer)),
+                    }
+                }
+            }
+            FreezeSchedule::None => {}
+        }
+        if f.schedule != FreezeSchedule::Explicit && !f.at.is_empty() {
+            return bad("freeze.at", "freeze.at is for schedule = \"explicit\"".into());
         }
         Ok(())
     }

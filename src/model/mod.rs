@@ -59,6 +59,20 @@ impl Network {
         }
         Ok((h, slots.into_iter().map(|s| s.expect("every tap was checked")).collect()))
     }
+
+    /// The logits, with the first `frozen` layers run without autograd (so the backward
+    /// pass stops at the first trainable layer) and, when `bn_eval`, in inference mode
+    /// (their batch-norm running statistics stay put).
+    pub fn forward_frozen(&self, x: &Tensor, train: bool, frozen: usize, bn_eval: bool) -> Tensor {
+        let frozen = frozen.min(self.layers.len());
+        let (below, above) = self.layers.split_at(frozen);
+        let h = if below.is_empty() {
+            x.shallow_clone()
+        } else {
+            tch::no_grad(|| below.iter().fold(x.shallow_clone(), |h, (_, l)| l.forward_t(&h, train && !bn_eval)))
+        };
+        above.iter().fold(h, |h, (_, l)| l.forward_t(&h, train))
+    }
 }
 
 impl Default for Network {

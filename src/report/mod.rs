@@ -231,3 +231,66 @@ fn curves<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &Dynamics) -> an
         .map_err(err)?;
     Ok(())
 }
+
+/// `svcca experiment freeze`: test accuracy against step for base and freeze training,
+/// mean over seeds with a ±1 std band, as `accuracy.png` and `accuracy.svg` in `dir`.
+pub fn freeze_plot(dir: &Path, points: &[crate::experiment::CurvePoint]) -> anyhow::Result<Vec<PathBuf>> {
+    register_font();
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let size = (1000, 620);
+    Ok(vec![
+        png(&dir.join("accuracy.png"), size, |a| freeze_curves(a, points))?,
+        svg(&dir.join("accuracy.svg"), size, |a| freeze_curves(a, points))?,
+    ])
+}
+
+fn freeze_curves<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, points: &[crate::experiment::CurvePoint]) -> anyhow::Result<()> {
+    let last = points.last().map_or(1, |p| p.step).max(1) as f64;
+    let lo = points
+        .iter()
+        .filter(|p| p.step as f64 >= 0.1 * last)
+        .flat_map(|p| [p.base.0 - p.base.1, p.freeze.0 - p.freeze.1])
+        .fold(1.0f64, f64::min);
+    let y0 = ((lo * 100.0 - 2.0).floor() / 100.0).clamp(0.0, 0.99);
+    let mut chart = ChartBuilder::on(root)
+        .caption("test accuracy: normal vs freeze training (mean ± std over seeds)", ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(50)
+        .y_label_area_size(60)
+        .margin_right(30)
+        .build_cartesian_2d(0.0..last, 100.0 * y0..100.0)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("training step")
+        .y_desc("test accuracy (%)")
+        .axis_desc_style(("sans-serif", 16))
+        .label_style(("sans-serif", 13))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(err)?;
+    type Pick = fn(&crate::experiment::CurvePoint) -> (f64, f64);
+    let series: [(&str, RGBColor, Pick); 2] =
+        [("base", RGBColor(59, 81, 139), |p| p.base), ("freeze", RGBColor(214, 96, 39), |p| p.freeze)];
+    for (name, c, pick) in series {
+        let mut band: Vec<(f64, f64)> = points.iter().map(|p| (p.step as f64, 100.0 * (pick(p).0 + pick(p).1))).collect();
+        band.extend(points.iter().rev().map(|p| (p.step as f64, 100.0 * (pick(p).0 - pick(p).1))));
+        chart.draw_series(std::iter::once(Polygon::new(band, c.mix(0.2).filled()))).map_err(err)?;
+        let line: Vec<(f64, f64)> = points.iter().map(|p| (p.step as f64, 100.0 * pick(p).0)).collect();
+        chart
+            .draw_series(LineSeries::new(line.clone(), c.stroke_width(2)))
+            .map_err(err)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3)));
+        chart.draw_series(line.into_iter().map(|p| Circle::new(p, 3, c.filled()))).map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .label_font(("sans-serif", 14))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}

@@ -6,6 +6,7 @@
 //! A folder made by a different config is refused, with nothing touched.
 
 pub mod checkpoint;
+pub mod freeze;
 pub mod metrics;
 pub mod order;
 pub mod schedule;
@@ -38,6 +39,9 @@ pub struct Summary {
     pub test_loss: f64,
     pub test_acc: f64,
     pub images_per_second: f64,
+    /// Freeze training: the estimated share of backward work saved over the whole run
+    /// (0 without freezing).
+    pub backward_saved: f64,
 }
 
 /// `svcca train`: `config` with `overrides` applied, into `out` (default
@@ -93,6 +97,12 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
     let t = &config.train;
     let mut sgd = Sgd::new(&vs, t.momentum, t.nesterov, t.weight_decay);
     let total = config.steps();
+    let costs = layer_costs(&vs, &net, &data);
+    let names = net.layer_names();
+    let has_params: Vec<bool> = costs.iter().map(|c| c.1 > 0).collect();
+    let plan = freeze::Plan::new(&config.freeze, &names, &has_params, total)?;
+    let backward_saved = plan.backward_saved(&costs.iter().map(|c| c.0).collect::<Vec<_>>());
+    let mut frozen = 0usize;
     let mut order = Order::new(t.seed, data.train.len(), t.batch_size);
     let per_epoch = order.steps_per_epoch() as f64;
 
@@ -117,7 +127,7 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
     if start >= total {
         let (test_loss, test_acc) = evaluate(&net, &data, t.eval_batch_size);
         tracing::info!("{} is already trained ({total} steps); nothing to do", out.display());
-        return Ok(Summary { out: out.to_path_buf(), steps: total, resumed_from: Some(start), test_loss, test_acc, images_per_second: 0.0 });
+        return Ok(Summary { out: out.to_path_buf(), steps: total, resumed_from: Some(start), test_loss, test_acc, images_per_second: 0.0, backward_saved });
     }
     if latest.is_none() && config.checkpoints.at_start {
         let test = evaluate(&net, &data, t.eval_batch_size);
@@ -134,12 +144,26 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
     let mut window = (Instant::now(), 0u64); // for images/s on the bar
     let (mut loss_sum, mut correct, mut seen) = (Tensor::zeros([], (Kind::Float, device)), Tensor::zeros([], (Kind::Int64, device)), 0u64);
     let mut last = (f64::NAN, f64::NAN);
+    if plan.is_active() {
+        plan.write(out, start)?;
+    }
     for step in start..total {
+        let now_frozen = plan.frozen_at(step);
+        if now_frozen > frozen {
+            for (name, at) in &plan.layers[frozen..now_frozen] {
+                let n = sgd.freeze_layer(name);
+                if at.is_some_and(|s| s >= start) {
+                    bar.suspend(|| tracing::info!("step {step}: froze layer {name} ({n} parameter tensors)"));
+                }
+            }
+            frozen = now_frozen;
+            plan.write(out, step)?;
+        }
         let lr = schedule::learning_rate(t, step, total);
         let idx = Tensor::from_slice(order.batch(step)).to_device(device);
         let images = augment.apply(&data.train.images.index_select(0, &idx), &mut order.augmentation(step));
         let labels = data.train.labels.index_select(0, &idx);
-        let logits = net.forward_t(&data.normalise(&images), true);
+        let logits = net.forward_frozen(&data.normalise(&images), true, frozen, plan.bn_eval);
         let loss = logits.cross_entropy_for_logits(&labels);
         sgd.zero_grad();
         loss.backward();
@@ -204,7 +228,28 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
         test_loss,
         test_acc,
         images_per_second,
+        backward_saved,
     })
+}
+
+/// Each layer's cost (multiply-adds of its trainable weights on one image: weight
+/// elements times output positions) and its number of trainable parameter tensors.
+pub fn layer_costs(vs: &tch::nn::VarStore, net: &Network, data: &Dataset) -> Vec<(f64, usize)> {
+    let names = net.layer_names();
+    let vars = vs.variables();
+    let x = data.normalise(&data.test.images.narrow(0, 0, 1));
+    let outs = tch::no_grad(|| net.forward_taps(&x, false, &names)).map(|(_, o)| o).unwrap_or_default();
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let prefix = format!("{name}.");
+            let mine: Vec<&Tensor> = vars.iter().filter(|(n, t)| n.starts_with(&prefix) && t.requires_grad()).map(|(_, t)| t).collect();
+            let positions = outs.get(i).map_or(1, |o| o.size().iter().skip(2).product::<i64>().max(1));
+            let weights: i64 = mine.iter().filter(|t| t.dim() >= 2).map(|t| t.numel() as i64).sum();
+            ((weights * positions) as f64, mine.len())
+        })
+        .collect()
 }
 
 /// Creates the run folder, or checks that it was made by the same config; writes the

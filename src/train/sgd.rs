@@ -10,6 +10,8 @@ pub struct Sgd {
     /// Trainable parameters by name, in name order; the buffers in the same order.
     params: Vec<(String, Tensor)>,
     buffers: Vec<Tensor>,
+    /// Frozen parameters: no gradient, no update (momentum and weight decay included).
+    frozen: Vec<bool>,
     pub momentum: f64,
     pub nesterov: bool,
     pub weight_decay: f64,
@@ -20,19 +22,45 @@ impl Sgd {
         let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let buffers = params.iter().map(|(_, p)| p.zeros_like()).collect();
-        Sgd { params, buffers, momentum, nesterov, weight_decay }
+        let frozen = vec![false; params.len()];
+        Sgd { params, buffers, frozen, momentum, nesterov, weight_decay }
+    }
+
+    /// Freezes the parameters of `layer` (those named `layer.*`): from now on they get
+    /// no update and no gradient. Returns how many parameters it froze.
+    pub fn freeze_layer(&mut self, layer: &str) -> usize {
+        let prefix = format!("{layer}.");
+        let mut n = 0;
+        for ((name, p), f) in self.params.iter_mut().zip(self.frozen.iter_mut()) {
+            if !*f && name.starts_with(&prefix) {
+                *f = true;
+                let _ = p.set_requires_grad(false);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Whether the parameter `name` is frozen.
+    pub fn is_frozen(&self, name: &str) -> bool {
+        self.params.iter().zip(&self.frozen).any(|((n, _), f)| n == name && *f)
     }
 
     pub fn zero_grad(&mut self) {
-        for (_, p) in self.params.iter_mut() {
-            p.zero_grad();
+        for ((_, p), f) in self.params.iter_mut().zip(&self.frozen) {
+            if !*f {
+                p.zero_grad();
+            }
         }
     }
 
     /// One update with learning rate `lr`, from the gradients of the last backward pass.
     pub fn step(&mut self, lr: f64) {
         tch::no_grad(|| {
-            for ((_, p), buf) in self.params.iter_mut().zip(self.buffers.iter_mut()) {
+            for (((_, p), buf), frozen) in self.params.iter_mut().zip(self.buffers.iter_mut()).zip(&self.frozen) {
+                if *frozen {
+                    continue;
+                }
                 let mut d = p.grad();
                 if !d.defined() {
                     continue;

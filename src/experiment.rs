@@ -1,0 +1,180 @@
+//! `svcca experiment freeze`: normal training against freeze training, over seeds.
+//!
+//! For each seed, a base run (the config with `[freeze]` switched off) and a freeze run
+//! (the config as given), both with that `train.seed`, so the same initial weights and
+//! the same data order. Folders: `OUT/base/seed-N`, `OUT/freeze/seed-N` (each a normal
+//! run folder, so rerunning resumes). Then, in `OUT`:
+//!
+//! - `runs.csv`: one row per run: variant, seed, final test accuracy, wall-clock seconds
+//!   of the training job (evaluations and checkpoints included), share of backward work
+//!   saved (estimated from the layers' multiply-adds).
+//! - `curves.csv`: test accuracy against step, mean and standard deviation over seeds.
+//! - `summary.json`, `summary.csv`: per variant the mean and standard deviation of the
+//!   final accuracy and wall-clock, and the differences freeze − base.
+//! - `plots/accuracy.png`, `.svg`: the curves with a ±1 std band (the paper's Figure 5).
+
+use crate::config::{Config, FreezeConfig, FreezeSchedule};
+use crate::error::InputError;
+use anyhow::Context;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub variant: String,
+    pub seed: u64,
+    pub final_test_acc: f64,
+    pub wall_seconds: f64,
+    pub backward_saved: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    pub acc_mean: f64,
+    pub acc_std: f64,
+    pub wall_mean: f64,
+    pub wall_std: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FreezeSummary {
+    pub seeds: Vec<u64>,
+    pub base: Stats,
+    pub freeze: Stats,
+    /// freeze − base, in accuracy points (percent).
+    pub acc_diff_points: f64,
+    /// 1 − freeze wall / base wall (means over seeds).
+    pub wall_saved: f64,
+    /// Estimated share of backward work saved by the freeze runs.
+    pub backward_saved: f64,
+}
+
+/// One point of the accuracy curves: step, then mean and std for base and freeze.
+#[derive(Debug, Clone, Copy)]
+pub struct CurvePoint {
+    pub step: u64,
+    pub base: (f64, f64),
+    pub freeze: (f64, f64),
+}
+
+pub fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 { v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    (mean, var.sqrt())
+}
+
+/// `(step, test_acc)` of the rows with a test accuracy, and the last wall-clock.
+fn read_metrics(run: &Path) -> anyhow::Result<(Vec<(u64, f64)>, f64)> {
+    let path = run.join(crate::train::metrics::FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut acc = Vec::new();
+    let mut wall = 0.0;
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() < 8 {
+            continue;
+        }
+        if let (Ok(s), Ok(a)) = (f[0].parse::<u64>(), f[6].parse::<f64>()) {
+            acc.push((s, a));
+        }
+        wall = f[7].parse().unwrap_or(wall);
+    }
+    Ok((acc, wall))
+}
+
+/// Runs the comparison of `config` over `seeds` into `out`.
+pub fn freeze(config: Config, seeds: &[u64], out: &Path) -> anyhow::Result<FreezeSummary> {
+    if config.freeze.schedule == FreezeSchedule::None {
+        return Err(InputError::new("the config has no freeze schedule: set freeze.schedule = \"linear\" or \"explicit\"").into());
+    }
+    if seeds.is_empty() {
+        return Err(InputError::new("--seeds: give at least one seed").into());
+    }
+    std::fs::create_dir_all(out).map_err(|e| InputError::new(format!("{}: cannot create folder: {e}", out.display())))?;
+    let mut results = Vec::new();
+    let mut curves: Vec<(String, Vec<(u64, f64)>)> = Vec::new();
+    for &seed in seeds {
+        for variant in ["base", "freeze"] {
+            let mut c = config.clone();
+            c.train.seed = seed;
+            if variant == "base" {
+                c.freeze = FreezeConfig::default();
+            }
+            let dir = out.join(variant).join(format!("seed-{seed}"));
+            tracing::info!("{variant} run, seed {seed}: {}", dir.display());
+            let s = crate::train::train(c, &dir)?;
+            let (acc, wall) = read_metrics(&dir)?;
+            results.push(RunResult { variant: variant.into(), seed, final_test_acc: s.test_acc, wall_seconds: wall, backward_saved: s.backward_saved });
+            curves.push((variant.into(), acc));
+        }
+    }
+    let pick = |v: &str, f: &dyn Fn(&RunResult) -> f64| results.iter().filter(|r| r.variant == v).map(f).collect::<Vec<f64>>();
+    let stats = |v: &str| {
+        let (acc_mean, acc_std) = mean_std(&pick(v, &|r| r.final_test_acc));
+        let (wall_mean, wall_std) = mean_std(&pick(v, &|r| r.wall_seconds));
+        Stats { acc_mean, acc_std, wall_mean, wall_std }
+    };
+    let (base, frz) = (stats("base"), stats("freeze"));
+    let summary = FreezeSummary {
+        seeds: seeds.to_vec(),
+        acc_diff_points: 100.0 * (frz.acc_mean - base.acc_mean),
+        wall_saved: 1.0 - frz.wall_mean / base.wall_mean.max(1e-12),
+        backward_saved: mean_std(&pick("freeze", &|r| r.backward_saved)).0,
+        base,
+        freeze: frz,
+    };
+
+    // Curves: the steps every run evaluated at.
+    let mut steps: Vec<u64> = curves[0].1.iter().map(|p| p.0).collect();
+    steps.retain(|s| curves.iter().all(|(_, c)| c.iter().any(|p| p.0 == *s)));
+    let at = |v: &str, s: u64| {
+        let vals: Vec<f64> = curves.iter().filter(|(n, _)| n == v).filter_map(|(_, c)| c.iter().find(|p| p.0 == s).map(|p| p.1)).collect();
+        mean_std(&vals)
+    };
+    let points: Vec<CurvePoint> = steps.iter().map(|&s| CurvePoint { step: s, base: at("base", s), freeze: at("freeze", s) }).collect();
+
+    let write = |name: &str, text: String| crate::analysis::store::write_atomic(&out.join(name), text.as_bytes());
+    let mut runs = "variant,seed,final_test_acc,wall_seconds,backward_saved\n".to_string();
+    for r in &results {
+        runs.push_str(&format!("{},{},{:.6},{:.3},{:.4}\n", r.variant, r.seed, r.final_test_acc, r.wall_seconds, r.backward_saved));
+    }
+    write("runs.csv", runs)?;
+    let mut c = "step,base_acc_mean,base_acc_std,freeze_acc_mean,freeze_acc_std\n".to_string();
+    for p in &points {
+        c.push_str(&format!("{},{:.6},{:.6},{:.6},{:.6}\n", p.step, p.base.0, p.base.1, p.freeze.0, p.freeze.1));
+    }
+    write("curves.csv", c)?;
+    write("summary.json", serde_json::to_string_pretty(&summary)? + "\n")?;
+    let s = &summary;
+    write(
+        "summary.csv",
+        format!(
+            "variant,seeds,final_acc_mean,final_acc_std,wall_seconds_mean,wall_seconds_std,backward_saved\n\
+             base,{n},{:.6},{:.6},{:.3},{:.3},0\nfreeze,{n},{:.6},{:.6},{:.3},{:.3},{:.4}\n",
+            s.base.acc_mean, s.base.acc_std, s.base.wall_mean, s.base.wall_std,
+            s.freeze.acc_mean, s.freeze.acc_std, s.freeze.wall_mean, s.freeze.wall_std, s.backward_saved,
+            n = seeds.len()
+        ),
+    )?;
+    crate::report::freeze_plot(&out.join(crate::report::FOLDER), &points)?;
+    Ok(summary)
+}
+
+/// The seeds of `--seeds`: a count N (seeds 0..N) or a comma list (`0,5,7`).
+pub fn parse_seeds(text: &str) -> Result<Vec<u64>, String> {
+    let t = text.trim();
+    if t.contains(',') {
+        return t.split(',').map(|s| s.trim().parse::<u64>().map_err(|_| format!("'{s}' is not a seed"))).collect();
+    }
+    match t.parse::<u64>() {
+        Ok(0) | Err(_) => Err(format!("'{text}': give a number of seeds (3: seeds 0, 1, 2) or a list (0,5,7)")),
+        Ok(n) => Ok((0..n).collect()),
+    }
+}
+
+/// The default output folder: `runs/<config name>-freeze`.
+pub fn default_out(config: &Path) -> PathBuf {
+    let stem = config.file_stem().map_or("experiment".into(), |s| s.to_string_lossy().into_owned());
+    PathBuf::from("runs").join(format!("{stem}-freeze"))
+}

@@ -1,0 +1,181 @@
+//! Freeze training: layers frozen bottom-up on a schedule (`[freeze]` in the config).
+//!
+//! A [`Plan`] gives each layer of the network the step from which it is frozen (or
+//! none). The frozen layers always form a prefix of the network: the trainer runs that
+//! prefix without autograd (`Network::forward_frozen`), so the backward pass stops at the
+//! first trainable layer, and the optimiser skips the prefix's parameters. The plan is a
+//! pure function of the config and the number of steps, so a resumed run freezes exactly
+//! as an uninterrupted one. `freeze.csv` in the run folder lists the layers frozen so far.
+
+use crate::config::{FreezeConfig, FreezeSchedule};
+use crate::error::InputError;
+use std::path::Path;
+
+pub const FILE: &str = "freeze.csv";
+pub const HEADER: &str = "layer,index,step,fraction";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Layer names, input to output, and the step from which each is frozen.
+    pub layers: Vec<(String, Option<u64>)>,
+    pub total: u64,
+    pub bn_eval: bool,
+}
+
+impl Plan {
+    /// The plan of `config` for a network with layers `names` (`has_params[i]`: layer i
+    /// has trainable parameters) trained for `total` steps.
+    pub fn new(config: &FreezeConfig, names: &[&str], has_params: &[bool], total: u64) -> Result<Plan, InputError> {
+        let n = names.len();
+        let at = |f: f64| (f * total as f64).round() as u64;
+        let mut steps: Vec<Option<u64>> = vec![None; n];
+        match config.schedule {
+            FreezeSchedule::None => {}
+            FreezeSchedule::Adaptive => {
+                return Err(InputError::new("freeze.schedule: \"adaptive\" is not implemented yet: use \"linear\" or \"explicit\""))
+            }
+            FreezeSchedule::Linear => {
+                for (i, s) in steps.iter_mut().enumerate().take(n.saturating_sub(1)) {
+                    let f = config.start + (config.end - config.start) * (i + 1) as f64 / n as f64;
+                    *s = Some(at(f));
+                }
+            }
+            FreezeSchedule::Explicit => {
+                for a in &config.at {
+                    let Some(i) = names.iter().position(|l| *l == a.layer) else {
+                        return Err(InputError::new(format!(
+                            "freeze.at: no layer '{}' in this network; its layers are {}",
+                            a.layer,
+                            names.join(" ")
+                        )));
+                    };
+                    if i + 1 == n {
+                        return Err(InputError::new(format!("freeze.at: '{}' is the output layer; it always trains", a.layer)));
+                    }
+                    if steps[i].is_some() {
+                        return Err(InputError::new(format!("freeze.at: layer '{}' is listed twice", a.layer)));
+                    }
+                    steps[i] = Some(a.step.unwrap_or_else(|| at(a.fraction.unwrap_or(1.0))));
+                }
+                // Layers without parameters below a listed layer freeze with the next
+                // listed layer above them; a layer with parameters must be listed.
+                for i in (0..n).rev() {
+                    if steps[i].is_none() {
+                        if let Some(above) = steps[i + 1..].iter().flatten().min().copied() {
+                            if has_params[i] {
+                                return Err(InputError::new(format!(
+                                    "freeze.at: layer '{}' lies below a frozen layer but is not listed; freezing is bottom-up, list it too",
+                                    names[i]
+                                )));
+                            }
+                            steps[i] = Some(above);
+                        }
+                    }
+                }
+                for i in 1..n {
+                    if let (Some(a), Some(b)) = (steps[i - 1], steps[i]) {
+                        if b < a {
+                            return Err(InputError::new(format!(
+                                "freeze.at: layer '{}' (step {b}) would freeze before '{}' below it (step {a}); freezing is bottom-up",
+                                names[i],
+                                names[i - 1]
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Plan {
+            layers: names.iter().map(|s| s.to_string()).zip(steps).collect(),
+            total,
+            bn_eval: config.freeze_bn_stats,
+        })
+    }
+
+    /// How many leading layers are frozen during training step `step` (0-based: the
+    /// update that takes the network from `step` to `step + 1` updates).
+    pub fn frozen_at(&self, step: u64) -> usize {
+        self.layers.iter().take_while(|(_, s)| s.is_some_and(|s| s <= step)).count()
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.layers.iter().any(|(_, s)| s.is_some())
+    }
+
+    /// The share of backward work saved over the whole run, given each layer's cost
+    /// (`costs[i]`, e.g. multiply-adds of its weights): the mean over steps of the frozen
+    /// prefix's share of the total cost.
+    pub fn backward_saved(&self, costs: &[f64]) -> f64 {
+        let all: f64 = costs.iter().sum();
+        if all <= 0.0 || self.total == 0 {
+            return 0.0;
+        }
+        let prefix = |k: usize| costs[..k].iter().sum::<f64>() / all;
+        // Piecewise constant between freeze steps: sum without looping over every step.
+        let mut bounds: Vec<u64> = self.layers.iter().filter_map(|(_, s)| *s).filter(|&s| s < self.total).collect();
+        bounds.push(0);
+        bounds.push(self.total);
+        bounds.sort();
+        bounds.dedup();
+        let mut saved = 0.0;
+        for w in bounds.windows(2) {
+            saved += prefix(self.frozen_at(w[0])) * (w[1] - w[0]) as f64;
+        }
+        saved / self.total as f64
+    }
+
+    /// Writes `freeze.csv` in `run`: the layers frozen at or before `step`.
+    pub fn write(&self, run: &Path, step: u64) -> anyhow::Result<()> {
+        let mut text = format!("{HEADER}\n");
+        for (i, (name, s)) in self.layers.iter().enumerate() {
+            if let Some(s) = s.filter(|&s| s <= step) {
+                text.push_str(&format!("{name},{i},{s},{:.4}\n", s as f64 / self.total.max(1) as f64));
+            }
+        }
+        crate::analysis::store::write_atomic(&run.join(FILE), text.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FreezeAt;
+
+    fn names() -> Vec<&'static str> {
+        vec!["c1", "c2", "p1", "c3", "logits"]
+    }
+
+    #[test]
+    fn linear_is_i_over_l() {
+        let c = FreezeConfig { schedule: FreezeSchedule::Linear, ..Default::default() };
+        let p = Plan::new(&c, &names(), &[true, true, false, true, true], 100).unwrap();
+        let steps: Vec<Option<u64>> = p.layers.iter().map(|l| l.1).collect();
+        assert_eq!(steps, [Some(20), Some(40), Some(60), Some(80), None]);
+        assert_eq!(p.frozen_at(19), 0);
+        assert_eq!(p.frozen_at(20), 1);
+        assert_eq!(p.frozen_at(99), 4);
+        let c = FreezeConfig { schedule: FreezeSchedule::Linear, start: 0.5, end: 1.0, ..Default::default() };
+        let p = Plan::new(&c, &names(), &[true; 5], 100).unwrap();
+        assert_eq!(p.layers[0].1, Some(60));
+        // Costs 1 each: layer 1 saved for 80 of 100 steps, ...: (0.8 + 0.6 + 0.4 + 0.2) / 5.
+        let c = FreezeConfig { schedule: FreezeSchedule::Linear, ..Default::default() };
+        let p = Plan::new(&c, &names(), &[true; 5], 100).unwrap();
+        assert!((p.backward_saved(&[1.0; 5]) - 2.0 / 5.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn explicit_fills_parameterless_layers_and_refuses_gaps() {
+        let at = |l: &str, s: u64| FreezeAt { layer: l.into(), step: Some(s), fraction: None };
+        let c = FreezeConfig { schedule: FreezeSchedule::Explicit, at: vec![at("c1", 10), at("c2", 20), at("c3", 30)], ..Default::default() };
+        let p = Plan::new(&c, &names(), &[true, true, false, true, true], 100).unwrap();
+        assert_eq!(p.layers[2].1, Some(30));
+        let c = FreezeConfig { schedule: FreezeSchedule::Explicit, at: vec![at("c2", 20)], ..Default::default() };
+        assert!(Plan::new(&c, &names(), &[true; 5], 100).unwrap_err().to_string().contains("'c1'"));
+        let c = FreezeConfig { schedule: FreezeSchedule::Explicit, at: vec![at("c1", 30), at("c2", 20)], ..Default::default() };
+        assert!(Plan::new(&c, &names(), &[true; 5], 100).unwrap_err().to_string().contains("bottom-up"));
+        let c = FreezeConfig { schedule: FreezeSchedule::Explicit, at: vec![at("logits", 30)], ..Default::default() };
+        assert!(Plan::new(&c, &names(), &[true; 5], 100).is_err());
+        let c = FreezeConfig { schedule: FreezeSchedule::Explicit, at: vec![at("c9", 30)], ..Default::default() };
+        assert!(Plan::new(&c, &names(), &[true; 5], 100).unwrap_err().to_string().contains("c1 c2 p1 c3 logits"));
+    }
+}

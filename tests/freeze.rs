@@ -1,0 +1,215 @@
+//! Freeze training: frozen layers stay put bit for bit (momentum and weight decay on),
+//! layers above still train, the schedule fires at the right steps, frozen batch-norm
+//! statistics stay put when configured, the backward pass does not reach the frozen
+//! prefix, and a run resumed mid-schedule ends as an uninterrupted one.
+
+use std::collections::HashMap;
+use std::path::Path;
+use svcca::config::Config;
+use tch::Tensor;
+
+fn tiny(extra: &str) -> Config {
+    let text = format!(
+        r#"
+[data]
+dataset = "synthetic"
+train_size = 512
+test_size = 128
+crop_padding = 0
+flip = false
+
+[model]
+width = 8
+fc1 = 32
+fc2 = 16
+
+[train]
+device = "cpu"
+threads = 1
+batch_size = 32
+steps = 30
+lr = 0.05
+momentum = 0.9
+weight_decay = 5e-4
+eval_every = 10
+
+[checkpoints]
+every = 10
+
+[freeze]
+schedule = "explicit"
+{extra}
+[[freeze.at]]
+layer = "c1"
+step = 10
+[[freeze.at]]
+layer = "c2"
+step = 10
+[[freeze.at]]
+layer = "bn1"
+step = 10
+[[freeze.at]]
+layer = "c3"
+fraction = 0.6667
+"#
+    );
+    Config::parse(&text, "freeze.toml", &[]).unwrap()
+}
+
+fn ckpt(dir: &Path, step: u64) -> HashMap<String, Tensor> {
+    let p = dir.join("checkpoints").join(format!("step-{step:08}.safetensors"));
+    Tensor::read_safetensors(p).unwrap().into_iter().collect()
+}
+
+fn same(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>, name: &str) -> bool {
+    a[name].equal(&b[name])
+}
+
+#[test]
+fn frozen_layers_stay_put_and_the_rest_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = svcca::train::train(tiny(""), tmp.path()).unwrap();
+    assert!(s.backward_saved > 0.0 && s.backward_saved < 1.0, "{}", s.backward_saved);
+    let (c0, c10, c20, c30) = (ckpt(tmp.path(), 0), ckpt(tmp.path(), 10), ckpt(tmp.path(), 20), ckpt(tmp.path(), 30));
+    for n in ["model.c1.weight", "model.c1.bias", "model.c2.weight", "model.bn1.weight", "model.bn1.bias"] {
+        assert!(!same(&c0, &c10, n), "{n} did not train before its freeze");
+        assert!(same(&c10, &c20, n) && same(&c20, &c30, n), "{n} changed after step 10");
+        // Momentum buffers are kept as they were at the freeze.
+        let m = n.replace("model.", "momentum.");
+        assert!(same(&c10, &c30, &m), "{m} changed after the freeze");
+    }
+    // Frozen batch norm keeps its running statistics.
+    for n in ["model.bn1.running_mean", "model.bn1.running_var"] {
+        assert!(!same(&c0, &c10, n) && same(&c10, &c30, n), "{n}");
+    }
+    // c3 freezes at round(0.6667 * 30) = 20: it trains until then, not after.
+    assert!(!same(&c10, &c20, "model.c3.weight") && same(&c20, &c30, "model.c3.weight"));
+    // Layers above still train.
+    for n in ["model.c4.weight", "model.fc1.weight", "model.logits.weight", "model.bn2.running_mean"] {
+        assert!(!same(&c20, &c30, n), "{n} stopped training");
+    }
+    let log = std::fs::read_to_string(tmp.path().join("freeze.csv")).unwrap();
+    assert_eq!(log, "layer,index,step,fraction\nc1,0,10,0.3333\nc2,1,10,0.3333\nbn1,2,10,0.3333\np1,3,20,0.6667\nc3,4,20,0.6667\n");
+}
+
+#[test]
+fn frozen_batch_norm_can_keep_updating_its_statistics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = tiny("freeze_bn_stats = false");
+    c.train.steps = Some(20);
+    svcca::train::train(c, tmp.path()).unwrap();
+    let (c10, c20) = (ckpt(tmp.path(), 10), ckpt(tmp.path(), 20));
+    assert!(same(&c10, &c20, "model.bn1.weight"));
+    assert!(!same(&c10, &c20, "model.bn1.running_mean"));
+}
+
+#[test]
+fn resumed_mid_schedule_equals_uninterrupted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (straight, resumed) = (tmp.path().join("a"), tmp.path().join("b"));
+    svcca::train::train(tiny(""), &straight).unwrap();
+    svcca::train::train(tiny(""), &resumed).unwrap();
+    // As if killed after the step-10 checkpoint, before c3's freeze at step 20.
+    for s in [20, 30] {
+        std::fs::remove_file(resumed.join("checkpoints").join(format!("step-{s:08}.safetensors"))).unwrap();
+    }
+    std::fs::remove_file(resumed.join("freeze.csv")).unwrap();
+    let s = svcca::train::train(tiny(""), &resumed).unwrap();
+    assert_eq!(s.resumed_from, Some(10));
+    let (a, b) = (ckpt(&straight, 30), ckpt(&resumed, 30));
+    assert_eq!(a.len(), b.len());
+    for n in a.keys().filter(|n| *n != "meta.wall_seconds") {
+        assert!(a[n].equal(&b[n]), "{n} differs after resume");
+    }
+    assert_eq!(
+        std::fs::read_to_string(straight.join("freeze.csv")).unwrap(),
+        std::fs::read_to_string(resumed.join("freeze.csv")).unwrap()
+    );
+}
+
+#[test]
+fn backward_stops_at_the_first_trainable_layer() {
+    let c = tiny("");
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let net = svcca::model::build(&vs.root(), &c.model, [3, 32, 32], 10).unwrap();
+    let x = Tensor::randn([4, 3, 32, 32], (tch::Kind::Float, tch::Device::Cpu));
+    // c1 c2 bn1 p1 frozen: c3 is the first trainable layer.
+    let loss = net.forward_frozen(&x, true, 4, true).sum(tch::Kind::Float);
+    loss.backward();
+    let vars = vs.variables();
+    for n in ["c1.weight", "c2.weight", "bn1.weight"] {
+        assert!(!vars[n].grad().defined(), "{n} got a gradient");
+    }
+    for n in ["c3.weight", "fc1.weight", "logits.weight"] {
+        assert!(vars[n].grad().defined(), "{n} got no gradient");
+    }
+}
+
+#[test]
+fn adaptive_and_bad_schedules_are_refused() {
+    let e = Config::parse("[freeze]\nschedule = \"adaptive\"\n", "x.toml", &[]).unwrap_err().to_string();
+    assert!(e.contains("x.toml:2: freeze.schedule") && e.contains("not implemented"), "{e}");
+    let e = Config::parse("[freeze]\nschedule = \"linear\"\nstart = 0.8\nend = 0.5\n", "x.toml", &[]).unwrap_err().to_string();
+    assert!(e.contains("freeze.start"), "{e}");
+    let e = Config::parse("[freeze]\nschedule = \"explicit\"\n", "x.toml", &[]).unwrap_err().to_string();
+    assert!(e.contains("freeze.at"), "{e}");
+    let mut c = tiny("");
+    c.freeze.at[0].layer = "c9".into();
+    let tmp = tempfile::tempdir().unwrap();
+    let e = svcca::train::train(c, tmp.path()).unwrap_err().to_string();
+    assert!(e.contains("no layer 'c9'"), "{e}");
+}
+
+#[test]
+fn experiment_compares_base_and_freeze_over_seeds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = tiny("");
+    c.train.steps = Some(20);
+    c.checkpoints.every = 20;
+    let s = svcca::experiment::freeze(c.clone(), &[0, 1], tmp.path()).unwrap();
+    assert_eq!(s.seeds, [0, 1]);
+    assert!(s.backward_saved > 0.0 && s.base.acc_mean > 0.0 && s.freeze.acc_mean > 0.0);
+    let runs = std::fs::read_to_string(tmp.path().join("runs.csv")).unwrap();
+    assert_eq!(runs.lines().count(), 5, "{runs}");
+    assert!(runs.lines().nth(1).unwrap().starts_with("base,0,") && runs.lines().nth(4).unwrap().starts_with("freeze,1,"));
+    // Same seed, same start: base and freeze runs begin from the same weights.
+    let (b, f) = (ckpt(&tmp.path().join("base/seed-1"), 0), ckpt(&tmp.path().join("freeze/seed-1"), 0));
+    assert!(same(&b, &f, "model.c1.weight"));
+    assert!(!tmp.path().join("base/seed-0/freeze.csv").exists() && tmp.path().join("freeze/seed-0/freeze.csv").exists());
+    let curves = std::fs::read_to_string(tmp.path().join("curves.csv")).unwrap();
+    assert_eq!(curves.lines().map(|l| l.split(',').next().unwrap()).collect::<Vec<_>>(), ["step", "0", "10", "20"]);
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tmp.path().join("summary.json")).unwrap()).unwrap();
+    assert!(json["wall_saved"].is_number() && json["freeze"]["acc_std"].is_number());
+    for f in ["summary.csv", "plots/accuracy.png", "plots/accuracy.svg"] {
+        assert!(tmp.path().join(f).metadata().unwrap().len() > 100, "{f}");
+    }
+    // A config without a schedule is refused.
+    c.freeze = Default::default();
+    let e = svcca::experiment::freeze(c, &[0], &tmp.path().join("x")).unwrap_err();
+    assert!(e.downcast_ref::<svcca::error::InputError>().is_some(), "{e}");
+}
+
+#[test]
+fn cli_refuses_a_config_without_a_schedule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("plain.toml");
+    std::fs::write(&cfg, "[train]\ndevice = \"cpu\"\nsteps = 2\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_svcca"))
+        .args(["experiment", "freeze", cfg.to_str().unwrap(), "--seeds", "2", "--out", tmp.path().join("o").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("freeze.schedule"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_svcca")).args(["experiment", "freeze", "x.toml", "--seeds", "0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn ready_freeze_configs_parse() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let names = ["synthetic_freeze", "fashion_mnist_freeze", "cifar10_convnet_freeze", "cifar10_resnet20_freeze"];
+    for n in names {
+        let c = Config::load(&dir.join(format!("{n}.toml")), &[]).unwrap();
+        assert_eq!(c.freeze.schedule, svcca::config::FreezeSchedule::Linear, "{n}");
+    }
+}
