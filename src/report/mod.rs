@@ -214,17 +214,35 @@ fn curves<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &Dynamics) -> an
         let c = colour(Some(0.9 * i as f64 / (n - 1) as f64));
         let points: Vec<(f64, f64)> =
             d.steps.iter().filter_map(|r| r.matrix.get(i)?.get(i).copied().flatten().map(|v| (r.step as f64, v))).collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))
-            .map_err(err)?
-            .label(layer.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3)));
-        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, c.filled()))).map_err(err)?;
+        line_with_markers(&mut chart, points, c, layer.clone())?;
     }
+    legend(&mut chart, 13)
+}
+
+type LineChart<'a, DB> = ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+
+/// One labelled series: a line through `points` with a dot at each.
+fn line_with_markers<'a, DB: DrawingBackend + 'a>(
+    chart: &mut LineChart<'a, DB>,
+    points: Vec<(f64, f64)>,
+    c: RGBColor,
+    label: String,
+) -> anyhow::Result<()> {
+    chart
+        .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))
+        .map_err(err)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3)));
+    chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, c.filled()))).map_err(err)?;
+    Ok(())
+}
+
+/// The series labels, lower right, on a light box.
+fn legend<'a, DB: DrawingBackend + 'a>(chart: &mut LineChart<'a, DB>, font_size: u32) -> anyhow::Result<()> {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::LowerRight)
-        .label_font(("sans-serif", 13))
+        .label_font(("sans-serif", font_size))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
@@ -277,20 +295,7 @@ fn freeze_curves<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, points: &[cr
         band.extend(points.iter().rev().map(|p| (p.step as f64, 100.0 * (pick(p).0 - pick(p).1))));
         chart.draw_series(std::iter::once(Polygon::new(band, c.mix(0.2).filled()))).map_err(err)?;
         let line: Vec<(f64, f64)> = points.iter().map(|p| (p.step as f64, 100.0 * pick(p).0)).collect();
-        chart
-            .draw_series(LineSeries::new(line.clone(), c.stroke_width(2)))
-            .map_err(err)?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3)));
-        chart.draw_series(line.into_iter().map(|p| Circle::new(p, 3, c.filled()))).map_err(err)?;
+        line_with_markers(&mut chart, line, c, name.to_string())?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .label_font(("sans-serif", 14))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
-    Ok(())
+    legend(&mut chart, 14)
 }
