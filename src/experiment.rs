@@ -65,7 +65,7 @@ pub fn mean_std(v: &[f64]) -> (f64, f64) {
 }
 
 /// `(step, test_acc)` of the rows with a test accuracy, and the last wall-clock.
-fn read_metrics(run: &Path) -> anyhow::Result<(Vec<(u64, f64)>, f64)> {
+pub fn read_metrics(run: &Path) -> anyhow::Result<(Vec<(u64, f64)>, f64)> {
     let path = run.join(crate::train::metrics::FILE);
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut acc = Vec::new();

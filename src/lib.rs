@@ -19,6 +19,8 @@ pub mod example_pair;
 pub mod experiment;
 pub mod model;
 pub mod npy;
+pub mod preempt;
 pub mod report;
 pub mod similarity;
+pub mod sweep;
 pub mod train;

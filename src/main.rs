@@ -2,6 +2,7 @@ use clap::Parser;
 use std::process::ExitCode;
 use svcca::cli::Cli;
 use svcca::error::InputError;
+use svcca::preempt::{Preempted, EXIT_STATUS};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -18,6 +19,11 @@ fn main() -> ExitCode {
         Err(e) if e.is::<InputError>() => {
             eprintln!("error: {e}");
             ExitCode::from(2)
+        }
+        // State saved on SIGUSR1/SIGTERM: the batch script requeues on this status.
+        Err(e) if e.is::<Preempted>() => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_STATUS)
         }
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -121,8 +121,119 @@ pub fn run_config(run: &Path) -> anyhow::Result<Config> {
     Ok(Config::load(&path, &[])?)
 }
 
+/// An analysis about to run: the run's config, where the activations come from, the
+/// steps analysed, and the settings (already checked against the folder's).
+pub(crate) struct Plan {
+    pub config: Config,
+    pub device: Device,
+    pub total: u64,
+    pub layers: Vec<String>,
+    source: Source,
+    pub steps: Vec<u64>,
+    pub settings: Settings,
+    /// `RUN/analysis`.
+    pub dir: PathBuf,
+    /// "checkpoints" or "stored activations".
+    pub what: &'static str,
+}
+
+impl Plan {
+    /// The activations of `layers` at `step`.
+    pub fn activations(&mut self, step: u64, layers: &[String]) -> anyhow::Result<Vec<Tensor>> {
+        self.source.activations(step, layers)
+    }
+
+    /// Where step `s`'s results are kept.
+    pub fn step_path(&self, s: u64) -> PathBuf {
+        self.dir.join("steps").join(format!("step-{s:08}.json"))
+    }
+
+    pub fn baseline_path(&self) -> PathBuf {
+        self.dir.join("shuffled.json")
+    }
+
+    /// The shuffled baseline of one layer: its final activations against themselves
+    /// with the probe's datapoints permuted (the same permutation for every layer).
+    pub fn shuffled(&self, finals: &Tensor) -> Option<f64> {
+        let n = finals.size()[0] as usize;
+        let perm = Tensor::from_slice(&Rng::stream(self.config.analysis.seed, &[0x73687566]).permutation(n)).to_device(self.device);
+        pair(finals, &finals.index_select(0, &perm), &self.config)
+    }
+
+    /// One row of a step's matrix: layer activations `x` against each final layer.
+    pub fn row(&self, x: &Tensor, finals: &[Tensor], bar: &indicatif::ProgressBar) -> Vec<Option<f64>> {
+        finals
+            .iter()
+            .map(|f| {
+                let v = pair(x, f, &self.config);
+                bar.inc(1);
+                v
+            })
+            .collect()
+    }
+}
+
 /// Analyses the run in `run` on `device` (default: the config's training device).
 pub fn analyze(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<AnalyzeSummary> {
+    let mut plan = plan(run, device)?;
+    let (total, layers) = (plan.total, plan.layers.clone());
+    let steps = plan.steps.clone();
+    let todo: Vec<u64> = steps.iter().copied().filter(|&s| !plan.step_path(s).exists()).collect();
+    let baseline_path = plan.baseline_path();
+    let (mut seconds_recording, mut seconds_analysing) = (0.0, 0.0);
+    let computed = todo.len();
+    if !todo.is_empty() || !baseline_path.exists() {
+        tracing::info!(
+            "analysing {} of {} checkpoints ({} layers, {} pairs each) from {}",
+            todo.len(),
+            steps.len(),
+            layers.len(),
+            layers.len() * layers.len(),
+            plan.what
+        );
+        let t = Instant::now();
+        let finals = plan.activations(total, &layers)?;
+        seconds_recording += t.elapsed().as_secs_f64();
+        record::warn_if_small(finals[0].size()[0] as usize, &layers, &finals);
+        if !baseline_path.exists() {
+            let t = Instant::now();
+            let shuffled: Vec<Option<f64>> = finals.iter().map(|f| plan.shuffled(f)).collect();
+            write_json_atomic(&baseline_path, &shuffled)?;
+            seconds_analysing += t.elapsed().as_secs_f64();
+        }
+        let bar = comparisons_bar((todo.len() * layers.len() * layers.len()) as u64);
+        for &step in &todo {
+            crate::preempt::check(|| format!("while analysing {} (steps done so far are kept)", run.display()))?;
+            bar.set_message(format!("step {step}"));
+            let t = Instant::now();
+            let acts = if step == total { finals.iter().map(Tensor::shallow_clone).collect() } else { plan.activations(step, &layers)? };
+            seconds_recording += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let matrix: Vec<Vec<Option<f64>>> = acts.iter().map(|x| plan.row(x, &finals, &bar)).collect();
+            let seconds = t.elapsed().as_secs_f64();
+            seconds_analysing += seconds;
+            let result = StepResult { step, fraction: step as f64 / total as f64, layers: layers.clone(), matrix, seconds };
+            write_json_atomic(&plan.step_path(step), &result)?;
+        }
+        bar.finish_and_clear();
+    }
+    let dynamics = tables(&plan)?;
+    Ok(AnalyzeSummary { dir: plan.dir, dynamics, computed, skipped: steps.len() - computed, seconds_recording, seconds_analysing })
+}
+
+/// A progress bar over `n` comparisons.
+pub(crate) fn comparisons_bar(n: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(n);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} comparisons {msg} [{elapsed_precise} < {eta_precise}]")
+            .expect("a valid template"),
+    );
+    bar
+}
+
+/// Reads a run folder for analysis: its config, network, activations and the steps to
+/// analyse; writes `analysis/settings.json`, or refuses a folder analysed otherwise.
+pub(crate) fn plan(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<Plan> {
     let config = run_config(run)?;
     let a = &config.analysis;
     let device = device.unwrap_or(config.train.device).resolve()?;
@@ -139,7 +250,7 @@ pub fn analyze(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<Analy
         model::build(&vs.root(), &config.model, data.shape, data.classes)?
     };
     let layers = store::layers(&config, &net)?;
-    let mut source = match a.mode {
+    let source = match a.mode {
         ActivationMode::Replay => {
             let sgd = Sgd::new(&vs, config.train.momentum, config.train.nesterov, config.train.weight_decay);
             let probe = Probe::new(&data, a);
@@ -193,75 +304,31 @@ pub fn analyze(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<Analy
         write_json_atomic(&settings_path, &settings)?;
     }
 
-    let step_path = |s: u64| steps_dir.join(format!("step-{s:08}.json"));
-    let todo: Vec<u64> = steps.iter().copied().filter(|&s| !step_path(s).exists()).collect();
-    let baseline_path = dir.join("shuffled.json");
-    let (mut seconds_recording, mut seconds_analysing) = (0.0, 0.0);
-    let computed = todo.len();
-    if !todo.is_empty() || !baseline_path.exists() {
-        tracing::info!(
-            "analysing {} of {} checkpoints ({} layers, {} pairs each) from {what}",
-            todo.len(),
-            steps.len(),
-            layers.len(),
-            layers.len() * layers.len()
-        );
-        let t = Instant::now();
-        let finals = source.activations(total, &layers)?;
-        seconds_recording += t.elapsed().as_secs_f64();
-        record::warn_if_small(finals[0].size()[0] as usize, &layers, &finals);
-        if !baseline_path.exists() {
-            let t = Instant::now();
-            let n = finals[0].size()[0] as usize;
-            let perm = Tensor::from_slice(&Rng::stream(a.seed, &[0x73687566]).permutation(n)).to_device(device);
-            let shuffled: Vec<Option<f64>> = finals.iter().map(|f| pair(f, &f.index_select(0, &perm), &config)).collect();
-            write_json_atomic(&baseline_path, &shuffled)?;
-            seconds_analysing += t.elapsed().as_secs_f64();
-        }
-        let bar = indicatif::ProgressBar::new((todo.len() * layers.len() * layers.len()) as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} comparisons {msg} [{elapsed_precise} < {eta_precise}]")
-                .expect("a valid template"),
-        );
-        for &step in &todo {
-            bar.set_message(format!("step {step}"));
-            let t = Instant::now();
-            let acts = if step == total { finals.iter().map(Tensor::shallow_clone).collect() } else { source.activations(step, &layers)? };
-            seconds_recording += t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            let mut matrix = Vec::with_capacity(layers.len());
-            for x in &acts {
-                let mut row = Vec::with_capacity(layers.len());
-                for f in &finals {
-                    row.push(pair(x, f, &config));
-                    bar.inc(1);
-                }
-                matrix.push(row);
-            }
-            let seconds = t.elapsed().as_secs_f64();
-            seconds_analysing += seconds;
-            let result = StepResult { step, fraction: step as f64 / total as f64, layers: layers.clone(), matrix, seconds };
-            write_json_atomic(&step_path(step), &result)?;
-        }
-        bar.finish_and_clear();
-    }
+    Ok(Plan { config, device, total, layers, source, steps, settings, dir, what })
+}
+
+/// Builds the tables from the per-step results on disk (all of them must be there):
+/// `dynamics.json` and the CSVs of [`write_tables`].
+pub(crate) fn tables(plan: &Plan) -> anyhow::Result<Dynamics> {
     let mut results = Vec::new();
-    for &s in &steps {
-        let path = step_path(s);
+    for &s in &plan.steps {
+        let path = plan.step_path(s);
         let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
         results.push(serde_json::from_str::<StepResult>(&text).map_err(|e| InputError::new(format!("{}: {e}", path.display())))?);
     }
+    let baseline_path = plan.baseline_path();
     let shuffled: Vec<Option<f64>> = serde_json::from_str(&std::fs::read_to_string(&baseline_path)?)
         .map_err(|e| InputError::new(format!("{}: {e}", baseline_path.display())))?;
     let init = results.iter().find(|r| r.step == 0);
-    let baseline = layers
+    let baseline = plan
+        .layers
         .iter()
         .enumerate()
         .map(|(i, l)| Baseline { layer: l.clone(), shuffled: shuffled.get(i).copied().flatten(), init: init.and_then(|r| r.matrix[i][i]) })
         .collect();
-    let dynamics = Dynamics { settings, steps: results, baseline };
-    write_tables(&dir, &dynamics)?;
-    Ok(AnalyzeSummary { dir, dynamics, computed, skipped: steps.len() - computed, seconds_recording, seconds_analysing })
+    let dynamics = Dynamics { settings: plan.settings.clone(), steps: results, baseline };
+    write_tables(&plan.dir, &dynamics)?;
+    Ok(dynamics)
 }
 
 /// Every `nth` step, and always the first and the last.

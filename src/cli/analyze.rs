@@ -16,10 +16,31 @@ pub struct AnalyzeArgs {
     /// Tables only: skip the plots.
     #[arg(long)]
     no_plots: bool,
+    /// Compute only share I of N (0-based) of the (checkpoint, layer) work, e.g. 0/4 (an
+    /// array task: I/N = $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); the shard that
+    /// completes the work merges it into the tables.
+    #[arg(long, value_name = "I/N", conflicts_with = "merge")]
+    shard: Option<crate::analysis::shard::Shard>,
+    /// Merge the shards' results into the tables (refused while some are missing).
+    #[arg(long)]
+    merge: bool,
 }
 
 impl AnalyzeArgs {
     pub fn run(self) -> anyhow::Result<()> {
+        crate::preempt::install()?;
+        if let Some(shard) = self.shard {
+            let s = analysis::shard::analyze_shard(&self.run, self.device, shard)?;
+            println!("{}: shard {}/{}: {} units computed, {} already done; {} units of all shards missing", self.run.display(), shard.index, shard.count, s.computed, s.skipped, s.missing);
+            return match s.merged {
+                Some(a) => report(&self.run, a, !self.no_plots).map(|_| ()),
+                None => Ok(()),
+            };
+        }
+        if self.merge {
+            let a = analysis::shard::merge(&self.run, self.device)?;
+            return report(&self.run, a, !self.no_plots).map(|_| ());
+        }
         analyze_and_plot(&self.run, self.device, !self.no_plots).map(|_| ())
     }
 }
@@ -32,9 +53,10 @@ pub struct RunArgs {
 
 impl RunArgs {
     pub fn run(self) -> anyhow::Result<()> {
+        crate::preempt::install()?;
         let began = Instant::now();
         let t = self.train;
-        let s = crate::train::run(&t.config, &t.set, t.out, t.device)?;
+        let s = crate::train::run(&t.config, &t.set, t.out, t.device, t.variant)?;
         let trained = began.elapsed().as_secs_f64();
         println!("{}: {} steps, test accuracy {:.2}% ({trained:.1}s)", s.out.display(), s.steps, 100.0 * s.test_acc);
         let a = analyze_and_plot(&s.out, t.device, true)?;
@@ -50,7 +72,11 @@ impl RunArgs {
 }
 
 fn analyze_and_plot(run: &Path, device: Option<DeviceChoice>, plots: bool) -> anyhow::Result<AnalyzeSummary> {
-    let a = analysis::analyze(run, device)?;
+    report(run, analysis::analyze(run, device)?, plots)
+}
+
+/// Prints an analysis's summary and draws its plots.
+fn report(run: &Path, a: AnalyzeSummary, plots: bool) -> anyhow::Result<AnalyzeSummary> {
     println!(
         "{}: {} checkpoints analysed ({} now, {} already done) in {:.1}s recording + {:.1}s comparing",
         a.dir.display(),

@@ -4,6 +4,7 @@ mod analyze;
 mod compare;
 mod example;
 mod experiment;
+mod sweep;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +33,9 @@ enum Command {
     /// Experiments across runs: `svcca experiment freeze CONFIG --seeds 3`.
     #[command(subcommand)]
     Experiment(experiment::ExperimentCommand),
+    /// Sweeps over config values ([sweep] table): list the variants, submit them as a
+    /// Slurm job array, report over seeds.
+    Sweep(sweep::SweepArgs),
     /// Datasets: `svcca data fetch cifar10 --dir DIR`.
     #[command(subcommand)]
     Data(train::DataCommand),
@@ -47,6 +51,7 @@ impl Cli {
             Command::Analyze(args) => args.run(),
             Command::Run(args) => args.run(),
             Command::Experiment(cmd) => cmd.run(),
+            Command::Sweep(args) => args.run(),
         }
     }
 }

@@ -19,11 +19,16 @@ pub struct TrainArgs {
     /// Overrides one config key, e.g. --set train.steps=20 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub(super) set: Vec<String>,
+    /// A config with a [sweep]: the variant to run (default: $SLURM_ARRAY_TASK_ID);
+    /// --out is then the sweep's folder. `svcca sweep CONFIG --list` lists them.
+    #[arg(long, value_name = "I")]
+    pub(super) variant: Option<usize>,
 }
 
 impl TrainArgs {
     pub fn run(self) -> anyhow::Result<()> {
-        let s = crate::train::run(&self.config, &self.set, self.out, self.device)?;
+        crate::preempt::install()?;
+        let s = crate::train::run(&self.config, &self.set, self.out, self.device, self.variant)?;
         println!(
             "{}: {} steps{}, test accuracy {:.2}% (loss {:.4})",
             s.out.display(),

@@ -25,6 +25,10 @@ pub struct Config {
     pub checkpoints: CheckpointConfig,
     pub analysis: AnalysisConfig,
     pub freeze: FreezeConfig,
+    /// `[sweep]`: lists of values for config keys, one run per variant (see
+    /// `crate::sweep`). A variant's config has none, so neither has a run folder's.
+    #[serde(default, skip_serializing)]
+    pub sweep: Option<toml::Table>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -253,25 +253,41 @@ fn legend<'a, DB: DrawingBackend + 'a>(chart: &mut LineChart<'a, DB>, font_size:
 /// `svcca experiment freeze`: test accuracy against step for base and freeze training,
 /// mean over seeds with a ±1 std band, as `accuracy.png` and `accuracy.svg` in `dir`.
 pub fn freeze_plot(dir: &Path, points: &[crate::experiment::CurvePoint]) -> anyhow::Result<Vec<PathBuf>> {
+    let pick = |f: fn(&crate::experiment::CurvePoint) -> (f64, f64)| points.iter().map(|p| (p.step, f(p).0, f(p).1)).collect();
+    let series = [("base".to_string(), pick(|p| p.base)), ("freeze".to_string(), pick(|p| p.freeze))];
+    accuracy_plot(dir, "test accuracy: normal vs freeze training (mean ± std over seeds)", &series)
+}
+
+/// A labelled accuracy curve: `(step, mean, std)` points.
+pub type Band = (String, Vec<(u64, f64, f64)>);
+
+/// Test accuracy against step, one line per series with a ±1 std band, as `accuracy.png`
+/// and `accuracy.svg` in `dir`.
+pub fn accuracy_plot(dir: &Path, title: &str, series: &[Band]) -> anyhow::Result<Vec<PathBuf>> {
     register_font();
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let size = (1000, 620);
     Ok(vec![
-        png(&dir.join("accuracy.png"), size, |a| freeze_curves(a, points))?,
-        svg(&dir.join("accuracy.svg"), size, |a| freeze_curves(a, points))?,
+        png(&dir.join("accuracy.png"), size, |a| accuracy_curves(a, title, series))?,
+        svg(&dir.join("accuracy.svg"), size, |a| accuracy_curves(a, title, series))?,
     ])
 }
 
-fn freeze_curves<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, points: &[crate::experiment::CurvePoint]) -> anyhow::Result<()> {
-    let last = points.last().map_or(1, |p| p.step).max(1) as f64;
-    let lo = points
+/// Series colours: the first two as the freeze comparison has always drawn them.
+const SERIES: [RGBColor; 6] =
+    [RGBColor(59, 81, 139), RGBColor(214, 96, 39), RGBColor(46, 139, 87), RGBColor(148, 52, 110), RGBColor(120, 120, 120), RGBColor(190, 160, 20)];
+
+fn accuracy_curves<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, series: &[Band]) -> anyhow::Result<()> {
+    let last = series.iter().flat_map(|s| s.1.last()).map(|p| p.0).max().unwrap_or(1).max(1) as f64;
+    let lo = series
         .iter()
-        .filter(|p| p.step as f64 >= 0.1 * last)
-        .flat_map(|p| [p.base.0 - p.base.1, p.freeze.0 - p.freeze.1])
+        .flat_map(|s| s.1.iter())
+        .filter(|p| p.0 as f64 >= 0.1 * last)
+        .map(|p| p.1 - p.2)
         .fold(1.0f64, f64::min);
     let y0 = ((lo * 100.0 - 2.0).floor() / 100.0).clamp(0.0, 0.99);
     let mut chart = ChartBuilder::on(root)
-        .caption("test accuracy: normal vs freeze training (mean ± std over seeds)", ("sans-serif", 22))
+        .caption(title, ("sans-serif", 22))
         .margin(15)
         .x_label_area_size(50)
         .y_label_area_size(60)
@@ -287,15 +303,13 @@ fn freeze_curves<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, points: &[cr
         .light_line_style(WHITE.mix(0.0))
         .draw()
         .map_err(err)?;
-    type Pick = fn(&crate::experiment::CurvePoint) -> (f64, f64);
-    let series: [(&str, RGBColor, Pick); 2] =
-        [("base", RGBColor(59, 81, 139), |p| p.base), ("freeze", RGBColor(214, 96, 39), |p| p.freeze)];
-    for (name, c, pick) in series {
-        let mut band: Vec<(f64, f64)> = points.iter().map(|p| (p.step as f64, 100.0 * (pick(p).0 + pick(p).1))).collect();
-        band.extend(points.iter().rev().map(|p| (p.step as f64, 100.0 * (pick(p).0 - pick(p).1))));
+    for (i, (name, points)) in series.iter().enumerate() {
+        let c = SERIES[i % SERIES.len()];
+        let mut band: Vec<(f64, f64)> = points.iter().map(|p| (p.0 as f64, 100.0 * (p.1 + p.2))).collect();
+        band.extend(points.iter().rev().map(|p| (p.0 as f64, 100.0 * (p.1 - p.2))));
         chart.draw_series(std::iter::once(Polygon::new(band, c.mix(0.2).filled()))).map_err(err)?;
-        let line: Vec<(f64, f64)> = points.iter().map(|p| (p.step as f64, 100.0 * pick(p).0)).collect();
-        line_with_markers(&mut chart, line, c, name.to_string())?;
+        let line: Vec<(f64, f64)> = points.iter().map(|p| (p.0 as f64, 100.0 * p.1)).collect();
+        line_with_markers(&mut chart, line, c, name.clone())?;
     }
     legend(&mut chart, 14)
 }

@@ -40,6 +40,35 @@ pub struct Meta {
     pub step: u64,
     pub seed: u64,
     pub wall_seconds: f64,
+    /// Train statistics since the last metrics row: only in a checkpoint written between
+    /// rows (on a signal, see `crate::preempt`); regular checkpoints fall on a row.
+    pub window: Option<Window>,
+}
+
+/// The running sums behind the next metrics row's train loss and accuracy.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Window {
+    /// The float32 sum of the batch losses, kept exact.
+    pub loss_sum: f32,
+    pub correct: i64,
+    pub seen: u64,
+}
+
+/// Whether `step` is on the checkpoint schedule (`every`, the end, the start); any other
+/// checkpoint was written on a signal and is removed once a later scheduled one exists,
+/// so that it neither shows up in the analysis nor counts against `keep_last`.
+pub fn scheduled(step: u64, every: u64, total: u64) -> bool {
+    step == 0 || step % every == 0 || step == total
+}
+
+/// Removes the unscheduled checkpoints before `step`.
+pub fn remove_unscheduled(dir: &Path, step: u64, every: u64, total: u64) -> anyhow::Result<()> {
+    for (s, path) in list(dir) {
+        if s < step && !scheduled(s, every, total) {
+            std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 pub fn save(dir: &Path, vs: &VarStore, sgd: &Sgd, meta: Meta) -> anyhow::Result<PathBuf> {
@@ -49,6 +78,11 @@ pub fn save(dir: &Path, vs: &VarStore, sgd: &Sgd, meta: Meta) -> anyhow::Result<
     tensors.push(("meta.step".into(), Tensor::from_slice(&[meta.step as i64])));
     tensors.push(("meta.seed".into(), Tensor::from_slice(&[meta.seed as i64])));
     tensors.push(("meta.wall_seconds".into(), Tensor::from_slice(&[meta.wall_seconds])));
+    if let Some(w) = meta.window {
+        tensors.push(("meta.window_loss_sum".into(), Tensor::from_slice(&[w.loss_sum])));
+        tensors.push(("meta.window_correct".into(), Tensor::from_slice(&[w.correct])));
+        tensors.push(("meta.window_seen".into(), Tensor::from_slice(&[w.seen as i64])));
+    }
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let path = dir.join(file_name(meta.step));
     let tmp = tempfile::Builder::new().prefix(".step-").suffix(".tmp").tempfile_in(dir)?;
@@ -85,7 +119,11 @@ pub fn load(path: &Path, vs: &VarStore, sgd: &mut Sgd) -> anyhow::Result<Meta> {
         bail!("{}: no meta.step or meta.seed", path.display());
     };
     let wall_seconds = saved.get("meta.wall_seconds").map_or(0.0, |t| t.double_value(&[0]));
-    Ok(Meta { step: step as u64, seed: seed as u64, wall_seconds })
+    let window = match (saved.get("meta.window_loss_sum"), int("meta.window_correct"), int("meta.window_seen")) {
+        (Some(l), Some(correct), Some(seen)) => Some(Window { loss_sum: l.double_value(&[0]) as f32, correct, seen: seen as u64 }),
+        _ => None,
+    };
+    Ok(Meta { step: step as u64, seed: seed as u64, wall_seconds, window })
 }
 
 /// Removes all but the newest `keep` checkpoints.

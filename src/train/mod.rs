@@ -45,17 +45,14 @@ pub struct Summary {
 }
 
 /// `svcca train`: `config` with `overrides` applied, into `out` (default
-/// `runs/<config name>`), on `device` (default: the config's).
-pub fn run(config_path: &Path, overrides: &[String], out: Option<PathBuf>, device: Option<DeviceChoice>) -> anyhow::Result<Summary> {
+/// `runs/<config name>`), on `device` (default: the config's). A config with a `[sweep]`
+/// trains its variant `variant` (see `crate::sweep::resolve`).
+pub fn run(config_path: &Path, overrides: &[String], out: Option<PathBuf>, device: Option<DeviceChoice>, variant: Option<usize>) -> anyhow::Result<Summary> {
     let mut overrides = overrides.to_vec();
     if let Some(d) = device {
         overrides.push(format!("train.device=\"{}\"", format!("{d:?}").to_lowercase()));
     }
-    let config = Config::load(config_path, &overrides)?;
-    let out = out.unwrap_or_else(|| {
-        let stem = config_path.file_stem().map_or("run".into(), |s| s.to_string_lossy().into_owned());
-        PathBuf::from("runs").join(stem)
-    });
+    let (config, out) = crate::sweep::resolve(config_path, &overrides, out, variant)?;
     train(config, &out)
 }
 
@@ -107,13 +104,13 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
     let per_epoch = order.steps_per_epoch() as f64;
 
     let latest = checkpoint::list(&ckpt_dir).pop();
-    let (start, wall_before) = match &latest {
+    let (start, wall_before, window_before) = match &latest {
         Some((_, path)) => {
             let meta = checkpoint::load(path, &vs, &mut sgd)?;
             tracing::info!("resuming from {} (step {})", path.display(), meta.step);
-            (meta.step, meta.wall_seconds)
+            (meta.step, meta.wall_seconds, meta.window.unwrap_or_default())
         }
-        None => (0, 0.0),
+        None => (0, 0.0, checkpoint::Window::default()),
     };
     let mut metrics = Metrics::open(out, latest.as_ref().map(|(s, _)| *s))?;
     // `store` mode: activations on the probe set at every checkpoint (see analysis::store).
@@ -122,7 +119,11 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
         ActivationMode::Replay => None,
     };
     if let (Some(r), Some((s, _))) = (&recorder, &latest) {
-        r.save(&net, *s)?; // in case the run stopped between a checkpoint and its activations
+        // In case the run stopped between a checkpoint and its activations (a checkpoint
+        // written on a signal has none: it is not analysed).
+        if checkpoint::scheduled(*s, config.checkpoints.every, total) {
+            r.save(&net, *s)?;
+        }
     }
     if start >= total {
         let (test_loss, test_acc) = evaluate(&net, &data, t.eval_batch_size);
@@ -132,7 +133,7 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
     if latest.is_none() && config.checkpoints.at_start {
         let test = evaluate(&net, &data, t.eval_batch_size);
         metrics.append(&Row { step: 0, lr: schedule::learning_rate(t, 0, total), test: Some(test), ..Default::default() })?;
-        checkpoint::save(&ckpt_dir, &vs, &sgd, Meta { step: 0, seed: t.seed, wall_seconds: 0.0 })?;
+        checkpoint::save(&ckpt_dir, &vs, &sgd, Meta { step: 0, seed: t.seed, wall_seconds: 0.0, window: None })?;
         if let Some(r) = &recorder {
             r.save(&net, 0)?;
         }
@@ -142,7 +143,13 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
     let bar = progress_bar(start, total);
     let began = Instant::now();
     let mut window = (Instant::now(), 0u64); // for images/s on the bar
-    let (mut loss_sum, mut correct, mut seen) = (Tensor::zeros([], (Kind::Float, device)), Tensor::zeros([], (Kind::Int64, device)), 0u64);
+    // A resume from a checkpoint written between metrics rows (on a signal) continues
+    // that row's train statistics.
+    let (mut loss_sum, mut correct, mut seen) = (
+        Tensor::from(window_before.loss_sum).to_device(device),
+        Tensor::from(window_before.correct).to_device(device),
+        window_before.seen,
+    );
     let mut last = (f64::NAN, f64::NAN);
     if plan.is_active() {
         plan.write(out, start)?;
@@ -201,10 +208,11 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
                 });
             }
             if save_now {
-                checkpoint::save(&ckpt_dir, &vs, &sgd, Meta { step: done, seed: t.seed, wall_seconds: wall })?;
+                checkpoint::save(&ckpt_dir, &vs, &sgd, Meta { step: done, seed: t.seed, wall_seconds: wall, window: None })?;
                 if let Some(r) = &recorder {
                     bar.suspend(|| r.save(&net, done))?;
                 }
+                checkpoint::remove_unscheduled(&ckpt_dir, done, config.checkpoints.every, total)?;
                 if let Some(k) = config.checkpoints.keep_last {
                     checkpoint::prune(&ckpt_dir, k)?;
                 }
@@ -214,6 +222,16 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
             loss_sum = Tensor::zeros([], (Kind::Float, device));
             correct = Tensor::zeros([], (Kind::Int64, device));
             seen = 0;
+        }
+        if let Some(signal) = crate::preempt::requested().filter(|_| done < total) {
+            bar.finish_and_clear();
+            if !save_now {
+                let window = checkpoint::Window { loss_sum: loss_sum.double_value(&[]) as f32, correct: correct.int64_value(&[]), seen };
+                let wall = wall_before + began.elapsed().as_secs_f64();
+                checkpoint::save(&ckpt_dir, &vs, &sgd, Meta { step: done, seed: t.seed, wall_seconds: wall, window: Some(window) })?;
+            }
+            tracing::info!("{signal}: checkpoint at step {done} of {total} written to {}", ckpt_dir.display());
+            return Err(crate::preempt::Preempted { signal, at: format!("at step {done} of {total}") }.into());
         }
     }
     bar.finish_and_clear();

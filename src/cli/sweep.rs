@@ -1,0 +1,113 @@
+//! `svcca sweep CONFIG --list | --submit [--dry-run] | --report`
+
+use crate::sweep::{report, slurm, Sweep};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// Config with a [sweep] table.
+    config: PathBuf,
+    /// Print the variants: index, values, run folder (the default action).
+    #[arg(long)]
+    list: bool,
+    /// Write OUT/slurm/sweep.sbatch (a job array, one task per variant) and submit it.
+    #[arg(long)]
+    submit: bool,
+    /// With --submit: write and print the script, but do not submit it.
+    #[arg(long, requires = "submit")]
+    dry_run: bool,
+    /// Aggregate the finished variants over seeds into OUT/report/.
+    #[arg(long)]
+    report: bool,
+    /// The sweep's folder (default: sweep.out, else runs/<config name>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Overrides one config key for every variant, e.g. --set train.steps=20 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// sbatch template to fill in instead of the built-in scripts/slurm/sweep.sbatch.
+    #[arg(long, value_name = "FILE")]
+    template: Option<PathBuf>,
+    /// sbatch --time (overrides sweep.slurm.time), e.g. 02:00:00.
+    #[arg(long)]
+    time: Option<String>,
+    /// GPUs per task: --gres=gpu:N (overrides sweep.slurm.gpus).
+    #[arg(long)]
+    gpus: Option<u32>,
+    /// sbatch --cpus-per-task (overrides sweep.slurm.cpus_per_task).
+    #[arg(long)]
+    cpus_per_task: Option<u32>,
+    /// sbatch --mem, e.g. 16G (overrides sweep.slurm.mem).
+    #[arg(long)]
+    mem: Option<String>,
+    /// sbatch --partition (overrides sweep.slurm.partition).
+    #[arg(long)]
+    partition: Option<String>,
+    /// At most this many tasks at once: --array=0-N%CAP (overrides sweep.slurm.max_parallel).
+    #[arg(long)]
+    max_parallel: Option<usize>,
+    /// SIGUSR1 this many seconds before the time limit (overrides sweep.slurm.signal_seconds).
+    #[arg(long)]
+    signal_seconds: Option<u64>,
+    /// Another sbatch option, verbatim, e.g. --sbatch=--account=abc (repeatable).
+    #[arg(long = "sbatch", value_name = "OPTION", allow_hyphen_values = true)]
+    sbatch: Vec<String>,
+}
+
+impl SweepArgs {
+    pub fn run(self) -> anyhow::Result<()> {
+        let sweep = Sweep::load(&self.config, &self.set, self.out.clone())?;
+        if self.submit {
+            let mut o = slurm::Options::from_sweep(&sweep)?;
+            o.time = self.time.or(o.time);
+            o.gpus = self.gpus.or(o.gpus);
+            o.cpus_per_task = self.cpus_per_task.or(o.cpus_per_task);
+            o.mem = self.mem.or(o.mem);
+            o.partition = self.partition.or(o.partition);
+            o.max_parallel = self.max_parallel.or(o.max_parallel);
+            o.signal_seconds = self.signal_seconds.unwrap_or(o.signal_seconds);
+            o.extra.extend(self.sbatch);
+            let template = match &self.template {
+                Some(p) => Some(std::fs::read_to_string(p).map_err(|e| crate::error::InputError::new(format!("{}: cannot read: {e}", p.display())))?),
+                None => None,
+            };
+            let exe = std::env::current_exe()?;
+            let text = slurm::script(&sweep, &o, &exe, template.as_deref())?;
+            let (path, id) = slurm::submit(&sweep, &text, self.dry_run)?;
+            match id {
+                Some(id) => println!("submitted job array {id}: {} tasks ({}); logs in {}", sweep.variants.len(), path.display(), sweep.out.join("slurm/logs").display()),
+                None => println!("{text}\n# written to {} (not submitted: --dry-run); submit with: sbatch {}", path.display(), path.display()),
+            }
+        }
+        if self.report {
+            let r = report::write(&sweep)?;
+            for g in &r.groups {
+                println!(
+                    "{}: {} runs, final test accuracy {:.2}% ± {:.2}, training {:.1}s ± {:.1}",
+                    g.group,
+                    g.runs,
+                    100.0 * g.final_acc_mean,
+                    100.0 * g.final_acc_std,
+                    g.wall_seconds_mean,
+                    g.wall_seconds_std
+                );
+            }
+            if !r.unfinished.is_empty() {
+                println!("not finished (left out): variants {:?}", r.unfinished);
+            }
+            println!("report in {}", r.dir.display());
+        }
+        if self.list || !(self.submit || self.report) {
+            let mode = match sweep.mode {
+                crate::sweep::Mode::Cross => "cross",
+                crate::sweep::Mode::Zip => "zip",
+            };
+            println!("{}: {} variants ({mode}) in {}", self.config.display(), sweep.variants.len(), sweep.out.display());
+            for v in &sweep.variants {
+                println!("{:>4}  {}  {}", v.index, v.describe(), v.dir.display());
+            }
+        }
+        Ok(())
+    }
+}
