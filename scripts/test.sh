@@ -4,4 +4,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup.sh
 source scripts/env.sh
+# tests/slurm.rs submits to a real single-node Slurm cluster on this machine (root,
+# Debian: slurm-wlm and munge). If it cannot start, that test fails and says so;
+# SVCCA_SKIP_SLURM=1 skips both the cluster and the test.
+if [ "${SVCCA_SKIP_SLURM:-0}" != 1 ]; then
+  scripts/slurm/local-cluster.sh start || echo "scripts/test.sh: the local Slurm cluster did not start; tests/slurm.rs will fail (SVCCA_SKIP_SLURM=1 skips it)" >&2
+fi
 cargo test --release --locked "$@"
