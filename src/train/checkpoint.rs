@@ -134,3 +134,23 @@ pub fn prune(dir: &Path, keep: usize) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unscheduled_checkpoints_go_once_a_later_one_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        for s in [0, 50, 72, 100, 131] {
+            std::fs::write(dir.path().join(file_name(s)), b"").unwrap();
+        }
+        assert!(scheduled(0, 50, 130) && scheduled(100, 50, 130) && scheduled(130, 50, 130));
+        assert!(!scheduled(72, 50, 130) && !scheduled(131, 50, 200));
+        // At step 100: 72 (written on a signal) is no longer needed; 131 is not before it.
+        remove_unscheduled(dir.path(), 100, 50, 200).unwrap();
+        assert_eq!(list(dir.path()).iter().map(|c| c.0).collect::<Vec<_>>(), vec![0, 50, 100, 131]);
+        prune(dir.path(), 2).unwrap();
+        assert_eq!(list(dir.path()).iter().map(|c| c.0).collect::<Vec<_>>(), vec![100, 131]);
+    }
+}
