@@ -95,15 +95,22 @@ CONFEOF
   return 1
 }
 
-running() { pgrep -x "$1" >/dev/null; }
+# The daemons by their pid files (which they remove on exit), never by name.
+SLURMCTLD_PID=/run/slurmctld.pid
+SLURMD_PID=/run/slurmd.pid
+MUNGED_PID=/run/munge/munged.pid
 
-# Stops a daemon by the pid in its pid file (never by name: other instances may be others').
+running() {
+  local pid
+  pid=$(cat "$1" 2>/dev/null) || return 1
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
 kill_pidfile() {
-  local f=$1
-  if [ -s "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; then
-    kill "$(cat "$f")"
-    for _ in $(seq 20); do kill -0 "$(cat "$f")" 2>/dev/null || return 0; sleep 0.5; done
-  fi
+  local pid
+  pid=$(cat "$1" 2>/dev/null) || return 0
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null || return 0
+  for _ in $(seq 20); do [ -e "$1" ] || return 0; kill -0 "$pid" 2>/dev/null || return 0; sleep 0.5; done
 }
 
 start() {
@@ -114,18 +121,18 @@ start() {
   install
   local changed=0
   write_conf && changed=1
-  if ! running munged; then
+  if ! running $MUNGED_PID; then
     mkdir -p /run/munge /var/log/munge /var/lib/munge
     chown munge:munge /run/munge /var/log/munge /var/lib/munge
     [ -s /etc/munge/munge.key ] || { mungekey --create 2>/dev/null || dd if=/dev/urandom of=/etc/munge/munge.key bs=1 count=128 2>/dev/null; chown munge:munge /etc/munge/munge.key; chmod 400 /etc/munge/munge.key; }
     runuser -u munge -- /usr/sbin/munged
   fi
   if [ "$changed" = 1 ]; then
-    kill_pidfile /run/slurmd.pid
-    kill_pidfile /run/slurmctld.pid
+    kill_pidfile $SLURMD_PID
+    kill_pidfile $SLURMCTLD_PID
   fi
-  running slurmctld || slurmctld
-  running slurmd || slurmd
+  running $SLURMCTLD_PID || slurmctld
+  running $SLURMD_PID || slurmd
   for _ in $(seq 60); do
     if usable; then
       say "node $NODE is up ($(node_state)); logs in $LOGS"
@@ -141,9 +148,9 @@ start() {
 }
 
 stop() {
-  kill_pidfile /run/slurmd.pid
-  kill_pidfile /run/slurmctld.pid
-  kill_pidfile /run/munge/munged.pid
+  kill_pidfile $SLURMD_PID
+  kill_pidfile $SLURMCTLD_PID
+  kill_pidfile $MUNGED_PID
   say "stopped"
 }
 
