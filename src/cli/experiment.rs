@@ -37,6 +37,14 @@ impl ExperimentCommand {
             set.push(format!("train.device=\"{}\"", format!("{d:?}").to_lowercase()));
         }
         let config = crate::config::Config::load(&a.config, &set)?;
+        if config.sweep.is_some() {
+            return Err(crate::error::InputError::new(format!(
+                "{}: has a [sweep]; compare its variants with `svcca sweep {} --report`, or remove the [sweep] table",
+                a.config.display(),
+                a.config.display()
+            ))
+            .into());
+        }
         let out = a.out.unwrap_or_else(|| crate::experiment::default_out(&a.config));
         let s = crate::experiment::freeze(config, &a.seeds, &out)?;
         println!(
