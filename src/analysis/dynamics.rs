@@ -265,7 +265,7 @@ pub fn analyze(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<Analy
 }
 
 /// Every `nth` step, and always the first and the last.
-fn select(steps: &[u64], nth: usize) -> Vec<u64> {
+pub fn select(steps: &[u64], nth: usize) -> Vec<u64> {
     let last = steps.len() - 1;
     steps.iter().enumerate().filter(|(i, _)| i % nth == 0 || *i == last).map(|(_, &s)| s).collect()
 }

@@ -16,10 +16,15 @@ pub struct AnalyzeArgs {
     /// Tables only: skip the plots.
     #[arg(long)]
     no_plots: bool,
+    #[command(flatten)]
+    findings: super::findings::FindingsArgs,
 }
 
 impl AnalyzeArgs {
     pub fn run(self) -> anyhow::Result<()> {
+        if self.findings.any() {
+            return self.findings.run(&self.run, self.device, !self.no_plots);
+        }
         analyze_and_plot(&self.run, self.device, !self.no_plots).map(|_| ())
     }
 }

@@ -2,8 +2,10 @@
 
 mod analyze;
 mod compare;
+mod compare_runs;
 mod example;
 mod experiment;
+mod findings;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +31,9 @@ enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// Train, analyse and plot one config in one command; rerun to resume.
     Run(analyze::RunArgs),
+    /// Every layer of one trained run against every layer of others (seeds,
+    /// architectures), pairwise, and the mean and std over the pairs.
+    CompareRuns(compare_runs::CompareRunsArgs),
     /// Experiments across runs: `svcca experiment freeze CONFIG --seeds 3`.
     #[command(subcommand)]
     Experiment(experiment::ExperimentCommand),
@@ -46,6 +51,7 @@ impl Cli {
             Command::Data(cmd) => cmd.run(),
             Command::Analyze(args) => args.run(),
             Command::Run(args) => args.run(),
+            Command::CompareRuns(args) => args.run(),
             Command::Experiment(cmd) => cmd.run(),
         }
     }
