@@ -120,15 +120,18 @@ fn compression_all_directions_change_nothing_and_none_give_chance() {
     // fc1:0.5 compressed on its own in the joint rows: 8 of 16 units.
     assert_eq!(c.joint.len(), 3);
     assert_eq!(c.joint[1].layers, vec![("fc1".to_string(), 8)]);
-    for f in ["analysis/compression.csv", "analysis/compression_summary.csv", "analysis/compression/layer-fc1.json"] {
-        assert!(dir.join(f).exists(), "{f}");
+    for f in ["compression.csv", "compression_summary.csv", "layer-fc1.json", "settings.json"].map(|f| format!("analysis/compression-logits/{f}")) {
+        assert!(dir.join(&f).exists(), "{f}");
     }
     // Rerun: read back, the same numbers; other settings are refused.
     let again = compression::compression(&dir, &specs, &Reference::Logits, None).unwrap();
     let points = |c: &compression::Compression| c.layers.iter().map(|s| s.points.clone()).collect::<Vec<_>>();
     assert_eq!(points(&again), points(&c));
     assert_eq!((again.full_accuracy, &again.joint), (c.full_accuracy, &c.joint));
-    let err = compression::compression(&dir, &specs, &Reference::Run(dir.clone()), None).unwrap_err();
+    let settings = dir.join("analysis/compression-logits/settings.json");
+    let text = std::fs::read_to_string(&settings).unwrap();
+    std::fs::write(&settings, text.replace("\"keep\": 1.0", "\"keep\": 0.5")).unwrap();
+    let err = compression::compression(&dir, &specs, &Reference::Logits, None).unwrap_err();
     assert!(err.to_string().contains("other settings"), "{err}");
 }
 
@@ -241,6 +244,14 @@ fn compare_runs_with_itself_and_across_architectures() {
     assert_eq!((p.matrix.len(), p.matrix[0].len()), (6, 3));
     assert!(c.summary.is_none());
     assert!((p.matrix[5][2].unwrap() - 1.0).abs() < 1e-6, "the same run's logits: {:?}", p.matrix[5][2]);
+    // Compression against the same layer of run b (trained alike, so the same network):
+    // every canonical correlation is 1.
+    let spec: Vec<LayerSpec> = vec!["fc1".parse().unwrap()];
+    let against = compression::compression(&a, &spec, &Reference::Run(b.clone()), None).unwrap();
+    let corr = &against.layers[0].correlations;
+    assert_eq!(corr.len(), against.layers[0].directions);
+    assert!(corr.iter().all(|c| (c - 1.0).abs() < 1e-6), "{corr:?}");
+    assert!(a.join("analysis/compression-run-b/compression.csv").exists());
     let pngs = svcca::report::findings::compare_runs_plot(&out, &c).unwrap();
     assert!(std::fs::read(&pngs[0]).unwrap().starts_with(b"\x89PNG"));
 }
@@ -282,7 +293,7 @@ fn cli_analyses_and_errors() {
     for l in &dims {
         assert!(l.k90 <= l.k99 && l.k99 <= l.rank && l.rank <= l.units, "{l:?}");
     }
-    for f in ["compression.png", "compression.svg", "dimensionality.png", "dimensionality.svg"] {
+    for f in ["compression-logits.png", "compression-logits.svg", "dimensionality.png", "dimensionality.svg"] {
         assert!(dir.join("plots").join(f).exists(), "{f}");
     }
 }

@@ -18,8 +18,10 @@
 //! - Random neurons: the mean accuracy over [`DRAWS`] seeded draws.
 //! - Most active: by mean absolute output over the fit set (per channel for conv layers).
 //!
-//! Resumable: each layer's sweep is written to `analysis/compression/layer-NAME.json`
-//! when done; `analysis/compression/settings.json` refuses mixed settings.
+//! Results go to `analysis/compression-logits/` (or `analysis/compression-run-NAME/`
+//! against another run): `compression.csv` (every point), `compression_summary.csv`,
+//! `compression.json`. Resumable: each layer's sweep is written to `layer-NAME.json` there
+//! when done; `settings.json` there refuses mixed settings.
 
 use super::runs::{as_rows, positions, Run};
 use super::store::{write_atomic, write_json_atomic};
@@ -75,6 +77,21 @@ pub enum Reference {
     Logits,
     /// The same layer of another run's final network.
     Run(PathBuf),
+}
+
+impl Reference {
+    /// The name of this reference's results: `compression-logits`, or
+    /// `compression-run-NAME` after the other run's folder name.
+    pub fn tag(&self) -> String {
+        match self {
+            Reference::Logits => "compression-logits".into(),
+            Reference::Run(p) => {
+                let name = p.file_name().map_or("run".into(), |n| n.to_string_lossy().into_owned());
+                let safe: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+                format!("compression-run-{safe}")
+            }
+        }
+    }
 }
 
 impl std::str::FromStr for Reference {
@@ -312,7 +329,7 @@ pub fn fit(run: &Run, layers: &[String], reference: Option<&Run>, keep: f64) -> 
 }
 
 /// `svcca analyze RUN_DIR --compression ...`: the sweeps and the joint compression;
-/// tables in `RUN_DIR/analysis/`.
+/// tables in `RUN_DIR/analysis/compression-*/`.
 pub fn compression(dir: &Path, specs: &[LayerSpec], against: &Reference, device: Option<DeviceChoice>) -> anyhow::Result<Compression> {
     let run = Run::open(dir, device)?;
     let layers: Vec<String> = specs.iter().map(|s| s.layer.clone()).collect();
@@ -330,7 +347,7 @@ pub fn compression(dir: &Path, specs: &[LayerSpec], against: &Reference, device:
     };
     let a = &run.config.analysis;
     let settings = Settings { against: against.clone(), keep: a.keep, fit_size: a.probe_size, seed: a.seed, final_step: run.final_step };
-    let out = dir.join(super::dynamics::FOLDER).join("compression");
+    let out = dir.join(super::dynamics::FOLDER).join(against.tag());
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     super::settings::check_or_write(&out.join("settings.json"), &settings)?;
 
@@ -407,7 +424,7 @@ pub fn compression(dir: &Path, specs: &[LayerSpec], against: &Reference, device:
         }
     }
     let c = Compression { settings, full_accuracy, layers: sweeps, joint };
-    write_tables(&dir.join(super::dynamics::FOLDER), &c)?;
+    write_tables(&out, &c)?;
     Ok(c)
 }
 

@@ -1,6 +1,6 @@
 //! Plots of the other findings, each as PNG and SVG:
 //!
-//! - `compression`: test accuracy against k, one panel per layer, SVCCA directions vs k
+//! - `compression-logits` (or `compression-run-NAME`): test accuracy against k, one panel per layer, SVCCA directions vs k
 //!   random neurons vs the k most active, with the full network's accuracy as a line
 //!   (the paper's Figure 2a).
 //! - `classes`: one panel per class, its logit's similarity to each layer (rows) at each
@@ -41,7 +41,7 @@ const METHODS: [(&str, &str, RGBColor); 3] = [
 pub fn compression_plot(dir: &Path, c: &Compression) -> anyhow::Result<Vec<PathBuf>> {
     let n = c.layers.len().max(1) as u32;
     let size = (520 * n.min(3), 420 * n.div_ceil(3));
-    both(dir, "compression", size, |a| compression_panels(a, c), |a| compression_panels(a, c))
+    both(dir, &c.settings.against.tag(), size, |a| compression_panels(a, c), |a| compression_panels(a, c))
 }
 
 fn compression_panels<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Compression) -> anyhow::Result<()> {
