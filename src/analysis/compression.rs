@@ -458,3 +458,24 @@ fn write_tables(dir: &Path, c: &Compression) -> anyhow::Result<()> {
     write_json_atomic(&dir.join("compression.json"), c)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{grid, LayerSpec, Reference};
+    use std::path::PathBuf;
+
+    #[test]
+    fn grids_and_flags() {
+        assert_eq!(grid(16), [0, 1, 2, 3, 4, 6, 8, 12, 16]);
+        assert_eq!(grid(3), [0, 1, 2, 3]);
+        assert_eq!(grid(128), [0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128]);
+        assert_eq!(grid(10), [0, 1, 2, 3, 4, 6, 8, 10]);
+        assert_eq!("fc1:0.1".parse::<LayerSpec>().unwrap(), LayerSpec { layer: "fc1".into(), fraction: Some(0.1) });
+        assert_eq!("c3".parse::<LayerSpec>().unwrap(), LayerSpec { layer: "c3".into(), fraction: None });
+        assert!("fc1:0".parse::<LayerSpec>().is_err());
+        assert!("fc1:x".parse::<LayerSpec>().is_err());
+        assert!(":0.5".parse::<LayerSpec>().is_err());
+        assert_eq!(Reference::Logits.tag(), "compression-logits");
+        assert_eq!(Reference::Run(PathBuf::from("runs/seed 1/")).tag(), "compression-run-seed_1");
+    }
+}

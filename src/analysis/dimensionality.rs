@@ -1,7 +1,10 @@
 //! Dimensionality (the paper's experiment 5): per layer of the final network, on the probe
-//! set, how many principal directions hold 90%, 99% of its variance, and the SVCCA
-//! similarity between the layer cut to its top k principal directions and the network's
-//! logits (taken whole) as a function of k: how many directions the output needs.
+//! set, how many principal directions hold 90%, 99% of its variance, and the similarity
+//! between the layer cut to its top k principal directions and the network's logits
+//! (taken whole, all r of their directions above rounding noise) as a function of k: the
+//! sum of the min(k, r) canonical correlations over r, i.e. the SVCCA mean with a
+//! correlation of 0 for the logit directions that k directions cannot reach, so it rises
+//! with k to the whole layer's value. How many directions the output needs.
 //!
 //! Conv layers: channels as neurons, every position of every image a datapoint (as in
 //! compression, the logits repeated at each position of their image).
@@ -24,7 +27,7 @@ pub struct LayerDimensions {
     /// Fewest principal directions holding 90% and 99% of the variance.
     pub k90: usize,
     pub k99: usize,
-    /// (k, SVCCA similarity to the logits with the layer cut to its top k directions).
+    /// (k, similarity to the logits with the layer cut to its top k directions; see above).
     pub to_logits: Vec<(usize, f64)>,
 }
 
@@ -45,10 +48,12 @@ pub fn dimensionality(dir: &Path, device: Option<DeviceChoice>) -> anyhow::Resul
         let name = format!("layer {layer}");
         let (variances, rank) = similarity::principal_variances(&rows).map_err(|e| e.naming(&name, "logits"))?;
         let reference = logits.repeat_interleave_self_int(positions(a), 0, None);
+        let (_, logit_rank) = similarity::principal_variances(&reference).map_err(|e| e.naming("logits", &name))?;
         let mut to_logits = Vec::new();
         for k in super::compression::grid(rank).into_iter().filter(|&k| k > 0) {
             let d = similarity::directions_each(&rows, &reference, Keep::TopK(k), Keep::All).map_err(|e| e.naming(&name, "logits"))?;
-            to_logits.push((k, d.correlations.iter().sum::<f64>() / d.correlations.len() as f64));
+            // Over every direction of the logits (0 for those beyond k): rises with k.
+            to_logits.push((k, d.correlations.iter().sum::<f64>() / logit_rank as f64));
         }
         out.push(LayerDimensions {
             layer: layer.clone(),

@@ -40,14 +40,7 @@ impl Network {
     /// The logits, and the output of each layer in `taps` (in the order asked).
     pub fn forward_taps(&self, x: &Tensor, train: bool, taps: &[&str]) -> Result<(Tensor, Vec<Tensor>), InputError> {
         let mut slots: Vec<Option<Tensor>> = taps.iter().map(|_| None).collect();
-        for t in taps {
-            if !self.layers.iter().any(|(n, _)| n == t) {
-                return Err(InputError::new(format!(
-                    "no layer '{t}' in this network; its layers are {}",
-                    self.layer_names().join(" ")
-                )));
-            }
-        }
+        self.index_of(taps.iter().copied())?;
         let mut h = x.shallow_clone();
         for (name, layer) in &self.layers {
             h = layer.forward_t(&h, train);

@@ -6,7 +6,7 @@
 //! - `classes`: one panel per class, its logit's similarity to each layer (rows) at each
 //!   checkpoint (columns) (the paper's Figure 6).
 //! - `dimensionality`: each layer's similarity to the logits against the number of its
-//!   principal directions kept.
+//!   principal directions kept (log scale).
 //! - `compare_runs`: the layers x layers matrix of two runs, or its mean over pairs.
 
 use super::{colour, err, legend, line_with_markers, png, register_font, svg};
@@ -60,6 +60,8 @@ fn compression_panels<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Com
             .configure_mesh()
             .x_desc("k (directions or neurons kept)")
             .y_desc("test accuracy (%)")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.0}"))
             .axis_desc_style(("sans-serif", 13))
             .label_style(("sans-serif", 11))
             .light_line_style(WHITE.mix(0.0))
@@ -119,7 +121,8 @@ fn dimensionality_curves<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &
     chart
         .configure_mesh()
         .x_desc("k (principal directions kept, log scale)")
-        .y_desc("SVCCA similarity to the logits")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_desc("mean canonical correlation over the logits' directions")
         .axis_desc_style(("sans-serif", 16))
         .label_style(("sans-serif", 13))
         .light_line_style(WHITE.mix(0.0))
