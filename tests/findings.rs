@@ -128,6 +128,14 @@ fn compression_all_directions_change_nothing_and_none_give_chance() {
     let points = |c: &compression::Compression| c.layers.iter().map(|s| s.points.clone()).collect::<Vec<_>>();
     assert_eq!(points(&again), points(&c));
     assert_eq!((again.full_accuracy, &again.joint), (c.full_accuracy, &c.joint));
+    // Against the same layer at the final checkpoint (the same network): correlations 1.
+    let spec: Vec<LayerSpec> = vec!["fc1".parse().unwrap()];
+    let same = compression::compression(&dir, &spec, &Reference::Step(20), None).unwrap();
+    assert!(same.layers[0].correlations.iter().all(|c| (c - 1.0).abs() < 1e-6), "{:?}", same.layers[0].correlations);
+    let early = compression::compression(&dir, &spec, &Reference::Step(10), None).unwrap();
+    assert!(early.layers[0].correlations[0] < 1.0 - 1e-6);
+    let err = compression::compression(&dir, &spec, &Reference::Step(7), None).unwrap_err();
+    assert!(err.to_string().contains("no checkpoint at step 7"), "{err}");
     let settings = dir.join("analysis/compression-logits/settings.json");
     let text = std::fs::read_to_string(&settings).unwrap();
     std::fs::write(&settings, text.replace("\"keep\": 1.0", "\"keep\": 0.5")).unwrap();

@@ -5,7 +5,8 @@
 //!
 //! - Directions: SVCCA (keep `analysis.keep` of the variance on each side) between the
 //!   layer of the final network and a reference on the same images: the network's own
-//!   logits (default) or the same layer of another run's final network. See
+//!   logits (default), the same layer of another run's final network, or the same layer
+//!   of this run at another checkpoint. See
 //!   [`crate::similarity::directions`] for the projection (least squares from the top k
 //!   canonical variates; the mean added back).
 //! - Fit on `analysis.probe_size` *training* images ([`Run::fit_set`]); accuracy on the
@@ -18,8 +19,8 @@
 //! - Random neurons: the mean accuracy over [`DRAWS`] seeded draws.
 //! - Most active: by mean absolute output over the fit set (per channel for conv layers).
 //!
-//! Results go to `analysis/compression-logits/` (or `analysis/compression-run-NAME/`
-//! against another run): `compression.csv` (every point), `compression_summary.csv`,
+//! Results go to `analysis/compression-logits/` (`analysis/compression-run-NAME/`
+//! against another run, `analysis/compression-step-N/` against a checkpoint): `compression.csv` (every point), `compression_summary.csv`,
 //! `compression.json`. Resumable: each layer's sweep is written to `layer-NAME.json` there
 //! when done; `settings.json` there refuses mixed settings.
 
@@ -77,6 +78,8 @@ pub enum Reference {
     Logits,
     /// The same layer of another run's final network.
     Run(PathBuf),
+    /// The same layer of this run at another checkpoint.
+    Step(u64),
 }
 
 impl Reference {
@@ -90,6 +93,7 @@ impl Reference {
                 let safe: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
                 format!("compression-run-{safe}")
             }
+            Reference::Step(step) => format!("compression-step-{step}"),
         }
     }
 }
@@ -97,7 +101,13 @@ impl Reference {
 impl std::str::FromStr for Reference {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Ok(if s == "logits" { Reference::Logits } else { Reference::Run(PathBuf::from(s)) })
+        if s == "logits" {
+            return Ok(Reference::Logits);
+        }
+        if let Some(step) = s.strip_prefix("step:") {
+            return step.parse().map(Reference::Step).map_err(|_| format!("'{s}': expected step:N with N a checkpoint's step"));
+        }
+        Ok(Reference::Run(PathBuf::from(s)))
     }
 }
 
@@ -344,6 +354,11 @@ pub fn compression(dir: &Path, specs: &[LayerSpec], against: &Reference, device:
             }
             Some(r)
         }
+        Reference::Step(step) => {
+            let mut r = Run::open(dir, device)?;
+            r.load_step(*step)?;
+            Some(r)
+        }
     };
     let a = &run.config.analysis;
     let settings = Settings { against: against.clone(), keep: a.keep, fit_size: a.probe_size, seed: a.seed, final_step: run.final_step };
@@ -477,5 +492,9 @@ mod tests {
         assert!(":0.5".parse::<LayerSpec>().is_err());
         assert_eq!(Reference::Logits.tag(), "compression-logits");
         assert_eq!(Reference::Run(PathBuf::from("runs/seed 1/")).tag(), "compression-run-seed_1");
+        assert_eq!("step:700".parse::<Reference>().unwrap(), Reference::Step(700));
+        assert_eq!(Reference::Step(700).tag(), "compression-step-700");
+        assert!("step:x".parse::<Reference>().is_err());
+        assert_eq!("logits".parse::<Reference>().unwrap(), Reference::Logits);
     }
 }

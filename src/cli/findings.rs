@@ -17,8 +17,9 @@ pub struct FindingsArgs {
     #[arg(long, value_delimiter = ',', value_name = "LAYER[:FRACTION]")]
     compression: Vec<LayerSpec>,
     /// What --compression's SVCCA directions are computed against: `logits` (the
-    /// network's own) or another run folder (the same layer of its final network).
-    #[arg(long, default_value = "logits", value_name = "logits|RUN_DIR")]
+    /// network's own), `step:N` (the same layer at checkpoint N) or another run folder
+    /// (the same layer of its final network).
+    #[arg(long, default_value = "logits", value_name = "logits|step:N|RUN_DIR")]
     against: Reference,
     /// Class sensitivity: `all` or class indices (e.g. 0,3,8): each class's final logit
     /// against every layer at every checkpoint.
