@@ -29,6 +29,7 @@ use super::store::{write_atomic, write_json_atomic};
 use crate::data::rng::Rng;
 use crate::device::DeviceChoice;
 use crate::error::InputError;
+use crate::model::Edit;
 use crate::similarity::{self, Keep};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -247,9 +248,8 @@ impl<'a> Evaluator<'a> {
     fn accuracy(&self, edits: &[(&str, &Tensor, &Tensor)]) -> anyhow::Result<f64> {
         let data = &self.run.data;
         let n = data.test.len() as i64;
-        let fns: Vec<(&str, Box<dyn Fn(&Tensor) -> Tensor + '_>)> =
-            edits.iter().map(|&(l, m, p)| (l, Box::new(move |h: &Tensor| project(h, m, p)) as Box<dyn Fn(&Tensor) -> Tensor>)).collect();
-        let refs: Vec<(&str, &dyn Fn(&Tensor) -> Tensor)> = fns.iter().map(|(l, f)| (*l, f.as_ref())).collect();
+        let fns: Vec<_> = edits.iter().map(|&(l, m, p)| (l, move |h: &Tensor| project(h, m, p))).collect();
+        let refs: Vec<Edit> = fns.iter().map(|(l, f)| (*l, f as &dyn Fn(&Tensor) -> Tensor)).collect();
         let cached = match (&self.cache, edits) {
             (Some((layer, parts)), [(l, _, _)]) if layer == l => Some(parts),
             _ => None,
@@ -291,7 +291,7 @@ impl Fitted {
             "svcca" => self.directions.projection(k.min(self.directions.len())),
             "active" => neuron_mask(self.units, &self.active[..k], device),
             _ => {
-                let mut perm = Rng::stream(seed, &[0x72_61_6e_64, draw]).permutation(self.units); // "rand"
+                let mut perm = Rng::stream(seed, &[0x7261_6e64, draw]).permutation(self.units); // "rand"
                 perm.truncate(k);
                 neuron_mask(self.units, &perm, device)
             }

@@ -18,6 +18,9 @@ use crate::error::InputError;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
+/// A layer's name and what replaces its output (a function of that output).
+pub type Edit<'a> = (&'a str, &'a dyn Fn(&Tensor) -> Tensor);
+
 #[derive(Debug)]
 pub struct Network {
     layers: Vec<(String, Box<dyn ModuleT>)>,
@@ -56,7 +59,7 @@ impl Network {
     /// The logits, with the output of each layer named in `edits` replaced by its function
     /// of that output before the layers above see it (compression: a layer's output
     /// projected onto a few directions). An unknown name is an error listing the layers.
-    pub fn forward_edited(&self, x: &Tensor, train: bool, edits: &[(&str, &dyn Fn(&Tensor) -> Tensor)]) -> Result<Tensor, InputError> {
+    pub fn forward_edited(&self, x: &Tensor, train: bool, edits: &[Edit]) -> Result<Tensor, InputError> {
         self.index_of(edits.iter().map(|e| e.0))?;
         let mut h = x.shallow_clone();
         for (name, layer) in &self.layers {
