@@ -283,6 +283,8 @@ fn cli_analyses_and_errors() {
     let out = svcca_bin(&["analyze", d, "--classes", "3,x"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("'x'"));
+    let out = svcca_bin(&["analyze", d, "--against", "logits"]);
+    assert_eq!(out.status.code(), Some(2), "--against needs --compression");
     let out = svcca_bin(&["compare-runs", d]);
     assert_eq!(out.status.code(), Some(2));
     let out = svcca_bin(&["compare-runs", d, tmp.path().to_str().unwrap()]);

@@ -19,7 +19,7 @@ pub struct FindingsArgs {
     /// What --compression's SVCCA directions are computed against: `logits` (the
     /// network's own), `step:N` (the same layer at checkpoint N) or another run folder
     /// (the same layer of its final network).
-    #[arg(long, default_value = "logits", value_name = "logits|step:N|RUN_DIR")]
+    #[arg(long, default_value = "logits", value_name = "logits|step:N|RUN_DIR", requires = "compression")]
     against: Reference,
     /// Class sensitivity: `all` or class indices (e.g. 0,3,8): each class's final logit
     /// against every layer at every checkpoint.

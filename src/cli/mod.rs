@@ -28,6 +28,7 @@ enum Command {
     Train(train::TrainArgs),
     /// Learning dynamics of a trained run: each checkpoint's layers against the final
     /// network, tables in RUN_DIR/analysis/ and plots in RUN_DIR/plots/; rerun to resume.
+    /// With --compression, --classes or --dimensionality: those analyses instead.
     Analyze(analyze::AnalyzeArgs),
     /// Train, analyse and plot one config in one command; rerun to resume.
     Run(analyze::RunArgs),
