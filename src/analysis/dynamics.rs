@@ -332,7 +332,7 @@ pub(crate) fn tables(plan: &Plan) -> anyhow::Result<Dynamics> {
 }
 
 /// Every `nth` step, and always the first and the last.
-fn select(steps: &[u64], nth: usize) -> Vec<u64> {
+pub fn select(steps: &[u64], nth: usize) -> Vec<u64> {
     let last = steps.len() - 1;
     steps.iter().enumerate().filter(|(i, _)| i % nth == 0 || *i == last).map(|(_, &s)| s).collect()
 }

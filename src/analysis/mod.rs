@@ -1,16 +1,36 @@
-//! Learning dynamics: activations of every named layer on a fixed probe set, at every
-//! checkpoint, compared by SVCCA with the final network.
+//! Analyses of trained runs.
 //!
 //! - [`probe`]: the probe set, a seeded subset of the test split.
 //! - [`record`]: a network's activations on the probe set (inference mode).
 //! - [`store`]: `store` mode, activations written at each checkpoint during training.
 //! - [`dynamics`]: `svcca analyze RUN_DIR`, the tables in `RUN_DIR/analysis/`.
 //! - [`shard`]: the same work split over the tasks of a job array, then merged.
+//! - [`runs`]: a trained run opened at a checkpoint.
+//! - [`compression`], [`classes`], [`dimensionality`]: `svcca analyze RUN_DIR
+//!   --compression | --classes | --dimensionality` (the paper's experiments 3 to 5).
+//! - [`compare_runs`]: `svcca compare-runs RUN_A RUN_B ...`.
+//! - [`settings`]: refusing to mix results made with other settings.
 
+pub mod classes;
+pub mod compare_runs;
+pub mod compression;
+pub mod dimensionality;
 pub mod dynamics;
 pub mod probe;
 pub mod record;
+pub mod runs;
+pub mod settings;
 pub mod shard;
 pub mod store;
 
 pub use dynamics::{analyze, AnalyzeSummary};
+
+/// A progress bar over `len` units of work, labelled `what`.
+pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]").expect("a valid template"),
+    );
+    bar.set_message(what.to_string());
+    bar
+}

@@ -24,11 +24,19 @@ pub struct AnalyzeArgs {
     /// Merge the shards' results into the tables (refused while some are missing).
     #[arg(long)]
     merge: bool,
+    #[command(flatten)]
+    findings: super::findings::FindingsArgs,
 }
 
 impl AnalyzeArgs {
     pub fn run(self) -> anyhow::Result<()> {
         crate::preempt::install()?;
+        if self.findings.any() {
+            if self.shard.is_some() || self.merge {
+                return Err(crate::error::InputError::new("--shard and --merge split the learning-dynamics analysis; run --compression, --classes and --dimensionality without them").into());
+            }
+            return self.findings.run(&self.run, self.device, !self.no_plots);
+        }
         if let Some(shard) = self.shard {
             let s = analysis::shard::analyze_shard(&self.run, self.device, shard)?;
             println!("{}: shard {}/{}: {} units computed, {} already done; {} units of all shards missing", self.run.display(), shard.index, shard.count, s.computed, s.skipped, s.missing);

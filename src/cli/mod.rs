@@ -2,8 +2,10 @@
 
 mod analyze;
 mod compare;
+mod compare_runs;
 mod example;
 mod experiment;
+mod findings;
 mod sweep;
 mod train;
 
@@ -27,9 +29,13 @@ enum Command {
     Train(train::TrainArgs),
     /// Learning dynamics of a trained run: each checkpoint's layers against the final
     /// network, tables in RUN_DIR/analysis/ and plots in RUN_DIR/plots/; rerun to resume.
+    /// With --compression, --classes or --dimensionality: those analyses instead.
     Analyze(analyze::AnalyzeArgs),
     /// Train, analyse and plot one config in one command; rerun to resume.
     Run(analyze::RunArgs),
+    /// Every layer of one trained run against every layer of others (seeds,
+    /// architectures), pairwise, and the mean and std over the pairs.
+    CompareRuns(compare_runs::CompareRunsArgs),
     /// Experiments across runs: `svcca experiment freeze CONFIG --seeds 3`.
     #[command(subcommand)]
     Experiment(experiment::ExperimentCommand),
@@ -50,6 +56,7 @@ impl Cli {
             Command::Data(cmd) => cmd.run(),
             Command::Analyze(args) => args.run(),
             Command::Run(args) => args.run(),
+            Command::CompareRuns(args) => args.run(),
             Command::Experiment(cmd) => cmd.run(),
             Command::Sweep(args) => args.run(),
         }

@@ -18,6 +18,9 @@ use crate::error::InputError;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
+/// A layer's name and what replaces its output (a function of that output).
+pub type Edit<'a> = (&'a str, &'a dyn Fn(&Tensor) -> Tensor);
+
 #[derive(Debug)]
 pub struct Network {
     layers: Vec<(String, Box<dyn ModuleT>)>,
@@ -40,14 +43,7 @@ impl Network {
     /// The logits, and the output of each layer in `taps` (in the order asked).
     pub fn forward_taps(&self, x: &Tensor, train: bool, taps: &[&str]) -> Result<(Tensor, Vec<Tensor>), InputError> {
         let mut slots: Vec<Option<Tensor>> = taps.iter().map(|_| None).collect();
-        for t in taps {
-            if !self.layers.iter().any(|(n, _)| n == t) {
-                return Err(InputError::new(format!(
-                    "no layer '{t}' in this network; its layers are {}",
-                    self.layer_names().join(" ")
-                )));
-            }
-        }
+        self.index_of(taps.iter().copied())?;
         let mut h = x.shallow_clone();
         for (name, layer) in &self.layers {
             h = layer.forward_t(&h, train);
@@ -58,6 +54,40 @@ impl Network {
             }
         }
         Ok((h, slots.into_iter().map(|s| s.expect("every tap was checked")).collect()))
+    }
+
+    /// The logits, with the output of each layer named in `edits` replaced by its function
+    /// of that output before the layers above see it (compression: a layer's output
+    /// projected onto a few directions). An unknown name is an error listing the layers.
+    pub fn forward_edited(&self, x: &Tensor, train: bool, edits: &[Edit]) -> Result<Tensor, InputError> {
+        self.index_of(edits.iter().map(|e| e.0))?;
+        let mut h = x.shallow_clone();
+        for (name, layer) in &self.layers {
+            h = layer.forward_t(&h, train);
+            for (_, edit) in edits.iter().filter(|e| e.0 == name) {
+                h = edit(&h);
+            }
+        }
+        Ok(h)
+    }
+
+    /// The logits from `h`, the output of layer `after`: the layers above it only, so a
+    /// sweep over edits of one layer runs the layers below once.
+    pub fn forward_after(&self, h: &Tensor, after: &str, train: bool) -> Result<Tensor, InputError> {
+        let i = self.index_of([after])?[0];
+        Ok(self.layers[i + 1..].iter().fold(h.shallow_clone(), |h, (_, l)| l.forward_t(&h, train)))
+    }
+
+    /// Positions of the named layers; an error naming the first unknown one.
+    fn index_of<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<Vec<usize>, InputError> {
+        names
+            .into_iter()
+            .map(|t| {
+                self.layers.iter().position(|(n, _)| n == t).ok_or_else(|| {
+                    InputError::new(format!("no layer '{t}' in this network; its layers are {}", self.layer_names().join(" ")))
+                })
+            })
+            .collect()
     }
 
     /// The logits, with the first `frozen` layers run without autograd (so the backward

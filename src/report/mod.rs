@@ -10,6 +10,8 @@
 //! system font is needed. The plots are derived from the tables and are redrawn (through a
 //! temporary file and a rename) each time.
 
+pub mod findings;
+
 use crate::analysis::dynamics::{Dynamics, StepResult};
 use crate::analysis::store::write_atomic;
 use anyhow::{anyhow, Context};

@@ -88,7 +88,7 @@ impl Principal {
     }
 }
 
-fn keep_one(variances: &[f64], rank: usize, keep: Keep, side: Side, rows: i64) -> Result<usize, SimilarityError> {
+pub(crate) fn keep_one(variances: &[f64], rank: usize, keep: Keep, side: Side, rows: i64) -> Result<usize, SimilarityError> {
     match keep {
         Keep::All => Ok(rank),
         Keep::Variance(fraction) => {

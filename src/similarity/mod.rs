@@ -29,10 +29,12 @@ mod cca;
 mod cka;
 pub mod conv;
 pub mod dft;
+pub mod directions;
 mod moments;
 mod pwcca;
 
 pub use conv::{compare_conv, ConvMethod, ConvOptions, ConvReport, Layout};
+pub use directions::{directions, directions_each, directions_needed, principal_variances, Directions};
 pub use moments::{Covariance, Moments};
 
 use crate::error::{Side, SimilarityError};

@@ -1,0 +1,134 @@
+//! Class sensitivity (the paper's experiment 4, Figure 6): for chosen classes, the
+//! similarity between that class's logit of the final network over the probe set (one
+//! neuron) and each layer at each analysed checkpoint.
+//!
+//! The comparison is `analysis.method` (SVCCA, keep `analysis.keep` on the layer's side;
+//! one logit is one direction), as [`super::dynamics::pair`] does it. With one side a
+//! single neuron, a conv layer is compared through its per-image channel means (avgpool):
+//! that *is* the DFT method here, because a logit has no positions; spread over a map it
+//! is constant, its spectrum is zero at every frequency but (0, 0), and the (0, 0)
+//! coefficient of the layer is its spatial sum, the channel means times h*w.
+//!
+//! Resumable: each checkpoint's numbers go to `analysis/classes/step-N.json` as soon as
+//! they are done; `analysis/classes/settings.json` refuses mixed settings.
+
+use super::dynamics::{pair, select, FOLDER};
+use super::runs::Run;
+use super::store::{write_atomic, write_json_atomic};
+use crate::config::{AnalysisConv, AnalysisMethod};
+use crate::device::DeviceChoice;
+use crate::error::InputError;
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub classes: Vec<i64>,
+    pub method: AnalysisMethod,
+    pub keep: f64,
+    pub conv: AnalysisConv,
+    pub probe_size: usize,
+    pub seed: u64,
+    pub layers: Vec<String>,
+    pub final_step: u64,
+}
+
+/// One checkpoint: `matrix[c][l]` is class `classes[c]`'s final logit against layer `l`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepClasses {
+    pub step: u64,
+    pub fraction: f64,
+    pub matrix: Vec<Vec<Option<f64>>>,
+}
+
+/// Everything `analysis/classes.json` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Classes {
+    pub settings: Settings,
+    pub steps: Vec<StepClasses>,
+}
+
+/// Parses `--classes`: `all`, or class indices separated by commas.
+pub fn parse_classes(text: &str, classes: i64) -> Result<Vec<i64>, InputError> {
+    if text == "all" {
+        return Ok((0..classes).collect());
+    }
+    text.split(',')
+        .map(|c| {
+            let v: i64 = c.trim().parse().map_err(|_| InputError::new(format!("--classes: '{c}' is not a class index (0 to {})", classes - 1)))?;
+            if !(0..classes).contains(&v) {
+                return Err(InputError::new(format!("--classes: class {v} is out of range: this dataset has classes 0 to {}", classes - 1)));
+            }
+            Ok(v)
+        })
+        .collect()
+}
+
+/// `svcca analyze RUN_DIR --classes ...`.
+pub fn classes(dir: &Path, classes: &str, device: Option<DeviceChoice>) -> anyhow::Result<Classes> {
+    let mut run = Run::open(dir, device)?;
+    let classes = parse_classes(classes, run.data.classes)?;
+    let layers = run.layers()?;
+    let a = run.config.analysis.clone();
+    let settings = Settings {
+        classes: classes.clone(),
+        method: a.method,
+        keep: a.keep,
+        conv: a.conv,
+        probe_size: a.probe_size,
+        seed: a.seed,
+        layers: layers.clone(),
+        final_step: run.final_step,
+    };
+    let out = dir.join(FOLDER).join("classes");
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    super::settings::check_or_write(&out.join("settings.json"), &settings)?;
+    let available: Vec<u64> = run.checkpoints.iter().map(|c| c.0).collect();
+    let steps = select(&available, a.every_nth);
+    let step_path = |s: u64| out.join(format!("step-{s:08}.json"));
+    let todo: Vec<u64> = steps.iter().copied().filter(|&s| !step_path(s).exists()).collect();
+    if !todo.is_empty() {
+        let probe = run.probe();
+        let logits = super::record::record(&run.net, &probe, &["logits".to_string()])?.remove(0);
+        let targets: Vec<tch::Tensor> = classes.iter().map(|&c| logits.narrow(1, c, 1)).collect();
+        let bar = super::progress((todo.len() * layers.len() * classes.len()) as u64, "class sensitivity");
+        tracing::info!("class sensitivity: {} of {} checkpoints, {} layers, {} classes", todo.len(), steps.len(), layers.len(), classes.len());
+        for &step in &todo {
+            run.load_step(step)?;
+            let acts = super::record::record(&run.net, &probe, &layers)?;
+            let matrix = targets
+                .iter()
+                .map(|t| {
+                    acts.iter()
+                        .map(|x| {
+                            bar.inc(1);
+                            pair(x, t, &run.config)
+                        })
+                        .collect()
+                })
+                .collect();
+            write_json_atomic(&step_path(step), &StepClasses { step, fraction: step as f64 / run.final_step as f64, matrix })?;
+        }
+        bar.finish_and_clear();
+    }
+    let mut results = Vec::new();
+    for &s in &steps {
+        let path = step_path(s);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        results.push(serde_json::from_str(&text).map_err(|e| InputError::new(format!("{}: {e}", path.display())))?);
+    }
+    let c = Classes { settings, steps: results };
+    let mut csv = String::from("step,fraction,class,layer,similarity\n");
+    for r in &c.steps {
+        for (ci, class) in c.settings.classes.iter().enumerate() {
+            for (li, layer) in c.settings.layers.iter().enumerate() {
+                let v = r.matrix[ci][li].map_or(String::new(), |v| format!("{v:.6}"));
+                csv += &format!("{},{:.6},{class},{layer},{v}\n", r.step, r.fraction);
+            }
+        }
+    }
+    write_atomic(&dir.join(FOLDER).join("classes.csv"), csv.as_bytes())?;
+    write_json_atomic(&dir.join(FOLDER).join("classes.json"), &c)?;
+    Ok(c)
+}

@@ -1,0 +1,188 @@
+//! `svcca compare-runs RUN_A RUN_B [RUN_C ...]`: every layer of one run's final network
+//! against every layer of another's, on the same probe images, for each pair of runs
+//! (other seeds, other architectures: the matrix is rectangular when the layer lists
+//! differ); across three or more runs with the same layers, the mean and the standard
+//! deviation of each entry over the pairs.
+//!
+//! The probe and the comparison settings (`analysis.method`, `keep`, `conv`,
+//! `probe_size`, `seed`) are the first run's; every run must hold the same test images at
+//! those indices. Each pair's matrix is written to `OUT/pair-I-J.json` as soon as it is
+//! done and skipped when rerun; `OUT/settings.json` refuses mixed settings.
+
+use super::dynamics::pair;
+use super::probe::Probe;
+use super::runs::Run;
+use super::store::{write_atomic, write_json_atomic};
+use crate::config::{AnalysisConv, AnalysisMethod};
+use crate::device::DeviceChoice;
+use crate::error::InputError;
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tch::Tensor;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub runs: Vec<PathBuf>,
+    pub method: AnalysisMethod,
+    pub keep: f64,
+    pub conv: AnalysisConv,
+    pub probe_size: usize,
+    pub seed: u64,
+}
+
+/// Run `a` (rows) against run `b` (columns).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pair {
+    pub a: usize,
+    pub b: usize,
+    pub layers_a: Vec<String>,
+    pub layers_b: Vec<String>,
+    pub matrix: Vec<Vec<Option<f64>>>,
+}
+
+/// Mean and sample standard deviation of each entry over the pairs (runs with the same
+/// layers only; the std is absent with a single pair).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub layers: Vec<String>,
+    pub pairs: usize,
+    pub mean: Vec<Vec<Option<f64>>>,
+    pub std: Vec<Vec<Option<f64>>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompareRuns {
+    pub settings: Settings,
+    pub pairs: Vec<Pair>,
+    pub summary: Option<Summary>,
+}
+
+/// Compares every pair of `runs`; tables in `out`.
+pub fn compare_runs(runs: &[PathBuf], out: &Path, device: Option<DeviceChoice>) -> anyhow::Result<CompareRuns> {
+    if runs.len() < 2 {
+        return Err(InputError::new("compare-runs needs two run folders or more").into());
+    }
+    let mut opened = Vec::new();
+    for r in runs {
+        opened.push(Run::open(r, device)?);
+    }
+    let first = &opened[0];
+    let a = first.config.analysis.clone();
+    let settings = Settings {
+        runs: runs.to_vec(),
+        method: a.method,
+        keep: a.keep,
+        conv: a.conv,
+        probe_size: a.probe_size,
+        seed: a.seed,
+    };
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    super::settings::check_or_write(&out.join("settings.json"), &settings)?;
+    let probe = first.probe();
+    let idx = Tensor::from_slice(&probe.indices);
+    let raw = |r: &Run| r.data.test.images.index_select(0, &idx.to_device(r.data.test.images.device())).to_device(tch::Device::Cpu);
+    let reference = raw(first);
+    let layers: Vec<Vec<String>> = opened.iter().map(Run::layers).collect::<Result<_, _>>()?;
+    let path = |i: usize, j: usize| out.join(format!("pair-{i}-{j}.json"));
+    let todo: Vec<(usize, usize)> =
+        (0..runs.len()).flat_map(|i| (i + 1..runs.len()).map(move |j| (i, j))).filter(|&(i, j)| !path(i, j).exists()).collect();
+    if !todo.is_empty() {
+        let mut acts = Vec::new();
+        for (r, dir) in opened.iter().zip(runs) {
+            let images = raw(r);
+            if images.size() != reference.size() || !bool::try_from(images.eq_tensor(&reference).all()).unwrap_or(false) {
+                return Err(InputError::new(format!(
+                    "{}: its test images differ from those of {} at the probe's indices: compare runs on the same data",
+                    dir.display(),
+                    runs[0].display()
+                ))
+                .into());
+            }
+            let probe = Probe { indices: probe.indices.clone(), images: r.data.normalise(&images.to_device(r.data.test.images.device())) };
+            acts.push(super::record::record(&r.net, &probe, &r.layers()?)?);
+        }
+        let total: usize = todo.iter().map(|&(i, j)| layers[i].len() * layers[j].len()).sum();
+        let bar = super::progress(total as u64, "comparing runs");
+        tracing::info!("comparing {} pairs of runs", todo.len());
+        for &(i, j) in &todo {
+            let matrix = acts[i]
+                .iter()
+                .map(|x| {
+                    acts[j]
+                        .iter()
+                        .map(|y| {
+                            bar.inc(1);
+                            pair(x, &y.to_device(x.device()), &first.config)
+                        })
+                        .collect()
+                })
+                .collect();
+            let p = Pair { a: i, b: j, layers_a: layers[i].clone(), layers_b: layers[j].clone(), matrix };
+            write_json_atomic(&path(i, j), &p)?;
+        }
+        bar.finish_and_clear();
+    }
+    let mut pairs = Vec::new();
+    for i in 0..runs.len() {
+        for j in i + 1..runs.len() {
+            let p = path(i, j);
+            let text = std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+            pairs.push(serde_json::from_str::<Pair>(&text).map_err(|e| InputError::new(format!("{}: {e}", p.display())))?);
+        }
+    }
+    let summary = layers.iter().all(|l| l == &layers[0]).then(|| summarise(&layers[0], &pairs));
+    let c = CompareRuns { settings, pairs, summary };
+    write_tables(out, &c)?;
+    Ok(c)
+}
+
+fn summarise(layers: &[String], pairs: &[Pair]) -> Summary {
+    let n = layers.len();
+    let mut mean = vec![vec![None; n]; n];
+    let mut std = vec![vec![None; n]; n];
+    for i in 0..n {
+        for j in 0..n {
+            let v: Vec<f64> = pairs.iter().filter_map(|p| p.matrix[i][j]).collect();
+            if v.len() != pairs.len() || v.is_empty() {
+                continue;
+            }
+            let m = v.iter().sum::<f64>() / v.len() as f64;
+            mean[i][j] = Some(m);
+            if v.len() > 1 {
+                std[i][j] = Some((v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt());
+            }
+        }
+    }
+    Summary { layers: layers.to_vec(), pairs: pairs.len(), mean, std }
+}
+
+fn cell(v: Option<f64>) -> String {
+    v.map_or(String::new(), |v| format!("{v:.6}"))
+}
+
+/// `pairs.csv` (every entry of every pair), `mean.csv` (when the runs share their
+/// layers) and `compare_runs.json`.
+fn write_tables(out: &Path, c: &CompareRuns) -> anyhow::Result<()> {
+    let mut all = String::from("run_a,run_b,layer_a,layer_b,similarity\n");
+    for p in &c.pairs {
+        let (ra, rb) = (c.settings.runs[p.a].display(), c.settings.runs[p.b].display());
+        for (i, la) in p.layers_a.iter().enumerate() {
+            for (j, lb) in p.layers_b.iter().enumerate() {
+                all += &format!("{ra},{rb},{la},{lb},{}\n", cell(p.matrix[i][j]));
+            }
+        }
+    }
+    write_atomic(&out.join("pairs.csv"), all.as_bytes())?;
+    if let Some(s) = &c.summary {
+        let mut mean = String::from("layer_a,layer_b,mean,std,pairs\n");
+        for (i, la) in s.layers.iter().enumerate() {
+            for (j, lb) in s.layers.iter().enumerate() {
+                mean += &format!("{la},{lb},{},{},{}\n", cell(s.mean[i][j]), cell(s.std[i][j]), s.pairs);
+            }
+        }
+        write_atomic(&out.join("mean.csv"), mean.as_bytes())?;
+    }
+    write_json_atomic(&out.join("compare_runs.json"), c)?;
+    Ok(())
+}

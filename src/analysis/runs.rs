@@ -1,0 +1,138 @@
+//! A trained run opened for analysis: its resolved config, data, and network with the
+//! weights of a checkpoint (the final one unless asked otherwise), in inference mode.
+
+use super::dynamics::run_config;
+use super::probe::Probe;
+use crate::config::Config;
+use crate::data::rng::Rng;
+use crate::data::Dataset;
+use crate::device::DeviceChoice;
+use crate::error::InputError;
+use crate::model::{self, Network};
+use crate::train::{checkpoint, sgd::Sgd};
+use std::path::{Path, PathBuf};
+use tch::Tensor;
+
+pub struct Run {
+    pub dir: PathBuf,
+    pub config: Config,
+    pub data: Dataset,
+    pub vs: tch::nn::VarStore,
+    pub net: Network,
+    sgd: Sgd,
+    /// Checkpoints by step.
+    pub checkpoints: Vec<(u64, PathBuf)>,
+    pub final_step: u64,
+    /// The step whose weights the network holds.
+    pub step: u64,
+}
+
+impl Run {
+    /// Opens `dir` on `device` (default: the run's train.device) with the weights of the
+    /// final checkpoint; an error when training has not finished.
+    pub fn open(dir: &Path, device: Option<DeviceChoice>) -> anyhow::Result<Run> {
+        let config = run_config(dir)?;
+        let device = device.unwrap_or(config.train.device).resolve()?;
+        if let Some(n) = config.train.threads {
+            tch::set_num_threads(n);
+        }
+        let final_step = config
+            .train
+            .steps
+            .ok_or_else(|| InputError::new(format!("{}: the config has no train.steps (not resolved?)", dir.display())))?;
+        let checkpoints = checkpoint::list(&dir.join(checkpoint::FOLDER));
+        match checkpoints.last() {
+            Some(&(last, _)) if last == final_step => {}
+            Some(&(last, _)) => {
+                return Err(InputError::new(format!(
+                    "{}: checkpoints reach step {last} of {final_step}: finish training first (`svcca train` resumes)",
+                    dir.display()
+                ))
+                .into())
+            }
+            None => return Err(InputError::new(format!("{}: no checkpoints to analyse", dir.display())).into()),
+        }
+        let data = Dataset::load(&config.data, device)?;
+        let vs = tch::nn::VarStore::new(device);
+        // Initial weights are overwritten by the checkpoint; the lock keeps their draw out
+        // of a seeded initialisation running in the same process.
+        let net = {
+            let _init = model::init_lock();
+            model::build(&vs.root(), &config.model, data.shape, data.classes)?
+        };
+        let sgd = Sgd::new(&vs, config.train.momentum, config.train.nesterov, config.train.weight_decay);
+        let mut run = Run { dir: dir.to_path_buf(), config, data, vs, net, sgd, checkpoints, final_step, step: final_step };
+        run.load_step(final_step)?;
+        Ok(run)
+    }
+
+    /// Loads the weights of the checkpoint at `step`.
+    pub fn load_step(&mut self, step: u64) -> anyhow::Result<()> {
+        let Some((_, path)) = self.checkpoints.iter().find(|c| c.0 == step) else {
+            return Err(InputError::new(format!("{}: no checkpoint at step {step}", self.dir.display())).into());
+        };
+        checkpoint::load(path, &self.vs, &mut self.sgd)?;
+        self.step = step;
+        Ok(())
+    }
+
+    /// The layers analysed: `analysis.layers`, or every named layer.
+    pub fn layers(&self) -> Result<Vec<String>, InputError> {
+        super::store::layers(&self.config, &self.net)
+    }
+
+    /// Checks that every name is a layer of this network; the error names the layer, the
+    /// flag it came from and lists the layers.
+    pub fn check_layers<'a>(&self, names: impl IntoIterator<Item = &'a str>, flag: &str) -> Result<(), InputError> {
+        let all = self.net.layer_names();
+        for n in names {
+            if !all.contains(&n) {
+                return Err(InputError::new(format!(
+                    "{flag}: no layer '{n}' in the network of {}; its layers are {}",
+                    self.dir.display(),
+                    all.join(" ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The probe set of `analysis` (test images).
+    pub fn probe(&self) -> Probe {
+        Probe::new(&self.data, &self.config.analysis)
+    }
+
+    /// `analysis.probe_size` training images drawn by a seeded permutation (stream `fit`
+    /// of `analysis.seed`), unaugmented: what compression fits its directions on, so that
+    /// the test accuracy it reports is measured on images the fit never saw.
+    pub fn fit_set(&self) -> Probe {
+        const STREAM: u64 = 0x66_69_74; // "fit"
+        let n = self.data.train.len();
+        let mut indices = Rng::stream(self.config.analysis.seed, &[STREAM]).permutation(n);
+        indices.truncate(self.config.analysis.probe_size.min(n));
+        indices.sort_unstable();
+        let idx = Tensor::from_slice(&indices).to_device(self.data.train.images.device());
+        let images = self.data.normalise(&self.data.train.images.index_select(0, &idx));
+        Probe { indices, images }
+    }
+}
+
+/// A layer's activations as datapoints x neurons: a conv layer's positions folded into
+/// datapoints (rows n*h*w, one per image and position, image-major; C neurons).
+pub fn as_rows(t: &Tensor) -> Tensor {
+    if t.dim() == 4 {
+        let c = t.size()[1];
+        t.permute([0, 2, 3, 1]).reshape([-1, c])
+    } else {
+        t.shallow_clone()
+    }
+}
+
+/// Positions per image of a layer's activations (1 for a dense layer).
+pub fn positions(t: &Tensor) -> i64 {
+    if t.dim() == 4 {
+        t.size()[2] * t.size()[3]
+    } else {
+        1
+    }
+}

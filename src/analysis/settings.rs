@@ -1,0 +1,26 @@
+//! The settings an analysis's numbers depend on, written beside its results: a folder
+//! analysed with other settings is refused rather than mixed.
+
+use super::store::write_json_atomic;
+use crate::error::InputError;
+use serde::{de::DeserializeOwned, Serialize};
+use std::path::Path;
+
+/// Writes `settings` to `path`, or checks that the ones already there are the same.
+pub fn check_or_write<T: Serialize + DeserializeOwned + PartialEq>(path: &Path, settings: &T) -> anyhow::Result<()> {
+    if !path.exists() {
+        return write_json_atomic(path, settings);
+    }
+    let before: T = serde_json::from_str(&std::fs::read_to_string(path)?).map_err(|e| InputError::new(format!("{}: {e}", path.display())))?;
+    if &before != settings {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        return Err(InputError::new(format!(
+            "{}: this analysis was made with other settings ({}); delete {} to redo it",
+            path.display(),
+            serde_json::to_string(&before)?,
+            dir.display()
+        ))
+        .into());
+    }
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! `svcca analyze RUN_DIR --compression ... | --classes ... | --dimensionality`: the
+//! paper's other findings on a trained run; tables in RUN_DIR/analysis/, plots in
+//! RUN_DIR/plots/.
+
+use crate::analysis::compression::{LayerSpec, Reference};
+use crate::analysis::{classes, compression, dimensionality};
+use crate::device::DeviceChoice;
+use crate::report::findings as plots;
+use clap::Args;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Args)]
+pub struct FindingsArgs {
+    /// Compression: test accuracy with each layer projected onto its top-k SVCCA
+    /// directions, vs k random / k most active neurons; LAYER:FRACTION also compresses all
+    /// such layers at once, each to that fraction of its units (e.g. fc1:0.1,fc2:0.2).
+    #[arg(long, value_delimiter = ',', value_name = "LAYER[:FRACTION]")]
+    compression: Vec<LayerSpec>,
+    /// What --compression's SVCCA directions are computed against: `logits` (the
+    /// network's own), `step:N` (the same layer at checkpoint N) or another run folder
+    /// (the same layer of its final network).
+    #[arg(long, default_value = "logits", value_name = "logits|step:N|RUN_DIR", requires = "compression")]
+    against: Reference,
+    /// Class sensitivity: `all` or class indices (e.g. 0,3,8): each class's final logit
+    /// against every layer at every checkpoint.
+    #[arg(long, value_name = "all|C,C,...")]
+    classes: Option<String>,
+    /// Dimensionality: directions for 90% and 99% of each layer's variance, and its
+    /// similarity to the logits against the directions kept.
+    #[arg(long)]
+    dimensionality: bool,
+}
+
+impl FindingsArgs {
+    /// Whether any of these analyses was asked for (else `analyze` does learning dynamics).
+    pub fn any(&self) -> bool {
+        !self.compression.is_empty() || self.classes.is_some() || self.dimensionality
+    }
+
+    pub fn run(&self, run: &Path, device: Option<DeviceChoice>, plot: bool) -> anyhow::Result<()> {
+        let plot_dir = run.join(crate::report::FOLDER);
+        let mut written: Vec<PathBuf> = Vec::new();
+        if !self.compression.is_empty() {
+            let c = compression::compression(run, &self.compression, &self.against, device)?;
+            println!("compression: full test accuracy {:.2}%; smallest k within 1 point of it:", 100.0 * c.full_accuracy);
+            let show = |v: Option<usize>| v.map_or("none".to_string(), |v| v.to_string());
+            for s in &c.layers {
+                println!(
+                    "  {} ({} units, {} SVCCA directions): svcca {}, most active {}, random {}",
+                    s.layer,
+                    s.units,
+                    s.directions,
+                    show(c.smallest_k(s, "svcca", 1.0)),
+                    show(c.smallest_k(s, "active", 1.0)),
+                    show(c.smallest_k(s, "random", 1.0))
+                );
+            }
+            for j in &c.joint {
+                let layers: Vec<String> = j.layers.iter().map(|(l, k)| format!("{l} k={k}")).collect();
+                println!("  all at once ({}), {}: {:.2}%", layers.join(", "), j.method, 100.0 * j.accuracy);
+            }
+            if plot {
+                written.extend(plots::compression_plot(&plot_dir, &c)?);
+            }
+        }
+        if let Some(list) = &self.classes {
+            let c = classes::classes(run, list, device)?;
+            if let Some(last) = c.steps.last() {
+                println!("class sensitivity at step {} (class: layers with similarity >= 0.5 from the input):", last.step);
+                for (ci, class) in c.settings.classes.iter().enumerate() {
+                    let first = c.settings.layers.iter().zip(&last.matrix[ci]).find(|(_, v)| v.is_some_and(|v| v >= 0.5)).map(|(l, _)| l.as_str());
+                    println!("  class {class}: first layer at 0.5 or above: {}", first.unwrap_or("none"));
+                }
+            }
+            if plot {
+                written.extend(plots::classes_plot(&plot_dir, &c)?);
+            }
+        }
+        if self.dimensionality {
+            let d = dimensionality::dimensionality(run, device)?;
+            println!("dimensionality (directions for 90% / 99% of the variance, of the units):");
+            for l in &d {
+                println!("  {}: {} / {} of {}", l.layer, l.k90, l.k99, l.units);
+            }
+            if plot {
+                written.extend(plots::dimensionality_plot(&plot_dir, &d)?);
+            }
+        }
+        println!("tables in {}", run.join(crate::analysis::dynamics::FOLDER).display());
+        for p in written {
+            println!("  {}", p.display());
+        }
+        Ok(())
+    }
+}

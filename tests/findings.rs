@@ -1,0 +1,309 @@
+//! The paper's other findings on tiny runs: compression (all directions change nothing,
+//! none gives a constant output and chance accuracy), class sensitivity (the logits layer
+//! against its own logit is 1), dimensionality against closed forms, compare-runs (a run
+//! against itself is 1 on the diagonal; other layer lists give a rectangular matrix), and
+//! the CLI's errors.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use svcca::analysis::compression::{self, LayerSpec, Reference};
+use svcca::analysis::runs::Run;
+use svcca::analysis::{classes, compare_runs, dimensionality};
+use svcca::config::Config;
+use svcca::similarity::{self, Keep, Method, Options};
+use tch::nn::ModuleT;
+use tch::{Kind, Tensor};
+
+fn tiny(keep: f64, arch: &str, layers: &str) -> String {
+    format!(
+        r#"
+[data]
+dataset = "synthetic"
+train_size = 512
+test_size = 200
+crop_padding = 0
+flip = false
+
+[model]
+arch = "{arch}"
+width = 4
+fc1 = 16
+fc2 = 8
+
+[train]
+device = "cpu"
+threads = 1
+batch_size = 32
+steps = 20
+lr = 0.05
+eval_every = 10
+
+[checkpoints]
+every = 10
+
+[analysis]
+probe_size = 160
+keep = {keep}
+layers = [{layers}]
+"#
+    )
+}
+
+const LAYERS: &str = r#""c1", "c3", "p2", "fc1", "bn4", "logits""#;
+
+fn train(dir: &Path, text: &str) -> PathBuf {
+    let config = Config::parse(text, "tiny.toml", &[]).unwrap();
+    svcca::train::train(config, dir).unwrap();
+    dir.to_path_buf()
+}
+
+fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+#[test]
+fn compression_all_directions_change_nothing_and_none_give_chance() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = train(&tmp.path().join("run"), &tiny(1.0, "convnet", LAYERS));
+    let run = Run::open(&dir, None).unwrap();
+    let layers = ["c3".to_string(), "fc1".to_string()];
+    let fitted = compression::fit(&run, &layers, None, 1.0).unwrap();
+    let fit = run.fit_set();
+    let plain = tch::no_grad(|| run.net.forward_t(&fit.images, false));
+    for f in &fitted {
+        // keep = 1: every direction above rounding noise; projecting onto all of them is
+        // the identity on the data they were fitted on (its span), conv layers included.
+        let all = f.method("svcca", f.directions.len(), 0, 0);
+        let p2 = all.matmul(&all);
+        assert!(max_abs(&p2, &all) < 1e-8, "{}: P is not a projection", f.layer);
+        let edit = |h: &Tensor| compression::project(h, &f.directions.mean, &all);
+        let out = tch::no_grad(|| run.net.forward_edited(&fit.images, false, &[(&f.layer, &edit)]).unwrap());
+        let scale = plain.abs().max().double_value(&[]);
+        assert!(max_abs(&out, &plain) < 1e-4 * scale, "{}: logits moved by {}", f.layer, max_abs(&out, &plain));
+        // None: the layer outputs its mean for every image, so the logits are constant.
+        for method in ["svcca", "active", "random"] {
+            let zero = f.method(method, 0, 0, 0);
+            let edit = |h: &Tensor| compression::project(h, &f.directions.mean, &zero);
+            let out = tch::no_grad(|| run.net.forward_edited(&fit.images, false, &[(&f.layer, &edit)]).unwrap());
+            let spread = (&out - out.get(0)).abs().max().double_value(&[]);
+            assert!(spread < 1e-5 * scale, "{} {method}: k = 0 leaves logits varying by {spread}", f.layer);
+        }
+    }
+
+    // The sweep: at k = 0 every method scores the share of the test split in the one
+    // class the constant output predicts (chance); the table and the plot are written.
+    let specs: Vec<LayerSpec> = ["fc1:0.5", "c3"].iter().map(|s| s.parse().unwrap()).collect();
+    let c = compression::compression(&dir, &specs, &Reference::Logits, None).unwrap();
+    let labels = Vec::<i64>::try_from(&run.data.test.labels).unwrap();
+    for s in &c.layers {
+        let f = fitted.iter().find(|f| f.layer == s.layer).unwrap();
+        let zero = f.method("svcca", 0, 0, 0);
+        let edit = |h: &Tensor| compression::project(h, &f.directions.mean, &zero);
+        let x = run.data.normalise(&run.data.test.images.narrow(0, 0, 1));
+        let class = tch::no_grad(|| run.net.forward_edited(&x, false, &[(&s.layer, &edit)]).unwrap()).argmax(-1, false).int64_value(&[0]);
+        let chance = labels.iter().filter(|&&l| l == class).count() as f64 / labels.len() as f64;
+        for method in ["svcca", "active", "random"] {
+            let p = s.points.iter().find(|p| p.method == method && p.k == 0).unwrap();
+            assert!((p.accuracy - chance).abs() < 1e-12, "{} {method} k=0: {} vs chance {chance}", s.layer, p.accuracy);
+        }
+        // All units kept by the baselines: the network unchanged.
+        for method in ["active", "random"] {
+            let p = s.points.iter().find(|p| p.method == method && p.k == s.units).unwrap();
+            assert!((p.accuracy - c.full_accuracy).abs() < 1e-12, "{} {method} all units: {}", s.layer, p.accuracy);
+        }
+        assert_eq!(s.directions, f.directions.len());
+    }
+    let (_, full) = svcca::train::evaluate(&run.net, &run.data, 100);
+    assert!((c.full_accuracy - full).abs() < 1e-12);
+    // fc1:0.5 compressed on its own in the joint rows: 8 of 16 units.
+    assert_eq!(c.joint.len(), 3);
+    assert_eq!(c.joint[1].layers, vec![("fc1".to_string(), 8)]);
+    for f in ["compression.csv", "compression_summary.csv", "layer-fc1.json", "settings.json"].map(|f| format!("analysis/compression-logits/{f}")) {
+        assert!(dir.join(&f).exists(), "{f}");
+    }
+    // Rerun: read back, the same numbers; other settings are refused.
+    let again = compression::compression(&dir, &specs, &Reference::Logits, None).unwrap();
+    let points = |c: &compression::Compression| c.layers.iter().map(|s| s.points.clone()).collect::<Vec<_>>();
+    assert_eq!(points(&again), points(&c));
+    assert_eq!((again.full_accuracy, &again.joint), (c.full_accuracy, &c.joint));
+    // Against the same layer at the final checkpoint (the same network): correlations 1.
+    let spec: Vec<LayerSpec> = vec!["fc1".parse().unwrap()];
+    let same = compression::compression(&dir, &spec, &Reference::Step(20), None).unwrap();
+    assert!(same.layers[0].correlations.iter().all(|c| (c - 1.0).abs() < 1e-6), "{:?}", same.layers[0].correlations);
+    let early = compression::compression(&dir, &spec, &Reference::Step(10), None).unwrap();
+    assert!(early.layers[0].correlations[0] < 1.0 - 1e-6);
+    let err = compression::compression(&dir, &spec, &Reference::Step(7), None).unwrap_err();
+    assert!(err.to_string().contains("no checkpoint at step 7"), "{err}");
+    let settings = dir.join("analysis/compression-logits/settings.json");
+    let text = std::fs::read_to_string(&settings).unwrap();
+    std::fs::write(&settings, text.replace("\"keep\": 1.0", "\"keep\": 0.5")).unwrap();
+    let err = compression::compression(&dir, &specs, &Reference::Logits, None).unwrap_err();
+    assert!(err.to_string().contains("other settings"), "{err}");
+}
+
+#[test]
+fn class_sensitivity_of_the_logits_to_their_own_logit_is_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = train(&tmp.path().join("run"), &tiny(1.0, "convnet", LAYERS));
+    let c = classes::classes(&dir, "0,3,9", None).unwrap();
+    assert_eq!(c.settings.classes, [0, 3, 9]);
+    let steps: Vec<u64> = c.steps.iter().map(|s| s.step).collect();
+    assert_eq!(steps, [0, 10, 20]);
+    let last = c.steps.last().unwrap();
+    let logits = c.settings.layers.iter().position(|l| l == "logits").unwrap();
+    for (ci, row) in last.matrix.iter().enumerate() {
+        let v = row[logits].unwrap();
+        assert!((v - 1.0).abs() < 1e-6, "class {}: {v}", c.settings.classes[ci]);
+        // Every layer: a correlation, in [0, 1]; conv layers included.
+        for v in row {
+            let v = v.unwrap();
+            assert!((0.0..=1.0 + 1e-9).contains(&v), "{v}");
+        }
+    }
+    // The untrained network's logits are another map of the input: not 1.
+    assert!(c.steps[0].matrix[0][logits].unwrap() < 1.0 - 1e-6);
+    assert!(dir.join("analysis/classes.csv").exists());
+    assert!(classes::parse_classes("10", 10).unwrap_err().to_string().contains("class 10 is out of range"));
+    assert_eq!(classes::parse_classes("all", 3).unwrap(), [0, 1, 2]);
+}
+
+#[test]
+fn dimensionality_matches_closed_forms() {
+    // X = U diag(s) V' with U's columns orthonormal and centred: its principal variances
+    // are s^2 exactly, and the 99% count follows from them.
+    let (n, m) = (300, 12);
+    let s: Vec<f64> = (0..m).map(|i| 10.0 * 0.55f64.powi(i as i32)).collect();
+    let g = common::randn(1, n, m);
+    let (u, _) = Tensor::linalg_qr(&(&g - g.mean_dim(0, true, Kind::Double)), "reduced");
+    let (v, _) = Tensor::linalg_qr(&common::randn(2, m, m), "reduced");
+    let x = u.matmul(&Tensor::from_slice(&s).diag(0)).matmul(&v.tr()) + 3.0;
+    let (variances, rank) = similarity::principal_variances(&x).unwrap();
+    let want: Vec<f64> = s.iter().map(|v| v * v).collect();
+    common::assert_close(&variances, &want, 1e-9, "principal variances");
+    assert_eq!(rank, m as usize);
+    let total: f64 = want.iter().sum();
+    for fraction in [0.5, 0.9, 0.99, 0.999] {
+        let closed = (1..=want.len()).find(|&k| want[..k].iter().sum::<f64>() / total >= fraction).unwrap();
+        assert_eq!(similarity::directions_needed(&variances, fraction), closed, "fraction {fraction}");
+    }
+    // Rank-deficient: 3 directions, the rest exact zeros.
+    let low = u.narrow(1, 0, 3).matmul(&common::randn(3, 3, m));
+    assert_eq!(similarity::principal_variances(&low).unwrap().1, 3);
+
+    // The layer cut to its top k directions against a reference that is exactly its
+    // first two principal components: correlations (1, 1) from k = 2 on, (1) at k = 1.
+    let reference = u.narrow(1, 0, 2).matmul(&common::randn(4, 2, 2));
+    for (k, want) in [(1, vec![1.0]), (2, vec![1.0, 1.0]), (5, vec![1.0, 1.0])] {
+        let d = similarity::directions_each(&x, &reference, Keep::TopK(k), Keep::All).unwrap();
+        common::assert_close(&d.correlations, &want, 1e-9, &format!("k = {k}"));
+    }
+    // At k = 1 the one direction left is not in the reference: correlation 0.
+    let other = u.narrow(1, 5, 2);
+    let d = similarity::directions_each(&x, &other, Keep::TopK(1), Keep::All).unwrap();
+    assert!(d.correlations[0] < 1e-9, "{:?}", d.correlations);
+}
+
+#[test]
+fn directions_are_the_svcca_ones() {
+    // The canonical correlations found with the directions are SVCCA's; the directions are
+    // whitened (D' C D = I) and their projections nest.
+    let a = common::randn(5, 400, 10);
+    let b = a.narrow(1, 0, 4).matmul(&common::randn(6, 4, 6)) + 0.5 * common::randn(7, 400, 6);
+    let d = similarity::directions(&a, &b, Keep::Variance(0.99)).unwrap();
+    let s = similarity::compare(&a, &b, &Options { method: Method::Svcca, keep: Keep::Variance(0.99) }).unwrap();
+    common::assert_close(&d.correlations, &s.correlations, 1e-9, "correlations");
+    let ac = &a - a.mean_dim(0, true, Kind::Double);
+    let gram = d.weights.tr().matmul(&ac.tr().matmul(&ac)).matmul(&d.weights);
+    assert!(max_abs(&gram, &Tensor::eye(d.len() as i64, (Kind::Double, tch::Device::Cpu))) < 1e-9);
+    let (p3, p6) = (d.projection(3), d.projection(6));
+    assert!(max_abs(&p3.matmul(&p6), &p3) < 1e-9);
+    // The variates of the top 3 directions correlate with B as the top 3 correlations say
+    // (B reduced by the same rule; the 3 whitened variates have equal variance, all kept).
+    let z = ac.matmul(&d.weights.narrow(1, 0, 3));
+    let top = similarity::compare(&z, &b, &Options { method: Method::Svcca, keep: Keep::Variance(0.99) }).unwrap();
+    common::assert_close(&top.correlations, &s.correlations[..3], 1e-9, "top-3 variates");
+}
+
+#[test]
+fn compare_runs_with_itself_and_across_architectures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = train(&tmp.path().join("a"), &tiny(0.99, "convnet", LAYERS));
+    let b = train(&tmp.path().join("b"), &tiny(0.99, "convnet", r#""c1", "fc1", "logits""#));
+    let out = tmp.path().join("self");
+    let c = compare_runs::compare_runs(&[a.clone(), a.clone(), a.clone()], &out, None).unwrap();
+    assert_eq!(c.pairs.len(), 3);
+    let s = c.summary.as_ref().unwrap();
+    for (i, l) in s.layers.iter().enumerate() {
+        assert!((s.mean[i][i].unwrap() - 1.0).abs() < 1e-6, "{l}: {:?}", s.mean[i][i]);
+        assert!(s.std[i][i].unwrap() < 1e-6);
+        for p in &c.pairs {
+            assert!((p.matrix[i][i].unwrap() - 1.0).abs() < 1e-6);
+        }
+    }
+    assert!(s.mean[0][5].unwrap() < 0.99);
+    assert!(out.join("mean.csv").exists() && out.join("pairs.csv").exists());
+
+    // Other layer lists: a rectangular matrix, no mean; same-named layers of one run.
+    let out = tmp.path().join("ab");
+    let c = compare_runs::compare_runs(&[a.clone(), b.clone()], &out, None).unwrap();
+    let p = &c.pairs[0];
+    assert_eq!((p.matrix.len(), p.matrix[0].len()), (6, 3));
+    assert!(c.summary.is_none());
+    assert!((p.matrix[5][2].unwrap() - 1.0).abs() < 1e-6, "the same run's logits: {:?}", p.matrix[5][2]);
+    // Compression against the same layer of run b (trained alike, so the same network):
+    // every canonical correlation is 1.
+    let spec: Vec<LayerSpec> = vec!["fc1".parse().unwrap()];
+    let against = compression::compression(&a, &spec, &Reference::Run(b.clone()), None).unwrap();
+    let corr = &against.layers[0].correlations;
+    assert_eq!(corr.len(), against.layers[0].directions);
+    assert!(corr.iter().all(|c| (c - 1.0).abs() < 1e-6), "{corr:?}");
+    assert!(a.join("analysis/compression-run-b/compression.csv").exists());
+    let pngs = svcca::report::findings::compare_runs_plot(&out, &c).unwrap();
+    assert!(std::fs::read(&pngs[0]).unwrap().starts_with(b"\x89PNG"));
+}
+
+fn svcca_bin(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_svcca")).args(args).output().unwrap()
+}
+
+#[test]
+fn cli_analyses_and_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = train(&tmp.path().join("run"), &tiny(0.99, "convnet", LAYERS));
+    let d = dir.to_str().unwrap();
+    let out = svcca_bin(&["analyze", d, "--compression", "fc9"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("'fc9'") && err.contains("c1 c2 bn1 p1"), "{err}");
+    let out = svcca_bin(&["analyze", d, "--compression", "fc1:1.5"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("(0, 1]"));
+    let out = svcca_bin(&["analyze", d, "--classes", "3,x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("'x'"));
+    let out = svcca_bin(&["analyze", d, "--against", "logits"]);
+    assert_eq!(out.status.code(), Some(2), "--against needs --compression");
+    let out = svcca_bin(&["compare-runs", d]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = svcca_bin(&["compare-runs", d, tmp.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a run folder"));
+
+    let out = svcca_bin(&["analyze", d, "--dimensionality", "--compression", "fc1:0.25,logits"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("smallest k within 1 point") && text.contains("fc1:"), "{text}");
+    let table = std::fs::read_to_string(dir.join("analysis/dimensionality.csv")).unwrap();
+    assert_eq!(table.lines().next().unwrap(), "layer,units,rank,k90,k99");
+    assert_eq!(table.lines().count(), 7);
+    let dims: Vec<dimensionality::LayerDimensions> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("analysis/dimensionality.json")).unwrap()).unwrap();
+    for l in &dims {
+        assert!(l.k90 <= l.k99 && l.k99 <= l.rank && l.rank <= l.units, "{l:?}");
+    }
+    for f in ["compression-logits.png", "compression-logits.svg", "dimensionality.png", "dimensionality.svg"] {
+        assert!(dir.join("plots").join(f).exists(), "{f}");
+    }
+}
