@@ -177,42 +177,47 @@ fn decisions_follow_the_similarity_to_the_previous_check() {
 
 #[test]
 fn resumed_mid_schedule_equals_uninterrupted() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (straight, resumed) = (tmp.path().join("a"), tmp.path().join("b"));
-    let config = || {
-        let mut c = tiny("threshold = 0.99\ncheck_every = 5");
-        c.train.steps = Some(50);
-        c
-    };
-    svcca::train::train(config(), &straight).unwrap();
-    svcca::train::train(config(), &resumed).unwrap();
-    // As if killed after the step-20 checkpoint: later checkpoints gone, but freeze.csv
-    // and freeze_checks.csv as the killed run left them, with rows after step 20.
-    for s in [30, 40, 50] {
-        std::fs::remove_file(resumed.join("checkpoints").join(format!("step-{s:08}.safetensors"))).unwrap();
+    // Frozen batch norm keeping its statistics (the frozen prefix's output on the probe is
+    // kept between checks), or still updating them (it is recomputed at every check).
+    for bn in ["true", "false"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (straight, resumed) = (tmp.path().join("a"), tmp.path().join("b"));
+        let config = || {
+            let mut c = tiny(&format!("threshold = 0.99\ncheck_every = 5\nfreeze_bn_stats = {bn}"));
+            c.train.steps = Some(50);
+            c
+        };
+        svcca::train::train(config(), &straight).unwrap();
+        svcca::train::train(config(), &resumed).unwrap();
+        // As if killed after the step-20 checkpoint: later checkpoints gone, but freeze.csv
+        // and freeze_checks.csv as the killed run left them, with rows after step 20.
+        for s in [30, 40, 50] {
+            std::fs::remove_file(resumed.join("checkpoints").join(format!("step-{s:08}.safetensors"))).unwrap();
+        }
+        let trace = checks(&straight);
+        let has = |d: &str, before: bool| trace.iter().any(|t| (t.0 <= 20) == before && t.3 == d);
+        assert!(has("froze", true) && has("froze", false) && has("below", false), "bn {bn}: {trace:?}");
+        let s = svcca::train::train(config(), &resumed).unwrap();
+        assert_eq!(s.resumed_from, Some(20));
+        let (a, b) = (ckpt(&straight, 50), ckpt(&resumed, 50));
+        assert_eq!(a.len(), b.len());
+        for n in a.keys().filter(|n| *n != "meta.wall_seconds") {
+            assert!(a[n].equal(&b[n]), "bn {bn}: {n} differs after resume");
+        }
+        // Same decisions, same similarities to the last digit (the previous check's
+        // activations were recomputed from the step-20 checkpoint).
+        for f in ["freeze.csv", "freeze_checks.csv"] {
+            assert_eq!(read(&straight, f), read(&resumed, f), "bn {bn}: {f}");
+        }
+        if bn == "true" {
+            // Without freeze.csv the decisions before the checkpoint are lost: refused.
+            std::fs::remove_file(resumed.join("checkpoints").join("step-00000050.safetensors")).unwrap();
+            std::fs::remove_file(resumed.join("freeze.csv")).unwrap();
+            let e = svcca::train::train(config(), &resumed).unwrap_err();
+            assert!(e.to_string().contains("freeze.csv"), "{e}");
+            assert!(e.downcast_ref::<svcca::error::InputError>().is_some());
+        }
     }
-    let trace = checks(&straight);
-    let has = |d: &str, before: bool| trace.iter().any(|t| (t.0 <= 20) == before && t.3 == d);
-    assert!(has("froze", true) && has("froze", false) && has("below", false), "{trace:?}");
-    let s = svcca::train::train(config(), &resumed).unwrap();
-    assert_eq!(s.resumed_from, Some(20));
-    let (a, b) = (ckpt(&straight, 50), ckpt(&resumed, 50));
-    assert_eq!(a.len(), b.len());
-    for n in a.keys().filter(|n| *n != "meta.wall_seconds") {
-        assert!(a[n].equal(&b[n]), "{n} differs after resume");
-    }
-    // Same decisions, same similarities to the last digit (the previous check's
-    // activations were recomputed from the step-20 checkpoint).
-    for f in ["freeze.csv", "freeze_checks.csv"] {
-        assert_eq!(read(&straight, f), read(&resumed, f), "{f}");
-    }
-
-    // Without freeze.csv the decisions before the checkpoint are lost: refused.
-    std::fs::remove_file(resumed.join("checkpoints").join("step-00000050.safetensors")).unwrap();
-    std::fs::remove_file(resumed.join("freeze.csv")).unwrap();
-    let e = svcca::train::train(config(), &resumed).unwrap_err();
-    assert!(e.to_string().contains("freeze.csv"), "{e}");
-    assert!(e.downcast_ref::<svcca::error::InputError>().is_some());
 }
 
 #[test]

@@ -60,6 +60,20 @@ impl Network {
         Ok((h, slots.into_iter().map(|s| s.expect("every tap was checked")).collect()))
     }
 
+    /// Runs layers `range` on `h` (the network's input, or the output of the layer just
+    /// below the range) and returns each one's output: for a caller that keeps the output
+    /// of a frozen prefix and runs only the layers above it.
+    pub fn forward_range(&self, h: &Tensor, train: bool, range: std::ops::Range<usize>) -> Vec<Tensor> {
+        let mut h = h.shallow_clone();
+        self.layers[range]
+            .iter()
+            .map(|(_, l)| {
+                h = l.forward_t(&h, train);
+                h.shallow_clone()
+            })
+            .collect()
+    }
+
     /// The logits, with the first `frozen` layers run without autograd (so the backward
     /// pass stops at the first trainable layer) and, when `bn_eval`, in inference mode
     /// (their batch-norm running statistics stay put).

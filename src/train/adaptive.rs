@@ -15,15 +15,21 @@
 //!   is judged at the next check, against its state at this one: it then has had one
 //!   whole interval with its input fixed, rather than being judged on a change that
 //!   happened while the layer below still moved. It also bounds a check's cost to one
-//!   comparison and one forward pass of the probe.
+//!   comparison, and the output of the frozen prefix on the probe is kept (it no longer
+//!   changes), so a check runs only the two or three layers above it.
 //! - **Before `freeze.start`** checks are made and traced (decision `early`) but nothing
 //!   freezes: the trace shows how similarity rises, to choose a threshold.
-//! - **Similarity**: `[analysis]` method, `keep` and `conv` (default SVCCA 99%, DFT for
-//!   conv layers), the numbers `svcca analyze` would report for the same pair. The DFT is
-//!   the exact SVCCA of a conv layer with all its positions and costs one FFT of the
-//!   probe's activations plus a small CCA per frequency (C x C); on the Fashion-MNIST
-//!   convnet (16 channels, 28 x 28, 500 images) a check takes well under a tenth of a
-//!   second, so there is no reason to fall back on the cruder `avgpool`.
+//! - **Similarity**: the `[analysis]` method, `keep` and `conv` (default SVCCA keeping
+//!   99% of the variance, DFT for conv layers): the number `svcca analyze` reports for
+//!   the same pair, so the threshold reads on the scale users see in their dynamics
+//!   plots. The DFT is kept rather than the cheaper `avgpool` because it is the paper's
+//!   (exact, for translation-invariant data) SVCCA of a conv layer with all its positions,
+//!   whereas averaging over positions discards most of what changes in a low layer. It is
+//!   cheap enough: one FFT of the probe's activations and a C x C CCA per frequency; on
+//!   the Fashion-MNIST convnet (16 channels at 28 x 28, 500 probe images) a check costs
+//!   about as much as one or two training steps, under 5% of training at one check every
+//!   39 steps (the check's time is logged at debug level). `conv = "flatten"` or a
+//!   smaller `probe_size` make it cheaper still.
 //! - **Probe**: `analysis.probe_size` images drawn (seed `analysis.seed`) from the
 //!   *training* split without augmentation, in inference mode: a training decision must
 //!   not look at test images, labels or not.
@@ -121,6 +127,12 @@ pub struct Adaptive {
     total: u64,
     /// The activations of the group to be judged next, at the previous check.
     previous: Option<(usize, u64, Tensor)>,
+    /// The output of the frozen prefix (its first `.0` layers) on the probe: it no longer
+    /// changes, so a check runs only the layers above it. Not kept (always 0 layers) when
+    /// frozen batch norm still updates its statistics (`freeze.freeze_bn_stats = false`):
+    /// then the prefix's output in inference mode does change.
+    prefix: (usize, Tensor),
+    keep_prefix: bool,
     /// `freeze_checks.csv` rows so far (header excluded).
     rows: Vec<String>,
     path: PathBuf,
@@ -139,6 +151,16 @@ impl Adaptive {
         if groups.is_empty() {
             tracing::warn!("freeze.schedule = \"adaptive\": this network has no layer with parameters below the output layer; nothing will freeze");
         }
+        let every = f.check_every.expect("resolved config");
+        let (first, last) = (at(f.start), at(f.end));
+        // Checks that may freeze: multiples of `every` in [max(first, every), last).
+        let chances = (last.saturating_sub(1) / every).saturating_sub(first.max(1).saturating_sub(1) / every);
+        if (chances as usize) < groups.len() {
+            tracing::warn!(
+                "freeze.check_every {every}: {chances} checks may freeze a layer (steps {first}..{last} of {total}), and one layer freezes per check, so at most {chances} of the {} layers with parameters below the output can freeze",
+                groups.len()
+            );
+        }
         let path = out.join(CHECKS_FILE);
         // The trace up to `start`; rows of a killed run after it are recomputed.
         let mut rows = Vec::new();
@@ -152,14 +174,17 @@ impl Adaptive {
                 }
             }
         }
+        let probe = Probe::of_training_set(data, &config.analysis);
         let a = Adaptive {
             config: config.clone(),
-            probe: Probe::of_training_set(data, &config.analysis),
+            prefix: (0, probe.images.shallow_clone()),
+            keep_prefix: f.freeze_bn_stats,
+            probe,
             names: net.layer_names().iter().map(|s| s.to_string()).collect(),
             groups,
-            every: f.check_every.expect("resolved config"),
-            first: at(f.start),
-            last: at(f.end),
+            every,
+            first,
+            last,
             total,
             previous: None,
             rows,
@@ -180,8 +205,17 @@ impl Adaptive {
         self.groups.iter().position(|g| g.upto > frozen)
     }
 
-    /// Records the candidate's activations at `step` (the start of training, or the
-    /// resumed checkpoint): what the next check compares with.
+    /// The outputs of layers `from..=to` on the probe, in inference mode, starting from
+    /// the kept output of the frozen prefix (layers `0..from`).
+    fn run(&self, net: &Network, from: usize, to: usize) -> Vec<Tensor> {
+        let (k, input) = &self.prefix;
+        assert_eq!(*k, from, "the kept output is the frozen prefix's");
+        tch::no_grad(|| net.forward_range(input, false, from..to + 1))
+    }
+
+    /// Starts the schedule at `step` (0, or the resumed checkpoint): runs the frozen
+    /// prefix on the probe once, and records the candidate, which the next check
+    /// compares with.
     pub fn prime(&mut self, net: &Network, plan: &Plan, step: u64) -> anyhow::Result<()> {
         if step >= self.last {
             return Ok(());
@@ -189,17 +223,20 @@ impl Adaptive {
         if step % self.every != 0 {
             anyhow::bail!("step {step} is not a multiple of freeze.check_every {}: cannot resume the adaptive schedule there", self.every);
         }
-        self.previous = match self.candidate(plan) {
-            Some(g) => {
-                let head = self.names[self.groups[g].head].clone();
-                let acts = record::record(net, &self.probe, std::slice::from_ref(&head))?;
-                if step == 0 {
-                    record::warn_if_small(self.probe.len(), &[head], &acts);
-                }
-                Some((g, step, acts.into_iter().next().expect("one layer")))
-            }
-            None => None,
+        let Some(g) = self.candidate(plan) else {
+            return Ok(());
         };
+        let frozen = if g > 0 && self.keep_prefix { self.groups[g - 1].upto } else { 0 };
+        if frozen > 0 {
+            let out = tch::no_grad(|| net.forward_range(&self.probe.images, false, 0..frozen)).pop().expect("a layer");
+            self.prefix = (frozen, out);
+        }
+        let head = self.groups[g].head;
+        let acts = self.run(net, frozen, head).pop().expect("a layer");
+        if step == 0 {
+            record::warn_if_small(self.probe.len(), &[self.names[head].clone()], std::slice::from_ref(&acts));
+        }
+        self.previous = Some((g, step, acts));
         Ok(())
     }
 
@@ -210,24 +247,25 @@ impl Adaptive {
         let Some(g) = self.candidate(plan) else {
             return Ok(None);
         };
+        let began = std::time::Instant::now();
         let group = self.groups[g];
         let next = self.groups.get(g + 1).copied();
-        // The candidate and the group above it in one pass: the latter is the next
-        // candidate's reference if this one freezes.
-        let mut layers = vec![self.names[group.head].clone()];
-        layers.extend(next.map(|n| self.names[n.head].clone()));
-        let mut acts = record::record(net, &self.probe, &layers)?.into_iter();
-        let now = acts.next().expect("one layer at least");
+        // Only the layers above the frozen prefix run, up to the candidate and the group
+        // above it: the latter is the next candidate's reference if this one freezes.
+        let from = self.prefix.0;
+        let outs = self.run(net, from, next.map_or(group.head, |n| n.head));
+        let now = outs[group.head - from].shallow_clone();
         let (pg, pstep, before) = self.previous.take().expect("primed at the start and after every check");
         debug_assert_eq!(pg, g, "the reference is the candidate's own");
         let similarity = pair(&before, &now, &self.config);
         let decision = Decision::of(similarity, self.config.freeze.threshold, step >= self.first);
         let name = &self.names[group.head];
         let sim_text = similarity.map_or("undefined".to_string(), |s| format!("{s:.4}"));
+        let seconds = began.elapsed().as_secs_f64();
         if decision == Decision::Froze {
             let frozen: Vec<&str> = (0..group.upto).filter(|&i| plan.layers[i].1.is_none()).map(|i| self.names[i].as_str()).collect();
             tracing::info!(
-                "step {step}: {name} similarity {sim_text} to step {pstep} >= freeze.threshold {}: freezing {}",
+                "step {step}: {name} similarity {sim_text} to step {pstep} >= freeze.threshold {}: freezing {} (check {seconds:.2}s)",
                 self.config.freeze.threshold,
                 frozen.join(" ")
             );
@@ -235,9 +273,14 @@ impl Adaptive {
                 l.1.get_or_insert(step);
             }
             plan.write(out, step)?;
-            self.previous = next.map(|_| (g + 1, step, acts.next().expect("recorded")));
+            if let Some(n) = next {
+                if self.keep_prefix {
+                    self.prefix = (group.upto, outs[group.upto - 1 - from].shallow_clone());
+                }
+                self.previous = Some((g + 1, step, outs[n.head - from].shallow_clone()));
+            }
         } else {
-            tracing::debug!("step {step}: {name} similarity {sim_text} to step {pstep}: {}", decision.as_str());
+            tracing::debug!("step {step}: {name} similarity {sim_text} to step {pstep}: {} (check {seconds:.2}s)", decision.as_str());
             self.previous = Some((g, step, now));
         }
         self.rows.push(format!(
