@@ -259,3 +259,17 @@ fn ready_adaptive_config_parses() {
     let c = Config::load(&path, &[]).unwrap();
     assert_eq!(c.freeze.schedule, svcca::config::FreezeSchedule::Adaptive);
 }
+
+#[test]
+fn experiment_runs_the_adaptive_schedule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = tiny("threshold = 0.0\ncheck_every = 5");
+    c.train.steps = Some(20);
+    c.checkpoints.every = 20;
+    let s = svcca::experiment::freeze(c, &[0], tmp.path()).unwrap();
+    // c1 frozen at 5, c2 at 10, bn1 and p1 at 15: the estimate reflects those steps.
+    assert!(s.backward_saved > 0.0, "{}", s.backward_saved);
+    assert_eq!(read(&tmp.path().join("freeze/seed-0"), "freeze.csv").lines().count(), 5);
+    assert!(!tmp.path().join("base/seed-0/freeze_checks.csv").exists());
+    assert!(tmp.path().join("freeze/seed-0/freeze_checks.csv").exists());
+}

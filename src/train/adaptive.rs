@@ -140,8 +140,8 @@ pub struct Adaptive {
 
 impl Adaptive {
     /// The schedule of `config` (resolved, adaptive) for `net` with `has_params`, in run
-    /// folder `out`, training from `start` (0, or the resumed checkpoint's step). On a
-    /// resume, `plan` must hold the decisions up to `start` (see [`Plan::restore`]).
+    /// folder `out`, training from `start` (0, or the resumed checkpoint's step); keeps
+    /// the rows of `freeze_checks.csv` up to `start`. Then [`Adaptive::prime`].
     pub fn new(config: &Config, data: &Dataset, net: &Network, has_params: &[bool], out: &Path, start: u64) -> anyhow::Result<Adaptive> {
         assert_eq!(config.freeze.schedule, FreezeSchedule::Adaptive);
         let f = &config.freeze;
@@ -213,9 +213,10 @@ impl Adaptive {
         tch::no_grad(|| net.forward_range(input, false, from..to + 1))
     }
 
-    /// Starts the schedule at `step` (0, or the resumed checkpoint): runs the frozen
-    /// prefix on the probe once, and records the candidate, which the next check
-    /// compares with.
+    /// Starts the schedule at `step` (0, or the resumed checkpoint, with the network's
+    /// weights at that step and `plan` holding the decisions up to it, see
+    /// [`Plan::restore`]): runs the frozen prefix on the probe once, and records the
+    /// candidate, which the next check compares with.
     pub fn prime(&mut self, net: &Network, plan: &Plan, step: u64) -> anyhow::Result<()> {
         if step >= self.last {
             return Ok(());
