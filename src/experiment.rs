@@ -86,7 +86,7 @@ pub fn read_metrics(run: &Path) -> anyhow::Result<(Vec<(u64, f64)>, f64)> {
 /// Runs the comparison of `config` over `seeds` into `out`.
 pub fn freeze(config: Config, seeds: &[u64], out: &Path) -> anyhow::Result<FreezeSummary> {
     if config.freeze.schedule == FreezeSchedule::None {
-        return Err(InputError::new("the config has no freeze schedule: set freeze.schedule = \"linear\" or \"explicit\"").into());
+        return Err(InputError::new("the config has no freeze schedule: set freeze.schedule = \"linear\", \"explicit\" or \"adaptive\"").into());
     }
     if seeds.is_empty() {
         return Err(InputError::new("--seeds: give at least one seed").into());

@@ -30,7 +30,7 @@ impl TrainArgs {
         crate::preempt::install()?;
         let s = crate::train::run(&self.config, &self.set, self.out, self.device, self.variant)?;
         println!(
-            "{}: {} steps{}, test accuracy {:.2}% (loss {:.4})",
+            "{}: {} steps{}, test accuracy {:.2}% (loss {:.4}){}",
             s.out.display(),
             s.steps,
             match s.resumed_from {
@@ -39,7 +39,11 @@ impl TrainArgs {
                 None => String::new(),
             },
             100.0 * s.test_acc,
-            s.test_loss
+            s.test_loss,
+            match s.backward_saved {
+                x if x > 0.0 => format!(", backward work saved by freezing {:.1}% (estimated)", 100.0 * x),
+                _ => String::new(),
+            }
         );
         Ok(())
     }

@@ -325,7 +325,9 @@ pub enum FreezeSchedule {
     Linear,
     /// The layers and steps (or fractions) listed in `freeze.at`.
     Explicit,
-    /// SVCCA against the previous checkpoint: not implemented, refused.
+    /// A layer freezes once its similarity (SVCCA by default: `[analysis]` settings) to
+    /// its own state at the previous check, on a probe of training images, reaches
+    /// `threshold`; bottom-up, one layer per check (see `train::adaptive`).
     Adaptive,
 }
 
@@ -345,9 +347,16 @@ pub struct FreezeAt {
 #[serde(deny_unknown_fields, default)]
 pub struct FreezeConfig {
     pub schedule: FreezeSchedule,
-    /// Linear: the fractions of training the schedule spans.
+    /// Linear: the fractions of training the schedule spans. Adaptive: no layer freezes
+    /// before `start`, and no check is made from `end` on.
     pub start: f64,
     pub end: f64,
+    /// Adaptive: a layer freezes when its similarity to the previous check reaches this.
+    pub threshold: f64,
+    /// Adaptive: check every this many steps (default: `checkpoints.every`; must divide
+    /// it, so that a resumed run can recompute the last check from a checkpoint).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check_every: Option<u64>,
     /// Explicit: `[[freeze.at]] layer = "c1"` with `step = N` or `fraction = f`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub at: Vec<FreezeAt>,
@@ -362,6 +371,8 @@ impl Default for FreezeConfig {
             schedule: FreezeSchedule::None,
             start: 0.0,
             end: 1.0,
+            threshold: 0.98,
+            check_every: None,
             at: Vec::new(),
             freeze_bn_stats: true,
         }
@@ -514,10 +525,29 @@ impl Config {
         let f = &self.freeze;
         match f.schedule {
             FreezeSchedule::Adaptive => {
-                return bad(
-                    "freeze.schedule",
-                    "\"adaptive\" is not implemented yet: use \"linear\" or \"explicit\"".into(),
-                )
+                if !(0.0 <= f.start && f.start < f.end && f.end <= 1.0) {
+                    return bad("freeze.start", format!("{} .. {}: need 0 <= start < end <= 1", f.start, f.end));
+                }
+                if !(0.0..=1.0).contains(&f.threshold) {
+                    return bad(
+                        "freeze.threshold",
+                        format!("{}: similarities lie in [0, 1], so the threshold must too (above 1 nothing would ever freeze)", f.threshold),
+                    );
+                }
+                if let Some(n) = f.check_every {
+                    if n == 0 {
+                        return bad("freeze.check_every", "0: must be at least 1".into());
+                    }
+                    if self.checkpoints.every % n != 0 {
+                        return bad(
+                            "freeze.check_every",
+                            format!(
+                                "{n} does not divide checkpoints.every ({}): every checkpoint must fall on a check, so that a resumed run can recompute the last check from it",
+                                self.checkpoints.every
+                            ),
+                        );
+                    }
+                }
             }
             FreezeSchedule::Linear => {
                 if !(0.0 <= f.start && f.start < f.end && f.end <= 1.0) {
@@ -542,6 +572,9 @@ impl Config {
         if f.schedule != FreezeSchedule::Explicit && !f.at.is_empty() {
             return bad("freeze.at", "freeze.at is for schedule = \"explicit\"".into());
         }
+        if f.schedule != FreezeSchedule::Adaptive && f.check_every.is_some() {
+            return bad("freeze.check_every", "freeze.check_every is for schedule = \"adaptive\"".into());
+        }
         Ok(())
     }
 
@@ -560,6 +593,9 @@ impl Config {
         }
         if self.model.width.is_none() && self.model.arch != Arch::Linear {
             self.model.width = Some(ModelConfig::default_width(self.model.arch));
+        }
+        if self.freeze.schedule == FreezeSchedule::Adaptive {
+            self.freeze.check_every.get_or_insert(self.checkpoints.every);
         }
         if self.data.dataset == DatasetName::Synthetic {
             self.data.train_size.get_or_insert(SYNTHETIC_TRAIN_SIZE);

@@ -75,7 +75,7 @@ impl Network {
     /// sweep over edits of one layer runs the layers below once.
     pub fn forward_after(&self, h: &Tensor, after: &str, train: bool) -> Result<Tensor, InputError> {
         let i = self.index_of([after])?[0];
-        Ok(self.layers[i + 1..].iter().fold(h.shallow_clone(), |h, (_, l)| l.forward_t(&h, train)))
+        Ok(self.forward_range(h, train, i + 1..self.layers.len()).pop().unwrap_or_else(|| h.shallow_clone()))
     }
 
     /// Positions of the named layers; an error naming the first unknown one.
@@ -86,6 +86,20 @@ impl Network {
                 self.layers.iter().position(|(n, _)| n == t).ok_or_else(|| {
                     InputError::new(format!("no layer '{t}' in this network; its layers are {}", self.layer_names().join(" ")))
                 })
+            })
+            .collect()
+    }
+
+    /// Runs layers `range` on `h` (the network's input, or the output of the layer just
+    /// below the range) and returns each one's output: for a caller that keeps the output
+    /// of a frozen prefix and runs only the layers above it.
+    pub fn forward_range(&self, h: &Tensor, train: bool, range: std::ops::Range<usize>) -> Vec<Tensor> {
+        let mut h = h.shallow_clone();
+        self.layers[range]
+            .iter()
+            .map(|(_, l)| {
+                h = l.forward_t(&h, train);
+                h.shallow_clone()
             })
             .collect()
     }

@@ -3,9 +3,12 @@
 //! A [`Plan`] gives each layer of the network the step from which it is frozen (or
 //! none). The frozen layers always form a prefix of the network: the trainer runs that
 //! prefix without autograd (`Network::forward_frozen`), so the backward pass stops at the
-//! first trainable layer, and the optimiser skips the prefix's parameters. The plan is a
-//! pure function of the config and the number of steps, so a resumed run freezes exactly
-//! as an uninterrupted one. `freeze.csv` in the run folder lists the layers frozen so far.
+//! first trainable layer, and the optimiser skips the prefix's parameters. A `linear` or
+//! `explicit` plan is a pure function of the config and the number of steps, so a resumed
+//! run freezes exactly as an uninterrupted one. An `adaptive` plan starts empty and is
+//! filled in during training by [`super::adaptive`]; a resumed run reads the decisions
+//! taken so far back from `freeze.csv` ([`Plan::restore`]). `freeze.csv` in the run
+//! folder lists the layers frozen so far.
 
 use crate::config::{FreezeConfig, FreezeSchedule};
 use crate::error::InputError;
@@ -20,6 +23,8 @@ pub struct Plan {
     pub layers: Vec<(String, Option<u64>)>,
     pub total: u64,
     pub bn_eval: bool,
+    /// Decided during training (`adaptive`): the steps are filled in as layers freeze.
+    pub adaptive: bool,
 }
 
 impl Plan {
@@ -31,9 +36,7 @@ impl Plan {
         let mut steps: Vec<Option<u64>> = vec![None; n];
         match config.schedule {
             FreezeSchedule::None => {}
-            FreezeSchedule::Adaptive => {
-                return Err(InputError::new("freeze.schedule: \"adaptive\" is not implemented yet: use \"linear\" or \"explicit\""))
-            }
+            FreezeSchedule::Adaptive => {} // decided during training
             FreezeSchedule::Linear => {
                 for (i, s) in steps.iter_mut().enumerate().take(n.saturating_sub(1)) {
                     let f = config.start + (config.end - config.start) * (i + 1) as f64 / n as f64;
@@ -89,6 +92,7 @@ impl Plan {
             layers: names.iter().map(|s| s.to_string()).zip(steps).collect(),
             total,
             bn_eval: config.freeze_bn_stats,
+            adaptive: config.schedule == FreezeSchedule::Adaptive,
         })
     }
 
@@ -99,7 +103,45 @@ impl Plan {
     }
 
     pub fn is_active(&self) -> bool {
-        self.layers.iter().any(|(_, s)| s.is_some())
+        self.adaptive || self.layers.iter().any(|(_, s)| s.is_some())
+    }
+
+    /// Takes the decisions of an adaptive schedule up to `step` from `freeze.csv` in
+    /// `run` (where a run resumed at `step` left them); later rows, written by a run
+    /// killed after `step`, are ignored: the resumed run takes them again.
+    pub fn restore(&mut self, run: &Path, step: u64) -> Result<(), InputError> {
+        let path = run.join(FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(_) if step == 0 => return Ok(()),
+            Err(e) => {
+                return Err(InputError::new(format!(
+                    "{}: cannot read it ({e}); it holds the adaptive freeze schedule's decisions up to the checkpoint at step {step}, which cannot be recomputed: restore it, or train into a new folder",
+                    path.display()
+                )))
+            }
+        };
+        let bad = |line: &str, why: &str| InputError::new(format!("{}: line '{line}': {why}", path.display()));
+        if text.lines().next() != Some(HEADER) {
+            return Err(bad(text.lines().next().unwrap_or(""), &format!("expected the header {HEADER}")));
+        }
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split(',').collect();
+            let (Some(name), Some(Ok(i)), Some(Ok(s))) = (f.first(), f.get(1).map(|v| v.parse::<usize>()), f.get(2).map(|v| v.parse::<u64>())) else {
+                return Err(bad(line, "expected layer,index,step,fraction"));
+            };
+            if self.layers.get(i).map(|l| l.0.as_str()) != Some(*name) {
+                return Err(bad(line, "no such layer at that index in this network"));
+            }
+            if s <= step {
+                self.layers[i].1 = Some(s);
+            }
+        }
+        let frozen = self.layers.iter().take_while(|l| l.1.is_some()).count();
+        if self.layers[frozen..].iter().any(|l| l.1.is_some()) {
+            return Err(InputError::new(format!("{}: the frozen layers are not a prefix of the network", path.display())));
+        }
+        Ok(())
     }
 
     /// The share of backward work saved over the whole run, given each layer's cost

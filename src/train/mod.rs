@@ -5,6 +5,7 @@
 //! folder holds `config.toml` (the resolved config), `checkpoints/`, `metrics.csv`.
 //! A folder made by a different config is refused, with nothing touched.
 
+pub mod adaptive;
 pub mod checkpoint;
 pub mod freeze;
 pub mod metrics;
@@ -97,8 +98,8 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
     let costs = layer_costs(&vs, &net, &data);
     let names = net.layer_names();
     let has_params: Vec<bool> = costs.iter().map(|c| c.1 > 0).collect();
-    let plan = freeze::Plan::new(&config.freeze, &names, &has_params, total)?;
-    let backward_saved = plan.backward_saved(&costs.iter().map(|c| c.0).collect::<Vec<_>>());
+    let mut plan = freeze::Plan::new(&config.freeze, &names, &has_params, total)?;
+    let weight_costs: Vec<f64> = costs.iter().map(|c| c.0).collect();
     let mut frozen = 0usize;
     let mut order = Order::new(t.seed, data.train.len(), t.batch_size);
     let per_epoch = order.steps_per_epoch() as f64;
@@ -112,6 +113,9 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
         }
         None => (0, 0.0, checkpoint::Window::default()),
     };
+    if plan.adaptive {
+        plan.restore(out, start)?;
+    }
     let mut metrics = Metrics::open(out, latest.as_ref().map(|(s, _)| *s))?;
     // `store` mode: activations on the probe set at every checkpoint (see analysis::store).
     let recorder = match config.analysis.mode {
@@ -128,6 +132,7 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
     if start >= total {
         let (test_loss, test_acc) = evaluate(&net, &data, t.eval_batch_size);
         tracing::info!("{} is already trained ({total} steps); nothing to do", out.display());
+        let backward_saved = plan.backward_saved(&weight_costs);
         return Ok(Summary { out: out.to_path_buf(), steps: total, resumed_from: Some(start), test_loss, test_acc, images_per_second: 0.0, backward_saved });
     }
     if latest.is_none() && config.checkpoints.at_start {
@@ -154,6 +159,14 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
     if plan.is_active() {
         plan.write(out, start)?;
     }
+    let mut adaptive = match plan.adaptive {
+        true => {
+            let mut a = adaptive::Adaptive::new(&config, &data, &net, &has_params, out, start)?;
+            a.prime(&net, &plan, start)?;
+            Some(a)
+        }
+        false => None,
+    };
     for step in start..total {
         let now_frozen = plan.frozen_at(step);
         if now_frozen > frozen {
@@ -181,6 +194,9 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
         });
         seen += t.batch_size as u64;
         let done = step + 1;
+        if let Some(a) = adaptive.as_mut().filter(|a| a.checks_at(done)) {
+            bar.suspend(|| a.check(&net, &mut plan, out, done))?;
+        }
         let eval_now = done % t.eval_every == 0 || done == total;
         let save_now = done % config.checkpoints.every == 0 || done == total;
         if done % 10 == 0 || eval_now || save_now {
@@ -239,6 +255,7 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
     let images_per_second = (total - start) as f64 * t.batch_size as f64 / seconds.max(1e-9);
     let (test_loss, test_acc) = evaluate(&net, &data, t.eval_batch_size);
     tracing::info!("trained to step {total} in {seconds:.1}s ({images_per_second:.0} images/s): test accuracy {:.2}%", 100.0 * test_acc);
+    let backward_saved = plan.backward_saved(&weight_costs);
     Ok(Summary {
         out: out.to_path_buf(),
         steps: total,
