@@ -148,3 +148,46 @@ fn signal_checkpoint_resume_equals_uninterrupted_and_shards_merge() {
     let out = svcca(&["analyze", run, "--shard", "1/3", "--no-plots"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 units computed"), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// The adaptive freeze schedule stopped by a signal between two checks: the candidate's
+/// reference activations (from the last check) are saved beside the checkpoint, and the
+/// resumed run checks and freezes exactly as an uninterrupted one.
+#[test]
+fn signal_between_adaptive_checks_resumes_the_schedule_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("adaptive.toml");
+    // Threshold 0: one group freezes at every check (50, 100, ...), so the run stops
+    // with some layers frozen and a candidate whose reference is from step 50 or later.
+    let text = CONFIG.replace("schedule = \"linear\"", "schedule = \"adaptive\"\nthreshold = 0.0\ncheck_every = 50");
+    std::fs::write(&config, text).unwrap();
+    let cfg = config.to_str().unwrap();
+    let b = dir.path().join("uninterrupted");
+    assert!(svcca(&["train", cfg, "--out", b.to_str().unwrap()]).status.success());
+
+    // The signal must land between checks (not on a multiple of 50): retry the rare miss.
+    for attempt in 0..3 {
+        let a = dir.path().join(format!("stopped-{attempt}"));
+        let child = Command::new(BIN).args(["train", cfg, "--out", a.to_str().unwrap()]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        wait_for(&a.join("checkpoints/step-00000050.safetensors"), Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(Command::new("kill").args(["-USR1", &child.id().to_string()]).status().unwrap().success());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(75), "{}", String::from_utf8_lossy(&out.stderr));
+        let stopped = *checkpoints(&a).last().unwrap();
+        if stopped % 50 == 0 {
+            continue;
+        }
+        assert!(a.join("freeze_reference.safetensors").exists(), "no reference saved at step {stopped}");
+        let out = svcca(&["train", cfg, "--out", a.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("resumed from step {stopped}")));
+        assert_same_checkpoint(&a.join("checkpoints/step-00000300.safetensors"), &b.join("checkpoints/step-00000300.safetensors"));
+        for file in ["freeze.csv", "freeze_checks.csv"] {
+            let (x, y) = (std::fs::read_to_string(a.join(file)).unwrap(), std::fs::read_to_string(b.join(file)).unwrap());
+            assert_eq!(x, y, "{file} differs after the resume at step {stopped}");
+            assert!(x.lines().count() >= 3, "{file}: too few rows:\n{x}");
+        }
+        return;
+    }
+    panic!("the signal landed on a check three times");
+}

@@ -40,7 +40,10 @@
 //! Resume: decisions up to the resumed checkpoint are read back from `freeze.csv`, the
 //! trace is cut to that step, and the previous check's activations are recomputed from
 //! the checkpoint itself: `freeze.check_every` divides `checkpoints.every`, so every
-//! checkpoint falls on a check. A resumed run then freezes exactly as an uninterrupted one.
+//! checkpoint falls on a check. A checkpoint written on a signal (`crate::preempt`) may
+//! fall between checks: the candidate's activations at the last check are then saved
+//! beside it (`freeze_reference.safetensors`) and read back. A resumed run then freezes
+//! exactly as an uninterrupted one.
 
 use super::freeze::Plan;
 use crate::analysis::dynamics::pair;
@@ -50,10 +53,14 @@ use crate::analysis::store::write_atomic;
 use crate::config::{Config, FreezeSchedule};
 use crate::data::Dataset;
 use crate::model::Network;
+use anyhow::Context;
 use std::path::{Path, PathBuf};
 use tch::Tensor;
 
 pub const CHECKS_FILE: &str = "freeze_checks.csv";
+/// The candidate's activations at the last check, saved with a checkpoint written on a
+/// signal between checks (see [`Adaptive::save_reference`]).
+pub const REFERENCE_FILE: &str = "freeze_reference.safetensors";
 pub const CHECKS_HEADER: &str = "step,fraction,layer,index,similarity,decision";
 
 /// Layers `from..upto` of the network freeze together; `head` is the one with parameters,
@@ -217,12 +224,9 @@ impl Adaptive {
     /// weights at that step and `plan` holding the decisions up to it, see
     /// [`Plan::restore`]): runs the frozen prefix on the probe once, and records the
     /// candidate, which the next check compares with.
-    pub fn prime(&mut self, net: &Network, plan: &Plan, step: u64) -> anyhow::Result<()> {
+    pub fn prime(&mut self, net: &Network, plan: &Plan, out: &Path, step: u64) -> anyhow::Result<()> {
         if step >= self.last {
             return Ok(());
-        }
-        if step % self.every != 0 {
-            anyhow::bail!("step {step} is not a multiple of freeze.check_every {}: cannot resume the adaptive schedule there", self.every);
         }
         let Some(g) = self.candidate(plan) else {
             return Ok(());
@@ -231,6 +235,13 @@ impl Adaptive {
         if frozen > 0 {
             let out = tch::no_grad(|| net.forward_range(&self.probe.images, false, 0..frozen)).pop().expect("a layer");
             self.prefix = (frozen, out);
+        }
+        if step % self.every != 0 {
+            // A checkpoint written on a signal, between checks: the candidate has moved
+            // since the last check, so its reference comes from the file written with it.
+            let (g, at, acts) = load_reference(out, step, g)?;
+            self.previous = Some((g, at, acts.to_device(self.probe.images.device())));
+            return Ok(());
         }
         let head = self.groups[g].head;
         let acts = self.run(net, frozen, head).pop().expect("a layer");
@@ -295,6 +306,27 @@ impl Adaptive {
         Ok(Some(decision))
     }
 
+    /// Before a checkpoint written on a signal at `step` (between checks): saves the
+    /// candidate's activations at the previous check to [`REFERENCE_FILE`], which a run
+    /// resumed from that checkpoint reads back ([`Adaptive::prime`]).
+    pub fn save_reference(&self, out: &Path, step: u64) -> anyhow::Result<()> {
+        let Some((g, at, acts)) = &self.previous else {
+            return Ok(());
+        };
+        let tensors = [
+            ("reference".to_string(), acts.to_device(tch::Device::Cpu).contiguous()),
+            ("meta.group".to_string(), Tensor::from_slice(&[*g as i64])),
+            ("meta.check_step".to_string(), Tensor::from_slice(&[*at as i64])),
+            ("meta.saved_at".to_string(), Tensor::from_slice(&[step as i64])),
+        ];
+        let path = out.join(REFERENCE_FILE);
+        let tmp = tempfile::Builder::new().prefix(".freeze-reference-").suffix(".tmp").tempfile_in(out)?;
+        Tensor::write_safetensors(&tensors, tmp.path()).with_context(|| format!("cannot write {}", path.display()))?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&path).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(())
+    }
+
     fn write(&self) -> anyhow::Result<()> {
         let mut text = format!("{CHECKS_HEADER}\n");
         for r in &self.rows {
@@ -330,4 +362,28 @@ mod tests {
         assert_eq!(Decision::of(Some(0.99), 0.98, false), Decision::Early);
         assert_eq!(Decision::of(None, 0.0, true), Decision::Undefined);
     }
+}
+
+/// The reference saved by [`Adaptive::save_reference`] for a resume at `step`: group
+/// `group`'s activations at the check before `step`. Refused when the file is missing or
+/// was written for another step or group (the run folder is then not one this schedule
+/// left behind).
+fn load_reference(out: &Path, step: u64, group: usize) -> anyhow::Result<(usize, u64, Tensor)> {
+    let path = out.join(REFERENCE_FILE);
+    let refuse = |why: String| {
+        crate::error::InputError::new(format!(
+            "{}: {why}; resuming the adaptive freeze schedule at step {step}, between checks, needs the reference saved with that checkpoint (delete the checkpoint to resume from the one before)",
+            path.display()
+        ))
+    };
+    let saved: std::collections::HashMap<String, Tensor> =
+        Tensor::read_safetensors(&path).map_err(|e| refuse(format!("cannot read it ({e})")))?.into_iter().collect();
+    let int = |k: &str| saved.get(k).map(|t| t.int64_value(&[0]));
+    let (Some(g), Some(at), Some(saved_at), Some(acts)) = (int("meta.group"), int("meta.check_step"), int("meta.saved_at"), saved.get("reference")) else {
+        return Err(refuse("incomplete".into()).into());
+    };
+    if saved_at as u64 != step || g as usize != group {
+        return Err(refuse(format!("written at step {saved_at} for group {g}, not step {step} for group {group}")).into());
+    }
+    Ok((group, at as u64, acts.shallow_clone()))
 }

@@ -162,7 +162,7 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
     let mut adaptive = match plan.adaptive {
         true => {
             let mut a = adaptive::Adaptive::new(&config, &data, &net, &has_params, out, start)?;
-            a.prime(&net, &plan, start)?;
+            a.prime(&net, &plan, out, start)?;
             Some(a)
         }
         false => None,
@@ -242,6 +242,9 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
         if let Some(signal) = crate::preempt::requested().filter(|_| done < total) {
             bar.finish_and_clear();
             if !save_now {
+                if let Some(a) = &adaptive {
+                    a.save_reference(out, done)?; // before the checkpoint that needs it
+                }
                 let window = checkpoint::Window { loss_sum: loss_sum.double_value(&[]) as f32, correct: correct.int64_value(&[]), seen };
                 let wall = wall_before + began.elapsed().as_secs_f64();
                 checkpoint::save(&ckpt_dir, &vs, &sgd, Meta { step: done, seed: t.seed, wall_seconds: wall, window: Some(window) })?;
