@@ -307,6 +307,10 @@ fn accuracy_curves<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &st
         .map_err(err)?;
     for (i, (name, points)) in series.iter().enumerate() {
         let c = SERIES[i % SERIES.len()];
+        // The y axis is zoomed on the last 90% of training: points below it (the untrained
+        // network, say) are left out rather than drawn at the axis, where they would read
+        // as a wrong accuracy.
+        let points: Vec<_> = points.iter().filter(|p| p.1 >= y0).copied().collect();
         let mut band: Vec<(f64, f64)> = points.iter().map(|p| (p.0 as f64, 100.0 * (p.1 + p.2))).collect();
         band.extend(points.iter().rev().map(|p| (p.0 as f64, 100.0 * (p.1 - p.2))));
         chart.draw_series(std::iter::once(Polygon::new(band, c.mix(0.2).filled()))).map_err(err)?;
