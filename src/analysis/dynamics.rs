@@ -287,22 +287,7 @@ pub(crate) fn plan(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<P
     let dir = run.join(FOLDER);
     let steps_dir = dir.join("steps");
     std::fs::create_dir_all(&steps_dir).with_context(|| format!("cannot create {}", steps_dir.display()))?;
-    let settings_path = dir.join("settings.json");
-    if settings_path.exists() {
-        let before: Settings = serde_json::from_str(&std::fs::read_to_string(&settings_path)?)
-            .map_err(|e| InputError::new(format!("{}: {e}", settings_path.display())))?;
-        if before != settings {
-            return Err(InputError::new(format!(
-                "{}: this analysis was made with other settings ({}); delete {} to redo it",
-                settings_path.display(),
-                serde_json::to_string(&before)?,
-                dir.display()
-            ))
-            .into());
-        }
-    } else {
-        write_json_atomic(&settings_path, &settings)?;
-    }
+    super::settings::check_or_write(&dir.join("settings.json"), &settings)?;
 
     Ok(Plan { config, device, total, layers, source, steps, settings, dir, what })
 }

@@ -101,7 +101,7 @@ fn classes_panels<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Classes
             (0..c.settings.layers.len()).map(|l| c.steps.iter().map(|s| s.matrix[ci][l]).collect()).collect();
         heatmap(area, &c.settings.layers, &steps, &m, &format!("class {class}"), "checkpoint (step)", "layer")?;
     }
-    colour_bar(&bar, "similarity to the class logit")
+    super::colour_bar(&bar, "similarity to the class logit", 68)
 }
 
 pub fn dimensionality_plot(dir: &Path, d: &[LayerDimensions]) -> anyhow::Result<Vec<PathBuf>> {
@@ -170,7 +170,7 @@ fn compare_panel<DB: DrawingBackend>(
     let (w, _) = root.dim_in_pixel();
     let (map, bar) = root.split_horizontally(w - 90);
     heatmap(&map, rows, cols, m, caption, "layer of the second run", "layer of the first run")?;
-    colour_bar(&bar, "similarity")
+    super::colour_bar(&bar, "similarity", 68)
 }
 
 /// A matrix `m[row][col]` as coloured cells (0 to 1), rows bottom to top.
@@ -216,33 +216,6 @@ fn heatmap<DB: DrawingBackend>(
                 [(SegmentValue::Exact(j), SegmentValue::Exact(i)), (SegmentValue::Exact(j + 1), SegmentValue::Exact(i + 1))],
                 colour(v).filled(),
             )
-        }))
-        .map_err(err)?;
-    Ok(())
-}
-
-fn colour_bar<DB: DrawingBackend>(bar: &DrawingArea<DB, Shift>, desc: &str) -> anyhow::Result<()> {
-    let mut scale = ChartBuilder::on(bar)
-        .margin_top(40)
-        .margin_bottom(68)
-        .margin_right(10)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0.0..1.0, 0.0..1.0)
-        .map_err(err)?;
-    scale
-        .configure_mesh()
-        .disable_mesh()
-        .disable_x_axis()
-        .y_labels(6)
-        .y_desc(desc)
-        .axis_desc_style(("sans-serif", 12))
-        .label_style(("sans-serif", 11))
-        .draw()
-        .map_err(err)?;
-    scale
-        .draw_series((0..100).map(|k| {
-            let lo = k as f64 / 100.0;
-            Rectangle::new([(0.0, lo), (1.0, lo + 0.01)], colour(Some(lo + 0.005)).filled())
         }))
         .map_err(err)?;
     Ok(())

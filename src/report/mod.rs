@@ -163,9 +163,15 @@ fn heatmaps<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &Dynamics) -> 
             }))
             .map_err(err)?;
     }
-    let mut scale = ChartBuilder::on(&bar)
+    colour_bar(&bar, &format!("{} similarity", format!("{:?}", d.settings.method).to_uppercase()), 58)
+}
+
+/// The colour scale of the heatmaps (0 to 1, [`colour`]) in `bar`, labelled `desc`;
+/// `margin_bottom` lines its ends up with the heatmap beside it.
+fn colour_bar<DB: DrawingBackend>(bar: &DrawingArea<DB, Shift>, desc: &str, margin_bottom: u32) -> anyhow::Result<()> {
+    let mut scale = ChartBuilder::on(bar)
         .margin_top(40)
-        .margin_bottom(58)
+        .margin_bottom(margin_bottom)
         .margin_right(10)
         .y_label_area_size(50)
         .build_cartesian_2d(0.0..1.0, 0.0..1.0)
@@ -175,7 +181,7 @@ fn heatmaps<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &Dynamics) -> 
         .disable_mesh()
         .disable_x_axis()
         .y_labels(6)
-        .y_desc(format!("{} similarity", format!("{:?}", d.settings.method).to_uppercase()))
+        .y_desc(desc)
         .axis_desc_style(("sans-serif", 14))
         .label_style(("sans-serif", 12))
         .draw()
