@@ -152,7 +152,7 @@ fn class_sensitivity_of_the_logits_to_their_own_logit_is_one() {
     let steps: Vec<u64> = c.steps.iter().map(|s| s.step).collect();
     assert_eq!(steps, [0, 10, 20]);
     let last = c.steps.last().unwrap();
-    let logits = c.settings.layers.iter().position(|l| l == "logits").unwrap();
+    let logits = c.settings.analysis.layers.iter().position(|l| l == "logits").unwrap();
     for (ci, row) in last.matrix.iter().enumerate() {
         let v = row[logits].unwrap();
         assert!((v - 1.0).abs() < 1e-6, "class {}: {v}", c.settings.classes[ci]);

@@ -15,7 +15,6 @@
 use super::dynamics::{pair, select, FOLDER};
 use super::runs::Run;
 use super::store::{write_atomic, write_json_atomic};
-use crate::config::{AnalysisConv, AnalysisMethod};
 use crate::device::DeviceChoice;
 use crate::error::InputError;
 use anyhow::Context;
@@ -25,13 +24,9 @@ use std::path::Path;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     pub classes: Vec<i64>,
-    pub method: AnalysisMethod,
-    pub keep: f64,
-    pub conv: AnalysisConv,
-    pub probe_size: usize,
-    pub seed: u64,
-    pub layers: Vec<String>,
-    pub final_step: u64,
+    /// Those of the learning-dynamics analysis (same JSON keys, beside `classes`).
+    #[serde(flatten)]
+    pub analysis: super::dynamics::Settings,
 }
 
 /// One checkpoint: `matrix[c][l]` is class `classes[c]`'s final logit against layer `l`.
@@ -71,16 +66,7 @@ pub fn classes(dir: &Path, classes: &str, device: Option<DeviceChoice>) -> anyho
     let classes = parse_classes(classes, run.data.classes)?;
     let layers = run.layers()?;
     let a = run.config.analysis.clone();
-    let settings = Settings {
-        classes: classes.clone(),
-        method: a.method,
-        keep: a.keep,
-        conv: a.conv,
-        probe_size: a.probe_size,
-        seed: a.seed,
-        layers: layers.clone(),
-        final_step: run.final_step,
-    };
+    let settings = Settings { classes: classes.clone(), analysis: super::dynamics::Settings::new(&a, layers.clone(), run.final_step) };
     let out = dir.join(FOLDER).join("classes");
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     super::settings::check_or_write(&out.join("settings.json"), &settings)?;
@@ -122,7 +108,7 @@ pub fn classes(dir: &Path, classes: &str, device: Option<DeviceChoice>) -> anyho
     let mut csv = String::from("step,fraction,class,layer,similarity\n");
     for r in &c.steps {
         for (ci, class) in c.settings.classes.iter().enumerate() {
-            for (li, layer) in c.settings.layers.iter().enumerate() {
+            for (li, layer) in c.settings.analysis.layers.iter().enumerate() {
                 let v = r.matrix[ci][li].map_or(String::new(), |v| format!("{v:.6}"));
                 csv += &format!("{},{:.6},{class},{layer},{v}\n", r.step, r.fraction);
             }

@@ -44,6 +44,14 @@ pub struct Settings {
     pub final_step: u64,
 }
 
+impl Settings {
+    /// The settings of `analysis` for `layers` of a run whose final step is `final_step`.
+    pub fn new(analysis: &crate::config::AnalysisConfig, layers: Vec<String>, final_step: u64) -> Settings {
+        let a = analysis;
+        Settings { method: a.method, keep: a.keep, conv: a.conv, probe_size: a.probe_size, seed: a.seed, layers, final_step }
+    }
+}
+
 /// One checkpoint's results: `matrix[i][j]` is layer i at this step against layer j of
 /// the final network (`null` where the comparison failed, e.g. every neuron constant).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -275,15 +283,7 @@ pub(crate) fn plan(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<P
         None => return Err(InputError::new(format!("{}: no {what} to analyse", run.display())).into()),
     }
     let steps = select(&available, a.every_nth);
-    let settings = Settings {
-        method: a.method,
-        keep: a.keep,
-        conv: a.conv,
-        probe_size: a.probe_size,
-        seed: a.seed,
-        layers: layers.clone(),
-        final_step: total,
-    };
+    let settings = Settings::new(a, layers.clone(), total);
     let dir = run.join(FOLDER);
     let steps_dir = dir.join("steps");
     std::fs::create_dir_all(&steps_dir).with_context(|| format!("cannot create {}", steps_dir.display()))?;

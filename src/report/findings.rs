@@ -98,8 +98,8 @@ fn classes_panels<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Classes
     let steps: Vec<String> = c.steps.iter().map(|s| s.step.to_string()).collect();
     for (ci, (area, class)) in panels.iter().zip(&c.settings.classes).enumerate() {
         let m: Vec<Vec<Option<f64>>> =
-            (0..c.settings.layers.len()).map(|l| c.steps.iter().map(|s| s.matrix[ci][l]).collect()).collect();
-        heatmap(area, &c.settings.layers, &steps, &m, &format!("class {class}"), "checkpoint (step)", "layer")?;
+            (0..c.settings.analysis.layers.len()).map(|l| c.steps.iter().map(|s| s.matrix[ci][l]).collect()).collect();
+        heatmap(area, &c.settings.analysis.layers, &steps, &m, &format!("class {class}"), "checkpoint (step)", "layer")?;
     }
     super::colour_bar(&bar, "similarity to the class logit", 68)
 }
