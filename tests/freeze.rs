@@ -4,38 +4,18 @@
 //! prefix, and a run resumed mid-schedule ends as an uninterrupted one. The adaptive
 //! schedule: tests/freeze_adaptive.rs.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use svcca::config::Config;
 use tch::Tensor;
 
 fn tiny(extra: &str) -> Config {
+    let training = common::TINY_FREEZE_TRAINING;
     let text = format!(
         r#"
-[data]
-dataset = "synthetic"
-train_size = 512
-test_size = 128
-crop_padding = 0
-flip = false
-
-[model]
-width = 8
-fc1 = 32
-fc2 = 16
-
-[train]
-device = "cpu"
-threads = 1
-batch_size = 32
-steps = 30
-lr = 0.05
-momentum = 0.9
-weight_decay = 5e-4
-eval_every = 10
-
-[checkpoints]
-every = 10
+{training}
 
 [freeze]
 schedule = "explicit"

@@ -5,38 +5,18 @@
 //! uses the steps actually taken; a run resumed mid-schedule ends bitwise equal to an
 //! uninterrupted one; bad settings are refused naming the key.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use svcca::config::Config;
 use tch::{Device, Tensor};
 
 fn tiny(freeze: &str) -> Config {
+    let training = common::TINY_FREEZE_TRAINING;
     let text = format!(
         r#"
-[data]
-dataset = "synthetic"
-train_size = 512
-test_size = 128
-crop_padding = 0
-flip = false
-
-[model]
-width = 8
-fc1 = 32
-fc2 = 16
-
-[train]
-device = "cpu"
-threads = 1
-batch_size = 32
-steps = 30
-lr = 0.05
-momentum = 0.9
-weight_decay = 5e-4
-eval_every = 10
-
-[checkpoints]
-every = 10
+{training}
 
 [analysis]
 probe_size = 64

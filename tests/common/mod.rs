@@ -45,3 +45,32 @@ pub fn randn(seed: i64, rows: i64, cols: i64) -> Tensor {
     tch::manual_seed(seed);
     Tensor::randn([rows, cols], (Kind::Double, tch::Device::Cpu))
 }
+
+/// The tiny training config of the freeze tests (synthetic data, a narrow convnet, 30
+/// steps, a checkpoint every 10, momentum and weight decay on), without `[freeze]`.
+pub const TINY_FREEZE_TRAINING: &str = r#"
+[data]
+dataset = "synthetic"
+train_size = 512
+test_size = 128
+crop_padding = 0
+flip = false
+
+[model]
+width = 8
+fc1 = 32
+fc2 = 16
+
+[train]
+device = "cpu"
+threads = 1
+batch_size = 32
+steps = 30
+lr = 0.05
+momentum = 0.9
+weight_decay = 5e-4
+eval_every = 10
+
+[checkpoints]
+every = 10
+"#;
