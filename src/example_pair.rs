@@ -84,11 +84,9 @@ pub fn write_npy_atomic(path: &Path, t: &Tensor) -> Result<(), InputError> {
     let values = Vec::<f32>::try_from(&t.to_kind(Kind::Float).contiguous().flatten(0, -1))
         .map_err(|e| err(&e))?;
     let array = Array2::from_shape_vec((rows, cols), values).map_err(|e| err(&e))?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| err(&e))?;
-    array
-        .write_npy(BufWriter::new(tmp.as_file()))
-        .map_err(|e| err(&e))?;
-    tmp.persist(path).map_err(|e| err(&e.error))?;
-    Ok(())
+    crate::io::write_with(path, crate::io::Replace::Always, |tmp| {
+        let file = std::fs::File::create(tmp)?;
+        Ok(array.write_npy(BufWriter::new(file))?)
+    })
+    .map_err(|e| err(&format!("{e:#}")))
 }

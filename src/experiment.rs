@@ -91,7 +91,10 @@ pub fn freeze(config: Config, seeds: &[u64], out: &Path) -> anyhow::Result<Freez
     if seeds.is_empty() {
         return Err(InputError::new("--seeds: give at least one seed").into());
     }
-    std::fs::create_dir_all(out).map_err(|e| InputError::new(format!("{}: cannot create folder: {e}", out.display())))?;
+    // The freeze variant's settings checked against the network before any run starts
+    // (a bad freeze.at would otherwise surface only after the first base run).
+    crate::train::check(&config)?;
+    let _lock = crate::run_dir::lock(out, crate::run_dir::Access::Exclusive)?;
     let mut results = Vec::new();
     let mut curves: Vec<(String, Vec<(u64, f64)>)> = Vec::new();
     for &seed in seeds {
@@ -134,7 +137,7 @@ pub fn freeze(config: Config, seeds: &[u64], out: &Path) -> anyhow::Result<Freez
     };
     let points: Vec<CurvePoint> = steps.iter().map(|&s| CurvePoint { step: s, base: at("base", s), freeze: at("freeze", s) }).collect();
 
-    let write = |name: &str, text: String| crate::analysis::store::write_atomic(&out.join(name), text.as_bytes());
+    let write = |name: &str, text: String| crate::io::write_atomic(&out.join(name), text.as_bytes());
     let mut runs = "variant,seed,final_test_acc,wall_seconds,backward_saved\n".to_string();
     for r in &results {
         runs.push_str(&format!("{},{},{:.6},{:.3},{:.4}\n", r.variant, r.seed, r.final_test_acc, r.wall_seconds, r.backward_saved));

@@ -107,19 +107,16 @@ fn start_and_end_bound_the_schedule() {
     assert_eq!(read(tmp.path(), "freeze.csv"), "layer,index,step,fraction\nc1,0,15,0.5000\nc2,1,20,0.6667\n");
 }
 
-/// A threshold that, on this tiny run, some checks pass and some do not.
-const MIXED: &str = "threshold = 0.99\ncheck_every = 10";
-
-#[test]
-fn decisions_follow_the_similarity_to_the_previous_check() {
+/// Trains a 60-step adaptive run (a check every 10 steps) with `threshold`, then checks
+/// its trace against an independent recomputation: each similarity from the checkpoints,
+/// each decision from the similarity, `freeze.csv` from the decisions. Returns the trace.
+fn checked_run(threshold: f64) -> Vec<(u64, String, Option<f64>, String)> {
     let tmp = tempfile::tempdir().unwrap();
-    let mut c = tiny(MIXED);
+    let mut c = tiny(&format!("threshold = {threshold:?}\ncheck_every = 10"));
     c.train.steps = Some(60);
     svcca::train::train(c.clone(), tmp.path()).unwrap();
     let trace = checks(tmp.path());
     assert_eq!(trace.iter().map(|t| t.0).collect::<Vec<_>>(), [10, 20, 30, 40, 50]);
-    let decisions: Vec<&str> = trace.iter().map(|t| t.3.as_str()).collect();
-    assert!(decisions.contains(&"froze") && decisions.contains(&"below"), "not a mixed case: {trace:?}");
 
     // Each check's similarity, recomputed from the checkpoints: the checked layer at
     // that step against itself 10 steps before, on the probe of training images.
@@ -138,12 +135,12 @@ fn decisions_follow_the_similarity_to_the_previous_check() {
     let mut expect_csv = "layer,index,step,fraction\n".to_string();
     for (step, layer, sim, decision) in &trace {
         // The checked layer is the lowest one still training (pools go with the layer below).
-        assert_eq!(layer, names[frozen], "step {step}");
+        assert_eq!(layer, names[frozen], "threshold {threshold} step {step}");
         let (before, now) = (acts(step - 10, layer), acts(*step, layer));
         let expected = svcca::analysis::dynamics::pair(&before, &now, &c);
-        assert_eq!(*sim, expected, "step {step} layer {layer}");
-        let passes = expected.unwrap() >= 0.99;
-        assert_eq!(decision, if passes { "froze" } else { "below" }, "step {step}");
+        assert_eq!(*sim, expected, "threshold {threshold} step {step} layer {layer}");
+        let passes = expected.unwrap() >= threshold;
+        assert_eq!(decision, if passes { "froze" } else { "below" }, "threshold {threshold} step {step}");
         if passes {
             let upto = if names[frozen + 1].starts_with('p') { frozen + 2 } else { frozen + 1 };
             for (i, n) in names.iter().enumerate().take(upto).skip(frozen) {
@@ -152,50 +149,75 @@ fn decisions_follow_the_similarity_to_the_previous_check() {
             frozen = upto;
         }
     }
-    assert_eq!(read(tmp.path(), "freeze.csv"), expect_csv);
+    assert_eq!(read(tmp.path(), "freeze.csv"), expect_csv, "threshold {threshold}");
+    trace
+}
+
+#[test]
+fn decisions_follow_the_similarity_to_the_previous_check() {
+    // Thresholds whose decisions are known on any machine, whatever its float trajectory:
+    // 1 freezes nothing (a layer that trains is never exactly as it was 10 steps before),
+    // 0 freezes at every check, and the highest similarity of the first run freezes c1
+    // exactly at that check: both runs are the same up to their first freeze.
+    let never = checked_run(1.0);
+    assert!(never.iter().all(|t| t.1 == "c1" && t.3 == "below"), "{never:?}");
+    let always = checked_run(0.0);
+    assert!(always.iter().all(|t| t.3 == "froze"), "{always:?}");
+    let sims: Vec<f64> = never.iter().map(|t| t.2.unwrap()).collect();
+    let highest = sims.iter().copied().fold(f64::MIN, f64::max);
+    let mixed = checked_run(highest);
+    let at = sims.iter().position(|&s| s == highest).unwrap();
+    assert_eq!(mixed[..at], never[..at], "the runs differ before the first freeze");
+    assert_eq!((mixed[at].1.as_str(), mixed[at].3.as_str()), ("c1", "froze"), "{mixed:?}");
 }
 
 #[test]
 fn resumed_mid_schedule_equals_uninterrupted() {
     // Frozen batch norm keeping its statistics (the frozen prefix's output on the probe is
-    // kept between checks), or still updating them (it is recomputed at every check).
+    // kept between checks), or still updating them (it is recomputed at every check); a
+    // layer frozen at every check (threshold 0), or the same layer judged again and again
+    // (threshold 1: a layer that trains never reaches similarity 1). Both hold on any
+    // machine, so the resume is tested mid-schedule whatever the float trajectory.
     for bn in ["true", "false"] {
-        let tmp = tempfile::tempdir().unwrap();
-        let (straight, resumed) = (tmp.path().join("a"), tmp.path().join("b"));
-        let config = || {
-            let mut c = tiny(&format!("threshold = 0.99\ncheck_every = 5\nfreeze_bn_stats = {bn}"));
-            c.train.steps = Some(50);
-            c
-        };
-        svcca::train::train(config(), &straight).unwrap();
-        svcca::train::train(config(), &resumed).unwrap();
-        // As if killed after the step-20 checkpoint: later checkpoints gone, but freeze.csv
-        // and freeze_checks.csv as the killed run left them, with rows after step 20.
-        for s in [30, 40, 50] {
-            std::fs::remove_file(resumed.join("checkpoints").join(format!("step-{s:08}.safetensors"))).unwrap();
-        }
-        let trace = checks(&straight);
-        let has = |d: &str, before: bool| trace.iter().any(|t| (t.0 <= 20) == before && t.3 == d);
-        assert!(has("froze", true) && has("froze", false) && has("below", false), "bn {bn}: {trace:?}");
-        let s = svcca::train::train(config(), &resumed).unwrap();
-        assert_eq!(s.resumed_from, Some(20));
-        let (a, b) = (ckpt(&straight, 50), ckpt(&resumed, 50));
-        assert_eq!(a.len(), b.len());
-        for n in a.keys().filter(|n| *n != "meta.wall_seconds") {
-            assert!(a[n].equal(&b[n]), "bn {bn}: {n} differs after resume");
-        }
-        // Same decisions, same similarities to the last digit (the previous check's
-        // activations were recomputed from the step-20 checkpoint).
-        for f in ["freeze.csv", "freeze_checks.csv"] {
-            assert_eq!(read(&straight, f), read(&resumed, f), "bn {bn}: {f}");
-        }
-        if bn == "true" {
-            // Without freeze.csv the decisions before the checkpoint are lost: refused.
-            std::fs::remove_file(resumed.join("checkpoints").join("step-00000050.safetensors")).unwrap();
-            std::fs::remove_file(resumed.join("freeze.csv")).unwrap();
-            let e = svcca::train::train(config(), &resumed).unwrap_err();
-            assert!(e.to_string().contains("freeze.csv"), "{e}");
-            assert!(e.downcast_ref::<svcca::error::InputError>().is_some());
+        for (threshold, decision) in [("0.0", "froze"), ("1.0", "below")] {
+            let what = format!("bn {bn}, threshold {threshold}");
+            let tmp = tempfile::tempdir().unwrap();
+            let (straight, resumed) = (tmp.path().join("a"), tmp.path().join("b"));
+            let config = || {
+                let mut c = tiny(&format!("threshold = {threshold}\ncheck_every = 5\nfreeze_bn_stats = {bn}"));
+                c.train.steps = Some(50);
+                c
+            };
+            svcca::train::train(config(), &straight).unwrap();
+            svcca::train::train(config(), &resumed).unwrap();
+            // As if killed after the step-20 checkpoint: later checkpoints gone, but freeze.csv
+            // and freeze_checks.csv as the killed run left them, with rows after step 20.
+            for s in [30, 40, 50] {
+                std::fs::remove_file(resumed.join("checkpoints").join(format!("step-{s:08}.safetensors"))).unwrap();
+            }
+            let trace = checks(&straight);
+            assert_eq!(trace.len(), 9, "{what}: {trace:?}");
+            assert!(trace.iter().all(|t| t.3 == decision), "{what}: {trace:?}");
+            let s = svcca::train::train(config(), &resumed).unwrap();
+            assert_eq!(s.resumed_from, Some(20));
+            let (a, b) = (ckpt(&straight, 50), ckpt(&resumed, 50));
+            assert_eq!(a.len(), b.len());
+            for n in a.keys().filter(|n| *n != "meta.wall_seconds") {
+                assert!(a[n].equal(&b[n]), "{what}: {n} differs after resume");
+            }
+            // Same decisions, same similarities to the last digit (the previous check's
+            // activations were recomputed from the step-20 checkpoint).
+            for f in ["freeze.csv", "freeze_checks.csv"] {
+                assert_eq!(read(&straight, f), read(&resumed, f), "{what}: {f}");
+            }
+            if bn == "true" && decision == "froze" {
+                // Without freeze.csv the decisions before the checkpoint are lost: refused.
+                std::fs::remove_file(resumed.join("checkpoints").join("step-00000050.safetensors")).unwrap();
+                std::fs::remove_file(resumed.join("freeze.csv")).unwrap();
+                let e = svcca::train::train(config(), &resumed).unwrap_err();
+                assert!(e.to_string().contains("freeze.csv"), "{e}");
+                assert!(e.downcast_ref::<svcca::error::InputError>().is_some());
+            }
         }
     }
 }

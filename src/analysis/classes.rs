@@ -14,7 +14,7 @@
 
 use super::dynamics::{pair, select, FOLDER};
 use super::runs::Run;
-use super::store::{write_atomic, write_json_atomic};
+use crate::io::{write_atomic, write_json_atomic};
 use crate::device::DeviceChoice;
 use crate::error::InputError;
 use anyhow::Context;

@@ -12,7 +12,7 @@
 use super::dynamics::pair;
 use super::probe::Probe;
 use super::runs::Run;
-use super::store::{write_atomic, write_json_atomic};
+use crate::io::{write_atomic, write_json_atomic};
 use crate::config::{AnalysisConv, AnalysisMethod};
 use crate::device::DeviceChoice;
 use crate::error::InputError;

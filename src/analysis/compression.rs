@@ -25,7 +25,7 @@
 //! when done; `settings.json` there refuses mixed settings.
 
 use super::runs::{as_rows, positions, Run};
-use super::store::{write_atomic, write_json_atomic};
+use crate::io::{write_atomic, write_json_atomic};
 use crate::data::rng::Rng;
 use crate::device::DeviceChoice;
 use crate::error::InputError;

@@ -11,7 +11,7 @@
 
 use super::dynamics::FOLDER;
 use super::runs::{as_rows, positions, Run};
-use super::store::{write_atomic, write_json_atomic};
+use crate::io::{write_atomic, write_json_atomic};
 use crate::device::DeviceChoice;
 use crate::similarity::{self, Keep};
 use serde::{Deserialize, Serialize};

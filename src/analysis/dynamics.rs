@@ -15,7 +15,8 @@
 
 use super::probe::Probe;
 use super::record;
-use super::store::{self, write_atomic, write_json_atomic};
+use super::store;
+use crate::io::{write_atomic, write_json_atomic};
 use crate::config::{ActivationMode, AnalysisConv, AnalysisMethod, Config};
 use crate::data::rng::Rng;
 use crate::data::Dataset;
@@ -23,7 +24,8 @@ use crate::device::DeviceChoice;
 use crate::error::InputError;
 use crate::model::{self, Network};
 use crate::similarity::{self, ConvMethod, ConvOptions, Keep, Method, Options};
-use crate::train::{checkpoint, sgd::Sgd, CONFIG_FILE};
+use crate::run_dir::CONFIG_FILE;
+use crate::train::{checkpoint, sgd::Sgd};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -183,6 +185,7 @@ impl Plan {
 
 /// Analyses the run in `run` on `device` (default: the config's training device).
 pub fn analyze(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<AnalyzeSummary> {
+    let _lock = crate::run_dir::lock_run(run, crate::run_dir::Access::Exclusive)?;
     let mut plan = plan(run, device)?;
     let (total, layers) = (plan.total, plan.layers.clone());
     let steps = plan.steps.clone();

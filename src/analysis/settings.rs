@@ -1,7 +1,7 @@
 //! The settings an analysis's numbers depend on, written beside its results: a folder
 //! analysed with other settings is refused rather than mixed.
 
-use super::store::write_json_atomic;
+use crate::io::write_json_atomic;
 use crate::error::InputError;
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;

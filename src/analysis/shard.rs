@@ -17,7 +17,7 @@
 //! from two shards at once writes the same bytes twice, each atomically.)
 
 use super::dynamics::{self, comparisons_bar, AnalyzeSummary, Plan, StepResult};
-use super::store::write_json_atomic;
+use crate::io::write_json_atomic;
 use crate::device::DeviceChoice;
 use crate::error::InputError;
 use anyhow::Context;

@@ -92,10 +92,7 @@ impl Recorder {
             .zip(&acts)
             .map(|(l, a)| (l.clone(), a.to_device(Device::Cpu).to_kind(kind).contiguous()))
             .collect();
-        let tmp = tempfile::Builder::new().prefix(".step-").suffix(".tmp").tempfile_in(&self.dir)?;
-        Tensor::write_safetensors(&tensors, tmp.path()).with_context(|| format!("cannot write {}", path.display()))?;
-        readable(tmp.as_file())?;
-        tmp.persist_noclobber(&path).with_context(|| format!("cannot write {}", path.display()))?;
+        crate::io::write_with(&path, crate::io::Replace::Never, |tmp| Ok(Tensor::write_safetensors(&tensors, tmp)?))?;
         let mut manifest = read_manifest(&self.dir)?.unwrap_or_default();
         manifest.probe_indices = self.probe.indices.clone();
         manifest.entries.retain(|e| e.step != step);
@@ -103,7 +100,7 @@ impl Recorder {
             manifest.entries.push(Entry { step, layer: l.clone(), shape: a.size(), dtype: dtype.into(), file: file_name(step) });
         }
         manifest.entries.sort_by(|a, b| a.step.cmp(&b.step));
-        write_json_atomic(&self.dir.join(MANIFEST), &manifest)?;
+        crate::io::write_json_atomic(&self.dir.join(MANIFEST), &manifest)?;
         Ok(())
     }
 }
@@ -137,33 +134,4 @@ pub fn load(path: &Path, layers: &[String], device: Device) -> anyhow::Result<Ve
                 .ok_or_else(|| InputError::new(format!("{}: no activations of layer '{l}'", path.display())).into())
         })
         .collect()
-}
-
-/// Writes `value` as pretty JSON through a temporary file and a rename.
-pub fn write_json_atomic(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
-    write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes())
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, bytes)?;
-    readable(tmp.as_file())?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
-}
-
-/// Temporary files are created owner-only; results are for everyone who can read the
-/// run folder, as any other file written there.
-pub fn readable(file: &std::fs::File) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    }
-    #[cfg(not(unix))]
-    let _ = file;
-    Ok(())
 }

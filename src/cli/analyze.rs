@@ -2,6 +2,7 @@
 
 use crate::analysis::{self, AnalyzeSummary};
 use crate::device::DeviceChoice;
+use crate::run_dir::{self, Access};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -31,6 +32,9 @@ pub struct AnalyzeArgs {
 impl AnalyzeArgs {
     pub fn run(self) -> anyhow::Result<()> {
         crate::preempt::install()?;
+        // Shards of one analysis share the run; anything else has it to itself.
+        let access = if self.shard.is_some() { Access::Shared } else { Access::Exclusive };
+        let _lock = run_dir::lock_run(&self.run, access)?;
         if self.findings.any() {
             if self.shard.is_some() || self.merge {
                 return Err(crate::error::InputError::new("--shard and --merge split the learning-dynamics analysis; run --compression, --classes and --dimensionality without them").into());
@@ -64,7 +68,9 @@ impl RunArgs {
         crate::preempt::install()?;
         let began = Instant::now();
         let t = self.train;
-        let s = crate::train::run(&t.config, &t.set, t.out, t.device, t.variant)?;
+        let (config, out) = crate::train::resolve(&t.config, &t.set, t.out, t.device, t.variant)?;
+        // The run folder's lock, held from training through the plots.
+        let (s, _lock) = crate::train::train_holding(config, &out)?;
         let trained = began.elapsed().as_secs_f64();
         println!("{}: {} steps, test accuracy {:.2}% ({trained:.1}s)", s.out.display(), s.steps, 100.0 * s.test_acc);
         let a = analyze_and_plot(&s.out, t.device, true)?;

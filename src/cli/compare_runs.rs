@@ -24,6 +24,7 @@ pub struct CompareRunsArgs {
 impl CompareRunsArgs {
     pub fn run(self) -> anyhow::Result<()> {
         let out = self.out.clone().unwrap_or_else(|| self.runs[0].join(crate::analysis::dynamics::FOLDER).join("compare-runs"));
+        let _lock = crate::run_dir::lock(&out, crate::run_dir::Access::Exclusive)?;
         let c = compare_runs(&self.runs, &out, self.device)?;
         for p in &c.pairs {
             let diagonal: Vec<String> = p

@@ -58,6 +58,12 @@ pub struct SweepArgs {
 impl SweepArgs {
     pub fn run(self) -> anyhow::Result<()> {
         let sweep = Sweep::load(&self.config, &self.set, self.out.clone())?;
+        // The sweep folder's own files (slurm/, report/); each variant's run folder has
+        // its own lock.
+        let _lock = match self.submit || self.report {
+            true => Some(crate::run_dir::lock(&sweep.out, crate::run_dir::Access::Exclusive)?),
+            false => None,
+        };
         if self.submit {
             let mut o = slurm::Options::from_sweep(&sweep)?;
             o.time = self.time.or(o.time);

@@ -13,7 +13,7 @@
 pub mod findings;
 
 use crate::analysis::dynamics::{Dynamics, StepResult};
-use crate::analysis::store::write_atomic;
+use crate::io::write_atomic;
 use anyhow::{anyhow, Context};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -91,16 +91,18 @@ fn png(
     size: (u32, u32),
     draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> anyhow::Result<()>,
 ) -> anyhow::Result<PathBuf> {
-    let dir = path.parent().expect("a file in a folder");
-    let tmp = tempfile::Builder::new().prefix(".plot-").suffix(".png").tempfile_in(dir)?;
+    // Drawn into a scratch file (the backend picks the format from the name), then
+    // written as any result file (crate::io).
+    let scratch = tempfile::Builder::new().prefix("svcca-plot-").tempdir()?;
+    let drawn = scratch.path().join("plot.png");
     {
-        let root = BitMapBackend::new(tmp.path(), size).into_drawing_area();
+        let root = BitMapBackend::new(&drawn, size).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         draw(&root)?;
         root.present().map_err(err)?;
     }
-    crate::analysis::store::readable(tmp.as_file())?;
-    tmp.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let bytes = std::fs::read(&drawn).with_context(|| format!("cannot write {}", path.display()))?;
+    write_atomic(path, &bytes)?;
     Ok(path.to_path_buf())
 }
 

@@ -15,7 +15,7 @@
 //! The statistics and the metrics reader are those of `svcca experiment freeze`.
 
 use super::{Sweep, Variant};
-use crate::analysis::store::{write_atomic, write_json_atomic};
+use crate::io::{write_atomic, write_json_atomic};
 use crate::error::InputError;
 use crate::experiment::{mean_std, read_metrics};
 use serde::Serialize;

@@ -146,7 +146,7 @@ pub fn submit(sweep: &Sweep, script_text: &str, dry_run: bool) -> anyhow::Result
     let dir = sweep.out.join("slurm");
     std::fs::create_dir_all(dir.join("logs")).map_err(|e| InputError::new(format!("{}: cannot create: {e}", dir.display())))?;
     let path = dir.join("sweep.sbatch");
-    crate::analysis::store::write_atomic(&path, script_text.as_bytes())?;
+    crate::io::write_atomic(&path, script_text.as_bytes())?;
     if dry_run {
         return Ok((path, None));
     }

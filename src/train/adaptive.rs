@@ -49,11 +49,10 @@ use super::freeze::Plan;
 use crate::analysis::dynamics::pair;
 use crate::analysis::probe::Probe;
 use crate::analysis::record;
-use crate::analysis::store::write_atomic;
+use crate::io::write_atomic;
 use crate::config::{Config, FreezeSchedule};
 use crate::data::Dataset;
 use crate::model::Network;
-use anyhow::Context;
 use std::path::{Path, PathBuf};
 use tch::Tensor;
 
@@ -320,11 +319,7 @@ impl Adaptive {
             ("meta.saved_at".to_string(), Tensor::from_slice(&[step as i64])),
         ];
         let path = out.join(REFERENCE_FILE);
-        let tmp = tempfile::Builder::new().prefix(".freeze-reference-").suffix(".tmp").tempfile_in(out)?;
-        Tensor::write_safetensors(&tensors, tmp.path()).with_context(|| format!("cannot write {}", path.display()))?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(&path).with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(())
+        crate::io::write_with(&path, crate::io::Replace::Always, |tmp| Ok(Tensor::write_safetensors(&tensors, tmp)?))
     }
 
     fn write(&self) -> anyhow::Result<()> {

@@ -85,10 +85,7 @@ pub fn save(dir: &Path, vs: &VarStore, sgd: &Sgd, meta: Meta) -> anyhow::Result<
     }
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let path = dir.join(file_name(meta.step));
-    let tmp = tempfile::Builder::new().prefix(".step-").suffix(".tmp").tempfile_in(dir)?;
-    Tensor::write_safetensors(&tensors, tmp.path()).with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(&path).with_context(|| format!("cannot write {}", path.display()))?;
+    crate::io::write_with(&path, crate::io::Replace::Always, |tmp| Ok(Tensor::write_safetensors(&tensors, tmp)?))?;
     Ok(path)
 }
 

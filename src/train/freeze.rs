@@ -58,6 +58,12 @@ impl Plan {
                     if steps[i].is_some() {
                         return Err(InputError::new(format!("freeze.at: layer '{}' is listed twice", a.layer)));
                     }
+                    if let Some(s) = a.step.filter(|&s| s > total) {
+                        return Err(InputError::new(format!(
+                            "freeze.at: layer '{}': step {s} is past the end of training ({total} steps); give a step in 0..={total}, or a fraction",
+                            a.layer
+                        )));
+                    }
                     steps[i] = Some(a.step.unwrap_or_else(|| at(a.fraction.unwrap_or(1.0))));
                 }
                 // Layers without parameters below a listed layer freeze with the next
@@ -174,7 +180,7 @@ impl Plan {
                 text.push_str(&format!("{name},{i},{s},{:.4}\n", s as f64 / self.total.max(1) as f64));
             }
         }
-        crate::analysis::store::write_atomic(&run.join(FILE), text.as_bytes())
+        crate::io::write_atomic(&run.join(FILE), text.as_bytes())
     }
 }
 

@@ -62,9 +62,7 @@ impl Metrics {
                 }
             }
         }
-        let tmp = tempfile::NamedTempFile::new_in(dir)?;
-        std::fs::write(tmp.path(), text)?;
-        tmp.persist(&path).with_context(|| format!("cannot write {}", path.display()))?;
+        crate::io::write_atomic(&path, text.as_bytes())?;
         Ok(Metrics { path })
     }
 

@@ -14,12 +14,13 @@ pub mod schedule;
 pub mod sgd;
 
 use crate::analysis::store::Recorder;
-use crate::config::{differences, ActivationMode, Config};
+use crate::config::{differences, ActivationMode, AnalysisConfig, Config};
 use crate::data::augment::Augment;
 use crate::data::Dataset;
 use crate::device::{self, DeviceChoice};
 use crate::error::InputError;
 use crate::model::{self, Network};
+use crate::run_dir::{self, CONFIG_FILE};
 use anyhow::Context;
 use checkpoint::Meta;
 use metrics::{Metrics, Row};
@@ -28,8 +29,6 @@ use sgd::Sgd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{nn::ModuleT, Kind, Reduction, Tensor};
-
-pub const CONFIG_FILE: &str = "config.toml";
 
 /// What a finished (or already finished) run reports.
 #[derive(Debug, Clone)]
@@ -49,16 +48,33 @@ pub struct Summary {
 /// `runs/<config name>`), on `device` (default: the config's). A config with a `[sweep]`
 /// trains its variant `variant` (see `crate::sweep::resolve`).
 pub fn run(config_path: &Path, overrides: &[String], out: Option<PathBuf>, device: Option<DeviceChoice>, variant: Option<usize>) -> anyhow::Result<Summary> {
+    let (config, out) = resolve(config_path, overrides, out, device, variant)?;
+    train(config, &out)
+}
+
+/// The config and run folder [`run`] trains: `overrides` and `device` applied, the
+/// sweep variant chosen.
+pub fn resolve(config_path: &Path, overrides: &[String], out: Option<PathBuf>, device: Option<DeviceChoice>, variant: Option<usize>) -> anyhow::Result<(Config, PathBuf)> {
     let mut overrides = overrides.to_vec();
     if let Some(d) = device {
         overrides.push(format!("train.device=\"{}\"", format!("{d:?}").to_lowercase()));
     }
-    let (config, out) = crate::sweep::resolve(config_path, &overrides, out, variant)?;
-    train(config, &out)
+    crate::sweep::resolve(config_path, &overrides, out, variant)
 }
 
 /// Trains `config` (checked, not yet resolved) in run folder `out`.
+///
+/// Everything that can be known before training is checked before the folder is touched
+/// (layer names against the network, freeze steps within the run); then the folder's
+/// lock is taken (`crate::run_dir`) and the folder made or checked. A finished run is
+/// reported without writing anything.
 pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
+    train_holding(config, out).map(|(summary, _lock)| summary)
+}
+
+/// [`train`], returning the run folder's lock still held, for work that follows on the
+/// same folder (`svcca run` analyses it) with no other process in between.
+pub fn train_holding(config: Config, out: &Path) -> anyhow::Result<(Summary, run_dir::Lock)> {
     let device = config.train.device.resolve()?;
     if let Some(n) = config.train.threads {
         tch::set_num_threads(n);
@@ -83,8 +99,6 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
         .into());
     }
     let config = config.resolve(data.train.len());
-    let ckpt_dir = prepare_folder(&config, out)?;
-
     let (vs, net) = {
         let _init = model::init_lock();
         tch::manual_seed(config.train.seed as i64);
@@ -92,13 +106,15 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
         let net = model::build(&vs.root(), &config.model, data.shape, data.classes)?;
         (vs, net)
     };
-    let t = &config.train;
-    let mut sgd = Sgd::new(&vs, t.momentum, t.nesterov, t.weight_decay);
     let total = config.steps();
     let costs = layer_costs(&vs, &net, &data);
-    let names = net.layer_names();
     let has_params: Vec<bool> = costs.iter().map(|c| c.1 > 0).collect();
-    let mut plan = freeze::Plan::new(&config.freeze, &names, &has_params, total)?;
+    let mut plan = check_against(&config, &net, &has_params)?;
+
+    let lock = run_dir::lock(out, run_dir::Access::Exclusive)?;
+    let ckpt_dir = prepare_folder(&config, out, lock.writable)?;
+    let t = &config.train;
+    let mut sgd = Sgd::new(&vs, t.momentum, t.nesterov, t.weight_decay);
     let weight_costs: Vec<f64> = costs.iter().map(|c| c.0).collect();
     let mut frozen = 0usize;
     let mut order = Order::new(t.seed, data.train.len(), t.batch_size);
@@ -116,7 +132,6 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
     if plan.adaptive {
         plan.restore(out, start)?;
     }
-    let mut metrics = Metrics::open(out, latest.as_ref().map(|(s, _)| *s))?;
     // `store` mode: activations on the probe set at every checkpoint (see analysis::store).
     let recorder = match config.analysis.mode {
         ActivationMode::Store => Some(Recorder::new(&config, &data, &net, out)?),
@@ -133,8 +148,9 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
         let (test_loss, test_acc) = evaluate(&net, &data, t.eval_batch_size);
         tracing::info!("{} is already trained ({total} steps); nothing to do", out.display());
         let backward_saved = plan.backward_saved(&weight_costs);
-        return Ok(Summary { out: out.to_path_buf(), steps: total, resumed_from: Some(start), test_loss, test_acc, images_per_second: 0.0, backward_saved });
+        return Ok((Summary { out: out.to_path_buf(), steps: total, resumed_from: Some(start), test_loss, test_acc, images_per_second: 0.0, backward_saved }, lock));
     }
+    let mut metrics = Metrics::open(out, latest.as_ref().map(|(s, _)| *s))?;
     if latest.is_none() && config.checkpoints.at_start {
         let test = evaluate(&net, &data, t.eval_batch_size);
         metrics.append(&Row { step: 0, lr: schedule::learning_rate(t, 0, total), test: Some(test), ..Default::default() })?;
@@ -259,7 +275,7 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
     let (test_loss, test_acc) = evaluate(&net, &data, t.eval_batch_size);
     tracing::info!("trained to step {total} in {seconds:.1}s ({images_per_second:.0} images/s): test accuracy {:.2}%", 100.0 * test_acc);
     let backward_saved = plan.backward_saved(&weight_costs);
-    Ok(Summary {
+    let summary = Summary {
         out: out.to_path_buf(),
         steps: total,
         resumed_from: latest.map(|(s, _)| s),
@@ -267,7 +283,30 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
         test_acc,
         images_per_second,
         backward_saved,
-    })
+    };
+    Ok((summary, lock))
+}
+
+/// Checks what in `config` depends on the network, without training or writing
+/// anything: `svcca experiment freeze` calls it before its first run.
+pub fn check(config: &Config) -> anyhow::Result<()> {
+    let data = Dataset::load(&config.data, tch::Device::Cpu)?;
+    let config = config.clone().resolve(data.train.len());
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let net = {
+        let _init = model::init_lock();
+        model::build(&vs.root(), &config.model, data.shape, data.classes)?
+    };
+    let has_params: Vec<bool> = layer_costs(&vs, &net, &data).iter().map(|c| c.1 > 0).collect();
+    check_against(&config, &net, &has_params).map(drop)
+}
+
+/// The freeze plan of `config` (resolved) for `net`, and the analysed layers checked
+/// against it: layer names, bottom-up order, steps within the run.
+fn check_against(config: &Config, net: &Network, has_params: &[bool]) -> anyhow::Result<freeze::Plan> {
+    let plan = freeze::Plan::new(&config.freeze, &net.layer_names(), has_params, config.steps())?;
+    crate::analysis::store::layers(config, net)?;
+    Ok(plan)
 }
 
 /// Each layer's cost (multiply-adds of its trainable weights on one image: weight
@@ -290,10 +329,15 @@ pub fn layer_costs(vs: &tch::nn::VarStore, net: &Network, data: &Dataset) -> Vec
         .collect()
 }
 
-/// Creates the run folder, or checks that it was made by the same config; writes the
-/// resolved config. Returns the checkpoint folder.
-fn prepare_folder(config: &Config, out: &Path) -> anyhow::Result<PathBuf> {
+/// Checks the run folder (locked, made by [`run_dir::lock`]) against `config`, or writes
+/// `config` into a new one; returns the checkpoint folder. Refused (exit 2), with nothing
+/// touched: a folder made by a different config; one with results but no `config.toml`
+/// (no way to tell what made them); a change of the `[analysis]` settings that store
+/// mode records during training, once training has begun.
+fn prepare_folder(config: &Config, out: &Path, writable: bool) -> anyhow::Result<PathBuf> {
     let config_path = out.join(CONFIG_FILE);
+    let ckpt = out.join(checkpoint::FOLDER);
+    let started = !checkpoint::list(&ckpt).is_empty();
     if config_path.exists() {
         let text = std::fs::read_to_string(&config_path).with_context(|| format!("cannot read {}", config_path.display()))?;
         let before = Config::parse(&text, &config_path.display().to_string(), &[])?;
@@ -306,21 +350,67 @@ fn prepare_folder(config: &Config, out: &Path) -> anyhow::Result<PathBuf> {
             ))
             .into());
         }
+        let recorded = recording_differences(&before.analysis, &config.analysis);
+        if started && !recorded.is_empty() {
+            return Err(InputError::new(format!(
+                "{}: {} (folder vs now): store mode records activations at each checkpoint while training, and this run's checkpoints were made under the folder's settings, so the activations of the past checkpoints cannot be recorded now. Set them back for this folder, or train into another --out",
+                config_path.display(),
+                recorded.join("; ")
+            ))
+            .into());
+        }
         if before.analysis != config.analysis {
-            // Only the analysis settings changed: the folder's config takes them, and the
-            // analysis refuses to mix them with results made under the old ones.
+            // Only analysis settings that training does not use changed: the folder's
+            // config takes them, and the analysis refuses to mix them with results made
+            // under the old ones (`analysis::settings`).
             tracing::info!("{}: [analysis] updated from the config", config_path.display());
-            crate::analysis::store::write_atomic(&config_path, config.to_toml().as_bytes())?;
+            crate::io::write_atomic(&config_path, config.to_toml().as_bytes())?;
         }
     } else {
-        std::fs::create_dir_all(out).map_err(|e| InputError::new(format!("{}: cannot create run folder: {e}", out.display())))?;
-        let tmp = tempfile::NamedTempFile::new_in(out)?;
-        std::fs::write(tmp.path(), config.to_toml())?;
-        tmp.persist(&config_path).with_context(|| format!("cannot write {}", config_path.display()))?;
+        let results: Vec<&str> = [
+            ("checkpoints/", started),
+            (metrics::FILE, out.join(metrics::FILE).exists()),
+            (freeze::FILE, out.join(freeze::FILE).exists()),
+            ("activations/", out.join(crate::analysis::store::FOLDER).exists()),
+        ]
+        .into_iter()
+        .filter_map(|(name, present)| present.then_some(name))
+        .collect();
+        if !results.is_empty() {
+            return Err(InputError::new(format!(
+                "{}: no {CONFIG_FILE}, but results are there ({}): the config that made them cannot be known. Put its {CONFIG_FILE} back (a copy of the run's resolved config), or use another --out",
+                out.display(),
+                results.join(", ")
+            ))
+            .into());
+        }
+        if !writable {
+            return Err(InputError::new(format!("{}: not a run folder, and it cannot be written", out.display())).into());
+        }
+        crate::io::write_atomic(&config_path, config.to_toml().as_bytes())?;
     }
-    let ckpt = out.join(checkpoint::FOLDER);
-    std::fs::create_dir_all(&ckpt).with_context(|| format!("cannot create {}", ckpt.display()))?;
+    if !ckpt.exists() {
+        std::fs::create_dir_all(&ckpt).with_context(|| format!("cannot create {}", ckpt.display()))?;
+    }
     Ok(ckpt)
+}
+
+/// The `[analysis]` settings that store mode fixes while training (what is recorded, and
+/// whether), differing between `a` (the folder's) and `b`: `key: a vs b`.
+fn recording_differences(a: &AnalysisConfig, b: &AnalysisConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    if a.mode != b.mode {
+        out.push(format!("analysis.mode: {:?} vs {:?}", a.mode, b.mode).to_lowercase());
+    } else if a.mode == ActivationMode::Store {
+        let fields = [
+            ("analysis.probe_size", a.probe_size.to_string(), b.probe_size.to_string()),
+            ("analysis.seed", a.seed.to_string(), b.seed.to_string()),
+            ("analysis.dtype", format!("{:?}", a.dtype).to_lowercase(), format!("{:?}", b.dtype).to_lowercase()),
+            ("analysis.layers", format!("{:?}", a.layers), format!("{:?}", b.layers)),
+        ];
+        out.extend(fields.into_iter().filter(|(_, x, y)| x != y).map(|(k, x, y)| format!("{k}: {x} vs {y}")));
+    }
+    out
 }
 
 /// Mean loss and accuracy on the test set (batch norm in inference mode).

@@ -74,3 +74,39 @@ eval_every = 10
 [checkpoints]
 every = 10
 "#;
+
+/// Runs the `svcca` binary with `args` (logging at warn level).
+pub fn svcca(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_svcca")).args(args).env("SVCCA_LOG", "warn").output().expect("the svcca binary runs")
+}
+
+/// Status 2 and one `error:` line containing every one of `needles`.
+pub fn assert_refused(out: &std::process::Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "stderr: {err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "'{}' lacks '{n}'", lines[0]);
+    }
+    assert!(!err.contains("panicked"), "stderr: {err}");
+}
+
+/// Every file under `dir` (recursively, relative path) with its bytes and modification
+/// time, but the lock file: what "nothing was written" compares.
+pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, (Vec<u8>, std::time::SystemTime)> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if e.file_name() != ".svcca.lock" {
+                let meta = std::fs::metadata(&p).unwrap();
+                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), (std::fs::read(&p).unwrap(), meta.modified().unwrap()));
+            }
+        }
+    }
+    out
+}
