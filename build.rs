@@ -7,7 +7,7 @@
 //! - `SVCCA_LIBTORCH_LIB` (a compile-time env of the crate): the same folder, where
 //!   `device.rs` looks for `libtorch_cuda.so`. That library is deliberately not linked:
 //!   nothing in our code references its symbols, so the linker's `--as-needed` drops it,
-//!   and loading it (CUDA runtime, cuBLAS, cuDNN: about 0.3 s and 460 MiB) at every start
+//!   and loading it (CUDA runtime, cuBLAS, cuDNN: about 0.2 s and 350 MiB) at every start
 //!   would be wasted on CPU work. `device.rs` dlopens it only when a GPU may be used
 //!   (`--device cuda`, or `auto` with an NVIDIA driver present); its static initialisers
 //!   then register libtorch's CUDA backend, before the first CUDA query.

@@ -2,7 +2,7 @@
 //! be used.
 //!
 //! The binary does not link `libtorch_cuda.so` (see build.rs): loading it (CUDA runtime,
-//! cuBLAS, cuDNN, ...) costs about 0.3 s and 460 MiB per process, wasted on CPU work.
+//! cuBLAS, cuDNN, ...) costs about 0.2 s and 350 MiB per process, wasted on CPU work.
 //! [`DeviceChoice::resolve`] dlopens it for `cuda`, and for `auto` when an NVIDIA driver
 //! may be present; its static initialisers register libtorch's CUDA hooks. libtorch
 //! reads those hooks once, at the first CUDA query (`tch::Cuda::*`,
