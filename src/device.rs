@@ -1,6 +1,19 @@
-//! Choosing where tensors live.
+//! Choosing where tensors live, and loading libtorch's CUDA backend only when a GPU may
+//! be used.
+//!
+//! The binary does not link `libtorch_cuda.so` (see build.rs): loading it (CUDA runtime,
+//! cuBLAS, cuDNN, ...) costs about 0.2 s and 350 MiB per process, wasted on CPU work.
+//! [`DeviceChoice::resolve`] dlopens it for `cuda`, and for `auto` when an NVIDIA driver
+//! may be present; its static initialisers register libtorch's CUDA hooks. libtorch
+//! reads those hooks once, at the first CUDA query (`tch::Cuda::*`,
+//! `Device::cuda_if_available`, also `tch::manual_seed`, which seeds the GPUs too), and
+//! keeps the answer: a query before the load leaves CUDA off for the whole process. So
+//! every CUDA query goes through this module, and callers resolve their device before
+//! they seed.
 
 use crate::error::InputError;
+use std::ffi::{CStr, CString};
+use std::sync::OnceLock;
 use tch::Device;
 
 /// The `--device` choice: `auto` takes the first GPU when libtorch sees one.
@@ -14,16 +27,130 @@ pub enum DeviceChoice {
 }
 
 impl DeviceChoice {
+    /// The device to compute on. `cpu` never loads the CUDA backend; `auto` loads it only
+    /// where an NVIDIA driver is present ([`driver_present`]); `cuda` always tries, and
+    /// without a usable GPU is an [`InputError`] that says why.
     pub fn resolve(self) -> Result<Device, InputError> {
         match self {
-            DeviceChoice::Cpu => Ok(Device::Cpu),
-            DeviceChoice::Auto => Ok(Device::cuda_if_available()),
-            DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
-            DeviceChoice::Cuda => Err(InputError::new(
-                "--device cuda: libtorch sees no CUDA device on this machine (use --device cpu or auto)",
-            )),
+            DeviceChoice::Cpu => {
+                tracing::debug!("device cpu: CUDA backend not loaded (--device cpu)");
+                Ok(Device::Cpu)
+            }
+            DeviceChoice::Auto => {
+                if let Err(why) = driver() {
+                    tracing::debug!("device auto: CUDA backend not loaded (no NVIDIA driver: {why})");
+                    return Ok(Device::Cpu);
+                }
+                match load_cuda_backend() {
+                    Ok(from) => {
+                        let available = tch::Cuda::is_available();
+                        tracing::debug!("device auto: CUDA backend loaded ({from}); CUDA available: {available}");
+                        Ok(if available { Device::Cuda(0) } else { Device::Cpu })
+                    }
+                    Err(why) => {
+                        tracing::debug!("device auto: CUDA backend did not load ({why}); using the CPU");
+                        Ok(Device::Cpu)
+                    }
+                }
+            }
+            DeviceChoice::Cuda => {
+                let loaded = load_cuda_backend();
+                // Asked only once the backend is in: an earlier query would disable CUDA.
+                if loaded.is_ok() && tch::Cuda::is_available() {
+                    tracing::debug!("device cuda: CUDA backend loaded ({})", loaded.unwrap_or_default());
+                    return Ok(Device::Cuda(0));
+                }
+                let why = match (loaded, driver()) {
+                    (Err(e), _) => format!("libtorch's CUDA backend did not load: {e}"),
+                    (Ok(_), Err(e)) => format!("no NVIDIA driver: {e}"),
+                    (Ok(_), Ok(())) => "the NVIDIA driver reports no usable device".into(),
+                };
+                match loaded {
+                    Ok(from) => tracing::debug!("device cuda: CUDA backend loaded ({from}), but {why}"),
+                    Err(_) => tracing::debug!("device cuda: {why}"),
+                }
+                Err(InputError::new(format!(
+                    "--device cuda: libtorch sees no CUDA device on this machine ({why}); use --device cpu or auto"
+                )))
+            }
         }
     }
+}
+
+/// Whether a CUDA device can be used: loads the CUDA backend where an NVIDIA driver is
+/// present (as `auto` does), then asks libtorch. The one way to ask outside `resolve`.
+pub fn cuda_available() -> bool {
+    driver().is_ok() && load_cuda_backend().is_ok() && tch::Cuda::is_available()
+}
+
+/// Whether an NVIDIA driver may be present, decided without loading CUDA.
+pub fn driver_present() -> bool {
+    driver().is_ok()
+}
+
+/// Whether this process has `libtorch_cuda.so` mapped (from `/proc/self/maps`): a
+/// diagnostic, for tests and logs.
+pub fn cuda_backend_loaded() -> bool {
+    mapped("libtorch_cuda.so").is_some()
+}
+
+/// The test for "a driver may be present": whether `libcuda.so.1`, the driver's user-space
+/// library, can be dlopened. It is the library the CUDA runtime itself opens, so where it
+/// cannot be opened CUDA cannot work, whatever else is installed; and unlike
+/// `/proc/driver/nvidia` it is also there under WSL2 (`/usr/lib/wsl/lib`) and in
+/// containers that mount only the driver's libraries. On a machine without it the check
+/// is one failed ld.so lookup; where it opens, the CUDA runtime would load it anyway (the
+/// handle is kept for it). A driver without a GPU passes: `auto` then loads the backend,
+/// finds no device and stays on the CPU.
+fn driver() -> Result<(), &'static str> {
+    static DRIVER: OnceLock<Result<(), String>> = OnceLock::new();
+    DRIVER.get_or_init(|| dlopen("libcuda.so.1", libc::RTLD_LAZY | libc::RTLD_LOCAL)).as_ref().map(|_| ()).map_err(|e| e.as_str())
+}
+
+/// dlopens `libtorch_cuda.so` once per process, `RTLD_NOW | RTLD_GLOBAL`, and says from
+/// where. First by plain name, which searches `LD_LIBRARY_PATH` and then the binary's
+/// rpath, the same search that found `libtorch_cpu.so` at start-up, so the two come from
+/// the same libtorch (a binary copied to a GPU machine runs with `LD_LIBRARY_PATH` set to
+/// that machine's `torch/lib`); then by the full path of the libtorch it was built against.
+fn load_cuda_backend() -> Result<&'static str, &'static str> {
+    static LOADED: OnceLock<Result<String, String>> = OnceLock::new();
+    let loaded = LOADED.get_or_init(|| {
+        let mut names = vec!["libtorch_cuda.so".to_string()];
+        if let Some(dir) = option_env!("SVCCA_LIBTORCH_LIB") {
+            names.push(format!("{dir}/libtorch_cuda.so"));
+        }
+        let mut errors = Vec::new();
+        for name in names {
+            match dlopen(&name, libc::RTLD_NOW | libc::RTLD_GLOBAL) {
+                Ok(()) => return Ok(mapped("libtorch_cuda.so").unwrap_or(name)),
+                Err(e) => errors.push(e),
+            }
+        }
+        Err(errors.join("; "))
+    });
+    loaded.as_deref().map_err(|e| e.as_str())
+}
+
+/// Opens `name` and keeps it open for the life of the process; the error is `dlerror`'s.
+fn dlopen(name: &str, flags: libc::c_int) -> Result<(), String> {
+    let c_name = CString::new(name).map_err(|e| e.to_string())?;
+    // SAFETY: a valid C string; the handle is deliberately never closed. dlerror's message
+    // is thread-local and read right after the failing call.
+    unsafe {
+        if !libc::dlopen(c_name.as_ptr(), flags).is_null() {
+            return Ok(());
+        }
+        let err = libc::dlerror();
+        Err(if err.is_null() { format!("{name}: dlopen failed") } else { CStr::from_ptr(err).to_string_lossy().into_owned() })
+    }
+}
+
+/// The path of the first mapped file whose name is `file`, from `/proc/self/maps`.
+fn mapped(file: &str) -> Option<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .map(|l| l.split_whitespace().skip(5).collect::<Vec<_>>().join(" "))
+        .find(|p| p.rsplit('/').next() == Some(file))
 }
 
 /// A short name for logs and JSON: `cpu` or `cuda:0`.

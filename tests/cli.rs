@@ -213,7 +213,7 @@ fn bad_flags_are_refused() {
     assert_refused(&svcca(&["compare", &a, &b, "--method", "cka", "--top-k", "3"]), &["--top-k"], "svcca only");
     let out = svcca(&["compare", &a, &b, "--memory-budget", "lots"]);
     assert_eq!(out.status.code(), Some(2));
-    if !tch::Cuda::is_available() {
+    if !svcca::device::cuda_available() {
         assert_refused(&svcca(&["compare", &a, &b, "--device", "cuda"]), &["--device cuda"], "no CUDA device");
     }
 }
