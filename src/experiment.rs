@@ -14,8 +14,8 @@
 //! - `plots/accuracy.png`, `.svg`: the curves with a ±1 std band (the paper's Figure 5).
 
 use crate::config::{Config, FreezeConfig, FreezeSchedule};
+use crate::stats::mean_std;
 use crate::error::InputError;
-use anyhow::Context;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -57,32 +57,6 @@ pub struct CurvePoint {
     pub freeze: (f64, f64),
 }
 
-pub fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len() as f64;
-    let mean = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 { v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
-    (mean, var.sqrt())
-}
-
-/// `(step, test_acc)` of the rows with a test accuracy, and the last wall-clock.
-pub fn read_metrics(run: &Path) -> anyhow::Result<(Vec<(u64, f64)>, f64)> {
-    let path = run.join(crate::train::metrics::FILE);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut acc = Vec::new();
-    let mut wall = 0.0;
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split(',').collect();
-        if f.len() < 8 {
-            continue;
-        }
-        if let (Ok(s), Ok(a)) = (f[0].parse::<u64>(), f[6].parse::<f64>()) {
-            acc.push((s, a));
-        }
-        wall = f[7].parse().unwrap_or(wall);
-    }
-    Ok((acc, wall))
-}
-
 /// Runs the comparison of `config` over `seeds` into `out`.
 pub fn freeze(config: Config, seeds: &[u64], out: &Path) -> anyhow::Result<FreezeSummary> {
     if config.freeze.schedule == FreezeSchedule::None {
@@ -107,7 +81,7 @@ pub fn freeze(config: Config, seeds: &[u64], out: &Path) -> anyhow::Result<Freez
             let dir = out.join(variant).join(format!("seed-{seed}"));
             tracing::info!("{variant} run, seed {seed}: {}", dir.display());
             let s = crate::train::train(c, &dir)?;
-            let (acc, wall) = read_metrics(&dir)?;
+            let (acc, wall) = crate::train::metrics::test_accuracy(&dir)?;
             results.push(RunResult { variant: variant.into(), seed, final_test_acc: s.test_acc, wall_seconds: wall, backward_saved: s.backward_saved });
             curves.push((variant.into(), acc));
         }
@@ -160,7 +134,10 @@ pub fn freeze(config: Config, seeds: &[u64], out: &Path) -> anyhow::Result<Freez
             n = seeds.len()
         ),
     )?;
-    crate::report::freeze_plot(&out.join(crate::report::FOLDER), &points)?;
+    // The paper's Figure 5: mean accuracy against step with a ±1 std band.
+    let band = |name: &str, f: fn(&CurvePoint) -> (f64, f64)| (name.to_string(), points.iter().map(|p| (p.step, f(p).0, f(p).1)).collect());
+    let bands = [band("base", |p| p.base), band("freeze", |p| p.freeze)];
+    crate::report::accuracy_plot(&out.join(crate::report::FOLDER), "test accuracy: normal vs freeze training (mean ± std over seeds)", &bands)?;
     Ok(summary)
 }
 

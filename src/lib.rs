@@ -8,6 +8,7 @@
 //! checkpoints), `report` (plots), `cli` (argument
 //! parsing only).
 
+pub mod activations;
 pub mod analysis;
 pub mod cli;
 pub mod compare;
@@ -24,5 +25,6 @@ pub mod preempt;
 pub mod report;
 pub mod run_dir;
 pub mod similarity;
+pub mod stats;
 pub mod sweep;
 pub mod train;

@@ -36,6 +36,29 @@ pub enum Access {
     Shared,
 }
 
+/// The name of a file of one step (a checkpoint, a step's stored activations):
+/// `step-NNNNNNNN.safetensors`.
+pub fn step_file_name(step: u64) -> String {
+    format!("step-{step:08}.safetensors")
+}
+
+/// The step a [`step_file_name`] stands for (`None` for other files, temporaries too).
+pub fn step_of(name: &str) -> Option<u64> {
+    name.strip_prefix("step-")?.strip_suffix(".safetensors")?.parse().ok()
+}
+
+/// The step files in `dir`, by step (none where `dir` does not exist).
+pub fn step_files(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut out: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((step_of(e.file_name().to_str()?)?, e.path())))
+        .collect();
+    out.sort();
+    out
+}
+
 /// [`lock`] for a run folder that must exist already (an analysis): refused, with
 /// nothing written, where `dir` has no `config.toml`.
 pub fn lock_run(dir: &Path, access: Access) -> anyhow::Result<Lock> {

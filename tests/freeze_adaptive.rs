@@ -121,14 +121,14 @@ fn checked_run(threshold: f64) -> Vec<(u64, String, Option<f64>, String)> {
     // Each check's similarity, recomputed from the checkpoints: the checked layer at
     // that step against itself 10 steps before, on the probe of training images.
     let data = svcca::data::Dataset::load(&c.data, Device::Cpu).unwrap();
-    let probe = svcca::analysis::probe::Probe::of_training_set(&data, &c.analysis);
+    let probe = svcca::activations::probe::Probe::of_training_set(&data, &c.analysis);
     let vs = tch::nn::VarStore::new(Device::Cpu);
     let net = svcca::model::build(&vs.root(), &c.model, data.shape, data.classes).unwrap();
     let mut sgd = svcca::train::sgd::Sgd::new(&vs, 0.9, true, 5e-4);
     let mut acts = |step: u64, layer: &str| {
         let p = tmp.path().join("checkpoints").join(format!("step-{step:08}.safetensors"));
         svcca::train::checkpoint::load(&p, &vs, &mut sgd).unwrap();
-        svcca::analysis::record::record(&net, &probe, &[layer.to_string()]).unwrap().remove(0)
+        svcca::activations::record::record(&net, &probe, &[layer.to_string()]).unwrap().remove(0)
     };
     let names = ["c1", "c2", "bn1", "p1", "c3", "c4", "c5", "bn2", "p2", "fc1", "bn3", "fc2", "bn4", "logits"];
     let mut frozen = 0; // layers frozen so far, bottom-up
@@ -137,7 +137,7 @@ fn checked_run(threshold: f64) -> Vec<(u64, String, Option<f64>, String)> {
         // The checked layer is the lowest one still training (pools go with the layer below).
         assert_eq!(layer, names[frozen], "threshold {threshold} step {step}");
         let (before, now) = (acts(step - 10, layer), acts(*step, layer));
-        let expected = svcca::analysis::dynamics::pair(&before, &now, &c);
+        let expected = svcca::activations::pair(&before, &now, &c);
         assert_eq!(*sim, expected, "threshold {threshold} step {step} layer {layer}");
         let passes = expected.unwrap() >= threshold;
         assert_eq!(decision, if passes { "froze" } else { "below" }, "threshold {threshold} step {step}");

@@ -12,7 +12,8 @@
 //! Resumable: each checkpoint's numbers go to `analysis/classes/step-N.json` as soon as
 //! they are done; `analysis/classes/settings.json` refuses mixed settings.
 
-use super::dynamics::{pair, select, FOLDER};
+use super::dynamics::{select, FOLDER};
+use crate::activations::pair;
 use super::runs::Run;
 use crate::io::{write_atomic, write_json_atomic};
 use crate::device::DeviceChoice;
@@ -76,13 +77,13 @@ pub fn classes(dir: &Path, classes: &str, device: Option<DeviceChoice>) -> anyho
     let todo: Vec<u64> = steps.iter().copied().filter(|&s| !step_path(s).exists()).collect();
     if !todo.is_empty() {
         let probe = run.probe();
-        let logits = super::record::record(&run.net, &probe, &["logits".to_string()])?.remove(0);
+        let logits = crate::activations::record::record(&run.net, &probe, &["logits".to_string()])?.remove(0);
         let targets: Vec<tch::Tensor> = classes.iter().map(|&c| logits.narrow(1, c, 1)).collect();
         let bar = super::progress((todo.len() * layers.len() * classes.len()) as u64, "class sensitivity");
         tracing::info!("class sensitivity: {} of {} checkpoints, {} layers, {} classes", todo.len(), steps.len(), layers.len(), classes.len());
         for &step in &todo {
             run.load_step(step)?;
-            let acts = super::record::record(&run.net, &probe, &layers)?;
+            let acts = crate::activations::record::record(&run.net, &probe, &layers)?;
             let matrix = targets
                 .iter()
                 .map(|t| {

@@ -9,11 +9,11 @@
 //! those indices. Each pair's matrix is written to `OUT/pair-I-J.json` as soon as it is
 //! done and skipped when rerun; `OUT/settings.json` refuses mixed settings.
 
-use super::dynamics::pair;
-use super::probe::Probe;
+use crate::activations::pair;
+use crate::activations::probe::Probe;
 use super::runs::Run;
 use crate::io::{write_atomic, write_json_atomic};
-use crate::config::{AnalysisConv, AnalysisMethod};
+use crate::similarity::{ConvMethod, Method};
 use crate::device::DeviceChoice;
 use crate::error::InputError;
 use anyhow::Context;
@@ -24,9 +24,9 @@ use tch::Tensor;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     pub runs: Vec<PathBuf>,
-    pub method: AnalysisMethod,
+    pub method: Method,
     pub keep: f64,
-    pub conv: AnalysisConv,
+    pub conv: ConvMethod,
     pub probe_size: usize,
     pub seed: u64,
 }
@@ -100,7 +100,7 @@ pub fn compare_runs(runs: &[PathBuf], out: &Path, device: Option<DeviceChoice>) 
                 .into());
             }
             let probe = Probe { indices: probe.indices.clone(), images: r.data.normalise(&images.to_device(r.data.test.images.device())) };
-            acts.push(super::record::record(&r.net, &probe, &r.layers()?)?);
+            acts.push(crate::activations::record::record(&r.net, &probe, &r.layers()?)?);
         }
         let total: usize = todo.iter().map(|&(i, j)| layers[i].len() * layers[j].len()).sum();
         let bar = super::progress(total as u64, "comparing runs");

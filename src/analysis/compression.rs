@@ -304,10 +304,10 @@ pub fn fit(run: &Run, layers: &[String], reference: Option<&Run>, keep: f64) -> 
     let fit = run.fit_set();
     let mut taps = layers.to_vec();
     taps.push("logits".into());
-    let acts = super::record::record(&run.net, &fit, &taps)?;
+    let acts = crate::activations::record::record(&run.net, &fit, &taps)?;
     let logits = acts.last().expect("tapped").shallow_clone();
     let others = match reference {
-        Some(r) => Some(super::record::record(&r.net, &fit, layers)?),
+        Some(r) => Some(crate::activations::record::record(&r.net, &fit, layers)?),
         None => None,
     };
     let mut out = Vec::new();

@@ -39,7 +39,7 @@ pub fn dimensionality(dir: &Path, device: Option<DeviceChoice>) -> anyhow::Resul
     let probe = run.probe();
     let mut taps = layers.clone();
     taps.push("logits".into());
-    let acts = super::record::record(&run.net, &probe, &taps)?;
+    let acts = crate::activations::record::record(&run.net, &probe, &taps)?;
     let logits = acts.last().expect("tapped").shallow_clone();
     let bar = super::progress(layers.len() as u64, "dimensionality");
     let mut out = Vec::new();

@@ -13,17 +13,18 @@
 //! both sides: a conv-vs-dense pair (c5 vs fc1, say), and a conv pair too small for the
 //! DFT (1 x 1), is compared by `avgpool` (channels averaged over positions).
 
-use super::probe::Probe;
-use super::record;
-use super::store;
+use crate::activations::pair;
+use crate::activations::probe::Probe;
+use crate::activations::record;
+use crate::activations::store;
 use crate::io::{write_atomic, write_json_atomic};
-use crate::config::{ActivationMode, AnalysisConv, AnalysisMethod, Config};
+use crate::config::{ActivationMode, Config};
+use crate::similarity::{ConvMethod, Method};
 use crate::data::rng::Rng;
 use crate::data::Dataset;
 use crate::device::DeviceChoice;
 use crate::error::InputError;
 use crate::model::{self, Network};
-use crate::similarity::{self, ConvMethod, ConvOptions, Keep, Method, Options};
 use crate::run_dir::CONFIG_FILE;
 use crate::train::{checkpoint, sgd::Sgd};
 use anyhow::Context;
@@ -37,9 +38,9 @@ pub const FOLDER: &str = "analysis";
 /// What the numbers depend on; a folder analysed with other settings is refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
-    pub method: AnalysisMethod,
+    pub method: Method,
     pub keep: f64,
-    pub conv: AnalysisConv,
+    pub conv: ConvMethod,
     pub probe_size: usize,
     pub seed: u64,
     pub layers: Vec<String>,
@@ -323,40 +324,6 @@ pub(crate) fn tables(plan: &Plan) -> anyhow::Result<Dynamics> {
 pub fn select(steps: &[u64], nth: usize) -> Vec<u64> {
     let last = steps.len() - 1;
     steps.iter().enumerate().filter(|(i, _)| i % nth == 0 || *i == last).map(|(_, &s)| s).collect()
-}
-
-/// The similarity of one pair of layers (`None`, with a warning, where it is undefined).
-pub fn pair(a: &Tensor, b: &Tensor, config: &Config) -> Option<f64> {
-    let an = &config.analysis;
-    let method = match an.method {
-        AnalysisMethod::Svcca => Method::Svcca,
-        AnalysisMethod::Cca => Method::Cca,
-        AnalysisMethod::Pwcca => Method::Pwcca,
-        AnalysisMethod::Cka => Method::Cka,
-    };
-    let keep = if method == Method::Svcca { Keep::Variance(an.keep) } else { Keep::All };
-    let options = Options { method, keep };
-    let result = if a.dim() == 2 && b.dim() == 2 {
-        similarity::compare(a, b, &options)
-    } else {
-        let both_conv = a.dim() == 4 && b.dim() == 4;
-        let spatial = |t: &Tensor| if t.dim() == 4 { t.size()[2] * t.size()[3] } else { 1 };
-        let conv = match an.conv {
-            AnalysisConv::Dft if both_conv && spatial(a).min(spatial(b)) >= 2 => ConvMethod::Dft,
-            AnalysisConv::Flatten if both_conv => ConvMethod::Flatten,
-            _ => ConvMethod::Avgpool,
-        };
-        let options = ConvOptions { method: conv, seed: an.seed, ..Default::default() };
-        similarity::compare_conv(a, b, options, &Options { method, keep }).map(|(s, _)| s)
-    };
-    match result {
-        Ok(s) if s.mean.is_finite() => Some(s.mean),
-        Ok(_) => None,
-        Err(e) => {
-            tracing::warn!("a comparison is undefined ({e:?}); left empty");
-            None
-        }
-    }
 }
 
 fn cell(v: Option<f64>) -> String {

@@ -1,8 +1,5 @@
 //! Analyses of trained runs.
 //!
-//! - [`probe`]: the probe set, a seeded subset of the test split.
-//! - [`record`]: a network's activations on the probe set (inference mode).
-//! - [`store`]: `store` mode, activations written at each checkpoint during training.
 //! - [`dynamics`]: `svcca analyze RUN_DIR`, the tables in `RUN_DIR/analysis/`.
 //! - [`shard`]: the same work split over the tasks of a job array, then merged.
 //! - [`runs`]: a trained run opened at a checkpoint.
@@ -16,12 +13,9 @@ pub mod compare_runs;
 pub mod compression;
 pub mod dimensionality;
 pub mod dynamics;
-pub mod probe;
-pub mod record;
 pub mod runs;
 pub mod settings;
 pub mod shard;
-pub mod store;
 
 pub use dynamics::{analyze, AnalyzeSummary};
 

@@ -2,7 +2,7 @@
 //! weights of a checkpoint (the final one unless asked otherwise), in inference mode.
 
 use super::dynamics::run_config;
-use super::probe::Probe;
+use crate::activations::probe::Probe;
 use crate::config::Config;
 use crate::data::rng::Rng;
 use crate::data::Dataset;
@@ -78,7 +78,7 @@ impl Run {
 
     /// The layers analysed: `analysis.layers`, or every named layer.
     pub fn layers(&self) -> Result<Vec<String>, InputError> {
-        super::store::layers(&self.config, &self.net)
+        crate::activations::store::layers(&self.config, &self.net)
     }
 
     /// Checks that every name is a layer of this network; the error names the layer, the

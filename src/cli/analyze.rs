@@ -68,7 +68,7 @@ impl RunArgs {
         crate::preempt::install()?;
         let began = Instant::now();
         let t = self.train;
-        let (config, out) = crate::train::resolve(&t.config, &t.set, t.out, t.device, t.variant)?;
+        let (config, out) = t.resolve()?;
         // The run folder's lock, held from training through the plots.
         let (s, _lock) = crate::train::train_holding(config, &out)?;
         let trained = began.elapsed().as_secs_f64();

@@ -32,11 +32,7 @@ pub struct FreezeArgs {
 impl ExperimentCommand {
     pub fn run(self) -> anyhow::Result<()> {
         let ExperimentCommand::Freeze(a) = self;
-        let mut set = a.set.clone();
-        if let Some(d) = a.device {
-            set.push(format!("train.device=\"{}\"", format!("{d:?}").to_lowercase()));
-        }
-        let config = crate::config::Config::load(&a.config, &set)?;
+        let config = crate::config::Config::load(&a.config, &super::overrides(&a.set, a.device))?;
         if config.sweep.is_some() {
             return Err(crate::error::InputError::new(format!(
                 "{}: has a [sweep]; compare its variants with `svcca sweep {} --report`, or remove the [sweep] table",

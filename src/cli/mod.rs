@@ -63,6 +63,15 @@ impl Cli {
     }
 }
 
+/// The `--set` overrides with `--device`, when given, as the last one.
+fn overrides(set: &[String], device: Option<crate::device::DeviceChoice>) -> Vec<String> {
+    let mut all = set.to_vec();
+    if let Some(d) = device {
+        all.push(format!("train.device=\"{}\"", format!("{d:?}").to_lowercase()));
+    }
+    all
+}
+
 /// Output cut short by the reader (`svcca compare ... | head`) is not an error.
 fn ignore_broken_pipe(written: std::io::Result<()>) -> anyhow::Result<()> {
     match written {

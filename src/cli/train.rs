@@ -26,9 +26,16 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
+    /// The config and run folder these arguments name: `--set` and `--device` applied,
+    /// the sweep variant chosen (see `crate::sweep::resolve`).
+    pub(super) fn resolve(&self) -> anyhow::Result<(crate::config::Config, PathBuf)> {
+        crate::sweep::resolve(&self.config, &super::overrides(&self.set, self.device), self.out.clone(), self.variant)
+    }
+
     pub fn run(self) -> anyhow::Result<()> {
         crate::preempt::install()?;
-        let s = crate::train::run(&self.config, &self.set, self.out, self.device, self.variant)?;
+        let (config, out) = self.resolve()?;
+        let s = crate::train::train(config, &out)?;
         println!(
             "{}: {} steps{}, test accuracy {:.2}% (loss {:.4}){}",
             s.out.display(),

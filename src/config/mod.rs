@@ -10,6 +10,7 @@ mod overrides;
 mod source;
 
 use crate::device::DeviceChoice;
+use crate::similarity::{ConvMethod, Method};
 use crate::error::InputError;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -252,27 +253,6 @@ pub enum StoreDtype {
     Float16,
 }
 
-/// Conv layers in the analysis: as `svcca compare --conv`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AnalysisConv {
-    #[default]
-    Dft,
-    Flatten,
-    Avgpool,
-}
-
-/// Similarity measure of the analysis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AnalysisMethod {
-    #[default]
-    Svcca,
-    Cca,
-    Pwcca,
-    Cka,
-}
-
 /// The learning-dynamics analysis (`svcca analyze`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -284,12 +264,12 @@ pub struct AnalysisConfig {
     pub mode: ActivationMode,
     /// `store` mode: precision of the stored activations.
     pub dtype: StoreDtype,
-    pub method: AnalysisMethod,
+    pub method: Method,
     /// SVCCA: fraction of the variance kept on each side.
     pub keep: f64,
     /// Conv layers: dft (needs both sides conv; a conv-vs-dense pair uses avgpool),
     /// flatten (likewise) or avgpool.
-    pub conv: AnalysisConv,
+    pub conv: ConvMethod,
     /// Layers analysed (default: every named layer).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layers: Option<Vec<String>>,
@@ -304,9 +284,9 @@ impl Default for AnalysisConfig {
             seed: 0,
             mode: ActivationMode::Replay,
             dtype: StoreDtype::Float32,
-            method: AnalysisMethod::Svcca,
+            method: Method::Svcca,
             keep: 0.99,
-            conv: AnalysisConv::Dft,
+            conv: ConvMethod::Dft,
             layers: None,
             every_nth: 1,
         }
@@ -511,7 +491,7 @@ impl Config {
         if !(a.keep > 0.0 && a.keep <= 1.0) {
             return bad("analysis.keep", format!("{}: the fraction of variance must be in (0, 1]", a.keep));
         }
-        if a.conv == AnalysisConv::Dft && matches!(a.method, AnalysisMethod::Pwcca | AnalysisMethod::Cka) {
+        if a.conv == ConvMethod::Dft && matches!(a.method, Method::Pwcca | Method::Cka) {
             return bad("analysis.conv", "dft is defined for method svcca or cca only: use flatten or avgpool".into());
         }
         if a.every_nth == 0 {

@@ -260,14 +260,6 @@ fn legend<'a, DB: DrawingBackend + 'a>(chart: &mut LineChart<'a, DB>, font_size:
     Ok(())
 }
 
-/// `svcca experiment freeze`: test accuracy against step for base and freeze training,
-/// mean over seeds with a ±1 std band, as `accuracy.png` and `accuracy.svg` in `dir`.
-pub fn freeze_plot(dir: &Path, points: &[crate::experiment::CurvePoint]) -> anyhow::Result<Vec<PathBuf>> {
-    let pick = |f: fn(&crate::experiment::CurvePoint) -> (f64, f64)| points.iter().map(|p| (p.step, f(p).0, f(p).1)).collect();
-    let series = [("base".to_string(), pick(|p| p.base)), ("freeze".to_string(), pick(|p| p.freeze))];
-    accuracy_plot(dir, "test accuracy: normal vs freeze training (mean ± std over seeds)", &series)
-}
-
 /// A labelled accuracy curve: `(step, mean, std)` points.
 pub type Band = (String, Vec<(u64, f64, f64)>);
 

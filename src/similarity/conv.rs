@@ -24,9 +24,10 @@ use std::cell::OnceCell;
 use tch::{Device, Kind, Tensor};
 
 /// How conv activations are compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ConvMethod {
+    #[default]
     Dft,
     Flatten,
     Avgpool,

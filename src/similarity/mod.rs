@@ -38,15 +38,16 @@ pub use directions::{directions, directions_each, directions_needed, principal_v
 pub use moments::{Covariance, Moments};
 
 use crate::error::{Side, SimilarityError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 use tch::Tensor;
 
 /// Which similarity to compute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
+    #[default]
     Svcca,
     Cca,
     Pwcca,

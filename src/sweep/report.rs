@@ -17,7 +17,8 @@
 use super::{Sweep, Variant};
 use crate::io::{write_atomic, write_json_atomic};
 use crate::error::InputError;
-use crate::experiment::{mean_std, read_metrics};
+use crate::stats::mean_std;
+use crate::train::metrics::test_accuracy;
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -83,7 +84,7 @@ pub fn write(sweep: &Sweep) -> anyhow::Result<Report> {
             Err(_) => None,
         };
         let done = total.and_then(|t| {
-            let (curve, wall) = read_metrics(&v.dir).ok()?;
+            let (curve, wall) = test_accuracy(&v.dir).ok()?;
             let &(last, acc) = curve.last()?;
             (last == t).then_some((curve, acc, wall))
         });

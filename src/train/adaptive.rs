@@ -46,9 +46,9 @@
 //! exactly as an uninterrupted one.
 
 use super::freeze::Plan;
-use crate::analysis::dynamics::pair;
-use crate::analysis::probe::Probe;
-use crate::analysis::record;
+use crate::activations::pair;
+use crate::activations::probe::Probe;
+use crate::activations::record;
 use crate::io::write_atomic;
 use crate::config::{Config, FreezeSchedule};
 use crate::data::Dataset;

@@ -39,6 +39,32 @@ impl Row {
     }
 }
 
+/// The rows of `run`'s `metrics.csv` with a test accuracy, as `(step, test_acc)`, and the
+/// last row's wall-clock seconds; columns found by the header's names.
+pub fn test_accuracy(run: &Path) -> anyhow::Result<(Vec<(u64, f64)>, f64)> {
+    let path = run.join(FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let column = |name: &str| {
+        header.iter().position(|h| *h == name).ok_or_else(|| crate::error::InputError::new(format!("{}: no column '{name}' in its header", path.display())))
+    };
+    let (step, acc, wall_col) = (column("step")?, column("test_acc")?, column("wall_seconds")?);
+    let mut out = Vec::new();
+    let mut wall = 0.0;
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() != header.len() {
+            continue; // a row cut short by a kill
+        }
+        if let (Ok(s), Ok(a)) = (f[step].parse::<u64>(), f[acc].parse::<f64>()) {
+            out.push((s, a));
+        }
+        wall = f[wall_col].parse().unwrap_or(wall);
+    }
+    Ok((out, wall))
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     path: PathBuf,

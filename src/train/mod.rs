@@ -13,11 +13,11 @@ pub mod order;
 pub mod schedule;
 pub mod sgd;
 
-use crate::analysis::store::Recorder;
+use crate::activations::store::Recorder;
 use crate::config::{differences, ActivationMode, AnalysisConfig, Config};
 use crate::data::augment::Augment;
 use crate::data::Dataset;
-use crate::device::{self, DeviceChoice};
+use crate::device;
 use crate::error::InputError;
 use crate::model::{self, Network};
 use crate::run_dir::{self, CONFIG_FILE};
@@ -42,24 +42,6 @@ pub struct Summary {
     /// Freeze training: the estimated share of backward work saved over the whole run
     /// (0 without freezing).
     pub backward_saved: f64,
-}
-
-/// `svcca train`: `config` with `overrides` applied, into `out` (default
-/// `runs/<config name>`), on `device` (default: the config's). A config with a `[sweep]`
-/// trains its variant `variant` (see `crate::sweep::resolve`).
-pub fn run(config_path: &Path, overrides: &[String], out: Option<PathBuf>, device: Option<DeviceChoice>, variant: Option<usize>) -> anyhow::Result<Summary> {
-    let (config, out) = resolve(config_path, overrides, out, device, variant)?;
-    train(config, &out)
-}
-
-/// The config and run folder [`run`] trains: `overrides` and `device` applied, the
-/// sweep variant chosen.
-pub fn resolve(config_path: &Path, overrides: &[String], out: Option<PathBuf>, device: Option<DeviceChoice>, variant: Option<usize>) -> anyhow::Result<(Config, PathBuf)> {
-    let mut overrides = overrides.to_vec();
-    if let Some(d) = device {
-        overrides.push(format!("train.device=\"{}\"", format!("{d:?}").to_lowercase()));
-    }
-    crate::sweep::resolve(config_path, &overrides, out, variant)
 }
 
 /// Trains `config` (checked, not yet resolved) in run folder `out`.
@@ -305,7 +287,7 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
 /// against it: layer names, bottom-up order, steps within the run.
 fn check_against(config: &Config, net: &Network, has_params: &[bool]) -> anyhow::Result<freeze::Plan> {
     let plan = freeze::Plan::new(&config.freeze, &net.layer_names(), has_params, config.steps())?;
-    crate::analysis::store::layers(config, net)?;
+    crate::activations::store::layers(config, net)?;
     Ok(plan)
 }
 
@@ -371,7 +353,7 @@ fn prepare_folder(config: &Config, out: &Path, writable: bool) -> anyhow::Result
             ("checkpoints/", started),
             (metrics::FILE, out.join(metrics::FILE).exists()),
             (freeze::FILE, out.join(freeze::FILE).exists()),
-            ("activations/", out.join(crate::analysis::store::FOLDER).exists()),
+            ("activations/", out.join(crate::activations::store::FOLDER).exists()),
         ]
         .into_iter()
         .filter_map(|(name, present)| present.then_some(name))

@@ -10,6 +10,7 @@ use super::record;
 use crate::config::{Config, StoreDtype};
 use crate::error::InputError;
 use crate::model::Network;
+use crate::run_dir::{step_file_name, step_files};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -17,10 +18,6 @@ use tch::{Device, Kind, Tensor};
 
 pub const FOLDER: &str = "activations";
 pub const MANIFEST: &str = "manifest.json";
-
-pub fn file_name(step: u64) -> String {
-    format!("step-{step:08}.safetensors")
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
@@ -73,7 +70,7 @@ impl Recorder {
 
     /// Writes the activations of `net` at `step`, unless that step's file exists.
     pub fn save(&self, net: &Network, step: u64) -> anyhow::Result<()> {
-        let path = self.dir.join(file_name(step));
+        let path = self.dir.join(step_file_name(step));
         if path.exists() {
             return Ok(());
         }
@@ -97,7 +94,7 @@ impl Recorder {
         manifest.probe_indices = self.probe.indices.clone();
         manifest.entries.retain(|e| e.step != step);
         for (l, a) in self.layers.iter().zip(&acts) {
-            manifest.entries.push(Entry { step, layer: l.clone(), shape: a.size(), dtype: dtype.into(), file: file_name(step) });
+            manifest.entries.push(Entry { step, layer: l.clone(), shape: a.size(), dtype: dtype.into(), file: step_file_name(step) });
         }
         manifest.entries.sort_by(|a, b| a.step.cmp(&b.step));
         crate::io::write_json_atomic(&self.dir.join(MANIFEST), &manifest)?;
@@ -116,7 +113,7 @@ fn read_manifest(dir: &Path) -> anyhow::Result<Option<Manifest>> {
 
 /// Stored activation files in the run folder, by step.
 pub fn list(run: &Path) -> Vec<(u64, PathBuf)> {
-    crate::train::checkpoint::list(&run.join(FOLDER))
+    step_files(&run.join(FOLDER))
 }
 
 /// The stored activations of `layers` at one file, float32 on `device`.
