@@ -183,6 +183,40 @@ fn killed_and_resumed_equals_uninterrupted() {
     assert!(checkpoint(&killed, 400).exists());
 }
 
+/// Every tensor of a checkpoint holds only finite values.
+fn all_finite(path: &Path) -> bool {
+    tensors(path).values().all(|t| t.isfinite().all().int64_value(&[]) == 1)
+}
+
+#[test]
+fn diverging_training_stops_without_saving_nan() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = format!("{}schedule = \"constant\"\neval_every = 10\n\n[checkpoints]\nevery = 10\n", BASE.replace("steps = 4", "steps = 40"));
+    let cfg = write(tmp.path(), "diverge.toml", &text);
+    let run = tmp.path().join("run");
+    let out = svcca(&["train", &cfg, "--out", run.to_str().unwrap(), "--set", "train.lr=1e10"]);
+    assert_refused(&out, &["training diverged", "(lr 1e10)", "Lower train.lr", "step-00000000.safetensors"]);
+    let err = stderr(&out);
+    let line = err.lines().find(|l| l.starts_with("error:")).unwrap();
+    assert!(line.contains("NaN") || line.contains("infinite"), "{line}");
+    assert!(!err.contains("panicked"), "{err}");
+    // The first step the error names; nothing from it on is saved.
+    let named = line.split(" step").nth(1).unwrap();
+    let first: u64 = named.chars().skip_while(|c| !c.is_ascii_digit()).take_while(char::is_ascii_digit).collect::<String>().parse().unwrap();
+    let saved: Vec<(u64, PathBuf)> = svcca::train::checkpoint::list(&run.join("checkpoints"));
+    assert!(saved.iter().any(|(s, _)| *s == 0), "the step-0 checkpoint is kept: {saved:?}");
+    for (step, path) in &saved {
+        assert!(*step < first, "{} is from the diverged steps ({line})", path.display());
+        assert!(all_finite(path), "{} holds NaN or Inf", path.display());
+    }
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap().to_lowercase();
+    assert!(!csv.contains("nan") && !csv.contains("inf"), "metrics.csv: {csv}");
+    for row in csv.lines().skip(1) {
+        let step: u64 = row.split(',').next().unwrap().parse().unwrap();
+        assert!(step < first, "row of step {step} after the divergence ({line})");
+    }
+}
+
 /// Serves `body` to every request on a local port; returns the URL.
 fn serve(body: Vec<u8>) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
