@@ -217,6 +217,60 @@ fn diverging_training_stops_without_saving_nan() {
     }
 }
 
+/// Cuts `path` to half its length, as a full disk might have left it.
+fn truncate_to_half(path: &Path) {
+    let len = std::fs::metadata(path).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(path).unwrap().set_len(len / 2).unwrap();
+}
+
+#[test]
+fn a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_before_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = format!("{}eval_every = 10\n\n[checkpoints]\nevery = 10\n", BASE.replace("steps = 4", "steps = 30"));
+    let cfg = write(tmp.path(), "damaged.toml", &text);
+    let (straight, damaged) = (tmp.path().join("straight"), tmp.path().join("damaged"));
+    for run in [&straight, &damaged] {
+        let out = svcca(&["train", &cfg, "--out", run.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let newest = checkpoint(&damaged, 30);
+    truncate_to_half(&newest);
+    let cut = std::fs::read(&newest).unwrap();
+
+    let out = svcca(&["train", &cfg, "--out", damaged.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let warning = err.lines().find(|l| l.contains("WARN")).unwrap_or_else(|| panic!("no warning: {err}"));
+    assert!(warning.contains(&newest.display().to_string()) && warning.contains("damaged"), "{warning}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("resumed from step 20"), "{}", String::from_utf8_lossy(&out.stdout));
+    // Set aside, not deleted.
+    let aside = damaged.join("checkpoints").join("step-00000030.safetensors.damaged");
+    assert_eq!(std::fs::read(&aside).unwrap(), cut);
+    // Trained again from step 20, to the same end as the run that was never damaged.
+    let (a, b) = (tensors(&checkpoint(&straight, 30)), tensors(&checkpoint(&damaged, 30)));
+    assert_eq!(a.len(), b.len());
+    for n in a.keys().filter(|n| *n != "meta.wall_seconds") {
+        assert!(a[n].equal(&b[n]), "{n} differs after resuming before the damaged checkpoint");
+    }
+    assert_eq!(metrics(&straight), metrics(&damaged), "metrics.csv differs (or holds a step twice)");
+    // Analyses list the checkpoints without the damaged file.
+    let listed: Vec<u64> = svcca::train::checkpoint::list(&damaged.join("checkpoints")).iter().map(|c| c.0).collect();
+    assert_eq!(listed, [0, 10, 20, 30]);
+
+    // When no checkpoint loads, the run is refused naming them (all set aside, none lost).
+    for s in [0, 10, 20, 30] {
+        truncate_to_half(&checkpoint(&damaged, s));
+    }
+    let out = svcca(&["train", &cfg, "--out", damaged.to_str().unwrap()]);
+    assert_refused(&out, &["step-00000000.safetensors", "step-00000030.safetensors", "damaged"]);
+    let names: Vec<String> = std::fs::read_dir(damaged.join("checkpoints")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    for s in [0, 10, 20] {
+        assert!(names.contains(&format!("step-{s:08}.safetensors.damaged")), "{names:?}");
+    }
+    assert!(names.contains(&"step-00000030.safetensors.damaged".to_string()) && names.iter().filter(|n| n.starts_with("step-00000030")).count() == 2, "the earlier damaged copy is kept: {names:?}");
+}
+
 /// Serves `body` to every request on a local port; returns the URL.
 fn serve(body: Vec<u8>) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -104,15 +104,16 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
     let mut order = Order::new(t.seed, data.train.len(), t.batch_size);
     let per_epoch = order.steps_per_epoch() as f64;
 
-    let latest = checkpoint::list(&ckpt_dir).pop();
+    // The newest checkpoint that loads: a damaged one is set aside (see load_newest).
+    let latest = checkpoint::load_newest(&ckpt_dir, &vs, &mut sgd)?;
     let (start, wall_before, window_before) = match &latest {
-        Some((_, path)) => {
-            let meta = checkpoint::load(path, &vs, &mut sgd)?;
+        Some((_, path, meta)) => {
             tracing::info!("resuming from {} (step {})", path.display(), meta.step);
             (meta.step, meta.wall_seconds, meta.window.unwrap_or_default())
         }
         None => (0, 0.0, checkpoint::Window::default()),
     };
+    let latest = latest.map(|(step, path, _)| (step, path));
     if plan.adaptive {
         plan.restore(out, start)?;
     }
