@@ -188,8 +188,8 @@ impl CompareJob {
         let pipeline = self.pipeline(&inputs).map_err(|e| e.naming(&name_a, &name_b))?;
         let per_row: u64 = inputs
             .iter()
-            .map(|i| i.file.cols() as u64 * pipeline.bytes_per_value(i.file.header().dtype.size() as u64))
-            .sum();
+            .map(|i| (i.file.cols() as u64).saturating_mul(pipeline.bytes_per_value(i.file.header().dtype.size() as u64)))
+            .fold(0u64, u64::saturating_add);
         let block = ((self.memory_budget / per_row.max(1)) as usize).clamp(256.min(rows), rows);
         let blocks = rows.div_ceil(block);
         tracing::info!(

@@ -65,6 +65,9 @@ pub fn freeze(config: Config, seeds: &[u64], out: &Path) -> anyhow::Result<Freez
     if seeds.is_empty() {
         return Err(InputError::new("--seeds: give at least one seed").into());
     }
+    if let Some(seed) = duplicate(seeds) {
+        return Err(InputError::new(format!("--seeds: {}", duplicate_message(seed))).into());
+    }
     // The freeze variant's settings checked against the network before any run starts
     // (a bad freeze.at would otherwise surface only after the first base run).
     crate::train::check(&config)?;
@@ -141,16 +144,35 @@ pub fn freeze(config: Config, seeds: &[u64], out: &Path) -> anyhow::Result<Freez
     Ok(summary)
 }
 
-/// The seeds of `--seeds`: a count N (seeds 0..N) or a comma list (`0,5,7`).
+/// The seeds of `--seeds`: a count N (seeds 0..N) or a comma list (`0,5,7`) without
+/// repeats: a repeated seed is the same run again, and counting it twice would shrink the
+/// standard deviations.
 pub fn parse_seeds(text: &str) -> Result<Vec<u64>, String> {
     let t = text.trim();
     if t.contains(',') {
-        return t.split(',').map(|s| s.trim().parse::<u64>().map_err(|_| format!("'{s}' is not a seed"))).collect();
+        let seeds = t
+            .split(',')
+            .map(|s| s.trim().parse::<u64>().map_err(|_| format!("'{s}' is not a seed")))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(seed) = duplicate(&seeds) {
+            return Err(format!("'{text}': {}", duplicate_message(seed)));
+        }
+        return Ok(seeds);
     }
     match t.parse::<u64>() {
         Ok(0) | Err(_) => Err(format!("'{text}': give a number of seeds (3: seeds 0, 1, 2) or a list (0,5,7)")),
         Ok(n) => Ok((0..n).collect()),
     }
+}
+
+/// The first seed that appears twice.
+fn duplicate(seeds: &[u64]) -> Option<u64> {
+    let mut seen = std::collections::HashSet::new();
+    seeds.iter().copied().find(|&s| !seen.insert(s))
+}
+
+fn duplicate_message(seed: u64) -> String {
+    format!("seed {seed} is given twice: the same seed trains the same run, so each seed may appear once")
 }
 
 /// The default output folder: `runs/<config name>-freeze`.

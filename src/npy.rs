@@ -47,8 +47,24 @@ pub struct Header {
 }
 
 impl Header {
+    /// Number of elements. Cannot overflow for a header that [`read_header`] accepted (see
+    /// [`Header::data_bytes`]).
     pub fn len(&self) -> usize {
         self.shape.iter().product()
+    }
+
+    /// Bytes of data the header promises, or `None` when that does not fit 64 bits, as in
+    /// a corrupt or hand-made header. A row's bytes are computed first and then times the
+    /// rows, so that when this is `Some` every size derived from the shape (columns, a
+    /// row's bytes, any block of rows) fits too, even when there are zero rows.
+    pub fn data_bytes(&self) -> Option<u64> {
+        let row = self
+            .shape
+            .iter()
+            .skip(1)
+            .try_fold(self.dtype.size() as u64, |bytes, &d| bytes.checked_mul(d as u64))?;
+        let rows = self.shape.first().map_or(1, |&r| r as u64);
+        rows.checked_mul(row)
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -75,7 +91,8 @@ impl NpyFile {
             .len();
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let header = read_header(&mut reader).map_err(err)?;
-        let expected = header.data_offset + (header.len() * header.dtype.size()) as u64;
+        // read_header has checked that this does not overflow.
+        let expected = header.data_offset + header.data_bytes().expect("checked by read_header");
         if file_len < expected {
             return Err(err(format!(
                 "truncated: header promises shape {:?} of {} ({} bytes in all) but the file has {} bytes",
@@ -230,13 +247,27 @@ fn read_header(reader: &mut impl Read) -> Result<Header, String> {
         .map(|s| s.trim_end_matches('L').parse::<usize>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| format!("the .npy header has an invalid shape {shape_text}"))?;
-    Ok(Header {
+    let header = Header {
         dtype,
         big_endian,
         fortran_order,
         shape,
         data_offset: prefix + header_len as u64,
-    })
+    };
+    // Sizes derived from the shape (rows, columns, offsets) are multiplied unchecked
+    // everywhere else, so a shape whose size in bytes overflows 64 bits is refused here:
+    // it could otherwise wrap around to a small number and pass the truncation check.
+    if header
+        .data_bytes()
+        .and_then(|bytes| bytes.checked_add(header.data_offset))
+        .is_none()
+    {
+        return Err(format!(
+            "the .npy header's shape {shape_text} of {} is too large: its size in bytes does not fit 64 bits (a corrupt header?)",
+            dtype.name()
+        ));
+    }
+    Ok(header)
 }
 
 /// The text of one value of the header's Python dict literal (tuples kept whole).

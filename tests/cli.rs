@@ -159,6 +159,42 @@ fn bad_files_are_refused_naming_the_file() {
     assert_refused(&svcca(&["compare", &good, &short]), &["good.npy", "short.npy"], "datapoints");
 }
 
+/// A `.npy` file written by hand: a version 1.0 header with `shape`, then `data_len` zero
+/// bytes, so a test can make a header that promises more than any file could hold.
+fn raw_npy(path: &Path, descr: &str, shape: &str, data_len: usize) -> String {
+    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + dict.len() + 1) % 64 != 0 {
+        dict.push(' ');
+    }
+    dict.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((dict.len() as u16).to_le_bytes());
+    bytes.extend(dict.as_bytes());
+    bytes.resize(bytes.len() + data_len, 0);
+    std::fs::write(path, &bytes).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn shapes_whose_size_overflows_are_refused_naming_the_file() {
+    let d = Dir::new();
+    let good = d.write("good.npy", &matrix(200, 8, 5));
+    // 200 * (2**59 + 20) * 4 bytes wraps around 64 bits to 16,000: a 16 kB file would pass
+    // a wrapping size check and then be read as an impossible matrix.
+    let wraps = raw_npy(&d.path("wraps.npy"), "<f4", "(200, 576460752303423508)", 16_000);
+    assert_refused(&svcca(&["compare", &good, &wraps]), &["wraps.npy"], "too large");
+    assert_refused(&svcca(&["compare", &wraps, &good, "--memory-budget", "8K"]), &["wraps.npy"], "too large");
+    // The columns alone overflow, with rows that multiply it back to a small number.
+    let cols = raw_npy(&d.path("cols.npy"), "<f8", "(256, 72057594037927936, 256)", 16_000);
+    assert_refused(&svcca(&["compare", &good, &cols]), &["cols.npy"], "too large");
+    // Every axis fits a 64-bit integer but their product does not (2**32 * 2**32).
+    let product = raw_npy(&d.path("product.npy"), "<f4", "(4294967296, 4294967296)", 64);
+    assert_refused(&svcca(&["compare", &product, &good]), &["product.npy"], "too large");
+    // An axis that does not fit 64 bits at all is an invalid shape.
+    let huge = raw_npy(&d.path("huge.npy"), "<f4", "(200, 99999999999999999999999)", 64);
+    assert_refused(&svcca(&["compare", &good, &huge]), &["huge.npy"], "invalid shape");
+}
+
 #[test]
 fn bad_values_are_refused_naming_the_file() {
     let d = Dir::new();

@@ -184,6 +184,27 @@ fn cli_refuses_a_config_without_a_schedule() {
 }
 
 #[test]
+fn cli_refuses_duplicate_seeds() {
+    // A repeated seed would be one run counted twice (and a standard deviation of 0).
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("freeze.toml");
+    std::fs::write(&cfg, format!("{}\n[freeze]\nschedule = \"linear\"\n", common::TINY_FREEZE_TRAINING)).unwrap();
+    let out_dir = tmp.path().join("o");
+    for seeds in ["0,0", "3, 1, 3"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_svcca"))
+            .args(["experiment", "freeze", cfg.to_str().unwrap(), "--seeds", seeds, "--out", out_dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        let dup = seeds.split(',').next().unwrap();
+        assert!(stderr.contains(&format!("seed {dup} is given twice")), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(!out_dir.exists(), "nothing is trained");
+    }
+}
+
+#[test]
 fn ready_freeze_configs_parse() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
     let names = ["synthetic_freeze", "fashion_mnist_freeze", "cifar10_convnet_freeze", "cifar10_resnet20_freeze"];

@@ -183,6 +183,94 @@ fn killed_and_resumed_equals_uninterrupted() {
     assert!(checkpoint(&killed, 400).exists());
 }
 
+/// Every tensor of a checkpoint holds only finite values.
+fn all_finite(path: &Path) -> bool {
+    tensors(path).values().all(|t| t.isfinite().all().int64_value(&[]) == 1)
+}
+
+#[test]
+fn diverging_training_stops_without_saving_nan() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = format!("{}schedule = \"constant\"\neval_every = 10\n\n[checkpoints]\nevery = 10\n", BASE.replace("steps = 4", "steps = 40"));
+    let cfg = write(tmp.path(), "diverge.toml", &text);
+    let run = tmp.path().join("run");
+    let out = svcca(&["train", &cfg, "--out", run.to_str().unwrap(), "--set", "train.lr=1e10"]);
+    assert_refused(&out, &["training diverged", "(lr 1e10)", "Lower train.lr", "step-00000000.safetensors"]);
+    let err = stderr(&out);
+    let line = err.lines().find(|l| l.starts_with("error:")).unwrap();
+    assert!(line.contains("NaN") || line.contains("infinite"), "{line}");
+    assert!(!err.contains("panicked"), "{err}");
+    // The first step the error names; nothing from it on is saved.
+    let named = line.split(" step").nth(1).unwrap();
+    let first: u64 = named.chars().skip_while(|c| !c.is_ascii_digit()).take_while(char::is_ascii_digit).collect::<String>().parse().unwrap();
+    let saved: Vec<(u64, PathBuf)> = svcca::train::checkpoint::list(&run.join("checkpoints"));
+    assert!(saved.iter().any(|(s, _)| *s == 0), "the step-0 checkpoint is kept: {saved:?}");
+    for (step, path) in &saved {
+        assert!(*step < first, "{} is from the diverged steps ({line})", path.display());
+        assert!(all_finite(path), "{} holds NaN or Inf", path.display());
+    }
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap().to_lowercase();
+    assert!(!csv.contains("nan") && !csv.contains("inf"), "metrics.csv: {csv}");
+    for row in csv.lines().skip(1) {
+        let step: u64 = row.split(',').next().unwrap().parse().unwrap();
+        assert!(step < first, "row of step {step} after the divergence ({line})");
+    }
+}
+
+/// Cuts `path` to half its length, as a full disk might have left it.
+fn truncate_to_half(path: &Path) {
+    let len = std::fs::metadata(path).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(path).unwrap().set_len(len / 2).unwrap();
+}
+
+#[test]
+fn a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_before_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = format!("{}eval_every = 10\n\n[checkpoints]\nevery = 10\n", BASE.replace("steps = 4", "steps = 30"));
+    let cfg = write(tmp.path(), "damaged.toml", &text);
+    let (straight, damaged) = (tmp.path().join("straight"), tmp.path().join("damaged"));
+    for run in [&straight, &damaged] {
+        let out = svcca(&["train", &cfg, "--out", run.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let newest = checkpoint(&damaged, 30);
+    truncate_to_half(&newest);
+    let cut = std::fs::read(&newest).unwrap();
+
+    let out = svcca(&["train", &cfg, "--out", damaged.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let warning = err.lines().find(|l| l.contains("WARN")).unwrap_or_else(|| panic!("no warning: {err}"));
+    assert!(warning.contains(&newest.display().to_string()) && warning.contains("damaged"), "{warning}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("resumed from step 20"), "{}", String::from_utf8_lossy(&out.stdout));
+    // Set aside, not deleted.
+    let aside = damaged.join("checkpoints").join("step-00000030.safetensors.damaged");
+    assert_eq!(std::fs::read(&aside).unwrap(), cut);
+    // Trained again from step 20, to the same end as the run that was never damaged.
+    let (a, b) = (tensors(&checkpoint(&straight, 30)), tensors(&checkpoint(&damaged, 30)));
+    assert_eq!(a.len(), b.len());
+    for n in a.keys().filter(|n| *n != "meta.wall_seconds") {
+        assert!(a[n].equal(&b[n]), "{n} differs after resuming before the damaged checkpoint");
+    }
+    assert_eq!(metrics(&straight), metrics(&damaged), "metrics.csv differs (or holds a step twice)");
+    // Analyses list the checkpoints without the damaged file.
+    let listed: Vec<u64> = svcca::train::checkpoint::list(&damaged.join("checkpoints")).iter().map(|c| c.0).collect();
+    assert_eq!(listed, [0, 10, 20, 30]);
+
+    // When no checkpoint loads, the run is refused naming them (all set aside, none lost).
+    for s in [0, 10, 20, 30] {
+        truncate_to_half(&checkpoint(&damaged, s));
+    }
+    let out = svcca(&["train", &cfg, "--out", damaged.to_str().unwrap()]);
+    assert_refused(&out, &["step-00000000.safetensors", "step-00000030.safetensors", "damaged"]);
+    let names: Vec<String> = std::fs::read_dir(damaged.join("checkpoints")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    for s in [0, 10, 20] {
+        assert!(names.contains(&format!("step-{s:08}.safetensors.damaged")), "{names:?}");
+    }
+    assert!(names.contains(&"step-00000030.safetensors.damaged".to_string()) && names.iter().filter(|n| n.starts_with("step-00000030")).count() == 2, "the earlier damaged copy is kept: {names:?}");
+}
+
 /// Serves `body` to every request on a local port; returns the URL.
 fn serve(body: Vec<u8>) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

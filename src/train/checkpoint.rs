@@ -4,8 +4,13 @@
 //! so far (`meta.*`). The data order and augmentation are functions of (seed, step)
 //! (see `order`), so step and seed are the whole random state. safetensors files open
 //! in Python (`safetensors.torch.load_file`). Written to a temporary file, then renamed.
+//!
+//! A checkpoint can still be damaged (cut short by a full disk or a crashed file
+//! system): on resume, one that does not parse is renamed `step-N.safetensors.damaged`,
+//! which [`list`] does not match, and the run resumes from the newest one that loads.
 
 use super::sgd::Sgd;
+use crate::error::InputError;
 use anyhow::{bail, Context};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -91,10 +96,72 @@ pub fn save(dir: &Path, vs: &VarStore, sgd: &Sgd, meta: Meta) -> anyhow::Result<
 
 /// Loads a checkpoint into `vs` and `sgd`; returns its metadata.
 pub fn load(path: &Path, vs: &VarStore, sgd: &mut Sgd) -> anyhow::Result<Meta> {
-    let mut saved: HashMap<String, Tensor> = Tensor::read_safetensors(path)
-        .with_context(|| format!("cannot read checkpoint {}", path.display()))?
-        .into_iter()
-        .collect();
+    let saved = Tensor::read_safetensors(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+    apply(path, saved, vs, sgd)
+}
+
+/// Suffix of a checkpoint set aside by [`load_newest`] as damaged.
+pub const DAMAGED: &str = ".damaged";
+
+/// Loads the newest checkpoint of `dir` into `vs` and `sgd`: its step, path and
+/// metadata, or `None` when there is no checkpoint.
+///
+/// A checkpoint that exists but does not parse as safetensors (cut short, overwritten
+/// with garbage) is renamed with the suffix [`DAMAGED`] (never deleted, nor overwriting
+/// an earlier damaged copy), with a warning, and the next older one is tried; the
+/// metrics rows after the step resumed from are dropped by `Metrics::open`. When every
+/// checkpoint is damaged, an [`InputError`] names them all. A file that parses but does
+/// not fit the network is an error as before: that is a different network, not damage.
+pub fn load_newest(dir: &Path, vs: &VarStore, sgd: &mut Sgd) -> anyhow::Result<Option<(u64, PathBuf, Meta)>> {
+    let mut damaged = Vec::new();
+    for (step, path) in list(dir).into_iter().rev() {
+        // A file that cannot be opened at all (permissions) is not damage: the error stops
+        // the run and the file stays where it is.
+        std::fs::File::open(&path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+        match Tensor::read_safetensors(&path) {
+            Ok(saved) => {
+                let meta = apply(&path, saved, vs, sgd)?;
+                return Ok(Some((step, path, meta)));
+            }
+            Err(e) => {
+                let aside = set_aside(&path)?;
+                tracing::warn!(
+                    "{} is damaged ({e}); moved it aside to {}, trying the checkpoint before it",
+                    path.display(),
+                    aside.display()
+                );
+                damaged.push(path.display().to_string());
+            }
+        }
+    }
+    if damaged.is_empty() {
+        return Ok(None);
+    }
+    Err(InputError::new(format!(
+        "no checkpoint in {} can be read: {} are damaged (moved aside with the suffix {DAMAGED}); run again to train from step 0, or restore them",
+        dir.display(),
+        damaged.join(", ")
+    ))
+    .into())
+}
+
+/// Renames a damaged checkpoint to `NAME.damaged` (or `NAME.damaged-2`, ... when an
+/// earlier damaged copy holds that name); returns the new path.
+fn set_aside(path: &Path) -> anyhow::Result<PathBuf> {
+    let name = path.file_name().expect("a checkpoint file").to_string_lossy();
+    let mut aside = path.with_file_name(format!("{name}{DAMAGED}"));
+    let mut n = 2;
+    while aside.exists() {
+        aside = path.with_file_name(format!("{name}{DAMAGED}-{n}"));
+        n += 1;
+    }
+    std::fs::rename(path, &aside).with_context(|| format!("cannot move damaged checkpoint {} aside", path.display()))?;
+    Ok(aside)
+}
+
+/// Copies the tensors of the checkpoint `path` (read as `saved`) into `vs` and `sgd`.
+fn apply(path: &Path, saved: Vec<(String, Tensor)>, vs: &VarStore, sgd: &mut Sgd) -> anyhow::Result<Meta> {
+    let mut saved: HashMap<String, Tensor> = saved.into_iter().collect();
     let mut vars = vs.variables();
     let mut names: Vec<&String> = vars.keys().collect();
     names.sort();

@@ -102,15 +102,16 @@ pub fn train_holding(config: Config, out: &Path) -> anyhow::Result<(Summary, run
     let mut order = Order::new(t.seed, data.train.len(), t.batch_size);
     let per_epoch = order.steps_per_epoch() as f64;
 
-    let latest = checkpoint::list(&ckpt_dir).pop();
+    // The newest checkpoint that loads: a damaged one is set aside (see load_newest).
+    let latest = checkpoint::load_newest(&ckpt_dir, &vs, &mut sgd)?;
     let (start, wall_before, window_before) = match &latest {
-        Some((_, path)) => {
-            let meta = checkpoint::load(path, &vs, &mut sgd)?;
+        Some((_, path, meta)) => {
             tracing::info!("resuming from {} (step {})", path.display(), meta.step);
             (meta.step, meta.wall_seconds, meta.window.unwrap_or_default())
         }
         None => (0, 0.0, checkpoint::Window::default()),
     };
+    let latest = latest.map(|(step, path, _)| (step, path));
     if plan.adaptive {
         plan.restore(out, start)?;
     }
@@ -154,6 +155,7 @@ pub fn train_holding(config: Config, out: &Path) -> anyhow::Result<(Summary, run
         window_before.seen,
     );
     let mut last = (f64::NAN, f64::NAN);
+    let mut watch = Divergence { finite_until: start, ckpt_dir: ckpt_dir.clone() };
     if plan.is_active() {
         plan.write(out, start)?;
     }
@@ -192,21 +194,32 @@ pub fn train_holding(config: Config, out: &Path) -> anyhow::Result<(Summary, run
         });
         seen += t.batch_size as u64;
         let done = step + 1;
-        if let Some(a) = adaptive.as_mut().filter(|a| a.checks_at(done)) {
-            bar.suspend(|| a.check(&net, &mut plan, out, done))?;
-        }
+        let adaptive_now = adaptive.as_ref().is_some_and(|a| a.checks_at(done));
         let eval_now = done % t.eval_every == 0 || done == total;
         let save_now = done % config.checkpoints.every == 0 || done == total;
-        if done % 10 == 0 || eval_now || save_now {
+        // The loss is read here only, and checked for divergence whenever it is read; an
+        // adaptive check reads it too, so as not to analyse a diverged network.
+        if done % 10 == 0 || eval_now || save_now || adaptive_now {
             let rate = (done - start - window.1) as f64 * t.batch_size as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
             let steps_in = (seen / t.batch_size as u64).max(1) as f64;
             last = (loss_sum.double_value(&[]) / steps_in, correct.double_value(&[]) / seen as f64);
+            watch.train_loss(last.0, done, |s| schedule::learning_rate(t, s, total))?;
             bar.set_message(format!("loss {:.3} acc {:.1}% {:.0} img/s", last.0, 100.0 * last.1, rate));
             bar.set_position(done);
             window = (Instant::now(), done - start);
         }
+        if let Some(a) = adaptive.as_mut().filter(|_| adaptive_now) {
+            bar.suspend(|| a.check(&net, &mut plan, out, done))?;
+        }
         if eval_now || save_now {
             let test = eval_now.then(|| evaluate(&net, &data, t.eval_batch_size));
+            if let Some((test_loss, _)) = test {
+                watch.test_loss(test_loss, done, lr)?;
+            }
+            if save_now {
+                // Before the row: a checkpoint step's row is written only with its checkpoint.
+                watch.state(&vs, &sgd, done, lr)?;
+            }
             let wall = wall_before + began.elapsed().as_secs_f64();
             let row = Row { step: done, epoch: done as f64 / per_epoch, lr, train: Some(last), test, wall_seconds: wall };
             metrics.append(&row)?;
@@ -240,10 +253,12 @@ pub fn train_holding(config: Config, out: &Path) -> anyhow::Result<(Summary, run
         if let Some(signal) = crate::preempt::requested().filter(|_| done < total) {
             bar.finish_and_clear();
             if !save_now {
+                let window = checkpoint::Window { loss_sum: loss_sum.double_value(&[]) as f32, correct: correct.int64_value(&[]), seen };
+                watch.train_loss(window.loss_sum as f64, done, |s| schedule::learning_rate(t, s, total))?;
+                watch.state(&vs, &sgd, done, lr)?;
                 if let Some(a) = &adaptive {
                     a.save_reference(out, done)?; // before the checkpoint that needs it
                 }
-                let window = checkpoint::Window { loss_sum: loss_sum.double_value(&[]) as f32, correct: correct.int64_value(&[]), seen };
                 let wall = wall_before + began.elapsed().as_secs_f64();
                 checkpoint::save(&ckpt_dir, &vs, &sgd, Meta { step: done, seed: t.seed, wall_seconds: wall, window: Some(window) })?;
             }
@@ -289,6 +304,98 @@ fn check_against(config: &Config, net: &Network, has_params: &[bool]) -> anyhow:
     let plan = freeze::Plan::new(&config.freeze, &net.layer_names(), has_params, config.steps())?;
     crate::activations::store::layers(config, net)?;
     Ok(plan)
+}
+
+/// Stops training at the first non-finite loss, before it reaches a metrics row or a
+/// checkpoint, so that the run folder keeps only what was written before it diverged.
+///
+/// Reading a value off the device waits for the device (a sync), so the loss is not read
+/// at every step. The loop already reads the running loss sum of the metrics window
+/// every 10 steps, at every row and before every checkpoint; a NaN or Inf loss makes
+/// that sum NaN or Inf, so checking the sum whenever it is read costs nothing and finds
+/// the divergence within at most 10 steps. The price is that the error names the steps
+/// since the previous read, not the exact step. A finite loss does not make the update
+/// after it finite (a gradient can overflow), so the weights and momentum buffers are
+/// also checked on the device before each checkpoint: one more read per checkpoint,
+/// which copies them to the host anyway.
+struct Divergence {
+    /// The loss was last read, finite, after this many steps.
+    finite_until: u64,
+    ckpt_dir: PathBuf,
+}
+
+impl Divergence {
+    /// `loss`: the mean (or sum) of the training losses of steps up to `done`, read now;
+    /// `lr_of`: the learning rate of a (0-based) update.
+    fn train_loss(&mut self, loss: f64, done: u64, lr_of: impl Fn(u64) -> f64) -> Result<(), InputError> {
+        if loss.is_finite() {
+            self.finite_until = done;
+            return Ok(());
+        }
+        let first = self.finite_until + 1;
+        let (lr_first, lr_last) = (lr_of(first - 1), lr_of(done - 1));
+        let (steps, lr) = match (first == done, lr_first == lr_last) {
+            (true, _) => (format!("at step {done}"), format!("lr {}", lr_text(lr_last))),
+            (false, true) => (format!("at one of steps {first} to {done}"), format!("lr {}", lr_text(lr_last))),
+            (false, false) => (format!("at one of steps {first} to {done}"), format!("lr {} to {}", lr_text(lr_first), lr_text(lr_last))),
+        };
+        Err(self.error(format!("the training loss became {} {steps} ({lr})", loss_text(loss))))
+    }
+
+    fn test_loss(&self, loss: f64, done: u64, lr: f64) -> Result<(), InputError> {
+        match loss.is_finite() {
+            true => Ok(()),
+            false => Err(self.error(format!("the test loss became {} at step {done} (lr {})", loss_text(loss), lr_text(lr)))),
+        }
+    }
+
+    /// Checks the weights, batch-norm statistics and momentum buffers about to be saved.
+    fn state(&self, vs: &tch::nn::VarStore, sgd: &Sgd, done: u64, lr: f64) -> Result<(), InputError> {
+        let tensors: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .map(|(n, t)| (format!("model.{n}"), t))
+            .chain(sgd.state().into_iter().map(|(n, t)| (format!("momentum.{n}"), t)))
+            .collect();
+        let finite = |t: &Tensor| t.isfinite().all();
+        let all = tch::no_grad(|| {
+            tensors.iter().fold(Tensor::ones([], (Kind::Bool, vs.device())), |acc, (_, t)| acc.logical_and(&finite(t)))
+        });
+        if all.int64_value(&[]) != 0 {
+            return Ok(());
+        }
+        let name = tensors.iter().find(|(_, t)| tch::no_grad(|| finite(t)).int64_value(&[]) == 0).map_or("", |(n, _)| n.as_str());
+        Err(self.error(format!("the update of step {done} (lr {}) made {name} NaN or infinite", lr_text(lr))))
+    }
+
+    fn error(&self, what: String) -> InputError {
+        let kept = match checkpoint::list(&self.ckpt_dir).pop() {
+            Some((_, path)) => format!("the newest checkpoint, {}, is from before", path.display()),
+            None => "no checkpoint was written before".to_string(),
+        };
+        InputError::new(format!(
+            "training diverged: {what}. Stopped there, with nothing of the diverged steps saved ({kept}). Lower train.lr (or raise train.warmup_steps) and train into a new run folder (--out)"
+        ))
+    }
+}
+
+/// A learning rate in four significant digits at most: 0.05, 1.707, 1e10, 8.802e9.
+fn lr_text(lr: f64) -> String {
+    let text = format!("{lr:.3e}");
+    let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
+    let short: f64 = format!("{mantissa}e{exponent}").parse().unwrap_or(lr);
+    match (1e-3..1e4).contains(&short.abs()) {
+        true => format!("{short}"),
+        false => format!("{}e{exponent}", mantissa.trim_end_matches('0').trim_end_matches('.')),
+    }
+}
+
+fn loss_text(loss: f64) -> &'static str {
+    if loss.is_nan() {
+        "NaN"
+    } else {
+        "infinite"
+    }
 }
 
 /// Each layer's cost (multiply-adds of its trainable weights on one image: weight
