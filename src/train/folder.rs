@@ -1,0 +1,92 @@
+//! The run folder at the start of training: made, or checked against the config.
+
+use super::{checkpoint, freeze, metrics};
+use crate::config::{differences, ActivationMode, AnalysisConfig, Config};
+use crate::error::InputError;
+use crate::run_dir::CONFIG_FILE;
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+
+/// Checks the run folder (locked, made by [`crate::run_dir::lock`]) against `config`, or writes
+/// `config` into a new one; returns the checkpoint folder. Refused (exit 2), with nothing
+/// touched: a folder made by a different config; one with results but no `config.toml`
+/// (no way to tell what made them); a change of the `[analysis]` settings that store
+/// mode records during training, once training has begun.
+pub(super) fn prepare(config: &Config, out: &Path, writable: bool) -> anyhow::Result<PathBuf> {
+    let config_path = out.join(CONFIG_FILE);
+    let ckpt = out.join(checkpoint::FOLDER);
+    let started = !checkpoint::list(&ckpt).is_empty();
+    if config_path.exists() {
+        let text = std::fs::read_to_string(&config_path).with_context(|| format!("cannot read {}", config_path.display()))?;
+        let before = Config::parse(&text, &config_path.display().to_string(), &[])?;
+        let diff = differences(&before, config);
+        if !diff.is_empty() {
+            return Err(InputError::new(format!(
+                "{}: this run folder belongs to a different config ({}, folder vs now); use another --out, or delete the folder to start over",
+                config_path.display(),
+                diff.join("; ")
+            ))
+            .into());
+        }
+        let recorded = recording_differences(&before.analysis, &config.analysis);
+        if started && !recorded.is_empty() {
+            return Err(InputError::new(format!(
+                "{}: {} (folder vs now): store mode records activations at each checkpoint while training, and this run's checkpoints were made under the folder's settings, so the activations of the past checkpoints cannot be recorded now. Set them back for this folder, or train into another --out",
+                config_path.display(),
+                recorded.join("; ")
+            ))
+            .into());
+        }
+        if before.analysis != config.analysis {
+            // Only analysis settings that training does not use changed: the folder's
+            // config takes them, and the analysis refuses to mix them with results made
+            // under the old ones (`analysis::settings`).
+            tracing::info!("{}: [analysis] updated from the config", config_path.display());
+            crate::io::write_atomic(&config_path, config.to_toml().as_bytes())?;
+        }
+    } else {
+        let results: Vec<&str> = [
+            ("checkpoints/", started),
+            (metrics::FILE, out.join(metrics::FILE).exists()),
+            (freeze::FILE, out.join(freeze::FILE).exists()),
+            ("activations/", out.join(crate::activations::store::FOLDER).exists()),
+        ]
+        .into_iter()
+        .filter_map(|(name, present)| present.then_some(name))
+        .collect();
+        if !results.is_empty() {
+            return Err(InputError::new(format!(
+                "{}: no {CONFIG_FILE}, but results are there ({}): the config that made them cannot be known. Put its {CONFIG_FILE} back (a copy of the run's resolved config), or use another --out",
+                out.display(),
+                results.join(", ")
+            ))
+            .into());
+        }
+        if !writable {
+            return Err(InputError::new(format!("{}: not a run folder, and it cannot be written", out.display())).into());
+        }
+        crate::io::write_atomic(&config_path, config.to_toml().as_bytes())?;
+    }
+    if !ckpt.exists() {
+        std::fs::create_dir_all(&ckpt).with_context(|| format!("cannot create {}", ckpt.display()))?;
+    }
+    Ok(ckpt)
+}
+
+/// The `[analysis]` settings that store mode fixes while training (what is recorded, and
+/// whether), differing between `a` (the folder's) and `b`: `key: a vs b`.
+fn recording_differences(a: &AnalysisConfig, b: &AnalysisConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    if a.mode != b.mode {
+        out.push(format!("analysis.mode: {:?} vs {:?}", a.mode, b.mode).to_lowercase());
+    } else if a.mode == ActivationMode::Store {
+        let fields = [
+            ("analysis.probe_size", a.probe_size.to_string(), b.probe_size.to_string()),
+            ("analysis.seed", a.seed.to_string(), b.seed.to_string()),
+            ("analysis.dtype", format!("{:?}", a.dtype).to_lowercase(), format!("{:?}", b.dtype).to_lowercase()),
+            ("analysis.layers", format!("{:?}", a.layers), format!("{:?}", b.layers)),
+        ];
+        out.extend(fields.into_iter().filter(|(_, x, y)| x != y).map(|(k, x, y)| format!("{k}: {x} vs {y}")));
+    }
+    out
+}

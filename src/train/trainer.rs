@@ -1,0 +1,433 @@
+//! The training loop, step by step as the paper trains: resume from the newest
+//! checkpoint, then for each step freeze what is due, update, read the statistics, run
+//! the freeze check, evaluate and checkpoint on schedule, and stop cleanly on a signal.
+//!
+//! Two hooks take part without the loop knowing their details: [`Freezing`] (the
+//! `[freeze]` schedule: which prefix of the network is frozen at each step, and the
+//! adaptive schedule's checks) and the store-mode [`Recorder`] (activations at each
+//! checkpoint).
+
+use super::adaptive::Adaptive;
+use super::checkpoint::{self, Meta, Window};
+use super::divergence::Divergence;
+use super::freeze::Plan;
+use super::metrics::{Metrics, Row};
+use super::order::Order;
+use super::sgd::Sgd;
+use super::{check_against, evaluate, folder, layer_costs, schedule, Summary};
+use crate::activations::store::Recorder;
+use crate::config::{ActivationMode, Config};
+use crate::data::augment::Augment;
+use crate::data::Dataset;
+use crate::device;
+use crate::error::InputError;
+use crate::model::{self, Network};
+use crate::run_dir;
+use indicatif::ProgressBar;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// One training job in its run folder, ready to run.
+pub struct Trainer {
+    config: Config,
+    out: PathBuf,
+    ckpt_dir: PathBuf,
+    lock: run_dir::Lock,
+    device: Device,
+    data: Dataset,
+    vs: tch::nn::VarStore,
+    net: Network,
+    sgd: Sgd,
+    order: Order,
+    has_params: Vec<bool>,
+    /// Each layer's multiply-adds, for the backward-work estimate.
+    weight_costs: Vec<f64>,
+    freezing: Freezing,
+    total: u64,
+}
+
+/// The `[freeze]` schedule as a hook of the loop.
+struct Freezing {
+    plan: Plan,
+    /// Layers frozen so far (a prefix of the network).
+    frozen: usize,
+    adaptive: Option<Adaptive>,
+}
+
+/// Where a run continues from.
+struct Resume {
+    /// The step of the checkpoint loaded (`None`: from scratch).
+    from: Option<u64>,
+    wall_before: f64,
+    window: Window,
+}
+
+/// The state of the loop between steps.
+struct Running {
+    bar: ProgressBar,
+    began: Instant,
+    start: u64,
+    wall_before: f64,
+    /// Images per second on the bar: since this instant, from this step on.
+    rate_since: (Instant, u64),
+    /// Train statistics of the current metrics window (summed on the device).
+    loss_sum: Tensor,
+    correct: Tensor,
+    seen: u64,
+    /// The latest mean train loss and accuracy read.
+    last: (f64, f64),
+    watch: Divergence,
+    metrics: Metrics,
+    recorder: Option<Recorder>,
+}
+
+impl Trainer {
+    /// Loads the data, builds the network and checks what in `config` (checked, not yet
+    /// resolved) depends on it, all before the run folder `out` is touched; then takes
+    /// the folder's lock and makes the folder or checks it against the config.
+    pub fn new(config: Config, out: &Path) -> anyhow::Result<Trainer> {
+        let device = config.train.device.resolve()?;
+        if let Some(n) = config.train.threads {
+            tch::set_num_threads(n);
+        }
+        let loaded = Instant::now();
+        let data = Dataset::load(&config.data, device)?;
+        tracing::info!(
+            "{}: {} training and {} test images of {:?} on {} ({:.1}s)",
+            config.data.dataset.as_str(),
+            data.train.len(),
+            data.test.len(),
+            data.shape,
+            device::name(device),
+            loaded.elapsed().as_secs_f64()
+        );
+        if config.train.batch_size > data.train.len() {
+            return Err(InputError::new(format!(
+                "train.batch_size {} is larger than the {} training images",
+                config.train.batch_size,
+                data.train.len()
+            ))
+            .into());
+        }
+        let config = config.resolve(data.train.len());
+        let (vs, net) = {
+            let _init = model::init_lock();
+            tch::manual_seed(config.train.seed as i64);
+            let vs = tch::nn::VarStore::new(device);
+            let net = model::build(&vs.root(), &config.model, data.shape, data.classes)?;
+            (vs, net)
+        };
+        let costs = layer_costs(&vs, &net, &data);
+        let has_params: Vec<bool> = costs.iter().map(|c| c.1 > 0).collect();
+        let plan = check_against(&config, &net, &has_params)?;
+
+        let lock = run_dir::lock(out, run_dir::Access::Exclusive)?;
+        let ckpt_dir = folder::prepare(&config, out, lock.writable)?;
+        let t = &config.train;
+        let sgd = Sgd::new(&vs, t.momentum, t.nesterov, t.weight_decay);
+        let order = Order::new(t.seed, data.train.len(), t.batch_size);
+        Ok(Trainer {
+            total: config.steps(),
+            out: out.to_path_buf(),
+            ckpt_dir,
+            lock,
+            device,
+            data,
+            vs,
+            net,
+            sgd,
+            order,
+            weight_costs: costs.iter().map(|c| c.0).collect(),
+            has_params,
+            freezing: Freezing { plan, frozen: 0, adaptive: None },
+            config,
+        })
+    }
+
+    /// Trains to the end (or reports a finished run without writing); returns the
+    /// summary and the folder's lock, still held.
+    pub fn run(mut self) -> anyhow::Result<(Summary, run_dir::Lock)> {
+        let resume = self.resume()?;
+        let start = resume.from.unwrap_or(0);
+        // `store` mode: activations on the probe set at every checkpoint.
+        let recorder = match self.config.analysis.mode {
+            ActivationMode::Store => Some(Recorder::new(&self.config, &self.data, &self.net, &self.out)?),
+            ActivationMode::Replay => None,
+        };
+        if let (Some(r), Some(s)) = (&recorder, resume.from) {
+            // In case the run stopped between a checkpoint and its activations (a
+            // checkpoint written on a signal has none: it is not analysed).
+            if checkpoint::scheduled(s, self.config.checkpoints.every, self.total) {
+                r.save(&self.net, s)?;
+            }
+        }
+        if start >= self.total {
+            let (test_loss, test_acc) = evaluate(&self.net, &self.data, self.config.train.eval_batch_size);
+            tracing::info!("{} is already trained ({} steps); nothing to do", self.out.display(), self.total);
+            let summary = self.summary(resume.from, test_loss, test_acc, 0.0);
+            return Ok((summary, self.lock));
+        }
+        let metrics = Metrics::open(&self.out, resume.from)?;
+        let mut run = Running {
+            bar: progress_bar(start, self.total),
+            began: Instant::now(),
+            start,
+            wall_before: resume.wall_before,
+            rate_since: (Instant::now(), 0),
+            loss_sum: Tensor::from(resume.window.loss_sum).to_device(self.device),
+            correct: Tensor::from(resume.window.correct).to_device(self.device),
+            seen: resume.window.seen,
+            last: (f64::NAN, f64::NAN),
+            watch: Divergence::new(start, self.ckpt_dir.clone()),
+            metrics,
+            recorder,
+        };
+        if resume.from.is_none() && self.config.checkpoints.at_start {
+            self.initial_checkpoint(&mut run)?;
+            // The wall clock counts training, from here.
+            (run.began, run.rate_since) = (Instant::now(), (Instant::now(), 0));
+        }
+        self.freezing.start(&self.config, &self.data, &self.net, &self.has_params, &self.out, start)?;
+
+        for step in start..self.total {
+            self.freezing.before_step(step, start, &mut self.sgd, &self.out, &run.bar)?;
+            let lr = self.update(step, &mut run);
+            let done = step + 1;
+            let check_now = self.freezing.checks_at(done);
+            let eval_now = done % self.config.train.eval_every == 0 || done == self.total;
+            let save_now = done % self.config.checkpoints.every == 0 || done == self.total;
+            // The loss is read here only, and checked for divergence whenever it is read;
+            // a freeze check reads it too, so as not to analyse a diverged network.
+            if done % 10 == 0 || eval_now || save_now || check_now {
+                self.read_statistics(&mut run, done)?;
+            }
+            if check_now {
+                self.freezing.after_step(&self.net, &self.out, done, &run.bar)?;
+            }
+            if eval_now || save_now {
+                self.row(&mut run, done, lr, eval_now, save_now)?;
+            }
+            if let Some(signal) = crate::preempt::requested().filter(|_| done < self.total) {
+                return Err(self.stop(&mut run, done, lr, save_now, signal)?.into());
+            }
+        }
+        run.bar.finish_and_clear();
+        let seconds = run.began.elapsed().as_secs_f64();
+        let images_per_second = (self.total - start) as f64 * self.config.train.batch_size as f64 / seconds.max(1e-9);
+        let (test_loss, test_acc) = evaluate(&self.net, &self.data, self.config.train.eval_batch_size);
+        tracing::info!(
+            "trained to step {} in {seconds:.1}s ({images_per_second:.0} images/s): test accuracy {:.2}%",
+            self.total,
+            100.0 * test_acc
+        );
+        let summary = self.summary(resume.from, test_loss, test_acc, images_per_second);
+        Ok((summary, self.lock))
+    }
+
+    /// Loads the newest checkpoint that loads (a damaged one is set aside, see
+    /// [`checkpoint::load_newest`]), and the adaptive schedule's decisions up to it.
+    fn resume(&mut self) -> anyhow::Result<Resume> {
+        let latest = checkpoint::load_newest(&self.ckpt_dir, &self.vs, &mut self.sgd)?;
+        let resume = match &latest {
+            Some((_, path, meta)) => {
+                tracing::info!("resuming from {} (step {})", path.display(), meta.step);
+                Resume { from: Some(meta.step), wall_before: meta.wall_seconds, window: meta.window.unwrap_or_default() }
+            }
+            None => Resume { from: None, wall_before: 0.0, window: Window::default() },
+        };
+        if self.freezing.plan.adaptive {
+            self.freezing.plan.restore(&self.out, resume.from.unwrap_or(0))?;
+        }
+        Ok(resume)
+    }
+
+    /// Step 0: the untrained network evaluated and saved.
+    fn initial_checkpoint(&self, run: &mut Running) -> anyhow::Result<()> {
+        let t = &self.config.train;
+        let test = evaluate(&self.net, &self.data, t.eval_batch_size);
+        run.metrics.append(&Row { step: 0, lr: schedule::learning_rate(t, 0, self.total), test: Some(test), ..Default::default() })?;
+        checkpoint::save(&self.ckpt_dir, &self.vs, &self.sgd, Meta { step: 0, seed: t.seed, wall_seconds: 0.0, window: None })?;
+        if let Some(r) = &run.recorder {
+            r.save(&self.net, 0)?;
+        }
+        Ok(())
+    }
+
+    /// One SGD update on the batch of `step` (0-based); its loss and correct count join
+    /// the window's sums on the device. Returns the learning rate used.
+    fn update(&mut self, step: u64, run: &mut Running) -> f64 {
+        let t = &self.config.train;
+        let lr = schedule::learning_rate(t, step, self.total);
+        let augment = Augment { padding: self.config.data.crop_padding, flip: self.config.data.flip };
+        let idx = Tensor::from_slice(self.order.batch(step)).to_device(self.device);
+        let images = augment.apply(&self.data.train.images.index_select(0, &idx), &mut self.order.augmentation(step));
+        let labels = self.data.train.labels.index_select(0, &idx);
+        let (frozen, bn_eval) = (self.freezing.frozen, self.freezing.plan.bn_eval);
+        let logits = self.net.forward_frozen(&self.data.normalise(&images), true, frozen, bn_eval);
+        let loss = logits.cross_entropy_for_logits(&labels);
+        self.sgd.zero_grad();
+        loss.backward();
+        self.sgd.step(lr);
+        tch::no_grad(|| {
+            run.loss_sum += loss.detach();
+            run.correct += logits.argmax(-1, false).eq_tensor(&labels).sum(Kind::Int64);
+        });
+        run.seen += t.batch_size as u64;
+        lr
+    }
+
+    /// Reads the window's mean train loss and accuracy off the device (stopping on a
+    /// non-finite loss) and updates the progress bar.
+    fn read_statistics(&self, run: &mut Running, done: u64) -> anyhow::Result<()> {
+        let t = &self.config.train;
+        let rate = (done - run.start - run.rate_since.1) as f64 * t.batch_size as f64 / run.rate_since.0.elapsed().as_secs_f64().max(1e-9);
+        let steps_in = (run.seen / t.batch_size as u64).max(1) as f64;
+        run.last = (run.loss_sum.double_value(&[]) / steps_in, run.correct.double_value(&[]) / run.seen as f64);
+        run.watch.train_loss(run.last.0, done, |s| schedule::learning_rate(t, s, self.total))?;
+        run.bar.set_message(format!("loss {:.3} acc {:.1}% {:.0} img/s", run.last.0, 100.0 * run.last.1, rate));
+        run.bar.set_position(done);
+        run.rate_since = (Instant::now(), done - run.start);
+        Ok(())
+    }
+
+    /// A metrics row after step `done`: the test set evaluated (`eval_now`), the
+    /// checkpoint written (`save_now`, with the store-mode activations), old checkpoints
+    /// pruned; then the train window restarts, so that a resume (always at a row) sees
+    /// the same windows as an uninterrupted run.
+    fn row(&self, run: &mut Running, done: u64, lr: f64, eval_now: bool, save_now: bool) -> anyhow::Result<()> {
+        let t = &self.config.train;
+        let test = eval_now.then(|| evaluate(&self.net, &self.data, t.eval_batch_size));
+        if let Some((test_loss, _)) = test {
+            run.watch.test_loss(test_loss, done, lr)?;
+        }
+        if save_now {
+            // Before the row: a checkpoint step's row is written only with its checkpoint.
+            run.watch.state(&self.vs, &self.sgd, done, lr)?;
+        }
+        let wall = run.wall_before + run.began.elapsed().as_secs_f64();
+        let row = Row { step: done, epoch: done as f64 / self.order.steps_per_epoch() as f64, lr, train: Some(run.last), test, wall_seconds: wall };
+        run.metrics.append(&row)?;
+        if let Some((tl, ta)) = test {
+            run.bar.suspend(|| {
+                tracing::info!(
+                    "step {done}/{} epoch {:.2} lr {lr:.4}: train loss {:.4} acc {:.2}%, test loss {tl:.4} acc {:.2}%",
+                    self.total,
+                    row.epoch,
+                    run.last.0,
+                    100.0 * run.last.1,
+                    100.0 * ta
+                )
+            });
+        }
+        if save_now {
+            checkpoint::save(&self.ckpt_dir, &self.vs, &self.sgd, Meta { step: done, seed: t.seed, wall_seconds: wall, window: None })?;
+            if let Some(r) = &run.recorder {
+                run.bar.suspend(|| r.save(&self.net, done))?;
+            }
+            checkpoint::remove_unscheduled(&self.ckpt_dir, done, self.config.checkpoints.every, self.total)?;
+            if let Some(k) = self.config.checkpoints.keep_last {
+                checkpoint::prune(&self.ckpt_dir, k)?;
+            }
+        }
+        run.loss_sum = Tensor::zeros([], (Kind::Float, self.device));
+        run.correct = Tensor::zeros([], (Kind::Int64, self.device));
+        run.seen = 0;
+        Ok(())
+    }
+
+    /// On SIGUSR1/SIGTERM after step `done`: a checkpoint (unless one was just written)
+    /// holding the partial train window, so that the resumed run's metrics match an
+    /// uninterrupted run's; then the error that exits with the requeue status.
+    fn stop(&self, run: &mut Running, done: u64, lr: f64, save_now: bool, signal: &'static str) -> anyhow::Result<crate::preempt::Preempted> {
+        run.bar.finish_and_clear();
+        if !save_now {
+            let window = Window { loss_sum: run.loss_sum.double_value(&[]) as f32, correct: run.correct.int64_value(&[]), seen: run.seen };
+            run.watch.train_loss(window.loss_sum as f64, done, |s| schedule::learning_rate(&self.config.train, s, self.total))?;
+            run.watch.state(&self.vs, &self.sgd, done, lr)?;
+            self.freezing.before_signal_checkpoint(&self.out, done)?;
+            let wall = run.wall_before + run.began.elapsed().as_secs_f64();
+            checkpoint::save(&self.ckpt_dir, &self.vs, &self.sgd, Meta { step: done, seed: self.config.train.seed, wall_seconds: wall, window: Some(window) })?;
+        }
+        tracing::info!("{signal}: checkpoint at step {done} of {} written to {}", self.total, self.ckpt_dir.display());
+        Ok(crate::preempt::Preempted { signal, at: format!("at step {done} of {}", self.total) })
+    }
+
+    fn summary(&self, resumed_from: Option<u64>, test_loss: f64, test_acc: f64, images_per_second: f64) -> Summary {
+        Summary {
+            out: self.out.clone(),
+            steps: self.total,
+            resumed_from,
+            test_loss,
+            test_acc,
+            images_per_second,
+            backward_saved: self.freezing.plan.backward_saved(&self.weight_costs),
+        }
+    }
+}
+
+impl Freezing {
+    /// Before the first step of this process (at `start`): `freeze.csv` as of `start`,
+    /// and the adaptive schedule's state.
+    fn start(&mut self, config: &Config, data: &Dataset, net: &Network, has_params: &[bool], out: &Path, start: u64) -> anyhow::Result<()> {
+        if self.plan.is_active() {
+            self.plan.write(out, start)?;
+        }
+        if self.plan.adaptive {
+            let mut a = Adaptive::new(config, data, net, has_params, out, start)?;
+            a.prime(net, &self.plan, out, start)?;
+            self.adaptive = Some(a);
+        }
+        Ok(())
+    }
+
+    /// Freezes the layers due at `step` (logged when the decision is this process's:
+    /// from `start` on); the optimiser stops touching their parameters.
+    fn before_step(&mut self, step: u64, start: u64, sgd: &mut Sgd, out: &Path, bar: &ProgressBar) -> anyhow::Result<()> {
+        let now_frozen = self.plan.frozen_at(step);
+        if now_frozen > self.frozen {
+            for (name, at) in &self.plan.layers[self.frozen..now_frozen] {
+                let n = sgd.freeze_layer(name);
+                if at.is_some_and(|s| s >= start) {
+                    bar.suspend(|| tracing::info!("step {step}: froze layer {name} ({n} parameter tensors)"));
+                }
+            }
+            self.frozen = now_frozen;
+            self.plan.write(out, step)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the adaptive schedule checks after step `done`.
+    fn checks_at(&self, done: u64) -> bool {
+        self.adaptive.as_ref().is_some_and(|a| a.checks_at(done))
+    }
+
+    /// The adaptive schedule's check after step `done`.
+    fn after_step(&mut self, net: &Network, out: &Path, done: u64, bar: &ProgressBar) -> anyhow::Result<()> {
+        if let Some(a) = self.adaptive.as_mut() {
+            bar.suspend(|| a.check(net, &mut self.plan, out, done))?;
+        }
+        Ok(())
+    }
+
+    /// Before a checkpoint written on a signal between checks: the adaptive schedule's
+    /// reference activations, which the resumed run needs.
+    fn before_signal_checkpoint(&self, out: &Path, done: u64) -> anyhow::Result<()> {
+        match &self.adaptive {
+            Some(a) => a.save_reference(out, done),
+            None => Ok(()),
+        }
+    }
+}
+
+fn progress_bar(start: u64, total: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps {msg} [{elapsed_precise} < {eta_precise}]")
+            .expect("a valid template"),
+    );
+    bar.set_position(start);
+    bar.reset_eta();
+    bar
+}
