@@ -44,7 +44,7 @@ fn svcca(args: &[&str]) -> std::process::Output {
 fn checkpoints(run: &Path) -> Vec<u64> {
     let mut s: Vec<u64> = std::fs::read_dir(run.join("checkpoints"))
         .unwrap()
-        .filter_map(|e| svcca::train::checkpoint::step_of(e.unwrap().file_name().to_str()?))
+        .filter_map(|e| svcca::run_dir::step_of(e.unwrap().file_name().to_str()?))
         .collect();
     s.sort();
     s

@@ -89,6 +89,27 @@ impl Default for DataConfig {
     }
 }
 
+impl DataConfig {
+    /// Checks this section's values; the error is `(dotted key, what is wrong)`.
+    pub fn validate(&self) -> Check {
+        if self.dataset != DatasetName::Synthetic && self.path.is_none() {
+            return bad(
+                "data.path",
+                format!("dataset '{}' needs data.path (the folder holding its files)", self.dataset.as_str()),
+            );
+        }
+        for (key, v) in [("data.train_size", self.train_size), ("data.test_size", self.test_size)] {
+            if v == Some(0) {
+                return bad(key, "0: must be at least 1".into());
+            }
+        }
+        if !(0..=64).contains(&self.crop_padding) {
+            return bad("data.crop_padding", format!("{}: must be in 0..=64", self.crop_padding));
+        }
+        Ok(())
+    }
+}
+
 /// Sizes of the synthetic set when the config does not give them.
 pub const SYNTHETIC_TRAIN_SIZE: usize = 10_000;
 pub const SYNTHETIC_TEST_SIZE: usize = 2_000;
@@ -129,6 +150,29 @@ impl Default for ModelConfig {
             fc2: 256,
             depth: 20,
         }
+    }
+}
+
+impl ModelConfig {
+    /// Checks this section's values; the error is `(dotted key, what is wrong)`.
+    pub fn validate(&self) -> Check {
+        if let Some(w) = self.width {
+            if !(1..=4096).contains(&w) {
+                return bad("model.width", format!("{w}: must be in 1..=4096"));
+            }
+        }
+        for (key, v) in [("model.fc1", self.fc1), ("model.fc2", self.fc2)] {
+            if !(1..=65536).contains(&v) {
+                return bad(key, format!("{v}: must be in 1..=65536"));
+            }
+        }
+        if self.arch == Arch::Resnet && (self.depth < 8 || (self.depth - 2) % 6 != 0) {
+            return bad(
+                "model.depth",
+                format!("{}: a CIFAR ResNet has depth 6n+2 with n >= 1 (20, 32, 56, 62, ...)", self.depth),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -208,6 +252,59 @@ impl Default for TrainConfig {
     }
 }
 
+impl TrainConfig {
+    /// Checks this section's values; the error is `(dotted key, what is wrong)`.
+    pub fn validate(&self) -> Check {
+        if self.batch_size == 0 {
+            return bad("train.batch_size", "0: must be at least 1".into());
+        }
+        if self.eval_batch_size == 0 {
+            return bad("train.eval_batch_size", "0: must be at least 1".into());
+        }
+        if self.steps.is_some() && self.epochs.is_some() {
+            return bad("train.epochs", "give train.steps or train.epochs, not both".into());
+        }
+        if self.steps == Some(0) {
+            return bad("train.steps", "0: must be at least 1".into());
+        }
+        if let Some(e) = self.epochs {
+            if !(e > 0.0 && e.is_finite()) {
+                return bad("train.epochs", format!("{e}: must be a positive number"));
+            }
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad("train.lr", format!("{}: must be a positive number", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad("train.momentum", format!("{}: must be in [0, 1)", self.momentum));
+        }
+        if self.nesterov && self.momentum == 0.0 {
+            return bad("train.nesterov", "Nesterov momentum needs train.momentum > 0".into());
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return bad("train.weight_decay", format!("{}: must be >= 0", self.weight_decay));
+        }
+        if !(self.gamma > 0.0 && self.gamma <= 1.0) {
+            return bad("train.gamma", format!("{}: must be in (0, 1]", self.gamma));
+        }
+        if let Some(&m) = self.milestones.iter().find(|&&m| !(m > 0.0 && m < 1.0)) {
+            return bad("train.milestones", format!("{m}: milestones are fractions of training, in (0, 1)"));
+        }
+        if self.milestones.windows(2).any(|w| w[0] >= w[1]) {
+            return bad("train.milestones", format!("{:?}: must increase", self.milestones));
+        }
+        if self.eval_every == 0 {
+            return bad("train.eval_every", "0: must be at least 1".into());
+        }
+        if let Some(n) = self.threads {
+            if n < 1 {
+                return bad("train.threads", format!("{n}: must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Training length when the config gives neither `steps` nor `epochs`.
 pub const DEFAULT_EPOCHS: f64 = 10.0;
 
@@ -230,6 +327,19 @@ impl Default for CheckpointConfig {
             at_start: true,
             keep_last: None,
         }
+    }
+}
+
+impl CheckpointConfig {
+    /// Checks this section's values; the error is `(dotted key, what is wrong)`.
+    pub fn validate(&self) -> Check {
+        if self.every == 0 {
+            return bad("checkpoints.every", "0: must be at least 1".into());
+        }
+        if self.keep_last == Some(0) {
+            return bad("checkpoints.keep_last", "0: must be at least 1".into());
+        }
+        Ok(())
     }
 }
 
@@ -290,6 +400,30 @@ impl Default for AnalysisConfig {
             layers: None,
             every_nth: 1,
         }
+    }
+}
+
+impl AnalysisConfig {
+    /// Checks this section's values; the error is `(dotted key, what is wrong)`.
+    pub fn validate(&self) -> Check {
+        if self.probe_size < 2 {
+            return bad("analysis.probe_size", format!("{}: must be at least 2", self.probe_size));
+        }
+        if !(self.keep > 0.0 && self.keep <= 1.0) {
+            return bad("analysis.keep", format!("{}: the fraction of variance must be in (0, 1]", self.keep));
+        }
+        if self.conv == ConvMethod::Dft && matches!(self.method, Method::Pwcca | Method::Cka) {
+            return bad("analysis.conv", "dft is defined for method svcca or cca only: use flatten or avgpool".into());
+        }
+        if self.every_nth == 0 {
+            return bad("analysis.every_nth", "0: must be at least 1".into());
+        }
+        if let Some(layers) = &self.layers {
+            if layers.is_empty() {
+                return bad("analysis.layers", "[]: name at least one layer (or leave it out for all)".into());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -359,6 +493,72 @@ impl Default for FreezeConfig {
     }
 }
 
+impl FreezeConfig {
+    /// Checks this section's values; the error is `(dotted key, what is wrong)`.
+    pub fn validate(&self, checkpoints: &CheckpointConfig) -> Check {
+        match self.schedule {
+            FreezeSchedule::Adaptive => {
+                if !(0.0 <= self.start && self.start < self.end && self.end <= 1.0) {
+                    return bad("freeze.start", format!("{} .. {}: need 0 <= start < end <= 1", self.start, self.end));
+                }
+                if !(0.0..=1.0).contains(&self.threshold) {
+                    return bad(
+                        "freeze.threshold",
+                        format!("{}: similarities lie in [0, 1], so the threshold must too (above 1 nothing would ever freeze)", self.threshold),
+                    );
+                }
+                if let Some(n) = self.check_every {
+                    if n == 0 {
+                        return bad("freeze.check_every", "0: must be at least 1".into());
+                    }
+                    if checkpoints.every % n != 0 {
+                        return bad(
+                            "freeze.check_every",
+                            format!(
+                                "{n} does not divide checkpoints.every ({}): every checkpoint must fall on a check, so that a resumed run can recompute the last check from it",
+                                checkpoints.every
+                            ),
+                        );
+                    }
+                }
+            }
+            FreezeSchedule::Linear => {
+                if !(0.0 <= self.start && self.start < self.end && self.end <= 1.0) {
+                    return bad("freeze.start", format!("{} .. {}: need 0 <= start < end <= 1", self.start, self.end));
+                }
+            }
+            FreezeSchedule::Explicit => {
+                if self.at.is_empty() {
+                    return bad("freeze.at", "schedule \"explicit\" needs [[freeze.at]] entries (layer and step or fraction)".into());
+                }
+                for a in &self.at {
+                    match (a.step, a.fraction) {
+                        (Some(_), None) => {}
+                        (None, Some(x)) if (0.0..=1.0).contains(&x) => {}
+                        (None, Some(x)) => return bad("freeze.at", format!("layer {}: fraction {x} must be in [0, 1]", a.layer)),
+                        _ => return bad("freeze.at", format!("layer {}: give step or fraction (one of them)", a.layer)),
+                    }
+                }
+            }
+            FreezeSchedule::None => {}
+        }
+        if self.schedule != FreezeSchedule::Explicit && !self.at.is_empty() {
+            return bad("freeze.at", "freeze.at is for schedule = \"explicit\"".into());
+        }
+        if self.schedule != FreezeSchedule::Adaptive && self.check_every.is_some() {
+            return bad("freeze.check_every", "freeze.check_every is for schedule = \"adaptive\"".into());
+        }
+        Ok(())
+    }
+}
+
+/// A validation's result: the dotted key and what is wrong with it.
+pub type Check = Result<(), (String, String)>;
+
+fn bad(key: &str, msg: String) -> Check {
+    Err((key.to_string(), msg))
+}
+
 impl Config {
     /// Reads `path`, applies `overrides` (`key=value`, dotted keys) in order, and checks
     /// every value. Errors name the file and line, or the `--set` at fault.
@@ -390,94 +590,13 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks every value; the error is `(dotted key, what is wrong)`.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        let bad = |key: &str, msg: String| Err((key.to_string(), msg));
-        let d = &self.data;
-        if d.dataset != DatasetName::Synthetic && d.path.is_none() {
-            return bad(
-                "data.path",
-                format!("dataset '{}' needs data.path (the folder holding its files)", d.dataset.as_str()),
-            );
-        }
-        for (key, v) in [("data.train_size", d.train_size), ("data.test_size", d.test_size)] {
-            if v == Some(0) {
-                return bad(key, "0: must be at least 1".into());
-            }
-        }
-        if !(0..=64).contains(&d.crop_padding) {
-            return bad("data.crop_padding", format!("{}: must be in 0..=64", d.crop_padding));
-        }
-        let m = &self.model;
-        if let Some(w) = m.width {
-            if !(1..=4096).contains(&w) {
-                return bad("model.width", format!("{w}: must be in 1..=4096"));
-            }
-        }
-        for (key, v) in [("model.fc1", m.fc1), ("model.fc2", m.fc2)] {
-            if !(1..=65536).contains(&v) {
-                return bad(key, format!("{v}: must be in 1..=65536"));
-            }
-        }
-        if m.arch == Arch::Resnet && (m.depth < 8 || (m.depth - 2) % 6 != 0) {
-            return bad(
-                "model.depth",
-                format!("{}: a CIFAR ResNet has depth 6n+2 with n >= 1 (20, 32, 56, 62, ...)", m.depth),
-            );
-        }
-        let t = &self.train;
-        if t.batch_size == 0 {
-            return bad("train.batch_size", "0: must be at least 1".into());
-        }
-        if t.eval_batch_size == 0 {
-            return bad("train.eval_batch_size", "0: must be at least 1".into());
-        }
-        if t.steps.is_some() && t.epochs.is_some() {
-            return bad("train.epochs", "give train.steps or train.epochs, not both".into());
-        }
-        if t.steps == Some(0) {
-            return bad("train.steps", "0: must be at least 1".into());
-        }
-        if let Some(e) = t.epochs {
-            if !(e > 0.0 && e.is_finite()) {
-                return bad("train.epochs", format!("{e}: must be a positive number"));
-            }
-        }
-        if !(t.lr > 0.0 && t.lr.is_finite()) {
-            return bad("train.lr", format!("{}: must be a positive number", t.lr));
-        }
-        if !(0.0..1.0).contains(&t.momentum) {
-            return bad("train.momentum", format!("{}: must be in [0, 1)", t.momentum));
-        }
-        if t.nesterov && t.momentum == 0.0 {
-            return bad("train.nesterov", "Nesterov momentum needs train.momentum > 0".into());
-        }
-        if !(t.weight_decay >= 0.0 && t.weight_decay.is_finite()) {
-            return bad("train.weight_decay", format!("{}: must be >= 0", t.weight_decay));
-        }
-        if !(t.gamma > 0.0 && t.gamma <= 1.0) {
-            return bad("train.gamma", format!("{}: must be in (0, 1]", t.gamma));
-        }
-        if let Some(&m) = t.milestones.iter().find(|&&m| !(m > 0.0 && m < 1.0)) {
-            return bad("train.milestones", format!("{m}: milestones are fractions of training, in (0, 1)"));
-        }
-        if t.milestones.windows(2).any(|w| w[0] >= w[1]) {
-            return bad("train.milestones", format!("{:?}: must increase", t.milestones));
-        }
-        if t.eval_every == 0 {
-            return bad("train.eval_every", "0: must be at least 1".into());
-        }
-        if let Some(n) = t.threads {
-            if n < 1 {
-                return bad("train.threads", format!("{n}: must be at least 1"));
-            }
-        }
-        if self.checkpoints.every == 0 {
-            return bad("checkpoints.every", "0: must be at least 1".into());
-        }
-        if self.checkpoints.keep_last == Some(0) {
-            return bad("checkpoints.keep_last", "0: must be at least 1".into());
-        }
+    /// Checks every value, section by section, then what spans sections; the error is
+    /// `(dotted key, what is wrong)`.
+    pub fn validate(&self) -> Check {
+        self.data.validate()?;
+        self.model.validate()?;
+        self.train.validate()?;
+        self.checkpoints.validate()?;
         let a = &self.analysis;
         if self.checkpoints.keep_last.is_some() && a.mode == ActivationMode::Replay {
             return bad(
@@ -485,77 +604,8 @@ impl Config {
                 "analysis.mode = \"replay\" recomputes activations from every checkpoint, so none may be pruned: remove keep_last or set analysis.mode = \"store\"".into(),
             );
         }
-        if a.probe_size < 2 {
-            return bad("analysis.probe_size", format!("{}: must be at least 2", a.probe_size));
-        }
-        if !(a.keep > 0.0 && a.keep <= 1.0) {
-            return bad("analysis.keep", format!("{}: the fraction of variance must be in (0, 1]", a.keep));
-        }
-        if a.conv == ConvMethod::Dft && matches!(a.method, Method::Pwcca | Method::Cka) {
-            return bad("analysis.conv", "dft is defined for method svcca or cca only: use flatten or avgpool".into());
-        }
-        if a.every_nth == 0 {
-            return bad("analysis.every_nth", "0: must be at least 1".into());
-        }
-        if let Some(layers) = &a.layers {
-            if layers.is_empty() {
-                return bad("analysis.layers", "[]: name at least one layer (or leave it out for all)".into());
-            }
-        }
-        let f = &self.freeze;
-        match f.schedule {
-            FreezeSchedule::Adaptive => {
-                if !(0.0 <= f.start && f.start < f.end && f.end <= 1.0) {
-                    return bad("freeze.start", format!("{} .. {}: need 0 <= start < end <= 1", f.start, f.end));
-                }
-                if !(0.0..=1.0).contains(&f.threshold) {
-                    return bad(
-                        "freeze.threshold",
-                        format!("{}: similarities lie in [0, 1], so the threshold must too (above 1 nothing would ever freeze)", f.threshold),
-                    );
-                }
-                if let Some(n) = f.check_every {
-                    if n == 0 {
-                        return bad("freeze.check_every", "0: must be at least 1".into());
-                    }
-                    if self.checkpoints.every % n != 0 {
-                        return bad(
-                            "freeze.check_every",
-                            format!(
-                                "{n} does not divide checkpoints.every ({}): every checkpoint must fall on a check, so that a resumed run can recompute the last check from it",
-                                self.checkpoints.every
-                            ),
-                        );
-                    }
-                }
-            }
-            FreezeSchedule::Linear => {
-                if !(0.0 <= f.start && f.start < f.end && f.end <= 1.0) {
-                    return bad("freeze.start", format!("{} .. {}: need 0 <= start < end <= 1", f.start, f.end));
-                }
-            }
-            FreezeSchedule::Explicit => {
-                if f.at.is_empty() {
-                    return bad("freeze.at", "schedule \"explicit\" needs [[freeze.at]] entries (layer and step or fraction)".into());
-                }
-                for a in &f.at {
-                    match (a.step, a.fraction) {
-                        (Some(_), None) => {}
-                        (None, Some(x)) if (0.0..=1.0).contains(&x) => {}
-                        (None, Some(x)) => return bad("freeze.at", format!("layer {}: fraction {x} must be in [0, 1]", a.layer)),
-                        _ => return bad("freeze.at", format!("layer {}: give step or fraction (one of them)", a.layer)),
-                    }
-                }
-            }
-            FreezeSchedule::None => {}
-        }
-        if f.schedule != FreezeSchedule::Explicit && !f.at.is_empty() {
-            return bad("freeze.at", "freeze.at is for schedule = \"explicit\"".into());
-        }
-        if f.schedule != FreezeSchedule::Adaptive && f.check_every.is_some() {
-            return bad("freeze.check_every", "freeze.check_every is for schedule = \"adaptive\"".into());
-        }
-        Ok(())
+        self.analysis.validate()?;
+        self.freeze.validate(&self.checkpoints)
     }
 
     /// The config as TOML, every key written out: what a run folder keeps.

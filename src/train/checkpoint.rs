@@ -11,6 +11,7 @@
 
 use super::sgd::Sgd;
 use crate::error::InputError;
+use crate::run_dir::step_file_name;
 use anyhow::{bail, Context};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,25 +20,10 @@ use tch::{Device, Tensor};
 
 pub const FOLDER: &str = "checkpoints";
 
-pub fn file_name(step: u64) -> String {
-    format!("step-{step:08}.safetensors")
-}
-
-/// The step a checkpoint file name stands for (`None` for other files, temporaries too).
-pub fn step_of(name: &str) -> Option<u64> {
-    name.strip_prefix("step-")?.strip_suffix(".safetensors")?.parse().ok()
-}
-
-/// Checkpoints in `dir`, by step.
+/// Checkpoints in `dir`, by step (named as every step file, see
+/// [`crate::run_dir::step_file_name`]).
 pub fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
-    let mut out: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| Some((step_of(e.file_name().to_str()?)?, e.path())))
-        .collect();
-    out.sort();
-    out
+    crate::run_dir::step_files(dir)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -89,7 +75,7 @@ pub fn save(dir: &Path, vs: &VarStore, sgd: &Sgd, meta: Meta) -> anyhow::Result<
         tensors.push(("meta.window_seen".into(), Tensor::from_slice(&[w.seen as i64])));
     }
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    let path = dir.join(file_name(meta.step));
+    let path = dir.join(step_file_name(meta.step));
     crate::io::write_with(&path, crate::io::Replace::Always, |tmp| Ok(Tensor::write_safetensors(&tensors, tmp)?))?;
     Ok(path)
 }
@@ -207,7 +193,7 @@ mod tests {
     fn unscheduled_checkpoints_go_once_a_later_one_exists() {
         let dir = tempfile::tempdir().unwrap();
         for s in [0, 50, 72, 100, 131] {
-            std::fs::write(dir.path().join(file_name(s)), b"").unwrap();
+            std::fs::write(dir.path().join(step_file_name(s)), b"").unwrap();
         }
         assert!(scheduled(0, 50, 130) && scheduled(100, 50, 130) && scheduled(130, 50, 130));
         assert!(!scheduled(72, 50, 130) && !scheduled(131, 50, 200));
