@@ -142,6 +142,27 @@ pub struct Warning {
 }
 
 /// Compares two layers held in memory (datapoints x neurons, same datapoints).
+///
+/// ```
+/// use svcca::similarity::{compare, Keep, Method, Options};
+/// use tch::{Device, Kind, Tensor};
+///
+/// let opts = (Kind::Double, Device::Cpu);
+/// tch::manual_seed(0);
+/// let a = Tensor::randn([500, 8], opts);
+/// // An invertible linear map of the same neurons, shifted: CCA sees the same
+/// // representation, every canonical correlation 1.
+/// let m = Tensor::randn([8, 8], opts) + Tensor::eye(8, opts) * 4.0;
+/// let b = a.matmul(&m) + 3.0;
+/// let same = compare(&a, &b, &Options { method: Method::Cca, keep: Keep::All })?;
+/// assert!((same.mean - 1.0).abs() < 1e-9);
+/// // An unrelated layer: SVCCA near its chance level (mean squared correlation about
+/// // neurons / datapoints).
+/// let noise = Tensor::randn([500, 8], opts);
+/// let other = compare(&a, &noise, &Options { method: Method::Svcca, keep: Keep::Variance(0.99) })?;
+/// assert!(other.mean < 0.3);
+/// # Ok::<(), svcca::error::SimilarityError>(())
+/// ```
 pub fn compare(a: &Tensor, b: &Tensor, options: &Options) -> Result<Similarity, SimilarityError> {
     for (side, t) in [(Side::A, a), (Side::B, b)] {
         if t.dim() != 2 {
