@@ -9,12 +9,14 @@
 //! is constant, its spectrum is zero at every frequency but (0, 0), and the (0, 0)
 //! coefficient of the layer is its spatial sum, the channel means times h*w.
 //!
-//! Resumable: each checkpoint's numbers go to `analysis/classes/step-N.json` as soon as
-//! they are done; `analysis/classes/settings.json` refuses mixed settings.
+//! Resumable ([`super::results`]): each checkpoint's numbers go to
+//! `analysis/classes/step-N.json` as soon as they are done;
+//! `analysis/classes/settings.json` refuses mixed settings.
 
 use super::dynamics::{select, FOLDER};
 use crate::activations::pair;
 use super::runs::Run;
+use super::results::Results;
 use crate::io::{write_atomic, write_json_atomic};
 use crate::device::DeviceChoice;
 use crate::error::InputError;
@@ -70,18 +72,19 @@ pub fn classes(dir: &Path, classes: &str, device: Option<DeviceChoice>) -> anyho
     let settings = Settings { classes: classes.clone(), analysis: super::dynamics::Settings::new(&a, layers.clone(), run.final_step) };
     let out = dir.join(FOLDER).join("classes");
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let results = Results::<u64, StepClasses>::new(&out, |s| format!("step-{s:08}.json"));
     super::settings::check_or_write(&out.join("settings.json"), &settings)?;
     let available: Vec<u64> = run.checkpoints.iter().map(|c| c.0).collect();
     let steps = select(&available, a.every_nth);
-    let step_path = |s: u64| out.join(format!("step-{s:08}.json"));
-    let todo: Vec<u64> = steps.iter().copied().filter(|&s| !step_path(s).exists()).collect();
+    let todo = results.missing(&steps);
     if !todo.is_empty() {
         let probe = run.probe();
         let logits = crate::activations::record::record(&run.net, &probe, &["logits".to_string()])?.remove(0);
         let targets: Vec<tch::Tensor> = classes.iter().map(|&c| logits.narrow(1, c, 1)).collect();
         let bar = super::progress((todo.len() * layers.len() * classes.len()) as u64, "class sensitivity");
         tracing::info!("class sensitivity: {} of {} checkpoints, {} layers, {} classes", todo.len(), steps.len(), layers.len(), classes.len());
-        for &step in &todo {
+        let at = || format!("in the class sensitivity of {} (steps done so far are kept)", dir.display());
+        results.compute(&todo, at, |&step| {
             run.load_step(step)?;
             let acts = crate::activations::record::record(&run.net, &probe, &layers)?;
             let matrix = targets
@@ -95,16 +98,11 @@ pub fn classes(dir: &Path, classes: &str, device: Option<DeviceChoice>) -> anyho
                         .collect()
                 })
                 .collect();
-            write_json_atomic(&step_path(step), &StepClasses { step, fraction: step as f64 / run.final_step as f64, matrix })?;
-        }
+            Ok(StepClasses { step, fraction: step as f64 / run.final_step as f64, matrix })
+        })?;
         bar.finish_and_clear();
     }
-    let mut results = Vec::new();
-    for &s in &steps {
-        let path = step_path(s);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        results.push(serde_json::from_str(&text).map_err(|e| InputError::new(format!("{}: {e}", path.display())))?);
-    }
+    let results = results.load_all(&steps)?;
     let c = Classes { settings, steps: results };
     let mut csv = String::from("step,fraction,class,layer,similarity\n");
     for r in &c.steps {

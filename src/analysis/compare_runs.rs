@@ -7,11 +7,12 @@
 //! The probe and the comparison settings (`analysis.method`, `keep`, `conv`,
 //! `probe_size`, `seed`) are the first run's; every run must hold the same test images at
 //! those indices. Each pair's matrix is written to `OUT/pair-I-J.json` as soon as it is
-//! done and skipped when rerun; `OUT/settings.json` refuses mixed settings.
+//! done and skipped when rerun ([`super::results`]); `OUT/settings.json` refuses mixed settings.
 
 use crate::activations::pair;
 use crate::activations::probe::Probe;
 use super::runs::Run;
+use super::results::Results;
 use crate::io::{write_atomic, write_json_atomic};
 use crate::similarity::{ConvMethod, Method};
 use crate::device::DeviceChoice;
@@ -78,15 +79,15 @@ pub fn compare_runs(runs: &[PathBuf], out: &Path, device: Option<DeviceChoice>) 
         seed: a.seed,
     };
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let results = Results::<(usize, usize), Pair>::new(out, |&(i, j)| format!("pair-{i}-{j}.json"));
     super::settings::check_or_write(&out.join("settings.json"), &settings)?;
     let probe = first.probe();
     let idx = Tensor::from_slice(&probe.indices);
     let raw = |r: &Run| r.data.test.images.index_select(0, &idx.to_device(r.data.test.images.device())).to_device(tch::Device::Cpu);
     let reference = raw(first);
     let layers: Vec<Vec<String>> = opened.iter().map(Run::layers).collect::<Result<_, _>>()?;
-    let path = |i: usize, j: usize| out.join(format!("pair-{i}-{j}.json"));
-    let todo: Vec<(usize, usize)> =
-        (0..runs.len()).flat_map(|i| (i + 1..runs.len()).map(move |j| (i, j))).filter(|&(i, j)| !path(i, j).exists()).collect();
+    let keys: Vec<(usize, usize)> = (0..runs.len()).flat_map(|i| (i + 1..runs.len()).map(move |j| (i, j))).collect();
+    let todo = results.missing(&keys);
     if !todo.is_empty() {
         let mut acts = Vec::new();
         for (r, dir) in opened.iter().zip(runs) {
@@ -105,7 +106,8 @@ pub fn compare_runs(runs: &[PathBuf], out: &Path, device: Option<DeviceChoice>) 
         let total: usize = todo.iter().map(|&(i, j)| layers[i].len() * layers[j].len()).sum();
         let bar = super::progress(total as u64, "comparing runs");
         tracing::info!("comparing {} pairs of runs", todo.len());
-        for &(i, j) in &todo {
+        let at = || format!("while comparing runs into {} (pairs done so far are kept)", out.display());
+        results.compute(&todo, at, |&(i, j)| {
             let matrix = acts[i]
                 .iter()
                 .map(|x| {
@@ -118,19 +120,11 @@ pub fn compare_runs(runs: &[PathBuf], out: &Path, device: Option<DeviceChoice>) 
                         .collect()
                 })
                 .collect();
-            let p = Pair { a: i, b: j, layers_a: layers[i].clone(), layers_b: layers[j].clone(), matrix };
-            write_json_atomic(&path(i, j), &p)?;
-        }
+            Ok(Pair { a: i, b: j, layers_a: layers[i].clone(), layers_b: layers[j].clone(), matrix })
+        })?;
         bar.finish_and_clear();
     }
-    let mut pairs = Vec::new();
-    for i in 0..runs.len() {
-        for j in i + 1..runs.len() {
-            let p = path(i, j);
-            let text = std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
-            pairs.push(serde_json::from_str::<Pair>(&text).map_err(|e| InputError::new(format!("{}: {e}", p.display())))?);
-        }
-    }
+    let pairs = results.load_all(&keys)?;
     let summary = layers.iter().all(|l| l == &layers[0]).then(|| summarise(&layers[0], &pairs));
     let c = CompareRuns { settings, pairs, summary };
     write_tables(out, &c)?;

@@ -21,10 +21,11 @@
 //!
 //! Results go to `analysis/compression-logits/` (`analysis/compression-run-NAME/`
 //! against another run, `analysis/compression-step-N/` against a checkpoint): `compression.csv` (every point), `compression_summary.csv`,
-//! `compression.json`. Resumable: each layer's sweep is written to `layer-NAME.json` there
-//! when done; `settings.json` there refuses mixed settings.
+//! `compression.json`. Resumable ([`super::results`]): each layer's sweep is written to
+//! `layer-NAME.json` there when done; `settings.json` there refuses mixed settings.
 
 use super::runs::{as_rows, positions, Run};
+use super::results::Results;
 use crate::io::{write_atomic, write_json_atomic};
 use crate::data::rng::Rng;
 use crate::device::DeviceChoice;
@@ -364,20 +365,17 @@ pub fn compression(dir: &Path, specs: &[LayerSpec], against: &Reference, device:
     let settings = Settings { against: against.clone(), keep: a.keep, fit_size: a.probe_size, seed: a.seed, final_step: run.final_step };
     let out = dir.join(super::dynamics::FOLDER).join(against.tag());
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let results = Results::<String, LayerSweep>::new(&out, |layer| format!("layer-{layer}.json"));
     super::settings::check_or_write(&out.join("settings.json"), &settings)?;
 
     let fitted = fit(&run, &layers, reference.as_ref(), a.keep)?;
     let mut eval = Evaluator::new(&run);
     let full_accuracy = eval.accuracy(&[])?;
     tracing::info!("full test accuracy {:.2}%", 100.0 * full_accuracy);
-    let mut sweeps = Vec::new();
-    for f in &fitted {
-        let path = out.join(format!("layer-{}.json", f.layer));
-        if path.exists() {
-            let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            sweeps.push(serde_json::from_str(&text).map_err(|e| InputError::new(format!("{}: {e}", path.display())))?);
-            continue;
-        }
+    let at = || format!("while compressing layers of {} (layers done so far are kept)", dir.display());
+    // Kept as computed on the first call (the tables then hold the exact numbers).
+    let (sweeps, _) = results.load_or_compute(&layers, at, |layer| {
+        let f = fitted.iter().find(|f| &f.layer == layer).expect("fitted for every layer");
         eval.cache(&f.layer)?;
         let ks = grid(f.units);
         let svcca_ks: Vec<usize> = ks.iter().copied().filter(|&k| k < f.directions.len()).chain([f.directions.len()]).collect();
@@ -402,16 +400,14 @@ pub fn compression(dir: &Path, specs: &[LayerSpec], against: &Reference, device:
             points.push(Point { method: "random".into(), k, accuracy: sum / DRAWS as f64 });
         }
         bar.finish_and_clear();
-        let sweep = LayerSweep {
+        Ok(LayerSweep {
             layer: f.layer.clone(),
             units: f.units,
             directions: f.directions.len(),
             correlations: f.directions.correlations.clone(),
             points,
-        };
-        write_json_atomic(&path, &sweep)?;
-        sweeps.push(sweep);
-    }
+        })
+    })?;
     eval.cache = None;
 
     // Every listed layer with a fraction, compressed at once.

@@ -4,8 +4,9 @@
 //! itself on shuffled datapoints (the chance level for its size and the probe's).
 //! The network at initialisation (step 0, `checkpoints.at_start`) is the other baseline.
 //!
-//! Resumable: each checkpoint's matrix is written to `analysis/steps/step-N.json` as soon
-//! as it is done and skipped on the next run; the tables are rebuilt from those files.
+//! Resumable ([`super::results`]): each checkpoint's matrix is written to
+//! `analysis/steps/step-N.json` as soon as it is done and skipped on the next run; the
+//! tables are rebuilt from those files.
 //! `analysis/settings.json` records the settings; a folder analysed with other settings
 //! is refused rather than mixed.
 //!
@@ -17,6 +18,7 @@ use crate::activations::pair;
 use crate::activations::probe::Probe;
 use crate::activations::record;
 use crate::activations::store;
+use super::results::{read_json, Results};
 use crate::io::{write_atomic, write_json_atomic};
 use crate::config::{ActivationMode, Config};
 use crate::similarity::{ConvMethod, Method};
@@ -142,6 +144,8 @@ pub(crate) struct Plan {
     source: Source,
     pub steps: Vec<u64>,
     pub settings: Settings,
+    /// Each step's results: `RUN/analysis/steps/step-N.json`.
+    pub results: Results<u64, StepResult>,
     /// `RUN/analysis`.
     pub dir: PathBuf,
     /// "checkpoints" or "stored activations".
@@ -154,11 +158,7 @@ impl Plan {
         self.source.activations(step, layers)
     }
 
-    /// Where step `s`'s results are kept.
-    pub fn step_path(&self, s: u64) -> PathBuf {
-        self.dir.join("steps").join(format!("step-{s:08}.json"))
-    }
-
+    /// The shuffled baselines of the layers (a list, in layer order).
     pub fn baseline_path(&self) -> PathBuf {
         self.dir.join("shuffled.json")
     }
@@ -189,16 +189,15 @@ pub fn analyze(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<Analy
     let _lock = crate::run_dir::lock_run(run, crate::run_dir::Access::Exclusive)?;
     let mut plan = plan(run, device)?;
     let (total, layers) = (plan.total, plan.layers.clone());
-    let steps = plan.steps.clone();
-    let todo: Vec<u64> = steps.iter().copied().filter(|&s| !plan.step_path(s).exists()).collect();
+    let results = plan.results.clone();
+    let todo = results.missing(&plan.steps);
     let baseline_path = plan.baseline_path();
     let (mut seconds_recording, mut seconds_analysing) = (0.0, 0.0);
-    let computed = todo.len();
     if !todo.is_empty() || !baseline_path.exists() {
         tracing::info!(
             "analysing {} of {} checkpoints ({} layers, {} pairs each) from {}",
             todo.len(),
-            steps.len(),
+            plan.steps.len(),
             layers.len(),
             layers.len() * layers.len(),
             plan.what
@@ -214,8 +213,8 @@ pub fn analyze(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<Analy
             seconds_analysing += t.elapsed().as_secs_f64();
         }
         let bar = comparisons_bar((todo.len() * layers.len() * layers.len()) as u64);
-        for &step in &todo {
-            crate::preempt::check(|| format!("while analysing {} (steps done so far are kept)", run.display()))?;
+        let at = || format!("while analysing {} (steps done so far are kept)", run.display());
+        results.compute(&todo, at, |&step| {
             bar.set_message(format!("step {step}"));
             let t = Instant::now();
             let acts = if step == total { finals.iter().map(Tensor::shallow_clone).collect() } else { plan.activations(step, &layers)? };
@@ -224,13 +223,13 @@ pub fn analyze(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<Analy
             let matrix: Vec<Vec<Option<f64>>> = acts.iter().map(|x| plan.row(x, &finals, &bar)).collect();
             let seconds = t.elapsed().as_secs_f64();
             seconds_analysing += seconds;
-            let result = StepResult { step, fraction: step as f64 / total as f64, layers: layers.clone(), matrix, seconds };
-            write_json_atomic(&plan.step_path(step), &result)?;
-        }
+            Ok(StepResult { step, fraction: step as f64 / total as f64, layers: layers.clone(), matrix, seconds })
+        })?;
         bar.finish_and_clear();
     }
     let dynamics = tables(&plan)?;
-    Ok(AnalyzeSummary { dir: plan.dir, dynamics, computed, skipped: steps.len() - computed, seconds_recording, seconds_analysing })
+    let (computed, skipped) = (todo.len(), plan.steps.len() - todo.len());
+    Ok(AnalyzeSummary { dir: plan.dir, dynamics, computed, skipped, seconds_recording, seconds_analysing })
 }
 
 /// A progress bar over `n` comparisons.
@@ -291,23 +290,17 @@ pub(crate) fn plan(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<P
     let dir = run.join(FOLDER);
     let steps_dir = dir.join("steps");
     std::fs::create_dir_all(&steps_dir).with_context(|| format!("cannot create {}", steps_dir.display()))?;
+    let results = Results::new(steps_dir, |s| format!("step-{s:08}.json"));
     super::settings::check_or_write(&dir.join("settings.json"), &settings)?;
 
-    Ok(Plan { config, device, total, layers, source, steps, settings, dir, what })
+    Ok(Plan { config, device, total, layers, source, steps, settings, results, dir, what })
 }
 
 /// Builds the tables from the per-step results on disk (all of them must be there):
 /// `dynamics.json` and the CSVs of [`write_tables`].
 pub(crate) fn tables(plan: &Plan) -> anyhow::Result<Dynamics> {
-    let mut results = Vec::new();
-    for &s in &plan.steps {
-        let path = plan.step_path(s);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        results.push(serde_json::from_str::<StepResult>(&text).map_err(|e| InputError::new(format!("{}: {e}", path.display())))?);
-    }
-    let baseline_path = plan.baseline_path();
-    let shuffled: Vec<Option<f64>> = serde_json::from_str(&std::fs::read_to_string(&baseline_path)?)
-        .map_err(|e| InputError::new(format!("{}: {e}", baseline_path.display())))?;
+    let results = plan.results.load_all(&plan.steps)?;
+    let shuffled: Vec<Option<f64>> = read_json(&plan.baseline_path())?;
     let init = results.iter().find(|r| r.step == 0);
     let baseline = plan
         .layers

@@ -6,6 +6,7 @@
 //! - [`compression`], [`classes`], [`dimensionality`]: `svcca analyze RUN_DIR
 //!   --compression | --classes | --dimensionality` (the paper's experiments 3 to 5).
 //! - [`compare_runs`]: `svcca compare-runs RUN_A RUN_B ...`.
+//! - [`results`]: a folder of per-unit JSON results, how each analysis resumes.
 //! - [`settings`]: refusing to mix results made with other settings.
 
 pub mod classes;
@@ -13,6 +14,7 @@ pub mod compare_runs;
 pub mod compression;
 pub mod dimensionality;
 pub mod dynamics;
+pub mod results;
 pub mod runs;
 pub mod settings;
 pub mod shard;

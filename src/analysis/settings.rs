@@ -11,7 +11,7 @@ pub fn check_or_write<T: Serialize + DeserializeOwned + PartialEq>(path: &Path, 
     if !path.exists() {
         return write_json_atomic(path, settings);
     }
-    let before: T = serde_json::from_str(&std::fs::read_to_string(path)?).map_err(|e| InputError::new(format!("{}: {e}", path.display())))?;
+    let before: T = super::results::read_json(path)?;
     if &before != settings {
         let dir = path.parent().unwrap_or(Path::new("."));
         return Err(InputError::new(format!(

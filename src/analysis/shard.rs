@@ -6,7 +6,7 @@
 //! against every final layer). Unit k belongs to shard k mod N: a pure function of the run
 //! folder, so every task agrees without talking to the others. Each unit's result is
 //! written on its own, atomically, to `analysis/units/` (`shuffled-LLL.json`,
-//! `step-SSSSSSSS-LLL.json`, L the layer's index) and skipped when present, so a
+//! `step-SSSSSSSS-LLL.json`, L the layer's index; see [`super::results`]) and skipped when present, so a
 //! requeued task redoes nothing finished, and a unit whose whole step is already in
 //! `analysis/steps/` (an unsharded analysis) is not redone either.
 //!
@@ -17,12 +17,13 @@
 //! from two shards at once writes the same bytes twice, each atomically.)
 
 use super::dynamics::{self, comparisons_bar, AnalyzeSummary, Plan, StepResult};
-use crate::io::write_json_atomic;
+use super::results::Results;
 use crate::device::DeviceChoice;
 use crate::error::InputError;
+use crate::io::write_json_atomic;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 use tch::Tensor;
 
@@ -81,20 +82,28 @@ struct ShuffledResult {
     shuffled: Option<f64>,
 }
 
-fn unit_path(plan: &Plan, u: Unit) -> PathBuf {
-    let dir = plan.dir.join("units");
-    match u {
-        Unit::Shuffled(i) => dir.join(format!("shuffled-{i:03}.json")),
-        Unit::Row(s, i) => dir.join(format!("step-{s:08}-{i:03}.json")),
-    }
+/// The units' results in `analysis/units/`: `shuffled-LLL.json` and `step-SSSSSSSS-LLL.json`.
+struct UnitResults {
+    shuffled: Results<usize, ShuffledResult>,
+    rows: Results<(u64, usize), RowResult>,
 }
 
-fn done(plan: &Plan, u: Unit) -> bool {
-    unit_path(plan, u).exists()
-        || match u {
-            Unit::Shuffled(_) => plan.baseline_path().exists(),
-            Unit::Row(s, _) => plan.step_path(s).exists(),
+impl UnitResults {
+    fn new(plan: &Plan) -> UnitResults {
+        let dir = plan.dir.join("units");
+        UnitResults {
+            shuffled: Results::new(&dir, |i| format!("shuffled-{i:03}.json")),
+            rows: Results::new(&dir, |&(s, i)| format!("step-{s:08}-{i:03}.json")),
         }
+    }
+
+    /// Whether `u` is done: its own file, or the merged file it goes into.
+    fn done(&self, plan: &Plan, u: Unit) -> bool {
+        match u {
+            Unit::Shuffled(i) => self.shuffled.is_done(&i) || plan.baseline_path().exists(),
+            Unit::Row(s, i) => self.rows.is_done(&(s, i)) || plan.results.is_done(&s),
+        }
+    }
 }
 
 /// What one shard did.
@@ -113,51 +122,44 @@ pub struct ShardSummary {
 /// Computes `shard`'s units of the analysis of `run`; merges when all are done.
 pub fn analyze_shard(run: &Path, device: Option<DeviceChoice>, shard: Shard) -> anyhow::Result<ShardSummary> {
     let mut plan = dynamics::plan(run, device)?;
-    let all = units(&plan.steps, plan.layers.len());
+    let units = UnitResults::new(&plan);
+    let all = self::units(&plan.steps, plan.layers.len());
     let mine = of_shard(&all, shard);
-    let todo: Vec<Unit> = mine.iter().copied().filter(|&u| !done(&plan, u)).collect();
+    let todo: Vec<Unit> = mine.iter().copied().filter(|&u| !units.done(&plan, u)).collect();
     let units_dir = plan.dir.join("units");
     std::fs::create_dir_all(&units_dir).with_context(|| format!("cannot create {}", units_dir.display()))?;
     if !todo.is_empty() {
         tracing::info!("shard {}/{}: {} of its {} units to do ({} in all)", shard.index, shard.count, todo.len(), mine.len(), all.len());
         let layers = plan.layers.clone();
         let finals = plan.activations(plan.total, &layers)?;
-        let rows = todo.iter().filter(|u| matches!(u, Unit::Row(..))).count();
-        let bar = comparisons_bar((rows * layers.len()) as u64);
-        let mut by_step: Vec<(u64, Vec<usize>)> = Vec::new();
-        for &u in &todo {
-            crate::preempt::check(|| format!("in shard {}/{} of {} (finished units are kept)", shard.index, shard.count, run.display()))?;
-            match u {
-                Unit::Shuffled(i) => {
-                    let r = ShuffledResult { layer: layers[i].clone(), shuffled: plan.shuffled(&finals[i]) };
-                    write_json_atomic(&unit_path(&plan, u), &r)?;
-                }
-                Unit::Row(s, i) => match by_step.last_mut() {
-                    Some((last, is)) if *last == s => is.push(i),
-                    _ => by_step.push((s, vec![i])),
-                },
+        let at = || format!("in shard {}/{} of {} (finished units are kept)", shard.index, shard.count, run.display());
+        let shuffled: Vec<usize> = todo.iter().filter_map(|u| if let Unit::Shuffled(i) = *u { Some(i) } else { None }).collect();
+        units.shuffled.compute(&shuffled, &at, |&i| Ok(ShuffledResult { layer: layers[i].clone(), shuffled: plan.shuffled(&finals[i]) }))?;
+        let rows: Vec<(u64, usize)> = todo.iter().filter_map(|u| if let Unit::Row(s, i) = *u { Some((s, i)) } else { None }).collect();
+        let bar = comparisons_bar((rows.len() * layers.len()) as u64);
+        // This shard's rows of the step in hand: only their layers are recorded, once.
+        let mut recorded: Option<(u64, Vec<usize>, Vec<Tensor>)> = None;
+        units.rows.compute(&rows, &at, |&(step, i)| {
+            if recorded.as_ref().is_none_or(|r| r.0 != step) {
+                bar.set_message(format!("step {step}"));
+                let is: Vec<usize> = rows.iter().filter(|r| r.0 == step).map(|r| r.1).collect();
+                let acts: Vec<Tensor> = if step == plan.total {
+                    is.iter().map(|&i| finals[i].shallow_clone()).collect()
+                } else {
+                    let names: Vec<String> = is.iter().map(|&i| layers[i].clone()).collect();
+                    plan.activations(step, &names)?
+                };
+                recorded = Some((step, is, acts));
             }
-        }
-        for (step, is) in by_step {
-            crate::preempt::check(|| format!("in shard {}/{} of {} (finished units are kept)", shard.index, shard.count, run.display()))?;
-            bar.set_message(format!("step {step}"));
-            // Only this shard's layers of the step are recorded.
-            let names: Vec<String> = is.iter().map(|&i| layers[i].clone()).collect();
-            let acts: Vec<Tensor> = if step == plan.total {
-                is.iter().map(|&i| finals[i].shallow_clone()).collect()
-            } else {
-                plan.activations(step, &names)?
-            };
-            for (x, &i) in acts.iter().zip(&is) {
-                let t = Instant::now();
-                let row = plan.row(x, &finals, &bar);
-                let r = RowResult { step, layer: layers[i].clone(), row, seconds: t.elapsed().as_secs_f64() };
-                write_json_atomic(&unit_path(&plan, Unit::Row(step, i)), &r)?;
-            }
-        }
+            let (_, is, acts) = recorded.as_ref().expect("recorded above");
+            let x = &acts[is.iter().position(|&j| j == i).expect("a row of this step")];
+            let t = Instant::now();
+            let row = plan.row(x, &finals, &bar);
+            Ok(RowResult { step, layer: layers[i].clone(), row, seconds: t.elapsed().as_secs_f64() })
+        })?;
         bar.finish_and_clear();
     }
-    let missing = all.iter().filter(|&&u| !done(&plan, u)).count();
+    let missing = all.iter().filter(|&&u| !units.done(&plan, u)).count();
     let merged = if missing == 0 { Some(merge_plan(plan)?) } else { None };
     Ok(ShardSummary { shard, computed: todo.len(), skipped: mine.len() - todo.len(), missing, merged })
 }
@@ -169,8 +171,9 @@ pub fn merge(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<Analyze
 }
 
 fn merge_plan(plan: Plan) -> anyhow::Result<AnalyzeSummary> {
-    let all = units(&plan.steps, plan.layers.len());
-    let missing = all.iter().filter(|&&u| !done(&plan, u)).count();
+    let units = UnitResults::new(&plan);
+    let all = self::units(&plan.steps, plan.layers.len());
+    let missing = all.iter().filter(|&&u| !units.done(&plan, u)).count();
     if missing > 0 {
         return Err(InputError::new(format!(
             "{}: {missing} of {} units of the analysis are not done yet: run the missing shards (svcca analyze RUN --shard I/N)",
@@ -179,40 +182,30 @@ fn merge_plan(plan: Plan) -> anyhow::Result<AnalyzeSummary> {
         ))
         .into());
     }
-    let read = |path: PathBuf| -> anyhow::Result<String> { std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display())) };
     let n = plan.layers.len();
     if !plan.baseline_path().exists() {
-        let mut shuffled = Vec::with_capacity(n);
-        for i in 0..n {
-            let path = unit_path(&plan, Unit::Shuffled(i));
-            let r: ShuffledResult = serde_json::from_str(&read(path.clone())?).map_err(|e| InputError::new(format!("{}: {e}", path.display())))?;
-            shuffled.push(r.shuffled);
-        }
+        let layers: Vec<usize> = (0..n).collect();
+        let shuffled: Vec<Option<f64>> = units.shuffled.load_all(&layers)?.into_iter().map(|r| r.shuffled).collect();
         write_json_atomic(&plan.baseline_path(), &shuffled)?;
     }
-    let mut merged = 0;
-    for &step in &plan.steps {
-        if plan.step_path(step).exists() {
-            continue;
-        }
+    let at = || format!("while merging the units of {}", plan.dir.display());
+    let merged = plan.results.compute_missing(&plan.steps, at, |&step| {
         let (mut matrix, mut seconds) = (Vec::with_capacity(n), 0.0);
         for i in 0..n {
-            let path = unit_path(&plan, Unit::Row(step, i));
-            let r: RowResult = serde_json::from_str(&read(path.clone())?).map_err(|e| InputError::new(format!("{}: {e}", path.display())))?;
+            let r = units.rows.load(&(step, i))?;
             if r.layer != plan.layers[i] || r.row.len() != n {
+                let path = units.rows.path(&(step, i));
                 return Err(InputError::new(format!("{}: made for other layers ({}); delete analysis/units to redo it", path.display(), r.layer)).into());
             }
             matrix.push(r.row);
             seconds += r.seconds;
         }
-        let result = StepResult { step, fraction: step as f64 / plan.total as f64, layers: plan.layers.clone(), matrix, seconds };
-        write_json_atomic(&plan.step_path(step), &result)?;
-        merged += 1;
-    }
-    tracing::info!("merged the units of {merged} checkpoints into {}", plan.dir.display());
+        Ok(StepResult { step, fraction: step as f64 / plan.total as f64, layers: plan.layers.clone(), matrix, seconds })
+    })?;
+    tracing::info!("merged the units of {} checkpoints into {}", merged.computed, plan.dir.display());
     let dynamics = dynamics::tables(&plan)?;
-    let steps = plan.steps.len();
-    Ok(AnalyzeSummary { dir: plan.dir, dynamics, computed: merged, skipped: steps - merged, seconds_recording: 0.0, seconds_analysing: 0.0 })
+    let (computed, skipped) = (merged.computed, merged.skipped);
+    Ok(AnalyzeSummary { dir: plan.dir, dynamics, computed, skipped, seconds_recording: 0.0, seconds_analysing: 0.0 })
 }
 
 #[cfg(test)]
