@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use svcca::analysis::compression::{self, LayerSpec, Reference};
+use svcca::analysis::compression::{self, LayerSpec, Method as Kept, Reference};
 use svcca::analysis::runs::Run;
 use svcca::analysis::{classes, compare_runs, dimensionality};
 use svcca::config::Config;
@@ -75,7 +75,7 @@ fn compression_all_directions_change_nothing_and_none_give_chance() {
     for f in &fitted {
         // keep = 1: every direction above rounding noise; projecting onto all of them is
         // the identity on the data they were fitted on (its span), conv layers included.
-        let all = f.method("svcca", f.directions.len(), 0, 0);
+        let all = f.method(Kept::Svcca, f.directions.len(), 0, 0);
         let p2 = all.matmul(&all);
         assert!(max_abs(&p2, &all) < 1e-8, "{}: P is not a projection", f.layer);
         let edit = |h: &Tensor| compression::project(h, &f.directions.mean, &all);
@@ -83,7 +83,7 @@ fn compression_all_directions_change_nothing_and_none_give_chance() {
         let scale = plain.abs().max().double_value(&[]);
         assert!(max_abs(&out, &plain) < 1e-4 * scale, "{}: logits moved by {}", f.layer, max_abs(&out, &plain));
         // None: the layer outputs its mean for every image, so the logits are constant.
-        for method in ["svcca", "active", "random"] {
+        for method in Kept::ALL {
             let zero = f.method(method, 0, 0, 0);
             let edit = |h: &Tensor| compression::project(h, &f.directions.mean, &zero);
             let out = tch::no_grad(|| run.net.forward_edited(&fit.images, false, &[(&f.layer, &edit)]).unwrap());
@@ -99,17 +99,17 @@ fn compression_all_directions_change_nothing_and_none_give_chance() {
     let labels = Vec::<i64>::try_from(&run.data.test.labels).unwrap();
     for s in &c.layers {
         let f = fitted.iter().find(|f| f.layer == s.layer).unwrap();
-        let zero = f.method("svcca", 0, 0, 0);
+        let zero = f.method(Kept::Svcca, 0, 0, 0);
         let edit = |h: &Tensor| compression::project(h, &f.directions.mean, &zero);
         let x = run.data.normalise(&run.data.test.images.narrow(0, 0, 1));
         let class = tch::no_grad(|| run.net.forward_edited(&x, false, &[(&s.layer, &edit)]).unwrap()).argmax(-1, false).int64_value(&[0]);
         let chance = labels.iter().filter(|&&l| l == class).count() as f64 / labels.len() as f64;
-        for method in ["svcca", "active", "random"] {
+        for method in Kept::ALL {
             let p = s.points.iter().find(|p| p.method == method && p.k == 0).unwrap();
             assert!((p.accuracy - chance).abs() < 1e-12, "{} {method} k=0: {} vs chance {chance}", s.layer, p.accuracy);
         }
         // All units kept by the baselines: the network unchanged.
-        for method in ["active", "random"] {
+        for method in [Kept::Active, Kept::Random] {
             let p = s.points.iter().find(|p| p.method == method && p.k == s.units).unwrap();
             assert!((p.accuracy - c.full_accuracy).abs() < 1e-12, "{} {method} all units: {}", s.layer, p.accuracy);
         }

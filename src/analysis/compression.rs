@@ -122,11 +122,38 @@ pub struct Settings {
     pub final_step: u64,
 }
 
+/// What a compressed layer keeps: its top-k SVCCA directions, or (the baselines) its k
+/// most active units or k random units, the others held at their mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Svcca,
+    Active,
+    Random,
+}
+
+impl Method {
+    pub const ALL: [Method; 3] = [Method::Svcca, Method::Active, Method::Random];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Svcca => "svcca",
+            Method::Active => "active",
+            Method::Random => "random",
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Test accuracy with `k` units or directions of a layer kept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Point {
-    /// `svcca`, `random` or `active`.
-    pub method: String,
+    pub method: Method,
     pub k: usize,
     pub accuracy: f64,
 }
@@ -149,7 +176,7 @@ pub struct LayerSweep {
 pub struct Joint {
     /// (layer, k) for each layer.
     pub layers: Vec<(String, usize)>,
-    pub method: String,
+    pub method: Method,
     pub accuracy: f64,
 }
 
@@ -166,7 +193,7 @@ pub struct Compression {
 impl Compression {
     /// Per layer and method, the smallest k measured whose accuracy is within `points`
     /// percentage points of the full network's (`None` if no k is).
-    pub fn smallest_k(&self, sweep: &LayerSweep, method: &str, points: f64) -> Option<usize> {
+    pub fn smallest_k(&self, sweep: &LayerSweep, method: Method, points: f64) -> Option<usize> {
         sweep
             .points
             .iter()
@@ -284,14 +311,14 @@ pub struct Fitted {
 }
 
 impl Fitted {
-    /// The m x m map (see [`project`]) that keeps `k` SVCCA directions (`svcca`), the
-    /// `k` most active units (`active`) or `k` random units (`random`, draw `draw`).
-    pub fn method(&self, method: &str, k: usize, draw: u64, seed: u64) -> Tensor {
+    /// The m x m map (see [`project`]) that keeps `k` SVCCA directions, the `k` most
+    /// active units or `k` random units (draw `draw`).
+    pub fn method(&self, method: Method, k: usize, draw: u64, seed: u64) -> Tensor {
         let device = self.directions.weights.device();
         match method {
-            "svcca" => self.directions.projection(k.min(self.directions.len())),
-            "active" => neuron_mask(self.units, &self.active[..k], device),
-            _ => {
+            Method::Svcca => self.directions.projection(k.min(self.directions.len())),
+            Method::Active => neuron_mask(self.units, &self.active[..k], device),
+            Method::Random => {
                 let mut perm = Rng::stream(seed, &[0x7261_6e64, draw]).permutation(self.units); // "rand"
                 perm.truncate(k);
                 neuron_mask(self.units, &perm, device)
@@ -384,20 +411,20 @@ pub fn compression(dir: &Path, specs: &[LayerSpec], against: &Reference, device:
         let mean = &f.directions.mean;
         let mut points = Vec::new();
         for &k in &svcca_ks {
-            let accuracy = eval.accuracy(&[(&f.layer, mean, &f.method("svcca", k, 0, a.seed))])?;
-            points.push(Point { method: "svcca".into(), k, accuracy });
+            let accuracy = eval.accuracy(&[(&f.layer, mean, &f.method(Method::Svcca, k, 0, a.seed))])?;
+            points.push(Point { method: Method::Svcca, k, accuracy });
             bar.inc(1);
         }
         for &k in &ks {
-            let accuracy = eval.accuracy(&[(&f.layer, mean, &f.method("active", k, 0, a.seed))])?;
-            points.push(Point { method: "active".into(), k, accuracy });
+            let accuracy = eval.accuracy(&[(&f.layer, mean, &f.method(Method::Active, k, 0, a.seed))])?;
+            points.push(Point { method: Method::Active, k, accuracy });
             bar.inc(1);
             let mut sum = 0.0;
             for draw in 0..DRAWS {
-                sum += eval.accuracy(&[(&f.layer, mean, &f.method("random", k, draw, a.seed))])?;
+                sum += eval.accuracy(&[(&f.layer, mean, &f.method(Method::Random, k, draw, a.seed))])?;
                 bar.inc(1);
             }
-            points.push(Point { method: "random".into(), k, accuracy: sum / DRAWS as f64 });
+            points.push(Point { method: Method::Random, k, accuracy: sum / DRAWS as f64 });
         }
         bar.finish_and_clear();
         Ok(LayerSweep {
@@ -418,8 +445,8 @@ pub fn compression(dir: &Path, specs: &[LayerSpec], against: &Reference, device:
         .filter_map(|(s, f)| s.fraction.map(|fr| (f, ((fr * f.units as f64).ceil() as usize).min(f.units))))
         .collect();
     if !chosen.is_empty() {
-        for method in ["svcca", "active", "random"] {
-            let draws = if method == "random" { DRAWS } else { 1 };
+        for method in Method::ALL {
+            let draws = if method == Method::Random { DRAWS } else { 1 };
             let mut sum = 0.0;
             for draw in 0..draws {
                 let maps: Vec<Tensor> = chosen.iter().map(|(f, k)| f.method(method, *k, draw, a.seed)).collect();
@@ -429,9 +456,9 @@ pub fn compression(dir: &Path, specs: &[LayerSpec], against: &Reference, device:
             }
             let layers = chosen
                 .iter()
-                .map(|(f, k)| (f.layer.clone(), if method == "svcca" { (*k).min(f.directions.len()) } else { *k }))
+                .map(|(f, k)| (f.layer.clone(), if method == Method::Svcca { (*k).min(f.directions.len()) } else { *k }))
                 .collect();
-            joint.push(Joint { layers, method: method.into(), accuracy: sum / draws as f64 });
+            joint.push(Joint { layers, method, accuracy: sum / draws as f64 });
         }
     }
     let c = Compression { settings, full_accuracy, layers: sweeps, joint };
@@ -455,9 +482,9 @@ fn write_tables(dir: &Path, c: &Compression) -> anyhow::Result<()> {
             s.units,
             s.directions,
             c.full_accuracy,
-            opt(c.smallest_k(s, "svcca", 1.0)),
-            opt(c.smallest_k(s, "active", 1.0)),
-            opt(c.smallest_k(s, "random", 1.0))
+            opt(c.smallest_k(s, Method::Svcca, 1.0)),
+            opt(c.smallest_k(s, Method::Active, 1.0)),
+            opt(c.smallest_k(s, Method::Random, 1.0))
         );
     }
     for j in &c.joint {

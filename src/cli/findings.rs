@@ -2,7 +2,7 @@
 //! paper's other findings on a trained run; tables in RUN_DIR/analysis/, plots in
 //! RUN_DIR/plots/.
 
-use crate::analysis::compression::{LayerSpec, Reference};
+use crate::analysis::compression::{LayerSpec, Method, Reference};
 use crate::analysis::{classes, compression, dimensionality};
 use crate::device::DeviceChoice;
 use crate::report::findings as plots;
@@ -50,9 +50,9 @@ impl FindingsArgs {
                     s.layer,
                     s.units,
                     s.directions,
-                    show(c.smallest_k(s, "svcca", 1.0)),
-                    show(c.smallest_k(s, "active", 1.0)),
-                    show(c.smallest_k(s, "random", 1.0))
+                    show(c.smallest_k(s, Method::Svcca, 1.0)),
+                    show(c.smallest_k(s, Method::Active, 1.0)),
+                    show(c.smallest_k(s, Method::Random, 1.0))
                 );
             }
             for j in &c.joint {

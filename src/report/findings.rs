@@ -12,7 +12,7 @@
 use super::{colour, err, legend, line_with_markers, png, register_font, svg};
 use crate::analysis::classes::Classes;
 use crate::analysis::compare_runs::CompareRuns;
-use crate::analysis::compression::Compression;
+use crate::analysis::compression::{Compression, Method};
 use crate::analysis::dimensionality::LayerDimensions;
 use anyhow::Context;
 use plotters::coord::Shift;
@@ -32,10 +32,10 @@ fn both(
     Ok(vec![png(&dir.join(format!("{name}.png")), size, draw)?, svg(&dir.join(format!("{name}.svg")), size, draw_svg)?])
 }
 
-const METHODS: [(&str, &str, RGBColor); 3] = [
-    ("svcca", "top-k SVCCA directions", RGBColor(59, 81, 139)),
-    ("active", "k most active neurons", RGBColor(214, 96, 39)),
-    ("random", "k random neurons", RGBColor(92, 160, 60)),
+const METHODS: [(Method, &str, RGBColor); 3] = [
+    (Method::Svcca, "top-k SVCCA directions", RGBColor(59, 81, 139)),
+    (Method::Active, "k most active neurons", RGBColor(214, 96, 39)),
+    (Method::Random, "k random neurons", RGBColor(92, 160, 60)),
 ];
 
 pub fn compression_plot(dir: &Path, c: &Compression) -> anyhow::Result<Vec<PathBuf>> {
