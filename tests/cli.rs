@@ -1,18 +1,13 @@
 //! `svcca compare` and `svcca example` end to end, through the real binary: the JSON a
 //! user parses, and every kind of bad input refused with one line and status 2.
 
+mod common;
+
+use common::{assert_refused_silent, svcca};
 use ndarray::{Array, Array1, Array2, Array3};
 use ndarray_npy::write_npy;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn svcca(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_svcca"))
-        .args(args)
-        .env("SVCCA_LOG", "warn")
-        .output()
-        .expect("the svcca binary runs")
-}
+use std::process::Output;
 
 /// A deterministic pair (datapoints x neurons) sharing a signal, without an RNG crate.
 fn matrix(rows: usize, cols: usize, seed: u64) -> Array2<f32> {
@@ -49,21 +44,6 @@ fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
 }
 
-/// Asserts a refusal: status 2, nothing on stdout, one `error:` line naming `names`,
-/// no panic or backtrace.
-fn assert_refused(out: &Output, names: &[&str], problem: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
-    assert!(out.stdout.is_empty(), "stdout: {}", String::from_utf8_lossy(&out.stdout));
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "stderr: {stderr}");
-    for name in names {
-        assert!(errors[0].contains(name), "'{}' does not name {name}", errors[0]);
-    }
-    assert!(errors[0].contains(problem), "'{}' does not say '{problem}'", errors[0]);
-    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "stderr: {stderr}");
-}
-
 #[test]
 fn json_output_has_the_documented_fields() {
     let d = Dir::new();
@@ -93,7 +73,7 @@ fn json_output_has_the_documented_fields() {
 
 #[test]
 fn reference_fixture_through_the_cli() {
-    let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/svcca_ref");
+    let f = common::fixtures();
     let a = f.join("case2_A.npy").display().to_string();
     let b = f.join("case2_B.npy").display().to_string();
     let v = json(&svcca(&["compare", &a, &b, "--keep", "0.99", "--json"]));
@@ -131,32 +111,32 @@ fn bad_files_are_refused_naming_the_file() {
     let d = Dir::new();
     let good = d.write("good.npy", &matrix(500, 8, 5));
     let missing = d.path("missing.npy").display().to_string();
-    assert_refused(&svcca(&["compare", &missing, &good]), &["missing.npy"], "cannot open");
+    assert_refused_silent(&svcca(&["compare", &missing, &good]), &["missing.npy", "cannot open"]);
 
     let text = d.path("text.npy");
     std::fs::write(&text, "datapoint,neuron\n1,2\n").unwrap();
     let text = text.display().to_string();
-    assert_refused(&svcca(&["compare", &good, &text]), &["text.npy"], "not a .npy file");
+    assert_refused_silent(&svcca(&["compare", &good, &text]), &["text.npy", "not a .npy file"]);
 
     let empty = d.path("empty.npy");
     std::fs::write(&empty, b"").unwrap();
-    assert_refused(&svcca(&["compare", &empty.display().to_string(), &good]), &["empty.npy"], "not a .npy file");
+    assert_refused_silent(&svcca(&["compare", &empty.display().to_string(), &good]), &["empty.npy", "not a .npy file"]);
 
     let cut = d.path("cut.npy");
     let bytes = std::fs::read(&good).unwrap();
     std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
-    assert_refused(&svcca(&["compare", &good, &cut.display().to_string()]), &["cut.npy"], "truncated");
+    assert_refused_silent(&svcca(&["compare", &good, &cut.display().to_string()]), &["cut.npy", "truncated"]);
 
     let ints = d.write("ints.npy", &Array2::<i64>::zeros((500, 8)));
-    assert_refused(&svcca(&["compare", &ints, &good]), &["ints.npy"], "dtype '<i8'");
+    assert_refused_silent(&svcca(&["compare", &ints, &good]), &["ints.npy", "dtype '<i8'"]);
 
     let flat = d.write("flat.npy", &Array1::<f32>::zeros(500));
-    assert_refused(&svcca(&["compare", &good, &flat]), &["flat.npy"], "expected a 2-D array");
+    assert_refused_silent(&svcca(&["compare", &good, &flat]), &["flat.npy", "expected a 2-D array"]);
     let cube = d.write("cube.npy", &Array3::<f32>::zeros((500, 2, 4)));
-    assert_refused(&svcca(&["compare", &cube, &good]), &["cube.npy"], "expected a 2-D array");
+    assert_refused_silent(&svcca(&["compare", &cube, &good]), &["cube.npy", "expected a 2-D array"]);
 
     let short = d.write("short.npy", &matrix(499, 8, 6));
-    assert_refused(&svcca(&["compare", &good, &short]), &["good.npy", "short.npy"], "datapoints");
+    assert_refused_silent(&svcca(&["compare", &good, &short]), &["good.npy", "short.npy", "datapoints"]);
 }
 
 /// A `.npy` file written by hand: a version 1.0 header with `shape`, then `data_len` zero
@@ -182,17 +162,17 @@ fn shapes_whose_size_overflows_are_refused_naming_the_file() {
     // 200 * (2**59 + 20) * 4 bytes wraps around 64 bits to 16,000: a 16 kB file would pass
     // a wrapping size check and then be read as an impossible matrix.
     let wraps = raw_npy(&d.path("wraps.npy"), "<f4", "(200, 576460752303423508)", 16_000);
-    assert_refused(&svcca(&["compare", &good, &wraps]), &["wraps.npy"], "too large");
-    assert_refused(&svcca(&["compare", &wraps, &good, "--memory-budget", "8K"]), &["wraps.npy"], "too large");
+    assert_refused_silent(&svcca(&["compare", &good, &wraps]), &["wraps.npy", "too large"]);
+    assert_refused_silent(&svcca(&["compare", &wraps, &good, "--memory-budget", "8K"]), &["wraps.npy", "too large"]);
     // The columns alone overflow, with rows that multiply it back to a small number.
     let cols = raw_npy(&d.path("cols.npy"), "<f8", "(256, 72057594037927936, 256)", 16_000);
-    assert_refused(&svcca(&["compare", &good, &cols]), &["cols.npy"], "too large");
+    assert_refused_silent(&svcca(&["compare", &good, &cols]), &["cols.npy", "too large"]);
     // Every axis fits a 64-bit integer but their product does not (2**32 * 2**32).
     let product = raw_npy(&d.path("product.npy"), "<f4", "(4294967296, 4294967296)", 64);
-    assert_refused(&svcca(&["compare", &product, &good]), &["product.npy"], "too large");
+    assert_refused_silent(&svcca(&["compare", &product, &good]), &["product.npy", "too large"]);
     // An axis that does not fit 64 bits at all is an invalid shape.
     let huge = raw_npy(&d.path("huge.npy"), "<f4", "(200, 99999999999999999999999)", 64);
-    assert_refused(&svcca(&["compare", &good, &huge]), &["huge.npy"], "invalid shape");
+    assert_refused_silent(&svcca(&["compare", &good, &huge]), &["huge.npy", "invalid shape"]);
 }
 
 #[test]
@@ -203,9 +183,9 @@ fn bad_values_are_refused_naming_the_file() {
         let mut m = matrix(500, 6, 8);
         m[[321, 2]] = value;
         let bad = d.write(name, &m);
-        assert_refused(&svcca(&["compare", &good, &bad]), &[name], "datapoint 321");
+        assert_refused_silent(&svcca(&["compare", &good, &bad]), &[name, "datapoint 321"]);
         // Also when the NaN arrives in a later block of a streamed file.
-        assert_refused(&svcca(&["compare", &good, &bad, "--memory-budget", "8K"]), &[name], "datapoint 321");
+        assert_refused_silent(&svcca(&["compare", &good, &bad, "--memory-budget", "8K"]), &[name, "datapoint 321"]);
     }
 }
 
@@ -215,7 +195,7 @@ fn too_few_datapoints_refuse_or_warn() {
     let a = d.write("a.npy", &matrix(40, 60, 9));
     let b = d.write("b.npy", &matrix(40, 10, 10));
     // More kept directions than datapoints: refused.
-    assert_refused(&svcca(&["compare", &a, &b, "--top-k", "50"]), &["a.npy"], "40 datapoints");
+    assert_refused_silent(&svcca(&["compare", &a, &b, "--top-k", "50"]), &["a.npy", "40 datapoints"]);
     // Fewer datapoints than neurons: computed, with a warning naming the file.
     let out = svcca(&["compare", &a, &b, "--method", "cca", "--json"]);
     let v = json(&out);
@@ -245,12 +225,11 @@ fn bad_flags_are_refused() {
     let d = Dir::new();
     let a = d.write("a.npy", &matrix(300, 8, 13));
     let b = d.write("b.npy", &matrix(300, 8, 14));
-    assert_refused(&svcca(&["compare", &a, &b, "--keep", "1.5"]), &["--keep"], "(0, 1]");
-    assert_refused(&svcca(&["compare", &a, &b, "--method", "cka", "--top-k", "3"]), &["--top-k"], "svcca only");
-    let out = svcca(&["compare", &a, &b, "--memory-budget", "lots"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_refused_silent(&svcca(&["compare", &a, &b, "--keep", "1.5"]), &["--keep", "(0, 1]"]);
+    assert_refused_silent(&svcca(&["compare", &a, &b, "--method", "cka", "--top-k", "3"]), &["--top-k", "svcca only"]);
+    assert_refused_silent(&svcca(&["compare", &a, &b, "--memory-budget", "lots"]), &[]);
     if !svcca::device::cuda_available() {
-        assert_refused(&svcca(&["compare", &a, &b, "--device", "cuda"]), &["--device cuda"], "no CUDA device");
+        assert_refused_silent(&svcca(&["compare", &a, &b, "--device", "cuda"]), &["--device cuda", "no CUDA device"]);
     }
 }
 
@@ -270,7 +249,7 @@ fn example_writes_a_pair_and_never_overwrites() {
     assert!(corr[..4].iter().all(|c| c.as_f64().unwrap() > 0.95), "{v}");
     assert!(corr[4].as_f64().unwrap() < 0.5, "{v}");
     let again = svcca(&["example", &dir, "--seed", "5"]);
-    assert_refused(&again, &["a.npy"], "already exists");
+    assert_refused_silent(&again, &["a.npy", "already exists"]);
     assert_eq!(std::fs::read(&a).unwrap(), before, "the existing file is untouched");
 }
 
@@ -326,12 +305,12 @@ fn conv_misuse_is_refused_naming_the_file() {
     let d = Dir::new();
     let a = d.write("conv.npy", &conv_layer(300, 4, 4, 4, 23));
     let dense = d.write("dense.npy", &matrix(300, 8, 24));
-    assert_refused(&svcca(&["compare", &a, &dense]), &["conv.npy"], "pass --conv");
-    assert_refused(&svcca(&["compare", &a, &dense, "--conv", "dft"]), &["dense.npy"], "4-D");
-    assert_refused(&svcca(&["compare", &dense, &dense, "--conv", "avgpool"]), &["dense.npy"], "both files are 2-D");
+    assert_refused_silent(&svcca(&["compare", &a, &dense]), &["conv.npy", "pass --conv"]);
+    assert_refused_silent(&svcca(&["compare", &a, &dense, "--conv", "dft"]), &["dense.npy", "4-D"]);
+    assert_refused_silent(&svcca(&["compare", &dense, &dense, "--conv", "avgpool"]), &["dense.npy", "both files are 2-D"]);
     let tiny = d.write("tiny.npy", &conv_layer(300, 4, 1, 1, 25));
-    assert_refused(&svcca(&["compare", &tiny, &tiny, "--conv", "dft"]), &["tiny.npy"], "too small");
+    assert_refused_silent(&svcca(&["compare", &tiny, &tiny, "--conv", "dft"]), &["tiny.npy", "too small"]);
     let fewer = d.write("fewer.npy", &conv_layer(299, 4, 4, 4, 26));
-    assert_refused(&svcca(&["compare", &a, &fewer, "--conv", "dft"]), &["conv.npy", "fewer.npy"], "datapoints");
-    assert_refused(&svcca(&["compare", &a, &a, "--conv", "dft", "--method", "pwcca"]), &["conv.npy"], "per frequency");
+    assert_refused_silent(&svcca(&["compare", &a, &fewer, "--conv", "dft"]), &["conv.npy", "fewer.npy", "datapoints"]);
+    assert_refused_silent(&svcca(&["compare", &a, &a, "--conv", "dft", "--method", "pwcca"]), &["conv.npy", "per frequency"]);
 }

@@ -3,50 +3,34 @@
 //! numbers; an interrupted analysis resumes without redoing finished checkpoints; the
 //! plots are valid PNG and SVG; `svcca run` does it all in one command.
 
+mod common;
+
+use common::{assert_refused, svcca, Tiny};
 use std::path::Path;
-use std::process::Command;
 use svcca::analysis::dynamics::Dynamics;
-use svcca::config::Config;
+use svcca::config::{ActivationMode, Config, StoreDtype};
+use svcca::similarity::{ConvMethod, Method};
 
 const LAYERS: [&str; 5] = ["c1", "c3", "p2", "fc1", "logits"];
 
-fn tiny(mode: &str) -> String {
-    format!(
-        r#"
-[data]
-dataset = "synthetic"
-train_size = 512
-test_size = 128
-crop_padding = 0
-flip = false
-
-[model]
-width = 4
-fc1 = 16
-fc2 = 8
-
-[train]
-device = "cpu"
-threads = 1
-batch_size = 32
-steps = 20
-lr = 0.05
-eval_every = 10
-
-[checkpoints]
-every = 10
-
-[analysis]
-probe_size = 64
-mode = "{mode}"
-layers = ["c1", "c3", "p2", "fc1", "logits"]
-"#
-    )
+/// 20 steps of a narrow convnet, analysed in `mode` on a probe of 64, layers `LAYERS`.
+fn tiny(mode: ActivationMode) -> Config {
+    let mut c = Tiny { width: 4, fc1: 16, fc2: 8, steps: 20, probe_size: Some(64), ..Tiny::default() }.config();
+    c.analysis.mode = mode;
+    c.analysis.layers = Some(LAYERS.map(String::from).to_vec());
+    c
 }
 
-fn train(dir: &Path, mode: &str) {
-    let config = Config::parse(&tiny(mode), "tiny.toml", &[]).unwrap();
-    svcca::train::train(config, dir).unwrap();
+/// As `tiny`, 10 steps, these layers.
+fn short(mode: ActivationMode, layers: &[&str]) -> Config {
+    let mut c = tiny(mode);
+    c.train.steps = Some(10);
+    c.analysis.layers = Some(layers.iter().map(|l| l.to_string()).collect());
+    c
+}
+
+fn train(dir: &Path, mode: ActivationMode) {
+    svcca::train::train(tiny(mode), dir).unwrap();
 }
 
 fn matrices(d: &Dynamics) -> Vec<Vec<Vec<Option<f64>>>> {
@@ -57,7 +41,7 @@ fn matrices(d: &Dynamics) -> Vec<Vec<Vec<Option<f64>>>> {
 fn replay_store_resume_and_plots() {
     let tmp = tempfile::tempdir().unwrap();
     let (replay, store) = (tmp.path().join("replay"), tmp.path().join("store"));
-    train(&store, "store");
+    train(&store, ActivationMode::Store);
     // The stored activations: one safetensors file per checkpoint and a manifest.
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(store.join("activations/manifest.json")).unwrap()).unwrap();
@@ -141,69 +125,62 @@ fn replay_store_resume_and_plots() {
 
 #[test]
 fn keep_last_with_replay_is_refused() {
-    let text = tiny("replay").replace("[checkpoints]\nevery = 10\n", "[checkpoints]\nevery = 10\nkeep_last = 2\n");
-    let e = Config::parse(&text, "tiny.toml", &[]).unwrap_err();
+    let keep_last = |mode| {
+        let mut c = tiny(mode);
+        c.checkpoints.keep_last = Some(2);
+        common::to_toml(&c)
+    };
+    let e = Config::parse(&keep_last(ActivationMode::Replay), "tiny.toml", &[]).unwrap_err();
     assert!(e.message.contains("checkpoints.keep_last") && e.message.contains("replay"), "{}", e.message);
-    assert!(Config::parse(&tiny("store").replace("[checkpoints]\nevery = 10\n", "[checkpoints]\nevery = 10\nkeep_last = 2\n"), "t", &[]).is_ok());
+    assert!(Config::parse(&keep_last(ActivationMode::Store), "t", &[]).is_ok());
 }
 
 #[test]
 fn analyze_refuses_what_it_cannot_analyse() {
     let tmp = tempfile::tempdir().unwrap();
-    let bin = env!("CARGO_BIN_EXE_svcca");
     // Not a run folder.
-    let out = Command::new(bin).args(["analyze", tmp.path().to_str().unwrap()]).env("SVCCA_LOG", "warn").output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a run folder"));
+    assert_refused(&svcca(&["analyze", tmp.path().to_str().unwrap()]), &["not a run folder"]);
     // An unfinished run: its checkpoints stop before the last step.
     let run = tmp.path().join("run");
-    train(&run, "replay");
+    train(&run, ActivationMode::Replay);
     std::fs::remove_file(run.join("checkpoints/step-00000020.safetensors")).unwrap();
-    let out = Command::new(bin).args(["analyze", run.to_str().unwrap()]).env("SVCCA_LOG", "warn").output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("finish training first"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_refused(&svcca(&["analyze", run.to_str().unwrap()]), &["finish training first"]);
 }
 
 #[test]
 fn run_trains_analyses_and_plots() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("tiny.toml");
-    std::fs::write(&cfg, tiny("replay").replace("steps = 20", "steps = 10").replace("layers = [\"c1\", \"c3\", \"p2\", \"fc1\", \"logits\"]", "layers = [\"c5\", \"fc2\"]")).unwrap();
+    let cfg = common::write_config(tmp.path(), "tiny.toml", &short(ActivationMode::Replay, &["c5", "fc2"]));
     let out_dir = tmp.path().join("out");
-    let bin = env!("CARGO_BIN_EXE_svcca");
-    let args = ["run", cfg.to_str().unwrap(), "--out", out_dir.to_str().unwrap()];
-    let out = Command::new(bin).args(args).env("SVCCA_LOG", "warn").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let args = ["run", &cfg, "--out", out_dir.to_str().unwrap()];
+    let out = svcca(&args);
+    assert!(out.status.success(), "{}", common::stderr(&out));
     for f in ["analysis/to_final.csv", "plots/heatmaps.png", "plots/to_final.svg"] {
         assert!(out_dir.join(f).exists(), "{f}");
     }
     // Rerun: nothing to redo.
-    let out = Command::new(bin).args(args).env("SVCCA_LOG", "warn").output().unwrap();
+    let out = svcca(&args);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("(0 now, 2 already done)"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(common::stdout(&out).contains("(0 now, 2 already done)"), "{}", common::stdout(&out));
 }
 
 #[test]
 fn changed_analysis_settings_reach_the_run_folder_and_are_not_mixed() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("tiny.toml");
-    let text = tiny("replay").replace("steps = 20", "steps = 10").replace("layers = [\"c1\", \"c3\", \"p2\", \"fc1\", \"logits\"]", "layers = [\"fc2\"]");
-    std::fs::write(&cfg, &text).unwrap();
+    let mut c = short(ActivationMode::Replay, &["fc2"]);
+    let cfg = common::write_config(tmp.path(), "tiny.toml", &c);
     let out_dir = tmp.path().join("out");
-    let bin = env!("CARGO_BIN_EXE_svcca");
-    let args = ["run", cfg.to_str().unwrap(), "--out", out_dir.to_str().unwrap()];
-    assert!(Command::new(bin).args(args).env("SVCCA_LOG", "warn").output().unwrap().status.success());
+    let args = ["run", &cfg, "--out", out_dir.to_str().unwrap()];
+    assert!(svcca(&args).status.success());
     // Another probe: training is not redone, the folder's config takes the new value, and
     // the analysis refuses to mix it with the old results.
-    std::fs::write(&cfg, text.replace("probe_size = 64", "probe_size = 32")).unwrap();
-    let out = Command::new(bin).args(args).env("SVCCA_LOG", "warn").output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("other settings") && err.contains("delete"), "{err}");
+    c.analysis.probe_size = 32;
+    common::write_config(tmp.path(), "tiny.toml", &c);
+    assert_refused(&svcca(&args), &["other settings", "delete"]);
     assert!(std::fs::read_to_string(out_dir.join("config.toml")).unwrap().contains("probe_size = 32"));
     std::fs::remove_dir_all(out_dir.join("analysis")).unwrap();
-    let out = Command::new(bin).args(args).env("SVCCA_LOG", "warn").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = svcca(&args);
+    assert!(out.status.success(), "{}", common::stderr(&out));
     let d: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("analysis/dynamics.json")).unwrap()).unwrap();
     assert_eq!(d["settings"]["probe_size"], 32);
 }
@@ -211,8 +188,10 @@ fn changed_analysis_settings_reach_the_run_folder_and_are_not_mixed() {
 #[test]
 fn float16_store_files_are_plain_safetensors() {
     let tmp = tempfile::tempdir().unwrap();
-    let text = tiny("store").replace("steps = 20", "steps = 10").replace("probe_size = 64", "probe_size = 64\ndtype = \"float16\"");
-    svcca::train::train(Config::parse(&text, "tiny.toml", &[]).unwrap(), tmp.path()).unwrap();
+    let mut c = tiny(ActivationMode::Store);
+    c.train.steps = Some(10);
+    c.analysis.dtype = StoreDtype::Float16;
+    svcca::train::train(c, tmp.path()).unwrap();
     // The format a Python reader sees: an 8-byte little-endian header length, a JSON
     // header naming each tensor's dtype, shape and byte range, then the data.
     let bytes = std::fs::read(tmp.path().join("activations/step-00000010.safetensors")).unwrap();
@@ -235,20 +214,22 @@ fn float16_store_files_are_plain_safetensors() {
 #[test]
 fn every_conv_method_and_measure_gives_ones_on_the_final_diagonal() {
     let tmp = tempfile::tempdir().unwrap();
-    let base = tiny("replay").replace("steps = 20", "steps = 10").replace("layers = [\"c1\", \"c3\", \"p2\", \"fc1\", \"logits\"]", "layers = [\"c3\", \"p2\", \"fc1\"]");
+    let base = short(ActivationMode::Replay, &["c3", "p2", "fc1"]);
     let run = tmp.path().join("run");
-    svcca::train::train(Config::parse(&base, "tiny.toml", &[]).unwrap(), &run).unwrap();
-    for (conv, method) in [("flatten", "svcca"), ("avgpool", "svcca"), ("avgpool", "pwcca"), ("flatten", "cka"), ("dft", "cca")] {
-        let text = base.replace("mode = \"replay\"", &format!("mode = \"replay\"\nconv = \"{conv}\"\nmethod = \"{method}\""));
-        let config = Config::parse(&text, "tiny.toml", &[]).unwrap().resolve(512);
+    svcca::train::train(base.clone(), &run).unwrap();
+    use ConvMethod::{Avgpool, Dft, Flatten};
+    for (conv, method) in [(Flatten, Method::Svcca), (Avgpool, Method::Svcca), (Avgpool, Method::Pwcca), (Flatten, Method::Cka), (Dft, Method::Cca)] {
+        let mut config = base.clone();
+        (config.analysis.conv, config.analysis.method) = (conv, method);
+        let config = config.resolve(512);
         std::fs::write(run.join("config.toml"), config.to_toml()).unwrap();
         let _ = std::fs::remove_dir_all(run.join("analysis"));
         let d = svcca::analysis::analyze(&run, None).unwrap().dynamics;
         let last = d.steps.last().unwrap();
         for i in 0..3 {
             let v = last.matrix[i][i].unwrap();
-            assert!((v - 1.0).abs() < 1e-6, "{conv} {method}: {} against itself {v}", d.settings.layers[i]);
+            assert!((v - 1.0).abs() < 1e-6, "{conv:?} {method}: {} against itself {v}", d.settings.layers[i]);
         }
-        assert!(d.steps[0].matrix.iter().flatten().all(|v| v.is_some_and(|v| (0.0..=1.0 + 1e-9).contains(&v))), "{conv} {method}");
+        assert!(d.steps[0].matrix.iter().flatten().all(|v| v.is_some_and(|v| (0.0..=1.0 + 1e-9).contains(&v))), "{conv:?} {method}");
     }
 }

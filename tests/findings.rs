@@ -6,8 +6,8 @@
 
 mod common;
 
+use common::{assert_refused, svcca, Tiny};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use svcca::analysis::compression::{self, LayerSpec, Method as Kept, Reference};
 use svcca::analysis::runs::Run;
 use svcca::analysis::{classes, compare_runs, dimensionality};
@@ -16,45 +16,18 @@ use svcca::similarity::{self, Keep, Method, Options};
 use tch::nn::ModuleT;
 use tch::{Kind, Tensor};
 
-fn tiny(keep: f64, arch: &str, layers: &str) -> String {
-    format!(
-        r#"
-[data]
-dataset = "synthetic"
-train_size = 512
-test_size = 200
-crop_padding = 0
-flip = false
-
-[model]
-arch = "{arch}"
-width = 4
-fc1 = 16
-fc2 = 8
-
-[train]
-device = "cpu"
-threads = 1
-batch_size = 32
-steps = 20
-lr = 0.05
-eval_every = 10
-
-[checkpoints]
-every = 10
-
-[analysis]
-probe_size = 160
-keep = {keep}
-layers = [{layers}]
-"#
-    )
+/// 20 steps of a narrow convnet, analysed on a probe of 160 keeping `keep` of the
+/// variance, at `layers`.
+fn tiny(keep: f64, layers: &[&str]) -> Config {
+    let mut c = Tiny { test_size: 200, width: 4, fc1: 16, fc2: 8, steps: 20, probe_size: Some(160), ..Tiny::default() }.config();
+    c.analysis.keep = keep;
+    c.analysis.layers = Some(layers.iter().map(|l| l.to_string()).collect());
+    c
 }
 
-const LAYERS: &str = r#""c1", "c3", "p2", "fc1", "bn4", "logits""#;
+const LAYERS: &[&str] = &["c1", "c3", "p2", "fc1", "bn4", "logits"];
 
-fn train(dir: &Path, text: &str) -> PathBuf {
-    let config = Config::parse(text, "tiny.toml", &[]).unwrap();
+fn train(dir: &Path, config: Config) -> PathBuf {
     svcca::train::train(config, dir).unwrap();
     dir.to_path_buf()
 }
@@ -66,7 +39,7 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
 #[test]
 fn compression_all_directions_change_nothing_and_none_give_chance() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = train(&tmp.path().join("run"), &tiny(1.0, "convnet", LAYERS));
+    let dir = train(&tmp.path().join("run"), tiny(1.0, LAYERS));
     let run = Run::open(&dir, None).unwrap();
     let layers = ["c3".to_string(), "fc1".to_string()];
     let fitted = compression::fit(&run, &layers, None, 1.0).unwrap();
@@ -146,7 +119,7 @@ fn compression_all_directions_change_nothing_and_none_give_chance() {
 #[test]
 fn class_sensitivity_of_the_logits_to_their_own_logit_is_one() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = train(&tmp.path().join("run"), &tiny(1.0, "convnet", LAYERS));
+    let dir = train(&tmp.path().join("run"), tiny(1.0, LAYERS));
     let c = classes::classes(&dir, "0,3,9", None).unwrap();
     assert_eq!(c.settings.classes, [0, 3, 9]);
     let steps: Vec<u64> = c.steps.iter().map(|s| s.step).collect();
@@ -229,8 +202,8 @@ fn directions_are_the_svcca_ones() {
 #[test]
 fn compare_runs_with_itself_and_across_architectures() {
     let tmp = tempfile::tempdir().unwrap();
-    let a = train(&tmp.path().join("a"), &tiny(0.99, "convnet", LAYERS));
-    let b = train(&tmp.path().join("b"), &tiny(0.99, "convnet", r#""c1", "fc1", "logits""#));
+    let a = train(&tmp.path().join("a"), tiny(0.99, LAYERS));
+    let b = train(&tmp.path().join("b"), tiny(0.99, &["c1", "fc1", "logits"]));
     let out = tmp.path().join("self");
     let c = compare_runs::compare_runs(&[a.clone(), a.clone(), a.clone()], &out, None).unwrap();
     assert_eq!(c.pairs.len(), 3);
@@ -264,34 +237,20 @@ fn compare_runs_with_itself_and_across_architectures() {
     assert!(std::fs::read(&pngs[0]).unwrap().starts_with(b"\x89PNG"));
 }
 
-fn svcca_bin(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_svcca")).args(args).output().unwrap()
-}
-
 #[test]
 fn cli_analyses_and_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = train(&tmp.path().join("run"), &tiny(0.99, "convnet", LAYERS));
+    let dir = train(&tmp.path().join("run"), tiny(0.99, LAYERS));
     let d = dir.to_str().unwrap();
-    let out = svcca_bin(&["analyze", d, "--compression", "fc9"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("'fc9'") && err.contains("c1 c2 bn1 p1"), "{err}");
-    let out = svcca_bin(&["analyze", d, "--compression", "fc1:1.5"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("(0, 1]"));
-    let out = svcca_bin(&["analyze", d, "--classes", "3,x"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("'x'"));
-    let out = svcca_bin(&["analyze", d, "--against", "logits"]);
-    assert_eq!(out.status.code(), Some(2), "--against needs --compression");
-    let out = svcca_bin(&["compare-runs", d]);
-    assert_eq!(out.status.code(), Some(2));
-    let out = svcca_bin(&["compare-runs", d, tmp.path().to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a run folder"));
+    assert_refused(&svcca(&["analyze", d, "--compression", "fc9"]), &["'fc9'", "c1 c2 bn1 p1"]);
+    assert_refused(&svcca(&["analyze", d, "--compression", "fc1:1.5"]), &["(0, 1]"]);
+    assert_refused(&svcca(&["analyze", d, "--classes", "3,x"]), &["'x'"]);
+    // --against needs --compression.
+    assert_refused(&svcca(&["analyze", d, "--against", "logits"]), &[]);
+    assert_refused(&svcca(&["compare-runs", d]), &[]);
+    assert_refused(&svcca(&["compare-runs", d, tmp.path().to_str().unwrap()]), &["not a run folder"]);
 
-    let out = svcca_bin(&["analyze", d, "--dimensionality", "--compression", "fc1:0.25,logits"]);
+    let out = svcca(&["analyze", d, "--dimensionality", "--compression", "fc1:0.25,logits"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("smallest k within 1 point") && text.contains("fc1:"), "{text}");

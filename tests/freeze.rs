@@ -6,35 +6,19 @@
 
 mod common;
 
+use common::{assert_refused, svcca};
 use std::collections::HashMap;
 use std::path::Path;
-use svcca::config::Config;
+use svcca::config::{Config, FreezeAt, FreezeSchedule};
 use tch::Tensor;
 
-fn tiny(extra: &str) -> Config {
-    let training = common::TINY_FREEZE_TRAINING;
-    let text = format!(
-        r#"
-{training}
-
-[freeze]
-schedule = "explicit"
-{extra}
-[[freeze.at]]
-layer = "c1"
-step = 10
-[[freeze.at]]
-layer = "c2"
-step = 10
-[[freeze.at]]
-layer = "bn1"
-step = 10
-[[freeze.at]]
-layer = "c3"
-fraction = 0.6667
-"#
-    );
-    Config::parse(&text, "freeze.toml", &[]).unwrap()
+/// The tiny run with an explicit schedule: c1, c2, bn1 frozen at step 10, c3 at 2/3.
+fn tiny() -> Config {
+    let at = |layer: &str, step: Option<u64>, fraction: Option<f64>| FreezeAt { layer: layer.into(), step, fraction };
+    let mut c = common::tiny();
+    c.freeze.schedule = FreezeSchedule::Explicit;
+    c.freeze.at = vec![at("c1", Some(10), None), at("c2", Some(10), None), at("bn1", Some(10), None), at("c3", None, Some(0.6667))];
+    c
 }
 
 fn ckpt(dir: &Path, step: u64) -> HashMap<String, Tensor> {
@@ -49,7 +33,7 @@ fn same(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>, name: &str) ->
 #[test]
 fn frozen_layers_stay_put_and_the_rest_trains() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = svcca::train::train(tiny(""), tmp.path()).unwrap();
+    let s = svcca::train::train(tiny(), tmp.path()).unwrap();
     assert!(s.backward_saved > 0.0 && s.backward_saved < 1.0, "{}", s.backward_saved);
     let (c0, c10, c20, c30) = (ckpt(tmp.path(), 0), ckpt(tmp.path(), 10), ckpt(tmp.path(), 20), ckpt(tmp.path(), 30));
     for n in ["model.c1.weight", "model.c1.bias", "model.c2.weight", "model.bn1.weight", "model.bn1.bias"] {
@@ -76,7 +60,8 @@ fn frozen_layers_stay_put_and_the_rest_trains() {
 #[test]
 fn frozen_batch_norm_can_keep_updating_its_statistics() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut c = tiny("freeze_bn_stats = false");
+    let mut c = tiny();
+    c.freeze.freeze_bn_stats = false;
     c.train.steps = Some(20);
     svcca::train::train(c, tmp.path()).unwrap();
     let (c10, c20) = (ckpt(tmp.path(), 10), ckpt(tmp.path(), 20));
@@ -88,14 +73,14 @@ fn frozen_batch_norm_can_keep_updating_its_statistics() {
 fn resumed_mid_schedule_equals_uninterrupted() {
     let tmp = tempfile::tempdir().unwrap();
     let (straight, resumed) = (tmp.path().join("a"), tmp.path().join("b"));
-    svcca::train::train(tiny(""), &straight).unwrap();
-    svcca::train::train(tiny(""), &resumed).unwrap();
+    svcca::train::train(tiny(), &straight).unwrap();
+    svcca::train::train(tiny(), &resumed).unwrap();
     // As if killed after the step-10 checkpoint, before c3's freeze at step 20.
     for s in [20, 30] {
         std::fs::remove_file(resumed.join("checkpoints").join(format!("step-{s:08}.safetensors"))).unwrap();
     }
     std::fs::remove_file(resumed.join("freeze.csv")).unwrap();
-    let s = svcca::train::train(tiny(""), &resumed).unwrap();
+    let s = svcca::train::train(tiny(), &resumed).unwrap();
     assert_eq!(s.resumed_from, Some(10));
     let (a, b) = (ckpt(&straight, 30), ckpt(&resumed, 30));
     assert_eq!(a.len(), b.len());
@@ -110,7 +95,7 @@ fn resumed_mid_schedule_equals_uninterrupted() {
 
 #[test]
 fn backward_stops_at_the_first_trainable_layer() {
-    let c = tiny("");
+    let c = tiny();
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let net = svcca::model::build(&vs.root(), &c.model, [3, 32, 32], 10).unwrap();
     let x = Tensor::randn([4, 3, 32, 32], (tch::Kind::Float, tch::Device::Cpu));
@@ -132,7 +117,7 @@ fn bad_schedules_are_refused() {
     assert!(e.contains("freeze.start"), "{e}");
     let e = Config::parse("[freeze]\nschedule = \"explicit\"\n", "x.toml", &[]).unwrap_err().to_string();
     assert!(e.contains("freeze.at"), "{e}");
-    let mut c = tiny("");
+    let mut c = tiny();
     c.freeze.at[0].layer = "c9".into();
     let tmp = tempfile::tempdir().unwrap();
     let e = svcca::train::train(c, tmp.path()).unwrap_err().to_string();
@@ -142,7 +127,7 @@ fn bad_schedules_are_refused() {
 #[test]
 fn experiment_compares_base_and_freeze_over_seeds() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut c = tiny("");
+    let mut c = tiny();
     c.train.steps = Some(20);
     c.checkpoints.every = 20;
     let s = svcca::experiment::freeze(c.clone(), &[0, 1], tmp.path()).unwrap();
@@ -171,35 +156,27 @@ fn experiment_compares_base_and_freeze_over_seeds() {
 #[test]
 fn cli_refuses_a_config_without_a_schedule() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("plain.toml");
-    std::fs::write(&cfg, "[train]\ndevice = \"cpu\"\nsteps = 2\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_svcca"))
-        .args(["experiment", "freeze", cfg.to_str().unwrap(), "--seeds", "2", "--out", tmp.path().join("o").to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("freeze.schedule"));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_svcca")).args(["experiment", "freeze", "x.toml", "--seeds", "0"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    let mut plain = Config::default();
+    plain.train.device = svcca::device::DeviceChoice::Cpu;
+    plain.train.steps = Some(2);
+    let cfg = common::write_config(tmp.path(), "plain.toml", &plain);
+    let out = svcca(&["experiment", "freeze", &cfg, "--seeds", "2", "--out", tmp.path().join("o").to_str().unwrap()]);
+    assert_refused(&out, &["freeze.schedule"]);
+    assert_refused(&svcca(&["experiment", "freeze", "x.toml", "--seeds", "0"]), &[]);
 }
 
 #[test]
 fn cli_refuses_duplicate_seeds() {
     // A repeated seed would be one run counted twice (and a standard deviation of 0).
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("freeze.toml");
-    std::fs::write(&cfg, format!("{}\n[freeze]\nschedule = \"linear\"\n", common::TINY_FREEZE_TRAINING)).unwrap();
+    let mut c = common::tiny();
+    c.freeze.schedule = FreezeSchedule::Linear;
+    let cfg = common::write_config(tmp.path(), "freeze.toml", &c);
     let out_dir = tmp.path().join("o");
     for seeds in ["0,0", "3, 1, 3"] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_svcca"))
-            .args(["experiment", "freeze", cfg.to_str().unwrap(), "--seeds", seeds, "--out", out_dir.to_str().unwrap()])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        let out = svcca(&["experiment", "freeze", &cfg, "--seeds", seeds, "--out", out_dir.to_str().unwrap()]);
         let dup = seeds.split(',').next().unwrap();
-        assert!(stderr.contains(&format!("seed {dup} is given twice")), "{stderr}");
-        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_refused(&out, &[&format!("seed {dup} is given twice")]);
         assert!(!out_dir.exists(), "nothing is trained");
     }
 }

@@ -7,26 +7,21 @@
 
 mod common;
 
+use common::{assert_refused, svcca};
 use std::collections::HashMap;
 use std::path::Path;
-use svcca::config::Config;
+use svcca::config::{Config, FreezeSchedule};
 use tch::{Device, Tensor};
 
-fn tiny(freeze: &str) -> Config {
-    let training = common::TINY_FREEZE_TRAINING;
-    let text = format!(
-        r#"
-{training}
-
-[analysis]
-probe_size = 64
-
-[freeze]
-schedule = "adaptive"
-{freeze}
-"#
-    );
-    Config::parse(&text, "adaptive.toml", &[]).unwrap()
+/// The tiny run (a probe of 64) with the adaptive schedule at `threshold`, checking every
+/// `check_every` steps.
+fn tiny(threshold: f64, check_every: u64) -> Config {
+    let mut c = common::tiny();
+    c.analysis.probe_size = 64;
+    c.freeze.schedule = FreezeSchedule::Adaptive;
+    c.freeze.threshold = threshold;
+    c.freeze.check_every = Some(check_every);
+    c
 }
 
 fn ckpt(dir: &Path, step: u64) -> HashMap<String, Tensor> {
@@ -54,7 +49,7 @@ fn checks(dir: &Path) -> Vec<(u64, String, Option<f64>, String)> {
 #[test]
 fn threshold_zero_freezes_one_group_per_check_from_the_bottom() {
     let tmp = tempfile::tempdir().unwrap();
-    let c = tiny("threshold = 0.0\ncheck_every = 5");
+    let c = tiny(0.0, 5);
     let s = svcca::train::train(c.clone(), tmp.path()).unwrap();
     // Checks at 5, 10, ..., 25; one group each: c1, c2, bn1 with the pool above it, c3, c4.
     assert_eq!(
@@ -100,7 +95,9 @@ fn threshold_zero_freezes_one_group_per_check_from_the_bottom() {
 fn start_and_end_bound_the_schedule() {
     let tmp = tempfile::tempdir().unwrap();
     // Freezing from step 15 on; no check from step 21 (0.7 of 30) on.
-    svcca::train::train(tiny("threshold = 0.0\ncheck_every = 5\nstart = 0.5\nend = 0.7"), tmp.path()).unwrap();
+    let mut c = tiny(0.0, 5);
+    (c.freeze.start, c.freeze.end) = (0.5, 0.7);
+    svcca::train::train(c, tmp.path()).unwrap();
     let trace: Vec<(u64, String, String)> = checks(tmp.path()).into_iter().map(|(s, l, _, d)| (s, l, d)).collect();
     let expect = [(5, "c1", "early"), (10, "c1", "early"), (15, "c1", "froze"), (20, "c2", "froze")];
     assert_eq!(trace, expect.map(|(s, l, d)| (s, l.to_string(), d.to_string())));
@@ -112,7 +109,7 @@ fn start_and_end_bound_the_schedule() {
 /// each decision from the similarity, `freeze.csv` from the decisions. Returns the trace.
 fn checked_run(threshold: f64) -> Vec<(u64, String, Option<f64>, String)> {
     let tmp = tempfile::tempdir().unwrap();
-    let mut c = tiny(&format!("threshold = {threshold:?}\ncheck_every = 10"));
+    let mut c = tiny(threshold, 10);
     c.train.steps = Some(60);
     svcca::train::train(c.clone(), tmp.path()).unwrap();
     let trace = checks(tmp.path());
@@ -178,13 +175,14 @@ fn resumed_mid_schedule_equals_uninterrupted() {
     // layer frozen at every check (threshold 0), or the same layer judged again and again
     // (threshold 1: a layer that trains never reaches similarity 1). Both hold on any
     // machine, so the resume is tested mid-schedule whatever the float trajectory.
-    for bn in ["true", "false"] {
-        for (threshold, decision) in [("0.0", "froze"), ("1.0", "below")] {
-            let what = format!("bn {bn}, threshold {threshold}");
+    for bn in [true, false] {
+        for (threshold, decision) in [(0.0, "froze"), (1.0, "below")] {
+            let what = format!("bn {bn}, threshold {threshold:?}");
             let tmp = tempfile::tempdir().unwrap();
             let (straight, resumed) = (tmp.path().join("a"), tmp.path().join("b"));
             let config = || {
-                let mut c = tiny(&format!("threshold = {threshold}\ncheck_every = 5\nfreeze_bn_stats = {bn}"));
+                let mut c = tiny(threshold, 5);
+                c.freeze.freeze_bn_stats = bn;
                 c.train.steps = Some(50);
                 c
             };
@@ -210,7 +208,7 @@ fn resumed_mid_schedule_equals_uninterrupted() {
             for f in ["freeze.csv", "freeze_checks.csv"] {
                 assert_eq!(read(&straight, f), read(&resumed, f), "{what}: {f}");
             }
-            if bn == "true" && decision == "froze" {
+            if bn && decision == "froze" {
                 // Without freeze.csv the decisions before the checkpoint are lost: refused.
                 std::fs::remove_file(resumed.join("checkpoints").join("step-00000050.safetensors")).unwrap();
                 std::fs::remove_file(resumed.join("freeze.csv")).unwrap();
@@ -244,14 +242,14 @@ fn bad_settings_are_refused_naming_the_key() {
 
     // Through the CLI: exit status 2, the key named, no run folder made.
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("bad.toml");
-    std::fs::write(&cfg, "[train]\ndevice = \"cpu\"\nsteps = 2\n\n[freeze]\nschedule = \"adaptive\"\nthreshold = 2\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_svcca"))
-        .args(["train", cfg.to_str().unwrap(), "--out", tmp.path().join("run").to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("freeze.threshold"));
+    let mut bad = Config::default();
+    bad.train.device = svcca::device::DeviceChoice::Cpu;
+    bad.train.steps = Some(2);
+    bad.freeze.schedule = FreezeSchedule::Adaptive;
+    bad.freeze.threshold = 2.0;
+    let cfg = common::write_config(tmp.path(), "bad.toml", &bad);
+    let out = svcca(&["train", &cfg, "--out", tmp.path().join("run").to_str().unwrap()]);
+    assert_refused(&out, &["freeze.threshold"]);
     assert!(!tmp.path().join("run").exists());
 }
 
@@ -265,7 +263,7 @@ fn ready_adaptive_config_parses() {
 #[test]
 fn experiment_runs_the_adaptive_schedule() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut c = tiny("threshold = 0.0\ncheck_every = 5");
+    let mut c = tiny(0.0, 5);
     c.train.steps = Some(20);
     c.checkpoints.every = 20;
     let s = svcca::experiment::freeze(c, &[0], tmp.path()).unwrap();

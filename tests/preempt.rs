@@ -3,42 +3,28 @@
 //! weights and metrics as an uninterrupted run; an analysis split into shards and merged
 //! gives the same tables as an unsharded one.
 
+mod common;
+
+use common::{assert_refused, svcca, svcca_command, Tiny};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use svcca::config::{Config, FreezeSchedule};
+use svcca::device::DeviceChoice;
+use svcca::similarity::ConvMethod;
 
-const BIN: &str = env!("CARGO_BIN_EXE_svcca");
-
-/// Tiny, but long enough (a few seconds) for a signal to land mid-run.
-const CONFIG: &str = r#"
-[data]
-dataset = "synthetic"
-train_size = 1000
-test_size = 200
-crop_padding = 0
-flip = false
-[model]
-width = 4
-fc1 = 16
-fc2 = 16
-[train]
-batch_size = 64
-steps = 300
-lr = 0.05
-eval_every = 20
-threads = 1
-[checkpoints]
-every = 50
-[freeze]
-schedule = "linear"
-[analysis]
-probe_size = 100
-conv = "avgpool"
-layers = ["c1", "c3", "fc1", "logits"]
-"#;
-
-fn svcca(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).output().unwrap()
+/// Tiny, but long enough (a few seconds) for a signal to land mid-run: 300 steps with
+/// the linear freeze schedule, on the default device.
+fn config() -> Config {
+    let mut c = Tiny {
+        train_size: 1000, test_size: 200, width: 4, fc1: 16, fc2: 16, batch_size: 64, steps: 300,
+        eval_every: 20, every: 50, probe_size: Some(100), ..Tiny::default()
+    }.config();
+    c.train.device = DeviceChoice::Auto;
+    c.freeze.schedule = FreezeSchedule::Linear;
+    c.analysis.conv = ConvMethod::Avgpool;
+    c.analysis.layers = Some(["c1", "c3", "fc1", "logits"].map(String::from).to_vec());
+    c
 }
 
 fn checkpoints(run: &Path) -> Vec<u64> {
@@ -87,13 +73,12 @@ fn wait_for(path: &Path, limit: Duration) {
 #[test]
 fn signal_checkpoint_resume_equals_uninterrupted_and_shards_merge() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("tiny.toml");
-    std::fs::write(&config, CONFIG).unwrap();
-    let cfg = config.to_str().unwrap();
+    let cfg = common::write_config(dir.path(), "tiny.toml", &config());
+    let cfg = cfg.as_str();
     let (a, b): (PathBuf, PathBuf) = (dir.path().join("a"), dir.path().join("b"));
 
     // Interrupted: SIGUSR1 once the step-50 checkpoint exists.
-    let child = Command::new(BIN).args(["train", cfg, "--out", a.to_str().unwrap()]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = svcca_command(&["train", cfg, "--out", a.to_str().unwrap()]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     wait_for(&a.join("checkpoints/step-00000050.safetensors"), Duration::from_secs(60));
     std::thread::sleep(Duration::from_millis(150));
     assert!(Command::new("kill").args(["-USR1", &child.id().to_string()]).status().unwrap().success());
@@ -128,9 +113,8 @@ fn signal_checkpoint_resume_equals_uninterrupted_and_shards_merge() {
     let out = svcca(&["analyze", run, "--shard", "0/3", "--no-plots"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!a.join("analysis/to_final.csv").exists(), "merged before all shards ran");
-    let out = svcca(&["analyze", run, "--merge"]);
-    assert_eq!(out.status.code(), Some(2), "a merge with shards missing is refused");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not done yet"));
+    // A merge with shards missing is refused.
+    assert_refused(&svcca(&["analyze", run, "--merge"]), &["not done yet"]);
     for shard in ["2/3", "1/3"] {
         let out = svcca(&["analyze", run, "--shard", shard, "--no-plots"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -155,19 +139,21 @@ fn signal_checkpoint_resume_equals_uninterrupted_and_shards_merge() {
 #[test]
 fn signal_between_adaptive_checks_resumes_the_schedule_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("adaptive.toml");
     // Threshold 0: one group freezes at every check (50, 100, ...), so the run stops
     // with some layers frozen and a candidate whose reference is from step 50 or later.
-    let text = CONFIG.replace("schedule = \"linear\"", "schedule = \"adaptive\"\nthreshold = 0.0\ncheck_every = 50");
-    std::fs::write(&config, text).unwrap();
-    let cfg = config.to_str().unwrap();
+    let mut c = config();
+    c.freeze.schedule = FreezeSchedule::Adaptive;
+    c.freeze.threshold = 0.0;
+    c.freeze.check_every = Some(50);
+    let cfg = common::write_config(dir.path(), "adaptive.toml", &c);
+    let cfg = cfg.as_str();
     let b = dir.path().join("uninterrupted");
     assert!(svcca(&["train", cfg, "--out", b.to_str().unwrap()]).status.success());
 
     // The signal must land between checks (not on a multiple of 50): retry the rare miss.
     for attempt in 0..3 {
         let a = dir.path().join(format!("stopped-{attempt}"));
-        let child = Command::new(BIN).args(["train", cfg, "--out", a.to_str().unwrap()]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let child = svcca_command(&["train", cfg, "--out", a.to_str().unwrap()]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         wait_for(&a.join("checkpoints/step-00000050.safetensors"), Duration::from_secs(60));
         std::thread::sleep(Duration::from_millis(150));
         assert!(Command::new("kill").args(["-USR1", &child.id().to_string()]).status().unwrap().success());

@@ -7,39 +7,19 @@
 
 mod common;
 
-use common::{assert_refused, snapshot, svcca};
+use common::{assert_refused, snapshot, svcca, svcca_command, write_config, Tiny, BIN};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use svcca::config::{ActivationMode, Config, FreezeAt, FreezeSchedule};
 
-const CONFIG: &str = r#"[data]
-dataset = "synthetic"
-train_size = 256
-test_size = 64
-
-[model]
-width = 4
-fc1 = 16
-fc2 = 8
-
-[train]
-device = "cpu"
-threads = 1
-batch_size = 16
-steps = 20
-eval_every = 10
-
-[checkpoints]
-every = 10
-
-[analysis]
-probe_size = 32
-"#;
-
-fn write_config(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
+/// 20 steps of a narrow convnet, 16 images a batch (augmented, the default lr), a
+/// checkpoint every 10, a probe of 32.
+fn config() -> Config {
+    Tiny {
+        train_size: 256, test_size: 64, crop_padding: 4, flip: true, width: 4, fc1: 16, fc2: 8, batch_size: 16,
+        steps: 20, lr: 0.1, probe_size: Some(32), ..Tiny::default()
+    }.config()
 }
 
 fn s(p: &Path) -> &str {
@@ -54,11 +34,11 @@ fn ok(out: &std::process::Output) {
 fn a_second_process_is_refused_naming_the_first() {
     let tmp = tempfile::tempdir().unwrap();
     // Long enough to be still training whenever the second process comes.
-    let cfg = write_config(tmp.path(), "long.toml", &CONFIG.replace("steps = 20", "steps = 1000000"));
+    let mut long = config();
+    long.train.steps = Some(1_000_000);
+    let cfg = write_config(tmp.path(), "long.toml", &long);
     let run = tmp.path().join("run");
-    let mut first = Command::new(env!("CARGO_BIN_EXE_svcca"))
-        .args(["train", &cfg, "--out", s(&run)])
-        .env("SVCCA_LOG", "warn")
+    let mut first = svcca_command(&["train", &cfg, "--out", s(&run)])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -93,7 +73,7 @@ fn a_second_process_is_refused_naming_the_first() {
 #[test]
 fn a_changed_analysis_mode_is_refused_once_training_began() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = write_config(tmp.path(), "c.toml", CONFIG);
+    let cfg = write_config(tmp.path(), "c.toml", &config());
     let run = tmp.path().join("run");
     ok(&svcca(&["run", &cfg, "--out", s(&run)]));
     let before = snapshot(&run);
@@ -105,7 +85,9 @@ fn a_changed_analysis_mode_is_refused_once_training_began() {
 
     // In store mode, what is recorded cannot change either.
     let stored = tmp.path().join("stored");
-    let store_cfg = write_config(tmp.path(), "s.toml", &format!("{CONFIG}mode = \"store\"\n"));
+    let mut store = config();
+    store.analysis.mode = ActivationMode::Store;
+    let store_cfg = write_config(tmp.path(), "s.toml", &store);
     ok(&svcca(&["train", &store_cfg, "--out", s(&stored), "--set", "train.steps=10"]));
     let out = svcca(&["train", &store_cfg, "--out", s(&stored), "--set", "train.steps=10", "--set", "analysis.probe_size=40"]);
     assert_refused(&out, &["analysis.probe_size: 32 vs 40"]);
@@ -120,7 +102,7 @@ fn a_changed_analysis_mode_is_refused_once_training_began() {
 #[test]
 fn a_folder_without_its_config_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = write_config(tmp.path(), "c.toml", CONFIG);
+    let cfg = write_config(tmp.path(), "c.toml", &config());
     let run = tmp.path().join("run");
     ok(&svcca(&["train", &cfg, "--out", s(&run), "--set", "train.steps=10"]));
     std::fs::remove_file(run.join("config.toml")).unwrap();
@@ -135,16 +117,16 @@ fn a_folder_without_its_config_is_refused() {
 fn config_errors_known_before_training_leave_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
+    let at = |layer: &str, step: u64| FreezeAt { layer: layer.into(), step: Some(step), fraction: None };
     let cases = [
-        ("[freeze]\nschedule = \"explicit\"\n[[freeze.at]]\nlayer = \"c9\"\nstep = 5\n", vec!["freeze.at", "'c9'", "c1 c2"]),
-        (
-            "[freeze]\nschedule = \"explicit\"\n[[freeze.at]]\nlayer = \"c1\"\nstep = 10\n[[freeze.at]]\nlayer = \"c2\"\nstep = 5\n",
-            vec!["freeze.at", "bottom-up"],
-        ),
-        ("[freeze]\nschedule = \"explicit\"\n[[freeze.at]]\nlayer = \"c1\"\nstep = 500\n", vec!["freeze.at", "step 500", "20 steps"]),
+        ("c9 at step 5", vec![at("c9", 5)], vec!["freeze.at", "'c9'", "c1 c2"]),
+        ("c1 at 10, c2 at 5", vec![at("c1", 10), at("c2", 5)], vec!["freeze.at", "bottom-up"]),
+        ("c1 at step 500", vec![at("c1", 500)], vec!["freeze.at", "step 500", "20 steps"]),
     ];
-    for (extra, needles) in &cases {
-        let cfg = write_config(tmp.path(), "bad.toml", &format!("{CONFIG}{extra}"));
+    for (extra, schedule, needles) in &cases {
+        let mut c = config();
+        (c.freeze.schedule, c.freeze.at) = (FreezeSchedule::Explicit, schedule.clone());
+        let cfg = write_config(tmp.path(), "bad.toml", &c);
         assert_refused(&svcca(&["train", &cfg, "--out", s(&run)]), needles);
         assert!(!run.exists(), "{extra}: the run folder was made");
         // The experiment checks its freeze variant before its first (base) run.
@@ -152,17 +134,19 @@ fn config_errors_known_before_training_leave_nothing() {
         assert_refused(&svcca(&["experiment", "freeze", &cfg, "--seeds", "1", "--out", s(&exp)]), needles);
         assert!(!exp.exists(), "{extra}: the experiment folder was made");
     }
-    let cfg = write_config(tmp.path(), "layers.toml", &CONFIG.replace("probe_size = 32", "probe_size = 32\nlayers = [\"c1\", \"c99\"]"));
+    let mut layers = config();
+    layers.analysis.layers = Some(vec!["c1".into(), "c99".into()]);
+    let cfg = write_config(tmp.path(), "layers.toml", &layers);
     assert_refused(&svcca(&["run", &cfg, "--out", s(&run)]), &["analysis.layers", "'c99'", "c1 c2"]);
     assert!(!run.exists());
     // The corrected config then trains in that folder.
-    ok(&svcca(&["train", &write_config(tmp.path(), "good.toml", CONFIG), "--out", s(&run)]));
+    ok(&svcca(&["train", &write_config(tmp.path(), "good.toml", &config()), "--out", s(&run)]));
 }
 
 #[test]
 fn a_finished_run_is_read_without_writing() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = write_config(tmp.path(), "c.toml", CONFIG);
+    let cfg = write_config(tmp.path(), "c.toml", &config());
     let run = tmp.path().join("run");
     ok(&svcca(&["run", &cfg, "--out", s(&run)]));
     let before = snapshot(&run);
@@ -183,7 +167,7 @@ fn a_finished_run_is_read_without_writing() {
     open_to_others(tmp.path());
     let as_nobody = |args: &[&str]| {
         Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_svcca")])
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
             .args(args)
             .env("SVCCA_LOG", "warn")
             .output()
@@ -212,7 +196,7 @@ fn open_to_others(dir: &Path) {
 #[test]
 fn temporaries_of_a_killed_writer_are_removed_on_start() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = write_config(tmp.path(), "c.toml", CONFIG);
+    let cfg = write_config(tmp.path(), "c.toml", &config());
     let run = tmp.path().join("run");
     ok(&svcca(&["train", &cfg, "--out", s(&run), "--set", "train.steps=10"]));
     // What a kill during a checkpoint or table write leaves (this version's names and
@@ -235,11 +219,11 @@ fn temporaries_of_a_killed_writer_are_removed_on_start() {
 fn results_are_readable_as_the_umask_allows() {
     use std::os::unix::fs::PermissionsExt;
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = write_config(tmp.path(), "c.toml", CONFIG);
+    let cfg = write_config(tmp.path(), "c.toml", &config());
     for (umask, mode) in [("002", 0o664), ("022", 0o644), ("077", 0o600)] {
         let run = tmp.path().join(format!("run-{umask}"));
         let out = Command::new("sh")
-            .args(["-c", &format!("umask {umask} && exec \"$0\" run \"$1\" --out \"$2\"", umask = umask), env!("CARGO_BIN_EXE_svcca"), &cfg, s(&run)])
+            .args(["-c", &format!("umask {umask} && exec \"$0\" run \"$1\" --out \"$2\"", umask = umask), BIN, &cfg, s(&run)])
             .env("SVCCA_LOG", "warn")
             .output()
             .unwrap();

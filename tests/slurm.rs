@@ -9,44 +9,38 @@
 //! Without a cluster the test fails and says how to start one; SVCCA_SKIP_SLURM=1 skips it
 //! (for machines where the cluster cannot run, e.g. without root).
 
+mod common;
+
+use common::{Tiny, BIN};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use svcca::config::FreezeSchedule;
+use svcca::device::DeviceChoice;
+use svcca::similarity::ConvMethod;
 
-const BIN: &str = env!("CARGO_BIN_EXE_svcca");
-
-const CONFIG: &str = r#"
-[data]
-dataset = "synthetic"
-train_size = 1000
-test_size = 200
-crop_padding = 0
-flip = false
-[model]
-width = 4
-fc1 = 16
-fc2 = 16
-[train]
-batch_size = 64
-steps = 300
-lr = 0.05
-eval_every = 50
-threads = 1
-[checkpoints]
-every = 50
-[freeze]
-schedule = "linear"
-[analysis]
-probe_size = 100
-conv = "avgpool"
-layers = ["c1", "c3", "fc1", "logits"]
+/// 300 steps on the default device (the linear freeze schedule), swept over 2 seeds x
+/// {normal, freeze}.
+fn sweep_config() -> String {
+    let mut c = Tiny {
+        train_size: 1000, test_size: 200, width: 4, fc1: 16, fc2: 16, batch_size: 64, steps: 300,
+        eval_every: 50, every: 50, probe_size: Some(100), ..Tiny::default()
+    }.config();
+    c.train.device = DeviceChoice::Auto;
+    c.freeze.schedule = FreezeSchedule::Linear;
+    c.analysis.conv = ConvMethod::Avgpool;
+    c.analysis.layers = Some(["c1", "c3", "fc1", "logits"].map(String::from).to_vec());
+    // `[sweep]` is TOML only (a variant's config has none).
+    common::to_toml(&c)
+        + r#"
 [sweep]
 train.seed = [0, 1]
 freeze.schedule = ["none", "linear"]
 [sweep.slurm]
 cpus_per_task = 1
 max_parallel = 2
-"#;
+"#
+}
 
 fn run(cmd: &str, args: &[&str]) -> (bool, String) {
     match Command::new(cmd).args(args).output() {
@@ -103,7 +97,7 @@ fn sweep_on_slurm_preempted_requeued_resumed_sharded_reported() {
     );
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sweep.toml");
-    std::fs::write(&config, CONFIG).unwrap();
+    std::fs::write(&config, sweep_config()).unwrap();
     let cfg = config.to_str().unwrap();
     let out = dir.path().join("sweep");
     let out_s = out.to_str().unwrap();

@@ -2,39 +2,19 @@
 //! line and key; a run killed mid-way and resumed ends bitwise equal to one that was not;
 //! a run folder of another config is refused; the fetch checks its download.
 
+mod common;
+
+use common::{assert_refused, stderr, svcca, svcca_command, svcca_env, write_config, write_file as write, Tiny};
 use md5::{Digest, Md5};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
+use svcca::config::{Config, DatasetName, Schedule};
 use tch::Tensor;
 
-fn svcca(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_svcca")).args(args).env("SVCCA_LOG", "warn").output().expect("the svcca binary runs")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Status 2 and one `error:` line containing every one of `needles`.
-fn assert_refused(out: &Output, needles: &[&str]) {
-    let err = stderr(out);
-    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(lines.len(), 1, "stderr: {err}");
-    for n in needles {
-        assert!(lines[0].contains(n), "'{}' lacks '{n}'", lines[0]);
-    }
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
-}
-
+/// The config the error messages below point into (file:line:key): kept as TOML.
 const BASE: &str = r#"[data]
 dataset = "synthetic"
 train_size = 256
@@ -85,30 +65,21 @@ fn config_errors_name_file_line_and_key() {
     assert_refused(&svcca(&["train", &big, "--out", &run]), &["train.batch_size", "1000", "256"]);
 }
 
-const RESUMABLE: &str = r#"[data]
-dataset = "synthetic"
-train_size = 512
-test_size = 64
-crop_padding = 2
-flip = true
+/// 400 steps (augmented, with a warm-up): long enough to be killed mid-run.
+fn resumable() -> Config {
+    let mut c = Tiny { test_size: 64, crop_padding: 2, flip: true, steps: 400, eval_every: 25, every: 20, ..Tiny::default() }.config();
+    c.train.warmup_steps = 10;
+    c
+}
 
-[model]
-width = 8
-fc1 = 32
-fc2 = 16
-
-[train]
-device = "cpu"
-threads = 1
-batch_size = 32
-steps = 400
-lr = 0.05
-warmup_steps = 10
-eval_every = 25
-
-[checkpoints]
-every = 20
-"#;
+/// BASE's run (16 images a batch, augmented, the default lr) for `steps`, evaluated and
+/// checkpointed every 10.
+fn base(steps: u64) -> Config {
+    Tiny {
+        train_size: 256, test_size: 64, crop_padding: 4, flip: true, width: 4, fc1: 16, fc2: 8, batch_size: 16,
+        steps, lr: 0.1, eval_every: 10, every: 10, ..Tiny::default()
+    }.config()
+}
 
 fn checkpoint(dir: &Path, step: u64) -> PathBuf {
     dir.join("checkpoints").join(format!("step-{step:08}.safetensors"))
@@ -130,7 +101,7 @@ fn metrics(dir: &Path) -> Vec<String> {
 #[test]
 fn killed_and_resumed_equals_uninterrupted() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = write(tmp.path(), "resume.toml", RESUMABLE);
+    let cfg = write_config(tmp.path(), "resume.toml", &resumable());
     let straight = tmp.path().join("straight");
     let killed = tmp.path().join("killed");
 
@@ -139,9 +110,7 @@ fn killed_and_resumed_equals_uninterrupted() {
 
     // Kill the second run once its step-40 checkpoint is on disk: mid-run, between
     // checkpoints, with metrics rows past the checkpoint already written.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_svcca"))
-        .args(["train", &cfg, "--out", killed.to_str().unwrap()])
-        .env("SVCCA_LOG", "warn")
+    let mut child = svcca_command(&["train", &cfg, "--out", killed.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -191,8 +160,9 @@ fn all_finite(path: &Path) -> bool {
 #[test]
 fn diverging_training_stops_without_saving_nan() {
     let tmp = tempfile::tempdir().unwrap();
-    let text = format!("{}schedule = \"constant\"\neval_every = 10\n\n[checkpoints]\nevery = 10\n", BASE.replace("steps = 4", "steps = 40"));
-    let cfg = write(tmp.path(), "diverge.toml", &text);
+    let mut c = base(40);
+    c.train.schedule = Schedule::Constant;
+    let cfg = write_config(tmp.path(), "diverge.toml", &c);
     let run = tmp.path().join("run");
     let out = svcca(&["train", &cfg, "--out", run.to_str().unwrap(), "--set", "train.lr=1e10"]);
     assert_refused(&out, &["training diverged", "(lr 1e10)", "Lower train.lr", "step-00000000.safetensors"]);
@@ -226,8 +196,7 @@ fn truncate_to_half(path: &Path) {
 #[test]
 fn a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_before_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let text = format!("{}eval_every = 10\n\n[checkpoints]\nevery = 10\n", BASE.replace("steps = 4", "steps = 30"));
-    let cfg = write(tmp.path(), "damaged.toml", &text);
+    let cfg = write_config(tmp.path(), "damaged.toml", &base(30));
     let (straight, damaged) = (tmp.path().join("straight"), tmp.path().join("damaged"));
     for run in [&straight, &damaged] {
         let out = svcca(&["train", &cfg, "--out", run.to_str().unwrap()]);
@@ -331,21 +300,15 @@ fn fetch_checks_and_unpacks_then_trains() {
     assert_eq!(entries, ["cifar-10-batches-bin"], "no temporary files are left");
 
     // Fetching again is a no-op (the environment variable route, and no download).
-    let out = Command::new(env!("CARGO_BIN_EXE_svcca"))
-        .args(["data", "fetch", "cifar10", "--dir", d])
-        .env("SVCCA_CIFAR10_URL", "http://127.0.0.1:1/unreachable")
-        .env("SVCCA_LOG", "warn")
-        .output()
-        .unwrap();
+    let out = svcca_env(&["data", "fetch", "cifar10", "--dir", d], &[("SVCCA_CIFAR10_URL", "http://127.0.0.1:1/unreachable")]);
     assert!(out.status.success(), "{}", stderr(&out));
 
-    let cfg = write(
-        tmp.path(),
-        "cifar.toml",
-        &format!(
-            "[data]\ndataset = \"cifar10\"\npath = \"{d}\"\n[model]\nwidth = 4\nfc1 = 8\nfc2 = 8\n[train]\ndevice = \"cpu\"\nbatch_size = 8\nsteps = 3\n"
-        ),
-    );
+    let mut c = Config::default();
+    (c.data.dataset, c.data.path) = (DatasetName::Cifar10, Some(dir.clone()));
+    (c.model.width, c.model.fc1, c.model.fc2) = (Some(4), 8, 8);
+    c.train.device = svcca::device::DeviceChoice::Cpu;
+    (c.train.batch_size, c.train.steps) = (8, Some(3));
+    let cfg = write_config(tmp.path(), "cifar.toml", &c);
     let out = svcca(&["train", &cfg, "--out", tmp.path().join("run").to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("3 steps"));

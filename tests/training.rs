@@ -1,38 +1,14 @@
 //! The trainer through the library: a few steps lower the loss, and the run folder holds
 //! what the README says.
 
+mod common;
+
+use common::Tiny;
 use std::path::Path;
-use svcca::config::Config;
+use svcca::config::{ActivationMode, Config};
 
-fn tiny(extra: &str) -> Config {
-    let text = format!(
-        r#"
-[data]
-dataset = "synthetic"
-train_size = 1024
-test_size = 256
-crop_padding = 0
-flip = false
-
-[model]
-width = 16
-fc1 = 64
-fc2 = 32
-
-[train]
-device = "cpu"
-threads = 1
-batch_size = 32
-steps = 80
-lr = 0.05
-eval_every = 20
-
-[checkpoints]
-every = 30
-{extra}
-"#
-    );
-    Config::parse(&text, "tiny.toml", &[]).unwrap()
+fn tiny() -> Config {
+    Tiny { train_size: 1024, test_size: 256, width: 16, fc1: 64, fc2: 32, steps: 80, eval_every: 20, every: 30, ..Tiny::default() }.config()
 }
 
 fn rows(dir: &Path) -> Vec<Vec<String>> {
@@ -46,7 +22,7 @@ fn rows(dir: &Path) -> Vec<Vec<String>> {
 #[test]
 fn a_few_steps_lower_the_loss() {
     let tmp = tempfile::tempdir().unwrap();
-    let summary = svcca::train::train(tiny(""), tmp.path()).unwrap();
+    let summary = svcca::train::train(tiny(), tmp.path()).unwrap();
     let rows = rows(tmp.path());
     assert_eq!(rows[0].join(","), svcca::train::metrics::HEADER);
     let steps: Vec<&str> = rows[1..].iter().map(|r| r[0].as_str()).collect();
@@ -67,13 +43,16 @@ fn a_few_steps_lower_the_loss() {
     let written = std::fs::read_to_string(tmp.path().join("config.toml")).unwrap();
     assert!(written.contains("momentum = 0.9") && written.contains("steps = 80"), "{written}");
     let back = Config::parse(&written, "config.toml", &[]).unwrap();
-    assert_eq!(back, tiny("").resolve(1024));
+    assert_eq!(back, tiny().resolve(1024));
 }
 
 #[test]
 fn keep_last_prunes_old_checkpoints() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut c = tiny("keep_last = 1\n[analysis]\nmode = \"store\"\nprobe_size = 16");
+    let mut c = tiny();
+    c.checkpoints.keep_last = Some(1);
+    c.analysis.mode = ActivationMode::Store;
+    c.analysis.probe_size = 16;
     c.train.steps = Some(31);
     svcca::train::train(c, tmp.path()).unwrap();
     let names: Vec<String> = std::fs::read_dir(tmp.path().join("checkpoints"))

@@ -2,6 +2,9 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use svcca::config::{Config, DatasetName};
+use svcca::device::DeviceChoice;
 use svcca::npy::NpyFile;
 use tch::{Kind, Tensor};
 
@@ -46,43 +49,44 @@ pub fn randn(seed: i64, rows: i64, cols: i64) -> Tensor {
     Tensor::randn([rows, cols], (Kind::Double, tch::Device::Cpu))
 }
 
-/// The tiny training config of the freeze tests (synthetic data, a narrow convnet, 30
-/// steps, a checkpoint every 10, momentum and weight decay on), without `[freeze]`.
-pub const TINY_FREEZE_TRAINING: &str = r#"
-[data]
-dataset = "synthetic"
-train_size = 512
-test_size = 128
-crop_padding = 0
-flip = false
+/// The `svcca` binary of this build.
+pub const BIN: &str = env!("CARGO_BIN_EXE_svcca");
 
-[model]
-width = 8
-fc1 = 32
-fc2 = 16
-
-[train]
-device = "cpu"
-threads = 1
-batch_size = 32
-steps = 30
-lr = 0.05
-momentum = 0.9
-weight_decay = 5e-4
-eval_every = 10
-
-[checkpoints]
-every = 10
-"#;
-
-/// Runs the `svcca` binary with `args` (logging at warn level).
-pub fn svcca(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_svcca")).args(args).env("SVCCA_LOG", "warn").output().expect("the svcca binary runs")
+/// The `svcca` binary with `args`, logging at warn level: to add environment variables,
+/// pipes or a spawn.
+pub fn svcca_command(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args).env("SVCCA_LOG", "warn");
+    c
 }
 
-/// Status 2 and one `error:` line containing every one of `needles`.
-pub fn assert_refused(out: &std::process::Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
+/// Runs the `svcca` binary with `args` (logging at warn level).
+pub fn svcca(args: &[&str]) -> Output {
+    svcca_command(args).output().expect("the svcca binary runs")
+}
+
+/// As [`svcca`], with environment variables set (they may override `SVCCA_LOG`).
+pub fn svcca_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = svcca_command(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("the svcca binary runs")
+}
+
+/// A command's standard error, as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A command's standard output, as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Status 2 and one `error:` line containing every one of `needles`; no panic.
+pub fn assert_refused(out: &Output, needles: &[&str]) {
+    let err = stderr(out);
     assert_eq!(out.status.code(), Some(2), "stderr: {err}");
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(lines.len(), 1, "stderr: {err}");
@@ -90,6 +94,103 @@ pub fn assert_refused(out: &std::process::Output, needles: &[&str]) {
         assert!(lines[0].contains(n), "'{}' lacks '{n}'", lines[0]);
     }
     assert!(!err.contains("panicked"), "stderr: {err}");
+}
+
+/// As [`assert_refused`], with nothing on stdout and no backtrace either.
+pub fn assert_refused_silent(out: &Output, needles: &[&str]) {
+    assert!(out.stdout.is_empty(), "stdout: {}", stdout(out));
+    assert_refused(out, needles);
+    assert!(!stderr(out).contains("backtrace"), "stderr: {}", stderr(out));
+}
+
+/// What the tests' tiny training configs vary; [`Tiny::config`] sets the rest (synthetic
+/// data, the CPU, one thread). The default is the freeze tests' run: 30 steps of a
+/// narrow convnet, a checkpoint and an evaluation every 10.
+#[derive(Debug, Clone, Copy)]
+pub struct Tiny {
+    pub train_size: usize,
+    pub test_size: usize,
+    pub crop_padding: i64,
+    pub flip: bool,
+    pub width: i64,
+    pub fc1: i64,
+    pub fc2: i64,
+    pub batch_size: usize,
+    pub steps: u64,
+    pub lr: f64,
+    pub eval_every: u64,
+    /// `checkpoints.every`.
+    pub every: u64,
+    /// `analysis.probe_size` (`None`: the default).
+    pub probe_size: Option<usize>,
+}
+
+impl Default for Tiny {
+    fn default() -> Self {
+        Tiny {
+            train_size: 512,
+            test_size: 128,
+            crop_padding: 0,
+            flip: false,
+            width: 8,
+            fc1: 32,
+            fc2: 16,
+            batch_size: 32,
+            steps: 30,
+            lr: 0.05,
+            eval_every: 10,
+            every: 10,
+            probe_size: None,
+        }
+    }
+}
+
+impl Tiny {
+    /// `Config::default()` with these values, on the synthetic set, the CPU and one thread.
+    pub fn config(self) -> Config {
+        let mut c = Config::default();
+        c.data.dataset = DatasetName::Synthetic;
+        c.data.train_size = Some(self.train_size);
+        c.data.test_size = Some(self.test_size);
+        c.data.crop_padding = self.crop_padding;
+        c.data.flip = self.flip;
+        c.model.width = Some(self.width);
+        c.model.fc1 = self.fc1;
+        c.model.fc2 = self.fc2;
+        c.train.device = DeviceChoice::Cpu;
+        c.train.threads = Some(1);
+        c.train.batch_size = self.batch_size;
+        c.train.steps = Some(self.steps);
+        c.train.lr = self.lr;
+        c.train.eval_every = self.eval_every;
+        c.checkpoints.every = self.every;
+        if let Some(n) = self.probe_size {
+            c.analysis.probe_size = n;
+        }
+        c
+    }
+}
+
+/// The default tiny config (see [`Tiny`]).
+pub fn tiny() -> Config {
+    Tiny::default().config()
+}
+
+/// `config` as the TOML a user would write (every key), for the CLI.
+pub fn to_toml(config: &Config) -> String {
+    config.to_toml()
+}
+
+/// Writes `text` to `dir/name`; returns the path.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+/// Writes `config` as TOML to `dir/name`; returns the path.
+pub fn write_config(dir: &Path, name: &str, config: &Config) -> String {
+    write_file(dir, name, &to_toml(config))
 }
 
 /// Every file under `dir` (recursively, relative path) with its bytes and modification
