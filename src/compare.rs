@@ -126,9 +126,7 @@ impl Input {
         let t = Tensor::empty(shape.as_slice(), (kind, Device::Cpu));
         // SAFETY: a fresh contiguous tensor of exactly count * cols elements of the file's
         // dtype; nothing else refers to it while the slice lives.
-        let bytes = unsafe {
-            std::slice::from_raw_parts_mut(t.data_ptr() as *mut u8, t.numel() * header.dtype.size())
-        };
+        let bytes = unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut u8, t.numel() * header.dtype.size()) };
         self.file.read_rows_into(start, count, bytes)?;
         let t = if fortran && self.is_conv() { t.permute([0, 3, 2, 1]) } else { t };
         Ok(if self.is_conv() { layout.to_nchw(&t) } else { t })
@@ -225,9 +223,7 @@ impl CompareJob {
         }
         progress.finish_and_clear();
         let t = Instant::now();
-        let (similarity, conv) = pipeline
-            .finish(moments, &self.options)
-            .map_err(|e| e.naming(&name_a, &name_b))?;
+        let (similarity, conv) = pipeline.finish(moments, &self.options).map_err(|e| e.naming(&name_a, &name_b))?;
         timings.solve = t.elapsed().as_secs_f64();
         tracing::debug!("{timings:?}");
         let warnings: Vec<String> = similarity
@@ -269,9 +265,7 @@ impl CompareJob {
             return Ok(Pipeline::Dense);
         };
         if !inputs[0].is_conv() && !inputs[1].is_conv() {
-            return Err(SimilarityError::Both(
-                "--conv applies to 4-D (conv) activations, and both files are 2-D".into(),
-            ));
+            return Err(SimilarityError::Both("--conv applies to 4-D (conv) activations, and both files are 2-D".into()));
         }
         let shapes = [inputs[0].shape(self.layout), inputs[1].shape(self.layout)];
         let rows = inputs[0].file.rows() as i64;
@@ -285,11 +279,9 @@ fn progress_bar(rows: usize, blocks: usize) -> ProgressBar {
     }
     let bar = ProgressBar::new(rows as u64);
     bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} reading [{bar:30}] {human_pos}/{human_len} datapoints {per_sec} eta {eta}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{spinner} reading [{bar:30}] {human_pos}/{human_len} datapoints {per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
     );
     bar
 }

@@ -148,9 +148,7 @@ fn dlopen(name: &str, flags: libc::c_int) -> Result<(), String> {
 /// The path of the first mapped file whose name is `file`, from `/proc/self/maps`.
 fn mapped(file: &str) -> Option<String> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-    maps.lines()
-        .map(|l| l.split_whitespace().skip(5).collect::<Vec<_>>().join(" "))
-        .find(|p| p.rsplit('/').next() == Some(file))
+    maps.lines().map(|l| l.split_whitespace().skip(5).collect::<Vec<_>>().join(" ")).find(|p| p.rsplit('/').next() == Some(file))
 }
 
 /// A short name for logs and JSON: `cpu` or `cuda:0`.

@@ -15,9 +15,7 @@ pub struct InputError {
 
 impl InputError {
     pub fn new(message: impl Into<String>) -> Self {
-        InputError {
-            message: message.into(),
-        }
+        InputError { message: message.into() }
     }
 }
 
@@ -49,10 +47,7 @@ pub enum SimilarityError {
 
 impl SimilarityError {
     pub fn layer(side: Side, message: impl Into<String>) -> Self {
-        SimilarityError::Layer {
-            side,
-            message: message.into(),
-        }
+        SimilarityError::Layer { side, message: message.into() }
     }
 
     /// The same problem as an [`InputError`] naming `a` or `b` instead of the side.

@@ -26,14 +26,7 @@ pub struct ExamplePair {
 
 impl Default for ExamplePair {
     fn default() -> Self {
-        ExamplePair {
-            datapoints: 5000,
-            neurons_a: 128,
-            neurons_b: 96,
-            rank: 16,
-            noise: 0.2,
-            seed: 0,
-        }
+        ExamplePair { datapoints: 5000, neurons_a: 128, neurons_b: 96, rank: 16, noise: 0.2, seed: 0 }
     }
 }
 
@@ -61,14 +54,10 @@ impl ExamplePair {
         let paths = [dir.join("a.npy"), dir.join("b.npy")];
         if !overwrite {
             if let Some(p) = paths.iter().find(|p| p.exists()) {
-                return Err(InputError::new(format!(
-                    "{}: already exists (pass --force to overwrite)",
-                    p.display()
-                )));
+                return Err(InputError::new(format!("{}: already exists (pass --force to overwrite)", p.display())));
             }
         }
-        std::fs::create_dir_all(dir)
-            .map_err(|e| InputError::new(format!("{}: cannot create: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| InputError::new(format!("{}: cannot create: {e}", dir.display())))?;
         let (a, b) = self.generate();
         for (path, t) in paths.iter().zip([a, b]) {
             write_npy_atomic(path, &t)?;
@@ -81,8 +70,7 @@ impl ExamplePair {
 pub fn write_npy_atomic(path: &Path, t: &Tensor) -> Result<(), InputError> {
     let err = |e: &dyn std::fmt::Display| InputError::new(format!("{}: cannot write: {e}", path.display()));
     let (rows, cols) = (t.size()[0] as usize, t.size()[1] as usize);
-    let values = Vec::<f32>::try_from(&t.to_kind(Kind::Float).contiguous().flatten(0, -1))
-        .map_err(|e| err(&e))?;
+    let values = Vec::<f32>::try_from(&t.to_kind(Kind::Float).contiguous().flatten(0, -1)).map_err(|e| err(&e))?;
     let array = Array2::from_shape_vec((rows, cols), values).map_err(|e| err(&e))?;
     crate::io::write_with(path, crate::io::Replace::Always, |tmp| {
         let file = std::fs::File::create(tmp)?;

@@ -14,8 +14,8 @@
 //! - `plots/accuracy.png`, `.svg`: the curves with a ±1 std band (the paper's Figure 5).
 
 use crate::config::{Config, FreezeConfig, FreezeSchedule};
-use crate::stats::mean_std;
 use crate::error::InputError;
+use crate::stats::mean_std;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -60,7 +60,9 @@ pub struct CurvePoint {
 /// Runs the comparison of `config` over `seeds` into `out`.
 pub fn freeze(config: Config, seeds: &[u64], out: &Path) -> anyhow::Result<FreezeSummary> {
     if config.freeze.schedule == FreezeSchedule::None {
-        return Err(InputError::new("the config has no freeze schedule: set freeze.schedule = \"linear\", \"explicit\" or \"adaptive\"").into());
+        return Err(
+            InputError::new("the config has no freeze schedule: set freeze.schedule = \"linear\", \"explicit\" or \"adaptive\"").into()
+        );
     }
     if seeds.is_empty() {
         return Err(InputError::new("--seeds: give at least one seed").into());
@@ -85,7 +87,13 @@ pub fn freeze(config: Config, seeds: &[u64], out: &Path) -> anyhow::Result<Freez
             tracing::info!("{variant} run, seed {seed}: {}", dir.display());
             let s = crate::train::train(c, &dir)?;
             let (acc, wall) = crate::train::metrics::test_accuracy(&dir)?;
-            results.push(RunResult { variant: variant.into(), seed, final_test_acc: s.test_acc, wall_seconds: wall, backward_saved: s.backward_saved });
+            results.push(RunResult {
+                variant: variant.into(),
+                seed,
+                final_test_acc: s.test_acc,
+                wall_seconds: wall,
+                backward_saved: s.backward_saved,
+            });
             curves.push((variant.into(), acc));
         }
     }
@@ -132,15 +140,26 @@ pub fn freeze(config: Config, seeds: &[u64], out: &Path) -> anyhow::Result<Freez
         format!(
             "variant,seeds,final_acc_mean,final_acc_std,wall_seconds_mean,wall_seconds_std,backward_saved\n\
              base,{n},{:.6},{:.6},{:.3},{:.3},0\nfreeze,{n},{:.6},{:.6},{:.3},{:.3},{:.4}\n",
-            s.base.acc_mean, s.base.acc_std, s.base.wall_mean, s.base.wall_std,
-            s.freeze.acc_mean, s.freeze.acc_std, s.freeze.wall_mean, s.freeze.wall_std, s.backward_saved,
+            s.base.acc_mean,
+            s.base.acc_std,
+            s.base.wall_mean,
+            s.base.wall_std,
+            s.freeze.acc_mean,
+            s.freeze.acc_std,
+            s.freeze.wall_mean,
+            s.freeze.wall_std,
+            s.backward_saved,
             n = seeds.len()
         ),
     )?;
     // The paper's Figure 5: mean accuracy against step with a ±1 std band.
     let band = |name: &str, f: fn(&CurvePoint) -> (f64, f64)| (name.to_string(), points.iter().map(|p| (p.step, f(p).0, f(p).1)).collect());
     let bands = [band("base", |p| p.base), band("freeze", |p| p.freeze)];
-    crate::report::accuracy_plot(&out.join(crate::report::FOLDER), "test accuracy: normal vs freeze training (mean ± std over seeds)", &bands)?;
+    crate::report::accuracy_plot(
+        &out.join(crate::report::FOLDER),
+        "test accuracy: normal vs freeze training (mean ± std over seeds)",
+        &bands,
+    )?;
     Ok(summary)
 }
 
@@ -150,10 +169,8 @@ pub fn freeze(config: Config, seeds: &[u64], out: &Path) -> anyhow::Result<Freez
 pub fn parse_seeds(text: &str) -> Result<Vec<u64>, String> {
     let t = text.trim();
     if t.contains(',') {
-        let seeds = t
-            .split(',')
-            .map(|s| s.trim().parse::<u64>().map_err(|_| format!("'{s}' is not a seed")))
-            .collect::<Result<Vec<_>, _>>()?;
+        let seeds =
+            t.split(',').map(|s| s.trim().parse::<u64>().map_err(|_| format!("'{s}' is not a seed"))).collect::<Result<Vec<_>, _>>()?;
         if let Some(seed) = duplicate(&seeds) {
             return Err(format!("'{text}': {}", duplicate_message(seed)));
         }

@@ -174,7 +174,13 @@ mod tests {
     fn stale_temporaries_are_found_recursively() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("checkpoints")).unwrap();
-        for f in ["checkpoints/.step-00000010.safetensors.a1B2c3.tmp", ".tmpAbC123", "metrics.csv", "checkpoints/step-00000010.safetensors", ".svcca.lock"] {
+        for f in [
+            "checkpoints/.step-00000010.safetensors.a1B2c3.tmp",
+            ".tmpAbC123",
+            "metrics.csv",
+            "checkpoints/step-00000010.safetensors",
+            ".svcca.lock",
+        ] {
             std::fs::write(dir.path().join(f), b"").unwrap();
         }
         let removed = remove_stale_temporaries(dir.path()).unwrap();

@@ -1,12 +1,11 @@
 //! svcca: train networks on libtorch, record what their layers compute, and measure how
 //! representations learn with SVCCA, PWCCA and CKA.
 //!
-//! Stages, each a module (see DESIGN notes in the README): `config` (experiment TOML),
-//! `data` (datasets, augmentation), `model` (networks with named layers), `train` (the
-//! resumable trainer), `similarity` (the math, pure functions of tensors), `npy` (reading
-//! activation files), `compare` (the file-to-file comparison job), `analysis` (learning dynamics over
-//! checkpoints), `report` (plots), `cli` (argument
-//! parsing only).
+//! Each module is a stage of one pipeline, and dependencies run one way, from
+//! `config` through `data`, `model`, `activations`, `train`, `analysis` and `report` to
+//! `experiment`/`sweep` and `cli`, with `similarity` (the maths, pure functions of
+//! tensors) and the small shared modules (`error`, `io`, `run_dir`, `device`) below them:
+//! see docs/ARCHITECTURE.md, checked by tests/architecture.rs.
 
 pub mod activations;
 pub mod analysis;

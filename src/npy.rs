@@ -58,11 +58,7 @@ impl Header {
     /// rows, so that when this is `Some` every size derived from the shape (columns, a
     /// row's bytes, any block of rows) fits too, even when there are zero rows.
     pub fn data_bytes(&self) -> Option<u64> {
-        let row = self
-            .shape
-            .iter()
-            .skip(1)
-            .try_fold(self.dtype.size() as u64, |bytes, &d| bytes.checked_mul(d as u64))?;
+        let row = self.shape.iter().skip(1).try_fold(self.dtype.size() as u64, |bytes, &d| bytes.checked_mul(d as u64))?;
         let rows = self.shape.first().map_or(1, |&r| r as u64);
         rows.checked_mul(row)
     }
@@ -85,10 +81,7 @@ impl NpyFile {
     pub fn open(path: &Path) -> Result<Self, InputError> {
         let err = |msg: String| InputError::new(format!("{}: {msg}", path.display()));
         let file = File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
-        let file_len = file
-            .metadata()
-            .map_err(|e| err(format!("cannot stat: {e}")))?
-            .len();
+        let file_len = file.metadata().map_err(|e| err(format!("cannot stat: {e}")))?.len();
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let header = read_header(&mut reader).map_err(err)?;
         // read_header has checked that this does not overflow.
@@ -102,11 +95,7 @@ impl NpyFile {
                 file_len
             )));
         }
-        Ok(NpyFile {
-            path: path.to_owned(),
-            header,
-            reader,
-        })
+        Ok(NpyFile { path: path.to_owned(), header, reader })
     }
 
     pub fn path(&self) -> &Path {
@@ -146,14 +135,8 @@ impl NpyFile {
     pub fn read_rows_f64(&mut self, start: usize, count: usize) -> Result<Vec<f64>, InputError> {
         let bytes = self.read_rows(start, count)?;
         Ok(match self.header.dtype {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)
-                .collect(),
-            Dtype::F64 => bytes
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
-                .collect(),
+            Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
+            Dtype::F64 => bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect(),
         })
     }
 
@@ -165,9 +148,7 @@ impl NpyFile {
         assert!(start + count <= rows, "row range past the end of the array");
         let size = self.header.dtype.size();
         let path = self.path.clone();
-        let io_err = move |e: std::io::Error| {
-            InputError::new(format!("{}: read failed: {e}", path.display()))
-        };
+        let io_err = move |e: std::io::Error| InputError::new(format!("{}: read failed: {e}", path.display()));
         assert_eq!(out.len(), count * cols * size, "output buffer of the wrong size");
         if !self.header.fortran_order || cols <= 1 || rows <= 1 {
             let offset = self.header.data_offset + (start * cols * size) as u64;
@@ -210,14 +191,10 @@ fn read_header(reader: &mut impl Read) -> Result<Header, String> {
         v => return Err(format!("unsupported .npy format version {v}")),
     };
     let mut len_buf = [0u8; 4];
-    reader
-        .read_exact(&mut len_buf[..len_bytes])
-        .map_err(|_| "truncated: the .npy header is cut off".to_string())?;
+    reader.read_exact(&mut len_buf[..len_bytes]).map_err(|_| "truncated: the .npy header is cut off".to_string())?;
     let header_len = u32::from_le_bytes(len_buf) as usize;
     let mut text = vec![0u8; header_len];
-    reader
-        .read_exact(&mut text)
-        .map_err(|_| "truncated: the .npy header is cut off".to_string())?;
+    reader.read_exact(&mut text).map_err(|_| "truncated: the .npy header is cut off".to_string())?;
     let text = String::from_utf8(text).map_err(|_| "the .npy header is not text".to_string())?;
     let descr = dict_value(&text, "descr").ok_or("the .npy header has no 'descr'")?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
@@ -226,11 +203,7 @@ fn read_header(reader: &mut impl Read) -> Result<Header, String> {
         ">f4" => (true, Dtype::F32),
         "<f8" | "=f8" => (false, Dtype::F64),
         ">f8" => (true, Dtype::F64),
-        other => {
-            return Err(format!(
-                "dtype '{other}' is not supported: expected float32 ('<f4') or float64 ('<f8')"
-            ))
-        }
+        other => return Err(format!("dtype '{other}' is not supported: expected float32 ('<f4') or float64 ('<f8')")),
     };
     let fortran_order = match dict_value(&text, "fortran_order").as_deref() {
         Some("True") => true,
@@ -247,21 +220,11 @@ fn read_header(reader: &mut impl Read) -> Result<Header, String> {
         .map(|s| s.trim_end_matches('L').parse::<usize>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| format!("the .npy header has an invalid shape {shape_text}"))?;
-    let header = Header {
-        dtype,
-        big_endian,
-        fortran_order,
-        shape,
-        data_offset: prefix + header_len as u64,
-    };
+    let header = Header { dtype, big_endian, fortran_order, shape, data_offset: prefix + header_len as u64 };
     // Sizes derived from the shape (rows, columns, offsets) are multiplied unchecked
     // everywhere else, so a shape whose size in bytes overflows 64 bits is refused here:
     // it could otherwise wrap around to a small number and pass the truncation check.
-    if header
-        .data_bytes()
-        .and_then(|bytes| bytes.checked_add(header.data_offset))
-        .is_none()
-    {
+    if header.data_bytes().and_then(|bytes| bytes.checked_add(header.data_offset)).is_none() {
         return Err(format!(
             "the .npy header's shape {shape_text} of {} is too large: its size in bytes does not fit 64 bits (a corrupt header?)",
             dtype.name()
@@ -272,16 +235,10 @@ fn read_header(reader: &mut impl Read) -> Result<Header, String> {
 
 /// The text of one value of the header's Python dict literal (tuples kept whole).
 fn dict_value(text: &str, key: &str) -> Option<String> {
-    let start = text
-        .find(&format!("'{key}'"))
-        .or_else(|| text.find(&format!("\"{key}\"")))?;
+    let start = text.find(&format!("'{key}'")).or_else(|| text.find(&format!("\"{key}\"")))?;
     let rest = &text[start + key.len() + 2..];
     let rest = rest.trim_start().strip_prefix(':')?.trim_start();
-    let end = if rest.starts_with('(') {
-        rest.find(')')? + 1
-    } else {
-        rest.find([',', '}']).unwrap_or(rest.len())
-    };
+    let end = if rest.starts_with('(') { rest.find(')')? + 1 } else { rest.find([',', '}']).unwrap_or(rest.len()) };
     Some(rest[..end].trim().to_string())
 }
 

@@ -210,7 +210,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let other = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.path().join(LOCK_FILE)).unwrap();
         other.try_lock().unwrap();
-        std::fs::write(dir.path().join(LOCK_FILE), format!("svcca (pid {} on {}: svcca train x.toml)\n", std::process::id(), hostname())).unwrap();
+        std::fs::write(dir.path().join(LOCK_FILE), format!("svcca (pid {} on {}: svcca train x.toml)\n", std::process::id(), hostname()))
+            .unwrap();
         let e = lock(dir.path(), Access::Exclusive).unwrap_err();
         assert!(e.is::<InputError>());
         assert!(e.to_string().contains("svcca train x.toml"), "{e}");

@@ -89,7 +89,11 @@ fn stages_depend_one_way() {
             }
             match stage_of(&named) {
                 Some(s) if s < mine => {}
-                Some(_) => wrong.push(format!("{}: '{module}' (stage {mine}) names crate::{named} (stage {})", f.display(), stage_of(&named).unwrap())),
+                Some(_) => wrong.push(format!(
+                    "{}: '{module}' (stage {mine}) names crate::{named} (stage {})",
+                    f.display(),
+                    stage_of(&named).unwrap()
+                )),
                 None => wrong.push(format!("{}: names crate::{named}, which has no stage", f.display())),
             }
         }
@@ -99,7 +103,8 @@ fn stages_depend_one_way() {
 
 #[test]
 fn the_check_sees_what_it_checks() {
-    let text = "use crate::train::checkpoint;\n// crate::cli in a comment\nlet x = crate::analysis::f(); use crate::{config, data::Dataset};";
+    let text =
+        "use crate::train::checkpoint;\n// crate::cli in a comment\nlet x = crate::analysis::f(); use crate::{config, data::Dataset};";
     let got: Vec<String> = named_modules(text).into_iter().collect();
     assert_eq!(got, ["analysis", "config", "data", "train"]);
     assert_eq!(stage_of("train").unwrap() + 1, stage_of("analysis").unwrap());

@@ -147,11 +147,9 @@ fn idx_plain_and_gzipped() {
         assert_eq!((train.channels, train.height, train.width), (1, 4, 5));
         assert_eq!(train.images[25], 25);
         assert_eq!(train.labels[11], 1);
-        let data = Dataset::load(
-            &DataConfig { dataset: DatasetName::Mnist, path: Some(tmp.path().into()), ..Default::default() },
-            Device::Cpu,
-        )
-        .unwrap();
+        let data =
+            Dataset::load(&DataConfig { dataset: DatasetName::Mnist, path: Some(tmp.path().into()), ..Default::default() }, Device::Cpu)
+                .unwrap();
         assert_eq!(data.train.images.size(), [12, 1, 4, 5]);
         assert_eq!(data.shape, [1, 4, 5]);
     }

@@ -59,10 +59,7 @@ fn compare_on_auto_loads_the_cuda_backend_only_with_a_driver() {
 fn compare_on_cuda_tries_the_backend_and_without_a_gpu_is_refused() {
     let (out, stderr) = compare("cuda");
     // It tried: ld.so loaded the library, or device.rs says why it could not.
-    assert!(
-        loaded_cuda(&stderr) || stderr.contains("CUDA backend did not load"),
-        "--device cuda did not try libtorch_cuda.so: {stderr}"
-    );
+    assert!(loaded_cuda(&stderr) || stderr.contains("CUDA backend did not load"), "--device cuda did not try libtorch_cuda.so: {stderr}");
     if device::cuda_available() {
         assert!(out.status.success(), "{stderr}");
     } else {

@@ -69,10 +69,7 @@ fn circular_conv(x: &Tensor, k: &Tensor) -> Tensor {
 /// Every cyclic shift of every base pair: the dataset of Theorem 1.
 fn all_shifts(x: &Tensor) -> Tensor {
     let (h, w) = (x.size()[2], x.size()[3]);
-    let shifted: Vec<Tensor> = (0..h)
-        .flat_map(|i| (0..w).map(move |j| (i, j)))
-        .map(|(i, j)| x.roll([i, j], [2, 3]))
-        .collect();
+    let shifted: Vec<Tensor> = (0..h).flat_map(|i| (0..w).map(move |j| (i, j))).map(|(i, j)| x.roll([i, j], [2, 3])).collect();
     Tensor::cat(&shifted, 0)
 }
 
@@ -94,12 +91,7 @@ fn theorem_holds_on_translation_invariant_data_and_fails_without() {
     // per-frequency blocks no longer hold all the structure, and the answers part.
     let (s, _) = compare_conv(&a0, &b0, dft(), &cca()).unwrap();
     let brute = compare(&flat(&a0), &flat(&b0), &cca()).unwrap();
-    let worst = s
-        .correlations
-        .iter()
-        .zip(&brute.correlations)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max);
+    let worst = s.correlations.iter().zip(&brute.correlations).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
     assert!(worst > 0.05, "without translation invariance dft still equals brute force ({worst})");
 }
 
@@ -127,14 +119,13 @@ fn frequency_plan_pairs_conjugates_and_keeps_cropped_nyquist() {
     assert_eq!(p.computed.len(), 10); // 4 self-conjugate + 12 / 2
     assert_eq!(p.source[1], p.source[3]); // (0, 1) and (0, -1)
     assert_eq!(p.source[4 + 2], p.source[3 * 4 + 2]); // (1, -2) and (-1, 2 = -2 mod 4)
-    // Cropped 8 -> 4: frequency 2 was cropped away, so (1, -2) has no mirror.
+                                                      // Cropped 8 -> 4: frequency 2 was cropped away, so (1, -2) has no mirror.
     let p = FrequencyPlan::new((8, 8), (4, 4));
     assert_eq!(p.multiplicity.iter().sum::<usize>(), 16);
     assert_ne!(p.source[4 + 2], p.source[3 * 4 + 2]);
     assert_eq!(p.source[1], p.source[3]);
     // 9 locations without a -2: (0, 0) alone and 4 pairs; the 7 with a -2 alone.
     assert_eq!(p.computed.len(), 12);
-
 }
 
 #[test]

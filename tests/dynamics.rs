@@ -218,7 +218,9 @@ fn every_conv_method_and_measure_gives_ones_on_the_final_diagonal() {
     let run = tmp.path().join("run");
     svcca::train::train(base.clone(), &run).unwrap();
     use ConvMethod::{Avgpool, Dft, Flatten};
-    for (conv, method) in [(Flatten, Method::Svcca), (Avgpool, Method::Svcca), (Avgpool, Method::Pwcca), (Flatten, Method::Cka), (Dft, Method::Cca)] {
+    for (conv, method) in
+        [(Flatten, Method::Svcca), (Avgpool, Method::Svcca), (Avgpool, Method::Pwcca), (Flatten, Method::Cka), (Dft, Method::Cca)]
+    {
         let mut config = base.clone();
         (config.analysis.conv, config.analysis.method) = (conv, method);
         let config = config.resolve(512);

@@ -93,7 +93,9 @@ fn compression_all_directions_change_nothing_and_none_give_chance() {
     // fc1:0.5 compressed on its own in the joint rows: 8 of 16 units.
     assert_eq!(c.joint.len(), 3);
     assert_eq!(c.joint[1].layers, vec![("fc1".to_string(), 8)]);
-    for f in ["compression.csv", "compression_summary.csv", "layer-fc1.json", "settings.json"].map(|f| format!("analysis/compression-logits/{f}")) {
+    for f in ["compression.csv", "compression_summary.csv", "layer-fc1.json", "settings.json"]
+        .map(|f| format!("analysis/compression-logits/{f}"))
+    {
         assert!(dir.join(&f).exists(), "{f}");
     }
     // Rerun: read back, the same numbers; other settings are refused.

@@ -87,10 +87,7 @@ fn resumed_mid_schedule_equals_uninterrupted() {
     for n in a.keys().filter(|n| *n != "meta.wall_seconds") {
         assert!(a[n].equal(&b[n]), "{n} differs after resume");
     }
-    assert_eq!(
-        std::fs::read_to_string(straight.join("freeze.csv")).unwrap(),
-        std::fs::read_to_string(resumed.join("freeze.csv")).unwrap()
-    );
+    assert_eq!(std::fs::read_to_string(straight.join("freeze.csv")).unwrap(), std::fs::read_to_string(resumed.join("freeze.csv")).unwrap());
 }
 
 #[test]

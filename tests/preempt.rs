@@ -17,9 +17,19 @@ use svcca::similarity::ConvMethod;
 /// the linear freeze schedule, on the default device.
 fn config() -> Config {
     let mut c = Tiny {
-        train_size: 1000, test_size: 200, width: 4, fc1: 16, fc2: 16, batch_size: 64, steps: 300,
-        eval_every: 20, every: 50, probe_size: Some(100), ..Tiny::default()
-    }.config();
+        train_size: 1000,
+        test_size: 200,
+        width: 4,
+        fc1: 16,
+        fc2: 16,
+        batch_size: 64,
+        steps: 300,
+        eval_every: 20,
+        every: 50,
+        probe_size: Some(100),
+        ..Tiny::default()
+    }
+    .config();
     c.train.device = DeviceChoice::Auto;
     c.freeze.schedule = FreezeSchedule::Linear;
     c.analysis.conv = ConvMethod::Avgpool;
@@ -55,11 +65,7 @@ pub fn assert_same_checkpoint(a: &Path, b: &Path) {
 
 /// metrics.csv without the wall-clock column.
 fn metrics(run: &Path) -> String {
-    std::fs::read_to_string(run.join("metrics.csv"))
-        .unwrap()
-        .lines()
-        .map(|l| l.rsplit_once(',').unwrap().0.to_string() + "\n")
-        .collect()
+    std::fs::read_to_string(run.join("metrics.csv")).unwrap().lines().map(|l| l.rsplit_once(',').unwrap().0.to_string() + "\n").collect()
 }
 
 fn wait_for(path: &Path, limit: Duration) {
@@ -122,7 +128,10 @@ fn signal_checkpoint_resume_equals_uninterrupted_and_shards_merge() {
     let out = svcca(&["analyze", b.to_str().unwrap(), "--no-plots"]);
     assert!(out.status.success());
     for table in ["similarity.csv", "to_final.csv", "baseline.csv"] {
-        let (x, y) = (std::fs::read_to_string(a.join("analysis").join(table)).unwrap(), std::fs::read_to_string(b.join("analysis").join(table)).unwrap());
+        let (x, y) = (
+            std::fs::read_to_string(a.join("analysis").join(table)).unwrap(),
+            std::fs::read_to_string(b.join("analysis").join(table)).unwrap(),
+        );
         assert_eq!(x, y, "{table}: sharded and merged differs from unsharded");
         assert!(x.lines().count() > 4, "{table} is nearly empty");
     }
@@ -153,7 +162,8 @@ fn signal_between_adaptive_checks_resumes_the_schedule_exactly() {
     // The signal must land between checks (not on a multiple of 50): retry the rare miss.
     for attempt in 0..3 {
         let a = dir.path().join(format!("stopped-{attempt}"));
-        let child = svcca_command(&["train", cfg, "--out", a.to_str().unwrap()]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let child =
+            svcca_command(&["train", cfg, "--out", a.to_str().unwrap()]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         wait_for(&a.join("checkpoints/step-00000050.safetensors"), Duration::from_secs(60));
         std::thread::sleep(Duration::from_millis(150));
         assert!(Command::new("kill").args(["-USR1", &child.id().to_string()]).status().unwrap().success());

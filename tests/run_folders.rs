@@ -17,9 +17,20 @@ use svcca::config::{ActivationMode, Config, FreezeAt, FreezeSchedule};
 /// checkpoint every 10, a probe of 32.
 fn config() -> Config {
     Tiny {
-        train_size: 256, test_size: 64, crop_padding: 4, flip: true, width: 4, fc1: 16, fc2: 8, batch_size: 16,
-        steps: 20, lr: 0.1, probe_size: Some(32), ..Tiny::default()
-    }.config()
+        train_size: 256,
+        test_size: 64,
+        crop_padding: 4,
+        flip: true,
+        width: 4,
+        fc1: 16,
+        fc2: 8,
+        batch_size: 16,
+        steps: 20,
+        lr: 0.1,
+        probe_size: Some(32),
+        ..Tiny::default()
+    }
+    .config()
 }
 
 fn s(p: &Path) -> &str {
@@ -38,11 +49,7 @@ fn a_second_process_is_refused_naming_the_first() {
     long.train.steps = Some(1_000_000);
     let cfg = write_config(tmp.path(), "long.toml", &long);
     let run = tmp.path().join("run");
-    let mut first = svcca_command(&["train", &cfg, "--out", s(&run)])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = svcca_command(&["train", &cfg, "--out", s(&run)]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let began = Instant::now();
     while !run.join("metrics.csv").exists() {
         assert!(began.elapsed() < Duration::from_secs(120), "the first training did not start");

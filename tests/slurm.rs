@@ -23,9 +23,19 @@ use svcca::similarity::ConvMethod;
 /// {normal, freeze}.
 fn sweep_config() -> String {
     let mut c = Tiny {
-        train_size: 1000, test_size: 200, width: 4, fc1: 16, fc2: 16, batch_size: 64, steps: 300,
-        eval_every: 50, every: 50, probe_size: Some(100), ..Tiny::default()
-    }.config();
+        train_size: 1000,
+        test_size: 200,
+        width: 4,
+        fc1: 16,
+        fc2: 16,
+        batch_size: 64,
+        steps: 300,
+        eval_every: 50,
+        every: 50,
+        probe_size: Some(100),
+        ..Tiny::default()
+    }
+    .config();
     c.train.device = DeviceChoice::Auto;
     c.freeze.schedule = FreezeSchedule::Linear;
     c.analysis.conv = ConvMethod::Avgpool;
@@ -67,11 +77,8 @@ fn wait_for_job(id: &str, limit: Duration) {
 }
 
 fn variant_dirs(out: &Path) -> Vec<PathBuf> {
-    let mut d: Vec<PathBuf> = std::fs::read_dir(out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("config.toml").exists())
-        .collect();
+    let mut d: Vec<PathBuf> =
+        std::fs::read_dir(out).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("config.toml").exists()).collect();
     d.sort();
     d
 }
@@ -195,7 +202,8 @@ fn sweep_on_slurm_preempted_requeued_resumed_sharded_reported() {
     assert!(out.join("report/plots/accuracy.png").exists());
     assert!(out.join("report/curves.csv").exists());
     for group in ["schedule=none", "schedule=linear"] {
-        let accs: Vec<f64> = runs.lines().filter(|l| l.split(',').nth(1) == Some(group)).map(|l| l.split(',').nth(3).unwrap().parse().unwrap()).collect();
+        let accs: Vec<f64> =
+            runs.lines().filter(|l| l.split(',').nth(1) == Some(group)).map(|l| l.split(',').nth(3).unwrap().parse().unwrap()).collect();
         assert_eq!(accs.len(), 2, "{runs}");
         let row: Vec<&str> = summary.lines().find(|l| l.starts_with(&format!("{group},"))).expect(&summary).split(',').collect();
         assert_eq!(row[1], "2");

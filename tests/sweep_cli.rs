@@ -10,9 +10,20 @@ use svcca::device::DeviceChoice;
 /// (seed, lr) pairs.
 fn config() -> String {
     let mut c = Tiny {
-        train_size: 256, test_size: 64, crop_padding: 4, flip: true, width: 4, fc1: 8, fc2: 8, steps: 2,
-        lr: 0.1, eval_every: 2, every: 2, ..Tiny::default()
-    }.config();
+        train_size: 256,
+        test_size: 64,
+        crop_padding: 4,
+        flip: true,
+        width: 4,
+        fc1: 8,
+        fc2: 8,
+        steps: 2,
+        lr: 0.1,
+        eval_every: 2,
+        every: 2,
+        ..Tiny::default()
+    }
+    .config();
     c.train.device = DeviceChoice::Auto;
     // `[sweep]` is TOML only (a variant's config has none).
     common::to_toml(&c)

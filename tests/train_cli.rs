@@ -58,7 +58,8 @@ fn config_errors_name_file_line_and_key() {
     assert_refused(&svcca(&["train", &ok, "--out", &run, "--set", "train.momentum=2"]), &["--set train.momentum=2", "[0, 1)"]);
     assert_refused(&svcca(&["train", &ok, "--out", &run, "--set", "oops"]), &["--set oops", "key=value"]);
 
-    let missing = write(tmp.path(), "fm.toml", &BASE.replace("dataset = \"synthetic\"", "dataset = \"fashion-mnist\"\npath = \"/nonexistent/fm\""));
+    let missing =
+        write(tmp.path(), "fm.toml", &BASE.replace("dataset = \"synthetic\"", "dataset = \"fashion-mnist\"\npath = \"/nonexistent/fm\""));
     assert_refused(&svcca(&["train", &missing, "--out", &run]), &["/nonexistent/fm", "dataset-fashion-mnist"]);
 
     let big = write(tmp.path(), "big.toml", &BASE.replace("batch_size = 16", "batch_size = 1000"));
@@ -76,9 +77,21 @@ fn resumable() -> Config {
 /// checkpointed every 10.
 fn base(steps: u64) -> Config {
     Tiny {
-        train_size: 256, test_size: 64, crop_padding: 4, flip: true, width: 4, fc1: 16, fc2: 8, batch_size: 16,
-        steps, lr: 0.1, eval_every: 10, every: 10, ..Tiny::default()
-    }.config()
+        train_size: 256,
+        test_size: 64,
+        crop_padding: 4,
+        flip: true,
+        width: 4,
+        fc1: 16,
+        fc2: 8,
+        batch_size: 16,
+        steps,
+        lr: 0.1,
+        eval_every: 10,
+        every: 10,
+        ..Tiny::default()
+    }
+    .config()
 }
 
 fn checkpoint(dir: &Path, step: u64) -> PathBuf {
@@ -91,11 +104,7 @@ fn tensors(path: &Path) -> HashMap<String, Tensor> {
 
 /// `metrics.csv` without its wall-clock column.
 fn metrics(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("metrics.csv"))
-        .unwrap()
-        .lines()
-        .map(|l| l.rsplit_once(',').unwrap().0.to_string())
-        .collect()
+    std::fs::read_to_string(dir.join("metrics.csv")).unwrap().lines().map(|l| l.rsplit_once(',').unwrap().0.to_string()).collect()
 }
 
 #[test]
@@ -110,11 +119,8 @@ fn killed_and_resumed_equals_uninterrupted() {
 
     // Kill the second run once its step-40 checkpoint is on disk: mid-run, between
     // checkpoints, with metrics rows past the checkpoint already written.
-    let mut child = svcca_command(&["train", &cfg, "--out", killed.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child =
+        svcca_command(&["train", &cfg, "--out", killed.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let began = Instant::now();
     while !checkpoint(&killed, 40).exists() {
         assert!(began.elapsed() < Duration::from_secs(120), "no checkpoint appeared");
@@ -172,7 +178,8 @@ fn diverging_training_stops_without_saving_nan() {
     assert!(!err.contains("panicked"), "{err}");
     // The first step the error names; nothing from it on is saved.
     let named = line.split(" step").nth(1).unwrap();
-    let first: u64 = named.chars().skip_while(|c| !c.is_ascii_digit()).take_while(char::is_ascii_digit).collect::<String>().parse().unwrap();
+    let first: u64 =
+        named.chars().skip_while(|c| !c.is_ascii_digit()).take_while(char::is_ascii_digit).collect::<String>().parse().unwrap();
     let saved: Vec<(u64, PathBuf)> = svcca::train::checkpoint::list(&run.join("checkpoints"));
     assert!(saved.iter().any(|(s, _)| *s == 0), "the step-0 checkpoint is kept: {saved:?}");
     for (step, path) in &saved {
@@ -233,11 +240,16 @@ fn a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_before_it() {
     }
     let out = svcca(&["train", &cfg, "--out", damaged.to_str().unwrap()]);
     assert_refused(&out, &["step-00000000.safetensors", "step-00000030.safetensors", "damaged"]);
-    let names: Vec<String> = std::fs::read_dir(damaged.join("checkpoints")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let names: Vec<String> =
+        std::fs::read_dir(damaged.join("checkpoints")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     for s in [0, 10, 20] {
         assert!(names.contains(&format!("step-{s:08}.safetensors.damaged")), "{names:?}");
     }
-    assert!(names.contains(&"step-00000030.safetensors.damaged".to_string()) && names.iter().filter(|n| n.starts_with("step-00000030")).count() == 2, "the earlier damaged copy is kept: {names:?}");
+    assert!(
+        names.contains(&"step-00000030.safetensors.damaged".to_string())
+            && names.iter().filter(|n| n.starts_with("step-00000030")).count() == 2,
+        "the earlier damaged copy is kept: {names:?}"
+    );
 }
 
 /// Serves `body` to every request on a local port; returns the URL.
@@ -249,7 +261,8 @@ fn serve(body: Vec<u8>) -> String {
             let Ok(mut s) = stream else { continue };
             let mut request = [0u8; 4096];
             let _ = s.read(&mut request);
-            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/gzip\r\nConnection: close\r\n\r\n", body.len());
+            let head =
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/gzip\r\nConnection: close\r\n\r\n", body.len());
             let _ = s.write_all(head.as_bytes());
             let _ = s.write_all(&body);
         }
@@ -260,7 +273,15 @@ fn serve(body: Vec<u8>) -> String {
 /// A CIFAR-10 archive in the official layout, with `n` records per file.
 fn small_cifar_archive(n: usize) -> Vec<u8> {
     let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
-    let files = ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin", "batches.meta.txt"];
+    let files = [
+        "data_batch_1.bin",
+        "data_batch_2.bin",
+        "data_batch_3.bin",
+        "data_batch_4.bin",
+        "data_batch_5.bin",
+        "test_batch.bin",
+        "batches.meta.txt",
+    ];
     for (k, name) in files.iter().enumerate() {
         let bytes: Vec<u8> = if name.ends_with(".txt") {
             b"airplane\n".to_vec()

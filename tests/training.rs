@@ -12,11 +12,7 @@ fn tiny() -> Config {
 }
 
 fn rows(dir: &Path) -> Vec<Vec<String>> {
-    std::fs::read_to_string(dir.join("metrics.csv"))
-        .unwrap()
-        .lines()
-        .map(|l| l.split(',').map(str::to_string).collect())
-        .collect()
+    std::fs::read_to_string(dir.join("metrics.csv")).unwrap().lines().map(|l| l.split(',').map(str::to_string).collect()).collect()
 }
 
 #[test]
@@ -55,9 +51,7 @@ fn keep_last_prunes_old_checkpoints() {
     c.analysis.probe_size = 16;
     c.train.steps = Some(31);
     svcca::train::train(c, tmp.path()).unwrap();
-    let names: Vec<String> = std::fs::read_dir(tmp.path().join("checkpoints"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let names: Vec<String> =
+        std::fs::read_dir(tmp.path().join("checkpoints")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert_eq!(names, ["step-00000031.safetensors"]);
 }

@@ -34,10 +34,7 @@ impl Probe {
     fn draw(data: &Dataset, split: &Split, what: &str, config: &AnalysisConfig) -> Probe {
         let n = split.len();
         if config.probe_size > n {
-            tracing::warn!(
-                "analysis.probe_size {} is larger than the {n} {what} images; the probe holds all {n}",
-                config.probe_size
-            );
+            tracing::warn!("analysis.probe_size {} is larger than the {n} {what} images; the probe holds all {n}", config.probe_size);
         }
         let mut indices = Rng::stream(config.seed, &[STREAM]).permutation(n);
         indices.truncate(config.probe_size.min(n));

@@ -83,12 +83,8 @@ impl Recorder {
             StoreDtype::Float32 => "float32",
             StoreDtype::Float16 => "float16",
         };
-        let tensors: Vec<(String, Tensor)> = self
-            .layers
-            .iter()
-            .zip(&acts)
-            .map(|(l, a)| (l.clone(), a.to_device(Device::Cpu).to_kind(kind).contiguous()))
-            .collect();
+        let tensors: Vec<(String, Tensor)> =
+            self.layers.iter().zip(&acts).map(|(l, a)| (l.clone(), a.to_device(Device::Cpu).to_kind(kind).contiguous())).collect();
         crate::io::write_with(&path, crate::io::Replace::Never, |tmp| Ok(Tensor::write_safetensors(&tensors, tmp)?))?;
         let mut manifest = read_manifest(&self.dir)?.unwrap_or_default();
         manifest.probe_indices = self.probe.indices.clone();
@@ -118,10 +114,8 @@ pub fn list(run: &Path) -> Vec<(u64, PathBuf)> {
 
 /// The stored activations of `layers` at one file, float32 on `device`.
 pub fn load(path: &Path, layers: &[String], device: Device) -> anyhow::Result<Vec<Tensor>> {
-    let saved: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(path)
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .into_iter()
-        .collect();
+    let saved: std::collections::HashMap<String, Tensor> =
+        Tensor::read_safetensors(path).with_context(|| format!("cannot read {}", path.display()))?.into_iter().collect();
     layers
         .iter()
         .map(|l| {

@@ -14,12 +14,12 @@
 //! `analysis/classes/settings.json` refuses mixed settings.
 
 use super::dynamics::{select, FOLDER};
-use crate::activations::pair;
-use super::runs::Run;
 use super::results::Results;
-use crate::io::{write_atomic, write_json_atomic};
+use super::runs::Run;
+use crate::activations::pair;
 use crate::device::DeviceChoice;
 use crate::error::InputError;
+use crate::io::{write_atomic, write_json_atomic};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -54,9 +54,13 @@ pub fn parse_classes(text: &str, classes: i64) -> Result<Vec<i64>, InputError> {
     }
     text.split(',')
         .map(|c| {
-            let v: i64 = c.trim().parse().map_err(|_| InputError::new(format!("--classes: '{c}' is not a class index (0 to {})", classes - 1)))?;
+            let v: i64 =
+                c.trim().parse().map_err(|_| InputError::new(format!("--classes: '{c}' is not a class index (0 to {})", classes - 1)))?;
             if !(0..classes).contains(&v) {
-                return Err(InputError::new(format!("--classes: class {v} is out of range: this dataset has classes 0 to {}", classes - 1)));
+                return Err(InputError::new(format!(
+                    "--classes: class {v} is out of range: this dataset has classes 0 to {}",
+                    classes - 1
+                )));
             }
             Ok(v)
         })
@@ -82,7 +86,13 @@ pub fn classes(dir: &Path, classes: &str, device: Option<DeviceChoice>) -> anyho
         let logits = crate::activations::record::record(&run.net, &probe, &["logits".to_string()])?.remove(0);
         let targets: Vec<tch::Tensor> = classes.iter().map(|&c| logits.narrow(1, c, 1)).collect();
         let bar = super::progress((todo.len() * layers.len() * classes.len()) as u64, "class sensitivity");
-        tracing::info!("class sensitivity: {} of {} checkpoints, {} layers, {} classes", todo.len(), steps.len(), layers.len(), classes.len());
+        tracing::info!(
+            "class sensitivity: {} of {} checkpoints, {} layers, {} classes",
+            todo.len(),
+            steps.len(),
+            layers.len(),
+            classes.len()
+        );
         let at = || format!("in the class sensitivity of {} (steps done so far are kept)", dir.display());
         results.compute(&todo, at, |&step| {
             run.load_step(step)?;

@@ -9,14 +9,14 @@
 //! those indices. Each pair's matrix is written to `OUT/pair-I-J.json` as soon as it is
 //! done and skipped when rerun ([`super::results`]); `OUT/settings.json` refuses mixed settings.
 
+use super::results::Results;
+use super::runs::Run;
 use crate::activations::pair;
 use crate::activations::probe::Probe;
-use super::runs::Run;
-use super::results::Results;
-use crate::io::{write_atomic, write_json_atomic};
-use crate::similarity::{ConvMethod, Method};
 use crate::device::DeviceChoice;
 use crate::error::InputError;
+use crate::io::{write_atomic, write_json_atomic};
+use crate::similarity::{ConvMethod, Method};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -70,14 +70,7 @@ pub fn compare_runs(runs: &[PathBuf], out: &Path, device: Option<DeviceChoice>) 
     }
     let first = &opened[0];
     let a = first.config.analysis.clone();
-    let settings = Settings {
-        runs: runs.to_vec(),
-        method: a.method,
-        keep: a.keep,
-        conv: a.conv,
-        probe_size: a.probe_size,
-        seed: a.seed,
-    };
+    let settings = Settings { runs: runs.to_vec(), method: a.method, keep: a.keep, conv: a.conv, probe_size: a.probe_size, seed: a.seed };
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let results = Results::<(usize, usize), Pair>::new(out, |&(i, j)| format!("pair-{i}-{j}.json"));
     super::settings::check_or_write(&out.join("settings.json"), &settings)?;

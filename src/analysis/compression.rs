@@ -24,12 +24,12 @@
 //! `compression.json`. Resumable ([`super::results`]): each layer's sweep is written to
 //! `layer-NAME.json` there when done; `settings.json` there refuses mixed settings.
 
-use super::runs::{as_rows, positions, Run};
 use super::results::Results;
-use crate::io::{write_atomic, write_json_atomic};
+use super::runs::{as_rows, positions, Run};
 use crate::data::rng::Rng;
 use crate::device::DeviceChoice;
 use crate::error::InputError;
+use crate::io::{write_atomic, write_json_atomic};
 use crate::model::Edit;
 use crate::similarity::{self, Keep};
 use anyhow::Context;
@@ -194,12 +194,7 @@ impl Compression {
     /// Per layer and method, the smallest k measured whose accuracy is within `points`
     /// percentage points of the full network's (`None` if no k is).
     pub fn smallest_k(&self, sweep: &LayerSweep, method: Method, points: f64) -> Option<usize> {
-        sweep
-            .points
-            .iter()
-            .filter(|p| p.method == method && p.accuracy >= self.full_accuracy - points / 100.0)
-            .map(|p| p.k)
-            .min()
+        sweep.points.iter().filter(|p| p.method == method && p.accuracy >= self.full_accuracy - points / 100.0).map(|p| p.k).min()
     }
 }
 

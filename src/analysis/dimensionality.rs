@@ -11,8 +11,8 @@
 
 use super::dynamics::FOLDER;
 use super::runs::{as_rows, positions, Run};
-use crate::io::{write_atomic, write_json_atomic};
 use crate::device::DeviceChoice;
+use crate::io::{write_atomic, write_json_atomic};
 use crate::similarity::{self, Keep};
 use serde::{Deserialize, Serialize};
 use std::path::Path;

@@ -14,20 +14,20 @@
 //! both sides: a conv-vs-dense pair (c5 vs fc1, say), and a conv pair too small for the
 //! DFT (1 x 1), is compared by `avgpool` (channels averaged over positions).
 
+use super::results::{read_json, Results};
 use crate::activations::pair;
 use crate::activations::probe::Probe;
 use crate::activations::record;
 use crate::activations::store;
-use super::results::{read_json, Results};
-use crate::io::{write_atomic, write_json_atomic};
 use crate::config::{ActivationMode, Config};
-use crate::similarity::{ConvMethod, Method};
 use crate::data::rng::Rng;
 use crate::data::Dataset;
 use crate::device::DeviceChoice;
 use crate::error::InputError;
+use crate::io::{write_atomic, write_json_atomic};
 use crate::model::{self, Network};
 use crate::run_dir::CONFIG_FILE;
+use crate::similarity::{ConvMethod, Method};
 use crate::train::{checkpoint, sgd::Sgd};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};

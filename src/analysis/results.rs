@@ -107,7 +107,12 @@ impl<K: Clone, T: Serialize + DeserializeOwned> Results<K, T> {
 
     /// The results of `keys` in order: each read from disk when done, else computed and
     /// saved as [`Self::compute`] does and kept as computed (not read back).
-    pub fn load_or_compute(&self, keys: &[K], at: impl Fn() -> String, mut f: impl FnMut(&K) -> anyhow::Result<T>) -> anyhow::Result<(Vec<T>, Counts)> {
+    pub fn load_or_compute(
+        &self,
+        keys: &[K],
+        at: impl Fn() -> String,
+        mut f: impl FnMut(&K) -> anyhow::Result<T>,
+    ) -> anyhow::Result<(Vec<T>, Counts)> {
         let (mut out, mut counts) = (Vec::with_capacity(keys.len()), Counts::default());
         for key in keys {
             if self.is_done(key) {
@@ -147,10 +152,14 @@ mod tests {
         assert_eq!(r.missing(&keys), [0, 20]);
         let mut seen = Vec::new();
         let counts = r
-            .compute_missing(&keys, || "here".into(), |&k| {
-                seen.push(k);
-                Ok(vec![k, k])
-            })
+            .compute_missing(
+                &keys,
+                || "here".into(),
+                |&k| {
+                    seen.push(k);
+                    Ok(vec![k, k])
+                },
+            )
             .unwrap();
         assert_eq!((seen, counts), (vec![0, 20], Counts { computed: 2, skipped: 1 }));
         assert_eq!(r.load_all(&keys).unwrap(), [vec![0, 0], vec![10], vec![20, 20]]);

@@ -1,8 +1,8 @@
 //! The settings an analysis's numbers depend on, written beside its results: a folder
 //! analysed with other settings is refused rather than mixed.
 
-use crate::io::write_json_atomic;
 use crate::error::InputError;
+use crate::io::write_json_atomic;
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
 

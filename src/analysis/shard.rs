@@ -134,7 +134,9 @@ pub fn analyze_shard(run: &Path, device: Option<DeviceChoice>, shard: Shard) -> 
         let finals = plan.activations(plan.total, &layers)?;
         let at = || format!("in shard {}/{} of {} (finished units are kept)", shard.index, shard.count, run.display());
         let shuffled: Vec<usize> = todo.iter().filter_map(|u| if let Unit::Shuffled(i) = *u { Some(i) } else { None }).collect();
-        units.shuffled.compute(&shuffled, &at, |&i| Ok(ShuffledResult { layer: layers[i].clone(), shuffled: plan.shuffled(&finals[i]) }))?;
+        units
+            .shuffled
+            .compute(&shuffled, &at, |&i| Ok(ShuffledResult { layer: layers[i].clone(), shuffled: plan.shuffled(&finals[i]) }))?;
         let rows: Vec<(u64, usize)> = todo.iter().filter_map(|u| if let Unit::Row(s, i) = *u { Some((s, i)) } else { None }).collect();
         let bar = comparisons_bar((rows.len() * layers.len()) as u64);
         // This shard's rows of the step in hand: only their layers are recorded, once.
@@ -195,7 +197,12 @@ fn merge_plan(plan: Plan) -> anyhow::Result<AnalyzeSummary> {
             let r = units.rows.load(&(step, i))?;
             if r.layer != plan.layers[i] || r.row.len() != n {
                 let path = units.rows.path(&(step, i));
-                return Err(InputError::new(format!("{}: made for other layers ({}); delete analysis/units to redo it", path.display(), r.layer)).into());
+                return Err(InputError::new(format!(
+                    "{}: made for other layers ({}); delete analysis/units to redo it",
+                    path.display(),
+                    r.layer
+                ))
+                .into());
             }
             matrix.push(r.row);
             seconds += r.seconds;

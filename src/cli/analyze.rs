@@ -43,7 +43,15 @@ impl AnalyzeArgs {
         }
         if let Some(shard) = self.shard {
             let s = analysis::shard::analyze_shard(&self.run, self.device, shard)?;
-            println!("{}: shard {}/{}: {} units computed, {} already done; {} units of all shards missing", self.run.display(), shard.index, shard.count, s.computed, s.skipped, s.missing);
+            println!(
+                "{}: shard {}/{}: {} units computed, {} already done; {} units of all shards missing",
+                self.run.display(),
+                shard.index,
+                shard.count,
+                s.computed,
+                s.skipped,
+                s.missing
+            );
             return match s.merged {
                 Some(a) => report(&self.run, a, !self.no_plots).map(|_| ()),
                 None => Ok(()),
@@ -102,12 +110,8 @@ fn report(run: &Path, a: AnalyzeSummary, plots: bool) -> anyhow::Result<AnalyzeS
     );
     // The checkpoint nearest a third of training: where the layers differ most visibly.
     if let Some(r) = a.dynamics.steps.iter().min_by(|x, y| (x.fraction - 0.35).abs().total_cmp(&(y.fraction - 0.35).abs())) {
-        let to_final: Vec<String> = r
-            .layers
-            .iter()
-            .enumerate()
-            .map(|(i, l)| format!("{l} {}", r.matrix[i][i].map_or("-".into(), |v| format!("{v:.2}"))))
-            .collect();
+        let to_final: Vec<String> =
+            r.layers.iter().enumerate().map(|(i, l)| format!("{l} {}", r.matrix[i][i].map_or("-".into(), |v| format!("{v:.2}")))).collect();
         println!("  similarity to the final state at step {} ({:.0}%): {}", r.step, 100.0 * r.fraction, to_final.join(", "));
     }
     if plots {

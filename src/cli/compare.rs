@@ -49,15 +49,12 @@ pub struct CompareArgs {
 impl CompareArgs {
     fn keep(&self) -> Result<Keep, InputError> {
         if (self.keep.is_some() || self.top_k.is_some()) && self.method != Method::Svcca {
-            return Err(InputError::new(format!(
-                "--keep and --top-k apply to --method svcca only (got --method {})",
-                self.method
-            )));
+            return Err(InputError::new(format!("--keep and --top-k apply to --method svcca only (got --method {})", self.method)));
         }
         match (self.keep, self.top_k) {
-            (Some(f), _) if !(f > 0.0 && f <= 1.0) => Err(InputError::new(format!(
-                "--keep {f}: the fraction of variance must be in (0, 1]"
-            ))),
+            (Some(f), _) if !(f > 0.0 && f <= 1.0) => {
+                Err(InputError::new(format!("--keep {f}: the fraction of variance must be in (0, 1]")))
+            }
             (Some(f), _) => Ok(Keep::Variance(f)),
             (_, Some(0)) => Err(InputError::new("--top-k 0: keep at least one direction")),
             (_, Some(k)) => Ok(Keep::TopK(k)),
@@ -71,16 +68,9 @@ impl CompareArgs {
             return Err(InputError::new("--max-datapoints 0: keep at least one datapoint").into());
         }
         let job = CompareJob {
-            conv: self.conv.map(|method| ConvOptions {
-                method,
-                max_datapoints: self.max_datapoints,
-                seed: self.seed,
-            }),
+            conv: self.conv.map(|method| ConvOptions { method, max_datapoints: self.max_datapoints, seed: self.seed }),
             layout: self.layout,
-            options: Options {
-                method: self.method,
-                keep: self.keep()?,
-            },
+            options: Options { method: self.method, keep: self.keep()? },
             device: self.device.resolve()?,
             memory_budget: self.memory_budget,
             a: self.a,
@@ -88,11 +78,7 @@ impl CompareArgs {
         };
         let report = job.run()?;
         let mut out = std::io::stdout().lock();
-        let written = if self.json {
-            writeln!(out, "{}", serde_json::to_string(&report)?)
-        } else {
-            write_summary(&mut out, &report)
-        };
+        let written = if self.json { writeln!(out, "{}", serde_json::to_string(&report)?) } else { write_summary(&mut out, &report) };
         super::ignore_broken_pipe(written)
     }
 }
@@ -109,24 +95,14 @@ fn write_summary(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
         Method::Svcca | Method::Cca => "directions",
         _ => "neurons",
     };
-    for (name, neurons, kept, constant) in [
-        (&r.a, s.neurons_a, s.kept_a, s.constant_a),
-        (&r.b, s.neurons_b, s.kept_b, s.constant_b),
-    ] {
-        let dropped = if constant > 0 {
-            format!(", {constant} constant neurons dropped")
-        } else {
-            String::new()
-        };
+    for (name, neurons, kept, constant) in [(&r.a, s.neurons_a, s.kept_a, s.constant_a), (&r.b, s.neurons_b, s.kept_b, s.constant_b)] {
+        let dropped = if constant > 0 { format!(", {constant} constant neurons dropped") } else { String::new() };
         writeln!(out, "  {name}: {} datapoints x {neurons} neurons, {kept} {unit} used{dropped}", s.datapoints)?;
     }
     if let Some(conv) = &r.conv {
         let [h, w] = conv.size;
         let detail = match (conv.frequencies_computed, conv.positions_per_datapoint) {
-            (Some(f), _) => format!(
-                "one CCA per spatial frequency, {f} of {} computed (the rest are conjugate mirrors)",
-                h * w
-            ),
+            (Some(f), _) => format!("one CCA per spatial frequency, {f} of {} computed (the rest are conjugate mirrors)", h * w),
             (_, Some(p)) => format!("{p} positions per datapoint as datapoints"),
             _ => "channels averaged over positions".to_string(),
         };

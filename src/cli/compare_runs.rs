@@ -37,12 +37,8 @@ impl CompareRunsArgs {
             println!("{} vs {}: same-named layers: {}", self.runs[p.a].display(), self.runs[p.b].display(), diagonal.join(", "));
         }
         if let Some(s) = c.summary.as_ref().filter(|s| s.pairs > 1) {
-            let diag: Vec<String> = s
-                .layers
-                .iter()
-                .enumerate()
-                .map(|(i, l)| format!("{l} {}±{}", fmt(s.mean[i][i]), fmt(s.std[i][i])))
-                .collect();
+            let diag: Vec<String> =
+                s.layers.iter().enumerate().map(|(i, l)| format!("{l} {}±{}", fmt(s.mean[i][i]), fmt(s.std[i][i]))).collect();
             println!("mean ± std over {} pairs: {}", s.pairs, diag.join(", "));
         }
         println!("tables in {}", out.display());

@@ -29,7 +29,9 @@ pub struct ExampleArgs {
 
 impl ExampleArgs {
     pub fn run(self) -> anyhow::Result<()> {
-        for (flag, v) in [("--datapoints", self.datapoints), ("--neurons-a", self.neurons_a), ("--neurons-b", self.neurons_b), ("--rank", self.rank)] {
+        for (flag, v) in
+            [("--datapoints", self.datapoints), ("--neurons-a", self.neurons_a), ("--neurons-b", self.neurons_b), ("--rank", self.rank)]
+        {
             if v < 1 {
                 return Err(crate::error::InputError::new(format!("{flag} {v}: must be at least 1")).into());
             }

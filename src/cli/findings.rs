@@ -68,7 +68,14 @@ impl FindingsArgs {
             if let Some(last) = c.steps.last() {
                 println!("class sensitivity at step {} (class: layers with similarity >= 0.5 from the input):", last.step);
                 for (ci, class) in c.settings.classes.iter().enumerate() {
-                    let first = c.settings.analysis.layers.iter().zip(&last.matrix[ci]).find(|(_, v)| v.is_some_and(|v| v >= 0.5)).map(|(l, _)| l.as_str());
+                    let first = c
+                        .settings
+                        .analysis
+                        .layers
+                        .iter()
+                        .zip(&last.matrix[ci])
+                        .find(|(_, v)| v.is_some_and(|v| v >= 0.5))
+                        .map(|(l, _)| l.as_str());
                     println!("  class {class}: first layer at 0.5 or above: {}", first.unwrap_or("none"));
                 }
             }

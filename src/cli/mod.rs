@@ -84,13 +84,9 @@ fn ignore_broken_pipe(written: std::io::Result<()>) -> anyhow::Result<()> {
 /// 1024, with or without `iB`/`B`).
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("'{text}' is not a size such as 2G, 512M or 1073741824"))?;
+    let number: f64 = number.parse().map_err(|_| format!("'{text}' is not a size such as 2G, 512M or 1073741824"))?;
     let scale: u64 = match unit.trim().to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
         "" => 1,
         "K" => 1 << 10,

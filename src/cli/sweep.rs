@@ -75,15 +75,24 @@ impl SweepArgs {
             o.signal_seconds = self.signal_seconds.unwrap_or(o.signal_seconds);
             o.extra.extend(self.sbatch);
             let template = match &self.template {
-                Some(p) => Some(std::fs::read_to_string(p).map_err(|e| crate::error::InputError::new(format!("{}: cannot read: {e}", p.display())))?),
+                Some(p) => Some(
+                    std::fs::read_to_string(p).map_err(|e| crate::error::InputError::new(format!("{}: cannot read: {e}", p.display())))?,
+                ),
                 None => None,
             };
             let exe = std::env::current_exe()?;
             let text = slurm::script(&sweep, &o, &exe, template.as_deref())?;
             let (path, id) = slurm::submit(&sweep, &text, self.dry_run)?;
             match id {
-                Some(id) => println!("submitted job array {id}: {} tasks ({}); logs in {}", sweep.variants.len(), path.display(), sweep.out.join("slurm/logs").display()),
-                None => println!("{text}\n# written to {} (not submitted: --dry-run); submit with: sbatch {}", path.display(), path.display()),
+                Some(id) => println!(
+                    "submitted job array {id}: {} tasks ({}); logs in {}",
+                    sweep.variants.len(),
+                    path.display(),
+                    sweep.out.join("slurm/logs").display()
+                ),
+                None => {
+                    println!("{text}\n# written to {} (not submitted: --dry-run); submit with: sbatch {}", path.display(), path.display())
+                }
             }
         }
         if self.report {

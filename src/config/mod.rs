@@ -10,8 +10,8 @@ mod overrides;
 mod source;
 
 use crate::device::DeviceChoice;
-use crate::similarity::{ConvMethod, Method};
 use crate::error::InputError;
+use crate::similarity::{ConvMethod, Method};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -77,15 +77,7 @@ pub struct DataConfig {
 
 impl Default for DataConfig {
     fn default() -> Self {
-        DataConfig {
-            dataset: DatasetName::Synthetic,
-            path: None,
-            train_size: None,
-            test_size: None,
-            seed: 0,
-            crop_padding: 4,
-            flip: true,
-        }
+        DataConfig { dataset: DatasetName::Synthetic, path: None, train_size: None, test_size: None, seed: 0, crop_padding: 4, flip: true }
     }
 }
 
@@ -93,10 +85,7 @@ impl DataConfig {
     /// Checks this section's values; the error is `(dotted key, what is wrong)`.
     pub fn validate(&self) -> Check {
         if self.dataset != DatasetName::Synthetic && self.path.is_none() {
-            return bad(
-                "data.path",
-                format!("dataset '{}' needs data.path (the folder holding its files)", self.dataset.as_str()),
-            );
+            return bad("data.path", format!("dataset '{}' needs data.path (the folder holding its files)", self.dataset.as_str()));
         }
         for (key, v) in [("data.train_size", self.train_size), ("data.test_size", self.test_size)] {
             if v == Some(0) {
@@ -143,13 +132,7 @@ pub struct ModelConfig {
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig {
-            arch: Arch::Convnet,
-            width: None,
-            fc1: 512,
-            fc2: 256,
-            depth: 20,
-        }
+        ModelConfig { arch: Arch::Convnet, width: None, fc1: 512, fc2: 256, depth: 20 }
     }
 }
 
@@ -167,10 +150,7 @@ impl ModelConfig {
             }
         }
         if self.arch == Arch::Resnet && (self.depth < 8 || (self.depth - 2) % 6 != 0) {
-            return bad(
-                "model.depth",
-                format!("{}: a CIFAR ResNet has depth 6n+2 with n >= 1 (20, 32, 56, 62, ...)", self.depth),
-            );
+            return bad("model.depth", format!("{}: a CIFAR ResNet has depth 6n+2 with n >= 1 (20, 32, 56, 62, ...)", self.depth));
         }
         Ok(())
     }
@@ -322,11 +302,7 @@ pub struct CheckpointConfig {
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        CheckpointConfig {
-            every: 1000,
-            at_start: true,
-            keep_last: None,
-        }
+        CheckpointConfig { every: 1000, at_start: true, keep_last: None }
     }
 }
 
@@ -504,7 +480,10 @@ impl FreezeConfig {
                 if !(0.0..=1.0).contains(&self.threshold) {
                     return bad(
                         "freeze.threshold",
-                        format!("{}: similarities lie in [0, 1], so the threshold must too (above 1 nothing would ever freeze)", self.threshold),
+                        format!(
+                            "{}: similarities lie in [0, 1], so the threshold must too (above 1 nothing would ever freeze)",
+                            self.threshold
+                        ),
                     );
                 }
                 if let Some(n) = self.check_every {
@@ -563,8 +542,7 @@ impl Config {
     /// Reads `path`, applies `overrides` (`key=value`, dotted keys) in order, and checks
     /// every value. Errors name the file and line, or the `--set` at fault.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Config, InputError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| InputError::new(format!("{}: cannot read config: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| InputError::new(format!("{}: cannot read config: {e}", path.display())))?;
         Self::parse(&text, &path.display().to_string(), overrides)
     }
 
@@ -575,8 +553,7 @@ impl Config {
             let mut table: toml::Table = toml::from_str(text).map_err(|e| source::parse_error(name, text, &e))?;
             for o in overrides {
                 apply_override(&mut table, o)?;
-                config = Config::deserialize(table.clone())
-                    .map_err(|e| InputError::new(format!("--set {o}: {}", e.message().trim())))?;
+                config = Config::deserialize(table.clone()).map_err(|e| InputError::new(format!("--set {o}: {}", e.message().trim())))?;
             }
         }
         if let Err((key, message)) = config.validate() {

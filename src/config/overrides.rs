@@ -6,9 +6,7 @@ use crate::error::InputError;
 
 pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<(), InputError> {
     let bad = |why: &str| InputError::new(format!("--set {assignment}: {why}"));
-    let (key, value) = assignment
-        .split_once('=')
-        .ok_or_else(|| bad("expected key=value, e.g. train.steps=20"))?;
+    let (key, value) = assignment.split_once('=').ok_or_else(|| bad("expected key=value, e.g. train.steps=20"))?;
     let key = key.trim();
     let parts: Vec<&str> = key.split('.').collect();
     if parts.iter().any(|p| p.is_empty()) {
@@ -17,9 +15,7 @@ pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<(), I
     let value = parse_value(value.trim());
     let mut node = table;
     for part in &parts[..parts.len() - 1] {
-        let entry = node
-            .entry(part.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = node.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         node = match entry {
             toml::Value::Table(t) => t,
             _ => return Err(bad(&format!("'{part}' is a value, not a section"))),

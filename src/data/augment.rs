@@ -30,11 +30,7 @@ impl Augment {
         let mut rows = Vec::with_capacity((n * h) as usize);
         let mut cols = Vec::with_capacity((n * w) as usize);
         for _ in 0..n {
-            let (dy, dx) = if p > 0 {
-                (rng.below(2 * p as u64 + 1) as i64, rng.below(2 * p as u64 + 1) as i64)
-            } else {
-                (p, p)
-            };
+            let (dy, dx) = if p > 0 { (rng.below(2 * p as u64 + 1) as i64, rng.below(2 * p as u64 + 1) as i64) } else { (p, p) };
             let mirrored = self.flip && rng.below(2) == 1;
             rows.extend((0..h).map(|y| dy + y));
             cols.extend((0..w).map(|x| dx + if mirrored { w - 1 - x } else { x }));
@@ -81,9 +77,7 @@ mod tests {
         // Every nonzero value of a crop sits at its own value's place shifted by one offset.
         let padded = x.constant_pad_nd([2, 2, 2, 2]);
         for i in 0..2 {
-            let found = (0..5).any(|dy| {
-                (0..5).any(|dx| padded.get(i).narrow(1, dy, 6).narrow(2, dx, 6).equal(&y.get(i)))
-            });
+            let found = (0..5).any(|dy| (0..5).any(|dx| padded.get(i).narrow(1, dy, 6).narrow(2, dx, 6).equal(&y.get(i))));
             assert!(found, "image {i} is not a crop of its padded self");
         }
     }

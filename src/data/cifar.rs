@@ -27,9 +27,8 @@ pub fn load(path: &Path) -> Result<(RawSplit, RawSplit), InputError> {
     let files = if path.is_file() {
         read_archive(path)?
     } else if path.is_dir() {
-        let folder = [path.to_path_buf(), path.join(FOLDER)]
-            .into_iter()
-            .find(|d| d.join(TEST_FILE).is_file() || d.join(TRAIN_FILES[0]).is_file());
+        let folder =
+            [path.to_path_buf(), path.join(FOLDER)].into_iter().find(|d| d.join(TEST_FILE).is_file() || d.join(TRAIN_FILES[0]).is_file());
         match folder {
             Some(d) => read_folder(&d)?,
             None if path.join(ARCHIVE).is_file() => read_archive(&path.join(ARCHIVE))?,
@@ -83,7 +82,11 @@ fn read_folder(dir: &Path) -> Result<Files, InputError> {
 
 fn read_archive(path: &Path) -> Result<Files, InputError> {
     let bad = |e: &dyn std::fmt::Display| {
-        InputError::new(format!("{}: not a readable CIFAR-10 .tar.gz ({e}); {}", path.display(), how_to_get(path.parent().unwrap_or(Path::new(".")))))
+        InputError::new(format!(
+            "{}: not a readable CIFAR-10 .tar.gz ({e}); {}",
+            path.display(),
+            how_to_get(path.parent().unwrap_or(Path::new(".")))
+        ))
     };
     let file = std::fs::File::open(path).map_err(|e| bad(&e))?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));

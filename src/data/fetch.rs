@@ -57,18 +57,13 @@ pub fn cifar10(dir: &Path, url: &str, md5: &str) -> anyhow::Result<PathBuf> {
 fn download(url: &str, out: &mut std::fs::File) -> anyhow::Result<String> {
     tracing::info!("downloading {url}");
     let response = ureq::get(url).call().with_context(|| format!("cannot download {url}"))?;
-    let total = response
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let total = response.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let bar = match total {
         Some(n) => indicatif::ProgressBar::new(n),
         None => indicatif::ProgressBar::new_spinner(),
     };
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .expect("a valid template"),
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}").expect("a valid template"),
     );
     let mut reader = response.into_body().into_reader();
     let mut hasher = Md5::new();

@@ -73,11 +73,7 @@ fn find(dir: &Path, stem: &str, flavour: Flavour) -> Result<PathBuf, InputError>
             return Ok(p);
         }
     }
-    Err(InputError::new(format!(
-        "{}: {stem} (or {stem}.gz) is missing; {}",
-        dir.display(),
-        flavour.how_to_get()
-    )))
+    Err(InputError::new(format!("{}: {stem} (or {stem}.gz) is missing; {}", dir.display(), flavour.how_to_get())))
 }
 
 /// Reads a u8 IDX file: its dimensions and data, checked against each other.
@@ -104,9 +100,7 @@ pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>), InputError> {
     if ndims == 0 || bytes.len() < header {
         return Err(InputError::new(format!("{name}: truncated IDX header")));
     }
-    let dims: Vec<usize> = (0..ndims)
-        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
-        .collect();
+    let dims: Vec<usize> = (0..ndims).map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize).collect();
     let expected: usize = dims.iter().product();
     let found = bytes.len() - header;
     if found != expected {

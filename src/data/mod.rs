@@ -150,10 +150,6 @@ fn channel_stats(split: &RawSplit) -> (Vec<f64>, Vec<f64>) {
     }
     let n = (split.len() * plane) as f64;
     let mean: Vec<f64> = sum.iter().map(|s| s / n / 255.0).collect();
-    let std = sq
-        .iter()
-        .zip(&mean)
-        .map(|(q, m)| ((q / n / 65025.0 - m * m).max(0.0).sqrt()).max(1e-3))
-        .collect();
+    let std = sq.iter().zip(&mean).map(|(q, m)| ((q / n / 65025.0 - m * m).max(0.0).sqrt()).max(1e-3)).collect();
     (mean, std)
 }

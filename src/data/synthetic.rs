@@ -10,8 +10,8 @@
 //! is equally likely, wrap-around included, so each pixel has the same mean under every
 //! class. A linear score `w . x` then has the same mean under every class too; only its
 //! spread differs. A convnet detects the pattern wherever it is (a 5 x 5 receptive field
-//! and pooling), so it separates the classes easily. Measured accuracies are in the
-//! README.
+//! and pooling), so it separates the classes easily. Measured accuracies are in
+//! docs/training.md.
 
 use super::rng::Rng;
 use super::RawSplit;
@@ -43,9 +43,7 @@ fn patterns(seed: u64) -> Vec<Vec<f64>> {
     (0..CLASSES + DISTRACTORS)
         .map(|k| {
             let mut rng = Rng::stream(seed, &[PATTERNS, k as u64]);
-            let mut p: Vec<f64> = (0..CHANNELS as usize * area)
-                .map(|_| if rng.below(2) == 1 { 1.0 } else { -1.0 })
-                .collect();
+            let mut p: Vec<f64> = (0..CHANNELS as usize * area).map(|_| if rng.below(2) == 1 { 1.0 } else { -1.0 }).collect();
             for c in p.chunks_mut(area) {
                 let mean = c.iter().sum::<f64>() / area as f64;
                 c.iter_mut().for_each(|v| *v -= mean);

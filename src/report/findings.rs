@@ -132,9 +132,11 @@ fn dimensionality_curves<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &
     for (i, l) in d.iter().enumerate() {
         let c = colour(Some(0.9 * i as f64 / (n - 1) as f64));
         let points: Vec<(f64, f64)> = l.to_logits.iter().map(|&(k, s)| (k as f64, s)).collect();
-        chart.draw_series(LineSeries::new(points.clone(), c.stroke_width(2))).map_err(err)?.label(format!("{} (k99 = {})", l.layer, l.k99)).legend(
-            move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3)),
-        );
+        chart
+            .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))
+            .map_err(err)?
+            .label(format!("{} (k99 = {})", l.layer, l.k99))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3)));
         chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, c.filled()))).map_err(err)?;
     }
     chart
@@ -150,7 +152,9 @@ fn dimensionality_curves<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &
 
 pub fn compare_runs_plot(dir: &Path, c: &CompareRuns) -> anyhow::Result<Vec<PathBuf>> {
     let (rows, cols, m, caption) = match (&c.summary, c.pairs.as_slice()) {
-        (Some(s), ps) if ps.len() > 1 => (s.layers.clone(), s.layers.clone(), s.mean.clone(), format!("mean over {} pairs of runs", ps.len())),
+        (Some(s), ps) if ps.len() > 1 => {
+            (s.layers.clone(), s.layers.clone(), s.mean.clone(), format!("mean over {} pairs of runs", ps.len()))
+        }
         (_, [p, ..]) => (p.layers_a.clone(), p.layers_b.clone(), p.matrix.clone(), "run 1 against run 2".to_string()),
         _ => return Ok(Vec::new()),
     };

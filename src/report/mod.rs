@@ -62,10 +62,7 @@ pub fn colour(v: Option<f64>) -> RGBColor {
 
 /// The analysed checkpoints nearest each of [`FRACTIONS`].
 pub fn heatmap_steps(d: &Dynamics) -> Vec<&StepResult> {
-    FRACTIONS
-        .iter()
-        .filter_map(|f| d.steps.iter().min_by(|a, b| (a.fraction - f).abs().total_cmp(&(b.fraction - f).abs())))
-        .collect()
+    FRACTIONS.iter().filter_map(|f| d.steps.iter().min_by(|a, b| (a.fraction - f).abs().total_cmp(&(b.fraction - f).abs()))).collect()
 }
 
 /// Draws both plots as PNG and SVG into `run/plots/`; returns the files written.
@@ -106,11 +103,7 @@ fn png(
     Ok(path.to_path_buf())
 }
 
-fn svg(
-    path: &Path,
-    size: (u32, u32),
-    draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> anyhow::Result<()>,
-) -> anyhow::Result<PathBuf> {
+fn svg(path: &Path, size: (u32, u32), draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> anyhow::Result<()>) -> anyhow::Result<PathBuf> {
     let mut text = String::new();
     {
         let root = SVGBackend::with_string(&mut text, size).into_drawing_area();
@@ -276,17 +269,18 @@ pub fn accuracy_plot(dir: &Path, title: &str, series: &[Band]) -> anyhow::Result
 }
 
 /// Series colours: the first two as the freeze comparison has always drawn them.
-const SERIES: [RGBColor; 6] =
-    [RGBColor(59, 81, 139), RGBColor(214, 96, 39), RGBColor(46, 139, 87), RGBColor(148, 52, 110), RGBColor(120, 120, 120), RGBColor(190, 160, 20)];
+const SERIES: [RGBColor; 6] = [
+    RGBColor(59, 81, 139),
+    RGBColor(214, 96, 39),
+    RGBColor(46, 139, 87),
+    RGBColor(148, 52, 110),
+    RGBColor(120, 120, 120),
+    RGBColor(190, 160, 20),
+];
 
 fn accuracy_curves<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, series: &[Band]) -> anyhow::Result<()> {
     let last = series.iter().flat_map(|s| s.1.last()).map(|p| p.0).max().unwrap_or(1).max(1) as f64;
-    let lo = series
-        .iter()
-        .flat_map(|s| s.1.iter())
-        .filter(|p| p.0 as f64 >= 0.1 * last)
-        .map(|p| p.1 - p.2)
-        .fold(1.0f64, f64::min);
+    let lo = series.iter().flat_map(|s| s.1.iter()).filter(|p| p.0 as f64 >= 0.1 * last).map(|p| p.1 - p.2).fold(1.0f64, f64::min);
     let y0 = ((lo * 100.0 - 2.0).floor() / 100.0).clamp(0.0, 0.99);
     let mut chart = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 22))

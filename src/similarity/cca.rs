@@ -14,8 +14,8 @@
 //! singular values that are then left out.
 
 use super::Keep;
-use rayon::prelude::*;
 use crate::error::{Side, SimilarityError};
+use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
 /// A layer's principal directions, largest variance first, for each problem.
@@ -53,21 +53,13 @@ impl Principal {
                 vs.iter().take_while(|&&x| x > tol).count()
             })
             .collect();
-        Principal {
-            variances,
-            directions,
-            rank,
-        }
+        Principal { variances, directions, rank }
     }
 
     /// How many directions the rule keeps in each problem; an error when the rule asks
     /// for more than the data holds.
     pub(crate) fn keep(&self, keep: Keep, side: Side, rows: i64) -> Result<Vec<usize>, SimilarityError> {
-        self.variances
-            .iter()
-            .zip(&self.rank)
-            .map(|(variances, &rank)| keep_one(variances, rank, keep, side, rows))
-            .collect()
+        self.variances.iter().zip(&self.rank).map(|(variances, &rank)| keep_one(variances, rank, keep, side, rows)).collect()
     }
 
     /// The top directions of each problem scaled to unit variance (problems x p x K,
@@ -105,12 +97,7 @@ pub(crate) fn keep_one(variances: &[f64], rank: usize, keep: Keep, side: Side, r
             Ok(k.min(rank))
         }
         Keep::TopK(k) => {
-            let refuse = |what: String| {
-                Err(SimilarityError::layer(
-                    side,
-                    format!("--top-k {k} asks for more directions than {what}"),
-                ))
-            };
+            let refuse = |what: String| Err(SimilarityError::layer(side, format!("--top-k {k} asks for more directions than {what}")));
             if k as i64 > rows {
                 refuse(format!("the {rows} datapoints can hold"))
             } else if k > variances.len() {
@@ -126,23 +113,14 @@ pub(crate) fn keep_one(variances: &[f64], rank: usize, keep: Keep, side: Side, r
 
 /// Canonical correlations (descending) of each problem between its top `kept_a` and
 /// `kept_b` whitened principal directions.
-pub(crate) fn correlations(
-    cab: &Tensor,
-    wa: &Tensor,
-    wb: &Tensor,
-    kept_a: &[usize],
-    kept_b: &[usize],
-) -> Vec<Vec<f64>> {
+pub(crate) fn correlations(cab: &Tensor, wa: &Tensor, wb: &Tensor, kept_a: &[usize], kept_b: &[usize]) -> Vec<Vec<f64>> {
     let t = wa.adjoint().matmul(&cab.matmul(wb));
     let width = t.size()[1].min(t.size()[2]) as usize;
     // Canonical correlations are at most 1; anything above is rounding.
     // (linalg_svdvals would need a driver argument that tch cannot leave unset.)
     let [s] = stacked(&t, |t| [t.svd(true, false).1]);
     let s = to_host(&s.clamp_max(1.0));
-    s.chunks(width.max(1))
-        .zip(kept_a.iter().zip(kept_b))
-        .map(|(s, (&ka, &kb))| s[..ka.min(kb)].to_vec())
-        .collect()
+    s.chunks(width.max(1)).zip(kept_a.iter().zip(kept_b)).map(|(s, (&ka, &kb))| s[..ka.min(kb)].to_vec()).collect()
 }
 
 /// Runs `f`, which decomposes matrices of at most `n` rows, with libtorch's CPU threads
@@ -169,11 +147,7 @@ pub(crate) fn stacked<const K: usize>(t: &Tensor, f: impl Fn(&Tensor) -> [Tensor
     if !split {
         return f(t);
     }
-    let parts: Vec<[Tensor; K]> = t
-        .chunk(rayon::current_num_threads().max(1) as i64, 0)
-        .into_par_iter()
-        .map(|part| f(&part))
-        .collect();
+    let parts: Vec<[Tensor; K]> = t.chunk(rayon::current_num_threads().max(1) as i64, 0).into_par_iter().map(|part| f(&part)).collect();
     std::array::from_fn(|k| Tensor::cat(&parts.iter().map(|p| &p[k]).collect::<Vec<_>>(), 0))
 }
 

@@ -74,11 +74,7 @@ pub struct ConvOptions {
 
 impl Default for ConvOptions {
     fn default() -> Self {
-        ConvOptions {
-            method: ConvMethod::Dft,
-            max_datapoints: 100_000,
-            seed: 0,
-        }
+        ConvOptions { method: ConvMethod::Dft, max_datapoints: 100_000, seed: 0 }
     }
 }
 
@@ -125,12 +121,7 @@ pub struct ConvReport {
 impl ConvComparison {
     /// Checks that the layers suit the method and plans the comparison of `datapoints`
     /// datapoints.
-    pub fn new(
-        shapes: [LayerShape; 2],
-        datapoints: i64,
-        options: ConvOptions,
-        method: Method,
-    ) -> Result<Self, SimilarityError> {
+    pub fn new(shapes: [LayerShape; 2], datapoints: i64, options: ConvOptions, method: Method) -> Result<Self, SimilarityError> {
         let mut size = (1, 1);
         if options.method != ConvMethod::Avgpool {
             let mut sizes = Vec::new();
@@ -167,9 +158,7 @@ impl ConvComparison {
                         size.0, size.1
                     )));
                 }
-                let (LayerShape::Conv { h: ha, w: wa, .. }, LayerShape::Conv { h: hb, w: wb, .. }) =
-                    (shapes[0], shapes[1])
-                else {
+                let (LayerShape::Conv { h: ha, w: wa, .. }, LayerShape::Conv { h: hb, w: wb, .. }) = (shapes[0], shapes[1]) else {
                     unreachable!("checked above")
                 };
                 plan = Some(FrequencyPlan::new((ha, wa), (hb, wb)));
@@ -180,14 +169,7 @@ impl ConvComparison {
             }
             ConvMethod::Avgpool => {}
         }
-        Ok(ConvComparison {
-            options,
-            shapes,
-            size,
-            plan,
-            positions,
-            first: [OnceCell::new(), OnceCell::new()],
-        })
+        Ok(ConvComparison { options, shapes, size, plan, positions, first: [OnceCell::new(), OnceCell::new()] })
     }
 
     /// The accumulator this comparison feeds.
@@ -222,33 +204,21 @@ impl ConvComparison {
     fn flatten(&self, block: &Tensor, first_row: i64) -> Tensor {
         let (h, w) = self.size;
         let s = block.size();
-        let block = if (s[2], s[3]) != (h, w) {
-            block.to_kind(Kind::Double).adaptive_avg_pool2d([h, w])
-        } else {
-            block.shallow_clone()
-        };
+        let block = if (s[2], s[3]) != (h, w) { block.to_kind(Kind::Double).adaptive_avg_pool2d([h, w]) } else { block.shallow_clone() };
         let (rows, c) = (s[0], s[1]);
         // rows x positions x C
         let by_position = block.reshape([rows, c, h * w]).permute([0, 2, 1]);
         if self.positions == h * w {
             return by_position.reshape([rows * h * w, c]);
         }
-        let picks: Vec<i64> = (0..rows)
-            .flat_map(|r| draw_positions(self.options.seed, first_row + r, h * w, self.positions))
-            .collect();
-        let picks = Tensor::from_slice(&picks)
-            .view([rows, self.positions, 1])
-            .expand([rows, self.positions, c], false)
-            .to_device(block.device());
+        let picks: Vec<i64> = (0..rows).flat_map(|r| draw_positions(self.options.seed, first_row + r, h * w, self.positions)).collect();
+        let picks =
+            Tensor::from_slice(&picks).view([rows, self.positions, 1]).expand([rows, self.positions, c], false).to_device(block.device());
         by_position.gather(1, &picks, false).reshape([rows * self.positions, c])
     }
 
     /// The similarity from the accumulated sums.
-    pub fn finish(
-        &self,
-        moments: Moments,
-        options: &Options,
-    ) -> Result<(Similarity, ConvReport), SimilarityError> {
+    pub fn finish(&self, moments: Moments, options: &Options) -> Result<(Similarity, ConvReport), SimilarityError> {
         let mut report = ConvReport {
             method: self.options.method,
             size: [self.size.0, self.size.1],
@@ -270,12 +240,7 @@ impl ConvComparison {
             .zip(&plan.source)
             .map(|(location, &src)| {
                 let (ka, kb, ref corr) = per_computed[src];
-                FrequencyCorrelations {
-                    location,
-                    kept_a: ka,
-                    kept_b: kb,
-                    correlations: corr.clone(),
-                }
+                FrequencyCorrelations { location, kept_a: ka, kept_b: kb, correlations: corr.clone() }
             })
             .collect();
         let mut all: Vec<f64> = frequencies.iter().flat_map(|f| f.correlations.iter().copied()).collect();
@@ -347,12 +312,7 @@ fn draw_positions(seed: u64, datapoint: i64, total: i64, count: i64) -> Vec<i64>
 
 /// Compares two layers held in memory. Each is rows x C x H x W (or rows x neurons for
 /// a dense side with `avgpool`), already in NCHW order.
-pub fn compare_conv(
-    a: &Tensor,
-    b: &Tensor,
-    conv: ConvOptions,
-    options: &Options,
-) -> Result<(Similarity, ConvReport), SimilarityError> {
+pub fn compare_conv(a: &Tensor, b: &Tensor, conv: ConvOptions, options: &Options) -> Result<(Similarity, ConvReport), SimilarityError> {
     let shape = |t: &Tensor| {
         let s = t.size();
         match s.len() {
@@ -366,11 +326,7 @@ pub fn compare_conv(
         }
     }
     if a.size()[0] != b.size()[0] {
-        return Err(SimilarityError::Both(format!(
-            "different numbers of datapoints: {} vs {}",
-            a.size()[0],
-            b.size()[0]
-        )));
+        return Err(SimilarityError::Both(format!("different numbers of datapoints: {} vs {}", a.size()[0], b.size()[0])));
     }
     let comparison = ConvComparison::new([shape(a), shape(b)], a.size()[0], conv, options.method)?;
     let mut moments = comparison.moments(a.device());

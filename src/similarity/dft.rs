@@ -89,13 +89,7 @@ impl FrequencyPlan {
                 }
             }
         }
-        FrequencyPlan {
-            height: h,
-            width: w,
-            computed,
-            multiplicity,
-            source,
-        }
+        FrequencyPlan { height: h, width: w, computed, multiplicity, source }
     }
 
     /// Locations (row, column FFT indices of the common grid) in numpy order.
@@ -106,10 +100,7 @@ impl FrequencyPlan {
     /// For a layer of spatial size `(h, w)`, the flat `h * w` FFT index of each computed
     /// frequency.
     fn flat_indices(&self, h: i64, w: i64) -> Vec<i64> {
-        self.computed
-            .iter()
-            .map(|&(ku, kv)| index(ku, h) * w + index(kv, w))
-            .collect()
+        self.computed.iter().map(|&(ku, kv)| index(ku, h) * w + index(kv, w)).collect()
     }
 
     /// The computed frequencies of a block of activations (rows x C x H x W, real) less
@@ -151,10 +142,8 @@ impl FrequencyPlan {
         let (rows, c, h, w) = (s[0] as usize, s[1] as usize, s[2] as usize, s[3] as usize);
         let x = x.to_device(Device::Cpu).contiguous();
         let x = if x.kind() == Kind::Float { x } else { x.to_kind(Kind::Double) };
-        let shift = Vec::<f64>::try_from(
-            &shift.to_device(Device::Cpu).to_kind(Kind::Double).contiguous().flatten(0, -1),
-        )
-        .expect("a float tensor converts to Vec<f64>");
+        let shift = Vec::<f64>::try_from(&shift.to_device(Device::Cpu).to_kind(Kind::Double).contiguous().flatten(0, -1))
+            .expect("a float tensor converts to Vec<f64>");
         assert_eq!(shift.len(), c * h * w, "one shift image of C x H x W");
         let f = self.computed.len() as i64;
         let out = Tensor::empty([f, rows as i64, 2 * c as i64], (Kind::Double, Device::Cpu));
@@ -184,13 +173,7 @@ impl FrequencyPlan {
     /// conjugate symmetry: `X0(k) = (Z(k) + conj Z(-k)) / 2`, `X1(k) = (Z(k) - conj Z(-k)) / 2i`:
     /// half the FFTs, for a few additions per kept frequency. Each datapoint's spectrum is
     /// gathered frequency-major first, so it reaches the output as contiguous rows of C.
-    fn rustfft<T: Copy + Into<f64> + Sync>(
-        &self,
-        values: &[T],
-        shift: &[f64],
-        [rows, c, h, w]: [usize; 4],
-        out: &mut [f64],
-    ) {
+    fn rustfft<T: Copy + Into<f64> + Sync>(&self, values: &[T], shift: &[f64], [rows, c, h, w]: [usize; 4], out: &mut [f64]) {
         // For each kept frequency: where it and its mirror -k sit in the column-major
         // (v * h + u) result of the 2-D FFT.
         let at: Vec<(usize, usize)> = self

@@ -68,8 +68,7 @@ impl fmt::Display for Method {
 impl FromStr for Method {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        <Method as clap::ValueEnum>::from_str(s, true)
-            .map_err(|_| format!("unknown method '{s}': expected svcca, cca, pwcca or cka"))
+        <Method as clap::ValueEnum>::from_str(s, true).map_err(|_| format!("unknown method '{s}': expected svcca, cca, pwcca or cka"))
     }
 }
 
@@ -102,10 +101,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            method: Method::Svcca,
-            keep: Keep::default(),
-        }
+        Options { method: Method::Svcca, keep: Keep::default() }
     }
 }
 
@@ -166,18 +162,11 @@ pub struct Warning {
 pub fn compare(a: &Tensor, b: &Tensor, options: &Options) -> Result<Similarity, SimilarityError> {
     for (side, t) in [(Side::A, a), (Side::B, b)] {
         if t.dim() != 2 {
-            return Err(SimilarityError::layer(
-                side,
-                format!("expected a 2-D matrix (datapoints x neurons), got shape {:?}", t.size()),
-            ));
+            return Err(SimilarityError::layer(side, format!("expected a 2-D matrix (datapoints x neurons), got shape {:?}", t.size())));
         }
     }
     if a.size()[0] != b.size()[0] {
-        return Err(SimilarityError::Both(format!(
-            "different numbers of datapoints: {} vs {}",
-            a.size()[0],
-            b.size()[0]
-        )));
+        return Err(SimilarityError::Both(format!("different numbers of datapoints: {} vs {}", a.size()[0], b.size()[0])));
     }
     let mut moments = Moments::new(a.size()[1], b.size()[1], a.device());
     moments.update(a, b)?;
@@ -215,9 +204,7 @@ pub fn similarity(cov: Covariance, options: &Options) -> Result<Similarity, Simi
     };
     match options.method {
         Method::Svcca | Method::Cca => {
-            let [(ka, kb, correlations)] = canonical(&cov, options)?
-                .try_into()
-                .expect("a dense comparison is one problem");
+            let [(ka, kb, correlations)] = canonical(&cov, options)?.try_into().expect("a dense comparison is one problem");
             result.kept_a = ka as i64;
             result.kept_b = kb as i64;
             result.mean = mean(&correlations);

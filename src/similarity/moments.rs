@@ -68,11 +68,7 @@ impl SideSums {
             self.zero_shift = bool::try_from(first.eq(0.0).all()).unwrap_or(false);
             self.shift = Some(first);
         }
-        let shifted = if self.zero_shift {
-            block.to_kind(Kind::Double)
-        } else {
-            block - self.shift.as_ref().expect("set above")
-        };
+        let shifted = if self.zero_shift { block.to_kind(Kind::Double) } else { block - self.shift.as_ref().expect("set above") };
         self.sum += shifted.sum_dim_intlist(1, true, None);
         self.gram += shifted.transpose(1, 2).matmul(&shifted);
         shifted
@@ -149,18 +145,13 @@ impl Moments {
             let cols = self.sides[side as usize].cols;
             let s = t.size();
             if t.dim() != 3 || s[0] != problems || s[2] != cols {
-                return Err(SimilarityError::layer(
-                    side,
-                    format!("expected blocks of {problems} x rows x {cols}, got {s:?}"),
-                ));
+                return Err(SimilarityError::layer(side, format!("expected blocks of {problems} x rows x {cols}, got {s:?}")));
             }
             blocks.push(t.to_device(self.device));
         }
         let (ra, rb) = (blocks[0].size()[1], blocks[1].size()[1]);
         if ra != rb {
-            return Err(SimilarityError::Both(format!(
-                "different numbers of datapoints in a block: {ra} vs {rb}"
-            )));
+            return Err(SimilarityError::Both(format!("different numbers of datapoints in a block: {ra} vs {rb}")));
         }
         let sa = self.sides[0].add(&blocks[0]);
         let sb = self.sides[1].add(&blocks[1]);
@@ -180,9 +171,7 @@ impl Moments {
     pub fn finish(self) -> Result<Covariance, SimilarityError> {
         let n = self.rows;
         if n < 2 {
-            return Err(SimilarityError::Both(format!(
-                "need at least 2 datapoints, got {n}"
-            )));
+            return Err(SimilarityError::Both(format!("need at least 2 datapoints, got {n}")));
         }
         let complex = self.complex;
         let mut parts = Vec::new();
@@ -193,17 +182,11 @@ impl Moments {
             let scatter = as_complex(&(&s.gram - d.transpose(1, 2).matmul(&d) * n as f64), complex);
             let mean = as_complex_row(&(shift + &d), complex);
             // Constant in every problem: a zero shifted sum of squares everywhere.
-            let energy = as_complex(&s.gram, complex)
-                .diagonal(0, 1, 2)
-                .abs()
-                .sum_dim_intlist(0, false, Kind::Double);
+            let energy = as_complex(&s.gram, complex).diagonal(0, 1, 2).abs().sum_dim_intlist(0, false, Kind::Double);
             let alive = energy.gt(0.0).nonzero().squeeze_dim(1);
             let (cols, kept) = (energy.size()[0], alive.size()[0]);
             if kept == 0 {
-                return Err(SimilarityError::layer(
-                    side,
-                    format!("all {cols} neurons are constant over the datapoints"),
-                ));
+                return Err(SimilarityError::layer(side, format!("all {cols} neurons are constant over the datapoints")));
             }
             let mean = mean.index_select(2, &alive);
             let scatter = scatter.index_select(1, &alive).index_select(2, &alive);
@@ -214,16 +197,7 @@ impl Moments {
         let cab = as_complex(&(&self.gram_ab - da.transpose(1, 2).matmul(&db) * n as f64), complex)
             .index_select(1, &alive_a)
             .index_select(2, &alive_b);
-        Ok(Covariance {
-            rows: n,
-            mean_a,
-            mean_b,
-            caa,
-            cbb,
-            cab,
-            neurons: [cols_a, cols_b],
-            constant: [const_a, const_b],
-        })
+        Ok(Covariance { rows: n, mean_a, mean_b, caa, cbb, cab, neurons: [cols_a, cols_b], constant: [const_a, const_b] })
     }
 }
 
@@ -250,12 +224,7 @@ fn as_complex_row(m: &Tensor, complex: bool) -> Tensor {
 /// The message naming the first datapoint of a block that holds NaN or Inf.
 fn first_non_finite(block: &Tensor, first_row: i64) -> String {
     // block: problems x rows x cols.
-    let bad_rows = block
-        .isfinite()
-        .logical_not()
-        .any_dim(2, false)
-        .any_dim(0, false)
-        .nonzero();
+    let bad_rows = block.isfinite().logical_not().any_dim(2, false).any_dim(0, false).nonzero();
     if bad_rows.size()[0] == 0 {
         return "values too large: their sum overflows float64".into();
     }

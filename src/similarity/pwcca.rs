@@ -72,9 +72,5 @@ fn pwcca_of(cov: &Covariance) -> Result<Pwcca, SimilarityError> {
     let weights = to_host(&(&weights / weights.sum(None)));
     let correlations = to_host(&s.clamp_max(1.0));
     let value = weights.iter().zip(&correlations).map(|(w, c)| w * c).sum();
-    Ok(Pwcca {
-        value,
-        weights,
-        correlations,
-    })
+    Ok(Pwcca { value, weights, correlations })
 }

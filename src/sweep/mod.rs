@@ -215,11 +215,7 @@ pub fn variant_index(flag: Option<usize>) -> Result<Option<usize>, InputError> {
         return Ok(flag);
     }
     match std::env::var("SLURM_ARRAY_TASK_ID") {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| InputError::new(format!("SLURM_ARRAY_TASK_ID={v}: not a variant index"))),
+        Ok(v) => v.trim().parse().map(Some).map_err(|_| InputError::new(format!("SLURM_ARRAY_TASK_ID={v}: not a variant index"))),
         Err(_) => Ok(None),
     }
 }

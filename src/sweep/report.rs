@@ -15,8 +15,8 @@
 //! The statistics and the metrics reader are those of `svcca experiment freeze`.
 
 use super::{Sweep, Variant};
-use crate::io::{write_atomic, write_json_atomic};
 use crate::error::InputError;
+use crate::io::{write_atomic, write_json_atomic};
 use crate::stats::mean_std;
 use crate::train::metrics::test_accuracy;
 use serde::Serialize;
@@ -89,14 +89,9 @@ pub fn write(sweep: &Sweep) -> anyhow::Result<Report> {
             (last == t).then_some((curve, acc, wall))
         });
         match done {
-            Some((curve, final_acc, wall)) => finished.push(Finished {
-                group: group_of(v),
-                seed: config.train.seed,
-                variant: v.clone(),
-                curve,
-                final_acc,
-                wall,
-            }),
+            Some((curve, final_acc, wall)) => {
+                finished.push(Finished { group: group_of(v), seed: config.train.seed, variant: v.clone(), curve, final_acc, wall })
+            }
             None => unfinished.push(v.index),
         }
     }

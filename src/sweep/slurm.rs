@@ -135,9 +135,7 @@ pub fn script(sweep: &Sweep, options: &Options, svcca: &Path, template: Option<&
         command.push("--set".into());
         command.push(quote(s));
     }
-    Ok(template
-        .replace("@SBATCH@", &options.lines(sweep.variants.len(), &logs, &name).join("\n"))
-        .replace("@COMMAND@", &command.join(" ")))
+    Ok(template.replace("@SBATCH@", &options.lines(sweep.variants.len(), &logs, &name).join("\n")).replace("@COMMAND@", &command.join(" ")))
 }
 
 /// Writes the script to `OUT/slurm/sweep.sbatch` and (unless `dry_run`) submits it;
@@ -150,11 +148,9 @@ pub fn submit(sweep: &Sweep, script_text: &str, dry_run: bool) -> anyhow::Result
     if dry_run {
         return Ok((path, None));
     }
-    let output = std::process::Command::new("sbatch")
-        .arg("--parsable")
-        .arg(&path)
-        .output()
-        .map_err(|e| InputError::new(format!("cannot run sbatch ({e}): is Slurm installed here? (scripts/slurm/local-cluster.sh starts one)")))?;
+    let output = std::process::Command::new("sbatch").arg("--parsable").arg(&path).output().map_err(|e| {
+        InputError::new(format!("cannot run sbatch ({e}): is Slurm installed here? (scripts/slurm/local-cluster.sh starts one)"))
+    })?;
     if !output.status.success() {
         anyhow::bail!("sbatch {} failed: {}", path.display(), String::from_utf8_lossy(&output.stderr).trim());
     }
@@ -162,7 +158,8 @@ pub fn submit(sweep: &Sweep, script_text: &str, dry_run: bool) -> anyhow::Result
     let id = String::from_utf8_lossy(&output.stdout).trim().split(';').next().unwrap_or("").to_string();
     use std::io::Write;
     let jobs = dir.join("jobs.txt");
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&jobs).with_context(|| format!("cannot write {}", jobs.display()))?;
+    let mut f =
+        std::fs::OpenOptions::new().create(true).append(true).open(&jobs).with_context(|| format!("cannot write {}", jobs.display()))?;
     writeln!(f, "{id}")?;
     Ok((path, Some(id)))
 }
@@ -175,7 +172,8 @@ mod tests {
     fn script_has_the_array_and_the_command() {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("sw.toml");
-        std::fs::write(&config, "[sweep]\ntrain.seed = [0, 1, 2]\n[sweep.slurm]\ntime = \"01:00:00\"\nmax_parallel = 2\ngpus = 1\n").unwrap();
+        std::fs::write(&config, "[sweep]\ntrain.seed = [0, 1, 2]\n[sweep.slurm]\ntime = \"01:00:00\"\nmax_parallel = 2\ngpus = 1\n")
+            .unwrap();
         let sweep = Sweep::load(&config, &["train.steps=7".into(), "data.path=/a b".into()], Some(dir.path().join("out"))).unwrap();
         let o = Options::from_sweep(&sweep).unwrap();
         let text = script(&sweep, &o, Path::new("/bin/svcca"), None).unwrap();

@@ -49,9 +49,9 @@ use super::freeze::Plan;
 use crate::activations::pair;
 use crate::activations::probe::Probe;
 use crate::activations::record;
-use crate::io::write_atomic;
 use crate::config::{Config, FreezeSchedule};
 use crate::data::Dataset;
+use crate::io::write_atomic;
 use crate::model::Network;
 use std::path::{Path, PathBuf};
 use tch::Tensor;
@@ -155,7 +155,9 @@ impl Adaptive {
         let at = |x: f64| (x * total as f64).round() as u64;
         let groups = groups(has_params);
         if groups.is_empty() {
-            tracing::warn!("freeze.schedule = \"adaptive\": this network has no layer with parameters below the output layer; nothing will freeze");
+            tracing::warn!(
+                "freeze.schedule = \"adaptive\": this network has no layer with parameters below the output layer; nothing will freeze"
+            );
         }
         let every = f.check_every.expect("resolved config");
         let (first, last) = (at(f.start), at(f.end));
@@ -374,7 +376,9 @@ fn load_reference(out: &Path, step: u64, group: usize) -> anyhow::Result<(usize,
     let saved: std::collections::HashMap<String, Tensor> =
         Tensor::read_safetensors(&path).map_err(|e| refuse(format!("cannot read it ({e})")))?.into_iter().collect();
     let int = |k: &str| saved.get(k).map(|t| t.int64_value(&[0]));
-    let (Some(g), Some(at), Some(saved_at), Some(acts)) = (int("meta.group"), int("meta.check_step"), int("meta.saved_at"), saved.get("reference")) else {
+    let (Some(g), Some(at), Some(saved_at), Some(acts)) =
+        (int("meta.group"), int("meta.check_step"), int("meta.saved_at"), saved.get("reference"))
+    else {
         return Err(refuse("incomplete".into()).into());
     };
     if saved_at as u64 != step || g as usize != group {

@@ -162,8 +162,7 @@ fn apply(path: &Path, saved: Vec<(String, Tensor)>, vs: &VarStore, sgd: &mut Sgd
         tch::no_grad(|| var.copy_(t));
     }
     vars.clear();
-    sgd.load_state(|n| saved.remove(&format!("momentum.{n}")))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    sgd.load_state(|n| saved.remove(&format!("momentum.{n}"))).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let int = |k: &str| saved.get(k).map(|t| t.int64_value(&[0]));
     let (Some(step), Some(seed)) = (int("meta.step"), int("meta.seed")) else {
         bail!("{}: no meta.step or meta.seed", path.display());

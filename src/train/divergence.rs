@@ -63,9 +63,8 @@ impl Divergence {
             .chain(sgd.state().into_iter().map(|(n, t)| (format!("momentum.{n}"), t)))
             .collect();
         let finite = |t: &Tensor| t.isfinite().all();
-        let all = tch::no_grad(|| {
-            tensors.iter().fold(Tensor::ones([], (Kind::Bool, vs.device())), |acc, (_, t)| acc.logical_and(&finite(t)))
-        });
+        let all =
+            tch::no_grad(|| tensors.iter().fold(Tensor::ones([], (Kind::Bool, vs.device())), |acc, (_, t)| acc.logical_and(&finite(t))));
         if all.int64_value(&[]) != 0 {
             return Ok(());
         }

@@ -133,7 +133,9 @@ impl Plan {
         }
         for line in text.lines().skip(1) {
             let f: Vec<&str> = line.split(',').collect();
-            let (Some(name), Some(Ok(i)), Some(Ok(s))) = (f.first(), f.get(1).map(|v| v.parse::<usize>()), f.get(2).map(|v| v.parse::<u64>())) else {
+            let (Some(name), Some(Ok(i)), Some(Ok(s))) =
+                (f.first(), f.get(1).map(|v| v.parse::<usize>()), f.get(2).map(|v| v.parse::<u64>()))
+            else {
                 return Err(bad(line, "expected layer,index,step,fraction"));
             };
             if self.layers.get(i).map(|l| l.0.as_str()) != Some(*name) {
@@ -214,7 +216,8 @@ mod tests {
     #[test]
     fn explicit_fills_parameterless_layers_and_refuses_gaps() {
         let at = |l: &str, s: u64| FreezeAt { layer: l.into(), step: Some(s), fraction: None };
-        let c = FreezeConfig { schedule: FreezeSchedule::Explicit, at: vec![at("c1", 10), at("c2", 20), at("c3", 30)], ..Default::default() };
+        let c =
+            FreezeConfig { schedule: FreezeSchedule::Explicit, at: vec![at("c1", 10), at("c2", 20), at("c3", 30)], ..Default::default() };
         let p = Plan::new(&c, &names(), &[true, true, false, true, true], 100).unwrap();
         assert_eq!(p.layers[2].1, Some(30));
         let c = FreezeConfig { schedule: FreezeSchedule::Explicit, at: vec![at("c2", 20)], ..Default::default() };

@@ -27,15 +27,7 @@ pub struct Row {
 impl Row {
     fn csv(&self) -> String {
         let pair = |p: Option<(f64, f64)>| p.map_or(",".to_string(), |(l, a)| format!("{l:.6},{a:.6}"));
-        format!(
-            "{},{:.4},{:.6e},{},{},{:.3}",
-            self.step,
-            self.epoch,
-            self.lr,
-            pair(self.train),
-            pair(self.test),
-            self.wall_seconds
-        )
+        format!("{},{:.4},{:.6e},{},{},{:.3}", self.step, self.epoch, self.lr, pair(self.train), pair(self.test), self.wall_seconds)
     }
 }
 
@@ -47,7 +39,10 @@ pub fn test_accuracy(run: &Path) -> anyhow::Result<(Vec<(u64, f64)>, f64)> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
     let column = |name: &str| {
-        header.iter().position(|h| *h == name).ok_or_else(|| crate::error::InputError::new(format!("{}: no column '{name}' in its header", path.display())))
+        header
+            .iter()
+            .position(|h| *h == name)
+            .ok_or_else(|| crate::error::InputError::new(format!("{}: no column '{name}' in its header", path.display())))
     };
     let (step, acc, wall_col) = (column("step")?, column("test_acc")?, column("wall_seconds")?);
     let mut out = Vec::new();

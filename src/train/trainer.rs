@@ -306,7 +306,14 @@ impl Trainer {
             run.watch.state(&self.vs, &self.sgd, done, lr)?;
         }
         let wall = run.wall_before + run.began.elapsed().as_secs_f64();
-        let row = Row { step: done, epoch: done as f64 / self.order.steps_per_epoch() as f64, lr, train: Some(run.last), test, wall_seconds: wall };
+        let row = Row {
+            step: done,
+            epoch: done as f64 / self.order.steps_per_epoch() as f64,
+            lr,
+            train: Some(run.last),
+            test,
+            wall_seconds: wall,
+        };
         run.metrics.append(&row)?;
         if let Some((tl, ta)) = test {
             run.bar.suspend(|| {
@@ -339,7 +346,14 @@ impl Trainer {
     /// On SIGUSR1/SIGTERM after step `done`: a checkpoint (unless one was just written)
     /// holding the partial train window, so that the resumed run's metrics match an
     /// uninterrupted run's; then the error that exits with the requeue status.
-    fn stop(&self, run: &mut Running, done: u64, lr: f64, save_now: bool, signal: &'static str) -> anyhow::Result<crate::preempt::Preempted> {
+    fn stop(
+        &self,
+        run: &mut Running,
+        done: u64,
+        lr: f64,
+        save_now: bool,
+        signal: &'static str,
+    ) -> anyhow::Result<crate::preempt::Preempted> {
         run.bar.finish_and_clear();
         if !save_now {
             let window = Window { loss_sum: run.loss_sum.double_value(&[]) as f32, correct: run.correct.int64_value(&[]), seen: run.seen };
@@ -347,7 +361,12 @@ impl Trainer {
             run.watch.state(&self.vs, &self.sgd, done, lr)?;
             self.freezing.before_signal_checkpoint(&self.out, done)?;
             let wall = run.wall_before + run.began.elapsed().as_secs_f64();
-            checkpoint::save(&self.ckpt_dir, &self.vs, &self.sgd, Meta { step: done, seed: self.config.train.seed, wall_seconds: wall, window: Some(window) })?;
+            checkpoint::save(
+                &self.ckpt_dir,
+                &self.vs,
+                &self.sgd,
+                Meta { step: done, seed: self.config.train.seed, wall_seconds: wall, window: Some(window) },
+            )?;
         }
         tracing::info!("{signal}: checkpoint at step {done} of {} written to {}", self.total, self.ckpt_dir.display());
         Ok(crate::preempt::Preempted { signal, at: format!("at step {done} of {}", self.total) })

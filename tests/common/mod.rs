@@ -35,11 +35,7 @@ pub fn floats(v: &serde_json::Value) -> Vec<f64> {
 /// Asserts two sequences agree elementwise within `tol`.
 pub fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: {} values, expected {}", got.len(), want.len());
-    let worst = got
-        .iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0.0, f64::max);
+    let worst = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, f64::max);
     assert!(worst <= tol, "{what}: max abs difference {worst:e} > {tol:e}");
 }
 
