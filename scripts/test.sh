@@ -10,4 +10,16 @@ source scripts/env.sh
 if [ "${SVCCA_SKIP_SLURM:-0}" != 1 ]; then
   scripts/slurm/local-cluster.sh start || echo "scripts/test.sh: the local Slurm cluster did not start; tests/slurm.rs will fail (SVCCA_SKIP_SLURM=1 skips it)" >&2
 fi
+# Style and lints first (rustfmt.toml; clippy with every warning an error). Both ship
+# with rustup's default profile; a toolchain without them skips them, saying so.
+if cargo fmt --version >/dev/null 2>&1; then
+  cargo fmt --check
+else
+  echo "scripts/test.sh: rustfmt is not installed (rustup component add rustfmt); skipping the format check" >&2
+fi
+if cargo clippy --version >/dev/null 2>&1; then
+  cargo clippy --release --locked --all-targets -- -D warnings
+else
+  echo "scripts/test.sh: clippy is not installed (rustup component add clippy); skipping the lints" >&2
+fi
 cargo test --release --locked "$@"

@@ -136,7 +136,8 @@ impl Input {
 /// Dense layers go straight into the accumulator; conv layers through their transform.
 enum Pipeline {
     Dense,
-    Conv(ConvComparison),
+    // Boxed: one per comparison, so its size does not matter, but the enum's would.
+    Conv(Box<ConvComparison>),
 }
 
 impl Pipeline {
@@ -269,7 +270,7 @@ impl CompareJob {
         }
         let shapes = [inputs[0].shape(self.layout), inputs[1].shape(self.layout)];
         let rows = inputs[0].file.rows() as i64;
-        Ok(Pipeline::Conv(ConvComparison::new(shapes, rows, conv, self.options.method)?))
+        Ok(Pipeline::Conv(Box::new(ConvComparison::new(shapes, rows, conv, self.options.method)?)))
     }
 }
 

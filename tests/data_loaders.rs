@@ -15,7 +15,7 @@ fn cifar_records(n: usize, offset: usize) -> Vec<u8> {
     for i in 0..n {
         out.push(((i + offset) % 10) as u8);
         for c in 0..3 {
-            out.extend(std::iter::repeat(((i * 7 + c) % 256) as u8).take(1024));
+            out.extend(std::iter::repeat_n(((i * 7 + c) % 256) as u8, 1024));
         }
     }
     out

@@ -92,7 +92,7 @@ impl Recorder {
         for (l, a) in self.layers.iter().zip(&acts) {
             manifest.entries.push(Entry { step, layer: l.clone(), shape: a.size(), dtype: dtype.into(), file: step_file_name(step) });
         }
-        manifest.entries.sort_by(|a, b| a.step.cmp(&b.step));
+        manifest.entries.sort_by_key(|a| a.step);
         crate::io::write_json_atomic(&self.dir.join(MANIFEST), &manifest)?;
         Ok(())
     }

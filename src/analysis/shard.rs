@@ -134,14 +134,12 @@ pub fn analyze_shard(run: &Path, device: Option<DeviceChoice>, shard: Shard) -> 
         let finals = plan.activations(plan.total, &layers)?;
         let at = || format!("in shard {}/{} of {} (finished units are kept)", shard.index, shard.count, run.display());
         let shuffled: Vec<usize> = todo.iter().filter_map(|u| if let Unit::Shuffled(i) = *u { Some(i) } else { None }).collect();
-        units
-            .shuffled
-            .compute(&shuffled, &at, |&i| Ok(ShuffledResult { layer: layers[i].clone(), shuffled: plan.shuffled(&finals[i]) }))?;
+        units.shuffled.compute(&shuffled, at, |&i| Ok(ShuffledResult { layer: layers[i].clone(), shuffled: plan.shuffled(&finals[i]) }))?;
         let rows: Vec<(u64, usize)> = todo.iter().filter_map(|u| if let Unit::Row(s, i) = *u { Some((s, i)) } else { None }).collect();
         let bar = comparisons_bar((rows.len() * layers.len()) as u64);
         // This shard's rows of the step in hand: only their layers are recorded, once.
         let mut recorded: Option<(u64, Vec<usize>, Vec<Tensor>)> = None;
-        units.rows.compute(&rows, &at, |&(step, i)| {
+        units.rows.compute(&rows, at, |&(step, i)| {
             if recorded.as_ref().is_none_or(|r| r.0 != step) {
                 bar.set_message(format!("step {step}"));
                 let is: Vec<usize> = rows.iter().filter(|r| r.0 == step).map(|r| r.1).collect();

@@ -96,7 +96,7 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         _ => return Err(format!("'{text}': unknown unit '{unit}', use K, M, G or T")),
     };
     let bytes = number * scale as f64;
-    if !(bytes >= 1.0) {
+    if bytes.is_nan() || bytes < 1.0 {
         return Err(format!("'{text}' must be at least one byte"));
     }
     Ok(bytes as u64)

@@ -490,7 +490,7 @@ impl FreezeConfig {
                     if n == 0 {
                         return bad("freeze.check_every", "0: must be at least 1".into());
                     }
-                    if checkpoints.every % n != 0 {
+                    if !checkpoints.every.is_multiple_of(n) {
                         return bad(
                             "freeze.check_every",
                             format!(

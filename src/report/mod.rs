@@ -75,12 +75,12 @@ pub fn plot(run: &Path, d: &Dynamics) -> anyhow::Result<Vec<PathBuf>> {
     let panel = (cell * n + 130).max(360);
     let heat_size = (panel * 4 + 130, panel + 50);
     let curve_size = (1000, 620);
-    let mut out = Vec::new();
-    out.push(png(&dir.join("heatmaps.png"), heat_size, |a| heatmaps(a, d))?);
-    out.push(svg(&dir.join("heatmaps.svg"), heat_size, |a| heatmaps(a, d))?);
-    out.push(png(&dir.join("to_final.png"), curve_size, |a| curves(a, d))?);
-    out.push(svg(&dir.join("to_final.svg"), curve_size, |a| curves(a, d))?);
-    Ok(out)
+    Ok(vec![
+        png(&dir.join("heatmaps.png"), heat_size, |a| heatmaps(a, d))?,
+        svg(&dir.join("heatmaps.svg"), heat_size, |a| heatmaps(a, d))?,
+        png(&dir.join("to_final.png"), curve_size, |a| curves(a, d))?,
+        svg(&dir.join("to_final.svg"), curve_size, |a| curves(a, d))?,
+    ])
 }
 
 fn png(

@@ -204,7 +204,7 @@ impl Adaptive {
 
     /// Whether a check falls at `step` (a step reached by training, >= 1).
     pub fn checks_at(&self, step: u64) -> bool {
-        step % self.every == 0 && step < self.last
+        step.is_multiple_of(self.every) && step < self.last
     }
 
     /// The group judged next under `plan`: the lowest one not yet frozen.
@@ -237,7 +237,7 @@ impl Adaptive {
             let out = tch::no_grad(|| net.forward_range(&self.probe.images, false, 0..frozen)).pop().expect("a layer");
             self.prefix = (frozen, out);
         }
-        if step % self.every != 0 {
+        if !step.is_multiple_of(self.every) {
             // A checkpoint written on a signal, between checks: the candidate has moved
             // since the last check, so its reference comes from the file written with it.
             let (g, at, acts) = load_reference(out, step, g)?;
@@ -334,6 +334,32 @@ impl Adaptive {
     }
 }
 
+/// The reference saved by [`Adaptive::save_reference`] for a resume at `step`: group
+/// `group`'s activations at the check before `step`. Refused when the file is missing or
+/// was written for another step or group (the run folder is then not one this schedule
+/// left behind).
+fn load_reference(out: &Path, step: u64, group: usize) -> anyhow::Result<(usize, u64, Tensor)> {
+    let path = out.join(REFERENCE_FILE);
+    let refuse = |why: String| {
+        crate::error::InputError::new(format!(
+            "{}: {why}; resuming the adaptive freeze schedule at step {step}, between checks, needs the reference saved with that checkpoint (delete the checkpoint to resume from the one before)",
+            path.display()
+        ))
+    };
+    let saved: std::collections::HashMap<String, Tensor> =
+        Tensor::read_safetensors(&path).map_err(|e| refuse(format!("cannot read it ({e})")))?.into_iter().collect();
+    let int = |k: &str| saved.get(k).map(|t| t.int64_value(&[0]));
+    let (Some(g), Some(at), Some(saved_at), Some(acts)) =
+        (int("meta.group"), int("meta.check_step"), int("meta.saved_at"), saved.get("reference"))
+    else {
+        return Err(refuse("incomplete".into()).into());
+    };
+    if saved_at as u64 != step || g as usize != group {
+        return Err(refuse(format!("written at step {saved_at} for group {g}, not step {step} for group {group}")).into());
+    }
+    Ok((group, at as u64, acts.shallow_clone()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,30 +385,4 @@ mod tests {
         assert_eq!(Decision::of(Some(0.99), 0.98, false), Decision::Early);
         assert_eq!(Decision::of(None, 0.0, true), Decision::Undefined);
     }
-}
-
-/// The reference saved by [`Adaptive::save_reference`] for a resume at `step`: group
-/// `group`'s activations at the check before `step`. Refused when the file is missing or
-/// was written for another step or group (the run folder is then not one this schedule
-/// left behind).
-fn load_reference(out: &Path, step: u64, group: usize) -> anyhow::Result<(usize, u64, Tensor)> {
-    let path = out.join(REFERENCE_FILE);
-    let refuse = |why: String| {
-        crate::error::InputError::new(format!(
-            "{}: {why}; resuming the adaptive freeze schedule at step {step}, between checks, needs the reference saved with that checkpoint (delete the checkpoint to resume from the one before)",
-            path.display()
-        ))
-    };
-    let saved: std::collections::HashMap<String, Tensor> =
-        Tensor::read_safetensors(&path).map_err(|e| refuse(format!("cannot read it ({e})")))?.into_iter().collect();
-    let int = |k: &str| saved.get(k).map(|t| t.int64_value(&[0]));
-    let (Some(g), Some(at), Some(saved_at), Some(acts)) =
-        (int("meta.group"), int("meta.check_step"), int("meta.saved_at"), saved.get("reference"))
-    else {
-        return Err(refuse("incomplete".into()).into());
-    };
-    if saved_at as u64 != step || g as usize != group {
-        return Err(refuse(format!("written at step {saved_at} for group {g}, not step {step} for group {group}")).into());
-    }
-    Ok((group, at as u64, acts.shallow_clone()))
 }

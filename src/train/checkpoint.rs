@@ -49,7 +49,7 @@ pub struct Window {
 /// checkpoint was written on a signal and is removed once a later scheduled one exists,
 /// so that it neither shows up in the analysis nor counts against `keep_last`.
 pub fn scheduled(step: u64, every: u64, total: u64) -> bool {
-    step == 0 || step % every == 0 || step == total
+    step == 0 || step.is_multiple_of(every) || step == total
 }
 
 /// Removes the unscheduled checkpoints before `step`.
