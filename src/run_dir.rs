@@ -59,11 +59,24 @@ pub fn step_files(dir: &Path) -> Vec<(u64, PathBuf)> {
     out
 }
 
+/// The resolved config of the run in `dir`; refused where `dir` is not a run folder.
+pub fn read_config(dir: &Path) -> anyhow::Result<crate::config::Config> {
+    let path = dir.join(CONFIG_FILE);
+    if !path.exists() {
+        return Err(not_a_run(dir).into());
+    }
+    Ok(crate::config::Config::load(&path, &[])?)
+}
+
+fn not_a_run(dir: &Path) -> InputError {
+    InputError::new(format!("{}: no {CONFIG_FILE}: not a run folder (train one with `svcca train`)", dir.display()))
+}
+
 /// [`lock`] for a run folder that must exist already (an analysis): refused, with
 /// nothing written, where `dir` has no `config.toml`.
 pub fn lock_run(dir: &Path, access: Access) -> anyhow::Result<Lock> {
     if !dir.join(CONFIG_FILE).exists() {
-        return Err(InputError::new(format!("{}: no {CONFIG_FILE}: not a run folder (train one with `svcca train`)", dir.display())).into());
+        return Err(not_a_run(dir).into());
     }
     lock(dir, access)
 }

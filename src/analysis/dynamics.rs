@@ -15,20 +15,16 @@
 //! DFT (1 x 1), is compared by `avgpool` (channels averaged over positions).
 
 use super::results::{read_json, Results};
+use super::runs::Run;
 use crate::activations::pair;
 use crate::activations::probe::Probe;
 use crate::activations::record;
 use crate::activations::store;
 use crate::config::{ActivationMode, Config};
 use crate::data::rng::Rng;
-use crate::data::Dataset;
 use crate::device::DeviceChoice;
-use crate::error::InputError;
 use crate::io::{write_atomic, write_json_atomic};
-use crate::model::{self, Network};
-use crate::run_dir::CONFIG_FILE;
 use crate::similarity::{ConvMethod, Method};
-use crate::train::{checkpoint, sgd::Sgd};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -98,24 +94,25 @@ pub struct AnalyzeSummary {
 
 /// Where activations come from.
 enum Source {
-    Replay { vs: tch::nn::VarStore, net: Network, sgd: Sgd, probe: Probe, checkpoints: Vec<(u64, PathBuf)> },
+    /// The run's checkpoints, each loaded and run on the probe set.
+    Replay { run: Box<Run>, probe: Probe },
+    /// Activations recorded during training (`store` mode).
     Store { files: Vec<(u64, PathBuf)>, device: Device },
 }
 
 impl Source {
     fn steps(&self) -> Vec<u64> {
         match self {
-            Source::Replay { checkpoints, .. } => checkpoints.iter().map(|c| c.0).collect(),
+            Source::Replay { run, .. } => run.checkpoints.iter().map(|c| c.0).collect(),
             Source::Store { files, .. } => files.iter().map(|c| c.0).collect(),
         }
     }
 
     fn activations(&mut self, step: u64, layers: &[String]) -> anyhow::Result<Vec<Tensor>> {
         match self {
-            Source::Replay { vs, net, sgd, probe, checkpoints } => {
-                let path = &checkpoints.iter().find(|c| c.0 == step).expect("listed").1;
-                checkpoint::load(path, vs, sgd)?;
-                Ok(record::record(net, probe, layers)?)
+            Source::Replay { run, probe } => {
+                run.load_step(step)?;
+                Ok(record::record(&run.net, probe, layers)?)
             }
             Source::Store { files, device } => {
                 let path = &files.iter().find(|c| c.0 == step).expect("listed").1;
@@ -123,15 +120,6 @@ impl Source {
             }
         }
     }
-}
-
-/// Reads a run folder's resolved config.
-pub fn run_config(run: &Path) -> anyhow::Result<Config> {
-    let path = run.join(CONFIG_FILE);
-    if !path.exists() {
-        return Err(InputError::new(format!("{}: no {CONFIG_FILE}: not a run folder (train one with `svcca train`)", run.display())).into());
-    }
-    Ok(Config::load(&path, &[])?)
 }
 
 /// An analysis about to run: the run's config, where the activations come from, the
@@ -245,28 +233,12 @@ pub(crate) fn comparisons_bar(n: u64) -> indicatif::ProgressBar {
 /// Reads a run folder for analysis: its config, network, activations and the steps to
 /// analyse; writes `analysis/settings.json`, or refuses a folder analysed otherwise.
 pub(crate) fn plan(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<Plan> {
-    let config = run_config(run)?;
+    let opened = Run::load(run, device)?;
+    let (config, device, total) = (opened.config.clone(), opened.data.train.images.device(), opened.final_step);
     let a = &config.analysis;
-    let device = device.unwrap_or(config.train.device).resolve()?;
-    if let Some(n) = config.train.threads {
-        tch::set_num_threads(n);
-    }
-    let total = config.train.steps.context("the run folder's config has no train.steps (not resolved?)")?;
-    let data = Dataset::load(&config.data, device)?;
-    let vs = tch::nn::VarStore::new(device);
-    // Its initial weights are overwritten by each checkpoint; the lock keeps their draw
-    // out of a training's seeded initialisation running in the same process.
-    let net = {
-        let _init = model::init_lock();
-        model::build(&vs.root(), &config.model, data.shape, data.classes)?
-    };
-    let layers = store::layers(&config, &net)?;
+    let layers = opened.layers()?;
     let source = match a.mode {
-        ActivationMode::Replay => {
-            let sgd = Sgd::new(&vs, config.train.momentum, config.train.nesterov, config.train.weight_decay);
-            let probe = Probe::new(&data, a);
-            Source::Replay { vs, net, sgd, probe, checkpoints: checkpoint::list(&run.join(checkpoint::FOLDER)) }
-        }
+        ActivationMode::Replay => Source::Replay { probe: opened.probe(), run: Box::new(opened) },
         ActivationMode::Store => Source::Store { files: store::list(run), device },
     };
     let available = source.steps();
@@ -274,17 +246,7 @@ pub(crate) fn plan(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<P
         ActivationMode::Replay => "checkpoints",
         ActivationMode::Store => "stored activations",
     };
-    match available.last() {
-        Some(&last) if last == total => {}
-        Some(&last) => {
-            return Err(InputError::new(format!(
-                "{}: {what} reach step {last} of {total}: finish training first (`svcca train` resumes)",
-                run.display()
-            ))
-            .into())
-        }
-        None => return Err(InputError::new(format!("{}: no {what} to analyse", run.display())).into()),
-    }
+    super::runs::check_finished(run, what, available.last().copied(), total)?;
     let steps = select(&available, a.every_nth);
     let settings = Settings::new(a, layers.clone(), total);
     let dir = run.join(FOLDER);

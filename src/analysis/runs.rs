@@ -1,7 +1,6 @@
 //! A trained run opened for analysis: its resolved config, data, and network with the
 //! weights of a checkpoint (the final one unless asked otherwise), in inference mode.
 
-use super::dynamics::run_config;
 use crate::activations::probe::Probe;
 use crate::config::Config;
 use crate::data::rng::Rng;
@@ -31,7 +30,17 @@ impl Run {
     /// Opens `dir` on `device` (default: the run's train.device) with the weights of the
     /// final checkpoint; an error when training has not finished.
     pub fn open(dir: &Path, device: Option<DeviceChoice>) -> anyhow::Result<Run> {
-        let config = run_config(dir)?;
+        let mut run = Run::load(dir, device)?;
+        check_finished(dir, "checkpoints", run.checkpoints.last().map(|c| c.0), run.final_step)?;
+        run.load_step(run.final_step)?;
+        Ok(run)
+    }
+
+    /// The run in `dir` on `device` (default: the run's train.device): its config, data,
+    /// network (weights not loaded yet: [`Run::load_step`]) and checkpoints. The one way
+    /// an analysis opens a run folder.
+    pub fn load(dir: &Path, device: Option<DeviceChoice>) -> anyhow::Result<Run> {
+        let config = crate::run_dir::read_config(dir)?;
         let device = device.unwrap_or(config.train.device).resolve()?;
         if let Some(n) = config.train.threads {
             tch::set_num_threads(n);
@@ -41,17 +50,6 @@ impl Run {
             .steps
             .ok_or_else(|| InputError::new(format!("{}: the config has no train.steps (not resolved?)", dir.display())))?;
         let checkpoints = checkpoint::list(&dir.join(checkpoint::FOLDER));
-        match checkpoints.last() {
-            Some(&(last, _)) if last == final_step => {}
-            Some(&(last, _)) => {
-                return Err(InputError::new(format!(
-                    "{}: checkpoints reach step {last} of {final_step}: finish training first (`svcca train` resumes)",
-                    dir.display()
-                ))
-                .into())
-            }
-            None => return Err(InputError::new(format!("{}: no checkpoints to analyse", dir.display())).into()),
-        }
         let data = Dataset::load(&config.data, device)?;
         let vs = tch::nn::VarStore::new(device);
         // Initial weights are overwritten by the checkpoint; the lock keeps their draw out
@@ -61,9 +59,7 @@ impl Run {
             model::build(&vs.root(), &config.model, data.shape, data.classes)?
         };
         let sgd = Sgd::new(&vs, config.train.momentum, config.train.nesterov, config.train.weight_decay);
-        let mut run = Run { dir: dir.to_path_buf(), config, data, vs, net, sgd, checkpoints, final_step, step: final_step };
-        run.load_step(final_step)?;
-        Ok(run)
+        Ok(Run { dir: dir.to_path_buf(), config, data, vs, net, sgd, checkpoints, final_step, step: 0 })
     }
 
     /// Loads the weights of the checkpoint at `step`.
@@ -114,6 +110,19 @@ impl Run {
         let idx = Tensor::from_slice(&indices).to_device(self.data.train.images.device());
         let images = self.data.normalise(&self.data.train.images.index_select(0, &idx));
         Probe { indices, images }
+    }
+}
+
+/// Refuses an unfinished run: `what` (checkpoints, stored activations) must reach the
+/// final step `total`; `last` is the step they reach.
+pub fn check_finished(dir: &Path, what: &str, last: Option<u64>, total: u64) -> Result<(), InputError> {
+    match last {
+        Some(last) if last == total => Ok(()),
+        Some(last) => Err(InputError::new(format!(
+            "{}: {what} reach step {last} of {total}: finish training first (`svcca train` resumes)",
+            dir.display()
+        ))),
+        None => Err(InputError::new(format!("{}: no {what} to analyse", dir.display()))),
     }
 }
 

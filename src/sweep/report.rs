@@ -79,7 +79,7 @@ pub fn write(sweep: &Sweep) -> anyhow::Result<Report> {
     let mut unfinished = Vec::new();
     for v in &sweep.variants {
         let config = sweep.config_of(v)?;
-        let total = match crate::analysis::dynamics::run_config(&v.dir) {
+        let total = match crate::run_dir::read_config(&v.dir) {
             Ok(resolved) => resolved.train.steps,
             Err(_) => None,
         };
