@@ -367,22 +367,7 @@ pub fn compression(dir: &Path, specs: &[LayerSpec], against: &Reference, device:
     let run = Run::open(dir, device)?;
     let layers: Vec<String> = specs.iter().map(|s| s.layer.clone()).collect();
     run.check_layers(layers.iter().map(String::as_str), "--compression")?;
-    let reference = match against {
-        Reference::Logits => None,
-        Reference::Run(other) => {
-            let r = Run::open(other, device)?;
-            r.check_layers(layers.iter().map(String::as_str), "--against")?;
-            if r.data.shape != run.data.shape || r.config.data.dataset != run.config.data.dataset {
-                return Err(InputError::new(format!("--against {}: trained on other data than {}", other.display(), dir.display())).into());
-            }
-            Some(r)
-        }
-        Reference::Step(step) => {
-            let mut r = Run::open(dir, device)?;
-            r.load_step(*step)?;
-            Some(r)
-        }
-    };
+    let reference = open_reference(&run, against, &layers, device)?;
     let a = &run.config.analysis;
     let settings = Settings { against: against.clone(), keep: a.keep, fit_size: a.probe_size, seed: a.seed, final_step: run.final_step };
     let out = dir.join(super::dynamics::FOLDER).join(against.tag());
@@ -398,67 +383,101 @@ pub fn compression(dir: &Path, specs: &[LayerSpec], against: &Reference, device:
     // Kept as computed on the first call (the tables then hold the exact numbers).
     let (sweeps, _) = results.load_or_compute(&layers, at, |layer| {
         let f = fitted.iter().find(|f| &f.layer == layer).expect("fitted for every layer");
-        eval.cache(&f.layer)?;
-        let ks = grid(f.units);
-        let svcca_ks: Vec<usize> = ks.iter().copied().filter(|&k| k < f.directions.len()).chain([f.directions.len()]).collect();
-        let total = svcca_ks.len() + ks.len() * (1 + DRAWS as usize);
-        let bar = super::progress(total as u64, &format!("compressing {}", f.layer));
-        let mean = &f.directions.mean;
-        let mut points = Vec::new();
-        for &k in &svcca_ks {
-            let accuracy = eval.accuracy(&[(&f.layer, mean, &f.method(Method::Svcca, k, 0, a.seed))])?;
-            points.push(Point { method: Method::Svcca, k, accuracy });
-            bar.inc(1);
-        }
-        for &k in &ks {
-            let accuracy = eval.accuracy(&[(&f.layer, mean, &f.method(Method::Active, k, 0, a.seed))])?;
-            points.push(Point { method: Method::Active, k, accuracy });
-            bar.inc(1);
-            let mut sum = 0.0;
-            for draw in 0..DRAWS {
-                sum += eval.accuracy(&[(&f.layer, mean, &f.method(Method::Random, k, draw, a.seed))])?;
-                bar.inc(1);
-            }
-            points.push(Point { method: Method::Random, k, accuracy: sum / DRAWS as f64 });
-        }
-        bar.finish_and_clear();
-        Ok(LayerSweep {
-            layer: f.layer.clone(),
-            units: f.units,
-            directions: f.directions.len(),
-            correlations: f.directions.correlations.clone(),
-            points,
-        })
+        sweep_layer(&mut eval, f, a.seed)
     })?;
     eval.cache = None;
-
-    // Every listed layer with a fraction, compressed at once.
-    let mut joint = Vec::new();
-    let chosen: Vec<(&Fitted, usize)> = specs
-        .iter()
-        .zip(&fitted)
-        .filter_map(|(s, f)| s.fraction.map(|fr| (f, ((fr * f.units as f64).ceil() as usize).min(f.units))))
-        .collect();
-    if !chosen.is_empty() {
-        for method in Method::ALL {
-            let draws = if method == Method::Random { DRAWS } else { 1 };
-            let mut sum = 0.0;
-            for draw in 0..draws {
-                let maps: Vec<Tensor> = chosen.iter().map(|(f, k)| f.method(method, *k, draw, a.seed)).collect();
-                let edits: Vec<(&str, &Tensor, &Tensor)> =
-                    chosen.iter().zip(&maps).map(|((f, _), p)| (f.layer.as_str(), &f.directions.mean, p)).collect();
-                sum += eval.accuracy(&edits)?;
-            }
-            let layers = chosen
-                .iter()
-                .map(|(f, k)| (f.layer.clone(), if method == Method::Svcca { (*k).min(f.directions.len()) } else { *k }))
-                .collect();
-            joint.push(Joint { layers, method, accuracy: sum / draws as f64 });
-        }
-    }
+    let joint = compress_together(&mut eval, specs, &fitted, a.seed)?;
     let c = Compression { settings, full_accuracy, layers: sweeps, joint };
     write_tables(&out, &c)?;
     Ok(c)
+}
+
+/// The run whose layers the directions are computed against (`None`: the logits).
+fn open_reference(run: &Run, against: &Reference, layers: &[String], device: Option<DeviceChoice>) -> anyhow::Result<Option<Run>> {
+    Ok(match against {
+        Reference::Logits => None,
+        Reference::Run(other) => {
+            let r = Run::open(other, device)?;
+            r.check_layers(layers.iter().map(String::as_str), "--against")?;
+            if r.data.shape != run.data.shape || r.config.data.dataset != run.config.data.dataset {
+                return Err(
+                    InputError::new(format!("--against {}: trained on other data than {}", other.display(), run.dir.display())).into()
+                );
+            }
+            Some(r)
+        }
+        Reference::Step(step) => {
+            let mut r = Run::open(&run.dir, device)?;
+            r.load_step(*step)?;
+            Some(r)
+        }
+    })
+}
+
+/// One layer's sweep: test accuracy with k of its SVCCA directions kept, against k most
+/// active and k random units (the mean of [`DRAWS`] draws), over the grid of k.
+fn sweep_layer(eval: &mut Evaluator, f: &Fitted, seed: u64) -> anyhow::Result<LayerSweep> {
+    eval.cache(&f.layer)?;
+    let ks = grid(f.units);
+    let svcca_ks: Vec<usize> = ks.iter().copied().filter(|&k| k < f.directions.len()).chain([f.directions.len()]).collect();
+    let total = svcca_ks.len() + ks.len() * (1 + DRAWS as usize);
+    let bar = super::progress(total as u64, &format!("compressing {}", f.layer));
+    let mean = &f.directions.mean;
+    let mut points = Vec::new();
+    for &k in &svcca_ks {
+        let accuracy = eval.accuracy(&[(&f.layer, mean, &f.method(Method::Svcca, k, 0, seed))])?;
+        points.push(Point { method: Method::Svcca, k, accuracy });
+        bar.inc(1);
+    }
+    for &k in &ks {
+        let accuracy = eval.accuracy(&[(&f.layer, mean, &f.method(Method::Active, k, 0, seed))])?;
+        points.push(Point { method: Method::Active, k, accuracy });
+        bar.inc(1);
+        let mut sum = 0.0;
+        for draw in 0..DRAWS {
+            sum += eval.accuracy(&[(&f.layer, mean, &f.method(Method::Random, k, draw, seed))])?;
+            bar.inc(1);
+        }
+        points.push(Point { method: Method::Random, k, accuracy: sum / DRAWS as f64 });
+    }
+    bar.finish_and_clear();
+    Ok(LayerSweep {
+        layer: f.layer.clone(),
+        units: f.units,
+        directions: f.directions.len(),
+        correlations: f.directions.correlations.clone(),
+        points,
+    })
+}
+
+/// Every listed layer with a fraction (`LAYER:FRACTION`), compressed at once, by each
+/// method.
+fn compress_together(eval: &mut Evaluator, specs: &[LayerSpec], fitted: &[Fitted], seed: u64) -> anyhow::Result<Vec<Joint>> {
+    let chosen: Vec<(&Fitted, usize)> = specs
+        .iter()
+        .zip(fitted)
+        .filter_map(|(s, f)| s.fraction.map(|fr| (f, ((fr * f.units as f64).ceil() as usize).min(f.units))))
+        .collect();
+    let mut joint = Vec::new();
+    if chosen.is_empty() {
+        return Ok(joint);
+    }
+    for method in Method::ALL {
+        let draws = if method == Method::Random { DRAWS } else { 1 };
+        let mut sum = 0.0;
+        for draw in 0..draws {
+            let maps: Vec<Tensor> = chosen.iter().map(|(f, k)| f.method(method, *k, draw, seed)).collect();
+            let edits: Vec<(&str, &Tensor, &Tensor)> =
+                chosen.iter().zip(&maps).map(|((f, _), p)| (f.layer.as_str(), &f.directions.mean, p)).collect();
+            sum += eval.accuracy(&edits)?;
+        }
+        let layers = chosen
+            .iter()
+            .map(|(f, k)| (f.layer.clone(), if method == Method::Svcca { (*k).min(f.directions.len()) } else { *k }))
+            .collect();
+        joint.push(Joint { layers, method, accuracy: sum / draws as f64 });
+    }
+    Ok(joint)
 }
 
 /// `compression.csv` (every point), `compression_summary.csv` (per layer: units,
