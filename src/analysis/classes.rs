@@ -3,7 +3,7 @@
 //! neuron) and each layer at each analysed checkpoint.
 //!
 //! The comparison is `analysis.method` (SVCCA, keep `analysis.keep` on the layer's side;
-//! one logit is one direction), as [`super::dynamics::pair`] does it. With one side a
+//! one logit is one direction), as [`crate::activations::pair`] does it. With one side a
 //! single neuron, a conv layer is compared through its per-image channel means (avgpool):
 //! that *is* the DFT method here, because a logit has no positions; spread over a map it
 //! is constant, its spectrum is zero at every frequency but (0, 0), and the (0, 0)
