@@ -11,7 +11,9 @@
 //! - `curves.csv`: test accuracy against step, mean and standard deviation over seeds.
 //! - `summary.json`, `summary.csv`: per variant the mean and standard deviation of the
 //!   final accuracy and wall-clock, and the differences freeze − base.
-//! - `plots/accuracy.png`, `.svg`: the curves with a ±1 std band (the paper's Figure 5).
+//! - `plots/accuracy.png`, `.svg`: the curves with a ±1 std band and a thin grey vertical
+//!   line at each step where a layer of the first seed's freeze run froze (the paper's
+//!   Figure 5).
 
 use crate::config::{Config, FreezeConfig, FreezeSchedule};
 use crate::error::InputError;
@@ -152,13 +154,17 @@ pub fn freeze(config: Config, seeds: &[u64], out: &Path) -> anyhow::Result<Freez
             n = seeds.len()
         ),
     )?;
-    // The paper's Figure 5: mean accuracy against step with a ±1 std band.
+    // The paper's Figure 5: mean accuracy against step with a ±1 std band, and a grey
+    // line where layers froze (the first seed's steps: every seed's under a linear or
+    // explicit schedule; an adaptive one may differ between seeds).
     let band = |name: &str, f: fn(&CurvePoint) -> (f64, f64)| (name.to_string(), points.iter().map(|p| (p.step, f(p).0, f(p).1)).collect());
     let bands = [band("base", |p| p.base), band("freeze", |p| p.freeze)];
+    let freeze_steps = crate::train::freeze::steps(&out.join("freeze").join(format!("seed-{}", seeds[0])))?;
     crate::report::accuracy_plot(
         &out.join(crate::report::FOLDER),
         "test accuracy: normal vs freeze training (mean ± std over seeds)",
         &bands,
+        &freeze_steps,
     )?;
     Ok(summary)
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_refused_silent, svcca};
+use common::{assert_refused_silent, svcca, with_singular_values};
 use ndarray::{Array, Array1, Array2, Array3};
 use ndarray_npy::write_npy;
 use std::path::{Path, PathBuf};
@@ -69,6 +69,39 @@ fn json_output_has_the_documented_fields() {
     let out = svcca(&["compare", &a, &b]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.starts_with("SVCCA similarity"), "{text}");
+}
+
+/// `--keep-rule singular` keeps the directions holding 99% of the sum of the singular
+/// values (the paper's Appendix A), the default 99% of the variance, and the JSON says
+/// which. Singular values 2^-i, i < 12: the closed forms give 7 and 4 (see
+/// tests/properties.rs `keep_rules_count_the_directions_of_a_known_spectrum`).
+#[test]
+fn keep_rule_through_the_cli() {
+    let d = Dir::new();
+    let s: Vec<f64> = (0..12).map(|i| 0.5f64.powi(i)).collect();
+    let npy = |name: &str, seed: i64| {
+        let t = with_singular_values(seed, 600, &s);
+        let values = Vec::<f64>::try_from(&t.flatten(0, -1)).unwrap();
+        d.write(name, &Array2::from_shape_vec((600, 12), values).unwrap())
+    };
+    let (a, b) = (npy("a.npy", 7), npy("b.npy", 9));
+    for (args, rule, kept) in [
+        (vec!["--keep-rule", "singular"], "singular", 7),
+        (vec!["--keep-rule", "variance"], "variance", 4),
+        (vec![], "variance", 4),
+        (vec!["--keep-rule", "singular", "--keep", "0.5"], "singular", 1),
+    ] {
+        let mut cmd = vec!["compare", &a, &b, "--json"];
+        cmd.extend(&args);
+        let v = json(&svcca(&cmd));
+        assert_eq!(v["keep"]["rule"], rule, "{args:?}");
+        assert_eq!((v["kept_a"].as_i64(), v["kept_b"].as_i64()), (Some(kept), Some(kept)), "{args:?}");
+    }
+    let out = svcca(&["compare", &a, &b, "--keep-rule", "singular"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("of the sum of the singular values"));
+    assert_refused_silent(&svcca(&["compare", &a, &b, "--method", "cca", "--keep-rule", "singular"]), &["--keep-rule", "svcca only"]);
+    let bad = svcca(&["compare", &a, &b, "--keep-rule", "squared"]);
+    assert_eq!(bad.status.code(), Some(2));
 }
 
 #[test]

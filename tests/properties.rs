@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use svcca::similarity::{compare, similarity, Keep, Method, Moments, Options};
+use svcca::similarity::{compare, similarity, Keep, KeepRule, Method, Moments, Options};
 use tch::{Device, Kind, Tensor};
 
 fn opts(method: Method, keep: Keep) -> Options {
@@ -158,4 +158,33 @@ fn bad_values_are_refused_not_propagated() {
     assert!(e.to_string().contains("100 vs 99"), "{e}");
     let e = compare(&a, &b, &opts(Method::Svcca, Keep::TopK(5))).unwrap_err();
     assert!(e.to_string().contains("--top-k 5"), "{e}");
+}
+
+/// The two keep rules on a layer whose singular values are `r^i` (i = 0..n-1): the first k
+/// hold `(1 - q^k) / (1 - q^n)` of the sum of `q^i`, with `q = r^2` for the variance
+/// (main text) and `q = r` for the singular values (Appendix A), so the smallest k
+/// reaching `f` is `ceil(ln(1 / (1 - f (1 - q^n))) / ln(1 / q))`.
+#[test]
+fn keep_rules_count_the_directions_of_a_known_spectrum() {
+    let (r, n, f) = (0.5f64, 12usize, 0.99);
+    let s: Vec<f64> = (0..n).map(|i| r.powi(i as i32)).collect();
+    let closed = |q: f64| (((1.0 / (1.0 - f * (1.0 - q.powi(n as i32)))).ln() / (1.0 / q).ln()).ceil()) as i64;
+    // By hand: 4^-k <= 0.0100000... gives k = 4 (log4 of 100 is 3.32); 2^-k <= 0.01024...
+    // gives k = 7 (log2 of 97.6 is 6.61).
+    assert_eq!((closed(r * r), closed(r)), (4, 7));
+    let a = with_singular_values(7, 600, &s);
+    let b = with_singular_values(9, 600, &s);
+    for (rule, want) in [(KeepRule::Variance, 4), (KeepRule::Singular, 7)] {
+        let got = compare(&a, &b, &opts(Method::Svcca, rule.keep(f))).unwrap();
+        assert_eq!((got.kept_a, got.kept_b), (want, want), "{rule}");
+        assert_eq!(got.correlations.len(), want as usize, "{rule}");
+    }
+    // The default is the variance rule, the one used before the choice existed.
+    assert_eq!(Keep::default(), KeepRule::default().keep(0.99));
+    // The singular rule never keeps fewer directions than the variance rule.
+    for f in [0.5, 0.9, 0.999] {
+        let v = compare(&a, &a, &opts(Method::Svcca, Keep::Variance(f))).unwrap().kept_a;
+        let s = compare(&a, &a, &opts(Method::Svcca, Keep::Singular(f))).unwrap().kept_a;
+        assert!(s >= v, "{f}: singular {s} < variance {v}");
+    }
 }

@@ -25,7 +25,7 @@ use tch::Tensor;
 pub fn pair(a: &Tensor, b: &Tensor, config: &Config) -> Option<f64> {
     let an = &config.analysis;
     let method = an.method;
-    let keep = if method == Method::Svcca { Keep::Variance(an.keep) } else { Keep::All };
+    let keep = if method == Method::Svcca { an.keep_rule.keep(an.keep) } else { Keep::All };
     let options = Options { method, keep };
     let result = if a.dim() == 2 && b.dim() == 2 {
         similarity::compare(a, b, &options)

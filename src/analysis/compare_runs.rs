@@ -16,7 +16,7 @@ use crate::activations::probe::Probe;
 use crate::device::DeviceChoice;
 use crate::error::InputError;
 use crate::io::{write_atomic, write_json_atomic};
-use crate::similarity::{ConvMethod, Method};
+use crate::similarity::{ConvMethod, KeepRule, Method};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -27,6 +27,10 @@ pub struct Settings {
     pub runs: Vec<PathBuf>,
     pub method: Method,
     pub keep: f64,
+    /// What `keep` is a fraction of; absent in folders analysed before it was a setting,
+    /// which all used the variance.
+    #[serde(default)]
+    pub keep_rule: KeepRule,
     pub conv: ConvMethod,
     pub probe_size: usize,
     pub seed: u64,
@@ -70,7 +74,15 @@ pub fn compare_runs(runs: &[PathBuf], out: &Path, device: Option<DeviceChoice>) 
     }
     let first = &opened[0];
     let a = first.config.analysis.clone();
-    let settings = Settings { runs: runs.to_vec(), method: a.method, keep: a.keep, conv: a.conv, probe_size: a.probe_size, seed: a.seed };
+    let settings = Settings {
+        runs: runs.to_vec(),
+        method: a.method,
+        keep: a.keep,
+        keep_rule: a.keep_rule,
+        conv: a.conv,
+        probe_size: a.probe_size,
+        seed: a.seed,
+    };
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let results = Results::<(usize, usize), Pair>::new(out, |&(i, j)| format!("pair-{i}-{j}.json"));
     super::settings::check_or_write(&out.join("settings.json"), &settings)?;

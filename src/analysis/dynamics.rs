@@ -24,7 +24,7 @@ use crate::config::{ActivationMode, Config};
 use crate::data::rng::Rng;
 use crate::device::DeviceChoice;
 use crate::io::{write_atomic, write_json_atomic};
-use crate::similarity::{ConvMethod, Method};
+use crate::similarity::{ConvMethod, KeepRule, Method};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -38,6 +38,10 @@ pub const FOLDER: &str = "analysis";
 pub struct Settings {
     pub method: Method,
     pub keep: f64,
+    /// What `keep` is a fraction of; absent in folders analysed before it was a setting,
+    /// which all used the variance.
+    #[serde(default)]
+    pub keep_rule: KeepRule,
     pub conv: ConvMethod,
     pub probe_size: usize,
     pub seed: u64,
@@ -49,7 +53,16 @@ impl Settings {
     /// The settings of `analysis` for `layers` of a run whose final step is `final_step`.
     pub fn new(analysis: &crate::config::AnalysisConfig, layers: Vec<String>, final_step: u64) -> Settings {
         let a = analysis;
-        Settings { method: a.method, keep: a.keep, conv: a.conv, probe_size: a.probe_size, seed: a.seed, layers, final_step }
+        Settings {
+            method: a.method,
+            keep: a.keep,
+            keep_rule: a.keep_rule,
+            conv: a.conv,
+            probe_size: a.probe_size,
+            seed: a.seed,
+            layers,
+            final_step,
+        }
     }
 }
 
@@ -306,4 +319,23 @@ fn write_tables(dir: &Path, d: &Dynamics) -> anyhow::Result<()> {
     write_atomic(&dir.join("baseline.csv"), base.as_bytes())?;
     write_json_atomic(&dir.join("dynamics.json"), d)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AnalysisConfig;
+
+    #[test]
+    fn settings_say_which_keep_rule_and_old_ones_read_as_variance() {
+        let a = AnalysisConfig { keep_rule: KeepRule::Singular, ..Default::default() };
+        let json = serde_json::to_value(Settings::new(&a, vec!["fc1".into()], 10)).unwrap();
+        assert_eq!(json["keep_rule"], "singular");
+        // A settings.json written before the rule was a setting: the variance rule, so an
+        // old analysis still matches the default config and is not refused.
+        let mut old = serde_json::to_value(Settings::new(&AnalysisConfig::default(), vec!["fc1".into()], 10)).unwrap();
+        old.as_object_mut().unwrap().remove("keep_rule");
+        let old: Settings = serde_json::from_value(old).unwrap();
+        assert_eq!(old, Settings::new(&AnalysisConfig::default(), vec!["fc1".into()], 10));
+    }
 }

@@ -3,10 +3,13 @@
 use crate::compare::{CompareJob, Report};
 use crate::device::DeviceChoice;
 use crate::error::InputError;
-use crate::similarity::{ConvMethod, ConvOptions, Keep, Layout, Method, Options};
+use crate::similarity::{ConvMethod, ConvOptions, Keep, KeepRule, Layout, Method, Options};
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
+
+/// The paper's fraction, under either rule.
+const DEFAULT_KEEP: f64 = 0.99;
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
@@ -17,9 +20,14 @@ pub struct CompareArgs {
     /// Similarity measure.
     #[arg(long, value_enum, default_value_t = Method::Svcca)]
     method: Method,
-    /// SVCCA: keep the top directions explaining this fraction of the variance.
+    /// SVCCA: keep the fewest top directions holding this fraction (of the variance, or
+    /// of the singular values' sum with --keep-rule singular; default 0.99).
     #[arg(long, value_name = "FRACTION", conflicts_with = "top_k")]
     keep: Option<f64>,
+    /// SVCCA: what --keep is a fraction of: the variance (squared singular values, the
+    /// paper's main text; default) or the sum of the singular values (its Appendix A).
+    #[arg(long, value_enum, value_name = "RULE", conflicts_with = "top_k")]
+    keep_rule: Option<KeepRule>,
     /// SVCCA: keep exactly the top K directions on each side.
     #[arg(long, value_name = "K")]
     top_k: Option<usize>,
@@ -48,17 +56,19 @@ pub struct CompareArgs {
 
 impl CompareArgs {
     fn keep(&self) -> Result<Keep, InputError> {
-        if (self.keep.is_some() || self.top_k.is_some()) && self.method != Method::Svcca {
-            return Err(InputError::new(format!("--keep and --top-k apply to --method svcca only (got --method {})", self.method)));
+        if (self.keep.is_some() || self.keep_rule.is_some() || self.top_k.is_some()) && self.method != Method::Svcca {
+            return Err(InputError::new(format!(
+                "--keep, --keep-rule and --top-k apply to --method svcca only (got --method {})",
+                self.method
+            )));
         }
+        let rule = self.keep_rule.unwrap_or_default();
         match (self.keep, self.top_k) {
-            (Some(f), _) if !(f > 0.0 && f <= 1.0) => {
-                Err(InputError::new(format!("--keep {f}: the fraction of variance must be in (0, 1]")))
-            }
-            (Some(f), _) => Ok(Keep::Variance(f)),
+            (Some(f), _) if !(f > 0.0 && f <= 1.0) => Err(InputError::new(format!("--keep {f}: the fraction must be in (0, 1]"))),
+            (Some(f), _) => Ok(rule.keep(f)),
             (_, Some(0)) => Err(InputError::new("--top-k 0: keep at least one direction")),
             (_, Some(k)) => Ok(Keep::TopK(k)),
-            (None, None) if self.method == Method::Svcca => Ok(Keep::default()),
+            (None, None) if self.method == Method::Svcca => Ok(rule.keep(DEFAULT_KEEP)),
             (None, None) => Ok(Keep::All),
         }
     }
@@ -119,6 +129,7 @@ fn write_summary(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
         "  {} in {:.2}s on {}",
         match r.keep {
             Keep::Variance(f) if s.method == Method::Svcca => format!("kept {}% of the variance", f * 100.0),
+            Keep::Singular(f) if s.method == Method::Svcca => format!("kept {}% of the sum of the singular values", f * 100.0),
             Keep::TopK(k) => format!("kept the top {k} directions"),
             _ => "all directions".to_string(),
         },

@@ -11,7 +11,7 @@ mod source;
 
 use crate::device::DeviceChoice;
 use crate::error::InputError;
-use crate::similarity::{ConvMethod, Method};
+use crate::similarity::{ConvMethod, KeepRule, Method};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -351,8 +351,11 @@ pub struct AnalysisConfig {
     /// `store` mode: precision of the stored activations.
     pub dtype: StoreDtype,
     pub method: Method,
-    /// SVCCA: fraction of the variance kept on each side.
+    /// SVCCA: fraction kept on each side, of what `keep_rule` says.
     pub keep: f64,
+    /// SVCCA: `variance` (the squared singular values, the paper's main text) or
+    /// `singular` (the singular values themselves, its Appendix A).
+    pub keep_rule: KeepRule,
     /// Conv layers: dft (needs both sides conv; a conv-vs-dense pair uses avgpool),
     /// flatten (likewise) or avgpool.
     pub conv: ConvMethod,
@@ -372,6 +375,7 @@ impl Default for AnalysisConfig {
             dtype: StoreDtype::Float32,
             method: Method::Svcca,
             keep: 0.99,
+            keep_rule: KeepRule::Variance,
             conv: ConvMethod::Dft,
             layers: None,
             every_nth: 1,
@@ -386,7 +390,7 @@ impl AnalysisConfig {
             return bad("analysis.probe_size", format!("{}: must be at least 2", self.probe_size));
         }
         if !(self.keep > 0.0 && self.keep <= 1.0) {
-            return bad("analysis.keep", format!("{}: the fraction of variance must be in (0, 1]", self.keep));
+            return bad("analysis.keep", format!("{}: the fraction kept must be in (0, 1]", self.keep));
         }
         if self.conv == ConvMethod::Dft && matches!(self.method, Method::Pwcca | Method::Cka) {
             return bad("analysis.conv", "dft is defined for method svcca or cca only: use flatten or avgpool".into());
@@ -667,6 +671,19 @@ mod tests {
         let back = Config::parse(&c.to_toml(), "y.toml", &[]).unwrap();
         assert_eq!(c, back);
         assert_eq!(c.train.steps, Some((DEFAULT_EPOCHS * (1000 / 128) as f64) as u64));
+    }
+
+    #[test]
+    fn keep_rule_is_read_and_a_bad_one_refused_naming_the_key() {
+        use crate::similarity::KeepRule;
+        assert_eq!(Config::parse("", "x.toml", &[]).unwrap().analysis.keep_rule, KeepRule::Variance);
+        let c = Config::parse("[analysis]\nkeep_rule = \"singular\"\n", "x.toml", &[]).unwrap();
+        assert_eq!(c.analysis.keep_rule, KeepRule::Singular);
+        assert!(c.to_toml().contains("keep_rule = \"singular\""), "{}", c.to_toml());
+        let e = Config::parse("[analysis]\nkeep = 0.9\nkeep_rule = \"squared\"\n", "x.toml", &[]).unwrap_err().to_string();
+        assert!(e.contains("x.toml:3: analysis.keep_rule:") && e.contains("squared"), "{e}");
+        let e = Config::parse("", "x.toml", &["analysis.keep_rule=squared".into()]).unwrap_err().to_string();
+        assert!(e.contains("analysis.keep_rule") && e.contains("squared"), "{e}");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //!
 //! - `heatmaps`: the layers x layers similarity matrices (layer at a step against each
 //!   layer of the final network) at the analysed checkpoints nearest 0%, 35%, 75% and
-//!   100% of training, side by side, with one colour scale (0 to 1).
+//!   100% of training, side by side, with one colour scale (0 to 1); as the paper's
+//!   Figure 4, the layers at the step along x, the final network's up the y axis
+//!   ([`heatmap_cell`]).
 //! - `to_final`: each layer's similarity to its own final state against the training
 //!   step, one line per layer, coloured from the input (dark) to the output (bright).
 //!
@@ -115,6 +117,15 @@ fn svg(path: &Path, size: (u32, u32), draw: impl FnOnce(&DrawingArea<SVGBackend,
     Ok(path.to_path_buf())
 }
 
+/// Where `matrix[i][j]` (layer `i` at the step against layer `j` of the final network)
+/// is drawn in a heatmap, as the paper's Figure 4: `(column, row)` = `(i, j)`, the
+/// checkpoint's layers along the x axis, the final network's on the y axis, rows counted
+/// from the bottom (the chart's y axis points up), so the input layer is at the bottom
+/// left and the diagonal runs from there to the top right.
+pub fn heatmap_cell(layer_at_step: i32, final_layer: i32) -> (i32, i32) {
+    (layer_at_step, final_layer)
+}
+
 fn heatmaps<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &Dynamics) -> anyhow::Result<()> {
     let (w, _) = root.dim_in_pixel();
     let (maps, bar) = root.split_horizontally(w - 130);
@@ -143,16 +154,17 @@ fn heatmaps<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &Dynamics) -> 
             .y_label_formatter(&name)
             .x_label_style(("sans-serif", 11))
             .y_label_style(("sans-serif", 11))
-            .x_desc("layer of the final network")
-            .y_desc(format!("layer at step {}", r.step))
+            .x_desc(format!("layer at step {}", r.step))
+            .y_desc("layer of the final network")
             .axis_desc_style(("sans-serif", 14))
             .draw()
             .map_err(err)?;
         chart
             .draw_series((0..n).flat_map(|i| (0..n).map(move |j| (i, j))).map(|(i, j)| {
                 let v = r.matrix[i as usize][j as usize];
+                let (x, y) = heatmap_cell(i, j);
                 Rectangle::new(
-                    [(SegmentValue::Exact(j), SegmentValue::Exact(i)), (SegmentValue::Exact(j + 1), SegmentValue::Exact(i + 1))],
+                    [(SegmentValue::Exact(x), SegmentValue::Exact(y)), (SegmentValue::Exact(x + 1), SegmentValue::Exact(y + 1))],
                     colour(v).filled(),
                 )
             }))
@@ -257,15 +269,28 @@ fn legend<'a, DB: DrawingBackend + 'a>(chart: &mut LineChart<'a, DB>, font_size:
 pub type Band = (String, Vec<(u64, f64, f64)>);
 
 /// Test accuracy against step, one line per series with a ±1 std band, as `accuracy.png`
-/// and `accuracy.svg` in `dir`.
-pub fn accuracy_plot(dir: &Path, title: &str, series: &[Band]) -> anyhow::Result<Vec<PathBuf>> {
+/// and `accuracy.svg` in `dir`; a thin grey vertical line at each of `freeze_steps` (the
+/// steps at which layers froze, as in the paper's Figure 5; empty for none).
+pub fn accuracy_plot(dir: &Path, title: &str, series: &[Band], freeze_steps: &[u64]) -> anyhow::Result<Vec<PathBuf>> {
     register_font();
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let size = (1000, 620);
     Ok(vec![
-        png(&dir.join("accuracy.png"), size, |a| accuracy_curves(a, title, series))?,
-        svg(&dir.join("accuracy.svg"), size, |a| accuracy_curves(a, title, series))?,
+        png(&dir.join("accuracy.png"), size, |a| accuracy_curves(a, title, series, freeze_steps))?,
+        svg(&dir.join("accuracy.svg"), size, |a| accuracy_curves(a, title, series, freeze_steps))?,
     ])
+}
+
+/// The grey of the freeze-step lines (drawn in no other element of the accuracy plot).
+pub const FREEZE_LINE: RGBColor = RGBColor(160, 160, 160);
+
+/// Where the freeze-step lines go: each distinct step once, ascending, those on the
+/// plotted axis (0 to `last`).
+pub fn freeze_lines(steps: &[u64], last: u64) -> Vec<u64> {
+    let mut out: Vec<u64> = steps.iter().copied().filter(|&s| s <= last).collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// Series colours: the first two as the freeze comparison has always drawn them.
@@ -278,8 +303,14 @@ const SERIES: [RGBColor; 6] = [
     RGBColor(190, 160, 20),
 ];
 
-fn accuracy_curves<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, series: &[Band]) -> anyhow::Result<()> {
-    let last = series.iter().flat_map(|s| s.1.last()).map(|p| p.0).max().unwrap_or(1).max(1) as f64;
+fn accuracy_curves<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    series: &[Band],
+    freeze_steps: &[u64],
+) -> anyhow::Result<()> {
+    let last_step = series.iter().flat_map(|s| s.1.last()).map(|p| p.0).max().unwrap_or(1).max(1);
+    let last = last_step as f64;
     let lo = series.iter().flat_map(|s| s.1.iter()).filter(|p| p.0 as f64 >= 0.1 * last).map(|p| p.1 - p.2).fold(1.0f64, f64::min);
     let y0 = ((lo * 100.0 - 2.0).floor() / 100.0).clamp(0.0, 0.99);
     let mut chart = ChartBuilder::on(root)
@@ -299,6 +330,14 @@ fn accuracy_curves<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &st
         .light_line_style(WHITE.mix(0.0))
         .draw()
         .map_err(err)?;
+    // Under the curves: where layers froze.
+    chart
+        .draw_series(
+            freeze_lines(freeze_steps, last_step)
+                .into_iter()
+                .map(|s| PathElement::new(vec![(s as f64, 100.0 * y0), (s as f64, 100.0)], FREEZE_LINE.stroke_width(1))),
+        )
+        .map_err(err)?;
     for (i, (name, points)) in series.iter().enumerate() {
         let c = SERIES[i % SERIES.len()];
         // The y axis is zoomed on the last 90% of training: points below it (the untrained
@@ -312,4 +351,74 @@ fn accuracy_curves<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &st
         line_with_markers(&mut chart, line, c, name.clone())?;
     }
     legend(&mut chart, 14)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heatmaps_put_the_final_network_on_the_y_axis_bottom_up() {
+        // matrix[i][j]: layer i at the step against layer j of the final network. The
+        // paper's Figure 4: the checkpoint's layer i along x, the final layer j up the y
+        // axis (row j counted from the bottom, where the chart's y axis starts).
+        assert_eq!(heatmap_cell(2, 5), (2, 5));
+        assert_eq!(heatmap_cell(0, 0), (0, 0));
+        assert_eq!(heatmap_cell(4, 1), (4, 1));
+    }
+
+    /// The drawn heatmaps themselves: the cell of layer 0 at the step against the top
+    /// layer of the final network is at the top left of the first panel, the cell of the
+    /// top layer at the step against layer 0 of the final network at its bottom right.
+    #[test]
+    fn heatmap_cells_are_drawn_as_figure_4() {
+        use crate::analysis::dynamics::Settings;
+        let layers: Vec<String> = ["c1", "fc1", "logits"].iter().map(|s| s.to_string()).collect();
+        let mut matrix = vec![vec![None; 3]; 3];
+        matrix[0][2] = Some(1.0);
+        matrix[2][0] = Some(0.0);
+        let d = Dynamics {
+            settings: Settings::new(&crate::config::AnalysisConfig::default(), layers.clone(), 10),
+            steps: vec![StepResult { step: 10, fraction: 1.0, layers, matrix, seconds: 0.0 }],
+            baseline: Vec::new(),
+        };
+        register_font();
+        let dir = tempfile::tempdir().unwrap();
+        let path = svg(&dir.path().join("h.svg"), (1600, 400), |a| heatmaps(a, &d)).unwrap();
+        let text = std::fs::read_to_string(path).unwrap();
+        // The leftmost rectangle of a colour: the first panel's cell (the colour bar is
+        // at the right).
+        let leftmost = |c: RGBColor| {
+            let fill = format!("fill=\"#{:02X}{:02X}{:02X}\"", c.0, c.1, c.2);
+            let attr = |r: &str, name: &str| -> f64 {
+                let at = r.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
+                r[at..].split('"').next().unwrap().parse().unwrap()
+            };
+            text.split("<rect")
+                .filter(|r| r.contains(&fill))
+                .map(|r| (attr(r, "x"), attr(r, "y")))
+                .min_by(|a, b| a.0.total_cmp(&b.0))
+                .unwrap()
+        };
+        let (top_final, top_step) = (leftmost(colour(Some(1.0))), leftmost(colour(Some(0.0))));
+        assert!(top_final.0 < top_step.0, "layer 0 at the step is left of layer 2: {top_final:?} {top_step:?}");
+        assert!(top_final.1 < top_step.1, "final layer 2 is above final layer 0: {top_final:?} {top_step:?}");
+    }
+
+    #[test]
+    fn freeze_steps_draw_one_grey_line_each() {
+        assert_eq!(freeze_lines(&[300, 100, 300, 200, 900], 600), [100, 200, 300]);
+        let dir = tempfile::tempdir().unwrap();
+        let band = |name: &str| (name.to_string(), (0..=6).map(|k| (k * 100, 0.8 + 0.01 * k as f64, 0.01)).collect::<Vec<_>>());
+        let grey = |svg: &str| {
+            let c = FREEZE_LINE;
+            svg.matches(&format!("stroke=\"#{:02X}{:02X}{:02X}\"", c.0, c.1, c.2)).count()
+        };
+        accuracy_plot(dir.path(), "t", &[band("base"), band("freeze")], &[300, 100, 300, 200, 900]).unwrap();
+        let svg = std::fs::read_to_string(dir.path().join("accuracy.svg")).unwrap();
+        assert_eq!(grey(&svg), 3, "{svg}");
+        accuracy_plot(dir.path(), "t", &[band("base"), band("freeze")], &[]).unwrap();
+        let svg = std::fs::read_to_string(dir.path().join("accuracy.svg")).unwrap();
+        assert_eq!(grey(&svg), 0);
+    }
 }

@@ -83,18 +83,13 @@ impl Principal {
 pub(crate) fn keep_one(variances: &[f64], rank: usize, keep: Keep, side: Side, rows: i64) -> Result<usize, SimilarityError> {
     match keep {
         Keep::All => Ok(rank),
-        Keep::Variance(fraction) => {
-            let total: f64 = variances.iter().sum();
-            let mut cumulative = 0.0;
-            let mut k = 0;
-            for v in variances {
-                cumulative += v;
-                k += 1;
-                if cumulative / total >= fraction {
-                    break;
-                }
-            }
-            Ok(k.min(rank))
+        Keep::Variance(fraction) => Ok(fewest_holding(variances, fraction).min(rank)),
+        Keep::Singular(fraction) => {
+            // The singular values are the square roots of the variances. Those past the
+            // rank are rounding noise (zero in exact arithmetic), which a square root would
+            // magnify: left out of the sum.
+            let singular: Vec<f64> = variances[..rank.min(variances.len())].iter().map(|v| v.sqrt()).collect();
+            Ok(fewest_holding(&singular, fraction).min(rank))
         }
         Keep::TopK(k) => {
             let refuse = |what: String| Err(SimilarityError::layer(side, format!("--top-k {k} asks for more directions than {what}")));
@@ -109,6 +104,22 @@ pub(crate) fn keep_one(variances: &[f64], rank: usize, keep: Keep, side: Side, r
             }
         }
     }
+}
+
+/// The fewest of `values` (descending, non-negative) whose sum reaches `fraction` of the
+/// sum of all.
+fn fewest_holding(values: &[f64], fraction: f64) -> usize {
+    let total: f64 = values.iter().sum();
+    let mut cumulative = 0.0;
+    let mut k = 0;
+    for v in values {
+        cumulative += v;
+        k += 1;
+        if cumulative / total >= fraction {
+            break;
+        }
+    }
+    k
 }
 
 /// Canonical correlations (descending) of each problem between its top `kept_a` and

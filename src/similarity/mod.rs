@@ -17,7 +17,9 @@
 //! - CCA: every canonical correlation, descending.
 //! - SVCCA: keep on each side the top principal directions explaining a fraction of the
 //!   variance (smallest k with `sum(s[..k]^2) / sum(s^2) >= fraction`, `s` the singular
-//!   values of the centred activations), or a fixed top k, then CCA. The similarity is
+//!   values of the centred activations; [`KeepRule::Variance`]), or holding that fraction
+//!   of the sum of the singular values themselves (`sum(s[..k]) / sum(s) >= fraction`, the
+//!   paper's Appendix A; [`KeepRule::Singular`]), or a fixed top k, then CCA. The similarity is
 //!   the plain mean of all `min(k_a, k_b)` correlations.
 //! - PWCCA: as the reference `compute_pwcca(A, B)`, see [`pwcca`](self::pwcca).
 //! - Linear CKA: see [`cka`](self::cka).
@@ -72,14 +74,51 @@ impl FromStr for Method {
     }
 }
 
+/// What SVCCA's keep fraction is a fraction of. The paper says both: its main text keeps
+/// the directions explaining "99% of the variance" (squared singular values), its
+/// Appendix A the smallest m' with `sum_{i<=m'} |lambda_i| >= 0.99 sum_i |lambda_i|` over
+/// the singular values themselves. The singular rule keeps at least as many directions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum KeepRule {
+    /// A fraction of the variance: the sum of the squared singular values (main text).
+    #[default]
+    Variance,
+    /// A fraction of the sum of the singular values (Appendix A).
+    Singular,
+}
+
+impl KeepRule {
+    /// The [`Keep`] for `fraction` under this rule.
+    pub fn keep(self, fraction: f64) -> Keep {
+        match self {
+            KeepRule::Variance => Keep::Variance(fraction),
+            KeepRule::Singular => Keep::Singular(fraction),
+        }
+    }
+}
+
+impl fmt::Display for KeepRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeepRule::Variance => "variance",
+            KeepRule::Singular => "singular",
+        })
+    }
+}
+
 /// How many principal directions SVCCA keeps on each side.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(tag = "rule", content = "value", rename_all = "snake_case")]
 pub enum Keep {
     /// Every direction above rounding noise (plain CCA).
     All,
-    /// The fewest directions explaining at least this fraction of the variance.
+    /// The fewest directions explaining at least this fraction of the variance (the sum
+    /// of the squared singular values): [`KeepRule::Variance`].
     Variance(f64),
+    /// The fewest directions whose singular values hold at least this fraction of the
+    /// sum of the singular values: [`KeepRule::Singular`].
+    Singular(f64),
     /// Exactly this many directions.
     TopK(usize),
 }

@@ -159,6 +159,11 @@ pub fn write(sweep: &Sweep) -> anyhow::Result<Report> {
     write_atomic(&dir.join("curves.csv"), curves.as_bytes())?;
     let report = Report { groups: summaries, unfinished, dir: dir.clone() };
     write_json_atomic(&dir.join("summary.json"), &report)?;
-    crate::report::accuracy_plot(&dir.join(crate::report::FOLDER), "test accuracy of the sweep's groups (mean ± std over seeds)", &bands)?;
+    crate::report::accuracy_plot(
+        &dir.join(crate::report::FOLDER),
+        "test accuracy of the sweep's groups (mean ± std over seeds)",
+        &bands,
+        &[],
+    )?;
     Ok(report)
 }

@@ -186,6 +186,22 @@ impl Plan {
     }
 }
 
+/// The steps at which layers froze in the finished run `run`, as its `freeze.csv` lists
+/// them (one per frozen layer, in file order); none when the run has no `freeze.csv`.
+pub fn steps(run: &Path) -> Result<Vec<u64>, InputError> {
+    let path = run.join(FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(InputError::new(format!("{}: cannot read it ({e})", path.display()))),
+    };
+    let bad = |line: &str| InputError::new(format!("{}: line '{line}': expected {HEADER}", path.display()));
+    if text.lines().next() != Some(HEADER) {
+        return Err(bad(text.lines().next().unwrap_or("")));
+    }
+    text.lines().skip(1).map(|line| line.split(',').nth(2).and_then(|s| s.parse::<u64>().ok()).ok_or_else(|| bad(line))).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

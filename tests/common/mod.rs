@@ -45,6 +45,18 @@ pub fn randn(seed: i64, rows: i64, cols: i64) -> Tensor {
     Tensor::randn([rows, cols], (Kind::Double, tch::Device::Cpu))
 }
 
+/// A centred `rows x s.len()` float64 matrix `U diag(s) V'` whose singular values are
+/// exactly `s`: `U` orthonormal and orthogonal to the ones vector (so centring the columns
+/// changes nothing), `V` orthonormal, both from QR factorisations of seeded normals.
+pub fn with_singular_values(seed: i64, rows: i64, s: &[f64]) -> Tensor {
+    let m = s.len() as i64;
+    let opts = (Kind::Double, tch::Device::Cpu);
+    let (q, _) = Tensor::linalg_qr(&Tensor::cat(&[Tensor::ones([rows, 1], opts), randn(seed, rows, m)], 1), "reduced");
+    let u = q.narrow(1, 1, m);
+    let (v, _) = Tensor::linalg_qr(&randn(seed + 1, m, m), "reduced");
+    (u * Tensor::from_slice(s).unsqueeze(0)).mm(&v.tr())
+}
+
 /// The `svcca` binary of this build.
 pub const BIN: &str = env!("CARGO_BIN_EXE_svcca");
 
