@@ -92,7 +92,7 @@ fn compression_all_directions_change_nothing_and_none_give_chance() {
 
     // The sweep: at k = 0 every method scores the share of the test split in the one
     // class the constant output predicts (chance); the table and the plot are written.
-    let specs: Vec<LayerSpec> = ["fc1:0.5", "c3"].iter().map(|s| s.parse().unwrap()).collect();
+    let specs: Vec<LayerSpec> = ["fc1:0.5", "c3:0.5"].iter().map(|s| s.parse().unwrap()).collect();
     let c = compression::compression(&dir, &specs, &Reference::Logits, None, None).unwrap();
     let labels = Vec::<i64>::try_from(&run.data.test.labels).unwrap();
     for s in &c.layers {
@@ -115,9 +115,36 @@ fn compression_all_directions_change_nothing_and_none_give_chance() {
     }
     let (_, full) = svcca::train::evaluate(&run.net, &run.data, 100);
     assert!((c.full_accuracy - full).abs() < 1e-12);
-    // fc1:0.5 compressed on its own in the joint rows: 8 of 16 units.
+    // fc1:0.5 and c3:0.5 compressed together in the joint rows: 8 of 16 units, 2 of 4
+    // channels; batched, the accuracies of each method's maps applied on one forward.
     assert_eq!(c.joint.len(), 3);
-    assert_eq!(c.joint[1].layers, vec![("fc1".to_string(), 8)]);
+    assert_eq!(c.joint[1].layers, vec![("fc1".to_string(), 8), ("c3".to_string(), 2)]);
+    let x = run.data.normalise(&run.data.test.images);
+    for j in &c.joint {
+        let draws = if j.method == Kept::Random { 3 } else { 1 };
+        let mut sum = 0.0;
+        for draw in 0..draws {
+            let maps: Vec<(&compression::Fitted, Tensor)> = [("fc1", 8), ("c3", 2)]
+                .iter()
+                .map(|&(l, k)| {
+                    let f = fitted.iter().find(|f| f.layer == l).unwrap();
+                    (f, f.method(j.method, k, draw, 0))
+                })
+                .collect();
+            let fns: Vec<_> = maps.iter().map(|(f, p)| move |h: &Tensor| compression::project(h, &f.directions.mean, p)).collect();
+            let edits: Vec<svcca::model::Edit> =
+                maps.iter().zip(&fns).map(|((f, _), e)| (f.layer.as_str(), e as &dyn Fn(&Tensor) -> Tensor)).collect();
+            let logits = tch::no_grad(|| run.net.forward_edited(&x, false, &edits).unwrap());
+            sum += logits.argmax(-1, false).eq_tensor(&run.data.test.labels).sum(Kind::Int64).int64_value(&[]) as f64 / 200.0;
+        }
+        assert!(
+            (j.accuracy - sum / draws as f64).abs() < 1e-12,
+            "{}: batched {} one at a time {}",
+            j.method,
+            j.accuracy,
+            sum / draws as f64
+        );
+    }
     for f in ["compression.csv", "compression_summary.csv", "layer-fc1.json", "settings.json"]
         .map(|f| format!("analysis/compression-logits/{f}"))
     {

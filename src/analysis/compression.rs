@@ -357,6 +357,50 @@ impl<'a> Evaluator<'a> {
         let n = self.labels.size()[0] as f64;
         Ok((full as f64 / n, correct.into_iter().map(|c| c.into_iter().map(|c| c as f64 / n).collect()).collect()))
     }
+
+    /// The accuracy with every layer of `layers` (layer, mean) edited at once by its map in
+    /// `maps[j]`, for each j, batched: per block the layers below the lowest one run once;
+    /// from there the copies run stacked (up to [`CHUNK_BYTES`], as in [`Self::accuracies`]),
+    /// each copy projected by its own map at each edited layer.
+    fn joint_accuracies(&self, layers: &[(&str, &Tensor)], maps: &[Vec<Tensor>]) -> anyhow::Result<Vec<f64>> {
+        let data = &self.run.data;
+        let net = &self.run.net;
+        let names = net.layer_names();
+        let at: Vec<usize> = layers.iter().map(|(l, _)| names.iter().position(|n| n == l).expect("a checked layer")).collect();
+        let (low, lowest) = at.iter().enumerate().min_by_key(|x| *x.1).map(|(i, &a)| (i, a)).expect("a layer");
+        let mut correct = vec![0i64; maps.len()];
+        tch::no_grad(|| -> anyhow::Result<()> {
+            let one = net.forward_taps(&data.normalise(&self.images.narrow(0, 0, 1)), false, &[layers[low].0])?.1.remove(0);
+            let widest = net.forward_range(&one, false, lowest + 1..names.len()).iter().map(Tensor::numel).max().unwrap_or(0);
+            let row = ROW_BYTES * widest.max(one.numel()) as i64;
+            for (i, len) in self.blocks() {
+                let h = net.forward_taps(&data.normalise(&self.images.narrow(0, i, len)), false, &[layers[low].0])?.1.remove(0);
+                let labels = self.labels.narrow(0, i, len).unsqueeze(0);
+                let group = (CHUNK_BYTES / (row * len)).max(1) as usize;
+                for (c, chunk) in maps.chunks(group).enumerate() {
+                    // Each copy's block projected at layer `l` by its own map.
+                    let edit = |h: &Tensor, l: usize| {
+                        let parts = h.split(len, 0);
+                        Tensor::cat(&parts.iter().zip(chunk).map(|(x, m)| project(x, layers[l].1, &m[l])).collect::<Vec<_>>(), 0)
+                    };
+                    // The edits of a layer in the order given, as forward_edited applies them.
+                    let edits_at = |x: Tensor, j: usize| (0..at.len()).filter(|&l| at[l] == j).fold(x, |x, l| edit(&x, l));
+                    let mut x = edits_at(Tensor::cat(&(0..chunk.len()).map(|_| h.shallow_clone()).collect::<Vec<_>>(), 0), lowest);
+                    for j in lowest + 1..names.len() {
+                        x = edits_at(net.forward_range(&x, false, j..j + 1).remove(0), j);
+                    }
+                    let hits =
+                        x.argmax(-1, false).view([chunk.len() as i64, len]).eq_tensor(&labels).sum_dim_intlist(1, false, Kind::Int64);
+                    for (j, v) in Vec::<i64>::try_from(&hits.to_device(tch::Device::Cpu))?.into_iter().enumerate() {
+                        correct[c * group + j] += v;
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        let n = self.labels.size()[0] as f64;
+        Ok(correct.into_iter().map(|c| c as f64 / n).collect())
+    }
 }
 
 /// The accuracy on the evaluation images (`eval_images` as for [`compression`]) with
@@ -568,14 +612,20 @@ fn compress_together(eval: &Evaluator, specs: &[LayerSpec], fitted: &[Fitted], s
     if chosen.is_empty() {
         return Ok(joint);
     }
+    // Every (method, draw): its maps, one per chosen layer; all evaluated in one pass.
+    let runs: Vec<(Method, u64)> =
+        Method::ALL.iter().flat_map(|&m| (0..if m == Method::Random { DRAWS } else { 1 }).map(move |d| (m, d))).collect();
+    let maps: Vec<Vec<Tensor>> = runs.iter().map(|&(m, d)| chosen.iter().map(|(f, k)| f.method(m, *k, d, seed)).collect()).collect();
+    let layers: Vec<(&str, &Tensor)> = chosen.iter().map(|(f, _)| (f.layer.as_str(), &f.directions.mean)).collect();
+    let accuracy = eval.joint_accuracies(&layers, &maps)?;
     for method in Method::ALL {
-        let draws = if method == Method::Random { DRAWS } else { 1 };
         let mut sum = 0.0;
-        for draw in 0..draws {
-            let maps: Vec<Tensor> = chosen.iter().map(|(f, k)| f.method(method, *k, draw, seed)).collect();
-            let edits: Vec<(&str, &Tensor, &Tensor)> =
-                chosen.iter().zip(&maps).map(|((f, _), p)| (f.layer.as_str(), &f.directions.mean, p)).collect();
-            sum += eval.accuracy(&edits)?;
+        let mut draws = 0;
+        for (&(m, _), a) in runs.iter().zip(&accuracy) {
+            if m == method {
+                sum += a;
+                draws += 1;
+            }
         }
         let layers = chosen
             .iter()
