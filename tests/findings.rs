@@ -65,10 +65,35 @@ fn compression_all_directions_change_nothing_and_none_give_chance() {
         }
     }
 
+    // Batched evaluation (every map of a layer stacked on one forward of the layers
+    // below) gives the accuracies of the one-map-at-a-time evaluation: the same projected
+    // outputs, only the batch size of the layers above differs.
+    for f in &fitted {
+        let mut maps = Vec::new();
+        for k in [0, 1, 2, 3, f.directions.len()] {
+            maps.push(f.method(Kept::Svcca, k, 0, 0));
+        }
+        for k in [0, 1, 3, f.units / 2, f.units] {
+            maps.push(f.method(Kept::Active, k, 0, 0));
+            maps.push(f.method(Kept::Random, k, 1, 0));
+        }
+        for eval_images in [None, Some(130)] {
+            let batched = compression::layer_accuracies(&run, eval_images, &f.layer, &f.directions.mean, &maps, true).unwrap();
+            let single = compression::layer_accuracies(&run, eval_images, &f.layer, &f.directions.mean, &maps, false).unwrap();
+            assert_eq!(batched.len(), maps.len());
+            for (b, s) in batched.iter().zip(&single) {
+                assert!((b - s).abs() < 1e-12, "{} ({eval_images:?} images): batched {batched:?} one at a time {single:?}", f.layer);
+            }
+            // On a subset of 130 images: counts out of 130.
+            let n = eval_images.unwrap_or(200) as f64;
+            assert!(batched.iter().all(|a| ((a * n) - (a * n).round()).abs() < 1e-9), "{batched:?}");
+        }
+    }
+
     // The sweep: at k = 0 every method scores the share of the test split in the one
     // class the constant output predicts (chance); the table and the plot are written.
-    let specs: Vec<LayerSpec> = ["fc1:0.5", "c3"].iter().map(|s| s.parse().unwrap()).collect();
-    let c = compression::compression(&dir, &specs, &Reference::Logits, None).unwrap();
+    let specs: Vec<LayerSpec> = ["fc1:0.5", "c3:0.5"].iter().map(|s| s.parse().unwrap()).collect();
+    let c = compression::compression(&dir, &specs, &Reference::Logits, None, None).unwrap();
     let labels = Vec::<i64>::try_from(&run.data.test.labels).unwrap();
     for s in &c.layers {
         let f = fitted.iter().find(|f| f.layer == s.layer).unwrap();
@@ -90,31 +115,61 @@ fn compression_all_directions_change_nothing_and_none_give_chance() {
     }
     let (_, full) = svcca::train::evaluate(&run.net, &run.data, 100);
     assert!((c.full_accuracy - full).abs() < 1e-12);
-    // fc1:0.5 compressed on its own in the joint rows: 8 of 16 units.
+    // fc1:0.5 and c3:0.5 compressed together in the joint rows: 8 of 16 units, 2 of 4
+    // channels; batched, the accuracies of each method's maps applied on one forward.
     assert_eq!(c.joint.len(), 3);
-    assert_eq!(c.joint[1].layers, vec![("fc1".to_string(), 8)]);
+    assert_eq!(c.joint[1].layers, vec![("fc1".to_string(), 8), ("c3".to_string(), 2)]);
+    let x = run.data.normalise(&run.data.test.images);
+    for j in &c.joint {
+        let draws = if j.method == Kept::Random { 3 } else { 1 };
+        let mut sum = 0.0;
+        for draw in 0..draws {
+            let maps: Vec<(&compression::Fitted, Tensor)> = [("fc1", 8), ("c3", 2)]
+                .iter()
+                .map(|&(l, k)| {
+                    let f = fitted.iter().find(|f| f.layer == l).unwrap();
+                    (f, f.method(j.method, k, draw, 0))
+                })
+                .collect();
+            let fns: Vec<_> = maps.iter().map(|(f, p)| move |h: &Tensor| compression::project(h, &f.directions.mean, p)).collect();
+            let edits: Vec<svcca::model::Edit> =
+                maps.iter().zip(&fns).map(|((f, _), e)| (f.layer.as_str(), e as &dyn Fn(&Tensor) -> Tensor)).collect();
+            let logits = tch::no_grad(|| run.net.forward_edited(&x, false, &edits).unwrap());
+            sum += logits.argmax(-1, false).eq_tensor(&run.data.test.labels).sum(Kind::Int64).int64_value(&[]) as f64 / 200.0;
+        }
+        assert!(
+            (j.accuracy - sum / draws as f64).abs() < 1e-12,
+            "{}: batched {} one at a time {}",
+            j.method,
+            j.accuracy,
+            sum / draws as f64
+        );
+    }
     for f in ["compression.csv", "compression_summary.csv", "layer-fc1.json", "settings.json"]
         .map(|f| format!("analysis/compression-logits/{f}"))
     {
         assert!(dir.join(&f).exists(), "{f}");
     }
     // Rerun: read back, the same numbers; other settings are refused.
-    let again = compression::compression(&dir, &specs, &Reference::Logits, None).unwrap();
+    let again = compression::compression(&dir, &specs, &Reference::Logits, None, None).unwrap();
     let points = |c: &compression::Compression| c.layers.iter().map(|s| s.points.clone()).collect::<Vec<_>>();
     assert_eq!(points(&again), points(&c));
     assert_eq!((again.full_accuracy, &again.joint), (c.full_accuracy, &c.joint));
     // Against the same layer at the final checkpoint (the same network): correlations 1.
     let spec: Vec<LayerSpec> = vec!["fc1".parse().unwrap()];
-    let same = compression::compression(&dir, &spec, &Reference::Step(20), None).unwrap();
+    let same = compression::compression(&dir, &spec, &Reference::Step(20), None, None).unwrap();
     assert!(same.layers[0].correlations.iter().all(|c| (c - 1.0).abs() < 1e-6), "{:?}", same.layers[0].correlations);
-    let early = compression::compression(&dir, &spec, &Reference::Step(10), None).unwrap();
+    let early = compression::compression(&dir, &spec, &Reference::Step(10), None, None).unwrap();
     assert!(early.layers[0].correlations[0] < 1.0 - 1e-6);
-    let err = compression::compression(&dir, &spec, &Reference::Step(7), None).unwrap_err();
+    let err = compression::compression(&dir, &spec, &Reference::Step(7), None, None).unwrap_err();
     assert!(err.to_string().contains("no checkpoint at step 7"), "{err}");
     let settings = dir.join("analysis/compression-logits/settings.json");
     let text = std::fs::read_to_string(&settings).unwrap();
     std::fs::write(&settings, text.replace("\"keep\": 1.0", "\"keep\": 0.5")).unwrap();
-    let err = compression::compression(&dir, &specs, &Reference::Logits, None).unwrap_err();
+    let err = compression::compression(&dir, &specs, &Reference::Logits, None, None).unwrap_err();
+    assert!(err.to_string().contains("other settings"), "{err}");
+    // --eval-images: recorded in the settings, so another number is refused, not mixed.
+    let err = compression::compression(&dir, &spec, &Reference::Step(10), Some(50), None).unwrap_err();
     assert!(err.to_string().contains("other settings"), "{err}");
 }
 
@@ -230,7 +285,7 @@ fn compare_runs_with_itself_and_across_architectures() {
     // Compression against the same layer of run b (trained alike, so the same network):
     // every canonical correlation is 1.
     let spec: Vec<LayerSpec> = vec!["fc1".parse().unwrap()];
-    let against = compression::compression(&a, &spec, &Reference::Run(b.clone()), None).unwrap();
+    let against = compression::compression(&a, &spec, &Reference::Run(b.clone()), None, None).unwrap();
     let corr = &against.layers[0].correlations;
     assert_eq!(corr.len(), against.layers[0].directions);
     assert!(corr.iter().all(|c| (c - 1.0).abs() < 1e-6), "{corr:?}");
@@ -267,4 +322,24 @@ fn cli_analyses_and_errors() {
     for f in ["compression-logits.png", "compression-logits.svg", "dimensionality.png", "dimensionality.svg"] {
         assert!(dir.join("plots").join(f).exists(), "{f}");
     }
+
+    // --eval-images N: every accuracy counts out of N images (random: the mean of 3 draws);
+    // N in settings.json; a rerun with another N is refused; more than the split too.
+    let out = svcca(&["analyze", d, "--compression", "fc1", "--against", "step:10", "--eval-images", "50", "--no-plots"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let folder = dir.join("analysis/compression-step-10");
+    let c: compression::Compression = serde_json::from_str(&std::fs::read_to_string(folder.join("compression.json")).unwrap()).unwrap();
+    assert_eq!(c.settings.eval_images, Some(50));
+    let whole = |a: f64, n: f64| ((a * n) - (a * n).round()).abs() < 1e-9;
+    assert!(whole(c.full_accuracy, 50.0), "{}", c.full_accuracy);
+    for p in &c.layers[0].points {
+        let n = if p.method == Kept::Random { 150.0 } else { 50.0 };
+        assert!(whole(p.accuracy, n), "{p:?}");
+    }
+    assert!(std::fs::read_to_string(folder.join("settings.json")).unwrap().contains("\"eval_images\": 50"));
+    let again = |n: &str| svcca(&["analyze", d, "--compression", "fc1", "--against", "step:10", "--eval-images", n, "--no-plots"]);
+    assert_refused(&again("60"), &["other settings"]);
+    assert!(again("50").status.success());
+    assert_refused(&again("201"), &["only 200 images"]);
+    assert_refused(&svcca(&["analyze", d, "--eval-images", "50"]), &[]);
 }

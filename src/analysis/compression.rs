@@ -10,7 +10,10 @@
 //!   [`crate::similarity::directions`] for the projection (least squares from the top k
 //!   canonical variates; the mean added back).
 //! - Fit on `analysis.probe_size` *training* images ([`Run::fit_set`]); accuracy on the
-//!   whole test split, batch norm in inference mode.
+//!   whole test split (or `--eval-images N` of it, a seeded subset), batch norm in
+//!   inference mode.
+//! - Batched: one pass over the test images computes the full accuracy and every map of
+//!   every layer's sweep (see `Evaluator::accuracies`).
 //! - Conv layers: the directions are over channels, fitted with every position of every
 //!   image as a datapoint, and the projection is applied to the channel vector at each
 //!   position (the logits reference repeated at each position of its image).
@@ -39,10 +42,13 @@ use tch::{Kind, Tensor};
 
 /// Draws of random neurons averaged per k.
 pub const DRAWS: u64 = 3;
-/// Test images per forward pass.
+/// Evaluation images per block: the layers below a compressed layer run once per block.
 const BATCH: i64 = 500;
-/// A layer's test-split outputs are kept in memory up to this size (else recomputed).
-const CACHE_BYTES: i64 = 1 << 28;
+/// The most a stacked batch (one block under several maps) may take: 256 MiB.
+const CHUNK_BYTES: i64 = 1 << 28;
+/// Bytes per number of a stacked row: float64 projection (8), float32 input and output of
+/// a layer above (4 + 4).
+const ROW_BYTES: i64 = 16;
 
 /// One `--compression` item: a layer, and optionally the fraction of its units to keep
 /// when all listed layers are compressed at once.
@@ -120,6 +126,10 @@ pub struct Settings {
     pub fit_size: usize,
     pub seed: u64,
     pub final_step: u64,
+    /// `--eval-images N`: the accuracies are on a seeded subset of N test images (absent:
+    /// the whole test split, as in folders written before the flag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_images: Option<usize>,
 }
 
 /// What a compressed layer keeps: its top-k SVCCA directions, or (the baselines) its k
@@ -232,67 +242,184 @@ fn neuron_mask(units: usize, keep: &[i64], device: tch::Device) -> Tensor {
     Tensor::from_slice(&d).to_device(device).diag(0)
 }
 
-/// Test accuracy of `run`'s network with the given edits (layer, mean, P).
+/// The evaluation images: the test split, or `--eval-images N` of it drawn by a seeded
+/// permutation (stream `eval` of `analysis.seed`), in test-split order.
+fn eval_set(run: &Run, eval_images: Option<usize>) -> Result<(Tensor, Tensor), InputError> {
+    const STREAM: u64 = 0x65_76_61_6c; // "eval"
+    let test = &run.data.test;
+    let n = test.len();
+    match eval_images {
+        None => Ok((test.images.shallow_clone(), test.labels.shallow_clone())),
+        Some(0) => Err(InputError::new("--eval-images: at least one image")),
+        Some(k) if k > n => Err(InputError::new(format!("--eval-images {k}: the test split has only {n} images"))),
+        Some(k) => {
+            let mut indices = Rng::stream(run.config.analysis.seed, &[STREAM]).permutation(n);
+            indices.truncate(k);
+            indices.sort_unstable();
+            let idx = Tensor::from_slice(&indices).to_device(test.images.device());
+            Ok((test.images.index_select(0, &idx), test.labels.index_select(0, &idx)))
+        }
+    }
+}
+
+/// Accuracy of `run`'s network on the evaluation images, with edits (layer, mean, P).
 struct Evaluator<'a> {
     run: &'a Run,
-    /// (layer, its outputs on the test split) when small enough to keep.
-    cache: Option<(String, Vec<Tensor>)>,
+    images: Tensor,
+    labels: Tensor,
 }
 
 impl<'a> Evaluator<'a> {
-    fn new(run: &'a Run) -> Self {
-        Evaluator { run, cache: None }
+    fn new(run: &'a Run, eval_images: Option<usize>) -> Result<Self, InputError> {
+        let (images, labels) = eval_set(run, eval_images)?;
+        Ok(Evaluator { run, images, labels })
     }
 
-    /// Keeps `layer`'s test outputs in memory if they fit in [`CACHE_BYTES`].
-    fn cache(&mut self, layer: &str) -> anyhow::Result<()> {
-        self.cache = None;
+    /// (start, length) of each block of [`BATCH`] evaluation images.
+    fn blocks(&self) -> impl Iterator<Item = (i64, i64)> {
+        let n = self.labels.size()[0];
+        (0..n).step_by(BATCH as usize).map(move |i| (i, BATCH.min(n - i)))
+    }
+
+    /// The accuracy with all `edits` applied at once (the full network when none).
+    fn accuracy(&self, edits: &[(&str, &Tensor, &Tensor)]) -> anyhow::Result<f64> {
         let data = &self.run.data;
-        let n = data.test.len() as i64;
-        let one = self.run.net.forward_taps(&data.normalise(&data.test.images.narrow(0, 0, 1)), false, &[layer])?.1.remove(0);
-        if one.numel() as i64 * 4 * n > CACHE_BYTES {
-            return Ok(());
-        }
-        let mut parts = Vec::new();
+        let fns: Vec<_> = edits.iter().map(|&(l, m, p)| (l, move |h: &Tensor| project(h, m, p))).collect();
+        let refs: Vec<Edit> = fns.iter().map(|(l, f)| (*l, f as &dyn Fn(&Tensor) -> Tensor)).collect();
+        tch::no_grad(|| {
+            let mut correct = 0i64;
+            for (i, len) in self.blocks() {
+                let logits = self.run.net.forward_edited(&data.normalise(&self.images.narrow(0, i, len)), false, &refs)?;
+                correct += logits.argmax(-1, false).eq_tensor(&self.labels.narrow(0, i, len)).sum(Kind::Int64).int64_value(&[]);
+            }
+            Ok(correct as f64 / self.labels.size()[0] as f64)
+        })
+    }
+
+    /// The full network's accuracy, and for each (layer, mean, maps) the accuracy with
+    /// that layer edited by each of its maps in turn (one number per map), batched: per
+    /// block of images the network runs once, tapping every layer; then each layer's
+    /// output projected by several maps is stacked into one batch for the layers above.
+    ///
+    /// Memory: a stack of g maps on a block of b images costs about g * b * [`ROW_BYTES`]
+    /// x (the largest per-image output of the layer and the layers above), which covers
+    /// the float64 projection and the float32 input and output alive in a layer above; g
+    /// is the largest that keeps this under [`CHUNK_BYTES`] (at least 1).
+    ///
+    /// Each map's projected block is the one the per-map evaluation computes (the same
+    /// [`project`] on the same block), so the layers above see the same numbers; only
+    /// the batch size they run at differs.
+    fn accuracies(&self, sweeps: &[(&str, &Tensor, &[Tensor])]) -> anyhow::Result<(f64, Vec<Vec<f64>>)> {
+        let data = &self.run.data;
+        let net = &self.run.net;
+        let names = net.layer_names();
+        let layers: Vec<&str> = sweeps.iter().map(|s| s.0).collect();
+        let mut full = 0i64;
+        let mut correct: Vec<Vec<i64>> = sweeps.iter().map(|s| vec![0; s.2.len()]).collect();
         tch::no_grad(|| -> anyhow::Result<()> {
-            let mut i = 0;
-            while i < n {
-                let len = BATCH.min(n - i);
-                let x = data.normalise(&data.test.images.narrow(0, i, len));
-                parts.push(self.run.net.forward_taps(&x, false, &[layer])?.1.remove(0));
-                i += len;
+            // Bytes per (image, map) row of each layer's stack.
+            let (_, ones) = net.forward_taps(&data.normalise(&self.images.narrow(0, 0, 1)), false, &layers)?;
+            let rows: Vec<i64> = layers
+                .iter()
+                .zip(&ones)
+                .map(|(layer, one)| {
+                    let at = names.iter().position(|l| l == layer).expect("a checked layer");
+                    let widest = net.forward_range(one, false, at + 1..names.len()).iter().map(Tensor::numel).max().unwrap_or(0);
+                    ROW_BYTES * widest.max(one.numel()) as i64
+                })
+                .collect();
+            let maps: usize = sweeps.iter().map(|s| s.2.len()).sum();
+            let bar = super::progress((self.blocks().count() * maps) as u64, &format!("compressing {}", layers.join(", ")));
+            for (i, len) in self.blocks() {
+                let (logits, taps) = net.forward_taps(&data.normalise(&self.images.narrow(0, i, len)), false, &layers)?;
+                let labels = self.labels.narrow(0, i, len).unsqueeze(0);
+                full += logits.argmax(-1, false).eq_tensor(&labels.squeeze_dim(0)).sum(Kind::Int64).int64_value(&[]);
+                for (s, ((&(layer, mean, maps), h), row)) in sweeps.iter().zip(&taps).zip(&rows).enumerate() {
+                    let group = (CHUNK_BYTES / (row * len)).max(1) as usize;
+                    for (c, chunk) in maps.chunks(group).enumerate() {
+                        let stacked = Tensor::cat(&chunk.iter().map(|p| project(h, mean, p)).collect::<Vec<_>>(), 0);
+                        let logits = net.forward_after(&stacked, layer, false)?;
+                        let hits = logits.argmax(-1, false).view([chunk.len() as i64, len]).eq_tensor(&labels).sum_dim_intlist(
+                            1,
+                            false,
+                            Kind::Int64,
+                        );
+                        for (j, v) in Vec::<i64>::try_from(&hits.to_device(tch::Device::Cpu))?.into_iter().enumerate() {
+                            correct[s][c * group + j] += v;
+                        }
+                        bar.inc(chunk.len() as u64);
+                    }
+                }
+            }
+            bar.finish_and_clear();
+            Ok(())
+        })?;
+        let n = self.labels.size()[0] as f64;
+        Ok((full as f64 / n, correct.into_iter().map(|c| c.into_iter().map(|c| c as f64 / n).collect()).collect()))
+    }
+
+    /// The accuracy with every layer of `layers` (layer, mean) edited at once by its map in
+    /// `maps[j]`, for each j, batched: per block the layers below the lowest one run once;
+    /// from there the copies run stacked (up to [`CHUNK_BYTES`], as in [`Self::accuracies`]),
+    /// each copy projected by its own map at each edited layer.
+    fn joint_accuracies(&self, layers: &[(&str, &Tensor)], maps: &[Vec<Tensor>]) -> anyhow::Result<Vec<f64>> {
+        let data = &self.run.data;
+        let net = &self.run.net;
+        let names = net.layer_names();
+        let at: Vec<usize> = layers.iter().map(|(l, _)| names.iter().position(|n| n == l).expect("a checked layer")).collect();
+        let (low, lowest) = at.iter().enumerate().min_by_key(|x| *x.1).map(|(i, &a)| (i, a)).expect("a layer");
+        let mut correct = vec![0i64; maps.len()];
+        tch::no_grad(|| -> anyhow::Result<()> {
+            let one = net.forward_taps(&data.normalise(&self.images.narrow(0, 0, 1)), false, &[layers[low].0])?.1.remove(0);
+            let widest = net.forward_range(&one, false, lowest + 1..names.len()).iter().map(Tensor::numel).max().unwrap_or(0);
+            let row = ROW_BYTES * widest.max(one.numel()) as i64;
+            for (i, len) in self.blocks() {
+                let h = net.forward_taps(&data.normalise(&self.images.narrow(0, i, len)), false, &[layers[low].0])?.1.remove(0);
+                let labels = self.labels.narrow(0, i, len).unsqueeze(0);
+                let group = (CHUNK_BYTES / (row * len)).max(1) as usize;
+                for (c, chunk) in maps.chunks(group).enumerate() {
+                    // Each copy's block projected at layer `l` by its own map.
+                    let edit = |h: &Tensor, l: usize| {
+                        let parts = h.split(len, 0);
+                        Tensor::cat(&parts.iter().zip(chunk).map(|(x, m)| project(x, layers[l].1, &m[l])).collect::<Vec<_>>(), 0)
+                    };
+                    // The edits of a layer in the order given, as forward_edited applies them.
+                    let edits_at = |x: Tensor, j: usize| (0..at.len()).filter(|&l| at[l] == j).fold(x, |x, l| edit(&x, l));
+                    let mut x = edits_at(Tensor::cat(&(0..chunk.len()).map(|_| h.shallow_clone()).collect::<Vec<_>>(), 0), lowest);
+                    for j in lowest + 1..names.len() {
+                        x = edits_at(net.forward_range(&x, false, j..j + 1).remove(0), j);
+                    }
+                    let hits =
+                        x.argmax(-1, false).view([chunk.len() as i64, len]).eq_tensor(&labels).sum_dim_intlist(1, false, Kind::Int64);
+                    for (j, v) in Vec::<i64>::try_from(&hits.to_device(tch::Device::Cpu))?.into_iter().enumerate() {
+                        correct[c * group + j] += v;
+                    }
+                }
             }
             Ok(())
         })?;
-        self.cache = Some((layer.to_string(), parts));
-        Ok(())
+        let n = self.labels.size()[0] as f64;
+        Ok(correct.into_iter().map(|c| c as f64 / n).collect())
     }
+}
 
-    fn accuracy(&self, edits: &[(&str, &Tensor, &Tensor)]) -> anyhow::Result<f64> {
-        let data = &self.run.data;
-        let n = data.test.len() as i64;
-        let fns: Vec<_> = edits.iter().map(|&(l, m, p)| (l, move |h: &Tensor| project(h, m, p))).collect();
-        let refs: Vec<Edit> = fns.iter().map(|(l, f)| (*l, f as &dyn Fn(&Tensor) -> Tensor)).collect();
-        let cached = match (&self.cache, edits) {
-            (Some((layer, parts)), [(l, _, _)]) if layer == l => Some(parts),
-            _ => None,
-        };
-        tch::no_grad(|| {
-            let mut correct = 0i64;
-            let mut i = 0;
-            let mut b = 0;
-            while i < n {
-                let len = BATCH.min(n - i);
-                let logits = match cached {
-                    Some(parts) => self.run.net.forward_after(&(refs[0].1)(&parts[b]), refs[0].0, false)?,
-                    None => self.run.net.forward_edited(&data.normalise(&data.test.images.narrow(0, i, len)), false, &refs)?,
-                };
-                correct += logits.argmax(-1, false).eq_tensor(&data.test.labels.narrow(0, i, len)).sum(Kind::Int64).int64_value(&[]);
-                i += len;
-                b += 1;
-            }
-            Ok(correct as f64 / n as f64)
-        })
+/// The accuracy on the evaluation images (`eval_images` as for [`compression`]) with
+/// `layer`'s output projected by each of `maps` in turn: `batched` as the sweeps do it, or
+/// one map at a time (a whole pass over the images per map, as before the batching).
+pub fn layer_accuracies(
+    run: &Run,
+    eval_images: Option<usize>,
+    layer: &str,
+    mean: &Tensor,
+    maps: &[Tensor],
+    batched: bool,
+) -> anyhow::Result<Vec<f64>> {
+    run.check_layers([layer], "--compression")?;
+    let eval = Evaluator::new(run, eval_images)?;
+    if batched {
+        Ok(eval.accuracies(&[(layer, mean, maps)])?.1.remove(0))
+    } else {
+        maps.iter().map(|p| eval.accuracy(&[(layer, mean, p)])).collect()
     }
 }
 
@@ -363,30 +490,51 @@ pub fn fit(run: &Run, layers: &[String], reference: Option<&Run>, keep: f64) -> 
 
 /// `svcca analyze RUN_DIR --compression ...`: the sweeps and the joint compression;
 /// tables in `RUN_DIR/analysis/compression-*/`.
-pub fn compression(dir: &Path, specs: &[LayerSpec], against: &Reference, device: Option<DeviceChoice>) -> anyhow::Result<Compression> {
+/// `eval_images`: accuracies on that many test images (a seeded subset; `None`: all).
+pub fn compression(
+    dir: &Path,
+    specs: &[LayerSpec],
+    against: &Reference,
+    eval_images: Option<usize>,
+    device: Option<DeviceChoice>,
+) -> anyhow::Result<Compression> {
     let run = Run::open(dir, device)?;
     let layers: Vec<String> = specs.iter().map(|s| s.layer.clone()).collect();
     run.check_layers(layers.iter().map(String::as_str), "--compression")?;
     let reference = open_reference(&run, against, &layers, device)?;
     let a = &run.config.analysis;
-    let settings = Settings { against: against.clone(), keep: a.keep, fit_size: a.probe_size, seed: a.seed, final_step: run.final_step };
+    // The whole split asked for by number is the whole split.
+    let eval_images = eval_images.filter(|&n| n != run.data.test.len());
+    let eval = Evaluator::new(&run, eval_images)?;
+    let settings =
+        Settings { against: against.clone(), keep: a.keep, fit_size: a.probe_size, seed: a.seed, final_step: run.final_step, eval_images };
     let out = dir.join(super::dynamics::FOLDER).join(against.tag());
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let results = Results::<String, LayerSweep>::new(&out, |layer| format!("layer-{layer}.json"));
     super::settings::check_or_write(&out.join("settings.json"), &settings)?;
 
+    let start = std::time::Instant::now();
     let fitted = fit(&run, &layers, reference.as_ref(), a.keep)?;
-    let mut eval = Evaluator::new(&run);
-    let full_accuracy = eval.accuracy(&[])?;
-    tracing::info!("full test accuracy {:.2}%", 100.0 * full_accuracy);
-    let at = || format!("while compressing layers of {} (layers done so far are kept)", dir.display());
+    tracing::debug!("directions fitted in {:.2}s", start.elapsed().as_secs_f64());
+    // The layers not done yet, all in one pass over the evaluation images (with the full
+    // network's accuracy); each written when the pass ends.
+    let start = std::time::Instant::now();
+    let todo: Vec<&Fitted> = results.missing(&layers).iter().map(|l| fitted.iter().find(|f| &f.layer == l).expect("fitted")).collect();
+    let which: Vec<Vec<(Method, usize, u64)>> = todo.iter().map(|f| sweep_maps(f)).collect();
+    let maps: Vec<Vec<Tensor>> =
+        todo.iter().zip(&which).map(|(f, w)| w.iter().map(|&(m, k, draw)| f.method(m, k, draw, a.seed)).collect()).collect();
+    let sweeps: Vec<(&str, &Tensor, &[Tensor])> =
+        todo.iter().zip(&maps).map(|(f, m)| (f.layer.as_str(), &f.directions.mean, m.as_slice())).collect();
+    crate::preempt::check(|| format!("while compressing layers of {}", dir.display()))?;
+    let (full_accuracy, accuracy) = eval.accuracies(&sweeps)?;
+    tracing::info!("full test accuracy {:.2}% (on {} images)", 100.0 * full_accuracy, eval.labels.size()[0]);
+    for ((f, w), acc) in todo.iter().zip(&which).zip(&accuracy) {
+        results.save(&f.layer, &sweep_points(f, w, acc))?;
+    }
     // Kept as computed on the first call (the tables then hold the exact numbers).
-    let (sweeps, _) = results.load_or_compute(&layers, at, |layer| {
-        let f = fitted.iter().find(|f| &f.layer == layer).expect("fitted for every layer");
-        sweep_layer(&mut eval, f, a.seed)
-    })?;
-    eval.cache = None;
-    let joint = compress_together(&mut eval, specs, &fitted, a.seed)?;
+    let sweeps = results.load_all(&layers)?;
+    let joint = compress_together(&eval, specs, &fitted, a.seed)?;
+    tracing::debug!("sweeps and joint compression in {:.2}s", start.elapsed().as_secs_f64());
     let c = Compression { settings, full_accuracy, layers: sweeps, joint };
     write_tables(&out, &c)?;
     Ok(c)
@@ -415,44 +563,46 @@ fn open_reference(run: &Run, against: &Reference, layers: &[String], device: Opt
 }
 
 /// One layer's sweep: test accuracy with k of its SVCCA directions kept, against k most
-/// active and k random units (the mean of [`DRAWS`] draws), over the grid of k.
-fn sweep_layer(eval: &mut Evaluator, f: &Fitted, seed: u64) -> anyhow::Result<LayerSweep> {
-    eval.cache(&f.layer)?;
+/// active and k random units (the mean of [`DRAWS`] draws), over the grid of k. The maps
+/// to evaluate, (method, k, draw) for each.
+fn sweep_maps(f: &Fitted) -> Vec<(Method, usize, u64)> {
     let ks = grid(f.units);
-    let svcca_ks: Vec<usize> = ks.iter().copied().filter(|&k| k < f.directions.len()).chain([f.directions.len()]).collect();
-    let total = svcca_ks.len() + ks.len() * (1 + DRAWS as usize);
-    let bar = super::progress(total as u64, &format!("compressing {}", f.layer));
-    let mean = &f.directions.mean;
-    let mut points = Vec::new();
-    for &k in &svcca_ks {
-        let accuracy = eval.accuracy(&[(&f.layer, mean, &f.method(Method::Svcca, k, 0, seed))])?;
-        points.push(Point { method: Method::Svcca, k, accuracy });
-        bar.inc(1);
-    }
+    let mut which: Vec<(Method, usize, u64)> =
+        ks.iter().copied().filter(|&k| k < f.directions.len()).chain([f.directions.len()]).map(|k| (Method::Svcca, k, 0)).collect();
     for &k in &ks {
-        let accuracy = eval.accuracy(&[(&f.layer, mean, &f.method(Method::Active, k, 0, seed))])?;
-        points.push(Point { method: Method::Active, k, accuracy });
-        bar.inc(1);
-        let mut sum = 0.0;
-        for draw in 0..DRAWS {
-            sum += eval.accuracy(&[(&f.layer, mean, &f.method(Method::Random, k, draw, seed))])?;
-            bar.inc(1);
-        }
-        points.push(Point { method: Method::Random, k, accuracy: sum / DRAWS as f64 });
+        which.push((Method::Active, k, 0));
+        which.extend((0..DRAWS).map(|draw| (Method::Random, k, draw)));
     }
-    bar.finish_and_clear();
-    Ok(LayerSweep {
+    which
+}
+
+/// The sweep from the accuracy of each of [`sweep_maps`]: random draws averaged.
+fn sweep_points(f: &Fitted, which: &[(Method, usize, u64)], accuracy: &[f64]) -> LayerSweep {
+    let mut points: Vec<Point> = Vec::new();
+    let mut i = 0;
+    while i < which.len() {
+        let (method, k, _) = which[i];
+        let draws = if method == Method::Random { DRAWS as usize } else { 1 };
+        // Summed in draw order from 0, as the per-map evaluation did.
+        let mut sum = 0.0;
+        for a in &accuracy[i..i + draws] {
+            sum += a;
+        }
+        points.push(Point { method, k, accuracy: if draws == 1 { accuracy[i] } else { sum / DRAWS as f64 } });
+        i += draws;
+    }
+    LayerSweep {
         layer: f.layer.clone(),
         units: f.units,
         directions: f.directions.len(),
         correlations: f.directions.correlations.clone(),
         points,
-    })
+    }
 }
 
 /// Every listed layer with a fraction (`LAYER:FRACTION`), compressed at once, by each
 /// method.
-fn compress_together(eval: &mut Evaluator, specs: &[LayerSpec], fitted: &[Fitted], seed: u64) -> anyhow::Result<Vec<Joint>> {
+fn compress_together(eval: &Evaluator, specs: &[LayerSpec], fitted: &[Fitted], seed: u64) -> anyhow::Result<Vec<Joint>> {
     let chosen: Vec<(&Fitted, usize)> = specs
         .iter()
         .zip(fitted)
@@ -462,14 +612,20 @@ fn compress_together(eval: &mut Evaluator, specs: &[LayerSpec], fitted: &[Fitted
     if chosen.is_empty() {
         return Ok(joint);
     }
+    // Every (method, draw): its maps, one per chosen layer; all evaluated in one pass.
+    let runs: Vec<(Method, u64)> =
+        Method::ALL.iter().flat_map(|&m| (0..if m == Method::Random { DRAWS } else { 1 }).map(move |d| (m, d))).collect();
+    let maps: Vec<Vec<Tensor>> = runs.iter().map(|&(m, d)| chosen.iter().map(|(f, k)| f.method(m, *k, d, seed)).collect()).collect();
+    let layers: Vec<(&str, &Tensor)> = chosen.iter().map(|(f, _)| (f.layer.as_str(), &f.directions.mean)).collect();
+    let accuracy = eval.joint_accuracies(&layers, &maps)?;
     for method in Method::ALL {
-        let draws = if method == Method::Random { DRAWS } else { 1 };
         let mut sum = 0.0;
-        for draw in 0..draws {
-            let maps: Vec<Tensor> = chosen.iter().map(|(f, k)| f.method(method, *k, draw, seed)).collect();
-            let edits: Vec<(&str, &Tensor, &Tensor)> =
-                chosen.iter().zip(&maps).map(|((f, _), p)| (f.layer.as_str(), &f.directions.mean, p)).collect();
-            sum += eval.accuracy(&edits)?;
+        let mut draws = 0;
+        for (&(m, _), a) in runs.iter().zip(&accuracy) {
+            if m == method {
+                sum += a;
+                draws += 1;
+            }
         }
         let layers = chosen
             .iter()

@@ -21,6 +21,12 @@ pub struct FindingsArgs {
     /// (the same layer of its final network).
     #[arg(long, default_value = "logits", value_name = "logits|step:N|RUN_DIR", requires = "compression")]
     against: Reference,
+    /// --compression's accuracies on N test images (a seeded subset, by analysis.seed)
+    /// instead of all: the evaluation takes about N/test-size of its time, each accuracy
+    /// then a sample of N images (standard error up to 0.5/sqrt(N)). Recorded in the
+    /// settings: results with another N are refused, not mixed.
+    #[arg(long, value_name = "N", requires = "compression")]
+    eval_images: Option<usize>,
     /// Class sensitivity: `all` or class indices (e.g. 0,3,8): each class's final logit
     /// against every layer at every checkpoint.
     #[arg(long, value_name = "all|C,C,...")]
@@ -41,8 +47,9 @@ impl FindingsArgs {
         let plot_dir = run.join(crate::report::FOLDER);
         let mut written: Vec<PathBuf> = Vec::new();
         if !self.compression.is_empty() {
-            let c = compression::compression(run, &self.compression, &self.against, device)?;
-            println!("compression: full test accuracy {:.2}%; smallest k within 1 point of it:", 100.0 * c.full_accuracy);
+            let c = compression::compression(run, &self.compression, &self.against, self.eval_images, device)?;
+            let on = c.settings.eval_images.map_or(String::new(), |n| format!(" (on {n} test images)"));
+            println!("compression: full test accuracy {:.2}%{on}; smallest k within 1 point of it:", 100.0 * c.full_accuracy);
             let show = |v: Option<usize>| v.map_or("none".to_string(), |v| v.to_string());
             for s in &c.layers {
                 println!(
