@@ -42,7 +42,7 @@ fn compression_all_directions_change_nothing_and_none_give_chance() {
     let dir = train(&tmp.path().join("run"), tiny(1.0, LAYERS));
     let run = Run::open(&dir, None).unwrap();
     let layers = ["c3".to_string(), "fc1".to_string()];
-    let fitted = compression::fit(&run, &layers, None, 1.0).unwrap();
+    let fitted = compression::fit(&run, &layers, None, Keep::Variance(1.0)).unwrap();
     let fit = run.fit_set();
     let plain = tch::no_grad(|| run.net.forward_t(&fit.images, false));
     for f in &fitted {

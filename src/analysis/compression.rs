@@ -34,7 +34,7 @@ use crate::device::DeviceChoice;
 use crate::error::InputError;
 use crate::io::{write_atomic, write_json_atomic};
 use crate::model::Edit;
-use crate::similarity::{self, Keep};
+use crate::similarity::{self, Keep, KeepRule};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -123,6 +123,9 @@ impl std::str::FromStr for Reference {
 pub struct Settings {
     pub against: Reference,
     pub keep: f64,
+    /// How `keep` counts the directions (absent in folders written before: variance).
+    #[serde(default)]
+    pub keep_rule: KeepRule,
     pub fit_size: usize,
     pub seed: u64,
     pub final_step: u64,
@@ -450,7 +453,7 @@ impl Fitted {
 }
 
 /// Fits the directions and ranking of each layer on the fit set.
-pub fn fit(run: &Run, layers: &[String], reference: Option<&Run>, keep: f64) -> anyhow::Result<Vec<Fitted>> {
+pub fn fit(run: &Run, layers: &[String], reference: Option<&Run>, keep: Keep) -> anyhow::Result<Vec<Fitted>> {
     let fit = run.fit_set();
     let mut taps = layers.to_vec();
     taps.push("logits".into());
@@ -477,8 +480,7 @@ pub fn fit(run: &Run, layers: &[String], reference: Option<&Run>, keep: f64) -> 
             }
             None => logits.repeat_interleave_self_int(positions(a), 0, None),
         };
-        let directions = similarity::directions(&as_rows(a), &b, Keep::Variance(keep))
-            .map_err(|e| e.naming(&format!("layer {layer}"), "the reference"))?;
+        let directions = similarity::directions(&as_rows(a), &b, keep).map_err(|e| e.naming(&format!("layer {layer}"), "the reference"))?;
         let rows = as_rows(a).to_kind(Kind::Double);
         let activity: Vec<f64> = Vec::try_from(&rows.abs().mean_dim(0, false, Kind::Double).to_device(tch::Device::Cpu)).expect("floats");
         let mut active: Vec<i64> = (0..activity.len() as i64).collect();
@@ -506,15 +508,22 @@ pub fn compression(
     // The whole split asked for by number is the whole split.
     let eval_images = eval_images.filter(|&n| n != run.data.test.len());
     let eval = Evaluator::new(&run, eval_images)?;
-    let settings =
-        Settings { against: against.clone(), keep: a.keep, fit_size: a.probe_size, seed: a.seed, final_step: run.final_step, eval_images };
+    let settings = Settings {
+        against: against.clone(),
+        keep: a.keep,
+        keep_rule: a.keep_rule,
+        fit_size: a.probe_size,
+        seed: a.seed,
+        final_step: run.final_step,
+        eval_images,
+    };
     let out = dir.join(super::dynamics::FOLDER).join(against.tag());
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let results = Results::<String, LayerSweep>::new(&out, |layer| format!("layer-{layer}.json"));
     super::settings::check_or_write(&out.join("settings.json"), &settings)?;
 
     let start = std::time::Instant::now();
-    let fitted = fit(&run, &layers, reference.as_ref(), a.keep)?;
+    let fitted = fit(&run, &layers, reference.as_ref(), a.keep_rule.keep(a.keep))?;
     tracing::debug!("directions fitted in {:.2}s", start.elapsed().as_secs_f64());
     // The layers not done yet, all in one pass over the evaluation images (with the full
     // network's accuracy); each written when the pass ends.
