@@ -104,6 +104,23 @@ fn a_changed_analysis_mode_is_refused_once_training_began() {
     // Settings the analysis alone uses may change: the analysis guards its own results.
     ok(&svcca(&["train", &cfg, "--out", s(&run), "--set", "analysis.keep=0.9"]));
     assert!(std::fs::read_to_string(run.join("config.toml")).unwrap().contains("keep = 0.9"));
+
+    // Unless they steer an adaptive freeze schedule: its decisions so far were taken
+    // under the folder's similarity.
+    let adaptive = tmp.path().join("adaptive");
+    let mut frz = config();
+    frz.freeze.schedule = FreezeSchedule::Adaptive;
+    let frz_cfg = write_config(tmp.path(), "a.toml", &frz);
+    ok(&svcca(&["train", &frz_cfg, "--out", s(&adaptive), "--set", "train.steps=10"]));
+    let before = snapshot(&adaptive);
+    for (set, needle) in [
+        ("analysis.keep=0.9", "analysis.keep: 0.99 vs 0.9"),
+        ("analysis.keep_rule=\"singular\"", "analysis.keep_rule: variance vs singular"),
+    ] {
+        let out = svcca(&["train", &frz_cfg, "--out", s(&adaptive), "--set", "train.steps=10", "--set", set]);
+        assert_refused(&out, &[needle, "adaptive freeze"]);
+    }
+    assert_eq!(snapshot(&adaptive), before);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The run folder at the start of training: made, or checked against the config.
 
 use super::{checkpoint, freeze, metrics};
-use crate::config::{differences, ActivationMode, AnalysisConfig, Config};
+use crate::config::{differences, ActivationMode, AnalysisConfig, Config, FreezeSchedule};
 use crate::error::InputError;
 use crate::run_dir::CONFIG_FILE;
 use anyhow::Context;
@@ -25,6 +25,15 @@ pub(super) fn prepare(config: &Config, out: &Path, writable: bool) -> anyhow::Re
                 "{}: this run folder belongs to a different config ({}, folder vs now); use another --out, or delete the folder to start over",
                 config_path.display(),
                 diff.join("; ")
+            ))
+            .into());
+        }
+        let steering = steering_differences(&before.analysis, config);
+        if started && !steering.is_empty() {
+            return Err(InputError::new(format!(
+                "{}: {} (folder vs now): the adaptive freeze schedule takes its decisions with the [analysis] similarity, so this run's decisions so far were taken under the folder's settings and a resumed run would decide by others. Set them back for this folder, or train into another --out",
+                config_path.display(),
+                steering.join("; ")
             ))
             .into());
         }
@@ -71,6 +80,25 @@ pub(super) fn prepare(config: &Config, out: &Path, writable: bool) -> anyhow::Re
         std::fs::create_dir_all(&ckpt).with_context(|| format!("cannot create {}", ckpt.display()))?;
     }
     Ok(ckpt)
+}
+
+/// The `[analysis]` settings that steer an adaptive freeze schedule (its similarity and
+/// its probe of training images), differing between `a` (the folder's) and `config`'s:
+/// none unless `config` freezes adaptively.
+fn steering_differences(a: &AnalysisConfig, config: &Config) -> Vec<String> {
+    let b = &config.analysis;
+    if config.freeze.schedule != FreezeSchedule::Adaptive {
+        return Vec::new();
+    }
+    let fields = [
+        ("analysis.method", a.method.to_string(), b.method.to_string()),
+        ("analysis.keep", a.keep.to_string(), b.keep.to_string()),
+        ("analysis.keep_rule", a.keep_rule.to_string(), b.keep_rule.to_string()),
+        ("analysis.conv", format!("{:?}", a.conv).to_lowercase(), format!("{:?}", b.conv).to_lowercase()),
+        ("analysis.probe_size", a.probe_size.to_string(), b.probe_size.to_string()),
+        ("analysis.seed", a.seed.to_string(), b.seed.to_string()),
+    ];
+    fields.into_iter().filter(|(_, x, y)| x != y).map(|(k, x, y)| format!("{k}: {x} vs {y}")).collect()
 }
 
 /// The `[analysis]` settings that store mode fixes while training (what is recorded, and
