@@ -5,36 +5,15 @@
 
 mod common;
 
-use common::{assert_refused, svcca, svcca_command, Tiny};
+use common::{assert_refused, svcca, svcca_command};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use svcca::config::{Config, FreezeSchedule};
-use svcca::device::DeviceChoice;
-use svcca::similarity::ConvMethod;
 
-/// Tiny, but long enough (a few seconds) for a signal to land mid-run: 300 steps with
-/// the linear freeze schedule, on the default device.
+/// The shared signal run (`common::signal_run`), evaluated every 20 steps.
 fn config() -> Config {
-    let mut c = Tiny {
-        train_size: 1000,
-        test_size: 200,
-        width: 4,
-        fc1: 16,
-        fc2: 16,
-        batch_size: 64,
-        steps: 300,
-        eval_every: 20,
-        every: 50,
-        probe_size: Some(100),
-        ..Tiny::default()
-    }
-    .config();
-    c.train.device = DeviceChoice::Auto;
-    c.freeze.schedule = FreezeSchedule::Linear;
-    c.analysis.conv = ConvMethod::Avgpool;
-    c.analysis.layers = Some(["c1", "c3", "fc1", "logits"].map(String::from).to_vec());
-    c
+    common::signal_run(20)
 }
 
 fn checkpoints(run: &Path) -> Vec<u64> {

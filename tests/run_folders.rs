@@ -16,21 +16,7 @@ use svcca::config::{ActivationMode, Config, FreezeAt, FreezeSchedule};
 /// 20 steps of a narrow convnet, 16 images a batch (augmented, the default lr), a
 /// checkpoint every 10, a probe of 32.
 fn config() -> Config {
-    Tiny {
-        train_size: 256,
-        test_size: 64,
-        crop_padding: 4,
-        flip: true,
-        width: 4,
-        fc1: 16,
-        fc2: 8,
-        batch_size: 16,
-        steps: 20,
-        lr: 0.1,
-        probe_size: Some(32),
-        ..Tiny::default()
-    }
-    .config()
+    Tiny { probe_size: Some(32), ..Tiny::augmented(20) }.config()
 }
 
 fn s(p: &Path) -> &str {

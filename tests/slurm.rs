@@ -11,35 +11,15 @@
 
 mod common;
 
-use common::{Tiny, BIN};
+use common::BIN;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use svcca::config::FreezeSchedule;
-use svcca::device::DeviceChoice;
-use svcca::similarity::ConvMethod;
 
 /// 300 steps on the default device (the linear freeze schedule), swept over 2 seeds x
 /// {normal, freeze}.
 fn sweep_config() -> String {
-    let mut c = Tiny {
-        train_size: 1000,
-        test_size: 200,
-        width: 4,
-        fc1: 16,
-        fc2: 16,
-        batch_size: 64,
-        steps: 300,
-        eval_every: 50,
-        every: 50,
-        probe_size: Some(100),
-        ..Tiny::default()
-    }
-    .config();
-    c.train.device = DeviceChoice::Auto;
-    c.freeze.schedule = FreezeSchedule::Linear;
-    c.analysis.conv = ConvMethod::Avgpool;
-    c.analysis.layers = Some(["c1", "c3", "fc1", "logits"].map(String::from).to_vec());
+    let c = common::signal_run(50);
     // `[sweep]` is TOML only (a variant's config has none).
     common::to_toml(&c)
         + r#"

@@ -76,22 +76,7 @@ fn resumable() -> Config {
 /// BASE's run (16 images a batch, augmented, the default lr) for `steps`, evaluated and
 /// checkpointed every 10.
 fn base(steps: u64) -> Config {
-    Tiny {
-        train_size: 256,
-        test_size: 64,
-        crop_padding: 4,
-        flip: true,
-        width: 4,
-        fc1: 16,
-        fc2: 8,
-        batch_size: 16,
-        steps,
-        lr: 0.1,
-        eval_every: 10,
-        every: 10,
-        ..Tiny::default()
-    }
-    .config()
+    Tiny::augmented(steps).config()
 }
 
 fn checkpoint(dir: &Path, step: u64) -> PathBuf {

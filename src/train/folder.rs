@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 /// Checks the run folder (locked, made by [`crate::run_dir::lock`]) against `config`, or writes
 /// `config` into a new one; returns the checkpoint folder. Refused (exit 2), with nothing
 /// touched: a folder made by a different config; one with results but no `config.toml`
-/// (no way to tell what made them); a change of the `[analysis]` settings that store
-/// mode records during training, once training has begun.
+/// (no way to tell what made them); once training has begun, a change of the `[analysis]`
+/// settings that an adaptive freeze schedule decides by, or that store mode records.
 pub(super) fn prepare(config: &Config, out: &Path, writable: bool) -> anyhow::Result<PathBuf> {
     let config_path = out.join(CONFIG_FILE);
     let ckpt = out.join(checkpoint::FOLDER);
@@ -28,21 +28,21 @@ pub(super) fn prepare(config: &Config, out: &Path, writable: bool) -> anyhow::Re
             ))
             .into());
         }
-        let steering = steering_differences(&before.analysis, config);
-        if started && !steering.is_empty() {
+        let refusals = [
+            (
+                steering_differences(&before.analysis, config),
+                "the adaptive freeze schedule takes its decisions with the [analysis] similarity, so this run's decisions so far were taken under the folder's settings and a resumed run would decide by others",
+            ),
+            (
+                recording_differences(&before.analysis, &config.analysis),
+                "store mode records activations at each checkpoint while training, and this run's checkpoints were made under the folder's settings, so the activations of the past checkpoints cannot be recorded now",
+            ),
+        ];
+        if let Some((changed, why)) = refusals.iter().find(|(changed, _)| !changed.is_empty()).filter(|_| started) {
             return Err(InputError::new(format!(
-                "{}: {} (folder vs now): the adaptive freeze schedule takes its decisions with the [analysis] similarity, so this run's decisions so far were taken under the folder's settings and a resumed run would decide by others. Set them back for this folder, or train into another --out",
+                "{}: {} (folder vs now): {why}. Set them back for this folder, or train into another --out",
                 config_path.display(),
-                steering.join("; ")
-            ))
-            .into());
-        }
-        let recorded = recording_differences(&before.analysis, &config.analysis);
-        if started && !recorded.is_empty() {
-            return Err(InputError::new(format!(
-                "{}: {} (folder vs now): store mode records activations at each checkpoint while training, and this run's checkpoints were made under the folder's settings, so the activations of the past checkpoints cannot be recorded now. Set them back for this folder, or train into another --out",
-                config_path.display(),
-                recorded.join("; ")
+                changed.join("; ")
             ))
             .into());
         }
@@ -90,31 +90,32 @@ fn steering_differences(a: &AnalysisConfig, config: &Config) -> Vec<String> {
     if config.freeze.schedule != FreezeSchedule::Adaptive {
         return Vec::new();
     }
-    let fields = [
+    changed([
         ("analysis.method", a.method.to_string(), b.method.to_string()),
         ("analysis.keep", a.keep.to_string(), b.keep.to_string()),
         ("analysis.keep_rule", a.keep_rule.to_string(), b.keep_rule.to_string()),
         ("analysis.conv", format!("{:?}", a.conv).to_lowercase(), format!("{:?}", b.conv).to_lowercase()),
         ("analysis.probe_size", a.probe_size.to_string(), b.probe_size.to_string()),
         ("analysis.seed", a.seed.to_string(), b.seed.to_string()),
-    ];
-    fields.into_iter().filter(|(_, x, y)| x != y).map(|(k, x, y)| format!("{k}: {x} vs {y}")).collect()
+    ])
 }
 
 /// The `[analysis]` settings that store mode fixes while training (what is recorded, and
 /// whether), differing between `a` (the folder's) and `b`: `key: a vs b`.
 fn recording_differences(a: &AnalysisConfig, b: &AnalysisConfig) -> Vec<String> {
-    let mut out = Vec::new();
-    if a.mode != b.mode {
-        out.push(format!("analysis.mode: {:?} vs {:?}", a.mode, b.mode).to_lowercase());
-    } else if a.mode == ActivationMode::Store {
-        let fields = [
-            ("analysis.probe_size", a.probe_size.to_string(), b.probe_size.to_string()),
-            ("analysis.seed", a.seed.to_string(), b.seed.to_string()),
-            ("analysis.dtype", format!("{:?}", a.dtype).to_lowercase(), format!("{:?}", b.dtype).to_lowercase()),
-            ("analysis.layers", format!("{:?}", a.layers), format!("{:?}", b.layers)),
-        ];
-        out.extend(fields.into_iter().filter(|(_, x, y)| x != y).map(|(k, x, y)| format!("{k}: {x} vs {y}")));
+    let mode = ("analysis.mode", format!("{:?}", a.mode).to_lowercase(), format!("{:?}", b.mode).to_lowercase());
+    if a.mode != b.mode || a.mode != ActivationMode::Store {
+        return changed([mode]);
     }
-    out
+    changed([
+        ("analysis.probe_size", a.probe_size.to_string(), b.probe_size.to_string()),
+        ("analysis.seed", a.seed.to_string(), b.seed.to_string()),
+        ("analysis.dtype", format!("{:?}", a.dtype).to_lowercase(), format!("{:?}", b.dtype).to_lowercase()),
+        ("analysis.layers", format!("{:?}", a.layers), format!("{:?}", b.layers)),
+    ])
+}
+
+/// `key: folder's vs now` for each `(key, folder's, now)` that differs.
+fn changed<const N: usize>(fields: [(&str, String, String); N]) -> Vec<String> {
+    fields.into_iter().filter(|(_, x, y)| x != y).map(|(k, x, y)| format!("{k}: {x} vs {y}")).collect()
 }

@@ -24,6 +24,7 @@ pub mod trainer;
 
 use crate::config::Config;
 use crate::data::Dataset;
+use crate::error::InputError;
 use crate::model::{self, Network};
 use crate::run_dir;
 use std::path::{Path, PathBuf};
@@ -60,26 +61,48 @@ pub fn train_holding(config: Config, out: &Path) -> anyhow::Result<(Summary, run
     Trainer::new(config, out)?.run()
 }
 
-/// Checks what in `config` depends on the network, without training or writing
-/// anything: `svcca experiment freeze` calls it before its first run.
+/// Checks what in `config` depends on the data and the network, without training or
+/// writing anything: `svcca experiment freeze` calls it before its first run.
 pub fn check(config: &Config) -> anyhow::Result<()> {
-    let data = Dataset::load(&config.data, tch::Device::Cpu)?;
-    let config = config.clone().resolve(data.train.len());
-    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let net = {
-        let _init = model::init_lock();
-        model::build(&vs.root(), &config.model, data.shape, data.classes)?
-    };
-    let has_params: Vec<bool> = layer_costs(&vs, &net, &data).iter().map(|c| c.1 > 0).collect();
-    check_against(&config, &net, &has_params).map(drop)
+    build(config.clone(), tch::Device::Cpu).map(drop)
 }
 
-/// The freeze plan of `config` (resolved) for `net`, and the analysed layers checked
-/// against it: layer names, bottom-up order, steps within the run.
-fn check_against(config: &Config, net: &Network, has_params: &[bool]) -> anyhow::Result<freeze::Plan> {
-    let plan = freeze::Plan::new(&config.freeze, &net.layer_names(), has_params, config.steps())?;
-    crate::activations::store::layers(config, net)?;
-    Ok(plan)
+/// What `config` (checked, not yet resolved) trains, built on `device` with nothing
+/// written: the data, the config resolved against it, the network with its seeded
+/// initial weights, each layer's cost, and the freeze plan, checked against the network
+/// with the analysed layers (layer names, bottom-up order, steps within the run).
+struct Built {
+    config: Config,
+    data: Dataset,
+    vs: tch::nn::VarStore,
+    net: Network,
+    costs: Vec<(f64, usize)>,
+    plan: freeze::Plan,
+}
+
+fn build(config: Config, device: tch::Device) -> anyhow::Result<Built> {
+    let data = Dataset::load(&config.data, device)?;
+    if config.train.batch_size > data.train.len() {
+        return Err(InputError::new(format!(
+            "train.batch_size {} is larger than the {} training images",
+            config.train.batch_size,
+            data.train.len()
+        ))
+        .into());
+    }
+    let config = config.resolve(data.train.len());
+    let (vs, net) = {
+        let _init = model::init_lock();
+        tch::manual_seed(config.train.seed as i64);
+        let vs = tch::nn::VarStore::new(device);
+        let net = model::build(&vs.root(), &config.model, data.shape, data.classes)?;
+        (vs, net)
+    };
+    let costs = layer_costs(&vs, &net, &data);
+    let has_params: Vec<bool> = costs.iter().map(|c| c.1 > 0).collect();
+    let plan = freeze::Plan::new(&config.freeze, &net.layer_names(), &has_params, config.steps())?;
+    crate::activations::store::layers(&config, &net)?;
+    Ok(Built { config, data, vs, net, costs, plan })
 }
 
 /// Each layer's cost (multiply-adds of its trainable weights on one image: weight

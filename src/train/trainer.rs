@@ -14,14 +14,13 @@ use super::freeze::Plan;
 use super::metrics::{Metrics, Row};
 use super::order::Order;
 use super::sgd::Sgd;
-use super::{check_against, evaluate, folder, layer_costs, schedule, Summary};
+use super::{build, evaluate, folder, schedule, Built, Summary};
 use crate::activations::store::Recorder;
 use crate::config::{ActivationMode, Config};
 use crate::data::augment::Augment;
 use crate::data::Dataset;
 use crate::device;
-use crate::error::InputError;
-use crate::model::{self, Network};
+use crate::model::Network;
 use crate::run_dir;
 use indicatif::ProgressBar;
 use std::path::{Path, PathBuf};
@@ -40,6 +39,7 @@ pub struct Trainer {
     net: Network,
     sgd: Sgd,
     order: Order,
+    augment: Augment,
     has_params: Vec<bool>,
     /// Each layer's multiply-adds, for the backward-work estimate.
     weight_costs: Vec<f64>,
@@ -92,7 +92,7 @@ impl Trainer {
             tch::set_num_threads(n);
         }
         let loaded = Instant::now();
-        let data = Dataset::load(&config.data, device)?;
+        let Built { config, data, vs, net, costs, plan } = build(config, device)?;
         tracing::info!(
             "{}: {} training and {} test images of {:?} on {} ({:.1}s)",
             config.data.dataset.as_str(),
@@ -102,25 +102,7 @@ impl Trainer {
             device::name(device),
             loaded.elapsed().as_secs_f64()
         );
-        if config.train.batch_size > data.train.len() {
-            return Err(InputError::new(format!(
-                "train.batch_size {} is larger than the {} training images",
-                config.train.batch_size,
-                data.train.len()
-            ))
-            .into());
-        }
-        let config = config.resolve(data.train.len());
-        let (vs, net) = {
-            let _init = model::init_lock();
-            tch::manual_seed(config.train.seed as i64);
-            let vs = tch::nn::VarStore::new(device);
-            let net = model::build(&vs.root(), &config.model, data.shape, data.classes)?;
-            (vs, net)
-        };
-        let costs = layer_costs(&vs, &net, &data);
         let has_params: Vec<bool> = costs.iter().map(|c| c.1 > 0).collect();
-        let plan = check_against(&config, &net, &has_params)?;
 
         let lock = run_dir::lock(out, run_dir::Access::Exclusive)?;
         let ckpt_dir = folder::prepare(&config, out, lock.writable)?;
@@ -138,6 +120,7 @@ impl Trainer {
             net,
             sgd,
             order,
+            augment: Augment { padding: config.data.crop_padding, flip: config.data.flip },
             weight_costs: costs.iter().map(|c| c.0).collect(),
             has_params,
             freezing: Freezing { plan, frozen: 0, adaptive: None },
@@ -259,9 +242,8 @@ impl Trainer {
     fn update(&mut self, step: u64, run: &mut Running) -> f64 {
         let t = &self.config.train;
         let lr = schedule::learning_rate(t, step, self.total);
-        let augment = Augment { padding: self.config.data.crop_padding, flip: self.config.data.flip };
         let idx = Tensor::from_slice(self.order.batch(step)).to_device(self.device);
-        let images = augment.apply(&self.data.train.images.index_select(0, &idx), &mut self.order.augmentation(step));
+        let images = self.augment.apply(&self.data.train.images.index_select(0, &idx), &mut self.order.augmentation(step));
         let labels = self.data.train.labels.index_select(0, &idx);
         let (frozen, bn_eval) = (self.freezing.frozen, self.freezing.plan.bn_eval);
         let logits = self.net.forward_frozen(&self.data.normalise(&images), true, frozen, bn_eval);

@@ -154,6 +154,27 @@ impl Default for Tiny {
 }
 
 impl Tiny {
+    /// The CLI tests' run (train_cli, run_folders): 256 training and 64 test images,
+    /// augmented (crop after 4-pixel padding, flip), 16 a batch, lr 0.1, a narrow convnet
+    /// (width 4, fc 16/8), `steps` steps, an evaluation and a checkpoint every 10.
+    pub fn augmented(steps: u64) -> Tiny {
+        Tiny {
+            train_size: 256,
+            test_size: 64,
+            crop_padding: 4,
+            flip: true,
+            width: 4,
+            fc1: 16,
+            fc2: 8,
+            batch_size: 16,
+            steps,
+            lr: 0.1,
+            eval_every: 10,
+            every: 10,
+            probe_size: None,
+        }
+    }
+
     /// `Config::default()` with these values, on the synthetic set, the CPU and one thread.
     pub fn config(self) -> Config {
         let mut c = Config::default();
@@ -218,4 +239,30 @@ pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, (Vec<u8>, std
         }
     }
     out
+}
+
+/// The preemption tests' run (preempt, slurm): long enough (a few seconds) for a signal
+/// to land mid-run: 300 steps of 64 images, a checkpoint every 50, an evaluation every
+/// `eval_every`, the linear freeze schedule, on the default device; four layers analysed,
+/// conv layers by avgpool.
+pub fn signal_run(eval_every: u64) -> Config {
+    let mut c = Tiny {
+        train_size: 1000,
+        test_size: 200,
+        width: 4,
+        fc1: 16,
+        fc2: 16,
+        batch_size: 64,
+        steps: 300,
+        eval_every,
+        every: 50,
+        probe_size: Some(100),
+        ..Tiny::default()
+    }
+    .config();
+    c.train.device = svcca::device::DeviceChoice::Auto;
+    c.freeze.schedule = svcca::config::FreezeSchedule::Linear;
+    c.analysis.conv = svcca::similarity::ConvMethod::Avgpool;
+    c.analysis.layers = Some(["c1", "c3", "fc1", "logits"].map(String::from).to_vec());
+    c
 }
