@@ -104,30 +104,6 @@ impl<K: Clone, T: Serialize + DeserializeOwned> Results<K, T> {
         self.compute(&todo, at, f)?;
         Ok(Counts { computed: todo.len(), skipped: keys.len() - todo.len() })
     }
-
-    /// The results of `keys` in order: each read from disk when done, else computed and
-    /// saved as [`Self::compute`] does and kept as computed (not read back).
-    pub fn load_or_compute(
-        &self,
-        keys: &[K],
-        at: impl Fn() -> String,
-        mut f: impl FnMut(&K) -> anyhow::Result<T>,
-    ) -> anyhow::Result<(Vec<T>, Counts)> {
-        let (mut out, mut counts) = (Vec::with_capacity(keys.len()), Counts::default());
-        for key in keys {
-            if self.is_done(key) {
-                out.push(self.load(key)?);
-                counts.skipped += 1;
-                continue;
-            }
-            crate::preempt::check(&at)?;
-            let value = f(key)?;
-            self.save(key, &value)?;
-            out.push(value);
-            counts.computed += 1;
-        }
-        Ok((out, counts))
-    }
 }
 
 /// Reads a JSON file written by svcca; a file that does not parse is an [`InputError`]
@@ -163,9 +139,7 @@ mod tests {
             .unwrap();
         assert_eq!((seen, counts), (vec![0, 20], Counts { computed: 2, skipped: 1 }));
         assert_eq!(r.load_all(&keys).unwrap(), [vec![0, 0], vec![10], vec![20, 20]]);
-        let (all, counts) = r.load_or_compute(&[10, 30], || "here".into(), |&k| Ok(vec![k])).unwrap();
-        assert_eq!((all, counts), (vec![vec![10], vec![30]], Counts { computed: 1, skipped: 1 }));
-        assert!(r.is_done(&30));
+        assert!(r.is_done(&20) && !r.is_done(&30));
     }
 
     #[test]
