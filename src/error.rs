@@ -50,6 +50,15 @@ impl SimilarityError {
         SimilarityError::Layer { side, message: message.into() }
     }
 
+    /// The same problem of one layer said of `side` (a layer's own problems are found
+    /// before it is known which side of a comparison it will be on).
+    pub fn on(self, side: Side) -> Self {
+        match self {
+            SimilarityError::Layer { message, .. } => SimilarityError::Layer { side, message },
+            both => both,
+        }
+    }
+
     /// The same problem as an [`InputError`] naming `a` or `b` instead of the side.
     pub fn naming(self, a: &str, b: &str) -> InputError {
         match self {

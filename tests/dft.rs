@@ -143,14 +143,14 @@ fn svcca_per_frequency_and_the_other_conv_methods() {
     let dense = compare(&means(&a), &means(&b), &cca()).unwrap();
     assert_close(&s.correlations, &dense.correlations, 1e-12, "avgpool");
     // flatten with every position equals dense CCA of positions-as-datapoints.
-    let opts = ConvOptions { method: ConvMethod::Flatten, max_datapoints: 1 << 30, seed: 0 };
+    let opts = ConvOptions { method: ConvMethod::Flatten, max_datapoints: 1 << 30, seed: 0, ..ConvOptions::default() };
     let (s, r) = compare_conv(&a, &b, opts, &cca()).unwrap();
     assert_eq!((s.datapoints, r.positions_per_datapoint), (256 * 64, Some(64)));
     let folded = |x: &Tensor| x.permute([0, 2, 3, 1]).reshape([-1, x.size()[1]]);
     let dense = compare(&folded(&a), &folded(&b), &cca()).unwrap();
     assert_close(&s.correlations, &dense.correlations, 1e-10, "flatten");
     // ...and a budget subsamples positions, the same for a given seed.
-    let small = ConvOptions { method: ConvMethod::Flatten, max_datapoints: 256 * 10, seed: 7 };
+    let small = ConvOptions { method: ConvMethod::Flatten, max_datapoints: 256 * 10, seed: 7, ..ConvOptions::default() };
     let (s1, r1) = compare_conv(&a, &b, small, &cca()).unwrap();
     let (s2, _) = compare_conv(&a, &b, small, &cca()).unwrap();
     assert_eq!((s1.datapoints, r1.positions_per_datapoint), (2560, Some(10)));

@@ -3,7 +3,7 @@
 //! neuron) and each layer at each analysed checkpoint.
 //!
 //! The comparison is `analysis.method` (SVCCA, keep `analysis.keep` on the layer's side;
-//! one logit is one direction), as [`crate::activations::pair`] does it. With one side a
+//! one logit is one direction), as [`crate::activations::similarity`] does it. With one side a
 //! single neuron, a conv layer is compared through its per-image channel means (avgpool):
 //! that *is* the DFT method here, because a logit has no positions; spread over a map it
 //! is constant, its spectrum is zero at every frequency but (0, 0), and the (0, 0)
@@ -16,7 +16,7 @@
 use super::dynamics::{select, FOLDER};
 use super::results::Results;
 use super::runs::Run;
-use crate::activations::pair;
+use crate::activations::{similarity, LayerSet};
 use crate::device::DeviceChoice;
 use crate::error::InputError;
 use crate::io::{write_atomic, write_json_atomic};
@@ -84,7 +84,8 @@ pub fn classes(dir: &Path, classes: &str, device: Option<DeviceChoice>) -> anyho
     if !todo.is_empty() {
         let probe = run.probe();
         let logits = crate::activations::record::record(&run.net, &probe, &["logits".to_string()])?.remove(0);
-        let targets: Vec<tch::Tensor> = classes.iter().map(|&c| logits.narrow(1, c, 1)).collect();
+        // Each class's logit is summarised once for all checkpoints.
+        let mut targets = LayerSet::new(classes.iter().map(|&c| logits.narrow(1, c, 1)).collect(), &run.config);
         let bar = super::progress((todo.len() * layers.len() * classes.len()) as u64, "class sensitivity");
         tracing::info!(
             "class sensitivity: {} of {} checkpoints, {} layers, {} classes",
@@ -96,14 +97,13 @@ pub fn classes(dir: &Path, classes: &str, device: Option<DeviceChoice>) -> anyho
         let at = || format!("in the class sensitivity of {} (steps done so far are kept)", dir.display());
         results.compute(&todo, at, |&step| {
             run.load_step(step)?;
-            let acts = crate::activations::record::record(&run.net, &probe, &layers)?;
-            let matrix = targets
-                .iter()
+            let mut acts = LayerSet::new(crate::activations::record::record(&run.net, &probe, &layers)?, &run.config);
+            let matrix = (0..classes.len())
                 .map(|t| {
-                    acts.iter()
+                    (0..layers.len())
                         .map(|x| {
                             bar.inc(1);
-                            pair(x, t, &run.config)
+                            similarity(&mut acts, x, &mut targets, t)
                         })
                         .collect()
                 })

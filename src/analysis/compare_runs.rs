@@ -11,12 +11,12 @@
 
 use super::results::Results;
 use super::runs::Run;
-use crate::activations::pair;
 use crate::activations::probe::Probe;
+use crate::activations::{similarity, LayerSet};
 use crate::device::DeviceChoice;
 use crate::error::InputError;
 use crate::io::{write_atomic, write_json_atomic};
-use crate::similarity::{ConvMethod, KeepRule, Method};
+use crate::similarity::{ConvMethod, DftCut, KeepRule, Method};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -32,6 +32,9 @@ pub struct Settings {
     #[serde(default)]
     pub keep_rule: KeepRule,
     pub conv: ConvMethod,
+    /// Where SVCCA cuts under the DFT; absent in folders made before it was a setting.
+    #[serde(default = "DftCut::before_it_was_a_setting")]
+    pub dft_cut: DftCut,
     pub probe_size: usize,
     pub seed: u64,
 }
@@ -80,6 +83,7 @@ pub fn compare_runs(runs: &[PathBuf], out: &Path, device: Option<DeviceChoice>) 
         keep: a.keep,
         keep_rule: a.keep_rule,
         conv: a.conv,
+        dft_cut: a.dft_cut,
         probe_size: a.probe_size,
         seed: a.seed,
     };
@@ -112,15 +116,19 @@ pub fn compare_runs(runs: &[PathBuf], out: &Path, device: Option<DeviceChoice>) 
         let bar = super::progress(total as u64, "comparing runs");
         tracing::info!("comparing {} pairs of runs", todo.len());
         let at = || format!("while comparing runs into {} (pairs done so far are kept)", out.display());
+        // Each run's layers are summarised once for all the pairs they take part in.
+        let device = acts[0][0].device();
+        let mut sets: Vec<LayerSet> =
+            acts.into_iter().map(|layers| LayerSet::new(layers.iter().map(|t| t.to_device(device)).collect(), &first.config)).collect();
         results.compute(&todo, at, |&(i, j)| {
-            let matrix = acts[i]
-                .iter()
+            let (low, high) = sets.split_at_mut(j);
+            let (a, b) = (&mut low[i], &mut high[0]);
+            let matrix = (0..layers[i].len())
                 .map(|x| {
-                    acts[j]
-                        .iter()
+                    (0..layers[j].len())
                         .map(|y| {
                             bar.inc(1);
-                            pair(x, &y.to_device(x.device()), &first.config)
+                            similarity(a, x, b, y)
                         })
                         .collect()
                 })

@@ -16,15 +16,15 @@
 
 use super::results::{read_json, Results};
 use super::runs::Run;
-use crate::activations::pair;
 use crate::activations::probe::Probe;
 use crate::activations::record;
 use crate::activations::store;
+use crate::activations::{pair, similarity, LayerSet};
 use crate::config::{ActivationMode, Config};
 use crate::data::rng::Rng;
 use crate::device::DeviceChoice;
 use crate::io::{write_atomic, write_json_atomic};
-use crate::similarity::{ConvMethod, KeepRule, Method};
+use crate::similarity::{ConvMethod, DftCut, KeepRule, Method};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -43,6 +43,10 @@ pub struct Settings {
     #[serde(default)]
     pub keep_rule: KeepRule,
     pub conv: ConvMethod,
+    /// Where SVCCA cuts under the DFT; absent in folders analysed before it was a
+    /// setting, which all cut per frequency.
+    #[serde(default = "DftCut::before_it_was_a_setting")]
+    pub dft_cut: DftCut,
     pub probe_size: usize,
     pub seed: u64,
     pub layers: Vec<String>,
@@ -58,6 +62,7 @@ impl Settings {
             keep: a.keep,
             keep_rule: a.keep_rule,
             conv: a.conv,
+            dft_cut: a.dft_cut,
             probe_size: a.probe_size,
             seed: a.seed,
             layers,
@@ -172,12 +177,16 @@ impl Plan {
         pair(finals, &finals.index_select(0, &perm), &self.config)
     }
 
-    /// One row of a step's matrix: layer activations `x` against each final layer.
-    pub fn row(&self, x: &Tensor, finals: &[Tensor], bar: &indicatif::ProgressBar) -> Vec<Option<f64>> {
-        finals
-            .iter()
-            .map(|f| {
-                let v = pair(x, f, &self.config);
+    /// A step's matrix: each layer of `step` against each layer of `finals`.
+    pub fn matrix(&self, step: &mut LayerSet, finals: &mut LayerSet, bar: &indicatif::ProgressBar) -> Vec<Vec<Option<f64>>> {
+        (0..self.layers.len()).map(|i| self.row(step, i, finals, bar)).collect()
+    }
+
+    /// One row of a step's matrix: layer `i` of `step` against each layer of `finals`.
+    pub fn row(&self, step: &mut LayerSet, i: usize, finals: &mut LayerSet, bar: &indicatif::ProgressBar) -> Vec<Option<f64>> {
+        (0..self.layers.len())
+            .map(|j| {
+                let v = similarity(step, i, finals, j);
                 bar.inc(1);
                 v
             })
@@ -213,6 +222,9 @@ pub fn analyze(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<Analy
             write_json_atomic(&baseline_path, &shuffled)?;
             seconds_analysing += t.elapsed().as_secs_f64();
         }
+        // Each final layer is summarised once for the whole analysis, each layer of a
+        // checkpoint once for its row.
+        let mut final_set = LayerSet::new(finals.iter().map(Tensor::shallow_clone).collect(), &plan.config);
         let bar = comparisons_bar((todo.len() * layers.len() * layers.len()) as u64);
         let at = || format!("while analysing {} (steps done so far are kept)", run.display());
         results.compute(&todo, at, |&step| {
@@ -221,7 +233,7 @@ pub fn analyze(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<Analy
             let acts = if step == total { finals.iter().map(Tensor::shallow_clone).collect() } else { plan.activations(step, &layers)? };
             seconds_recording += t.elapsed().as_secs_f64();
             let t = Instant::now();
-            let matrix: Vec<Vec<Option<f64>>> = acts.iter().map(|x| plan.row(x, &finals, &bar)).collect();
+            let matrix = plan.matrix(&mut LayerSet::new(acts, &plan.config), &mut final_set, &bar);
             let seconds = t.elapsed().as_secs_f64();
             seconds_analysing += seconds;
             Ok(StepResult { step, fraction: step as f64 / total as f64, layers: layers.clone(), matrix, seconds })

@@ -18,6 +18,7 @@
 
 use super::dynamics::{self, comparisons_bar, AnalyzeSummary, Plan, StepResult};
 use super::results::Results;
+use crate::activations::LayerSet;
 use crate::device::DeviceChoice;
 use crate::error::InputError;
 use crate::io::write_json_atomic;
@@ -137,8 +138,9 @@ pub fn analyze_shard(run: &Path, device: Option<DeviceChoice>, shard: Shard) -> 
         units.shuffled.compute(&shuffled, at, |&i| Ok(ShuffledResult { layer: layers[i].clone(), shuffled: plan.shuffled(&finals[i]) }))?;
         let rows: Vec<(u64, usize)> = todo.iter().filter_map(|u| if let Unit::Row(s, i) = *u { Some((s, i)) } else { None }).collect();
         let bar = comparisons_bar((rows.len() * layers.len()) as u64);
+        let mut final_set = LayerSet::new(finals.iter().map(Tensor::shallow_clone).collect(), &plan.config);
         // This shard's rows of the step in hand: only their layers are recorded, once.
-        let mut recorded: Option<(u64, Vec<usize>, Vec<Tensor>)> = None;
+        let mut recorded: Option<(u64, Vec<usize>, LayerSet)> = None;
         units.rows.compute(&rows, at, |&(step, i)| {
             if recorded.as_ref().is_none_or(|r| r.0 != step) {
                 bar.set_message(format!("step {step}"));
@@ -149,12 +151,12 @@ pub fn analyze_shard(run: &Path, device: Option<DeviceChoice>, shard: Shard) -> 
                     let names: Vec<String> = is.iter().map(|&i| layers[i].clone()).collect();
                     plan.activations(step, &names)?
                 };
-                recorded = Some((step, is, acts));
+                recorded = Some((step, is, LayerSet::new(acts, &plan.config)));
             }
-            let (_, is, acts) = recorded.as_ref().expect("recorded above");
-            let x = &acts[is.iter().position(|&j| j == i).expect("a row of this step")];
+            let (_, is, acts) = recorded.as_mut().expect("recorded above");
+            let x = is.iter().position(|&j| j == i).expect("a row of this step");
             let t = Instant::now();
-            let row = plan.row(x, &finals, &bar);
+            let row = plan.row(acts, x, &mut final_set, &bar);
             Ok(RowResult { step, layer: layers[i].clone(), row, seconds: t.elapsed().as_secs_f64() })
         })?;
         bar.finish_and_clear();

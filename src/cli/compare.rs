@@ -3,7 +3,7 @@
 use crate::compare::{CompareJob, Report};
 use crate::device::DeviceChoice;
 use crate::error::InputError;
-use crate::similarity::{ConvMethod, ConvOptions, Keep, KeepRule, Layout, Method, Options};
+use crate::similarity::{ConvMethod, ConvOptions, DftCut, Keep, KeepRule, Layout, Method, Options};
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
@@ -37,6 +37,10 @@ pub struct CompareArgs {
     /// Axis order of 4-D inputs: nchw (PyTorch) or nhwc (TensorFlow, numpy).
     #[arg(long, value_enum, default_value_t = Layout::Nchw)]
     layout: Layout,
+    /// --conv dft with SVCCA: cut over every frequency's directions together (global, the
+    /// cut SVCCA makes on the flattened layer; default) or per frequency.
+    #[arg(long, value_enum, value_name = "CUT", default_value_t = DftCut::Global)]
+    dft_cut: DftCut,
     /// --conv flatten: keep at most this many datapoints (positions are subsampled).
     #[arg(long, value_name = "N", default_value_t = ConvOptions::default().max_datapoints)]
     max_datapoints: usize,
@@ -78,7 +82,7 @@ impl CompareArgs {
             return Err(InputError::new("--max-datapoints 0: keep at least one datapoint").into());
         }
         let job = CompareJob {
-            conv: self.conv.map(|method| ConvOptions { method, max_datapoints: self.max_datapoints, seed: self.seed }),
+            conv: self.conv.map(|method| ConvOptions { method, max_datapoints: self.max_datapoints, seed: self.seed, cut: self.dft_cut }),
             layout: self.layout,
             options: Options { method: self.method, keep: self.keep()? },
             device: self.device.resolve()?,

@@ -11,7 +11,7 @@ mod source;
 
 use crate::device::DeviceChoice;
 use crate::error::InputError;
-use crate::similarity::{ConvMethod, KeepRule, Method};
+use crate::similarity::{ConvMethod, DftCut, KeepRule, Method};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -359,6 +359,10 @@ pub struct AnalysisConfig {
     /// Conv layers: dft (needs both sides conv; a conv-vs-dense pair uses avgpool),
     /// flatten (likewise) or avgpool.
     pub conv: ConvMethod,
+    /// `conv = "dft"` with SVCCA: where the keep rule cuts, `global` (over every
+    /// frequency's directions together, as SVCCA of the flattened layer) or
+    /// `per-frequency`.
+    pub dft_cut: DftCut,
     /// Layers analysed (default: every named layer).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layers: Option<Vec<String>>,
@@ -377,6 +381,7 @@ impl Default for AnalysisConfig {
             keep: 0.99,
             keep_rule: KeepRule::Variance,
             conv: ConvMethod::Dft,
+            dft_cut: DftCut::Global,
             layers: None,
             every_nth: 1,
         }

@@ -62,6 +62,51 @@ impl Principal {
         self.variances.iter().zip(&self.rank).map(|(variances, &rank)| keep_one(variances, rank, keep, side, rows)).collect()
     }
 
+    /// How many directions each problem keeps: per problem, or with `joint` (each
+    /// problem's multiplicity) over all problems together.
+    pub(crate) fn cut(&self, keep: Keep, joint: Option<&[usize]>, side: Side, rows: i64) -> Result<Vec<usize>, SimilarityError> {
+        match joint {
+            Some(multiplicity) => self.keep_jointly(keep, multiplicity, side, rows),
+            None => self.keep(keep, side, rows),
+        }
+    }
+
+    /// How many directions each problem keeps when a variance or singular-value rule
+    /// applies to the directions of all problems together, those of problem `p` counting
+    /// `multiplicity[p]` times (a DFT frequency standing for itself and its mirror): the
+    /// cut SVCCA makes on the flattened layer, whose principal directions are those of
+    /// all frequencies (Theorem 1). A counted pair is kept or cut whole. `All` and
+    /// `TopK` apply per problem, as in [`Principal::keep`].
+    pub(crate) fn keep_jointly(&self, keep: Keep, multiplicity: &[usize], side: Side, rows: i64) -> Result<Vec<usize>, SimilarityError> {
+        let weight: fn(f64) -> f64 = match keep {
+            Keep::Variance(_) => |v| v,
+            Keep::Singular(_) => f64::sqrt,
+            Keep::All | Keep::TopK(_) => return self.keep(keep, side, rows),
+        };
+        let (Keep::Variance(fraction) | Keep::Singular(fraction)) = keep else { unreachable!("matched above") };
+        // Every direction above its problem's rounding noise: (value, problem), largest
+        // first; a problem's own directions stay in their order (eigh's, descending).
+        let mut all: Vec<(f64, usize)> = self
+            .variances
+            .iter()
+            .zip(&self.rank)
+            .enumerate()
+            .flat_map(|(p, (vs, &rank))| vs[..rank].iter().map(move |&v| (weight(v), p)))
+            .collect();
+        all.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+        let total: f64 = all.iter().map(|&(v, p)| v * multiplicity[p] as f64).sum();
+        let mut kept = vec![0; self.variances.len()];
+        let mut cumulative = 0.0;
+        for (v, p) in all {
+            cumulative += v * multiplicity[p] as f64;
+            kept[p] += 1;
+            if cumulative / total >= fraction {
+                break;
+            }
+        }
+        Ok(kept)
+    }
+
     /// The top directions of each problem scaled to unit variance (problems x p x K,
     /// K the largest of `kept`; a problem's directions past its own count are zero).
     pub(crate) fn whitening(&self, kept: &[usize]) -> Tensor {
@@ -125,11 +170,17 @@ fn fewest_holding(values: &[f64], fraction: f64) -> usize {
 /// Canonical correlations (descending) of each problem between its top `kept_a` and
 /// `kept_b` whitened principal directions.
 pub(crate) fn correlations(cab: &Tensor, wa: &Tensor, wb: &Tensor, kept_a: &[usize], kept_b: &[usize]) -> Vec<Vec<f64>> {
-    let t = wa.adjoint().matmul(&cab.matmul(wb));
+    singular_values(&wa.adjoint().matmul(&cab.matmul(wb)), kept_a, kept_b)
+}
+
+/// The singular values (descending, at most 1) of each matrix of a stack whose problems
+/// keep `kept_a` rows and `kept_b` columns (the rest zero): the first `min(k_a, k_b)` of
+/// each, the canonical correlations when the matrix is `W_a' C_ab W_b`.
+pub(crate) fn singular_values(t: &Tensor, kept_a: &[usize], kept_b: &[usize]) -> Vec<Vec<f64>> {
     let width = t.size()[1].min(t.size()[2]) as usize;
     // Canonical correlations are at most 1; anything above is rounding.
     // (linalg_svdvals would need a driver argument that tch cannot leave unset.)
-    let [s] = stacked(&t, |t| [t.svd(true, false).1]);
+    let [s] = stacked(t, |t| [t.svd(true, false).1]);
     let s = to_host(&s.clamp_max(1.0));
     s.chunks(width.max(1)).zip(kept_a.iter().zip(kept_b)).map(|(s, (&ka, &kb))| s[..ka.min(kb)].to_vec()).collect()
 }

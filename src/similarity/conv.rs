@@ -18,7 +18,7 @@
 //!   dense one.
 
 use super::dft::{FrequencyCorrelations, FrequencyPlan};
-use super::{canonical, similarity, Method, Moments, Options, Similarity, Warning};
+use super::{canonical, similarity, Keep, Method, Moments, Options, Similarity, Warning};
 use crate::error::{Side, SimilarityError};
 use std::cell::OnceCell;
 use tch::{Device, Kind, Tensor};
@@ -31,6 +31,43 @@ pub enum ConvMethod {
     Dft,
     Flatten,
     Avgpool,
+}
+
+/// Where SVCCA's keep rule cuts under the DFT method.
+///
+/// `global`: over the directions of all frequencies together, a pair of mirrored
+/// frequencies counting twice: by Theorem 1 the flattened layer's covariance is
+/// block-diagonal over frequencies, so this is the cut SVCCA makes on the flattened
+/// layer, and the similarity is, as there, the sum of the correlations over
+/// `min(K_a, K_b)`, `K` the directions kept on each side (some frequencies then keep
+/// more directions on one side than the other, and the difference counts as zeros).
+/// `per-frequency`: each frequency keeps its own fraction, and the similarity is the
+/// mean of every correlation of every frequency (what this crate did before, and what
+/// google/svcca's `fourier_ccas` does with its per-frequency SVCCA).
+/// CCA and a fixed `--top-k` cut per frequency either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DftCut {
+    #[default]
+    Global,
+    PerFrequency,
+}
+
+impl DftCut {
+    /// The cut of results made before it was a setting: per frequency (for `serde`
+    /// defaults of settings files written then).
+    pub fn before_it_was_a_setting() -> DftCut {
+        DftCut::PerFrequency
+    }
+}
+
+impl std::fmt::Display for DftCut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DftCut::Global => "global",
+            DftCut::PerFrequency => "per-frequency",
+        })
+    }
 }
 
 /// Axis order of 4-D activations in a file.
@@ -70,11 +107,13 @@ pub struct ConvOptions {
     pub max_datapoints: usize,
     /// `flatten`: seed of the position draw.
     pub seed: u64,
+    /// `dft` with SVCCA's variance or singular-value rule: where the rule cuts.
+    pub cut: DftCut,
 }
 
 impl Default for ConvOptions {
     fn default() -> Self {
-        ConvOptions { method: ConvMethod::Dft, max_datapoints: 100_000, seed: 0 }
+        ConvOptions { method: ConvMethod::Dft, max_datapoints: 100_000, seed: 0, cut: DftCut::Global }
     }
 }
 
@@ -83,6 +122,32 @@ impl Default for ConvOptions {
 pub enum LayerShape {
     Conv { c: i64, h: i64, w: i64 },
     Dense { neurons: i64 },
+}
+
+impl LayerShape {
+    /// The shape of in-memory activations: 4-D as conv, anything else as dense.
+    pub fn of(t: &Tensor) -> LayerShape {
+        let s = t.size();
+        match s.len() {
+            4 => LayerShape::Conv { c: s[1], h: s[2], w: s[3] },
+            _ => LayerShape::Dense { neurons: s[1] },
+        }
+    }
+}
+
+/// The method an analysis of many layers uses for a pair: `method` where it applies,
+/// else `avgpool` (a conv-vs-dense pair, and a conv pair too small for the DFT, 1 x 1).
+pub fn applicable(method: ConvMethod, shapes: [LayerShape; 2]) -> ConvMethod {
+    let spatial = |s: LayerShape| match s {
+        LayerShape::Conv { h, w, .. } => h * w,
+        LayerShape::Dense { .. } => 1,
+    };
+    let both_conv = matches!(shapes, [LayerShape::Conv { .. }, LayerShape::Conv { .. }]);
+    match method {
+        ConvMethod::Dft if both_conv && spatial(shapes[0]).min(spatial(shapes[1])) >= 2 => ConvMethod::Dft,
+        ConvMethod::Flatten if both_conv => ConvMethod::Flatten,
+        _ => ConvMethod::Avgpool,
+    }
 }
 
 /// The per-block transform and the final assembly of one conv comparison.
@@ -116,6 +181,9 @@ pub struct ConvReport {
     /// `dft`: every frequency of the common grid, numpy order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub frequencies: Option<Vec<FrequencyCorrelations>>,
+    /// `dft`: where the keep rule cut (per frequency for CCA and a fixed top k).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cut: Option<DftCut>,
 }
 
 impl ConvComparison {
@@ -225,6 +293,7 @@ impl ConvComparison {
             positions_per_datapoint: None,
             frequencies_computed: None,
             frequencies: None,
+            cut: None,
         };
         let Some(plan) = &self.plan else {
             if self.options.method == ConvMethod::Flatten {
@@ -234,17 +303,8 @@ impl ConvComparison {
             return Ok((similarity(cov, options)?, report));
         };
         let cov = moments.finish()?;
-        let per_computed = canonical(&cov, options)?;
-        let frequencies: Vec<FrequencyCorrelations> = plan
-            .locations()
-            .zip(&plan.source)
-            .map(|(location, &src)| {
-                let (ka, kb, ref corr) = per_computed[src];
-                FrequencyCorrelations { location, kept_a: ka, kept_b: kb, correlations: corr.clone() }
-            })
-            .collect();
-        let mut all: Vec<f64> = frequencies.iter().flat_map(|f| f.correlations.iter().copied()).collect();
-        all.sort_by(|x, y| y.total_cmp(x));
+        let joint = self.joint(options);
+        let spectrum = self.spectrum(canonical(&cov, options, joint.as_deref())?, joint.is_some());
         let channels = cov.neurons;
         let mut warnings = Vec::new();
         for (side, c) in [(Side::A, channels[0]), (Side::B, channels[1])] {
@@ -264,10 +324,10 @@ impl ConvComparison {
         };
         let similarity = Similarity {
             method: options.method,
-            mean: all.iter().sum::<f64>() / all.len() as f64,
-            kept_a: frequencies.iter().map(|f| f.kept_a as i64).sum(),
-            kept_b: frequencies.iter().map(|f| f.kept_b as i64).sum(),
-            correlations: all,
+            mean: spectrum.mean,
+            kept_a: spectrum.kept[0],
+            kept_b: spectrum.kept[1],
+            correlations: spectrum.correlations,
             weights: None,
             datapoints: cov.rows,
             neurons_a: full(self.shapes[0]),
@@ -277,9 +337,75 @@ impl ConvComparison {
             warnings,
         };
         report.frequencies_computed = Some(plan.computed.len());
-        report.frequencies = Some(frequencies);
+        report.frequencies = Some(spectrum.frequencies);
+        report.cut = Some(if joint.is_some() { DftCut::Global } else { DftCut::PerFrequency });
         Ok((similarity, report))
     }
+
+    /// Whether the comparison runs on complex data (the DFT's spectra).
+    pub fn is_complex(&self) -> bool {
+        self.plan.is_some()
+    }
+
+    /// What one side's transformed block depends on besides the layer itself: two
+    /// comparisons of a layer with the same form transform it identically.
+    pub(crate) fn form(&self) -> Form {
+        match (&self.plan, self.options.method) {
+            (Some(plan), _) => Form::Dft { size: self.size, cropped: plan.cropped },
+            (None, ConvMethod::Flatten) => Form::Flatten { size: self.size, positions: self.positions, seed: self.options.seed },
+            (None, _) => Form::Avgpool,
+        }
+    }
+
+    /// For the DFT's global cut, how many grid frequencies each computed one stands for
+    /// (the multiplicities [`super::canonical`]'s joint rule counts); `None` when the rule
+    /// cuts per frequency (see [`DftCut`]).
+    pub(crate) fn joint(&self, options: &Options) -> Option<Vec<usize>> {
+        let plan = self.plan.as_ref()?;
+        let rule = matches!(options.effective_keep(), Keep::Variance(_) | Keep::Singular(_));
+        (self.options.cut == DftCut::Global && rule).then(|| plan.multiplicity.clone())
+    }
+
+    /// Every frequency of the grid from the computed ones' (kept_a, kept_b,
+    /// correlations), and the similarity: the mean of every correlation, or with the
+    /// global cut their sum over `min(K_a, K_b)` (see [`DftCut`]).
+    pub(crate) fn spectrum(&self, computed: Vec<(usize, usize, Vec<f64>)>, joint: bool) -> Spectrum {
+        let plan = self.plan.as_ref().expect("a dft comparison has a plan");
+        let frequencies: Vec<FrequencyCorrelations> = plan
+            .locations()
+            .zip(&plan.source)
+            .map(|(location, &src)| {
+                let (ka, kb, ref corr) = computed[src];
+                FrequencyCorrelations { location, kept_a: ka, kept_b: kb, correlations: corr.clone() }
+            })
+            .collect();
+        let mut correlations: Vec<f64> = frequencies.iter().flat_map(|f| f.correlations.iter().copied()).collect();
+        correlations.sort_by(|x, y| y.total_cmp(x));
+        let kept = [0, 1].map(|side| frequencies.iter().map(|f| if side == 0 { f.kept_a } else { f.kept_b } as i64).sum::<i64>());
+        let count = if joint { kept[0].min(kept[1]) as usize } else { correlations.len() };
+        let mean = correlations.iter().sum::<f64>() / count as f64;
+        Spectrum { frequencies, correlations, kept, mean }
+    }
+}
+
+/// The outcome of a DFT comparison over the whole grid.
+pub(crate) struct Spectrum {
+    pub frequencies: Vec<FrequencyCorrelations>,
+    /// Every correlation of every frequency, descending.
+    pub correlations: Vec<f64>,
+    /// Directions kept on each side, over the grid.
+    pub kept: [i64; 2],
+    pub mean: f64,
+}
+
+/// How a comparison presents one layer (see [`ConvComparison::form`]); a dense layer,
+/// or a side taken as it is, is `Dense`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Form {
+    Dense,
+    Avgpool,
+    Flatten { size: (i64, i64), positions: i64, seed: u64 },
+    Dft { size: (i64, i64), cropped: (bool, bool) },
 }
 
 fn name(method: ConvMethod) -> &'static str {
@@ -313,13 +439,6 @@ fn draw_positions(seed: u64, datapoint: i64, total: i64, count: i64) -> Vec<i64>
 /// Compares two layers held in memory. Each is rows x C x H x W (or rows x neurons for
 /// a dense side with `avgpool`), already in NCHW order.
 pub fn compare_conv(a: &Tensor, b: &Tensor, conv: ConvOptions, options: &Options) -> Result<(Similarity, ConvReport), SimilarityError> {
-    let shape = |t: &Tensor| {
-        let s = t.size();
-        match s.len() {
-            4 => LayerShape::Conv { c: s[1], h: s[2], w: s[3] },
-            _ => LayerShape::Dense { neurons: s[1] },
-        }
-    };
     for (side, t) in [(Side::A, a), (Side::B, b)] {
         if t.dim() != 4 && t.dim() != 2 {
             return Err(SimilarityError::layer(side, format!("expected 4-D activations, got shape {:?}", t.size())));
@@ -328,7 +447,7 @@ pub fn compare_conv(a: &Tensor, b: &Tensor, conv: ConvOptions, options: &Options
     if a.size()[0] != b.size()[0] {
         return Err(SimilarityError::Both(format!("different numbers of datapoints: {} vs {}", a.size()[0], b.size()[0])));
     }
-    let comparison = ConvComparison::new([shape(a), shape(b)], a.size()[0], conv, options.method)?;
+    let comparison = ConvComparison::new([LayerShape::of(a), LayerShape::of(b)], a.size()[0], conv, options.method)?;
     let mut moments = comparison.moments(a.device());
     moments.update(&comparison.transform(Side::A, a, 0), &comparison.transform(Side::B, b, 0))?;
     comparison.finish(moments, options)

@@ -41,6 +41,8 @@ pub struct FrequencyPlan {
     pub multiplicity: Vec<usize>,
     /// For each grid location in numpy order (row-major), the index into `computed`.
     pub source: Vec<usize>,
+    /// Whether each axis (height, width) was cropped from a larger layer's.
+    pub cropped: (bool, bool),
 }
 
 /// Signed frequency of FFT index `i` on an axis of `n` points (numpy's fftfreq * n).
@@ -89,7 +91,7 @@ impl FrequencyPlan {
                 }
             }
         }
-        FrequencyPlan { height: h, width: w, computed, multiplicity, source }
+        FrequencyPlan { height: h, width: w, computed, multiplicity, source, cropped: (crop_h, crop_w) }
     }
 
     /// Locations (row, column FFT indices of the common grid) in numpy order.

@@ -34,8 +34,9 @@ pub mod dft;
 pub mod directions;
 mod moments;
 mod pwcca;
+pub mod summary;
 
-pub use conv::{compare_conv, ConvMethod, ConvOptions, ConvReport, Layout};
+pub use conv::{compare_conv, ConvMethod, ConvOptions, ConvReport, DftCut, Layout};
 pub use directions::{directions, directions_each, directions_needed, principal_variances, Directions};
 pub use moments::{Covariance, Moments};
 
@@ -136,6 +137,17 @@ pub struct Options {
     pub method: Method,
     /// Used by SVCCA only; CCA keeps every direction, PWCCA and CKA use all neurons.
     pub keep: Keep,
+}
+
+impl Options {
+    /// The rule the method applies: SVCCA's `keep`; CCA keeps every direction.
+    pub fn effective_keep(&self) -> Keep {
+        if self.method == Method::Cca {
+            Keep::All
+        } else {
+            self.keep
+        }
+    }
 }
 
 impl Default for Options {
@@ -243,7 +255,7 @@ pub fn similarity(cov: Covariance, options: &Options) -> Result<Similarity, Simi
     };
     match options.method {
         Method::Svcca | Method::Cca => {
-            let [(ka, kb, correlations)] = canonical(&cov, options)?.try_into().expect("a dense comparison is one problem");
+            let [(ka, kb, correlations)] = canonical(&cov, options, None)?.try_into().expect("a dense comparison is one problem");
             result.kept_a = ka as i64;
             result.kept_b = kb as i64;
             result.mean = mean(&correlations);
@@ -261,15 +273,21 @@ pub fn similarity(cov: Covariance, options: &Options) -> Result<Similarity, Simi
 }
 
 /// CCA or SVCCA of every problem of a stack: (kept_a, kept_b, correlations) each.
-pub(crate) fn canonical(cov: &Covariance, options: &Options) -> Result<Vec<(usize, usize, Vec<f64>)>, SimilarityError> {
-    let keep = if options.method == Method::Cca { Keep::All } else { options.keep };
+/// With `joint`, the keep rule applies to all problems together, problem `p` counting
+/// `joint[p]` times (the DFT's global cut, see [`conv::DftCut`]).
+pub(crate) fn canonical(
+    cov: &Covariance,
+    options: &Options,
+    joint: Option<&[usize]>,
+) -> Result<Vec<(usize, usize, Vec<f64>)>, SimilarityError> {
+    let keep = options.effective_keep();
     let n = cov.caa.size()[1].max(cov.cbb.size()[1]);
     cca::single_threaded(cov.caa.device(), n, || {
         // The two layers' decompositions are independent: side by side.
         let (caa, cbb) = (cov.caa.shallow_clone(), cov.cbb.shallow_clone());
         let (pa, pb) = rayon::join(move || cca::Principal::of(&caa), move || cca::Principal::of(&cbb));
-        let ka = pa.keep(keep, Side::A, cov.rows)?;
-        let kb = pb.keep(keep, Side::B, cov.rows)?;
+        let ka = pa.cut(keep, joint, Side::A, cov.rows)?;
+        let kb = pb.cut(keep, joint, Side::B, cov.rows)?;
         let correlations = cca::correlations(&cov.cab, &pa.whitening(&ka), &pb.whitening(&kb), &ka, &kb);
         Ok(ka.into_iter().zip(kb).zip(correlations).map(|((a, b), c)| (a, b, c)).collect())
     })

@@ -39,7 +39,9 @@ pub struct Moments {
     gram_ab: Tensor,
 }
 
-struct SideSums {
+/// One layer's running sums: what [`Moments`] keeps per side, and what a
+/// [`super::summary::Summary`] starts from.
+pub(super) struct SideSums {
     cols: i64,
     shift: Option<Tensor>,
     /// The first datapoint was all zeros (the caller centred already): skip the shift.
@@ -48,8 +50,23 @@ struct SideSums {
     gram: Tensor,
 }
 
+/// One layer's centred statistics, restricted to its non-constant neurons.
+pub(super) struct SideStats {
+    /// problems x 1 x kept (complex for complex data): the column means.
+    pub mean: Tensor,
+    /// problems x kept x kept (complex for complex data): the centred scatter matrix.
+    pub scatter: Tensor,
+    /// Indices of the non-constant neurons (of the complex neurons for complex data).
+    pub alive: Tensor,
+    /// problems x 1 x cols, real: the mean of the shifted data, `[re | im]` for complex.
+    pub shifted_mean: Tensor,
+    /// Neurons before constant ones were dropped, and how many were constant.
+    pub neurons: i64,
+    pub constant: i64,
+}
+
 impl SideSums {
-    fn new(problems: i64, cols: i64, device: Device) -> Self {
+    pub(super) fn new(problems: i64, cols: i64, device: Device) -> Self {
         let opts = (Kind::Double, device);
         SideSums {
             cols,
@@ -62,7 +79,7 @@ impl SideSums {
 
     /// Adds one block (problems x rows x cols) and returns it shifted, in float64. The
     /// conversion happens inside the subtraction: one pass, no extra copy.
-    fn add(&mut self, block: &Tensor) -> Tensor {
+    pub(super) fn add(&mut self, block: &Tensor) -> Tensor {
         if self.shift.is_none() {
             let first = block.narrow(1, 0, 1).to_kind(Kind::Double);
             self.zero_shift = bool::try_from(first.eq(0.0).all()).unwrap_or(false);
@@ -74,9 +91,33 @@ impl SideSums {
         shifted
     }
 
+    /// The centred statistics of the `n` datapoints added; an error when every neuron
+    /// is constant.
+    pub(super) fn finish(&self, n: i64, complex: bool, side: Side) -> Result<SideStats, SimilarityError> {
+        let shift = self.shift.as_ref().expect("n >= 2 means a block was added");
+        let d = &self.sum / n as f64;
+        let scatter = as_complex(&(&self.gram - d.transpose(1, 2).matmul(&d) * n as f64), complex);
+        let mean = as_complex_row(&(shift + &d), complex);
+        // Constant in every problem: a zero shifted sum of squares everywhere.
+        let energy = as_complex(&self.gram, complex).diagonal(0, 1, 2).abs().sum_dim_intlist(0, false, Kind::Double);
+        let alive = energy.gt(0.0).nonzero().squeeze_dim(1);
+        let (cols, kept) = (energy.size()[0], alive.size()[0]);
+        if kept == 0 {
+            return Err(SimilarityError::layer(side, format!("all {cols} neurons are constant over the datapoints")));
+        }
+        Ok(SideStats {
+            mean: mean.index_select(2, &alive),
+            scatter: scatter.index_select(1, &alive).index_select(2, &alive),
+            alive,
+            shifted_mean: d,
+            neurons: cols,
+            constant: cols - kept,
+        })
+    }
+
     /// Whether every sum so far is finite: a NaN or Inf anywhere in the data makes its
     /// column's sum NaN or Inf, so this checks the data for the price of a few numbers.
-    fn is_finite(&self) -> bool {
+    pub(super) fn is_finite(&self) -> bool {
         bool::try_from(self.sum.isfinite().all()).unwrap_or(false)
     }
 }
@@ -174,36 +215,27 @@ impl Moments {
             return Err(SimilarityError::Both(format!("need at least 2 datapoints, got {n}")));
         }
         let complex = self.complex;
-        let mut parts = Vec::new();
-        for (i, side) in [Side::A, Side::B].into_iter().enumerate() {
-            let s = &self.sides[i];
-            let shift = s.shift.as_ref().expect("n >= 2 means a block was added");
-            let d = &s.sum / n as f64;
-            let scatter = as_complex(&(&s.gram - d.transpose(1, 2).matmul(&d) * n as f64), complex);
-            let mean = as_complex_row(&(shift + &d), complex);
-            // Constant in every problem: a zero shifted sum of squares everywhere.
-            let energy = as_complex(&s.gram, complex).diagonal(0, 1, 2).abs().sum_dim_intlist(0, false, Kind::Double);
-            let alive = energy.gt(0.0).nonzero().squeeze_dim(1);
-            let (cols, kept) = (energy.size()[0], alive.size()[0]);
-            if kept == 0 {
-                return Err(SimilarityError::layer(side, format!("all {cols} neurons are constant over the datapoints")));
-            }
-            let mean = mean.index_select(2, &alive);
-            let scatter = scatter.index_select(1, &alive).index_select(2, &alive);
-            parts.push((mean, scatter, alive, d, cols, cols - kept));
-        }
-        let (mean_b, cbb, alive_b, db, cols_b, const_b) = parts.pop().unwrap();
-        let (mean_a, caa, alive_a, da, cols_a, const_a) = parts.pop().unwrap();
-        let cab = as_complex(&(&self.gram_ab - da.transpose(1, 2).matmul(&db) * n as f64), complex)
-            .index_select(1, &alive_a)
-            .index_select(2, &alive_b);
-        Ok(Covariance { rows: n, mean_a, mean_b, caa, cbb, cab, neurons: [cols_a, cols_b], constant: [const_a, const_b] })
+        let a = self.sides[0].finish(n, complex, Side::A)?;
+        let b = self.sides[1].finish(n, complex, Side::B)?;
+        let cab = as_complex(&(&self.gram_ab - a.shifted_mean.transpose(1, 2).matmul(&b.shifted_mean) * n as f64), complex)
+            .index_select(1, &a.alive)
+            .index_select(2, &b.alive);
+        Ok(Covariance {
+            rows: n,
+            mean_a: a.mean,
+            mean_b: b.mean,
+            caa: a.scatter,
+            cbb: b.scatter,
+            cab,
+            neurons: [a.neurons, b.neurons],
+            constant: [a.constant, b.constant],
+        })
     }
 }
 
 /// A stack of real `[[R'R_y, R'I_y], [I'R_y, I'I_y]]` products as the complex `X'Y`
 /// (unchanged when the data is real).
-fn as_complex(s: &Tensor, complex: bool) -> Tensor {
+pub(super) fn as_complex(s: &Tensor, complex: bool) -> Tensor {
     if !complex {
         return s.shallow_clone();
     }
@@ -222,7 +254,7 @@ fn as_complex_row(m: &Tensor, complex: bool) -> Tensor {
 }
 
 /// The message naming the first datapoint of a block that holds NaN or Inf.
-fn first_non_finite(block: &Tensor, first_row: i64) -> String {
+pub(super) fn first_non_finite(block: &Tensor, first_row: i64) -> String {
     // block: problems x rows x cols.
     let bad_rows = block.isfinite().logical_not().any_dim(2, false).any_dim(0, false).nonzero();
     if bad_rows.size()[0] == 0 {

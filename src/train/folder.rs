@@ -4,6 +4,7 @@ use super::{checkpoint, freeze, metrics};
 use crate::config::{differences, ActivationMode, AnalysisConfig, Config, FreezeSchedule};
 use crate::error::InputError;
 use crate::run_dir::CONFIG_FILE;
+use crate::similarity::{ConvMethod, DftCut, Method};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 
@@ -18,7 +19,12 @@ pub(super) fn prepare(config: &Config, out: &Path, writable: bool) -> anyhow::Re
     let started = !checkpoint::list(&ckpt).is_empty();
     if config_path.exists() {
         let text = std::fs::read_to_string(&config_path).with_context(|| format!("cannot read {}", config_path.display()))?;
-        let before = Config::parse(&text, &config_path.display().to_string(), &[])?;
+        let mut before = Config::parse(&text, &config_path.display().to_string(), &[])?;
+        if !mentions_dft_cut(&text) {
+            // Written before the setting existed, when the DFT cut per frequency: an
+            // adaptive run decided by that cut so far.
+            before.analysis.dft_cut = DftCut::before_it_was_a_setting();
+        }
         let diff = differences(&before, config);
         if !diff.is_empty() {
             return Err(InputError::new(format!(
@@ -95,6 +101,7 @@ fn steering_differences(a: &AnalysisConfig, config: &Config) -> Vec<String> {
         ("analysis.keep", a.keep.to_string(), b.keep.to_string()),
         ("analysis.keep_rule", a.keep_rule.to_string(), b.keep_rule.to_string()),
         ("analysis.conv", format!("{:?}", a.conv).to_lowercase(), format!("{:?}", b.conv).to_lowercase()),
+        ("analysis.dft_cut", dft_cut(a), dft_cut(b)),
         ("analysis.probe_size", a.probe_size.to_string(), b.probe_size.to_string()),
         ("analysis.seed", a.seed.to_string(), b.seed.to_string()),
     ])
@@ -118,4 +125,20 @@ fn recording_differences(a: &AnalysisConfig, b: &AnalysisConfig) -> Vec<String> 
 /// `key: folder's vs now` for each `(key, folder's, now)` that differs.
 fn changed<const N: usize>(fields: [(&str, String, String); N]) -> Vec<String> {
     fields.into_iter().filter(|(_, x, y)| x != y).map(|(k, x, y)| format!("{k}: {x} vs {y}")).collect()
+}
+
+/// `analysis.dft_cut` where it steers anything (SVCCA with the DFT).
+fn dft_cut(a: &AnalysisConfig) -> String {
+    let used = a.conv == ConvMethod::Dft && a.method == Method::Svcca;
+    if used {
+        a.dft_cut.to_string()
+    } else {
+        "unused".into()
+    }
+}
+
+/// Whether a run folder's config.toml sets `analysis.dft_cut`.
+fn mentions_dft_cut(text: &str) -> bool {
+    let value: Option<toml::Value> = toml::from_str(text).ok();
+    value.as_ref().and_then(|v| v.get("analysis")).and_then(|a| a.get("dft_cut")).is_some()
 }

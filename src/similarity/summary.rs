@@ -1,0 +1,181 @@
+//! One layer's side of a CCA or SVCCA comparison, computed once and reused for every
+//! comparison the layer takes part in.
+//!
+//! Of each layer a comparison needs its centring, principal directions, cut and the
+//! whitening of what is kept, none of which depends on the other layer. A [`Summary`]
+//! holds the result: the layer's datapoints projected onto its kept whitened directions,
+//! `Z = X_c W` (datapoints x k, orthonormal columns). A pair then costs `Z_a' Z_b`
+//! (datapoints x k_a x k_b, where the scatter-matrix route of [`super::moments`] costs
+//! datapoints x p x q for the cross term alone) and an SVD of k_a x k_b, whose singular
+//! values are the canonical correlations: those of `W_a' C_ab W_b`, the same numbers up
+//! to rounding.
+//!
+//! [`Layers`] keeps the summaries of a set of layers, each computed the first time a
+//! comparison asks for it in a given form (dense, a DFT grid, ...): the learning-dynamics
+//! matrix compares each layer of a checkpoint with every final layer, so each layer is
+//! summarised once per form instead of once per pair.
+//!
+//! Stacks of problems (the DFT's frequencies) work as in [`super::moments`], whose sums
+//! a summary starts from: complex data arrives as `[real | imaginary]` columns, each
+//! problem keeps its own count of directions and the stack is padded with zero columns.
+
+use super::cca::{self, Principal};
+use super::conv::{applicable, ConvComparison, Form, LayerShape};
+use super::moments::{as_complex, first_non_finite, SideSums};
+use super::{ConvOptions, Keep, Method, Options};
+use crate::error::{Side, SimilarityError};
+use std::collections::HashMap;
+use tch::Tensor;
+
+/// A layer's kept directions, whitened, with its datapoints projected onto them.
+pub struct Summary {
+    /// problems x datapoints x K, float64; for complex data `[real | imaginary]`, 2K
+    /// columns. Problem `p`'s directions past `kept[p]` are zero.
+    variates: Tensor,
+    /// Directions kept in each problem.
+    kept: Vec<usize>,
+    complex: bool,
+}
+
+impl Summary {
+    /// Summarises `x`: datapoints x neurons, or problems x datapoints x columns (with
+    /// `complex`, each row `[real parts | imaginary parts]`), any float kind. `keep`
+    /// cuts each problem, or with `joint` all problems together (see
+    /// [`super::conv::DftCut`]). Errors name `side`.
+    ///
+    /// The statistics are [`super::moments`]'s (the same shift, the same test for
+    /// constant neurons), and complex data stays in real `[re | im]` form throughout:
+    /// the products are real, which libtorch runs faster than complex ones.
+    pub fn of(x: &Tensor, complex: bool, keep: Keep, joint: Option<&[usize]>, side: Side) -> Result<Summary, SimilarityError> {
+        let x = if x.dim() == 2 { x.unsqueeze(0) } else { x.shallow_clone() };
+        let [problems, rows, cols] = x.size()[..] else { unreachable!("a stack is 3-D") };
+        if rows < 2 {
+            return Err(SimilarityError::Both(format!("need at least 2 datapoints, got {rows}")));
+        }
+        let mut sums = SideSums::new(problems, cols, x.device());
+        let shifted = sums.add(&x);
+        if !sums.is_finite() {
+            return Err(SimilarityError::layer(side, first_non_finite(&x, 0)));
+        }
+        let stats = sums.finish(rows, complex, side)?;
+        let principal = cca::single_threaded(x.device(), stats.scatter.size()[1], || Principal::of(&stats.scatter));
+        let kept = principal.cut(keep, joint, side, rows)?;
+        // The whitened directions over every column of the data (constant neurons weigh
+        // nothing), so the shifted data projects without a copy of its live columns.
+        let whitening = principal.whitening(&kept);
+        let neurons = if complex { cols / 2 } else { cols };
+        let width = whitening.size()[2];
+        let full =
+            Tensor::zeros([problems, neurons, width], (whitening.kind(), whitening.device())).index_copy(1, &stats.alive, &whitening);
+        let w = if complex {
+            // [re | im] rows times [[Wr, Wi], [-Wi, Wr]] = [re | im] of the complex product.
+            let (wr, wi) = (full.real(), full.imag());
+            Tensor::cat(&[Tensor::cat(&[&wr, &wi], 2), Tensor::cat(&[&(-&wi), &wr], 2)], 1)
+        } else {
+            full
+        };
+        let variates = shifted.matmul(&w) - stats.shifted_mean.matmul(&w);
+        Ok(Summary { variates, kept, complex })
+    }
+
+    pub fn datapoints(&self) -> i64 {
+        self.variates.size()[1]
+    }
+
+    /// The same layer with its datapoints reordered by `order` (a permutation of them):
+    /// centring and directions do not depend on the order, so only the rows move.
+    pub fn permuted(&self, order: &Tensor) -> Summary {
+        let variates = self.variates.index_select(1, &order.to_device(self.variates.device()));
+        Summary { variates, kept: self.kept.clone(), complex: self.complex }
+    }
+}
+
+/// The canonical correlations of two summaries of the same datapoints, per problem:
+/// (kept_a, kept_b, correlations descending).
+pub fn correlate(a: &Summary, b: &Summary) -> Result<Vec<(usize, usize, Vec<f64>)>, SimilarityError> {
+    if a.datapoints() != b.datapoints() {
+        return Err(SimilarityError::Both(format!("different numbers of datapoints: {} vs {}", a.datapoints(), b.datapoints())));
+    }
+    assert!(a.kept.len() == b.kept.len() && a.complex == b.complex, "summaries of the same form");
+    let t = as_complex(&a.variates.transpose(1, 2).matmul(&b.variates.to_device(a.variates.device())), a.complex);
+    let n = t.size()[1].max(t.size()[2]);
+    let correlations = cca::single_threaded(t.device(), n, || cca::singular_values(&t, &a.kept, &b.kept));
+    Ok(a.kept.iter().zip(&b.kept).zip(correlations).map(|((&ka, &kb), c)| (ka, kb, c)).collect())
+}
+
+/// A set of layers (datapoints x neurons, or datapoints x C x H x W) on one side of many
+/// comparisons under one set of settings, each summarised once per form it is compared in.
+/// A pair the conv method does not apply to is compared by `avgpool` (see
+/// [`applicable`]).
+pub struct Layers {
+    layers: Vec<Tensor>,
+    options: Options,
+    conv: ConvOptions,
+    summaries: HashMap<(usize, Form), Result<Summary, SimilarityError>>,
+}
+
+impl Layers {
+    /// Layers compared by CCA or SVCCA (`options`), conv layers by `conv`. A set may be
+    /// either side of a comparison, or both sides in turn.
+    pub fn new(layers: Vec<Tensor>, options: Options, conv: ConvOptions) -> Layers {
+        assert!(matches!(options.method, Method::Svcca | Method::Cca), "summaries serve CCA and SVCCA only");
+        Layers { layers, options, conv, summaries: HashMap::new() }
+    }
+
+    pub fn layer(&self, i: usize) -> &Tensor {
+        &self.layers[i]
+    }
+
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+
+    /// Layer `i` summarised as `comparison` presents it (dense when `comparison` is
+    /// none); its errors said of `side`.
+    fn summary(&mut self, i: usize, comparison: Option<&ConvComparison>, side: Side) -> Result<&Summary, SimilarityError> {
+        let x = &self.layers[i];
+        let form = match comparison {
+            Some(c) if x.dim() == 4 => c.form(),
+            _ => Form::Dense,
+        };
+        let options = &self.options;
+        let summary = self.summaries.entry((i, form)).or_insert_with(|| {
+            let keep = options.effective_keep();
+            match comparison {
+                Some(c) => Summary::of(&c.transform(side, x, 0), c.is_complex(), keep, c.joint(options).as_deref(), side),
+                None => Summary::of(x, false, keep, None, side),
+            }
+        });
+        summary.as_ref().map_err(|e| e.clone().on(side))
+    }
+}
+
+/// The similarity of layer `i` of `a` with layer `j` of `b` (the same datapoints, the
+/// same settings): the number [`super::compare`] and [`super::compare_conv`] (with the
+/// [`applicable`] method) report as `mean`, up to rounding, from cached summaries.
+pub fn similarity(a: &mut Layers, i: usize, b: &mut Layers, j: usize) -> Result<f64, SimilarityError> {
+    assert!(a.options == b.options && a.conv == b.conv, "both sides of a comparison use the same settings");
+    let (options, conv) = (a.options, a.conv);
+    let (x, y) = (a.layer(i), b.layer(j));
+    if x.dim() == 2 && y.dim() == 2 {
+        let [(_, _, c)] = correlate(a.summary(i, None, Side::A)?, b.summary(j, None, Side::B)?)?.try_into().expect("one problem");
+        return Ok(c.iter().sum::<f64>() / c.len() as f64);
+    }
+    if x.size()[0] != y.size()[0] {
+        return Err(SimilarityError::Both(format!("different numbers of datapoints: {} vs {}", x.size()[0], y.size()[0])));
+    }
+    let shapes = [LayerShape::of(x), LayerShape::of(y)];
+    let conv = ConvOptions { method: applicable(conv.method, shapes), ..conv };
+    let comparison = ConvComparison::new(shapes, x.size()[0], conv, options.method)?;
+    let joint = comparison.joint(&options).is_some();
+    let per_problem = correlate(a.summary(i, Some(&comparison), Side::A)?, b.summary(j, Some(&comparison), Side::B)?)?;
+    if comparison.is_complex() {
+        return Ok(comparison.spectrum(per_problem, joint).mean);
+    }
+    let [(_, _, c)] = per_problem.try_into().expect("one problem");
+    Ok(c.iter().sum::<f64>() / c.len() as f64)
+}

@@ -1,0 +1,147 @@
+//! Per-layer summaries (computed once, reused for every pair) against the one-pair
+//! scatter-matrix route they replace, and the DFT's global cut against SVCCA of the
+//! flattened layers (Theorem 1).
+
+mod common;
+use common::*;
+use svcca::similarity::summary::{similarity, Layers};
+use svcca::similarity::{compare, compare_conv, ConvMethod, ConvOptions, DftCut, Keep, Method, Options};
+use tch::{Kind, Tensor};
+
+fn conv_layer(seed: i64, n: i64, c: i64, h: i64, w: i64) -> Tensor {
+    randn(seed, n, c * h * w).view([n, c, h, w])
+}
+
+/// The mean `compare`/`compare_conv` report, with the method a multi-layer analysis
+/// applies to the pair (avgpool where the chosen one does not apply).
+fn direct(x: &Tensor, y: &Tensor, conv: ConvOptions, options: &Options) -> f64 {
+    if x.dim() == 2 && y.dim() == 2 {
+        return compare(x, y, options).unwrap().mean;
+    }
+    let shape = svcca::similarity::conv::LayerShape::of;
+    let method = svcca::similarity::conv::applicable(conv.method, [shape(x), shape(y)]);
+    compare_conv(x, y, ConvOptions { method, ..conv }, options).unwrap().0.mean
+}
+
+#[test]
+fn summaries_give_the_numbers_of_the_pairwise_route_for_every_method_and_form() {
+    let n = 300;
+    // A mixed network: two conv layers of different sizes and channel counts (the DFT
+    // crops the larger), a 1x1 map, a dense layer, all related so that similarities are
+    // far from 0 and 1; one side is the same layers perturbed.
+    let c1 = conv_layer(1, n, 4, 8, 8);
+    let c2 =
+        (c1.avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>).repeat([1, 2, 1, 1]) + conv_layer(2, n, 8, 4, 4) * 0.5).relu();
+    let tiny = c2.mean_dim(&[2i64, 3][..], true, Kind::Float);
+    let dense = c2.flatten(1, -1).narrow(1, 0, 20) + randn(3, n, 20) * 0.3;
+    let layers = [c1, c2, tiny, dense];
+    let noisy: Vec<Tensor> = layers.iter().enumerate().map(|(i, t)| t + Tensor::randn_like(t) * 0.4 * (i + 1) as f64).collect();
+    for options in [
+        Options { method: Method::Svcca, keep: Keep::Variance(0.99) },
+        Options { method: Method::Svcca, keep: Keep::Singular(0.9) },
+        Options { method: Method::Svcca, keep: Keep::TopK(2) },
+        Options { method: Method::Cca, keep: Keep::All },
+    ] {
+        for method in [ConvMethod::Dft, ConvMethod::Flatten, ConvMethod::Avgpool] {
+            for cut in [DftCut::Global, DftCut::PerFrequency] {
+                let conv = ConvOptions { method, cut, max_datapoints: 4000, seed: 3 };
+                let mut a = Layers::new(layers.iter().map(Tensor::shallow_clone).collect(), options, conv);
+                let mut b = Layers::new(noisy.iter().map(Tensor::shallow_clone).collect(), options, conv);
+                for (i, x) in layers.iter().enumerate() {
+                    for (j, y) in noisy.iter().enumerate() {
+                        let got = similarity(&mut a, i, &mut b, j).unwrap();
+                        let want = direct(x, y, conv, &options);
+                        let what = format!("{options:?} {method:?} {cut:?} layer {i} vs {j}");
+                        assert!((got - want).abs() < 1e-10, "{what}: {got} vs {want}");
+                        assert!(got > 0.01 && got < 0.999, "{what}: {got} says nothing");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_constant_layer_is_an_error_of_its_side_for_every_pair() {
+    let options = Options::default();
+    let conv = ConvOptions::default();
+    let mut a = Layers::new(vec![Tensor::ones([50, 6], (Kind::Float, tch::Device::Cpu))], options, conv);
+    let mut b = Layers::new(vec![randn(1, 50, 6), randn(2, 50, 3)], options, conv);
+    for j in 0..2 {
+        let e = similarity(&mut a, 0, &mut b, j).unwrap_err().to_string();
+        assert!(e.contains("layer A") && e.contains("constant"), "{e}");
+        // The same cached summary, now on the other side of a comparison.
+        let e = similarity(&mut b, j, &mut a, 0).unwrap_err().to_string();
+        assert!(e.contains("layer B") && e.contains("constant"), "{e}");
+    }
+}
+
+/// Circular 3x3 convolution of NCHW `x` with `k` (out x in x 3 x 3).
+fn circular_conv(x: &Tensor, k: &Tensor) -> Tensor {
+    let padded = x.pad([1, 1, 1, 1], "circular", None);
+    padded.conv2d(k, None::<Tensor>, [1], [0], [1], 1)
+}
+
+/// Every cyclic shift of every datapoint: translation-invariant data (Theorem 1).
+fn all_shifts(x: &Tensor) -> Tensor {
+    let (h, w) = (x.size()[2], x.size()[3]);
+    let shifted: Vec<Tensor> = (0..h).flat_map(|i| (0..w).map(move |j| (i, j))).map(|(i, j)| x.roll([i, j], [2, 3])).collect();
+    Tensor::cat(&shifted, 0)
+}
+
+#[test]
+fn the_global_dft_cut_is_svcca_of_the_flattened_layers() {
+    // Channels of very different scales, so that the 99% cut lands inside the spectrum
+    // and keeps different numbers of directions at different frequencies and sides.
+    let (n0, c1, c2, h, w) = (40, 4, 3, 4, 4);
+    let scales = Tensor::from_slice(&[3.0f32, 1.0, 0.2, 0.05]).view([1, c1, 1, 1]);
+    let a0 = randn(1, n0 * c1, h * w).view([n0, c1, h, w]) * scales;
+    let k = randn(2, c2 * c1, 9).view([c2, c1, 3, 3]);
+    let b0 = circular_conv(&a0, &k).relu() + randn(3, n0 * c2, h * w).view([n0, c2, h, w]) * 0.3;
+    let (a, b) = (all_shifts(&a0), all_shifts(&b0));
+    let flat = |x: &Tensor| x.permute([0, 2, 3, 1]).reshape([x.size()[0], -1]);
+    let (mut checked, mut padded, mut differs) = (0, false, false);
+    for keep in [Keep::Variance(0.99), Keep::Variance(0.9), Keep::Singular(0.99), Keep::Singular(0.8)] {
+        let options = Options { method: Method::Svcca, keep };
+        let global = ConvOptions { cut: DftCut::Global, ..ConvOptions::default() };
+        let (s, report) = compare_conv(&a, &b, global, &options).unwrap();
+        assert_eq!(report.cut, Some(DftCut::Global));
+        let brute = compare(&flat(&a), &flat(&b), &options).unwrap();
+        // A mirrored pair of frequencies holds two equal variances: the global cut keeps
+        // or drops both, where the flattened layer's count may stop between the two.
+        for (ours, theirs) in [(s.kept_a, brute.kept_a), (s.kept_b, brute.kept_b)] {
+            assert!(ours == theirs || ours == theirs + 1, "{keep:?}: kept {ours} directions, flattened SVCCA {theirs}");
+        }
+        let same_count = (s.kept_a, s.kept_b) == (brute.kept_a, brute.kept_b);
+        let brute = if same_count {
+            brute
+        } else {
+            // Compare at the same count: the flattened layers cut to ours on each side.
+            let top = |x: &Tensor, k: i64| {
+                let (xc, kk) = (x.to_kind(Kind::Double), k as usize);
+                let xc = &xc - xc.mean_dim(0, true, Kind::Double);
+                let (u, sv, _) = xc.svd(true, true);
+                u.narrow(1, 0, kk as i64) * sv.narrow(0, 0, kk as i64)
+            };
+            compare(&top(&flat(&a), s.kept_a), &top(&flat(&b), s.kept_b), &Options { method: Method::Cca, keep: Keep::All }).unwrap()
+        };
+        // The flattened problem has min(K_a, K_b) correlations, the per-frequency ones
+        // padded with zeros where a frequency keeps fewer on one side: the mean's
+        // denominator.
+        let mut ours = s.correlations.clone();
+        ours.resize(brute.correlations.len(), 0.0);
+        assert_close(&ours, &brute.correlations, 1e-8, &format!("{keep:?}: correlations"));
+        assert!((s.mean - brute.mean).abs() < 1e-9, "{keep:?}: mean {} vs flattened {}", s.mean, brute.mean);
+        checked += same_count as usize;
+        padded |= s.correlations.len() < s.kept_a.min(s.kept_b) as usize;
+
+        // Per frequency, each keeps its own fraction: other counts, another number.
+        let per = ConvOptions { cut: DftCut::PerFrequency, ..global };
+        let (p, report) = compare_conv(&a, &b, per, &options).unwrap();
+        assert_eq!(report.cut, Some(DftCut::PerFrequency));
+        differs |= (p.mean - s.mean).abs() > 1e-3;
+    }
+    assert!(checked > 0, "every rule stopped inside a mirrored pair: the plain comparison was never made");
+    assert!(padded, "no case where frequencies keep fewer on one side than the other: the denominator went untested");
+    assert!(differs, "the per-frequency cut gave the global cut's numbers every time");
+}
