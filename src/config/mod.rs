@@ -160,11 +160,16 @@ pub struct ModelConfig {
     pub fc2: i64,
     /// ResNet depth, 6n+2.
     pub depth: i64,
+    /// ResNet: a batch norm (with its ReLU) after the last residual block, before the
+    /// pooling and the linear layer: layer `bn_final`, as in the paper's ResNet
+    /// (`conv-(blocks)x3-bn-fc-out`). Off: He et al.'s CIFAR ResNet (and every run folder
+    /// made before the key existed).
+    pub final_bn: bool,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig { arch: Arch::Convnet, width: None, fc1: 512, fc2: 256, depth: 20 }
+        ModelConfig { arch: Arch::Convnet, width: None, fc1: 512, fc2: 256, depth: 20, final_bn: false }
     }
 }
 
@@ -183,6 +188,9 @@ impl ModelConfig {
         }
         if self.arch == Arch::Resnet && (self.depth < 8 || (self.depth - 2) % 6 != 0) {
             return bad("model.depth", format!("{}: a CIFAR ResNet has depth 6n+2 with n >= 1 (20, 32, 56, 62, ...)", self.depth));
+        }
+        if self.final_bn && self.arch != Arch::Resnet {
+            return bad("model.final_bn", "is for arch = \"resnet\" (the convnet has its own batch norms)".into());
         }
         Ok(())
     }

@@ -106,7 +106,7 @@ fn build(config: Config, device: tch::Device) -> anyhow::Result<Built> {
     };
     let costs = layer_costs(&vs, &net, &data);
     let has_params: Vec<bool> = costs.iter().map(|c| c.1 > 0).collect();
-    let plan = freeze::Plan::new(&config.freeze, &net.layer_names(), &has_params, config.steps())?;
+    let plan = freeze::Plan::new(&config.freeze, &net.layer_names(), &has_params, &net.freeze_units(), config.steps())?;
     crate::activations::store::layers(&config, &net)?;
     Ok(Built { config, data, vs, net, costs, plan })
 }

@@ -221,6 +221,9 @@ impl Trainer {
         };
         if self.freezing.plan.adaptive {
             self.freezing.plan.restore(&self.out, resume.from.unwrap_or(0))?;
+        } else if let Some(step) = resume.from.filter(|&s| s < self.total && self.freezing.plan.is_active()) {
+            // A finished run is only reported, whatever schedule froze it.
+            self.freezing.plan.check_resumed(&self.out, step)?;
         }
         Ok(resume)
     }
