@@ -27,6 +27,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
+/// An evaluation's mean loss and accuracy.
+type LossAcc = (f64, f64);
+
 /// One training job in its run folder, ready to run.
 pub struct Trainer {
     config: Config,
@@ -244,7 +247,7 @@ impl Trainer {
     /// The evaluation after step `done`: `(validation, test)` loss and accuracy. With a
     /// validation set, it is read at every evaluation and the test set at the end only
     /// (`done == total`); without, the test set at every evaluation.
-    fn evaluation(&self, done: u64) -> (Option<(f64, f64)>, Option<(f64, f64)>) {
+    fn evaluation(&self, done: u64) -> (Option<LossAcc>, Option<LossAcc>) {
         let batch = self.config.train.eval_batch_size;
         match &self.data.validation {
             Some(v) => {
