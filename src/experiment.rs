@@ -14,6 +14,10 @@
 //! - `plots/accuracy.png`, `.svg`: the curves with a ±1 std band and a thin grey vertical
 //!   line at each step where a layer of the first seed's freeze run froze (the paper's
 //!   Figure 5).
+//!
+//! With a validation set (`data.validation`), the curves are validation accuracy (the
+//! test set is read once per run, at the end), `runs.csv` and the summaries gain the
+//! final validation accuracy, and the test figures are those of the final networks.
 
 use crate::config::{Config, FreezeConfig, FreezeSchedule};
 use crate::error::InputError;
@@ -26,6 +30,9 @@ pub struct RunResult {
     pub variant: String,
     pub seed: u64,
     pub final_test_acc: f64,
+    /// With `data.validation`: the final validation accuracy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub final_val_acc: Option<f64>,
     pub wall_seconds: f64,
     pub backward_saved: f64,
 }
@@ -34,6 +41,11 @@ pub struct RunResult {
 pub struct Stats {
     pub acc_mean: f64,
     pub acc_std: f64,
+    /// With `data.validation`: the final validation accuracy, mean and std over seeds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_acc_mean: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_acc_std: Option<f64>,
     pub wall_mean: f64,
     pub wall_std: f64,
 }
@@ -45,6 +57,9 @@ pub struct FreezeSummary {
     pub freeze: Stats,
     /// freeze − base, in accuracy points (percent).
     pub acc_diff_points: f64,
+    /// With `data.validation`: freeze − base in final validation accuracy, points.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_diff_points: Option<f64>,
     /// 1 − freeze wall / base wall (means over seeds).
     pub wall_saved: f64,
     /// Estimated share of backward work saved by the freeze runs.
@@ -76,6 +91,7 @@ pub fn freeze(config: Config, seeds: &[u64], out: &Path) -> anyhow::Result<Freez
     // (a bad freeze.at would otherwise surface only after the first base run).
     crate::train::check(&config)?;
     let _lock = crate::run_dir::lock(out, crate::run_dir::Access::Exclusive)?;
+    let validation = config.data.has_validation();
     let mut results = Vec::new();
     let mut curves: Vec<(String, Vec<(u64, f64)>)> = Vec::new();
     for &seed in seeds {
@@ -88,11 +104,15 @@ pub fn freeze(config: Config, seeds: &[u64], out: &Path) -> anyhow::Result<Freez
             let dir = out.join(variant).join(format!("seed-{seed}"));
             tracing::info!("{variant} run, seed {seed}: {}", dir.display());
             let s = crate::train::train(c, &dir)?;
-            let (acc, wall) = crate::train::metrics::test_accuracy(&dir)?;
+            // The curves: validation accuracy when there is a validation set (the test
+            // set is then read at the end only).
+            let column = if validation { "val_acc" } else { "test_acc" };
+            let (acc, wall) = crate::train::metrics::accuracy(&dir, column)?;
             results.push(RunResult {
                 variant: variant.into(),
                 seed,
                 final_test_acc: s.test_acc,
+                final_val_acc: s.validation.map(|v| v.1),
                 wall_seconds: wall,
                 backward_saved: s.backward_saved,
             });
@@ -103,12 +123,14 @@ pub fn freeze(config: Config, seeds: &[u64], out: &Path) -> anyhow::Result<Freez
     let stats = |v: &str| {
         let (acc_mean, acc_std) = mean_std(&pick(v, &|r| r.final_test_acc));
         let (wall_mean, wall_std) = mean_std(&pick(v, &|r| r.wall_seconds));
-        Stats { acc_mean, acc_std, wall_mean, wall_std }
+        let val = validation.then(|| mean_std(&pick(v, &|r| r.final_val_acc.unwrap_or(f64::NAN))));
+        Stats { acc_mean, acc_std, val_acc_mean: val.map(|v| v.0), val_acc_std: val.map(|v| v.1), wall_mean, wall_std }
     };
     let (base, frz) = (stats("base"), stats("freeze"));
     let summary = FreezeSummary {
         seeds: seeds.to_vec(),
         acc_diff_points: 100.0 * (frz.acc_mean - base.acc_mean),
+        val_diff_points: frz.val_acc_mean.zip(base.val_acc_mean).map(|(f, b)| 100.0 * (f - b)),
         wall_saved: 1.0 - frz.wall_mean / base.wall_mean.max(1e-12),
         backward_saved: mean_std(&pick("freeze", &|r| r.backward_saved)).0,
         base,
@@ -125,29 +147,46 @@ pub fn freeze(config: Config, seeds: &[u64], out: &Path) -> anyhow::Result<Freez
     let points: Vec<CurvePoint> = steps.iter().map(|&s| CurvePoint { step: s, base: at("base", s), freeze: at("freeze", s) }).collect();
 
     let write = |name: &str, text: String| crate::io::write_atomic(&out.join(name), text.as_bytes());
-    let mut runs = "variant,seed,final_test_acc,wall_seconds,backward_saved\n".to_string();
+    // With a validation set: its columns beside the test ones (and the curves are of it).
+    let val_col = |v: Option<f64>| if validation { format!("{:.6},", v.unwrap_or(f64::NAN)) } else { String::new() };
+    let mut runs = format!("variant,seed,final_test_acc,{}wall_seconds,backward_saved\n", if validation { "final_val_acc," } else { "" });
     for r in &results {
-        runs.push_str(&format!("{},{},{:.6},{:.3},{:.4}\n", r.variant, r.seed, r.final_test_acc, r.wall_seconds, r.backward_saved));
+        runs.push_str(&format!(
+            "{},{},{:.6},{}{:.3},{:.4}\n",
+            r.variant,
+            r.seed,
+            r.final_test_acc,
+            val_col(r.final_val_acc),
+            r.wall_seconds,
+            r.backward_saved
+        ));
     }
     write("runs.csv", runs)?;
-    let mut c = "step,base_acc_mean,base_acc_std,freeze_acc_mean,freeze_acc_std\n".to_string();
+    let mut c = match validation {
+        true => "step,base_val_acc_mean,base_val_acc_std,freeze_val_acc_mean,freeze_val_acc_std\n".to_string(),
+        false => "step,base_acc_mean,base_acc_std,freeze_acc_mean,freeze_acc_std\n".to_string(),
+    };
     for p in &points {
         c.push_str(&format!("{},{:.6},{:.6},{:.6},{:.6}\n", p.step, p.base.0, p.base.1, p.freeze.0, p.freeze.1));
     }
     write("curves.csv", c)?;
     write("summary.json", serde_json::to_string_pretty(&summary)? + "\n")?;
     let s = &summary;
+    let val_stats = |st: &Stats| val_col(st.val_acc_mean) + &val_col(st.val_acc_std);
     write(
         "summary.csv",
         format!(
-            "variant,seeds,final_acc_mean,final_acc_std,wall_seconds_mean,wall_seconds_std,backward_saved\n\
-             base,{n},{:.6},{:.6},{:.3},{:.3},0\nfreeze,{n},{:.6},{:.6},{:.3},{:.3},{:.4}\n",
+            "variant,seeds,final_acc_mean,final_acc_std,{}wall_seconds_mean,wall_seconds_std,backward_saved\n\
+             base,{n},{:.6},{:.6},{}{:.3},{:.3},0\nfreeze,{n},{:.6},{:.6},{}{:.3},{:.3},{:.4}\n",
+            if validation { "final_val_acc_mean,final_val_acc_std," } else { "" },
             s.base.acc_mean,
             s.base.acc_std,
+            val_stats(&s.base),
             s.base.wall_mean,
             s.base.wall_std,
             s.freeze.acc_mean,
             s.freeze.acc_std,
+            val_stats(&s.freeze),
             s.freeze.wall_mean,
             s.freeze.wall_std,
             s.backward_saved,
@@ -160,9 +199,11 @@ pub fn freeze(config: Config, seeds: &[u64], out: &Path) -> anyhow::Result<Freez
     let band = |name: &str, f: fn(&CurvePoint) -> (f64, f64)| (name.to_string(), points.iter().map(|p| (p.step, f(p).0, f(p).1)).collect());
     let bands = [band("base", |p| p.base), band("freeze", |p| p.freeze)];
     let freeze_steps = crate::train::freeze::steps(&out.join("freeze").join(format!("seed-{}", seeds[0])))?;
-    crate::report::accuracy_plot(
+    let what = if validation { "validation accuracy" } else { "test accuracy" };
+    crate::report::accuracy_plot_of(
         &out.join(crate::report::FOLDER),
-        "test accuracy: normal vs freeze training (mean ± std over seeds)",
+        &format!("{what} (%)"),
+        &format!("{what}: normal vs freeze training (mean ± std over seeds)"),
         &bands,
         &freeze_steps,
     )?;

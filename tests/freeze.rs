@@ -194,3 +194,124 @@ fn ready_freeze_configs_parse() {
         assert_eq!(c.freeze.schedule, svcca::config::FreezeSchedule::Linear, "{n}");
     }
 }
+
+/// A tiny ResNet-14 (two blocks a stage, width 4) with the final batch norm, under the
+/// linear schedule: 30 steps, a checkpoint every 5.
+fn tiny_resnet() -> Config {
+    let mut c = common::Tiny { width: 4, steps: 30, every: 5, eval_every: 30, ..common::Tiny::default() }.config();
+    c.model.arch = svcca::config::Arch::Resnet;
+    c.model.depth = 14;
+    c.model.final_bn = true;
+    c.freeze.schedule = FreezeSchedule::Linear;
+    c
+}
+
+#[test]
+fn resnets_freeze_per_residual_block_bottom_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    svcca::train::train(tiny_resnet(), tmp.path()).unwrap();
+    // Six blocks: block b of 6 frozen at b/6 of 30 steps, the stem with the first; the
+    // last block trains with the head (bn_final, pool, logits).
+    let log = std::fs::read_to_string(tmp.path().join("freeze.csv")).unwrap();
+    assert_eq!(
+        log,
+        "layer,index,step,fraction\nconv1,0,5,0.1667\nbn1,1,5,0.1667\ns1b1,2,5,0.1667\ns1b2,3,10,0.3333\n\
+         s2b1,4,15,0.5000\ns2b2,5,20,0.6667\ns3b1,6,25,0.8333\n"
+    );
+    let ckpts: Vec<HashMap<String, Tensor>> = (0..=6).map(|k| ckpt(tmp.path(), 5 * k)).collect();
+    let params = |prefix: &str| -> Vec<String> {
+        let mut v: Vec<String> = ckpts[0].keys().filter(|k| k.starts_with(&format!("model.{prefix}."))).cloned().collect();
+        v.sort();
+        v
+    };
+    let units: [(&[&str], usize); 6] = [
+        (&["conv1", "bn1", "s1b1"], 1),
+        (&["s1b2"], 2),
+        (&["s2b1"], 3),
+        (&["s2b2"], 4),
+        (&["s3b1"], 5),
+        (&["s3b2", "bn_final", "logits"], 7),
+    ];
+    for (layers, k) in units {
+        for layer in layers {
+            let names = params(layer);
+            // Everything in the block: both convs, both batch norms (weights, biases and
+            // running statistics).
+            if layer.starts_with('s') {
+                for part in ["conv1.weight", "bn1.weight", "bn1.running_mean", "conv2.weight", "bn2.bias", "bn2.running_var"] {
+                    assert!(names.contains(&format!("model.{layer}.{part}")), "{layer}: {names:?}");
+                }
+            }
+            assert!(!names.is_empty(), "{layer}");
+            for n in names.iter().filter(|n| !n.ends_with("num_batches_tracked")) {
+                // Trained in every interval before its freeze step (5k), unchanged after.
+                for j in 1..k.min(7) {
+                    assert!(!same(&ckpts[j - 1], &ckpts[j], n), "{n} did not train in steps {}..{}", 5 * (j - 1), 5 * j);
+                }
+                for j in k..7 {
+                    assert!(same(&ckpts[k], &ckpts[j], n), "{n} changed after its freeze at step {}", 5 * k);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn final_bn_is_a_named_layer_and_old_resnet_folders_still_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = tiny_resnet();
+    c.model.final_bn = false;
+    c.freeze = Default::default();
+    c.train.steps = Some(5);
+    let cfg = common::write_config(tmp.path(), "r.toml", &c);
+    let out = tmp.path().join("run");
+    let o = svcca(&["train", &cfg, "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    // A folder made before model.final_bn existed: its config.toml has no such key, and
+    // reads as a ResNet without the final batch norm, as it was trained.
+    let path = out.join("config.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("final_bn = false"), "{text}");
+    std::fs::write(&path, text.replace("final_bn = false\n", "")).unwrap();
+    let o = svcca(&["train", &cfg, "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    assert!(common::stdout(&o).contains("already trained"), "{}", common::stdout(&o));
+    // Adding the final batch norm to that folder is refused, naming the key.
+    let o = svcca(&["train", &cfg, "--out", out.to_str().unwrap(), "--set", "model.final_bn=true"]);
+    assert_refused(&o, &["model.final_bn: false vs true"]);
+    // It is for ResNets only.
+    let o = svcca(&["train", &cfg, "--set", "model.arch=\"convnet\"", "--set", "model.final_bn=true"]);
+    assert_refused(&o, &["model.final_bn"]);
+}
+
+#[test]
+fn a_folder_frozen_under_another_schedule_is_refused_on_resume() {
+    // As a ResNet folder begun by a version that froze layer by layer (conv1 at 2/9 of
+    // training, ...), resumed at step 10 by this one (conv1, bn1 and s1b1 at step 5).
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = tiny_resnet();
+    c.train.steps = Some(30);
+    svcca::train::train(c.clone(), tmp.path()).unwrap();
+    for s in [15, 20, 25, 30] {
+        std::fs::remove_file(tmp.path().join("checkpoints").join(format!("step-{s:08}.safetensors"))).unwrap();
+    }
+    // Resuming as it was made works.
+    svcca::train::train(c.clone(), tmp.path()).unwrap();
+    for s in [15, 20, 25, 30] {
+        std::fs::remove_file(tmp.path().join("checkpoints").join(format!("step-{s:08}.safetensors"))).unwrap();
+    }
+    let old = "layer,index,step,fraction\nconv1,0,3,0.1000\nbn1,1,7,0.2333\n";
+    std::fs::write(tmp.path().join("freeze.csv"), old).unwrap();
+    let e = svcca::train::train(c, tmp.path()).unwrap_err();
+    assert!(e.downcast_ref::<svcca::error::InputError>().is_some(), "{e}");
+    let e = e.to_string();
+    assert!(e.contains("conv1@3 bn1@7") && e.contains("conv1@5 bn1@5 s1b1@5 s1b2@10"), "{e}");
+    assert_eq!(std::fs::read_to_string(tmp.path().join("freeze.csv")).unwrap(), old, "nothing rewritten");
+    // A finished run is reported whatever schedule froze it.
+    let mut done = tiny_resnet();
+    done.train.steps = Some(10);
+    let other = tempfile::tempdir().unwrap();
+    svcca::train::train(done.clone(), other.path()).unwrap();
+    std::fs::write(other.path().join("freeze.csv"), old).unwrap();
+    assert_eq!(svcca::train::train(done, other.path()).unwrap().resumed_from, Some(10));
+}

@@ -68,6 +68,19 @@ fn resnets_match_the_published_sizes() {
     let shapes: Vec<Vec<i64>> = taps.iter().map(|t| t.size()).collect();
     assert_eq!(shapes, vec![vec![2, 16, 32, 32], vec![2, 32, 16, 16], vec![2, 64, 8, 8], vec![2, 64]]);
     assert_eq!(logits.size(), [2, 10]);
+    // The paper's ResNet ends conv-(blocks)x3-bn-fc: `bn_final` after the last block.
+    let with_bn = ModelConfig { arch: Arch::Resnet, depth: 20, final_bn: true, ..Default::default() };
+    let (vs, net) = make(&with_bn, [3, 32, 32]);
+    let names = net.layer_names();
+    assert_eq!(names[names.len() - 4..], ["s3b3", "bn_final", "pool", "logits"]);
+    assert!(vs.variables().contains_key("bn_final.weight") && vs.variables().contains_key("bn_final.running_mean"));
+    let (_, taps) = net.forward_taps(&x, false, &["bn_final"]).unwrap();
+    assert_eq!(taps[0].size(), [2, 64, 8, 8]);
+    assert!(taps[0].min().double_value(&[]) >= 0.0, "with its ReLU");
+    // Freeze units: one per block, the stem in the first, the head in the last.
+    let units = net.freeze_units();
+    assert_eq!(units.len(), 9);
+    assert_eq!((units[0].clone(), units[1].clone(), units[8].clone()), (0..3, 3..4, 10..14));
 }
 
 /// Every shipped config's probe set holds at least 5 datapoints per neuron of the widest

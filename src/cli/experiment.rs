@@ -57,6 +57,9 @@ impl ExperimentCommand {
             100.0 * s.wall_saved,
             100.0 * s.backward_saved
         );
+        if let (Some(b), Some(f), Some(d)) = (s.base.val_acc_mean, s.freeze.val_acc_mean, s.val_diff_points) {
+            println!("validation accuracy (final): base {:.2}%, freeze {:.2}%: {d:+.2} points", 100.0 * b, 100.0 * f);
+        }
         Ok(())
     }
 }

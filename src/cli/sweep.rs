@@ -108,6 +108,9 @@ impl SweepArgs {
                     g.wall_seconds_std
                 );
             }
+            if let Some(best) = &r.best_by_validation {
+                println!("best by final validation accuracy: {best}");
+            }
             if !r.unfinished.is_empty() {
                 println!("not finished (left out): variants {:?}", r.unfinished);
             }

@@ -37,7 +37,7 @@ impl TrainArgs {
         let (config, out) = self.resolve()?;
         let s = crate::train::train(config, &out)?;
         println!(
-            "{}: {} steps{}, test accuracy {:.2}% (loss {:.4}){}",
+            "{}: {} steps{}, test accuracy {:.2}% (loss {:.4}){}{}",
             s.out.display(),
             s.steps,
             match s.resumed_from {
@@ -47,6 +47,10 @@ impl TrainArgs {
             },
             100.0 * s.test_acc,
             s.test_loss,
+            match s.validation {
+                Some((_, a)) => format!(", validation accuracy {:.2}%", 100.0 * a),
+                None => String::new(),
+            },
             match s.backward_saved {
                 x if x > 0.0 => format!(", backward work saved by freezing {:.1}% (estimated)", 100.0 * x),
                 _ => String::new(),

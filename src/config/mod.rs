@@ -73,11 +73,25 @@ pub struct DataConfig {
     pub crop_padding: i64,
     /// Random horizontal flip with probability 1/2.
     pub flip: bool,
+    /// Hold out this many training images as a validation set (0: none): a seeded
+    /// choice (from `data.seed`, the same for every `train.seed`), never trained on. When
+    /// set, every evaluation reads the validation images and the test set is read once,
+    /// at the end of training (see `data::Dataset::load`).
+    pub validation: usize,
 }
 
 impl Default for DataConfig {
     fn default() -> Self {
-        DataConfig { dataset: DatasetName::Synthetic, path: None, train_size: None, test_size: None, seed: 0, crop_padding: 4, flip: true }
+        DataConfig {
+            dataset: DatasetName::Synthetic,
+            path: None,
+            train_size: None,
+            test_size: None,
+            seed: 0,
+            crop_padding: 4,
+            flip: true,
+            validation: 0,
+        }
     }
 }
 
@@ -95,8 +109,26 @@ impl DataConfig {
         if !(0..=64).contains(&self.crop_padding) {
             return bad("data.crop_padding", format!("{}: must be in 0..=64", self.crop_padding));
         }
+        let known_train = match (self.train_size, self.dataset) {
+            (Some(n), _) => Some(n),
+            (None, DatasetName::Synthetic) => Some(SYNTHETIC_TRAIN_SIZE),
+            (None, _) => None, // checked against the files when they are read
+        };
+        if let Some(n) = known_train.filter(|&n| self.validation >= n) {
+            return bad("data.validation", validation_message(self.validation, n));
+        }
         Ok(())
     }
+
+    /// Whether a validation set is held out of the training split.
+    pub fn has_validation(&self) -> bool {
+        self.validation > 0
+    }
+}
+
+/// Why `data.validation = n` cannot be held out of `train` training images.
+pub fn validation_message(n: usize, train: usize) -> String {
+    format!("{n}: must be less than the {train} training images it is held out of (some must be left to train on)")
 }
 
 /// Sizes of the synthetic set when the config does not give them.
@@ -128,11 +160,16 @@ pub struct ModelConfig {
     pub fc2: i64,
     /// ResNet depth, 6n+2.
     pub depth: i64,
+    /// ResNet: a batch norm (with its ReLU) after the last residual block, before the
+    /// pooling and the linear layer: layer `bn_final`, as in the paper's ResNet
+    /// (`conv-(blocks)x3-bn-fc-out`). Off: He et al.'s CIFAR ResNet (and every run folder
+    /// made before the key existed).
+    pub final_bn: bool,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig { arch: Arch::Convnet, width: None, fc1: 512, fc2: 256, depth: 20 }
+        ModelConfig { arch: Arch::Convnet, width: None, fc1: 512, fc2: 256, depth: 20, final_bn: false }
     }
 }
 
@@ -151,6 +188,9 @@ impl ModelConfig {
         }
         if self.arch == Arch::Resnet && (self.depth < 8 || (self.depth - 2) % 6 != 0) {
             return bad("model.depth", format!("{}: a CIFAR ResNet has depth 6n+2 with n >= 1 (20, 32, 56, 62, ...)", self.depth));
+        }
+        if self.final_bn && self.arch != Arch::Resnet {
+            return bad("model.final_bn", "is for arch = \"resnet\" (the convnet has its own batch norms)".into());
         }
         Ok(())
     }

@@ -39,6 +39,17 @@ impl RawSplit {
     fn image_len(&self) -> usize {
         (self.channels * self.height * self.width) as usize
     }
+    /// The images at `indices`, in that order.
+    fn select(&self, indices: &[usize]) -> RawSplit {
+        let len = self.image_len();
+        let mut out = RawSplit::empty(self.channels, self.height, self.width);
+        out.images.reserve(indices.len() * len);
+        for &i in indices {
+            out.images.extend_from_slice(&self.images[i * len..(i + 1) * len]);
+            out.labels.push(self.labels[i]);
+        }
+        out
+    }
     /// Keeps the first `n` images.
     fn truncate(&mut self, n: usize) {
         let n = n.min(self.len());
@@ -73,8 +84,14 @@ impl Split {
 #[derive(Debug)]
 pub struct Dataset {
     pub name: DatasetName,
+    /// The images trained on: the training split less the validation images.
     pub train: Split,
     pub test: Split,
+    /// `data.validation`: the images held out of the training split (never trained on).
+    pub validation: Option<Split>,
+    /// Where the validation images were in the training split as read (sorted); the
+    /// training images are the others, in their order. Empty without validation.
+    pub held_out: Vec<usize>,
     pub classes: i64,
     /// C, H, W of one image.
     pub shape: [i64; 3],
@@ -105,7 +122,27 @@ impl Dataset {
         if let Some(n) = config.test_size {
             test.truncate(n);
         }
-        Self::from_raw(config.dataset, train, test, 10, device)
+        if config.validation == 0 {
+            return Self::from_raw(config.dataset, train, test, 10, device);
+        }
+        if config.validation >= train.len() {
+            return Err(InputError::new(format!("data.validation: {}", crate::config::validation_message(config.validation, train.len()))));
+        }
+        let held_out = validation_indices(config.seed, train.len(), config.validation);
+        let mut keep = vec![true; train.len()];
+        held_out.iter().for_each(|&i| keep[i] = false);
+        let rest: Vec<usize> = (0..train.len()).filter(|&i| keep[i]).collect();
+        let validation = train.select(&held_out);
+        let mut data = Self::from_raw(config.dataset, train.select(&rest), test, 10, device)?;
+        data.validation = Some(Split::new(&validation, device));
+        data.held_out = held_out;
+        Ok(data)
+    }
+
+    /// The split evaluated during training: the validation images when there are some,
+    /// else the test set.
+    pub fn eval_split(&self) -> &Split {
+        self.validation.as_ref().unwrap_or(&self.test)
     }
 
     pub fn from_raw(name: DatasetName, train: RawSplit, test: RawSplit, classes: i64, device: Device) -> Result<Dataset, InputError> {
@@ -122,13 +159,36 @@ impl Dataset {
         let mean_t = Tensor::from_slice(&mean).view([1, c, 1, 1]);
         let scale = (std_t.reciprocal() / 255.0).to_kind(Kind::Float).to_device(device);
         let shift = (-mean_t / Tensor::from_slice(&std).view([1, c, 1, 1])).to_kind(Kind::Float).to_device(device);
-        Ok(Dataset { name, train: Split::new(&train, device), test: Split::new(&test, device), classes, shape, scale, shift })
+        Ok(Dataset {
+            name,
+            train: Split::new(&train, device),
+            test: Split::new(&test, device),
+            validation: None,
+            held_out: Vec::new(),
+            classes,
+            shape,
+            scale,
+            shift,
+        })
     }
 
     /// u8 images (N x C x H x W) to the network's float input.
     pub fn normalise(&self, images: &Tensor) -> Tensor {
         images.to_kind(Kind::Float) * &self.scale + &self.shift
     }
+}
+
+/// Stream name of the validation draw (see [`rng::Rng::stream`]).
+const VALIDATION_STREAM: u64 = 0x7661_6c69;
+
+/// The `n` images of a training split of `len` held out for validation: a uniformly
+/// random subset, sorted, drawn from `data.seed` alone, so that every `train.seed` of an
+/// experiment holds out the same images.
+pub fn validation_indices(seed: u64, len: usize, n: usize) -> Vec<usize> {
+    let mut chosen: Vec<usize> =
+        rng::Rng::stream(seed, &[VALIDATION_STREAM]).permutation(len).into_iter().take(n).map(|i| i as usize).collect();
+    chosen.sort_unstable();
+    chosen
 }
 
 /// Per-channel mean and standard deviation over the training images, in [0, 1].

@@ -24,11 +24,32 @@ pub type Edit<'a> = (&'a str, &'a dyn Fn(&Tensor) -> Tensor);
 #[derive(Debug)]
 pub struct Network {
     layers: Vec<(String, Box<dyn ModuleT>)>,
+    /// Where each freeze unit begins (see [`Network::freeze_units`]); `None`: every layer
+    /// is one.
+    unit_starts: Option<Vec<usize>>,
 }
 
 impl Network {
     pub fn new() -> Self {
-        Network { layers: Vec::new() }
+        Network { layers: Vec::new(), unit_starts: None }
+    }
+
+    /// The units the linear freeze schedule freezes one at a time, bottom-up: consecutive
+    /// ranges of layers covering the network, the last one (with the output layer)
+    /// always training. Every layer is its own unit, except in a ResNet: there a unit is
+    /// a residual block, the stem (`conv1`, `bn1`) joining the first block and the head
+    /// (`bn_final`, `pool`, `logits`) the last.
+    pub fn freeze_units(&self) -> Vec<std::ops::Range<usize>> {
+        let n = self.layers.len();
+        let starts = self.unit_starts.clone().unwrap_or_else(|| (0..n).collect());
+        starts.iter().enumerate().map(|(k, &s)| s..starts.get(k + 1).copied().unwrap_or(n)).collect()
+    }
+
+    /// Groups the layers into freeze units beginning at `starts` (the first 0, ascending,
+    /// each below the number of layers).
+    pub fn set_freeze_units(&mut self, starts: Vec<usize>) {
+        assert!(starts.first() == Some(&0) && starts.windows(2).all(|w| w[0] < w[1]) && starts.iter().all(|&s| s < self.layers.len()));
+        self.unit_starts = Some(starts);
     }
 
     pub fn push(&mut self, name: &str, layer: impl ModuleT + 'static) {
@@ -143,7 +164,7 @@ pub fn init_lock() -> std::sync::MutexGuard<'static, ()> {
 pub fn build(root: &nn::Path, config: &ModelConfig, shape: [i64; 3], classes: i64) -> Result<Network, InputError> {
     match config.arch {
         Arch::Convnet => convnet(root, shape, classes, config.width(), config.fc1, config.fc2),
-        Arch::Resnet => Ok(resnet(root, shape[0], classes, (config.depth - 2) / 6, config.width())),
+        Arch::Resnet => Ok(resnet(root, shape[0], classes, (config.depth - 2) / 6, config.width(), config.final_bn)),
         Arch::Linear => Ok(linear(root, shape, classes)),
     }
 }

@@ -4,8 +4,15 @@
 //! paper's network is n = 10 (ResNet-62). Shortcuts that change shape are He's option A
 //! (subsample, pad channels with zeros: no parameters), as in the CIFAR experiments.
 //!
-//! Layers: `conv1` `bn1` `s1b1` .. `s1bn` `s2b1` .. `s3bn` `pool` `logits`; a block is one
-//! layer, its output taken after the addition and ReLU.
+//! Layers: `conv1` `bn1` `s1b1` .. `s1bn` `s2b1` .. `s3bn` (`bn_final`) `pool` `logits`;
+//! a block is one layer, its output taken after the addition and ReLU. `bn_final`
+//! (`model.final_bn`) is a batch norm with its ReLU after the last block, the paper's
+//! `conv-(blocks)x3-bn-fc-out`; He et al.'s CIFAR ResNet has none.
+//!
+//! Freeze units ([`Network::freeze_units`]): one per residual block, everything in it
+//! (both convs, both batch norms; the shortcut has no parameters), the stem joining the
+//! first block and the head the last, so the linear schedule freezes block b of B at
+//! fraction b/B of training.
 
 use super::Network;
 use tch::nn::{self, ConvConfig, ModuleT};
@@ -53,22 +60,30 @@ impl ModuleT for Block {
     }
 }
 
-pub fn resnet(root: &nn::Path, channels: i64, classes: i64, n: i64, width: i64) -> Network {
+pub fn resnet(root: &nn::Path, channels: i64, classes: i64, n: i64, width: i64, final_bn: bool) -> Network {
     let mut net = Network::new();
     net.push("conv1", conv3x3(root / "conv1", channels, width, 1));
     let bn = nn::batch_norm2d(root / "bn1", width, Default::default());
     net.push("bn1", nn::seq_t().add(bn).add_fn(|x| x.relu()));
     let mut cin = width;
+    let mut blocks = Vec::new();
     for stage in 1..=3 {
         let cout = width << (stage - 1);
         for b in 1..=n {
             let stride = if stage > 1 && b == 1 { 2 } else { 1 };
             let name = format!("s{stage}b{b}");
+            blocks.push(net.layer_names().len());
             net.push(&name, Block::new(root / name.as_str(), cin, cout, stride));
             cin = cout;
         }
     }
+    if final_bn {
+        let bn = nn::batch_norm2d(root / "bn_final", cin, Default::default());
+        net.push("bn_final", nn::seq_t().add(bn).add_fn(|x| x.relu()));
+    }
     net.push("pool", nn::seq_t().add_fn(|x| x.adaptive_avg_pool2d([1, 1]).flatten(1, -1)));
     net.push("logits", nn::seq_t().add(nn::linear(root / "logits", cin, classes, Default::default())));
+    blocks[0] = 0; // the stem freezes with the first block
+    net.set_freeze_units(blocks);
     net
 }

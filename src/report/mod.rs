@@ -272,12 +272,17 @@ pub type Band = (String, Vec<(u64, f64, f64)>);
 /// and `accuracy.svg` in `dir`; a thin grey vertical line at each of `freeze_steps` (the
 /// steps at which layers froze, as in the paper's Figure 5; empty for none).
 pub fn accuracy_plot(dir: &Path, title: &str, series: &[Band], freeze_steps: &[u64]) -> anyhow::Result<Vec<PathBuf>> {
+    accuracy_plot_of(dir, "test accuracy (%)", title, series, freeze_steps)
+}
+
+/// As [`accuracy_plot`], the y axis named `y_desc` (validation accuracy, say).
+pub fn accuracy_plot_of(dir: &Path, y_desc: &str, title: &str, series: &[Band], freeze_steps: &[u64]) -> anyhow::Result<Vec<PathBuf>> {
     register_font();
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let size = (1000, 620);
     Ok(vec![
-        png(&dir.join("accuracy.png"), size, |a| accuracy_curves(a, title, series, freeze_steps))?,
-        svg(&dir.join("accuracy.svg"), size, |a| accuracy_curves(a, title, series, freeze_steps))?,
+        png(&dir.join("accuracy.png"), size, |a| accuracy_curves(a, y_desc, title, series, freeze_steps))?,
+        svg(&dir.join("accuracy.svg"), size, |a| accuracy_curves(a, y_desc, title, series, freeze_steps))?,
     ])
 }
 
@@ -305,6 +310,7 @@ const SERIES: [RGBColor; 6] = [
 
 fn accuracy_curves<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
+    y_desc: &str,
     title: &str,
     series: &[Band],
     freeze_steps: &[u64],
@@ -324,7 +330,7 @@ fn accuracy_curves<DB: DrawingBackend>(
     chart
         .configure_mesh()
         .x_desc("training step")
-        .y_desc("test accuracy (%)")
+        .y_desc(y_desc)
         .axis_desc_style(("sans-serif", 16))
         .label_style(("sans-serif", 13))
         .light_line_style(WHITE.mix(0.0))

@@ -47,10 +47,11 @@ impl Divergence {
         Err(self.error(format!("the training loss became {} {steps} ({lr})", loss_text(loss))))
     }
 
-    pub(super) fn test_loss(&self, loss: f64, done: u64, lr: f64) -> Result<(), InputError> {
+    /// The loss of an evaluation on `split` (`test`, `validation`).
+    pub(super) fn eval_loss(&self, split: &str, loss: f64, done: u64, lr: f64) -> Result<(), InputError> {
         match loss.is_finite() {
             true => Ok(()),
-            false => Err(self.error(format!("the test loss became {} at step {done} (lr {})", loss_text(loss), lr_text(lr)))),
+            false => Err(self.error(format!("the {split} loss became {} at step {done} (lr {})", loss_text(loss), lr_text(lr)))),
         }
     }
 

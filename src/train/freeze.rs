@@ -12,6 +12,7 @@
 
 use crate::config::{FreezeConfig, FreezeSchedule};
 use crate::error::InputError;
+use std::ops::Range;
 use std::path::Path;
 
 pub const FILE: &str = "freeze.csv";
@@ -29,8 +30,9 @@ pub struct Plan {
 
 impl Plan {
     /// The plan of `config` for a network with layers `names` (`has_params[i]`: layer i
-    /// has trainable parameters) trained for `total` steps.
-    pub fn new(config: &FreezeConfig, names: &[&str], has_params: &[bool], total: u64) -> Result<Plan, InputError> {
+    /// has trainable parameters; `units`: its freeze units, `Network::freeze_units`)
+    /// trained for `total` steps.
+    pub fn new(config: &FreezeConfig, names: &[&str], has_params: &[bool], units: &[Range<usize>], total: u64) -> Result<Plan, InputError> {
         let n = names.len();
         let at = |f: f64| (f * total as f64).round() as u64;
         let mut steps: Vec<Option<u64>> = vec![None; n];
@@ -38,9 +40,12 @@ impl Plan {
             FreezeSchedule::None => {}
             FreezeSchedule::Adaptive => {} // decided during training
             FreezeSchedule::Linear => {
-                for (i, s) in steps.iter_mut().enumerate().take(n.saturating_sub(1)) {
-                    let f = config.start + (config.end - config.start) * (i + 1) as f64 / n as f64;
-                    *s = Some(at(f));
+                // Unit g of G (1-based; each layer, or a ResNet's residual blocks) at
+                // start + (end - start) g / G; the last unit, with the output, trains.
+                let g_all = units.len();
+                for (g, unit) in units.iter().enumerate().take(g_all.saturating_sub(1)) {
+                    let f = config.start + (config.end - config.start) * (g + 1) as f64 / g_all as f64;
+                    unit.clone().for_each(|i| steps[i] = Some(at(f)));
                 }
             }
             FreezeSchedule::Explicit => {
@@ -152,6 +157,41 @@ impl Plan {
         Ok(())
     }
 
+    /// Checks a `linear` or `explicit` plan against the `freeze.csv` of `run`, resumed at
+    /// `step`: the layers it lists as frozen by then must be those this plan freezes by
+    /// then, at the same steps. A folder frozen otherwise (by an earlier version whose
+    /// linear schedule froze a ResNet layer by layer rather than block by block) is
+    /// refused: resuming it would mix two schedules in one run.
+    pub fn check_resumed(&self, run: &Path, step: u64) -> Result<(), InputError> {
+        let path = run.join(FILE);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(());
+        };
+        let mut found: Vec<(String, u64)> = Vec::new();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split(',').collect();
+            match (f.first(), f.get(2).and_then(|v| v.parse::<u64>().ok())) {
+                (Some(name), Some(s)) if s <= step => found.push((name.to_string(), s)),
+                _ => {}
+            }
+        }
+        let planned: Vec<(String, u64)> =
+            self.layers.iter().filter_map(|(name, s)| s.filter(|&s| s <= step).map(|s| (name.clone(), s))).collect();
+        if found == planned {
+            return Ok(());
+        }
+        let show = |v: &[(String, u64)]| match v.is_empty() {
+            true => "none".to_string(),
+            false => v.iter().map(|(n, s)| format!("{n}@{s}")).collect::<Vec<_>>().join(" "),
+        };
+        Err(InputError::new(format!(
+            "{}: the layers frozen by step {step} ({}) are not those this schedule freezes by then ({}): the run was frozen under another schedule (an earlier svcca froze a ResNet's layers one by one, this one freezes per residual block); finish it with the version that began it, or train into another --out",
+            path.display(),
+            show(&found),
+            show(&planned)
+        )))
+    }
+
     /// The share of backward work saved over the whole run, given each layer's cost
     /// (`costs[i]`, e.g. multiply-adds of its weights): the mean over steps of the frozen
     /// prefix's share of the total cost.
@@ -211,22 +251,33 @@ mod tests {
         vec!["c1", "c2", "p1", "c3", "logits"]
     }
 
+    /// Every layer its own unit.
+    fn singles() -> Vec<Range<usize>> {
+        (0..5).map(|i| i..i + 1).collect()
+    }
+
     #[test]
     fn linear_is_i_over_l() {
         let c = FreezeConfig { schedule: FreezeSchedule::Linear, ..Default::default() };
-        let p = Plan::new(&c, &names(), &[true, true, false, true, true], 100).unwrap();
+        let p = Plan::new(&c, &names(), &[true, true, false, true, true], &singles(), 100).unwrap();
         let steps: Vec<Option<u64>> = p.layers.iter().map(|l| l.1).collect();
         assert_eq!(steps, [Some(20), Some(40), Some(60), Some(80), None]);
         assert_eq!(p.frozen_at(19), 0);
         assert_eq!(p.frozen_at(20), 1);
         assert_eq!(p.frozen_at(99), 4);
         let c = FreezeConfig { schedule: FreezeSchedule::Linear, start: 0.5, end: 1.0, ..Default::default() };
-        let p = Plan::new(&c, &names(), &[true; 5], 100).unwrap();
+        let p = Plan::new(&c, &names(), &[true; 5], &singles(), 100).unwrap();
         assert_eq!(p.layers[0].1, Some(60));
         // Costs 1 each: layer 1 saved for 80 of 100 steps, ...: (0.8 + 0.6 + 0.4 + 0.2) / 5.
         let c = FreezeConfig { schedule: FreezeSchedule::Linear, ..Default::default() };
-        let p = Plan::new(&c, &names(), &[true; 5], 100).unwrap();
+        let p = Plan::new(&c, &names(), &[true; 5], &singles(), 100).unwrap();
         assert!((p.backward_saved(&[1.0; 5]) - 2.0 / 5.0).abs() < 1e-12);
+        // Units (a ResNet's blocks, with the stem in the first and the head in the last):
+        // unit g of 3 at g/3, all its layers at once, the last unit training.
+        let units = [0..2, 2..3, 3..5];
+        let p = Plan::new(&c, &names(), &[true; 5], &units, 90).unwrap();
+        let steps: Vec<Option<u64>> = p.layers.iter().map(|l| l.1).collect();
+        assert_eq!(steps, [Some(30), Some(30), Some(60), None, None]);
     }
 
     #[test]
@@ -234,15 +285,15 @@ mod tests {
         let at = |l: &str, s: u64| FreezeAt { layer: l.into(), step: Some(s), fraction: None };
         let c =
             FreezeConfig { schedule: FreezeSchedule::Explicit, at: vec![at("c1", 10), at("c2", 20), at("c3", 30)], ..Default::default() };
-        let p = Plan::new(&c, &names(), &[true, true, false, true, true], 100).unwrap();
+        let p = Plan::new(&c, &names(), &[true, true, false, true, true], &singles(), 100).unwrap();
         assert_eq!(p.layers[2].1, Some(30));
         let c = FreezeConfig { schedule: FreezeSchedule::Explicit, at: vec![at("c2", 20)], ..Default::default() };
-        assert!(Plan::new(&c, &names(), &[true; 5], 100).unwrap_err().to_string().contains("'c1'"));
+        assert!(Plan::new(&c, &names(), &[true; 5], &singles(), 100).unwrap_err().to_string().contains("'c1'"));
         let c = FreezeConfig { schedule: FreezeSchedule::Explicit, at: vec![at("c1", 30), at("c2", 20)], ..Default::default() };
-        assert!(Plan::new(&c, &names(), &[true; 5], 100).unwrap_err().to_string().contains("bottom-up"));
+        assert!(Plan::new(&c, &names(), &[true; 5], &singles(), 100).unwrap_err().to_string().contains("bottom-up"));
         let c = FreezeConfig { schedule: FreezeSchedule::Explicit, at: vec![at("logits", 30)], ..Default::default() };
-        assert!(Plan::new(&c, &names(), &[true; 5], 100).is_err());
+        assert!(Plan::new(&c, &names(), &[true; 5], &singles(), 100).is_err());
         let c = FreezeConfig { schedule: FreezeSchedule::Explicit, at: vec![at("c9", 30)], ..Default::default() };
-        assert!(Plan::new(&c, &names(), &[true; 5], 100).unwrap_err().to_string().contains("c1 c2 p1 c3 logits"));
+        assert!(Plan::new(&c, &names(), &[true; 5], &singles(), 100).unwrap_err().to_string().contains("c1 c2 p1 c3 logits"));
     }
 }

@@ -39,6 +39,8 @@ pub struct Summary {
     pub resumed_from: Option<u64>,
     pub test_loss: f64,
     pub test_acc: f64,
+    /// The final validation loss and accuracy (runs with `data.validation`).
+    pub validation: Option<(f64, f64)>,
     pub images_per_second: f64,
     /// Freeze training: the estimated share of backward work saved over the whole run
     /// (0 without freezing).
@@ -83,8 +85,12 @@ struct Built {
 fn build(config: Config, device: tch::Device) -> anyhow::Result<Built> {
     let data = Dataset::load(&config.data, device)?;
     if config.train.batch_size > data.train.len() {
+        let held = match config.data.validation {
+            0 => String::new(),
+            n => format!(" (after data.validation held out {n})"),
+        };
         return Err(InputError::new(format!(
-            "train.batch_size {} is larger than the {} training images",
+            "train.batch_size {} is larger than the {} training images{held}",
             config.train.batch_size,
             data.train.len()
         ))
@@ -100,7 +106,7 @@ fn build(config: Config, device: tch::Device) -> anyhow::Result<Built> {
     };
     let costs = layer_costs(&vs, &net, &data);
     let has_params: Vec<bool> = costs.iter().map(|c| c.1 > 0).collect();
-    let plan = freeze::Plan::new(&config.freeze, &net.layer_names(), &has_params, config.steps())?;
+    let plan = freeze::Plan::new(&config.freeze, &net.layer_names(), &has_params, &net.freeze_units(), config.steps())?;
     crate::activations::store::layers(&config, &net)?;
     Ok(Built { config, data, vs, net, costs, plan })
 }
@@ -127,16 +133,21 @@ pub fn layer_costs(vs: &tch::nn::VarStore, net: &Network, data: &Dataset) -> Vec
 
 /// Mean loss and accuracy on the test set (batch norm in inference mode).
 pub fn evaluate(net: &Network, data: &Dataset, batch: usize) -> (f64, f64) {
+    evaluate_on(net, data, &data.test, batch)
+}
+
+/// Mean loss and accuracy on `split` of `data` (batch norm in inference mode).
+pub fn evaluate_on(net: &Network, data: &Dataset, split: &crate::data::Split, batch: usize) -> (f64, f64) {
     tch::no_grad(|| {
-        let n = data.test.len() as i64;
-        let device = data.test.labels.device();
+        let n = split.len() as i64;
+        let device = split.labels.device();
         let mut loss = Tensor::zeros([], (Kind::Double, device));
         let mut correct = Tensor::zeros([], (Kind::Int64, device));
         let mut i = 0;
         while i < n {
             let len = (batch as i64).min(n - i);
-            let x = data.normalise(&data.test.images.narrow(0, i, len));
-            let y = data.test.labels.narrow(0, i, len);
+            let x = data.normalise(&split.images.narrow(0, i, len));
+            let y = split.labels.narrow(0, i, len);
             let logits = net.forward_t(&x, false);
             loss += logits.cross_entropy_loss::<Tensor>(&y, None, Reduction::Sum, -100, 0.0).to_kind(Kind::Double);
             correct += logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64);

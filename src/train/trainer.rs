@@ -14,7 +14,7 @@ use super::freeze::Plan;
 use super::metrics::{Metrics, Row};
 use super::order::Order;
 use super::sgd::Sgd;
-use super::{build, evaluate, folder, schedule, Built, Summary};
+use super::{build, evaluate, evaluate_on, folder, schedule, Built, Summary};
 use crate::activations::store::Recorder;
 use crate::config::{ActivationMode, Config};
 use crate::data::augment::Augment;
@@ -26,6 +26,9 @@ use indicatif::ProgressBar;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
+
+/// An evaluation's mean loss and accuracy.
+type LossAcc = (f64, f64);
 
 /// One training job in its run folder, ready to run.
 pub struct Trainer {
@@ -93,8 +96,9 @@ impl Trainer {
         }
         let loaded = Instant::now();
         let Built { config, data, vs, net, costs, plan } = build(config, device)?;
+        let validation = data.validation.as_ref().map_or(String::new(), |v| format!(", {} held out for validation", v.len()));
         tracing::info!(
-            "{}: {} training and {} test images of {:?} on {} ({:.1}s)",
+            "{}: {} training{validation} and {} test images of {:?} on {} ({:.1}s)",
             config.data.dataset.as_str(),
             data.train.len(),
             data.test.len(),
@@ -146,12 +150,11 @@ impl Trainer {
             }
         }
         if start >= self.total {
-            let (test_loss, test_acc) = evaluate(&self.net, &self.data, self.config.train.eval_batch_size);
             tracing::info!("{} is already trained ({} steps); nothing to do", self.out.display(), self.total);
-            let summary = self.summary(resume.from, test_loss, test_acc, 0.0);
+            let summary = self.summary(resume.from, 0.0);
             return Ok((summary, self.lock));
         }
-        let metrics = Metrics::open(&self.out, resume.from)?;
+        let metrics = Metrics::open(&self.out, resume.from, self.data.validation.is_some())?;
         let mut run = Running {
             bar: progress_bar(start, self.total),
             began: Instant::now(),
@@ -198,13 +201,13 @@ impl Trainer {
         run.bar.finish_and_clear();
         let seconds = run.began.elapsed().as_secs_f64();
         let images_per_second = (self.total - start) as f64 * self.config.train.batch_size as f64 / seconds.max(1e-9);
-        let (test_loss, test_acc) = evaluate(&self.net, &self.data, self.config.train.eval_batch_size);
+        let summary = self.summary(resume.from, images_per_second);
+        let validation = summary.validation.map_or(String::new(), |(_, a)| format!(", validation accuracy {:.2}%", 100.0 * a));
         tracing::info!(
-            "trained to step {} in {seconds:.1}s ({images_per_second:.0} images/s): test accuracy {:.2}%",
+            "trained to step {} in {seconds:.1}s ({images_per_second:.0} images/s): test accuracy {:.2}%{validation}",
             self.total,
-            100.0 * test_acc
+            100.0 * summary.test_acc
         );
-        let summary = self.summary(resume.from, test_loss, test_acc, images_per_second);
         Ok((summary, self.lock))
     }
 
@@ -221,20 +224,37 @@ impl Trainer {
         };
         if self.freezing.plan.adaptive {
             self.freezing.plan.restore(&self.out, resume.from.unwrap_or(0))?;
+        } else if let Some(step) = resume.from.filter(|&s| s < self.total && self.freezing.plan.is_active()) {
+            // A finished run is only reported, whatever schedule froze it.
+            self.freezing.plan.check_resumed(&self.out, step)?;
         }
         Ok(resume)
     }
 
-    /// Step 0: the untrained network evaluated and saved.
+    /// Step 0: the untrained network evaluated (on the validation set when there is
+    /// one, else on the test set) and saved.
     fn initial_checkpoint(&self, run: &mut Running) -> anyhow::Result<()> {
         let t = &self.config.train;
-        let test = evaluate(&self.net, &self.data, t.eval_batch_size);
-        run.metrics.append(&Row { step: 0, lr: schedule::learning_rate(t, 0, self.total), test: Some(test), ..Default::default() })?;
+        let (validation, test) = self.evaluation(0);
+        run.metrics.append(&Row { step: 0, lr: schedule::learning_rate(t, 0, self.total), validation, test, ..Default::default() })?;
         checkpoint::save(&self.ckpt_dir, &self.vs, &self.sgd, Meta { step: 0, seed: t.seed, wall_seconds: 0.0, window: None })?;
         if let Some(r) = &run.recorder {
             r.save(&self.net, 0)?;
         }
         Ok(())
+    }
+
+    /// The evaluation after step `done`: `(validation, test)` loss and accuracy. With a
+    /// validation set, it is read at every evaluation and the test set at the end only
+    /// (`done == total`); without, the test set at every evaluation.
+    fn evaluation(&self, done: u64) -> (Option<LossAcc>, Option<LossAcc>) {
+        let batch = self.config.train.eval_batch_size;
+        match &self.data.validation {
+            Some(v) => {
+                (Some(evaluate_on(&self.net, &self.data, v, batch)), (done == self.total).then(|| evaluate(&self.net, &self.data, batch)))
+            }
+            None => (None, Some(evaluate(&self.net, &self.data, batch))),
+        }
     }
 
     /// One SGD update on the batch of `step` (0-based); its loss and correct count join
@@ -273,15 +293,18 @@ impl Trainer {
         Ok(())
     }
 
-    /// A metrics row after step `done`: the test set evaluated (`eval_now`), the
+    /// A metrics row after step `done`: the evaluation ([`Trainer::evaluation`], `eval_now`), the
     /// checkpoint written (`save_now`, with the store-mode activations), old checkpoints
     /// pruned; then the train window restarts, so that a resume (always at a row) sees
     /// the same windows as an uninterrupted run.
     fn row(&self, run: &mut Running, done: u64, lr: f64, eval_now: bool, save_now: bool) -> anyhow::Result<()> {
         let t = &self.config.train;
-        let test = eval_now.then(|| evaluate(&self.net, &self.data, t.eval_batch_size));
-        if let Some((test_loss, _)) = test {
-            run.watch.test_loss(test_loss, done, lr)?;
+        let (validation, test) = if eval_now { self.evaluation(done) } else { (None, None) };
+        if let Some((loss, _)) = validation {
+            run.watch.eval_loss("validation", loss, done, lr)?;
+        }
+        if let Some((loss, _)) = test {
+            run.watch.eval_loss("test", loss, done, lr)?;
         }
         if save_now {
             // Before the row: a checkpoint step's row is written only with its checkpoint.
@@ -293,19 +316,23 @@ impl Trainer {
             epoch: done as f64 / self.order.steps_per_epoch() as f64,
             lr,
             train: Some(run.last),
+            validation,
             test,
             wall_seconds: wall,
         };
         run.metrics.append(&row)?;
-        if let Some((tl, ta)) = test {
+        if eval_now {
+            let pair =
+                |name: &str, p: Option<(f64, f64)>| p.map_or(String::new(), |(l, a)| format!(", {name} loss {l:.4} acc {:.2}%", 100.0 * a));
             run.bar.suspend(|| {
                 tracing::info!(
-                    "step {done}/{} epoch {:.2} lr {lr:.4}: train loss {:.4} acc {:.2}%, test loss {tl:.4} acc {:.2}%",
+                    "step {done}/{} epoch {:.2} lr {lr:.4}: train loss {:.4} acc {:.2}%{}{}",
                     self.total,
                     row.epoch,
                     run.last.0,
                     100.0 * run.last.1,
-                    100.0 * ta
+                    pair("validation", validation),
+                    pair("test", test)
                 )
             });
         }
@@ -354,13 +381,18 @@ impl Trainer {
         Ok(crate::preempt::Preempted { signal, at: format!("at step {done} of {}", self.total) })
     }
 
-    fn summary(&self, resumed_from: Option<u64>, test_loss: f64, test_acc: f64, images_per_second: f64) -> Summary {
+    /// The run's summary, the final network evaluated on the test set (and on the
+    /// validation set when there is one).
+    fn summary(&self, resumed_from: Option<u64>, images_per_second: f64) -> Summary {
+        let batch = self.config.train.eval_batch_size;
+        let (test_loss, test_acc) = evaluate(&self.net, &self.data, batch);
         Summary {
             out: self.out.clone(),
             steps: self.total,
             resumed_from,
             test_loss,
             test_acc,
+            validation: self.data.validation.as_ref().map(|v| evaluate_on(&self.net, &self.data, v, batch)),
             images_per_second,
             backward_saved: self.freezing.plan.backward_saved(&self.weight_costs),
         }
