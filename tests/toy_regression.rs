@@ -13,8 +13,11 @@ use svcca::similarity::{directions, Keep};
 use svcca::toy_regression::{self, grid, pairs, relative_error, targets, Basis, Net, Projector, Settings};
 use tch::{Kind, Tensor};
 
-/// Small enough for a second or two in a debug build.
+/// Small enough for a second or two in a debug build. Also sets libtorch to one thread,
+/// as `svcca experiment toy-regression` runs: on matrices this small a second thread
+/// only contends, the more so with the tests running side by side.
 fn tiny() -> Settings {
+    tch::set_num_threads(1);
     Settings { width: 16, points: 160, steps: 600, ks: vec![2, 4, 8], ..Settings::default() }
 }
 
