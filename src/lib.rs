@@ -26,4 +26,5 @@ pub mod run_dir;
 pub mod similarity;
 pub mod stats;
 pub mod sweep;
+pub mod toy_regression;
 pub mod train;

@@ -19,7 +19,7 @@ const STAGES: &[&[&str]] = &[
     &["train"],
     &["analysis", "compare", "example_pair"],
     &["report"],
-    &["experiment", "sweep"],
+    &["experiment", "sweep", "toy_regression"],
     &["cli"],
 ];
 

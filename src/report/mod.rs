@@ -13,6 +13,7 @@
 //! temporary file and a rename) each time.
 
 pub mod findings;
+pub mod panels;
 
 use crate::analysis::dynamics::{Dynamics, StepResult};
 use crate::io::write_atomic;

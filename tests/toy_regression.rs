@@ -1,0 +1,245 @@
+//! The toy regression (`svcca experiment toy-regression`, the paper's Figures 1 and 3) on
+//! tiny nets: the command writes its files and figures, refuses bad arguments, and what
+//! the figures claim holds within each test's own run (no numbers recorded elsewhere,
+//! so any CPU gives a pass): projections reproduce the output with every direction and
+//! give its mean with none, their error falls as directions are added, and the top SVCCA
+//! directions of two initialisations correlate more than their most active neurons.
+
+mod common;
+
+use common::{assert_refused, stdout, svcca};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use svcca::similarity::{directions, Keep};
+use svcca::toy_regression::{self, grid, pairs, relative_error, targets, Basis, Net, Projector, Settings};
+use tch::{Kind, Tensor};
+
+/// Small enough for a second or two in a debug build. Also sets libtorch to one thread,
+/// as `svcca experiment toy-regression` runs: on matrices this small a second thread
+/// only contends, the more so with the tests running side by side.
+fn tiny() -> Settings {
+    tch::set_num_threads(1);
+    Settings { width: 16, points: 160, steps: 600, ks: vec![2, 4, 8], ..Settings::default() }
+}
+
+/// Two tiny nets from seeds 0 and 1 trained on the targets: net A, each net's hidden
+/// layers and net A's output.
+struct Trained {
+    net: Net,
+    ha: Vec<Tensor>,
+    out: Tensor,
+    hb: Vec<Tensor>,
+}
+
+/// The one [`Trained`] pair the tests share (trained once, on first use).
+fn trained() -> MutexGuard<'static, Trained> {
+    static PAIR: OnceLock<Mutex<Trained>> = OnceLock::new();
+    let pair = PAIR.get_or_init(|| {
+        let s = tiny();
+        let x = grid(s.points);
+        let y = targets(&x);
+        let a = Net::new(0, s.width);
+        let b = Net::new(1, s.width);
+        for net in [&a, &b] {
+            let losses = net.train(&x, &y, s.steps, s.learning_rate, |_| {}).unwrap();
+            assert!(losses.last().unwrap().1 < 0.5 * losses[0].1, "training does not lower the loss: {losses:?}");
+        }
+        let _guard = tch::no_grad_guard();
+        let (ha, out) = a.forward(&x);
+        let (hb, _) = b.forward(&x);
+        Mutex::new(Trained { net: a, ha, out, hb })
+    });
+    pair.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn max_abs(t: &Tensor) -> f64 {
+    f64::try_from(t.abs().max()).unwrap()
+}
+
+#[test]
+fn the_command_writes_the_curves_and_both_figures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("toy");
+    let o = svcca(&[
+        "experiment",
+        "toy-regression",
+        "--out",
+        out.to_str().unwrap(),
+        "--width",
+        "16",
+        "--points",
+        "160",
+        "--steps",
+        "300",
+        "--ks",
+        "2,4,8",
+    ]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("SVCCA directions") && text.contains("figure1.png") && text.contains("figure3.png"), "{text}");
+    for name in ["figure1", "figure3"] {
+        let bytes = std::fs::read(out.join("plots").join(format!("{name}.png"))).unwrap();
+        let img = image::load_from_memory(&bytes).unwrap().to_rgb8();
+        assert!(img.width() > 500 && img.height() > 500, "{name}: {}x{}", img.width(), img.height());
+        // Drawn on, not blank: plenty of pixels neither white nor grey.
+        let coloured = img.pixels().filter(|p| p.0.iter().max().unwrap() - p.0.iter().min().unwrap() > 60).count();
+        assert!(coloured > 2000, "{name}: {coloured} coloured pixels");
+        let svg = std::fs::read_to_string(out.join("plots").join(format!("{name}.svg"))).unwrap();
+        assert!(svg.contains("<polyline") || svg.contains("<path"), "{name}.svg has no lines");
+    }
+    // The CSV files: a header and a row per grid point (or per k).
+    let rows = |name: &str| std::fs::read_to_string(out.join(name)).unwrap().lines().map(str::to_string).collect::<Vec<_>>();
+    let f1 = rows("figure1.csv");
+    assert_eq!(f1.len(), 161);
+    assert!(f1[0].starts_with("x,svcca1_a,svcca1_b,"), "{}", f1[0]);
+    let f3 = rows("figure3.csv");
+    assert_eq!(f3.len(), 161);
+    // x, 4 targets, 4 outputs, then 4 outputs for each of 3 bases x 3 k.
+    assert_eq!(f3[0].split(',').count(), 1 + 4 + 4 + 3 * 3 * 4, "{}", f3[0]);
+    assert!(f3[0].contains("neurons_k8_4"), "{}", f3[0]);
+    let errors = rows("figure3_errors.csv");
+    assert_eq!(errors[0], "basis,k,relative_error,mse_to_targets");
+    // SVD and neurons at every k from 0 to 16, SVCCA up to its kept directions.
+    let count = |b: &str| errors.iter().filter(|l| l.starts_with(&format!("{b},"))).count();
+    assert_eq!((count("svd"), count("neurons")), (17, 17));
+    assert!((2..=17).contains(&count("svcca")), "{}", count("svcca"));
+    let corr = rows("correlations.csv");
+    assert_eq!(corr[0], "layer,basis,rank,neuron_a,neuron_b,correlation,best_match");
+    for layer in 1..=4 {
+        let of = |b: &str| corr.iter().filter(|l| l.starts_with(&format!("{layer},{b},"))).count();
+        assert_eq!((of("neurons"), of("svd")), (4, 4), "layer {layer}");
+        assert!((1..=4).contains(&of("svcca")), "layer {layer}");
+    }
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["layers"].as_array().unwrap().len(), 4);
+    assert_eq!(summary["figure3"].as_array().unwrap().len(), 9);
+    assert_eq!(rows("loss.csv")[0], "step,loss_a,loss_b");
+}
+
+#[test]
+fn bad_arguments_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("toy");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["experiment", "toy-regression", "--out", out.to_str().unwrap(), "--steps", "1"];
+        args.extend_from_slice(extra);
+        svcca(&args)
+    };
+    assert_refused(&run(&["--width", "1"]), &["--width"]);
+    assert_refused(&run(&["--width", "8", "--points", "10"]), &["--points"]);
+    assert_refused(&run(&["--width", "8", "--ks", "2,9"]), &["--ks", "9"]);
+    assert_refused(&run(&["--layer", "5"]), &["--layer", "1 to 4"]);
+    assert_refused(&run(&["--layer", "0"]), &["--layer"]);
+    assert_refused(&run(&["--keep", "0"]), &["--keep"]);
+    assert_refused(&run(&["--keep", "1.5"]), &["--keep"]);
+    assert_refused(&run(&["--learning-rate=-1"]), &["--learning-rate"]);
+    assert_refused(&run(&["--steps", "0"]), &["--steps"]);
+    assert_refused(&run(&["--ks", "two"]), &["--ks"]);
+    assert!(!out.join("summary.json").exists());
+}
+
+#[test]
+fn projections_give_the_output_with_every_direction_and_its_mean_with_none() {
+    let t = trained();
+    let (net, ha, out, hb) = (&t.net, &t.ha, &t.out, &t.hb);
+    let _guard = tch::no_grad_guard();
+    let h = &ha[3];
+    let mean = out.mean_dim(0, true, Kind::Double);
+    let scale = max_abs(out);
+    // Every direction above rounding noise kept (keep 1): each basis gives the output back.
+    let all = Projector::new(h, &hb[3], 1.0).unwrap();
+    for basis in Basis::ALL {
+        let most = all.most(basis);
+        let full = net.readout(&all.project(basis, most));
+        let e = relative_error(&full, out);
+        assert!(e < 1e-6, "{basis:?}: all {most} directions leave a relative error {e}");
+        // None: every point gets the mean output.
+        let none = net.readout(&all.project(basis, 0));
+        let off = max_abs(&(none - &mean));
+        assert!(off < 1e-9 * scale, "{basis:?}: 0 directions are {off} off the mean output");
+    }
+    assert_eq!(all.most(Basis::Neurons), 16);
+    // SVCCA's own cut (99% of the variance): fewer directions, and the output still
+    // close, far closer than with one direction.
+    let kept = Projector::new(h, &hb[3], 0.99).unwrap();
+    let k = kept.most(Basis::Svcca);
+    assert!((1..16).contains(&k), "{k} directions hold 99% of the variance");
+    let at = |k| relative_error(&net.readout(&kept.project(Basis::Svcca, k)), out);
+    assert!(at(k) < 0.1 && at(k) < 0.5 * at(1), "1 direction: {}, all {k} kept: {}", at(1), at(k));
+}
+
+#[test]
+fn more_directions_never_raise_the_output_error() {
+    let t = trained();
+    let (net, ha, out, hb) = (&t.net, &t.ha, &t.out, &t.hb);
+    let _guard = tch::no_grad_guard();
+    // The SVCCA and SVD projections are orthogonal projections of the centred layer onto
+    // nested subspaces, so the output's error can only fall as k grows.
+    for keep in [0.99, 1.0] {
+        let p = Projector::new(&ha[3], &hb[3], keep).unwrap();
+        for basis in [Basis::Svcca, Basis::Svd] {
+            let errors: Vec<f64> = (0..=p.most(basis)).map(|k| relative_error(&net.readout(&p.project(basis, k)), out)).collect();
+            assert!((errors[0] - 1.0).abs() < 1e-9, "{basis:?}: {errors:?}");
+            for w in errors.windows(2) {
+                assert!(w[1] <= w[0] + 1e-9, "{basis:?} (keep {keep}): the error rises with k: {errors:?}");
+            }
+            assert!(errors[errors.len() - 1] < 0.1, "{basis:?}: {errors:?}");
+        }
+    }
+}
+
+#[test]
+fn svcca_directions_of_two_initialisations_agree_where_their_neurons_do_not() {
+    let t = trained();
+    let (ha, hb) = (&t.ha, &t.hb);
+    let layer = 3;
+    let (ps, (kept_a, kept_b)) = pairs(&ha[layer], &hb[layer], 4, 0.99).unwrap();
+    let of = |b: Basis| ps.iter().filter(|p| p.basis == b).collect::<Vec<_>>();
+    let mean = |b: Basis| of(b).iter().map(|p| p.correlation).sum::<f64>() / of(b).len() as f64;
+    assert!(!of(Basis::Svcca).is_empty() && of(Basis::Neurons).len() == 4 && of(Basis::Svd).len() == 4);
+    assert!(
+        mean(Basis::Svcca) > mean(Basis::Neurons) + 0.05,
+        "SVCCA directions {:.3} vs most active neurons {:.3}",
+        mean(Basis::Svcca),
+        mean(Basis::Neurons)
+    );
+    assert!(of(Basis::Svcca)[0].correlation > 0.95, "top SVCCA pair: {}", of(Basis::Svcca)[0].correlation);
+    // Net B's curve is A's canonical variate seen in B: it correlates with A's by exactly
+    // the canonical correlation.
+    let d = directions(&ha[layer], &hb[layer], Keep::Variance(0.99)).unwrap();
+    assert_eq!(d.len(), kept_a);
+    assert!(kept_b >= 1);
+    for (p, rho) in of(Basis::Svcca).iter().zip(&d.correlations) {
+        assert!((p.correlation - rho).abs() < 1e-6, "pair {}: {} vs canonical correlation {rho}", p.rank, p.correlation);
+    }
+    // The curves are standardised.
+    for p in &ps {
+        let n = p.a.len() as f64;
+        let m: f64 = p.a.iter().sum::<f64>() / n;
+        let v: f64 = p.a.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n;
+        assert!(m.abs() < 1e-9 && (v - 1.0).abs() < 1e-9, "{:?} {}: mean {m}, variance {v}", p.basis, p.rank);
+    }
+    // A best match is at least as good as the rank-paired neuron.
+    for p in of(Basis::Neurons) {
+        assert!(p.best_match.unwrap() >= p.correlation - 1e-12);
+    }
+}
+
+#[test]
+fn run_summarises_every_layer_and_the_figure_3_panels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Settings { steps: 300, ..tiny() };
+    let summary = toy_regression::run(&s, tmp.path()).unwrap();
+    assert_eq!(summary.layers.len(), 4);
+    assert_eq!(summary.figure3.len(), 3 * s.ks.len());
+    for p in &summary.figure3 {
+        assert!(p.used <= p.k, "{p:?}");
+        assert_eq!(Some(p.relative_error), summary.error(p.basis, p.used), "{p:?}");
+        if p.basis != Basis::Svcca {
+            assert_eq!(p.used, p.k);
+        }
+    }
+    assert_eq!(summary.error(Basis::Neurons, 0).map(|e| (e - 1.0).abs() < 1e-9), Some(true));
+    assert!(summary.final_loss.iter().all(|l| l.is_finite()));
+    // The same folder again is fine (files replaced).
+    toy_regression::run(&s, tmp.path()).unwrap();
+}
