@@ -5,9 +5,10 @@ Run on demand from the repository root:
     .venv/bin/python scripts/bench_compare.py [--sizes 10000x512,50000x256] [--repeats 3] [--out FILE]
 
 For each size (datapoints x neurons) it writes an example float32 pair with
-`svcca example`, runs `svcca compare ... --device cpu --json` and
-`scripts/svcca_numpy.py ... --json` as separate processes (alternating, `--repeats`
-times each), checks that they agree, and times the three float64 matrix products
+`svcca example`, runs `svcca compare ... --device cpu --json`,
+`scripts/svcca_numpy.py ... --json` (SVD + QR) and `scripts/svcca_numpy.py --tight`
+(scatter matrices, eigh, projection before the cross product) as separate processes
+(alternating, `--repeats` times each), checks that they agree, and times the three float64 matrix products
 a covariance-based method cannot avoid (Xc.T@Xc, Yc.T@Yc, Xc.T@Yc, with torch in
 this process). It prints a Markdown section for BENCHMARKS.md, and with --out
 also writes it to FILE.
@@ -80,9 +81,10 @@ def bench_size(n, p, repeats, workdir):
     cmds = {
         "svcca": [str(SVCCA), "compare", str(a), str(b), "--method", "svcca", "--device", "cpu", "--json"],
         "numpy": [sys.executable, str(BASELINE), str(a), str(b), "--json"],
+        "tight": [sys.executable, str(BASELINE), str(a), str(b), "--tight", "--json"],
     }
     wall, inner, peak, results = timed_runs(cmds, repeats, f"{n}x{p}", show_compute=False)
-    worst = max(difference(r["svcca"], r["numpy"]) for r in results)
+    worst = max(max(difference(r["svcca"], r["numpy"]), difference(r["svcca"], r["tight"])) for r in results)
     kept = (results[-1]["svcca"]["kept_a"], results[-1]["svcca"]["kept_b"])
     log(f"[{n}x{p}] kept {kept[0]}/{kept[1]}; worst |svcca - numpy| = {worst:.3g}"
         + above_tolerance(worst))
@@ -93,6 +95,7 @@ def bench_size(n, p, repeats, workdir):
         "size": f"{n} x {p}",
         "svcca": wall["svcca"],
         "numpy": wall["numpy"],
+        "tight": wall["tight"],
         "products": floor,
         "svcca_peak": peak["svcca"],
         "numpy_peak": peak["numpy"],
@@ -100,6 +103,7 @@ def bench_size(n, p, repeats, workdir):
         "kept": kept,
         "inner_svcca": inner["svcca"],
         "inner_numpy": inner["numpy"],
+        "inner_tight": inner["tight"],
     }
 
 
@@ -109,13 +113,14 @@ def markdown(rows, repeats):
         f"median wall time of {repeats} run(s) per tool (whole process: start, load, compute), "
         "max peak RSS (GNU time `%e`, `%M`)",
         "",
-        "| size | svcca (s) | numpy (s) | speed-up (numpy/svcca) | matrix products alone (s) "
+        "| size | svcca (s) | numpy SVD+QR (s) | speed-up | tight numpy (s) | speed-up | matrix products alone (s) "
         "| svcca / products | svcca peak MiB | numpy peak MiB | max \\|diff\\| |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['size']} | {r['svcca']:.3f} | {r['numpy']:.3f} | {r['numpy'] / r['svcca']:.2f}x "
+            f"| {r['tight']:.3f} | {r['tight'] / r['svcca']:.2f}x "
             f"| {r['products']:.3f} | {r['svcca'] / r['products']:.1f} | {r['svcca_peak']:.0f} "
             f"| {r['numpy_peak']:.0f} | {r['diff']:.1e} |"
         )
@@ -127,7 +132,8 @@ def markdown(rows, repeats):
         "",
     ]
     for r in rows:
-        lines.append(f"- {r['size']}: svcca {r['inner_svcca']:.3f} s, numpy {r['inner_numpy']:.3f} s; "
+        lines.append(f"- {r['size']}: svcca {r['inner_svcca']:.3f} s, numpy {r['inner_numpy']:.3f} s, "
+                     f"tight numpy {r['inner_tight']:.3f} s; "
                      f"kept {r['kept'][0]} / {r['kept'][1]} directions")
     return "\n".join(lines) + "\n"
 
