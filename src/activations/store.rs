@@ -4,12 +4,15 @@
 //! step, shape, dtype and file, and the probe's test-set indices. Python opens them with
 //! `safetensors.numpy.load_file`. Each file is written to a temporary and renamed; an
 //! existing file is never overwritten.
+//!
+//! The input layer ([`INPUT`], `in`) is not stored: it does not change during training,
+//! and it is the probe's normalised images, which [`load`] takes from the probe.
 
 use super::probe::Probe;
 use super::record;
 use crate::config::{Config, StoreDtype};
 use crate::error::InputError;
-use crate::model::Network;
+use crate::model::{Network, INPUT};
 use crate::run_dir::{step_file_name, step_files};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -38,20 +41,22 @@ pub struct Manifest {
 pub struct Recorder {
     dir: PathBuf,
     probe: Probe,
+    /// The analysed layers but the input.
     layers: Vec<String>,
     dtype: StoreDtype,
 }
 
-/// The layers the analysis covers: the config's list, or every named layer.
+/// The layers the analysis covers: the config's list, or the input ([`INPUT`]) and every
+/// named layer.
 pub fn layers(config: &Config, net: &Network) -> Result<Vec<String>, InputError> {
-    let all = net.layer_names();
+    let all = net.analysable_layers();
     match &config.analysis.layers {
         None => Ok(all.iter().map(|s| s.to_string()).collect()),
         Some(list) => {
             for l in list {
                 if !all.contains(&l.as_str()) {
                     return Err(InputError::new(format!(
-                        "analysis.layers: no layer '{l}' in this network; its layers are {}",
+                        "analysis.layers: no layer '{l}' in this network; its layers are {} ('{INPUT}': the input)",
                         all.join(" ")
                     )));
                 }
@@ -65,7 +70,8 @@ impl Recorder {
     pub fn new(config: &Config, data: &crate::data::Dataset, net: &Network, run: &Path) -> anyhow::Result<Recorder> {
         let dir = run.join(FOLDER);
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        Ok(Recorder { dir, probe: Probe::new(data, &config.analysis), layers: layers(config, net)?, dtype: config.analysis.dtype })
+        let layers = layers(config, net)?.into_iter().filter(|l| l != INPUT).collect();
+        Ok(Recorder { dir, probe: Probe::new(data, &config.analysis), layers, dtype: config.analysis.dtype })
     }
 
     /// Writes the activations of `net` at `step`, unless that step's file exists.
@@ -112,13 +118,18 @@ pub fn list(run: &Path) -> Vec<(u64, PathBuf)> {
     step_files(&run.join(FOLDER))
 }
 
-/// The stored activations of `layers` at one file, float32 on `device`.
-pub fn load(path: &Path, layers: &[String], device: Device) -> anyhow::Result<Vec<Tensor>> {
+/// The stored activations of `layers` at one file, float32 on `device`; the input layer
+/// ([`INPUT`]) is not in the file but taken from `probe` (the probe the file was recorded
+/// on, drawn again from the data).
+pub fn load(path: &Path, layers: &[String], probe: &Probe, device: Device) -> anyhow::Result<Vec<Tensor>> {
     let saved: std::collections::HashMap<String, Tensor> =
         Tensor::read_safetensors(path).with_context(|| format!("cannot read {}", path.display()))?.into_iter().collect();
     layers
         .iter()
         .map(|l| {
+            if l == INPUT {
+                return Ok(record::input(probe).to_device(device));
+            }
             saved
                 .get(l)
                 .map(|t| t.to_kind(Kind::Float).to_device(device))

@@ -71,13 +71,15 @@ pub fn parse_classes(text: &str, classes: i64) -> Result<Vec<i64>, InputError> {
 pub fn classes(dir: &Path, classes: &str, device: Option<DeviceChoice>) -> anyhow::Result<Classes> {
     let mut run = Run::open(dir, device)?;
     let classes = parse_classes(classes, run.data.classes)?;
-    let layers = run.layers()?;
+    let out = dir.join(FOLDER).join("classes");
+    let settings_path = out.join("settings.json");
+    let previous: Option<Settings> = if settings_path.exists() { super::results::read_json(&settings_path).ok() } else { None };
+    let layers = run.layers_since(previous.as_ref().map(|p| p.analysis.layers.as_slice()), &out)?;
     let a = run.config.analysis.clone();
     let settings = Settings { classes: classes.clone(), analysis: super::dynamics::Settings::new(&a, layers.clone(), run.final_step) };
-    let out = dir.join(FOLDER).join("classes");
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let results = Results::<u64, StepClasses>::new(&out, |s| format!("step-{s:08}.json"));
-    super::settings::check_or_write(&out.join("settings.json"), &settings)?;
+    super::settings::check_or_write(&settings_path, &settings)?;
     let available: Vec<u64> = run.checkpoints.iter().map(|c| c.0).collect();
     let steps = select(&available, a.every_nth);
     let todo = results.missing(&steps);

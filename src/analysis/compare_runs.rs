@@ -94,12 +94,34 @@ pub fn compare_runs(runs: &[PathBuf], out: &Path, device: Option<DeviceChoice>) 
     let idx = Tensor::from_slice(&probe.indices);
     let raw = |r: &Run| r.data.test.images.index_select(0, &idx.to_device(r.data.test.images.device())).to_device(tch::Device::Cpu);
     let reference = raw(first);
-    let layers: Vec<Vec<String>> = opened.iter().map(Run::layers).collect::<Result<_, _>>()?;
     let keys: Vec<(usize, usize)> = (0..runs.len()).flat_map(|i| (i + 1..runs.len()).map(move |j| (i, j))).collect();
     let todo = results.missing(&keys);
+    // Each run's layers as the pairs already done have them, if any.
+    let done: Vec<(usize, usize)> = keys.iter().filter(|k| !todo.contains(k)).copied().collect();
+    let done = results.load_all(&done)?;
+    let before = |i: usize| {
+        done.iter().find_map(|p| match (p.a == i, p.b == i) {
+            (true, _) => Some(p.layers_a.as_slice()),
+            (_, true) => Some(p.layers_b.as_slice()),
+            _ => None,
+        })
+    };
+    let layers: Vec<Vec<String>> = opened.iter().enumerate().map(|(i, r)| r.layers_since(before(i), out)).collect::<Result<_, _>>()?;
+    if let Some(p) = done.iter().find(|p| p.layers_a != layers[p.a] || p.layers_b != layers[p.b]) {
+        return Err(InputError::new(format!(
+            "{}: pair {}-{} was compared over other layers ({} against {}) than the runs' analysis.layers now give; delete {} to redo it",
+            out.display(),
+            p.a,
+            p.b,
+            p.layers_a.join(" "),
+            p.layers_b.join(" "),
+            out.display()
+        ))
+        .into());
+    }
     if !todo.is_empty() {
         let mut acts = Vec::new();
-        for (r, dir) in opened.iter().zip(runs) {
+        for ((r, dir), names) in opened.iter().zip(runs).zip(&layers) {
             let images = raw(r);
             if images.size() != reference.size() || !bool::try_from(images.eq_tensor(&reference).all()).unwrap_or(false) {
                 return Err(InputError::new(format!(
@@ -110,7 +132,7 @@ pub fn compare_runs(runs: &[PathBuf], out: &Path, device: Option<DeviceChoice>) 
                 .into());
             }
             let probe = Probe { indices: probe.indices.clone(), images: r.data.normalise(&images.to_device(r.data.test.images.device())) };
-            acts.push(crate::activations::record::record(&r.net, &probe, &r.layers()?)?);
+            acts.push(crate::activations::record::record(&r.net, &probe, names)?);
         }
         let total: usize = todo.iter().map(|&(i, j)| layers[i].len() * layers[j].len()).sum();
         let bar = super::progress(total as u64, "comparing runs");

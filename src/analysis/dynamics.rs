@@ -13,6 +13,10 @@
 //! Conv layers are compared by `analysis.conv`. `dft` and `flatten` need conv layers on
 //! both sides: a conv-vs-dense pair (c5 vs fc1, say), and a conv pair too small for the
 //! DFT (1 x 1), is compared by `avgpool` (channels averaged over positions).
+//!
+//! The input layer (`in`, the probe's normalised images; analysed by default) is the
+//! same at every checkpoint, so its row (the input against each final layer) is too: it
+//! is computed once per call and copied into every step's matrix. Its column varies.
 
 use super::results::{read_json, Results};
 use super::runs::Run;
@@ -24,9 +28,11 @@ use crate::config::{ActivationMode, Config};
 use crate::data::rng::Rng;
 use crate::device::DeviceChoice;
 use crate::io::{write_atomic, write_json_atomic};
+use crate::model::INPUT;
 use crate::similarity::{ConvMethod, DftCut, KeepRule, Method};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Device, Tensor};
@@ -114,8 +120,9 @@ pub struct AnalyzeSummary {
 enum Source {
     /// The run's checkpoints, each loaded and run on the probe set.
     Replay { run: Box<Run>, probe: Probe },
-    /// Activations recorded during training (`store` mode).
-    Store { files: Vec<(u64, PathBuf)>, device: Device },
+    /// Activations recorded during training (`store` mode); the input layer comes from
+    /// the probe.
+    Store { files: Vec<(u64, PathBuf)>, probe: Probe, device: Device },
 }
 
 impl Source {
@@ -132,9 +139,9 @@ impl Source {
                 run.load_step(step)?;
                 Ok(record::record(&run.net, probe, layers)?)
             }
-            Source::Store { files, device } => {
+            Source::Store { files, probe, device } => {
                 let path = &files.iter().find(|c| c.0 == step).expect("listed").1;
-                store::load(path, layers, *device)
+                store::load(path, layers, probe, *device)
             }
         }
     }
@@ -156,6 +163,8 @@ pub(crate) struct Plan {
     pub dir: PathBuf,
     /// "checkpoints" or "stored activations".
     pub what: &'static str,
+    /// The input layer's row, once computed: the same at every step.
+    input_row: RefCell<Option<Vec<Option<f64>>>>,
 }
 
 impl Plan {
@@ -179,18 +188,29 @@ impl Plan {
 
     /// A step's matrix: each layer of `step` against each layer of `finals`.
     pub fn matrix(&self, step: &mut LayerSet, finals: &mut LayerSet, bar: &indicatif::ProgressBar) -> Vec<Vec<Option<f64>>> {
-        (0..self.layers.len()).map(|i| self.row(step, i, finals, bar)).collect()
+        (0..self.layers.len()).map(|i| self.row(step, i, &self.layers[i], finals, bar)).collect()
     }
 
-    /// One row of a step's matrix: layer `i` of `step` against each layer of `finals`.
-    pub fn row(&self, step: &mut LayerSet, i: usize, finals: &mut LayerSet, bar: &indicatif::ProgressBar) -> Vec<Option<f64>> {
-        (0..self.layers.len())
+    /// One row of a step's matrix: layer `x` of `step`, the analysed layer named `layer`,
+    /// against each layer of `finals`. The input layer's row is computed once and reused:
+    /// the input does not change.
+    pub fn row(&self, step: &mut LayerSet, x: usize, layer: &str, finals: &mut LayerSet, bar: &indicatif::ProgressBar) -> Vec<Option<f64>> {
+        let is_input = layer == INPUT;
+        if let Some(row) = self.input_row.borrow().as_ref().filter(|_| is_input) {
+            bar.inc(row.len() as u64);
+            return row.clone();
+        }
+        let row: Vec<Option<f64>> = (0..self.layers.len())
             .map(|j| {
-                let v = similarity(step, i, finals, j);
+                let v = similarity(step, x, finals, j);
                 bar.inc(1);
                 v
             })
-            .collect()
+            .collect();
+        if is_input {
+            *self.input_row.borrow_mut() = Some(row.clone());
+        }
+        row
     }
 }
 
@@ -261,10 +281,13 @@ pub(crate) fn plan(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<P
     let opened = Run::load(run, device)?;
     let (config, device, total) = (opened.config.clone(), opened.data.train.images.device(), opened.final_step);
     let a = &config.analysis;
-    let layers = opened.layers()?;
+    let dir = run.join(FOLDER);
+    let settings_path = dir.join("settings.json");
+    let previous: Option<Settings> = if settings_path.exists() { read_json(&settings_path).ok() } else { None };
+    let layers = opened.layers_since(previous.as_ref().map(|p| p.layers.as_slice()), &dir)?;
     let source = match a.mode {
         ActivationMode::Replay => Source::Replay { probe: opened.probe(), run: Box::new(opened) },
-        ActivationMode::Store => Source::Store { files: store::list(run), device },
+        ActivationMode::Store => Source::Store { files: store::list(run), probe: opened.probe(), device },
     };
     let available = source.steps();
     let what = match a.mode {
@@ -274,13 +297,12 @@ pub(crate) fn plan(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<P
     super::runs::check_finished(run, what, available.last().copied(), total)?;
     let steps = select(&available, a.every_nth);
     let settings = Settings::new(a, layers.clone(), total);
-    let dir = run.join(FOLDER);
     let steps_dir = dir.join("steps");
     std::fs::create_dir_all(&steps_dir).with_context(|| format!("cannot create {}", steps_dir.display()))?;
     let results = Results::new(steps_dir, |s| format!("step-{s:08}.json"));
-    super::settings::check_or_write(&dir.join("settings.json"), &settings)?;
+    super::settings::check_or_write(&settings_path, &settings)?;
 
-    Ok(Plan { config, device, total, layers, source, steps, settings, results, dir, what })
+    Ok(Plan { config, device, total, layers, source, steps, settings, results, dir, what, input_row: RefCell::new(None) })
 }
 
 /// Builds the tables from the per-step results on disk (all of them must be there):

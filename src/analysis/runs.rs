@@ -72,9 +72,30 @@ impl Run {
         Ok(())
     }
 
-    /// The layers analysed: `analysis.layers`, or every named layer.
+    /// The layers analysed: `analysis.layers`, or the input (`in`) and every named layer.
     pub fn layers(&self) -> Result<Vec<String>, InputError> {
         crate::activations::store::layers(&self.config, &self.net)
+    }
+
+    /// The layers analysed by an analysis that may have begun before (`previous`: the
+    /// layers it was begun with, if it was): [`Run::layers`], except that an analysis begun
+    /// under the default list of an earlier svcca, every named layer without the input,
+    /// keeps that list (so its results are neither refused nor redone; delete it to have
+    /// the input analysed too). `what` names the analysis's folder in the note logged.
+    pub fn layers_since(&self, previous: Option<&[String]>, what: &Path) -> Result<Vec<String>, InputError> {
+        let before_input: Vec<&str> = self.net.layer_names();
+        match previous {
+            Some(p) if self.config.analysis.layers.is_none() && p.iter().map(String::as_str).eq(before_input.iter().copied()) => {
+                tracing::info!(
+                    "{} was begun before the input layer '{}' was analysed by default: it goes on without it; delete it (or set analysis.layers) to analyse '{}' too",
+                    what.display(),
+                    model::INPUT,
+                    model::INPUT
+                );
+                Ok(p.to_vec())
+            }
+            _ => self.layers(),
+        }
     }
 
     /// Checks that every name is a layer of this network; the error names the layer, the
@@ -82,6 +103,13 @@ impl Run {
     pub fn check_layers<'a>(&self, names: impl IntoIterator<Item = &'a str>, flag: &str) -> Result<(), InputError> {
         let all = self.net.layer_names();
         for n in names {
+            if n == model::INPUT {
+                return Err(InputError::new(format!(
+                    "{flag}: '{n}' is the input of the network of {} (its normalised images), not one of its layers; its layers are {}",
+                    self.dir.display(),
+                    all.join(" ")
+                )));
+            }
             if !all.contains(&n) {
                 return Err(InputError::new(format!(
                     "{flag}: no layer '{n}' in the network of {}; its layers are {}",

@@ -156,7 +156,7 @@ pub fn analyze_shard(run: &Path, device: Option<DeviceChoice>, shard: Shard) -> 
             let (_, is, acts) = recorded.as_mut().expect("recorded above");
             let x = is.iter().position(|&j| j == i).expect("a row of this step");
             let t = Instant::now();
-            let row = plan.row(acts, x, &mut final_set, &bar);
+            let row = plan.row(acts, x, &layers[i], &mut final_set, &bar);
             Ok(RowResult { step, layer: layers[i].clone(), row, seconds: t.elapsed().as_secs_f64() })
         })?;
         bar.finish_and_clear();

@@ -6,6 +6,11 @@
 //! so the taps are part of [`Network::forward_taps`], once, for every architecture: it
 //! runs the layers in order and keeps the outputs of the ones asked for. Residual blocks
 //! are single layers, so a sequence is enough for the ResNets too.
+//!
+//! The input is analysable too, as the layer [`INPUT`] (`in`): the images as the network
+//! sees them (normalised), below the first layer. It is no layer of the sequence: it has
+//! no parameters, is never frozen, and [`Network::layer_names`] leaves it out;
+//! [`Network::analysable_layers`] lists it first, and [`Network::forward_taps`] returns it.
 
 mod convnet;
 mod resnet;
@@ -17,6 +22,10 @@ use crate::config::{Arch, ModelConfig};
 use crate::error::InputError;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
+
+/// The name of the input as an analysed layer: the normalised images the network is fed,
+/// N x C x H x W (a conv-shaped layer). The paper's figures call it `in`.
+pub const INPUT: &str = "in";
 
 /// A layer's name and what replaces its output (a function of that output).
 pub type Edit<'a> = (&'a str, &'a dyn Fn(&Tensor) -> Tensor);
@@ -61,10 +70,17 @@ impl Network {
         self.layers.iter().map(|(n, _)| n.as_str()).collect()
     }
 
-    /// The logits, and the output of each layer in `taps` (in the order asked).
+    /// The layers an analysis may name, input to output: [`INPUT`], then
+    /// [`Network::layer_names`].
+    pub fn analysable_layers(&self) -> Vec<&str> {
+        std::iter::once(INPUT).chain(self.layer_names()).collect()
+    }
+
+    /// The logits, and the output of each layer in `taps` (in the order asked); the tap
+    /// [`INPUT`] is `x` itself.
     pub fn forward_taps(&self, x: &Tensor, train: bool, taps: &[&str]) -> Result<(Tensor, Vec<Tensor>), InputError> {
-        let mut slots: Vec<Option<Tensor>> = taps.iter().map(|_| None).collect();
-        self.index_of(taps.iter().copied())?;
+        let mut slots: Vec<Option<Tensor>> = taps.iter().map(|&t| (t == INPUT).then(|| x.shallow_clone())).collect();
+        self.index_of(taps.iter().copied().filter(|&t| t != INPUT))?;
         let mut h = x.shallow_clone();
         for (name, layer) in &self.layers {
             h = layer.forward_t(&h, train);
@@ -105,7 +121,12 @@ impl Network {
             .into_iter()
             .map(|t| {
                 self.layers.iter().position(|(n, _)| n == t).ok_or_else(|| {
-                    InputError::new(format!("no layer '{t}' in this network; its layers are {}", self.layer_names().join(" ")))
+                    let what = if t == INPUT {
+                        format!("'{t}' is the network's input, not one of its layers")
+                    } else {
+                        format!("no layer '{t}' in this network")
+                    };
+                    InputError::new(format!("{what}; its layers are {}", self.layer_names().join(" ")))
                 })
             })
             .collect()

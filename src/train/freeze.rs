@@ -50,6 +50,13 @@ impl Plan {
             }
             FreezeSchedule::Explicit => {
                 for a in &config.at {
+                    if a.layer == crate::model::INPUT && !names.contains(&a.layer.as_str()) {
+                        return Err(InputError::new(format!(
+                            "freeze.at: '{}' is the network's input (the images it is fed), analysed as a layer but with no parameters: there is nothing to freeze; list layers of the network ({})",
+                            a.layer,
+                            names.join(" ")
+                        )));
+                    }
                     let Some(i) = names.iter().position(|l| *l == a.layer) else {
                         return Err(InputError::new(format!(
                             "freeze.at: no layer '{}' in this network; its layers are {}",
@@ -295,5 +302,9 @@ mod tests {
         assert!(Plan::new(&c, &names(), &[true; 5], &singles(), 100).is_err());
         let c = FreezeConfig { schedule: FreezeSchedule::Explicit, at: vec![at("c9", 30)], ..Default::default() };
         assert!(Plan::new(&c, &names(), &[true; 5], &singles(), 100).unwrap_err().to_string().contains("c1 c2 p1 c3 logits"));
+        // The input is analysed as a layer but has nothing to freeze.
+        let c = FreezeConfig { schedule: FreezeSchedule::Explicit, at: vec![at("in", 10), at("c1", 10)], ..Default::default() };
+        let e = Plan::new(&c, &names(), &[true; 5], &singles(), 100).unwrap_err().to_string();
+        assert!(e.contains("'in' is the network's input") && e.contains("nothing to freeze"), "{e}");
     }
 }
