@@ -10,7 +10,7 @@ use crate::device;
 use crate::error::{InputError, Side, SimilarityError};
 use crate::npy::{Dtype, NpyFile};
 use crate::similarity::conv::{ConvComparison, LayerShape};
-use crate::similarity::{self, ConvOptions, ConvReport, Keep, Layout, Moments, Options, Similarity};
+use crate::similarity::{self, ConvDense, ConvMethod, ConvOptions, ConvReport, Keep, Layout, Moments, Options, Similarity};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -25,6 +25,9 @@ pub struct CompareJob {
     pub options: Options,
     /// How 4-D (conv) inputs are compared; `None` accepts 2-D inputs only.
     pub conv: Option<ConvOptions>,
+    /// How a 4-D input is compared with a 2-D one (`--conv-dense`); `None` takes
+    /// `--conv avgpool` for channel means, as before it was an option.
+    pub conv_dense: Option<ConvDense>,
     /// Axis order of 4-D inputs.
     pub layout: Layout,
     pub device: Device,
@@ -185,6 +188,11 @@ impl CompareJob {
             )));
         }
         let pipeline = self.pipeline(&inputs).map_err(|e| e.naming(&name_a, &name_b))?;
+        if let Pipeline::Conv(c) = &pipeline {
+            if c.by_summaries(self.options.method) {
+                return self.summarised(c, inputs, started);
+            }
+        }
         let per_row: u64 = inputs
             .iter()
             .map(|i| (i.file.cols() as u64).saturating_mul(pipeline.bytes_per_value(i.file.header().dtype.size() as u64)))
@@ -196,7 +204,10 @@ impl CompareJob {
             inputs[0].file.header().shape,
             inputs[1].file.header().shape,
             self.options.method,
-            self.conv.map(|c| format!(" (conv: {:?})", c.method).to_lowercase()).unwrap_or_default(),
+            match &pipeline {
+                Pipeline::Conv(c) => format!(" (conv: {})", c.describe()),
+                Pipeline::Dense => String::new(),
+            },
             device::name(self.device),
             blocks
         );
@@ -227,6 +238,12 @@ impl CompareJob {
         let (similarity, conv) = pipeline.finish(moments, &self.options).map_err(|e| e.naming(&name_a, &name_b))?;
         timings.solve = t.elapsed().as_secs_f64();
         tracing::debug!("{timings:?}");
+        Ok(self.report(similarity, conv, blocks, timings, started))
+    }
+
+    /// The report, its warnings logged.
+    fn report(&self, similarity: Similarity, conv: Option<ConvReport>, blocks: usize, timings: Timings, started: Instant) -> Report {
+        let (name_a, name_b) = (self.a.display().to_string(), self.b.display().to_string());
         let warnings: Vec<String> = similarity
             .warnings
             .iter()
@@ -238,7 +255,7 @@ impl CompareJob {
         for w in &warnings {
             tracing::warn!("{w}");
         }
-        Ok(Report {
+        Report {
             keep: self.options.keep,
             device: device::name(self.device),
             a: name_a,
@@ -249,13 +266,72 @@ impl CompareJob {
             seconds: started.elapsed().as_secs_f64(),
             timings,
             similarity,
-        })
+        }
     }
 
-    /// Dense or conv, from the inputs' ranks and the `--conv` choice.
+    /// A conv layer flattened against a dense one with more neurons than datapoints
+    /// (SVCCA, CCA): both files read whole, each layer summarised by the Gram route of
+    /// its datapoints (no C*H*W square matrix).
+    fn summarised(&self, c: &ConvComparison, mut inputs: [Input; 2], started: Instant) -> Result<Report, InputError> {
+        let [name_a, name_b] = [inputs[0].name.clone(), inputs[1].name.clone()];
+        let rows = inputs[0].file.rows();
+        tracing::info!(
+            "comparing {name_a} {:?} with {name_b} {:?} by {} (conv-dense: flatten, by the datapoints' Gram matrices) on {}, read whole",
+            inputs[0].file.header().shape,
+            inputs[1].file.header().shape,
+            self.options.method,
+            device::name(self.device),
+        );
+        let mut timings = Timings::default();
+        let t = Instant::now();
+        let ta = inputs[0].read(0, rows, self.layout)?.to_device(self.device);
+        let tb = inputs[1].read(0, rows, self.layout)?.to_device(self.device);
+        timings.read = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let (similarity, conv) = c.summarised(&ta, &tb, &self.options).map_err(|e| e.naming(&name_a, &name_b))?;
+        timings.solve = t.elapsed().as_secs_f64();
+        Ok(self.report(similarity, Some(conv), 1, timings, started))
+    }
+
+    /// Dense or conv, from the inputs' ranks and the `--conv` and `--conv-dense` choices.
     fn pipeline(&self, inputs: &[Input; 2]) -> Result<Pipeline, SimilarityError> {
+        let sides = [(Side::A, &inputs[0]), (Side::B, &inputs[1])];
+        let mixed = inputs[0].is_conv() != inputs[1].is_conv();
+        if self.conv_dense.is_some() && !mixed {
+            let what = if inputs[0].is_conv() { "both files are 4-D (use --conv)" } else { "both files are 2-D" };
+            return Err(SimilarityError::Both(format!("--conv-dense applies to a 4-D (conv) file against a 2-D (dense) one, and {what}")));
+        }
+        let shapes = [inputs[0].shape(self.layout), inputs[1].shape(self.layout)];
+        let rows = inputs[0].file.rows() as i64;
+        if mixed {
+            let conv = self.conv.unwrap_or_default();
+            let dense = match (self.conv_dense, self.conv.map(|c| c.method)) {
+                (Some(_), Some(_)) => {
+                    return Err(SimilarityError::Both(
+                        "--conv applies to two 4-D files: for a 4-D file against a 2-D one pass --conv-dense alone".into(),
+                    ))
+                }
+                (Some(dense), None) => dense,
+                // Channel means, as --conv avgpool did before --conv-dense.
+                (None, Some(ConvMethod::Avgpool)) => ConvDense::Avgpool,
+                (None, method) => {
+                    // The dense file for a --conv that needs two conv ones, else the conv file.
+                    let side = sides.into_iter().find(|(_, i)| i.is_conv() == method.is_none()).expect("one of each").0;
+                    let message = match method {
+                        Some(m) => format!(
+                            "is 2-D (datapoints x neurons): --conv {} needs 4-D activations on both sides; for a 4-D file against a 2-D one pass --conv-dense flatten or avgpool",
+                            format!("{m:?}").to_lowercase()
+                        ),
+                        None => "is 4-D (conv activations) and the other file 2-D: pass --conv-dense flatten or avgpool (and --layout nhwc if channels come last)".into(),
+                    };
+                    return Err(SimilarityError::layer(side, message));
+                }
+            };
+            let conv = ConvOptions { dense, ..conv };
+            return Ok(Pipeline::Conv(Box::new(ConvComparison::new(shapes, rows, conv, self.options.method)?)));
+        }
         let Some(conv) = self.conv else {
-            for (side, input) in [(Side::A, &inputs[0]), (Side::B, &inputs[1])] {
+            for (side, input) in sides {
                 if input.is_conv() {
                     return Err(SimilarityError::layer(
                         side,
@@ -268,8 +344,6 @@ impl CompareJob {
         if !inputs[0].is_conv() && !inputs[1].is_conv() {
             return Err(SimilarityError::Both("--conv applies to 4-D (conv) activations, and both files are 2-D".into()));
         }
-        let shapes = [inputs[0].shape(self.layout), inputs[1].shape(self.layout)];
-        let rows = inputs[0].file.rows() as i64;
         Ok(Pipeline::Conv(Box::new(ConvComparison::new(shapes, rows, conv, self.options.method)?)))
     }
 }

@@ -5,22 +5,22 @@
 mod common;
 use common::*;
 use svcca::similarity::summary::{similarity, Layers};
-use svcca::similarity::{compare, compare_conv, ConvMethod, ConvOptions, DftCut, Keep, Method, Options};
+use svcca::similarity::{compare, compare_conv, ConvDense, ConvMethod, ConvOptions, DftCut, Keep, Method, Options};
 use tch::{Kind, Tensor};
 
 fn conv_layer(seed: i64, n: i64, c: i64, h: i64, w: i64) -> Tensor {
     randn(seed, n, c * h * w).view([n, c, h, w])
 }
 
-/// The mean `compare`/`compare_conv` report, with the method a multi-layer analysis
-/// applies to the pair (avgpool where the chosen one does not apply).
+/// The mean `compare`/`compare_conv` report, with the settings a multi-layer analysis
+/// applies to the pair (avgpool where the chosen method does not apply).
 fn direct(x: &Tensor, y: &Tensor, conv: ConvOptions, options: &Options) -> f64 {
     if x.dim() == 2 && y.dim() == 2 {
         return compare(x, y, options).unwrap().mean;
     }
     let shape = svcca::similarity::conv::LayerShape::of;
-    let method = svcca::similarity::conv::applicable(conv.method, [shape(x), shape(y)]);
-    compare_conv(x, y, ConvOptions { method, ..conv }, options).unwrap().0.mean
+    let applied = svcca::similarity::conv::applicable(conv, [shape(x), shape(y)], x.size()[0]);
+    compare_conv(x, y, applied, options).unwrap().0.mean
 }
 
 #[test]
@@ -43,15 +43,17 @@ fn summaries_give_the_numbers_of_the_pairwise_route_for_every_method_and_form() 
         Options { method: Method::Cca, keep: Keep::All },
     ] {
         for method in [ConvMethod::Dft, ConvMethod::Flatten, ConvMethod::Avgpool] {
-            for cut in [DftCut::Global, DftCut::PerFrequency] {
-                let conv = ConvOptions { method, cut, max_datapoints: 4000, seed: 3 };
+            for (cut, dense) in [(DftCut::Global, ConvDense::Flatten), (DftCut::PerFrequency, ConvDense::Avgpool)] {
+                // The 1x1 map (8 neurons) flattens against the dense layer; the others,
+                // too wide for 300 datapoints, fall back to avgpool.
+                let conv = ConvOptions { method, cut, max_datapoints: 4000, seed: 3, dense };
                 let mut a = Layers::new(layers.iter().map(Tensor::shallow_clone).collect(), options, conv);
                 let mut b = Layers::new(noisy.iter().map(Tensor::shallow_clone).collect(), options, conv);
                 for (i, x) in layers.iter().enumerate() {
                     for (j, y) in noisy.iter().enumerate() {
                         let got = similarity(&mut a, i, &mut b, j).unwrap();
                         let want = direct(x, y, conv, &options);
-                        let what = format!("{options:?} {method:?} {cut:?} layer {i} vs {j}");
+                        let what = format!("{options:?} {method:?} {cut:?} {dense:?} layer {i} vs {j}");
                         assert!((got - want).abs() < 1e-10, "{what}: {got} vs {want}");
                         assert!(got > 0.01 && got < 0.999, "{what}: {got} says nothing");
                     }

@@ -24,7 +24,7 @@ use tch::Tensor;
 fn settings(config: &Config) -> (Options, ConvOptions) {
     let an = &config.analysis;
     let keep = if an.method == Method::Svcca { an.keep_rule.keep(an.keep) } else { Keep::All };
-    let conv = ConvOptions { method: an.conv, seed: an.seed, cut: an.dft_cut, ..Default::default() };
+    let conv = ConvOptions { method: an.conv, seed: an.seed, cut: an.dft_cut, dense: an.conv_dense, ..Default::default() };
     (Options { method: an.method, keep }, conv)
 }
 
@@ -48,9 +48,10 @@ impl LayerSet {
 }
 
 /// The similarity of layer `i` of `a` with layer `j` of `b` (`None`, with a warning,
-/// where it is undefined). Conv layers are compared by `analysis.conv`; a conv-vs-dense
-/// pair, or a conv pair too small for the DFT (1 x 1), by `avgpool` (channels averaged
-/// over positions).
+/// where it is undefined). Conv layers are compared by `analysis.conv` (a conv pair too
+/// small for the DFT, 1 x 1, by `avgpool`: channels averaged over positions); a conv
+/// layer against a dense one by `analysis.conv_dense`, `flatten` falling back to
+/// `avgpool` where the probe is too small ([`conv_dense_fallbacks`]).
 pub fn similarity(a: &mut LayerSet, i: usize, b: &mut LayerSet, j: usize) -> Option<f64> {
     let result = match (a, b) {
         (LayerSet::Summarised(a), LayerSet::Summarised(b)) => summary::similarity(a, i, b, j),
@@ -59,8 +60,8 @@ pub fn similarity(a: &mut LayerSet, i: usize, b: &mut LayerSet, j: usize) -> Opt
             let compared = if x.dim() == 2 && y.dim() == 2 {
                 similarity::compare(x, y, options)
             } else {
-                let method = conv::applicable(conv.method, [conv::LayerShape::of(x), conv::LayerShape::of(y)]);
-                similarity::compare_conv(x, y, ConvOptions { method, ..*conv }, options).map(|(s, _)| s)
+                let applied = conv::applicable(*conv, [conv::LayerShape::of(x), conv::LayerShape::of(y)], x.size()[0]);
+                similarity::compare_conv(x, y, applied, options).map(|(s, _)| s)
             };
             compared.map(|s| s.mean)
         }
@@ -82,4 +83,41 @@ pub fn pair(a: &Tensor, b: &Tensor, config: &Config) -> Option<f64> {
     let mut x = LayerSet::new(vec![a.shallow_clone()], config);
     let mut y = LayerSet::new(vec![b.shallow_clone()], config);
     similarity(&mut x, 0, &mut y, 0)
+}
+
+/// The conv layers of an analysis that `analysis.conv_dense = "flatten"` compares with
+/// dense layers by `avgpool` instead, because the probe has fewer than
+/// [`conv::FLATTEN_DATAPOINTS_PER_NEURON`] datapoints per flattened neuron (see
+/// [`conv::applicable`]), with a warning naming them: once per analysis, where its
+/// layers are first known. `layers` and `names` are one side's; `dense_partner` says
+/// whether the analysis compares them with any dense layer (else nothing falls back).
+/// The fallback is a function of the shapes and the probe size, so the settings record
+/// what was asked.
+pub fn conv_dense_fallbacks(config: &Config, names: &[String], layers: &[Tensor], dense_partner: bool) -> Vec<String> {
+    if config.analysis.conv_dense != conv::ConvDense::Flatten || !dense_partner {
+        return Vec::new();
+    }
+    let mut fallen = Vec::new();
+    let mut described = Vec::new();
+    let mut probe = 0;
+    for (name, t) in names.iter().zip(layers) {
+        let shape = conv::LayerShape::of(t);
+        probe = t.size()[0];
+        if let conv::LayerShape::Conv { c, h, w } = shape {
+            if !conv::flattens(shape, probe) {
+                fallen.push(name.clone());
+                described.push(format!("{name} ({c}x{h}x{w} = {} neurons)", shape.neurons()));
+            }
+        }
+    }
+    if !fallen.is_empty() {
+        let per = conv::FLATTEN_DATAPOINTS_PER_NEURON;
+        tracing::warn!(
+            "analysis.conv_dense = \"flatten\": {} compared with dense layers by avgpool (channel means) instead: the probe's {probe} \
+             datapoints are fewer than {per} per flattened neuron, where SVCCA is biased upward. To flatten, raise \
+             analysis.probe_size to {per} x the neurons; to silence this, set analysis.conv_dense = \"avgpool\"",
+            described.join(", ")
+        );
+    }
+    fallen
 }

@@ -97,9 +97,16 @@ pub fn classes(dir: &Path, classes: &str, device: Option<DeviceChoice>) -> anyho
             classes.len()
         );
         let at = || format!("in the class sensitivity of {} (steps done so far are kept)", dir.display());
+        let mut warned = false;
         results.compute(&todo, at, |&step| {
             run.load_step(step)?;
-            let mut acts = LayerSet::new(crate::activations::record::record(&run.net, &probe, &layers)?, &run.config);
+            let recorded = crate::activations::record::record(&run.net, &probe, &layers)?;
+            if !warned {
+                // Against the logits, dense: once for the analysis.
+                crate::activations::conv_dense_fallbacks(&run.config, &layers, &recorded, true);
+                warned = true;
+            }
+            let mut acts = LayerSet::new(recorded, &run.config);
             let matrix = (0..classes.len())
                 .map(|t| {
                     (0..layers.len())

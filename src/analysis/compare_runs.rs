@@ -5,7 +5,7 @@
 //! deviation of each entry over the pairs.
 //!
 //! The probe and the comparison settings (`analysis.method`, `keep`, `conv`,
-//! `probe_size`, `seed`) are the first run's; every run must hold the same test images at
+//! `conv_dense`, `probe_size`, `seed`) are the first run's; every run must hold the same test images at
 //! those indices. Each pair's matrix is written to `OUT/pair-I-J.json` as soon as it is
 //! done and skipped when rerun ([`super::results`]); `OUT/settings.json` refuses mixed settings.
 
@@ -16,7 +16,7 @@ use crate::activations::{similarity, LayerSet};
 use crate::device::DeviceChoice;
 use crate::error::InputError;
 use crate::io::{write_atomic, write_json_atomic};
-use crate::similarity::{ConvMethod, DftCut, KeepRule, Method};
+use crate::similarity::{ConvDense, ConvMethod, DftCut, KeepRule, Method};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -32,6 +32,11 @@ pub struct Settings {
     #[serde(default)]
     pub keep_rule: KeepRule,
     pub conv: ConvMethod,
+    /// How a conv layer met a dense one (as asked; `flatten` falls back to `avgpool` by
+    /// the layers' sizes and the probe's); absent in folders analysed before it was a
+    /// setting, which all took channel means.
+    #[serde(default = "ConvDense::before_it_was_a_setting")]
+    pub conv_dense: ConvDense,
     /// Where SVCCA cuts under the DFT; absent in folders made before it was a setting.
     #[serde(default = "DftCut::before_it_was_a_setting")]
     pub dft_cut: DftCut,
@@ -83,6 +88,7 @@ pub fn compare_runs(runs: &[PathBuf], out: &Path, device: Option<DeviceChoice>) 
         keep: a.keep,
         keep_rule: a.keep_rule,
         conv: a.conv,
+        conv_dense: a.conv_dense,
         dft_cut: a.dft_cut,
         probe_size: a.probe_size,
         seed: a.seed,
@@ -134,6 +140,19 @@ pub fn compare_runs(runs: &[PathBuf], out: &Path, device: Option<DeviceChoice>) 
             let probe = Probe { indices: probe.indices.clone(), images: r.data.normalise(&images.to_device(r.data.test.images.device())) };
             acts.push(crate::activations::record::record(&r.net, &probe, names)?);
         }
+        // Each conv layer that falls back from flatten against a dense one, named once
+        // however many runs hold it.
+        let dense = acts.iter().flatten().any(|t| t.dim() == 2);
+        let (mut names, mut tensors): (Vec<String>, Vec<Tensor>) = (Vec::new(), Vec::new());
+        for (run_layers, run_acts) in layers.iter().zip(&acts) {
+            for (name, t) in run_layers.iter().zip(run_acts) {
+                if !names.iter().zip(&tensors).any(|(n, u)| n == name && u.size() == t.size()) {
+                    names.push(name.clone());
+                    tensors.push(t.shallow_clone());
+                }
+            }
+        }
+        crate::activations::conv_dense_fallbacks(&first.config, &names, &tensors, dense);
         let total: usize = todo.iter().map(|&(i, j)| layers[i].len() * layers[j].len()).sum();
         let bar = super::progress(total as u64, "comparing runs");
         tracing::info!("comparing {} pairs of runs", todo.len());

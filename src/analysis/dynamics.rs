@@ -10,9 +10,9 @@
 //! `analysis/settings.json` records the settings; a folder analysed with other settings
 //! is refused rather than mixed.
 //!
-//! Conv layers are compared by `analysis.conv`. `dft` and `flatten` need conv layers on
-//! both sides: a conv-vs-dense pair (c5 vs fc1, say), and a conv pair too small for the
-//! DFT (1 x 1), is compared by `avgpool` (channels averaged over positions).
+//! Conv layers are compared by `analysis.conv` (a conv pair too small for the DFT, 1 x 1,
+//! by `avgpool`: channels averaged over positions), a conv-vs-dense pair (c5 vs fc1,
+//! say) by `analysis.conv_dense` (see [`crate::activations::similarity`]).
 //!
 //! The input layer (`in`, the probe's normalised images; analysed by default) is the
 //! same at every checkpoint, so its row (the input against each final layer) is too: it
@@ -29,7 +29,7 @@ use crate::data::rng::Rng;
 use crate::device::DeviceChoice;
 use crate::io::{write_atomic, write_json_atomic};
 use crate::model::INPUT;
-use crate::similarity::{ConvMethod, DftCut, KeepRule, Method};
+use crate::similarity::{ConvDense, ConvMethod, DftCut, KeepRule, Method};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -49,6 +49,11 @@ pub struct Settings {
     #[serde(default)]
     pub keep_rule: KeepRule,
     pub conv: ConvMethod,
+    /// How a conv layer met a dense one (as asked; `flatten` falls back to `avgpool` by
+    /// the layers' sizes and the probe's); absent in folders analysed before it was a
+    /// setting, which all took channel means.
+    #[serde(default = "ConvDense::before_it_was_a_setting")]
+    pub conv_dense: ConvDense,
     /// Where SVCCA cuts under the DFT; absent in folders analysed before it was a
     /// setting, which all cut per frequency.
     #[serde(default = "DftCut::before_it_was_a_setting")]
@@ -68,6 +73,7 @@ impl Settings {
             keep: a.keep,
             keep_rule: a.keep_rule,
             conv: a.conv,
+            conv_dense: a.conv_dense,
             dft_cut: a.dft_cut,
             probe_size: a.probe_size,
             seed: a.seed,
@@ -236,6 +242,7 @@ pub fn analyze(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<Analy
         let finals = plan.activations(total, &layers)?;
         seconds_recording += t.elapsed().as_secs_f64();
         record::warn_if_small(finals[0].size()[0] as usize, &layers, &finals);
+        crate::activations::conv_dense_fallbacks(&plan.config, &layers, &finals, finals.iter().any(|f| f.dim() == 2));
         if !baseline_path.exists() {
             let t = Instant::now();
             let shuffled: Vec<Option<f64>> = finals.iter().map(|f| plan.shuffled(f)).collect();

@@ -133,6 +133,7 @@ pub fn analyze_shard(run: &Path, device: Option<DeviceChoice>, shard: Shard) -> 
         tracing::info!("shard {}/{}: {} of its {} units to do ({} in all)", shard.index, shard.count, todo.len(), mine.len(), all.len());
         let layers = plan.layers.clone();
         let finals = plan.activations(plan.total, &layers)?;
+        crate::activations::conv_dense_fallbacks(&plan.config, &layers, &finals, finals.iter().any(|f| f.dim() == 2));
         let at = || format!("in shard {}/{} of {} (finished units are kept)", shard.index, shard.count, run.display());
         let shuffled: Vec<usize> = todo.iter().filter_map(|u| if let Unit::Shuffled(i) = *u { Some(i) } else { None }).collect();
         units.shuffled.compute(&shuffled, at, |&i| Ok(ShuffledResult { layer: layers[i].clone(), shuffled: plan.shuffled(&finals[i]) }))?;

@@ -3,7 +3,7 @@
 use crate::compare::{CompareJob, Report};
 use crate::device::DeviceChoice;
 use crate::error::InputError;
-use crate::similarity::{ConvMethod, ConvOptions, DftCut, Keep, KeepRule, Layout, Method, Options};
+use crate::similarity::{ConvDense, ConvMethod, ConvOptions, DftCut, Keep, KeepRule, Layout, Method, Options};
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
@@ -31,9 +31,13 @@ pub struct CompareArgs {
     /// SVCCA: keep exactly the top K directions on each side.
     #[arg(long, value_name = "K")]
     top_k: Option<usize>,
-    /// Conv layers (4-D inputs): the DFT method, positions as datapoints, or pooling.
+    /// Conv layers (two 4-D inputs): the DFT method, positions as datapoints, or pooling.
     #[arg(long, value_enum, value_name = "METHOD")]
     conv: Option<ConvMethod>,
+    /// A 4-D input against a 2-D one: the conv layer as C*H*W neurons (flatten), or its
+    /// channel means (avgpool; what --conv avgpool alone does).
+    #[arg(long, value_enum, value_name = "HOW")]
+    conv_dense: Option<ConvDense>,
     /// Axis order of 4-D inputs: nchw (PyTorch) or nhwc (TensorFlow, numpy).
     #[arg(long, value_enum, default_value_t = Layout::Nchw)]
     layout: Layout,
@@ -82,7 +86,14 @@ impl CompareArgs {
             return Err(InputError::new("--max-datapoints 0: keep at least one datapoint").into());
         }
         let job = CompareJob {
-            conv: self.conv.map(|method| ConvOptions { method, max_datapoints: self.max_datapoints, seed: self.seed, cut: self.dft_cut }),
+            conv: self.conv.map(|method| ConvOptions {
+                method,
+                max_datapoints: self.max_datapoints,
+                seed: self.seed,
+                cut: self.dft_cut,
+                ..ConvOptions::default()
+            }),
+            conv_dense: self.conv_dense,
             layout: self.layout,
             options: Options { method: self.method, keep: self.keep()? },
             device: self.device.resolve()?,
@@ -115,9 +126,10 @@ fn write_summary(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
     }
     if let Some(conv) = &r.conv {
         let [h, w] = conv.size;
-        let detail = match (conv.frequencies_computed, conv.positions_per_datapoint) {
-            (Some(f), _) => format!("one CCA per spatial frequency, {f} of {} computed (the rest are conjugate mirrors)", h * w),
-            (_, Some(p)) => format!("{p} positions per datapoint as datapoints"),
+        let detail = match (conv.frequencies_computed, conv.positions_per_datapoint, conv.conv_dense) {
+            (Some(f), _, _) => format!("one CCA per spatial frequency, {f} of {} computed (the rest are conjugate mirrors)", h * w),
+            (_, Some(p), _) => format!("{p} positions per datapoint as datapoints"),
+            (_, _, Some(ConvDense::Flatten)) => "the conv layer flattened to channels x height x width neurons".to_string(),
             _ => "channels averaged over positions".to_string(),
         };
         let method = format!("{:?}", conv.method).to_lowercase();

@@ -11,7 +11,7 @@ mod source;
 
 use crate::device::DeviceChoice;
 use crate::error::InputError;
-use crate::similarity::{ConvMethod, DftCut, KeepRule, Method};
+use crate::similarity::{ConvDense, ConvMethod, DftCut, KeepRule, Method};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -396,9 +396,12 @@ pub struct AnalysisConfig {
     /// SVCCA: `variance` (the squared singular values, the paper's main text) or
     /// `singular` (the singular values themselves, its Appendix A).
     pub keep_rule: KeepRule,
-    /// Conv layers: dft (needs both sides conv; a conv-vs-dense pair uses avgpool),
-    /// flatten (likewise) or avgpool.
+    /// Conv layers against conv layers: dft, flatten (positions as datapoints) or
+    /// avgpool.
     pub conv: ConvMethod,
+    /// A conv layer against a dense one: flatten (C*H*W neurons; avgpool where the
+    /// probe has fewer than 5 datapoints per such neuron) or avgpool (channel means).
+    pub conv_dense: ConvDense,
     /// `conv = "dft"` with SVCCA: where the keep rule cuts, `global` (over every
     /// frequency's directions together, as SVCCA of the flattened layer) or
     /// `per-frequency`.
@@ -421,6 +424,7 @@ impl Default for AnalysisConfig {
             keep: 0.99,
             keep_rule: KeepRule::Variance,
             conv: ConvMethod::Dft,
+            conv_dense: ConvDense::Flatten,
             dft_cut: DftCut::Global,
             layers: None,
             every_nth: 1,
@@ -729,6 +733,18 @@ mod tests {
         assert!(e.contains("x.toml:3: analysis.keep_rule:") && e.contains("squared"), "{e}");
         let e = Config::parse("", "x.toml", &["analysis.keep_rule=squared".into()]).unwrap_err().to_string();
         assert!(e.contains("analysis.keep_rule") && e.contains("squared"), "{e}");
+    }
+
+    #[test]
+    fn conv_dense_is_read_and_a_bad_one_refused_naming_the_key() {
+        assert_eq!(Config::parse("", "x.toml", &[]).unwrap().analysis.conv_dense, ConvDense::Flatten);
+        let c = Config::parse("[analysis]\nconv_dense = \"avgpool\"\n", "x.toml", &[]).unwrap();
+        assert_eq!(c.analysis.conv_dense, ConvDense::Avgpool);
+        assert!(c.to_toml().contains("conv_dense = \"avgpool\""), "{}", c.to_toml());
+        let e = Config::parse("[analysis]\nkeep = 0.9\nconv_dense = \"dft\"\n", "x.toml", &[]).unwrap_err().to_string();
+        assert!(e.contains("x.toml:3: analysis.conv_dense:") && e.contains("dft"), "{e}");
+        let e = Config::parse("", "x.toml", &["analysis.conv_dense=mean".into()]).unwrap_err().to_string();
+        assert!(e.contains("analysis.conv_dense") && e.contains("mean"), "{e}");
     }
 
     #[test]

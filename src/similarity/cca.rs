@@ -36,6 +36,13 @@ pub(crate) fn rank_tolerance(neurons: usize) -> f64 {
 
 impl Principal {
     pub(crate) fn of(scatter: &Tensor) -> Principal {
+        Principal::of_with(scatter, scatter.size()[1] as usize)
+    }
+
+    /// As [`Principal::of`], of a matrix with the nonzero eigenvalues of a scatter matrix
+    /// of `neurons` neurons (the Gram matrix `X_c X_c'`): the rank test is the scatter
+    /// matrix's.
+    pub(crate) fn of_with(scatter: &Tensor, neurons: usize) -> Principal {
         let [l, v] = stacked(scatter, |c| {
             let (l, v) = c.linalg_eigh("L");
             [l, v]
@@ -49,7 +56,7 @@ impl Principal {
         let rank = variances
             .iter()
             .map(|vs| {
-                let tol = vs.first().copied().unwrap_or(0.0) * rank_tolerance(p);
+                let tol = vs.first().copied().unwrap_or(0.0) * rank_tolerance(neurons);
                 vs.iter().take_while(|&&x| x > tol).count()
             })
             .collect();

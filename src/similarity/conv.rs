@@ -13,9 +13,13 @@
 //!   budget, each datapoint keeps the same number of positions, drawn without
 //!   replacement by a generator seeded from (seed, datapoint index): the draw does not
 //!   depend on how the file is split into blocks.
-//! - `avgpool`: the mean over positions, C neurons per datapoint. A 2-D side
-//!   (datapoints x neurons) is taken as it is, so a conv layer can be compared with a
-//!   dense one.
+//! - `avgpool`: the mean over positions, C neurons per datapoint.
+//!
+//! A conv layer against a dense one (datapoints x neurons, taken as it is) is compared
+//! by [`ConvDense`]: the conv layer flattened to C*H*W neurons (the paper's Section 3
+//! (2)), or its channel means. A flattened layer with more neurons than datapoints goes
+//! through [`super::summary`]'s Gram route (datapoints x datapoints) for SVCCA and CCA:
+//! no C*H*W square matrix is formed.
 
 use super::dft::{FrequencyCorrelations, FrequencyPlan};
 use super::{canonical, similarity, Keep, Method, Moments, Options, Similarity, Warning};
@@ -70,6 +74,53 @@ impl std::fmt::Display for DftCut {
     }
 }
 
+/// How a conv layer (datapoints x C x H x W) is compared with a dense one (datapoints x
+/// neurons).
+///
+/// `flatten`: the conv layer as C*H*W neurons, SVCCA against the dense layer as between
+/// two dense layers (the paper's Section 3 (2)). `avgpool`: its C channel means (the
+/// mean over positions). A multi-layer analysis flattens only where the probe has
+/// [`FLATTEN_DATAPOINTS_PER_NEURON`] datapoints per flattened neuron, and falls back to
+/// `avgpool` elsewhere (see [`applicable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ConvDense {
+    #[default]
+    Flatten,
+    Avgpool,
+}
+
+impl ConvDense {
+    /// What conv-vs-dense pairs were before it was a setting: channel means (for `serde`
+    /// defaults of settings files written then).
+    pub fn before_it_was_a_setting() -> ConvDense {
+        ConvDense::Avgpool
+    }
+}
+
+impl std::fmt::Display for ConvDense {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConvDense::Flatten => "flatten",
+            ConvDense::Avgpool => "avgpool",
+        })
+    }
+}
+
+/// Datapoints per flattened neuron (C*H*W) a multi-layer analysis needs to compare a
+/// conv layer with a dense one by `flatten`: the rule of thumb against SVCCA's upward bias
+/// with few datapoints per neuron (see [`super::similarity`]'s warnings).
+pub const FLATTEN_DATAPOINTS_PER_NEURON: i64 = 5;
+
+/// Whether an analysis of `datapoints` datapoints flattens `shape` (a conv layer) against
+/// a dense layer under `ConvDense::Flatten`.
+pub fn flattens(shape: LayerShape, datapoints: i64) -> bool {
+    match shape {
+        LayerShape::Conv { .. } => datapoints >= FLATTEN_DATAPOINTS_PER_NEURON * shape.neurons(),
+        LayerShape::Dense { .. } => false,
+    }
+}
+
 /// Axis order of 4-D activations in a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -109,11 +160,13 @@ pub struct ConvOptions {
     pub seed: u64,
     /// `dft` with SVCCA's variance or singular-value rule: where the rule cuts.
     pub cut: DftCut,
+    /// A conv layer against a dense one (where `method` does not apply).
+    pub dense: ConvDense,
 }
 
 impl Default for ConvOptions {
     fn default() -> Self {
-        ConvOptions { method: ConvMethod::Dft, max_datapoints: 100_000, seed: 0, cut: DftCut::Global }
+        ConvOptions { method: ConvMethod::Dft, max_datapoints: 100_000, seed: 0, cut: DftCut::Global, dense: ConvDense::Flatten }
     }
 }
 
@@ -133,21 +186,39 @@ impl LayerShape {
             _ => LayerShape::Dense { neurons: s[1] },
         }
     }
+
+    /// Neurons of the layer flattened: C*H*W, or the dense layer's.
+    pub fn neurons(self) -> i64 {
+        match self {
+            LayerShape::Conv { c, h, w } => c * h * w,
+            LayerShape::Dense { neurons } => neurons,
+        }
+    }
+
+    fn is_dense(self) -> bool {
+        matches!(self, LayerShape::Dense { .. })
+    }
 }
 
-/// The method an analysis of many layers uses for a pair: `method` where it applies,
-/// else `avgpool` (a conv-vs-dense pair, and a conv pair too small for the DFT, 1 x 1).
-pub fn applicable(method: ConvMethod, shapes: [LayerShape; 2]) -> ConvMethod {
+/// The settings an analysis of many layers uses for a pair of `datapoints` datapoints:
+/// `conv.method` where it applies, else `avgpool` (a conv pair too small for the DFT,
+/// 1 x 1); a conv-vs-dense pair by `conv.dense`, `flatten` falling back to `avgpool`
+/// when the conv layer has more than a fifth as many neurons (C*H*W) as there are
+/// datapoints ([`flattens`]).
+pub fn applicable(conv: ConvOptions, shapes: [LayerShape; 2], datapoints: i64) -> ConvOptions {
     let spatial = |s: LayerShape| match s {
         LayerShape::Conv { h, w, .. } => h * w,
         LayerShape::Dense { .. } => 1,
     };
     let both_conv = matches!(shapes, [LayerShape::Conv { .. }, LayerShape::Conv { .. }]);
-    match method {
+    let method = match conv.method {
         ConvMethod::Dft if both_conv && spatial(shapes[0]).min(spatial(shapes[1])) >= 2 => ConvMethod::Dft,
         ConvMethod::Flatten if both_conv => ConvMethod::Flatten,
         _ => ConvMethod::Avgpool,
-    }
+    };
+    let flat = shapes.iter().any(|&s| flattens(s, datapoints));
+    let dense = if conv.dense == ConvDense::Flatten && flat { ConvDense::Flatten } else { ConvDense::Avgpool };
+    ConvOptions { method, dense, ..conv }
 }
 
 /// The per-block transform and the final assembly of one conv comparison.
@@ -159,6 +230,9 @@ pub struct ConvComparison {
     plan: Option<FrequencyPlan>,
     /// `flatten`: positions kept per datapoint.
     positions: i64,
+    /// A conv layer against a dense one, the conv layer as C*H*W neurons.
+    neurons: bool,
+    datapoints: i64,
     /// `dft`: each side's first datapoint, subtracted before the transform. The
     /// accumulator centres by shifting with the first datapoint anyway; done in the
     /// spatial domain it is free inside the FFT's input copy, and the accumulator, seeing a
@@ -184,12 +258,43 @@ pub struct ConvReport {
     /// `dft`: where the keep rule cut (per frequency for CCA and a fixed top k).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cut: Option<DftCut>,
+    /// A conv layer against a dense one: how (`method` then says the same: `flatten`
+    /// for the conv layer as C*H*W neurons, `avgpool` for its channel means).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conv_dense: Option<ConvDense>,
 }
 
 impl ConvComparison {
     /// Checks that the layers suit the method and plans the comparison of `datapoints`
     /// datapoints.
     pub fn new(shapes: [LayerShape; 2], datapoints: i64, options: ConvOptions, method: Method) -> Result<Self, SimilarityError> {
+        let mixed = shapes[0].is_dense() != shapes[1].is_dense();
+        if mixed {
+            // A conv layer against a dense one: `options.dense` decides, `method` is
+            // for two conv layers.
+            let conv = if shapes[0].is_dense() { shapes[1] } else { shapes[0] };
+            let LayerShape::Conv { h, w, .. } = conv else { unreachable!("one side is conv") };
+            let neurons = options.dense == ConvDense::Flatten;
+            if neurons && matches!(method, Method::Pwcca | Method::Cka) && conv.neurons() > MAX_SCATTER_NEURONS {
+                return Err(SimilarityError::Both(format!(
+                    "--method {method} with --conv-dense flatten needs a {n} x {n} scatter matrix of the {n} flattened neurons \
+                     (more than {MAX_SCATTER_NEURONS}): use --method svcca or cca (which work from the datapoints' Gram matrix), \
+                     or --conv-dense avgpool",
+                    n = conv.neurons()
+                )));
+            }
+            let options = ConvOptions { method: if neurons { ConvMethod::Flatten } else { ConvMethod::Avgpool }, ..options };
+            return Ok(ConvComparison {
+                options,
+                shapes,
+                size: (h, w),
+                plan: None,
+                positions: 1,
+                neurons,
+                datapoints,
+                first: [OnceCell::new(), OnceCell::new()],
+            });
+        }
         let mut size = (1, 1);
         if options.method != ConvMethod::Avgpool {
             let mut sizes = Vec::new();
@@ -199,10 +304,7 @@ impl ConvComparison {
                     LayerShape::Dense { .. } => {
                         return Err(SimilarityError::layer(
                             side,
-                            format!(
-                                "is 2-D (datapoints x neurons): --conv {} needs 4-D activations on both sides (--conv avgpool takes one dense side)",
-                                name(options.method)
-                            ),
+                            format!("is 2-D (datapoints x neurons): --conv {} needs 4-D activations on both sides", name(options.method)),
                         ))
                     }
                 }
@@ -237,12 +339,13 @@ impl ConvComparison {
             }
             ConvMethod::Avgpool => {}
         }
-        Ok(ConvComparison { options, shapes, size, plan, positions, first: [OnceCell::new(), OnceCell::new()] })
+        Ok(ConvComparison { options, shapes, size, plan, positions, neurons: false, datapoints, first: [OnceCell::new(), OnceCell::new()] })
     }
 
     /// The accumulator this comparison feeds.
     pub fn moments(&self, device: Device) -> Moments {
         let [ca, cb] = self.shapes.map(|s| match s {
+            LayerShape::Conv { .. } if self.neurons => s.neurons(),
             LayerShape::Conv { c, .. } => c,
             LayerShape::Dense { neurons } => neurons,
         });
@@ -257,6 +360,9 @@ impl ConvComparison {
     pub fn transform(&self, side: Side, block: &Tensor, first_row: i64) -> Tensor {
         if block.dim() == 2 {
             return block.shallow_clone();
+        }
+        if self.neurons {
+            return block.reshape([block.size()[0], -1]);
         }
         match (self.options.method, &self.plan) {
             (ConvMethod::Avgpool, _) => block.mean_dim(&[2i64, 3][..], false, Kind::Double),
@@ -285,20 +391,35 @@ impl ConvComparison {
         by_position.gather(1, &picks, false).reshape([rows * self.positions, c])
     }
 
-    /// The similarity from the accumulated sums.
-    pub fn finish(&self, moments: Moments, options: &Options) -> Result<(Similarity, ConvReport), SimilarityError> {
-        let mut report = ConvReport {
+    /// What the report says before any sums: the method, the size, positions (flatten)
+    /// and how a conv layer met a dense one.
+    pub fn report(&self) -> ConvReport {
+        let mixed = self.shapes[0].is_dense() != self.shapes[1].is_dense();
+        let folded = self.options.method == ConvMethod::Flatten && !self.neurons;
+        ConvReport {
             method: self.options.method,
             size: [self.size.0, self.size.1],
-            positions_per_datapoint: None,
+            positions_per_datapoint: folded.then_some(self.positions),
             frequencies_computed: None,
             frequencies: None,
             cut: None,
-        };
+            conv_dense: mixed.then_some(if self.neurons { ConvDense::Flatten } else { ConvDense::Avgpool }),
+        }
+    }
+
+    /// The method in a word or two, for logs: `dft`, `flatten`, `avgpool`, or for a
+    /// conv layer against a dense one `conv-dense flatten` or `conv-dense avgpool`.
+    pub fn describe(&self) -> String {
+        match self.report().conv_dense {
+            Some(d) => format!("conv-dense {d}"),
+            None => name(self.options.method).to_string(),
+        }
+    }
+
+    /// The similarity from the accumulated sums.
+    pub fn finish(&self, moments: Moments, options: &Options) -> Result<(Similarity, ConvReport), SimilarityError> {
+        let mut report = self.report();
         let Some(plan) = &self.plan else {
-            if self.options.method == ConvMethod::Flatten {
-                report.positions_per_datapoint = Some(self.positions);
-            }
             let cov = moments.finish()?;
             return Ok((similarity(cov, options)?, report));
         };
@@ -342,6 +463,21 @@ impl ConvComparison {
         Ok((similarity, report))
     }
 
+    /// Whether SVCCA or CCA (`method`) of this comparison goes through per-layer
+    /// summaries rather than scatter matrices: a conv layer flattened against a dense
+    /// one with more neurons than datapoints (the Gram route of [`super::summary`]).
+    pub fn by_summaries(&self, method: Method) -> bool {
+        let wide = self.shapes.iter().any(|s| s.neurons() > self.datapoints);
+        self.neurons && wide && matches!(method, Method::Svcca | Method::Cca)
+    }
+
+    /// The comparison of two whole layers (rows x C x H x W or rows x neurons) through
+    /// per-layer summaries, where [`ConvComparison::by_summaries`].
+    pub fn summarised(&self, a: &Tensor, b: &Tensor, options: &Options) -> Result<(Similarity, ConvReport), SimilarityError> {
+        let similarity = super::summary::compare(&self.transform(Side::A, a, 0), &self.transform(Side::B, b, 0), options)?;
+        Ok((similarity, self.report()))
+    }
+
     /// Whether the comparison runs on complex data (the DFT's spectra).
     pub fn is_complex(&self) -> bool {
         self.plan.is_some()
@@ -350,6 +486,9 @@ impl ConvComparison {
     /// What one side's transformed block depends on besides the layer itself: two
     /// comparisons of a layer with the same form transform it identically.
     pub(crate) fn form(&self) -> Form {
+        if self.neurons {
+            return Form::Neurons;
+        }
         match (&self.plan, self.options.method) {
             (Some(plan), _) => Form::Dft { size: self.size, cropped: plan.cropped },
             (None, ConvMethod::Flatten) => Form::Flatten { size: self.size, positions: self.positions, seed: self.options.seed },
@@ -404,8 +543,17 @@ pub(crate) struct Spectrum {
 pub(crate) enum Form {
     Dense,
     Avgpool,
-    Flatten { size: (i64, i64), positions: i64, seed: u64 },
-    Dft { size: (i64, i64), cropped: (bool, bool) },
+    /// A conv layer as C*H*W neurons (against a dense one).
+    Neurons,
+    Flatten {
+        size: (i64, i64),
+        positions: i64,
+        seed: u64,
+    },
+    Dft {
+        size: (i64, i64),
+        cropped: (bool, bool),
+    },
 }
 
 fn name(method: ConvMethod) -> &'static str {
@@ -436,8 +584,12 @@ fn draw_positions(seed: u64, datapoint: i64, total: i64, count: i64) -> Vec<i64>
     all
 }
 
-/// Compares two layers held in memory. Each is rows x C x H x W (or rows x neurons for
-/// a dense side with `avgpool`), already in NCHW order.
+/// Flattened neurons above which a conv-vs-dense `flatten` comparison by PWCCA or CKA
+/// (which need the scatter matrices) is refused: 8192 neurons make a 512 MiB matrix.
+pub const MAX_SCATTER_NEURONS: i64 = 8192;
+
+/// Compares two layers held in memory. Each is rows x C x H x W, already in NCHW order,
+/// or rows x neurons for a dense side (compared with a conv one by `conv.dense`).
 pub fn compare_conv(a: &Tensor, b: &Tensor, conv: ConvOptions, options: &Options) -> Result<(Similarity, ConvReport), SimilarityError> {
     for (side, t) in [(Side::A, a), (Side::B, b)] {
         if t.dim() != 4 && t.dim() != 2 {
@@ -448,6 +600,9 @@ pub fn compare_conv(a: &Tensor, b: &Tensor, conv: ConvOptions, options: &Options
         return Err(SimilarityError::Both(format!("different numbers of datapoints: {} vs {}", a.size()[0], b.size()[0])));
     }
     let comparison = ConvComparison::new([LayerShape::of(a), LayerShape::of(b)], a.size()[0], conv, options.method)?;
+    if comparison.by_summaries(options.method) {
+        return comparison.summarised(a, b, options);
+    }
     let mut moments = comparison.moments(a.device());
     moments.update(&comparison.transform(Side::A, a, 0), &comparison.transform(Side::B, b, 0))?;
     comparison.finish(moments, options)

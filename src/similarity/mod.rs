@@ -36,7 +36,7 @@ mod moments;
 mod pwcca;
 pub mod summary;
 
-pub use conv::{compare_conv, ConvMethod, ConvOptions, ConvReport, DftCut, Layout};
+pub use conv::{compare_conv, ConvDense, ConvMethod, ConvOptions, ConvReport, DftCut, Layout};
 pub use directions::{directions, directions_each, directions_needed, principal_variances, Directions};
 pub use moments::{Covariance, Moments};
 
@@ -226,19 +226,7 @@ pub fn compare(a: &Tensor, b: &Tensor, options: &Options) -> Result<Similarity, 
 
 /// Computes the chosen similarity from accumulated statistics.
 pub fn similarity(cov: Covariance, options: &Options) -> Result<Similarity, SimilarityError> {
-    let mut warnings = Vec::new();
-    for (side, neurons) in [(Side::A, cov.neurons[0]), (Side::B, cov.neurons[1])] {
-        if cov.rows < neurons {
-            warnings.push(Warning {
-                side,
-                message: format!(
-                    "fewer datapoints ({}) than neurons ({neurons}); correlations are biased \
-                     upward, use 5 to 10 times more datapoints than neurons",
-                    cov.rows
-                ),
-            });
-        }
-    }
+    let warnings = size_warnings(cov.rows, cov.neurons);
     let mut result = Similarity {
         method: options.method,
         mean: f64::NAN,
@@ -270,6 +258,21 @@ pub fn similarity(cov: Covariance, options: &Options) -> Result<Similarity, Simi
         Method::Cka => result.mean = cka::linear_cka(&cov),
     }
     Ok(result)
+}
+
+/// The warnings for sides with fewer datapoints (`rows`) than neurons.
+pub(crate) fn size_warnings(rows: i64, neurons: [i64; 2]) -> Vec<Warning> {
+    [(Side::A, neurons[0]), (Side::B, neurons[1])]
+        .into_iter()
+        .filter(|&(_, n)| rows < n)
+        .map(|(side, n)| Warning {
+            side,
+            message: format!(
+                "fewer datapoints ({rows}) than neurons ({n}); correlations are biased \
+                 upward, use 5 to 10 times more datapoints than neurons"
+            ),
+        })
+        .collect()
 }
 
 /// CCA or SVCCA of every problem of a stack: (kept_a, kept_b, correlations) each.

@@ -18,14 +18,20 @@
 //! Stacks of problems (the DFT's frequencies) work as in [`super::moments`], whose sums
 //! a summary starts from: complex data arrives as `[real | imaginary]` columns, each
 //! problem keeps its own count of directions and the stack is padded with zero columns.
+//!
+//! A wide layer (a real one with more neurons than datapoints: a conv layer flattened to
+//! C*H*W neurons, say) takes the Gram route instead of the scatter matrix: with
+//! `X_c = U S V'`, `Z = X_c V_k S_k^-1 = U_k`, the top eigenvectors of the datapoints x
+//! datapoints `X_c X_c'`, whose eigenvalues are the same variances `S^2`. The cut and the
+//! rank test see the same numbers; no neurons x neurons matrix is formed.
 
 use super::cca::{self, Principal};
 use super::conv::{applicable, ConvComparison, Form, LayerShape};
 use super::moments::{as_complex, first_non_finite, SideSums};
-use super::{ConvOptions, Keep, Method, Options};
+use super::{size_warnings, ConvOptions, Keep, Method, Options, Similarity};
 use crate::error::{Side, SimilarityError};
 use std::collections::HashMap;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// A layer's kept directions, whitened, with its datapoints projected onto them.
 pub struct Summary {
@@ -35,6 +41,9 @@ pub struct Summary {
     /// Directions kept in each problem.
     kept: Vec<usize>,
     complex: bool,
+    /// Neurons (complex ones for complex data), and how many were constant (dropped).
+    neurons: i64,
+    constant: i64,
 }
 
 impl Summary {
@@ -51,6 +60,9 @@ impl Summary {
         let [problems, rows, cols] = x.size()[..] else { unreachable!("a stack is 3-D") };
         if rows < 2 {
             return Err(SimilarityError::Both(format!("need at least 2 datapoints, got {rows}")));
+        }
+        if problems == 1 && !complex && cols > rows {
+            return Summary::by_gram(&x, keep, side);
         }
         let mut sums = SideSums::new(problems, cols, x.device());
         let shifted = sums.add(&x);
@@ -75,18 +87,36 @@ impl Summary {
             full
         };
         let variates = shifted.matmul(&w) - stats.shifted_mean.matmul(&w);
-        Ok(Summary { variates, kept, complex })
+        Ok(Summary { variates, kept, complex, neurons: stats.neurons, constant: stats.constant })
+    }
+
+    /// The Gram route for one real problem (1 x datapoints x neurons, more neurons than
+    /// datapoints): the kept directions are the top eigenvectors of `X_c X_c'`.
+    fn by_gram(x: &Tensor, keep: Keep, side: Side) -> Result<Summary, SimilarityError> {
+        let [_, rows, cols] = x.size()[..] else { unreachable!("a stack is 3-D") };
+        // The same shift as the scatter route: by the first datapoint, in float64.
+        let shifted = x - x.narrow(1, 0, 1).to_kind(Kind::Double);
+        let sums = shifted.sum_dim_intlist(1, true, None);
+        if !bool::try_from(sums.isfinite().all()).unwrap_or(false) {
+            return Err(SimilarityError::layer(side, first_non_finite(x, 0)));
+        }
+        // A neuron is constant when every value equals its first: a zero shifted column.
+        let alive = shifted.abs().amax(&[1i64][..], false).gt(0.0).sum(Kind::Int64).int64_value(&[]);
+        if alive == 0 {
+            return Err(SimilarityError::layer(side, format!("all {cols} neurons are constant over the datapoints")));
+        }
+        let centred = &shifted - sums / rows as f64;
+        let gram = centred.matmul(&centred.transpose(1, 2));
+        // Constant neurons are zero columns here: they add nothing to the Gram matrix,
+        // and the rank test counts the live ones as the scatter route does.
+        let principal = cca::single_threaded(x.device(), rows, || Principal::of_with(&gram, alive as usize));
+        let kept = principal.cut(keep, None, side, rows)?;
+        let variates = principal.directions.narrow(2, 0, kept[0] as i64);
+        Ok(Summary { variates, kept, complex: false, neurons: cols, constant: cols - alive })
     }
 
     pub fn datapoints(&self) -> i64 {
         self.variates.size()[1]
-    }
-
-    /// The same layer with its datapoints reordered by `order` (a permutation of them):
-    /// centring and directions do not depend on the order, so only the rows move.
-    pub fn permuted(&self, order: &Tensor) -> Summary {
-        let variates = self.variates.index_select(1, &order.to_device(self.variates.device()));
-        Summary { variates, kept: self.kept.clone(), complex: self.complex }
     }
 }
 
@@ -103,10 +133,40 @@ pub fn correlate(a: &Summary, b: &Summary) -> Result<Vec<(usize, usize, Vec<f64>
     Ok(a.kept.iter().zip(&b.kept).zip(correlations).map(|((&ka, &kb), c)| (ka, kb, c)).collect())
 }
 
+/// SVCCA or CCA (`options`) of two dense layers held in memory (datapoints x neurons,
+/// the same datapoints) through their summaries: the numbers of [`super::compare`], by
+/// the Gram route for a side with more neurons than datapoints.
+pub fn compare(a: &Tensor, b: &Tensor, options: &Options) -> Result<Similarity, SimilarityError> {
+    assert!(matches!(options.method, Method::Svcca | Method::Cca), "summaries serve CCA and SVCCA only");
+    if a.size()[0] != b.size()[0] {
+        return Err(SimilarityError::Both(format!("different numbers of datapoints: {} vs {}", a.size()[0], b.size()[0])));
+    }
+    let keep = options.effective_keep();
+    let sa = Summary::of(a, false, keep, None, Side::A)?;
+    let sb = Summary::of(b, false, keep, None, Side::B)?;
+    let [(ka, kb, correlations)] = correlate(&sa, &sb)?.try_into().expect("one problem");
+    let rows = sa.datapoints();
+    Ok(Similarity {
+        method: options.method,
+        mean: correlations.iter().sum::<f64>() / correlations.len() as f64,
+        correlations,
+        weights: None,
+        kept_a: ka as i64,
+        kept_b: kb as i64,
+        datapoints: rows,
+        neurons_a: sa.neurons,
+        neurons_b: sb.neurons,
+        constant_a: sa.constant,
+        constant_b: sb.constant,
+        warnings: size_warnings(rows, [sa.neurons, sb.neurons]),
+    })
+}
+
 /// A set of layers (datapoints x neurons, or datapoints x C x H x W) on one side of many
 /// comparisons under one set of settings, each summarised once per form it is compared in.
-/// A pair the conv method does not apply to is compared by `avgpool` (see
-/// [`applicable`]).
+/// A pair the conv method does not apply to is compared by `avgpool`, and a conv layer
+/// against a dense one by `conv.dense`, `flatten` falling back to `avgpool` where the
+/// datapoints are too few (see [`applicable`]).
 pub struct Layers {
     layers: Vec<Tensor>,
     options: Options,
@@ -156,7 +216,7 @@ impl Layers {
 
 /// The similarity of layer `i` of `a` with layer `j` of `b` (the same datapoints, the
 /// same settings): the number [`super::compare`] and [`super::compare_conv`] (with the
-/// [`applicable`] method) report as `mean`, up to rounding, from cached summaries.
+/// [`applicable`] settings) report as `mean`, up to rounding, from cached summaries.
 pub fn similarity(a: &mut Layers, i: usize, b: &mut Layers, j: usize) -> Result<f64, SimilarityError> {
     assert!(a.options == b.options && a.conv == b.conv, "both sides of a comparison use the same settings");
     let (options, conv) = (a.options, a.conv);
@@ -169,7 +229,7 @@ pub fn similarity(a: &mut Layers, i: usize, b: &mut Layers, j: usize) -> Result<
         return Err(SimilarityError::Both(format!("different numbers of datapoints: {} vs {}", x.size()[0], y.size()[0])));
     }
     let shapes = [LayerShape::of(x), LayerShape::of(y)];
-    let conv = ConvOptions { method: applicable(conv.method, shapes), ..conv };
+    let conv = applicable(conv, shapes, x.size()[0]);
     let comparison = ConvComparison::new(shapes, x.size()[0], conv, options.method)?;
     let joint = comparison.joint(&options).is_some();
     let per_problem = correlate(a.summary(i, Some(&comparison), Side::A)?, b.summary(j, Some(&comparison), Side::B)?)?;

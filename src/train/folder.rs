@@ -96,6 +96,8 @@ fn steering_differences(a: &AnalysisConfig, config: &Config) -> Vec<String> {
     if config.freeze.schedule != FreezeSchedule::Adaptive {
         return Vec::new();
     }
+    // Not `analysis.conv_dense`: the schedule compares each layer with its own earlier
+    // state, never a conv layer with a dense one, so it decides nothing there.
     changed([
         ("analysis.method", a.method.to_string(), b.method.to_string()),
         ("analysis.keep", a.keep.to_string(), b.keep.to_string()),
