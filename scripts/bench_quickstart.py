@@ -2,16 +2,17 @@
 """The main job's analysis against its training, and against an older binary's analysis.
 
 Usage, from the repository root:
-    .venv/bin/python scripts/bench_quickstart.py [--before OLD_BINARY] [--repeats 1] [--out FILE]
+    .venv/bin/python scripts/bench_quickstart.py [--before OLD_BINARY] [--repeats 1] [--run-dir DIR] [--out FILE]
 
 1. `svcca run configs/quickstart.toml` into a fresh folder with target/release/svcca: the
    training and analysing seconds it reports itself (the `time:` line), and their ratio
    (issue 15's target: analysing <= 0.5 x training).
 2. With --before: the same trained folder analysed again by both binaries, alternating
-   (`svcca analyze` on copies without analysis/), under `analysis.dft_cut =
-   "per-frequency"` for target/release/svcca (the only cut binaries before 2026-12-01
-   have): the analysing seconds of each, their ratio, and the largest difference over
-   every entry of every checkpoint's layers x layers matrix (dynamics.json).
+   (`svcca analyze` on copies without analysis/), target/release/svcca set to the older
+   binary's choices (`analysis.dft_cut = "per-frequency"`, `conv_dense = "avgpool"`, the
+   layers the older binary analysed): the analysing seconds of each, their ratio, and the
+   largest difference over every entry of every checkpoint's layers x layers matrix
+   (dynamics.json).
 """
 import argparse
 import json
@@ -59,11 +60,14 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--before", type=Path, help="an older binary whose analysis to time side by side")
     p.add_argument("--repeats", type=int, default=1, help="analyses per binary with --before (alternating)")
+    p.add_argument("--run-dir", type=Path, help="train into this folder (kept; must not exist) instead of a temporary one")
     args = bc.parse_args(p)
     lines = bc.header("The quickstart: analysing against training, and against an older binary") + [""]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        run_dir = tmp / "quickstart"
+        run_dir = args.run_dir or tmp / "quickstart"
+        if run_dir.exists():
+            raise SystemExit(f"{run_dir} exists: the benchmark trains from scratch into a new folder")
         bc.log("training and analysing configs/quickstart.toml ...")
         out, wall = run([bc.SVCCA, "run", "configs/quickstart.toml", "--out", run_dir])
         m = TIME_LINE.search(out)
@@ -93,19 +97,26 @@ def main():
                     src = run_dir / part
                     (shutil.copytree if src.is_dir() else shutil.copy2)(src, f / part)
                 folders[name] = f
-            config = folders["after"] / "config.toml"
-            text = re.sub(r'(?m)^dft_cut = .*\n', "", config.read_text())
-            config.write_text(text.replace("[analysis]\n", '[analysis]\ndft_cut = "per-frequency"\n', 1))
             # An older binary may not know keys the current one writes into the resolved
             # config (dft_cut, data.validation, ...): its copy gets the config file as
             # shipped, which resolves to the same settings.
             shutil.copy2("configs/quickstart.toml", folders["before"] / "config.toml")
+            # Only the current binary knows the settings added since: the older one's
+            # choices, said explicitly (the per-frequency DFT cut, conv-vs-dense by channel
+            # means, and its default layers, read from its settings once it has run).
+            def align_after(layers):
+                config = folders["after"] / "config.toml"
+                text = re.sub(r'(?m)^(dft_cut|conv_dense|layers) = .*\n', "", config.read_text())
+                old = '[analysis]\ndft_cut = "per-frequency"\nconv_dense = "avgpool"\nlayers = ' + json.dumps(layers) + "\n"
+                config.write_text(text.replace("[analysis]\n", old, 1))
             times = {"before": [], "after": []}
             results = {}
             for i in range(args.repeats):
                 for name, binary in (("before", args.before), ("after", bc.SVCCA)):
                     shutil.rmtree(folders[name] / "analysis", ignore_errors=True)
                     shutil.rmtree(folders[name] / "plots", ignore_errors=True)
+                    if name == "after" and i == 0:
+                        align_after(json.loads((folders["before"] / "analysis" / "settings.json").read_text())["layers"])
                     bc.log(f"analysis {i + 1}/{args.repeats} by {name} ...")
                     run([binary, "analyze", folders[name]])
                     seconds, d = analysing_seconds(folders[name])
