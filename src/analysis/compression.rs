@@ -22,6 +22,9 @@
 //! - Random neurons: the mean accuracy over [`DRAWS`] seeded draws.
 //! - Most active: by mean absolute output over the fit set (per channel for conv layers).
 //!
+//! `--distributedness` (Figure 2b, [`Fitted::distributed`]) and `--jointly` (Appendix 5, all
+//! listed layers at once with k swept) add `distributedness.csv` and `jointly.csv` there.
+//!
 //! Results go to `analysis/compression-logits/` (`analysis/compression-run-NAME/`
 //! against another run, `analysis/compression-step-N/` against a checkpoint): `compression.csv` (every point), `compression_summary.csv`,
 //! `compression.json`. Resumable ([`super::results`]): each layer's sweep is written to
@@ -193,6 +196,98 @@ pub struct Joint {
     pub accuracy: f64,
 }
 
+/// One `--distributedness` value: a number of neurons, or (with a decimal point) a
+/// fraction of each layer's units.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Neurons {
+    Count(usize),
+    Fraction(f64),
+}
+
+impl Neurons {
+    /// The neurons kept of a layer of `units` units (a fraction rounded up, at least 1);
+    /// a count above `units` is an error naming the layer.
+    pub fn of(self, layer: &str, units: usize) -> Result<usize, InputError> {
+        match self {
+            Neurons::Count(m) if m > units => {
+                Err(InputError::new(format!("--distributedness {m}: layer {layer} has only {units} units (neurons or channels)")))
+            }
+            Neurons::Count(m) => Ok(m),
+            Neurons::Fraction(f) => Ok(((f * units as f64).ceil() as usize).clamp(1, units)),
+        }
+    }
+}
+
+impl std::str::FromStr for Neurons {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.contains('.') {
+            let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+            if !(v > 0.0 && v <= 1.0) {
+                return Err(format!("'{s}': a fraction of the units must be in (0, 1]"));
+            }
+            Ok(Neurons::Fraction(v))
+        } else {
+            match s.parse::<usize>() {
+                Ok(0) => Err(format!("'{s}': keep at least 1 neuron")),
+                Ok(m) => Ok(Neurons::Count(m)),
+                Err(_) => Err(format!("'{s}': expected a number of neurons (e.g. 32) or a fraction of the units (e.g. 0.25)")),
+            }
+        }
+    }
+}
+
+/// The analyses `--compression` adds on request: Figure 2b and Appendix 5.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extras {
+    /// `--distributedness M,...`: per layer, the top-k projection then only the m neurons
+    /// most important to those k directions, for each m.
+    pub distributedness: Vec<Neurons>,
+    /// `--jointly`: every listed layer compressed at once to k directions (or neurons), k
+    /// swept.
+    pub jointly: bool,
+}
+
+/// Test accuracy with `k` SVCCA directions and then `m` neurons of a layer kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DistributedPoint {
+    pub m: usize,
+    pub k: usize,
+    pub accuracy: f64,
+}
+
+/// One layer's distributedness sweep (Figure 2b): every k of the SVCCA sweep, for each m.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Distributed {
+    pub layer: String,
+    pub units: usize,
+    pub directions: usize,
+    /// The neurons kept, one curve each, ascending.
+    pub neurons: Vec<usize>,
+    pub points: Vec<DistributedPoint>,
+}
+
+/// Test accuracy with every layer of a joint sweep compressed at once, layer i to `ks[i]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JointPoint {
+    pub method: Method,
+    /// The k swept; each layer keeps `min(k, its directions)` (SVCCA) or `min(k, its
+    /// units)` (the baselines).
+    pub k: usize,
+    pub ks: Vec<usize>,
+    pub accuracy: f64,
+}
+
+/// `--jointly` (Appendix 5): the listed layers compressed at once, k swept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JointSweep {
+    pub layers: Vec<String>,
+    pub units: Vec<usize>,
+    pub directions: Vec<usize>,
+    pub points: Vec<JointPoint>,
+}
+
 /// Everything `analysis/compression.json` holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Compression {
@@ -201,6 +296,12 @@ pub struct Compression {
     pub full_accuracy: f64,
     pub layers: Vec<LayerSweep>,
     pub joint: Vec<Joint>,
+    /// `--distributedness`, per layer (absent without it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub distributedness: Vec<Distributed>,
+    /// `--jointly` (absent without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jointly: Option<JointSweep>,
 }
 
 impl Compression {
@@ -452,6 +553,35 @@ impl Fitted {
     }
 }
 
+impl Fitted {
+    /// The `m` units most important to the top `k` SVCCA directions
+    /// ([`similarity::Directions::importance`]: the variance each carries in the projected
+    /// output), most important first (ties by unit index).
+    pub fn important(&self, k: usize, m: usize) -> Vec<i64> {
+        let importance = self.directions.importance(k.min(self.directions.len()));
+        let mut units: Vec<i64> = (0..self.units as i64).collect();
+        units.sort_by(|&x, &y| importance[y as usize].total_cmp(&importance[x as usize]));
+        units.truncate(m);
+        units
+    }
+
+    /// Figure 2b's map: the projection onto the top `k` SVCCA directions, then only the
+    /// [`Self::important`] `m` units kept, the others at their mean (`P_k` with the other
+    /// units' columns zeroed). With `m` = every unit it is `P_k` itself.
+    pub fn distributed(&self, k: usize, m: usize) -> Tensor {
+        let p = self.method(Method::Svcca, k, 0, 0);
+        if m >= self.units {
+            return p;
+        }
+        let mut mask = vec![0.0f64; self.units];
+        for i in self.important(k, m) {
+            mask[i as usize] = 1.0;
+        }
+        let mask = Tensor::from_slice(&mask).to_device(p.device()).unsqueeze(0);
+        p * mask
+    }
+}
+
 /// Fits the directions and ranking of each layer on the fit set.
 pub fn fit(run: &Run, layers: &[String], reference: Option<&Run>, keep: Keep) -> anyhow::Result<Vec<Fitted>> {
     let fit = run.fit_set();
@@ -500,6 +630,18 @@ pub fn compression(
     eval_images: Option<usize>,
     device: Option<DeviceChoice>,
 ) -> anyhow::Result<Compression> {
+    compression_with(dir, specs, against, eval_images, device, &Extras::default())
+}
+
+/// [`compression`] with the analyses of `extras` (`--distributedness`, `--jointly`) too.
+pub fn compression_with(
+    dir: &Path,
+    specs: &[LayerSpec],
+    against: &Reference,
+    eval_images: Option<usize>,
+    device: Option<DeviceChoice>,
+    extras: &Extras,
+) -> anyhow::Result<Compression> {
     let run = Run::open(dir, device)?;
     let layers: Vec<String> = specs.iter().map(|s| s.layer.clone()).collect();
     run.check_layers(layers.iter().map(String::as_str), "--compression")?;
@@ -508,6 +650,18 @@ pub fn compression(
     // The whole split asked for by number is the whole split.
     let eval_images = eval_images.filter(|&n| n != run.data.test.len());
     let eval = Evaluator::new(&run, eval_images)?;
+    // Each layer's neurons for --distributedness, checked before anything is written.
+    let units = layer_units(&run, &layers)?;
+    let neurons: Vec<Vec<usize>> = layers
+        .iter()
+        .zip(&units)
+        .map(|(l, &u)| {
+            let mut ms = extras.distributedness.iter().map(|n| n.of(l, u)).collect::<Result<Vec<_>, _>>()?;
+            ms.sort_unstable();
+            ms.dedup();
+            Ok(ms)
+        })
+        .collect::<Result<_, InputError>>()?;
     let settings = Settings {
         against: against.clone(),
         keep: a.keep,
@@ -543,8 +697,10 @@ pub fn compression(
     // Kept as computed on the first call (the tables then hold the exact numbers).
     let sweeps = results.load_all(&layers)?;
     let joint = compress_together(&eval, specs, &fitted, a.seed)?;
+    let distributedness = if extras.distributedness.is_empty() { Vec::new() } else { distributedness(&eval, &out, &fitted, &neurons)? };
+    let jointly = if extras.jointly { Some(jointly(&eval, &out, &fitted, a.seed)?) } else { None };
     tracing::debug!("sweeps and joint compression in {:.2}s", start.elapsed().as_secs_f64());
-    let c = Compression { settings, full_accuracy, layers: sweeps, joint };
+    let c = Compression { settings, full_accuracy, layers: sweeps, joint, distributedness, jointly };
     write_tables(&out, &c)?;
     Ok(c)
 }
@@ -645,6 +801,103 @@ fn compress_together(eval: &Evaluator, specs: &[LayerSpec], fitted: &[Fitted], s
     Ok(joint)
 }
 
+/// Each layer's units (channels of a conv layer), from one image.
+fn layer_units(run: &Run, layers: &[String]) -> anyhow::Result<Vec<usize>> {
+    let names: Vec<&str> = layers.iter().map(String::as_str).collect();
+    let one = run.data.normalise(&run.data.test.images.narrow(0, 0, 1));
+    let (_, taps) = tch::no_grad(|| run.net.forward_taps(&one, false, &names))?;
+    Ok(taps.iter().map(|t| t.size()[1] as usize).collect())
+}
+
+/// The k of a layer's SVCCA sweep: the grid below its directions, and all of them.
+fn svcca_ks(f: &Fitted) -> Vec<usize> {
+    grid(f.units).into_iter().filter(|&k| k < f.directions.len()).chain([f.directions.len()]).collect()
+}
+
+/// Figure 2b for each layer (`neurons[i]`: the m of layer i): the accuracy with the layer
+/// projected by [`Fitted::distributed`] for every k of its SVCCA sweep and every m, in
+/// one pass for the layers not done yet; each saved as `distributedness-LAYER-mM_M.json`.
+fn distributedness(eval: &Evaluator, out: &Path, fitted: &[Fitted], neurons: &[Vec<usize>]) -> anyhow::Result<Vec<Distributed>> {
+    let results = Results::<String, Distributed>::new(out, |key| format!("distributedness-{key}.json"));
+    let keys: Vec<String> = fitted
+        .iter()
+        .zip(neurons)
+        .map(|(f, ms)| format!("{}-m{}", f.layer, ms.iter().map(|m| m.to_string()).collect::<Vec<_>>().join("_")))
+        .collect();
+    let missing = results.missing(&keys);
+    let todo: Vec<(usize, &Fitted)> = fitted.iter().enumerate().filter(|(i, _)| missing.contains(&keys[*i])).collect();
+    let which: Vec<Vec<(usize, usize)>> =
+        todo.iter().map(|&(i, f)| neurons[i].iter().flat_map(|&m| svcca_ks(f).into_iter().map(move |k| (m, k))).collect()).collect();
+    let maps: Vec<Vec<Tensor>> = todo.iter().zip(&which).map(|((_, f), w)| w.iter().map(|&(m, k)| f.distributed(k, m)).collect()).collect();
+    let sweeps: Vec<(&str, &Tensor, &[Tensor])> =
+        todo.iter().zip(&maps).map(|((_, f), m)| (f.layer.as_str(), &f.directions.mean, m.as_slice())).collect();
+    if !sweeps.is_empty() {
+        crate::preempt::check(|| format!("before the distributedness sweeps of {}", out.display()))?;
+        let (_, accuracy) = eval.accuracies(&sweeps)?;
+        for (((i, f), w), acc) in todo.iter().zip(&which).zip(&accuracy) {
+            let points = w.iter().zip(acc).map(|(&(m, k), &accuracy)| DistributedPoint { m, k, accuracy }).collect();
+            let d = Distributed {
+                layer: f.layer.clone(),
+                units: f.units,
+                directions: f.directions.len(),
+                neurons: neurons[*i].clone(),
+                points,
+            };
+            results.save(&keys[*i], &d)?;
+        }
+    }
+    results.load_all(&keys)
+}
+
+/// Appendix 5: every layer of `fitted` compressed at once, each to `min(k, its
+/// directions)` SVCCA directions (or `min(k, its units)` most active / random neurons),
+/// for k over the grid of the widest layer; saved as `jointly-L1+L2.json`.
+fn jointly(eval: &Evaluator, out: &Path, fitted: &[Fitted], seed: u64) -> anyhow::Result<JointSweep> {
+    let results = Results::<String, JointSweep>::new(out, |key| format!("jointly-{key}.json"));
+    let key = fitted.iter().map(|f| f.layer.as_str()).collect::<Vec<_>>().join("+");
+    if results.is_done(&key) {
+        return results.load(&key);
+    }
+    let widest = fitted.iter().map(|f| f.units).max().unwrap_or(0);
+    let most = fitted.iter().map(|f| f.directions.len()).max().unwrap_or(0);
+    let mut which: Vec<(Method, usize, u64)> =
+        grid(widest).into_iter().filter(|&k| k < most).chain([most]).map(|k| (Method::Svcca, k, 0)).collect();
+    for k in grid(widest) {
+        which.push((Method::Active, k, 0));
+        which.extend((0..DRAWS).map(|draw| (Method::Random, k, draw)));
+    }
+    let ks = |method: Method, k: usize| -> Vec<usize> {
+        fitted.iter().map(|f| k.min(if method == Method::Svcca { f.directions.len() } else { f.units })).collect()
+    };
+    let maps: Vec<Vec<Tensor>> = which
+        .iter()
+        .map(|&(method, k, draw)| fitted.iter().zip(ks(method, k)).map(|(f, kf)| f.method(method, kf, draw, seed)).collect())
+        .collect();
+    let layers: Vec<(&str, &Tensor)> = fitted.iter().map(|f| (f.layer.as_str(), &f.directions.mean)).collect();
+    crate::preempt::check(|| format!("before the joint sweep of {}", out.display()))?;
+    let accuracy = eval.joint_accuracies(&layers, &maps)?;
+    let mut points = Vec::new();
+    let mut i = 0;
+    while i < which.len() {
+        let (method, k, _) = which[i];
+        let draws = if method == Method::Random { DRAWS as usize } else { 1 };
+        let mut sum = 0.0;
+        for a in &accuracy[i..i + draws] {
+            sum += a;
+        }
+        points.push(JointPoint { method, k, ks: ks(method, k), accuracy: if draws == 1 { accuracy[i] } else { sum / DRAWS as f64 } });
+        i += draws;
+    }
+    let sweep = JointSweep {
+        layers: fitted.iter().map(|f| f.layer.clone()).collect(),
+        units: fitted.iter().map(|f| f.units).collect(),
+        directions: fitted.iter().map(|f| f.directions.len()).collect(),
+        points,
+    };
+    results.save(&key, &sweep)?;
+    Ok(sweep)
+}
+
 /// `compression.csv` (every point), `compression_summary.csv` (per layer: units,
 /// directions, smallest k within 1 point per method), `compression.json`.
 fn write_tables(dir: &Path, c: &Compression) -> anyhow::Result<()> {
@@ -669,6 +922,23 @@ fn write_tables(dir: &Path, c: &Compression) -> anyhow::Result<()> {
     for j in &c.joint {
         let layers: Vec<String> = j.layers.iter().map(|(l, k)| format!("{l}:{k}")).collect();
         all += &format!("{},{},{},{:.6}\n", layers.join("+"), j.method, j.layers.iter().map(|x| x.1).sum::<usize>(), j.accuracy);
+    }
+    if !c.distributedness.is_empty() {
+        let mut t = String::from("layer,m,k,accuracy\n");
+        for d in &c.distributedness {
+            for p in &d.points {
+                t += &format!("{},{},{},{:.6}\n", d.layer, p.m, p.k, p.accuracy);
+            }
+        }
+        write_atomic(&dir.join("distributedness.csv"), t.as_bytes())?;
+    }
+    if let Some(j) = &c.jointly {
+        let mut t = String::from("layers,method,k,accuracy\n");
+        for p in &j.points {
+            let layers: Vec<String> = j.layers.iter().zip(&p.ks).map(|(l, k)| format!("{l}:{k}")).collect();
+            t += &format!("{},{},{},{:.6}\n", layers.join("+"), p.method, p.k, p.accuracy);
+        }
+        write_atomic(&dir.join("jointly.csv"), t.as_bytes())?;
     }
     write_atomic(&dir.join("compression.csv"), all.as_bytes())?;
     write_atomic(&dir.join("compression_summary.csv"), summary.as_bytes())?;

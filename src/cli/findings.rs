@@ -27,6 +27,17 @@ pub struct FindingsArgs {
     /// settings: results with another N are refused, not mixed.
     #[arg(long, value_name = "N", requires = "compression")]
     eval_images: Option<usize>,
+    /// Distributedness (Figure 2b): each --compression layer projected onto its top-k
+    /// SVCCA directions, then only its M neurons most important to them kept (the others
+    /// at their mean), for every k of the SVCCA sweep; one curve per M, a number of neurons
+    /// (e.g. 8,32,64) or, with a decimal point, a fraction of each layer's units (0.25).
+    #[arg(long, value_delimiter = ',', value_name = "M,M,...", requires = "compression")]
+    distributedness: Vec<crate::analysis::compression::Neurons>,
+    /// Appendix 5: all --compression layers compressed at once, each to its top-k SVCCA
+    /// directions (at most its own), k swept; vs k most active / k random neurons of each.
+    /// With --against RUN_DIR the directions are fitted against that run's same layers.
+    #[arg(long, requires = "compression")]
+    jointly: bool,
     /// Class sensitivity: `all` or class indices (e.g. 0,3,8): each class's final logit
     /// against every layer at every checkpoint.
     #[arg(long, value_name = "all|C,C,...")]
@@ -47,7 +58,8 @@ impl FindingsArgs {
         let plot_dir = run.join(crate::report::FOLDER);
         let mut written: Vec<PathBuf> = Vec::new();
         if !self.compression.is_empty() {
-            let c = compression::compression(run, &self.compression, &self.against, self.eval_images, device)?;
+            let extras = compression::Extras { distributedness: self.distributedness.clone(), jointly: self.jointly };
+            let c = compression::compression_with(run, &self.compression, &self.against, self.eval_images, device, &extras)?;
             let on = c.settings.eval_images.map_or(String::new(), |n| format!(" (on {n} test images)"));
             println!("compression: full test accuracy {:.2}%{on}; smallest k within 1 point of it:", 100.0 * c.full_accuracy);
             let show = |v: Option<usize>| v.map_or("none".to_string(), |v| v.to_string());
@@ -66,8 +78,47 @@ impl FindingsArgs {
                 let layers: Vec<String> = j.layers.iter().map(|(l, k)| format!("{l} k={k}")).collect();
                 println!("  all at once ({}), {}: {:.2}%", layers.join(", "), j.method, 100.0 * j.accuracy);
             }
+            for d in &c.distributedness {
+                // Per m, the smallest k within 1 point of the full network.
+                let within: Vec<String> = d
+                    .neurons
+                    .iter()
+                    .map(|&m| {
+                        let k = d.points.iter().filter(|p| p.m == m && p.accuracy >= c.full_accuracy - 0.01).map(|p| p.k).min();
+                        format!("m={m}: {}", k.map_or("none".to_string(), |k| k.to_string()))
+                    })
+                    .collect();
+                println!(
+                    "  distributedness of {} (smallest k within 1 point, top-k directions then m neurons): {}",
+                    d.layer,
+                    within.join(", ")
+                );
+            }
+            if let Some(j) = &c.jointly {
+                let within = |m: Method| {
+                    j.points
+                        .iter()
+                        .filter(|p| p.method == m && p.accuracy >= c.full_accuracy - 0.01)
+                        .map(|p| p.k)
+                        .min()
+                        .map_or("none".into(), |k: usize| k.to_string())
+                };
+                println!(
+                    "  {} at once, smallest k within 1 point: svcca {}, most active {}, random {}",
+                    j.layers.join("+"),
+                    within(Method::Svcca),
+                    within(Method::Active),
+                    within(Method::Random)
+                );
+            }
             if plot {
                 written.extend(plots::compression_plot(&plot_dir, &c)?);
+                if !c.distributedness.is_empty() {
+                    written.extend(plots::distributedness_plot(&plot_dir, &c)?);
+                }
+                if c.jointly.is_some() {
+                    written.extend(plots::jointly_plot(&plot_dir, &c)?);
+                }
             }
         }
         if let Some(list) = &self.classes {

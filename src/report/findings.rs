@@ -3,6 +3,10 @@
 //! - `compression-logits` (or `compression-run-NAME`): test accuracy against k, one panel per layer, SVCCA directions vs k
 //!   random neurons vs the k most active, with the full network's accuracy as a line
 //!   (the paper's Figure 2a).
+//! - `<tag>-distributedness` (`--distributedness`): per layer, accuracy against k with the
+//!   top-k SVCCA projection then the m most important neurons, one curve per m (Figure 2b).
+//! - `<tag>-jointly` (`--jointly`): the listed layers compressed at once, k swept, by
+//!   method (Appendix 5).
 //! - `classes`: one panel per class, its logit's similarity to each layer (rows) at each
 //!   checkpoint (columns) (the paper's Figure 6).
 //! - `dimensionality`: each layer's similarity to the logits against the number of its
@@ -81,6 +85,101 @@ fn compression_panels<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Com
         legend(&mut chart, 11)?;
     }
     Ok(())
+}
+
+/// Figure 2b: `<tag>-distributedness`, one panel per layer, accuracy against k with the
+/// top-k SVCCA projection followed by the m most important neurons, one curve per m.
+pub fn distributedness_plot(dir: &Path, c: &Compression) -> anyhow::Result<Vec<PathBuf>> {
+    let n = c.distributedness.len().max(1) as u32;
+    let size = (520 * n.min(3), 420 * n.div_ceil(3));
+    let name = format!("{}-distributedness", c.settings.against.tag());
+    both(dir, &name, size, |a| distributedness_panels(a, c), |a| distributedness_panels(a, c))
+}
+
+fn distributedness_panels<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Compression) -> anyhow::Result<()> {
+    let n = c.distributedness.len().max(1);
+    let panels = root.split_evenly((n.div_ceil(3), n.min(3)));
+    for (area, d) in panels.iter().zip(&c.distributedness) {
+        let mut chart = ChartBuilder::on(area)
+            .caption(format!("{} ({} units): top-k directions, then m neurons", d.layer, d.units), ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .margin_right(20)
+            .build_cartesian_2d(0.0..d.directions.max(1) as f64, 0.0..100.0)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("k (SVCCA directions kept)")
+            .y_desc("test accuracy (%)")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .axis_desc_style(("sans-serif", 13))
+            .label_style(("sans-serif", 11))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(err)?;
+        let full = 100.0 * c.full_accuracy;
+        chart
+            .draw_series(LineSeries::new([(0.0, full), (d.directions as f64, full)], BLACK.mix(0.5).stroke_width(1)))
+            .map_err(err)?
+            .label(format!("full network {full:.1}%"))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.5).stroke_width(2)));
+        if let Some(s) = c.layers.iter().find(|s| s.layer == d.layer) {
+            let points: Vec<(f64, f64)> =
+                s.points.iter().filter(|p| p.method == Method::Svcca).map(|p| (p.k as f64, 100.0 * p.accuracy)).collect();
+            line_with_markers(&mut chart, points, BLACK, "all neurons (Fig. 2a)".to_string())?;
+        }
+        let curves = d.neurons.len().max(2);
+        for (i, &m) in d.neurons.iter().enumerate() {
+            let points: Vec<(f64, f64)> = d.points.iter().filter(|p| p.m == m).map(|p| (p.k as f64, 100.0 * p.accuracy)).collect();
+            line_with_markers(&mut chart, points, colour(Some(0.85 * i as f64 / (curves - 1) as f64)), format!("m = {m} neurons"))?;
+        }
+        legend(&mut chart, 11)?;
+    }
+    Ok(())
+}
+
+/// Appendix 5: `<tag>-jointly`, accuracy with every listed layer compressed at once, k
+/// swept, by method.
+pub fn jointly_plot(dir: &Path, c: &Compression) -> anyhow::Result<Vec<PathBuf>> {
+    let name = format!("{}-jointly", c.settings.against.tag());
+    both(dir, &name, (700, 480), |a| jointly_panel(a, c), |a| jointly_panel(a, c))
+}
+
+fn jointly_panel<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Compression) -> anyhow::Result<()> {
+    let Some(j) = &c.jointly else { return Ok(()) };
+    let widest = j.units.iter().copied().max().unwrap_or(1).max(1) as f64;
+    let mut chart = ChartBuilder::on(root)
+        .caption(format!("{} compressed at once ({})", j.layers.join(" + "), c.settings.against.tag()), ("sans-serif", 17))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .margin_right(20)
+        .build_cartesian_2d(0.0..widest, 0.0..100.0)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("k per layer (at most its directions or units)")
+        .y_desc("test accuracy (%)")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .axis_desc_style(("sans-serif", 13))
+        .label_style(("sans-serif", 11))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(err)?;
+    let full = 100.0 * c.full_accuracy;
+    chart
+        .draw_series(LineSeries::new([(0.0, full), (widest, full)], BLACK.mix(0.5).stroke_width(1)))
+        .map_err(err)?
+        .label(format!("full network {full:.1}%"))
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.5).stroke_width(2)));
+    for (method, label, colour) in METHODS {
+        let points: Vec<(f64, f64)> = j.points.iter().filter(|p| p.method == method).map(|p| (p.k as f64, 100.0 * p.accuracy)).collect();
+        line_with_markers(&mut chart, points, colour, label.to_string())?;
+    }
+    legend(&mut chart, 11)
 }
 
 pub fn classes_plot(dir: &Path, c: &Classes) -> anyhow::Result<Vec<PathBuf>> {

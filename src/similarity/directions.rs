@@ -54,6 +54,16 @@ impl Directions {
         let d = self.weights.narrow(1, 0, k as i64);
         d.matmul(&d.tr()).matmul(&self.scatter)
     }
+
+    /// How much each neuron carries of the top `k` directions (m float64s): the variance it
+    /// has in the projected output, `diag(C D_k D_k' C)` (up to the datapoint count), i.e.
+    /// the sum over the k canonical variates of its squared loading `(D_k' C)_ji` (the
+    /// coefficient by which variate j writes into neuron i in `x P_k = z_k D_k' C`).
+    pub fn importance(&self, k: usize) -> Vec<f64> {
+        assert!(k <= self.len(), "{k} directions asked of {}", self.len());
+        let loadings = self.weights.narrow(1, 0, k as i64).tr().matmul(&self.scatter);
+        to_host(&loadings.square().sum_dim_intlist(0, false, Kind::Double))
+    }
 }
 
 /// Centred float64 copy of a datapoints x neurons matrix and its column means; an error
