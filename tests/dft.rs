@@ -60,19 +60,6 @@ fn case5exact_dft_equals_full_flattened_cca() {
     assert_close(&s.correlations, &floats(&e["full_cca_coef1"]), 1e-6, "full CCA coefficients");
 }
 
-/// Circular 3x3 convolution of NCHW `x` with `k` (out x in x 3 x 3).
-fn circular_conv(x: &Tensor, k: &Tensor) -> Tensor {
-    let padded = x.pad([1, 1, 1, 1], "circular", None);
-    padded.conv2d(k, None::<Tensor>, [1], [0], [1], 1)
-}
-
-/// Every cyclic shift of every base pair: the dataset of Theorem 1.
-fn all_shifts(x: &Tensor) -> Tensor {
-    let (h, w) = (x.size()[2], x.size()[3]);
-    let shifted: Vec<Tensor> = (0..h).flat_map(|i| (0..w).map(move |j| (i, j))).map(|(i, j)| x.roll([i, j], [2, 3])).collect();
-    Tensor::cat(&shifted, 0)
-}
-
 #[test]
 fn theorem_holds_on_translation_invariant_data_and_fails_without() {
     let (n0, c1, c2, h, w) = (60, 3, 2, 4, 4);

@@ -78,19 +78,6 @@ fn a_constant_layer_is_an_error_of_its_side_for_every_pair() {
     }
 }
 
-/// Circular 3x3 convolution of NCHW `x` with `k` (out x in x 3 x 3).
-fn circular_conv(x: &Tensor, k: &Tensor) -> Tensor {
-    let padded = x.pad([1, 1, 1, 1], "circular", None);
-    padded.conv2d(k, None::<Tensor>, [1], [0], [1], 1)
-}
-
-/// Every cyclic shift of every datapoint: translation-invariant data (Theorem 1).
-fn all_shifts(x: &Tensor) -> Tensor {
-    let (h, w) = (x.size()[2], x.size()[3]);
-    let shifted: Vec<Tensor> = (0..h).flat_map(|i| (0..w).map(move |j| (i, j))).map(|(i, j)| x.roll([i, j], [2, 3])).collect();
-    Tensor::cat(&shifted, 0)
-}
-
 #[test]
 fn the_global_dft_cut_is_svcca_of_the_flattened_layers() {
     // Channels of very different scales, so that the 99% cut lands inside the spectrum

@@ -266,3 +266,17 @@ pub fn signal_run(eval_every: u64) -> Config {
     c.analysis.layers = Some(["c1", "c3", "fc1", "logits"].map(String::from).to_vec());
     c
 }
+
+/// Circular 3x3 convolution of NCHW `x` with `k` (out x in x 3 x 3).
+pub fn circular_conv(x: &Tensor, k: &Tensor) -> Tensor {
+    let padded = x.pad([1, 1, 1, 1], "circular", None);
+    padded.conv2d(k, None::<Tensor>, [1], [0], [1], 1)
+}
+
+/// Every cyclic shift of every datapoint: translation-invariant data with circular
+/// structure, the dataset of the DFT method's Theorem 1.
+pub fn all_shifts(x: &Tensor) -> Tensor {
+    let (h, w) = (x.size()[2], x.size()[3]);
+    let shifted: Vec<Tensor> = (0..h).flat_map(|i| (0..w).map(move |j| (i, j))).map(|(i, j)| x.roll([i, j], [2, 3])).collect();
+    Tensor::cat(&shifted, 0)
+}
