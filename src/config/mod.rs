@@ -506,6 +506,10 @@ pub struct FreezeConfig {
     /// Frozen batch-norm layers keep their running statistics (they run in eval mode);
     /// false: they still update them from each batch (but get no gradient).
     pub freeze_bn_stats: bool,
+    /// Memory (MiB) for the frozen prefix's output per training image, where it cannot
+    /// change (`train::prefix_cache`); 0: never kept. A resource, not a result: a run
+    /// folder may change it.
+    pub cache_mib: u64,
 }
 
 impl Default for FreezeConfig {
@@ -518,6 +522,7 @@ impl Default for FreezeConfig {
             check_every: None,
             at: Vec::new(),
             freeze_bn_stats: true,
+            cache_mib: 4096,
         }
     }
 }
@@ -671,12 +676,13 @@ impl Config {
 }
 
 /// The keys whose values differ between two configs (dotted), ignoring `train.device`
-/// (a run may be resumed on another device) and `[analysis]` (it does not change
+/// (a run may be resumed on another device), `freeze.cache_mib` (memory, not results) and `[analysis]` (it does not change
 /// training; the analysis checks its own settings, see `analysis::dynamics`).
 pub fn differences(a: &Config, b: &Config) -> Vec<String> {
     let flat = |c: &Config| {
         let mut c = c.clone();
         c.train.device = DeviceChoice::Auto;
+        c.freeze.cache_mib = FreezeConfig::default().cache_mib;
         c.analysis = AnalysisConfig::default();
         let value = toml::Value::try_from(&c).expect("a config always serialises");
         let mut out = std::collections::BTreeMap::new();

@@ -112,7 +112,7 @@ impl Network {
     /// sweep over edits of one layer runs the layers below once.
     pub fn forward_after(&self, h: &Tensor, after: &str, train: bool) -> Result<Tensor, InputError> {
         let i = self.index_of([after])?[0];
-        Ok(self.forward_range(h, train, i + 1..self.layers.len()).pop().unwrap_or_else(|| h.shallow_clone()))
+        Ok(self.forward_from(h, i + 1, train))
     }
 
     /// Positions of the named layers; an error naming the first unknown one.
@@ -146,18 +146,24 @@ impl Network {
             .collect()
     }
 
+    /// The logits from `h`, the output of the first `from` layers (the network's input
+    /// when `from` is 0): the layers above run on it.
+    pub fn forward_from(&self, h: &Tensor, from: usize, train: bool) -> Tensor {
+        self.layers[from..].iter().fold(h.shallow_clone(), |h, (_, l)| l.forward_t(&h, train))
+    }
+
     /// The logits, with the first `frozen` layers run without autograd (so the backward
     /// pass stops at the first trainable layer) and, when `bn_eval`, in inference mode
     /// (their batch-norm running statistics stay put).
     pub fn forward_frozen(&self, x: &Tensor, train: bool, frozen: usize, bn_eval: bool) -> Tensor {
         let frozen = frozen.min(self.layers.len());
-        let (below, above) = self.layers.split_at(frozen);
+        let below = &self.layers[..frozen];
         let h = if below.is_empty() {
             x.shallow_clone()
         } else {
             tch::no_grad(|| below.iter().fold(x.shallow_clone(), |h, (_, l)| l.forward_t(&h, train && !bn_eval)))
         };
-        above.iter().fold(h, |h, (_, l)| l.forward_t(&h, train))
+        self.forward_from(&h, frozen, train)
     }
 }
 

@@ -8,7 +8,8 @@
 //!
 //! - [`order`], [`schedule`], [`sgd`]: the data order, the learning rate, the optimiser.
 //! - [`checkpoint`], [`metrics`]: what a run leaves, written so that it resumes exactly.
-//! - [`freeze`], [`adaptive`]: the freeze schedules.
+//! - [`freeze`], [`adaptive`]: the freeze schedules; [`prefix_cache`]: the frozen
+//!   prefix's output kept per image where it cannot change.
 //! - [`divergence`]: stopping at the first non-finite loss.
 
 pub mod adaptive;
@@ -18,6 +19,7 @@ mod folder;
 pub mod freeze;
 pub mod metrics;
 pub mod order;
+mod prefix_cache;
 pub mod schedule;
 pub mod sgd;
 pub mod trainer;
@@ -45,6 +47,9 @@ pub struct Summary {
     /// Freeze training: the estimated share of backward work saved over the whole run
     /// (0 without freezing).
     pub backward_saved: f64,
+    /// Steps of this process whose frozen prefix's output came from its cache
+    /// ([`prefix_cache`]) instead of a forward pass.
+    pub cache_served: u64,
 }
 
 /// Trains `config` (checked, not yet resolved) in run folder `out`.

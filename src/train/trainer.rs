@@ -13,6 +13,7 @@ use super::divergence::Divergence;
 use super::freeze::Plan;
 use super::metrics::{Metrics, Row};
 use super::order::Order;
+use super::prefix_cache::{self, PrefixCache};
 use super::sgd::Sgd;
 use super::{build, evaluate, evaluate_on, folder, schedule, Built, Summary};
 use crate::activations::store::Recorder;
@@ -47,6 +48,8 @@ pub struct Trainer {
     /// Each layer's multiply-adds, for the backward-work estimate.
     weight_costs: Vec<f64>,
     freezing: Freezing,
+    /// The frozen prefix's outputs, where they cannot change (`None`: they can, said once).
+    cache: Option<PrefixCache>,
     total: u64,
 }
 
@@ -113,6 +116,15 @@ impl Trainer {
         let t = &config.train;
         let sgd = Sgd::new(&vs, t.momentum, t.nesterov, t.weight_decay);
         let order = Order::new(t.seed, data.train.len(), t.batch_size);
+        let augment = Augment { padding: config.data.crop_padding, flip: config.data.flip };
+        let cache = match prefix_cache::not_applicable(config.freeze.cache_mib, !augment.is_identity(), plan.bn_eval) {
+            _ if !plan.is_active() => None,
+            Some(why) => {
+                tracing::info!("the frozen prefix's output is computed at every step (not cached): {why}");
+                None
+            }
+            None => Some(PrefixCache::new(config.freeze.cache_mib, data.train.len(), t.batch_size, device)),
+        };
         Ok(Trainer {
             total: config.steps(),
             out: out.to_path_buf(),
@@ -124,7 +136,8 @@ impl Trainer {
             net,
             sgd,
             order,
-            augment: Augment { padding: config.data.crop_padding, flip: config.data.flip },
+            augment,
+            cache,
             weight_costs: costs.iter().map(|c| c.0).collect(),
             has_params,
             freezing: Freezing { plan, frozen: 0, adaptive: None },
@@ -199,6 +212,13 @@ impl Trainer {
             }
         }
         run.bar.finish_and_clear();
+        if let Some(c) = self.cache.as_ref().filter(|c| c.frozen_steps > 0) {
+            tracing::info!(
+                "the frozen prefix's output came from its cache on {} of the {} steps with a frozen prefix",
+                c.served,
+                c.frozen_steps
+            );
+        }
         let seconds = run.began.elapsed().as_secs_f64();
         let images_per_second = (self.total - start) as f64 * self.config.train.batch_size as f64 / seconds.max(1e-9);
         let summary = self.summary(resume.from, images_per_second);
@@ -262,11 +282,19 @@ impl Trainer {
     fn update(&mut self, step: u64, run: &mut Running) -> f64 {
         let t = &self.config.train;
         let lr = schedule::learning_rate(t, step, self.total);
-        let idx = Tensor::from_slice(self.order.batch(step)).to_device(self.device);
-        let images = self.augment.apply(&self.data.train.images.index_select(0, &idx), &mut self.order.augmentation(step));
+        let batch = self.order.batch(step).to_vec();
+        let idx = Tensor::from_slice(&batch).to_device(self.device);
+        let (data, augment, order) = (&self.data, &self.augment, &mut self.order);
+        let images = || data.normalise(&augment.apply(&data.train.images.index_select(0, &idx), &mut order.augmentation(step)));
         let labels = self.data.train.labels.index_select(0, &idx);
         let (frozen, bn_eval) = (self.freezing.frozen, self.freezing.plan.bn_eval);
-        let logits = self.net.forward_frozen(&self.data.normalise(&images), true, frozen, bn_eval);
+        let logits = match &mut self.cache {
+            Some(cache) if frozen > 0 => {
+                let h = cache.prefix_output(&self.net, frozen, &batch, &idx, images);
+                self.net.forward_from(&h, frozen, true)
+            }
+            _ => self.net.forward_frozen(&images(), true, frozen, bn_eval),
+        };
         let loss = logits.cross_entropy_for_logits(&labels);
         self.sgd.zero_grad();
         loss.backward();
@@ -395,6 +423,7 @@ impl Trainer {
             validation: self.data.validation.as_ref().map(|v| evaluate_on(&self.net, &self.data, v, batch)),
             images_per_second,
             backward_saved: self.freezing.plan.backward_saved(&self.weight_costs),
+            cache_served: self.cache.as_ref().map_or(0, |c| c.served),
         }
     }
 }
