@@ -40,6 +40,14 @@ fn make(config: &ModelConfig) -> (VarStore, Network) {
     (vs, net)
 }
 
+/// Four seeded random 3 x 8 x 8 images (drawn under the lock that keeps the draws of
+/// tests running at once apart).
+fn images(seed: i64) -> Tensor {
+    let _init = svcca::model::init_lock();
+    tch::manual_seed(seed);
+    Tensor::randn([4, 3, 8, 8], (Kind::Float, Device::Cpu))
+}
+
 fn var(vs: &VarStore, name: &str) -> Tensor {
     vs.variables()[name].shallow_clone()
 }
@@ -75,8 +83,7 @@ fn inner_taps_are_the_block_recomputed_from_its_weights() {
     assert_eq!(net.enclosing("s2b1.bn1"), Some("s2b1"));
     assert_eq!(net.enclosing("s2b1"), None);
 
-    tch::manual_seed(5);
-    let x = Tensor::randn([4, 3, 8, 8], (Kind::Float, Device::Cpu));
+    let x = images(5);
     // (block, the layer feeding it, stride, channels in, out)
     for (block, below, stride, cin, cout) in [("s1b1", "bn1", 1, 4, 4), ("s2b1", "s1b1", 2, 4, 8)] {
         let names: Vec<String> = [below.to_string(), block.to_string()]
@@ -115,8 +122,7 @@ fn block_outputs_are_bit_identical_with_and_without_inner_taps() {
     for (name, t) in vs_all.variables() {
         assert!(t.equal(&vs_blocks.variables()[&name]), "{name}: the same seed, the same weights");
     }
-    tch::manual_seed(6);
-    let x = Tensor::randn([4, 3, 8, 8], (Kind::Float, Device::Cpu));
+    let x = images(6);
     let sequence = blocks.layer_names();
     let every = all.analysable_layers();
     for train in [false, true] {
@@ -134,7 +140,18 @@ fn block_outputs_are_bit_identical_with_and_without_inner_taps() {
 /// ResNet-8, width 4, 4 steps of 16 on 64 synthetic images, checkpoints at 0, 2, 4,
 /// probed on 32 test images, with `taps`.
 fn tiny_run(taps: Taps) -> Config {
-    let mut c = Tiny { train_size: 64, test_size: 32, width: 4, batch_size: 16, steps: 4, every: 2, eval_every: 4, probe_size: Some(32), ..Tiny::default() }.config();
+    let mut c = Tiny {
+        train_size: 64,
+        test_size: 32,
+        width: 4,
+        batch_size: 16,
+        steps: 4,
+        every: 2,
+        eval_every: 4,
+        probe_size: Some(32),
+        ..Tiny::default()
+    }
+    .config();
     c.data.crop_padding = 2;
     c.data.flip = true;
     c.model.arch = Arch::Resnet;
@@ -187,6 +204,20 @@ fn training_is_the_same_and_analyze_gives_the_inner_layers_rows() {
 }
 
 #[test]
+fn store_mode_keeps_the_taps_it_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = tiny_run(Taps::All);
+    c.analysis.mode = svcca::config::ActivationMode::Store;
+    svcca::train::train(c.clone(), tmp.path()).unwrap();
+    let manifest = std::fs::read_to_string(tmp.path().join("activations/manifest.json")).unwrap();
+    assert!(manifest.contains("\"s2b1.conv2\""), "{manifest}");
+    // Its recorded activations are of the inner taps too: a change is refused.
+    c.model.taps = Taps::Blocks;
+    let e = svcca::train::train(c, tmp.path()).unwrap_err().to_string();
+    assert!(e.contains("model.taps: all vs blocks") && e.contains("store mode"), "{e}");
+}
+
+#[test]
 fn what_cannot_use_inner_taps_says_so() {
     for arch in ["convnet", "linear"] {
         let e = Config::parse(&format!("[model]\narch = \"{arch}\"\ntaps = \"all\"\n"), "x.toml", &[]).unwrap_err().to_string();
@@ -207,7 +238,7 @@ fn what_cannot_use_inner_taps_says_so() {
 
     // Edits and runs from an inner tap are refused by the network too.
     let (_, net) = make(&resnet8(Taps::All));
-    let x = Tensor::randn([2, 3, 8, 8], (Kind::Float, Device::Cpu));
+    let x = images(7);
     let id = |h: &Tensor| h.shallow_clone();
     let e = net.forward_edited(&x, false, &[("s1b1.bn2", &id)]).unwrap_err().message;
     assert!(e.contains("'s1b1.bn2' is a tap inside layer 's1b1'") && e.contains("name 's1b1'"), "{e}");

@@ -220,7 +220,8 @@ impl ModelConfig {
         if self.taps == Taps::All && self.arch != Arch::Resnet {
             return bad(
                 "model.taps",
-                "\"all\" is for arch = \"resnet\" (the layers inside its residual blocks); in this network every layer is already a tap".into(),
+                "\"all\" is for arch = \"resnet\" (the layers inside its residual blocks); in this network every layer is already a tap"
+                    .into(),
             );
         }
         Ok(())
