@@ -110,6 +110,13 @@ impl Run {
                     all.join(" ")
                 )));
             }
+            if let Some(block) = self.net.enclosing(n) {
+                return Err(InputError::new(format!(
+                    "{flag}: '{n}' is a tap inside residual block '{block}' of the network of {} (model.taps = \"all\"): an edit replaces a layer's output before the layers above see it, and the rest of '{block}' needs the block's input as well (its shortcut), so only whole layers can be edited; name '{block}'. Its layers are {}",
+                    self.dir.display(),
+                    all.join(" ")
+                )));
+            }
             if !all.contains(&n) {
                 return Err(InputError::new(format!(
                     "{flag}: no layer '{n}' in the network of {}; its layers are {}",

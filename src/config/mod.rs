@@ -165,11 +165,36 @@ pub struct ModelConfig {
     /// (`conv-(blocks)x3-bn-fc-out`). Off: He et al.'s CIFAR ResNet (and every run folder
     /// made before the key existed).
     pub final_bn: bool,
+    /// ResNet: which outputs are analysable layers. `blocks`: each residual block's output
+    /// (and every other layer of the sequence); `all`: also the convs and batch norms
+    /// inside each block (`s1b1.conv1` ...), as the paper's Appendix 3. Training is the
+    /// same either way, so a run folder may change it (see `train::folder`).
+    pub taps: Taps,
+}
+
+/// `model.taps`: the analysable layers of a ResNet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Taps {
+    /// Every layer of the sequence: a residual block is one layer (its output).
+    #[default]
+    Blocks,
+    /// Also each conv and batch norm inside a residual block.
+    All,
+}
+
+impl std::fmt::Display for Taps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Taps::Blocks => "blocks",
+            Taps::All => "all",
+        })
+    }
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig { arch: Arch::Convnet, width: None, fc1: 512, fc2: 256, depth: 20, final_bn: false }
+        ModelConfig { arch: Arch::Convnet, width: None, fc1: 512, fc2: 256, depth: 20, final_bn: false, taps: Taps::Blocks }
     }
 }
 
@@ -191,6 +216,13 @@ impl ModelConfig {
         }
         if self.final_bn && self.arch != Arch::Resnet {
             return bad("model.final_bn", "is for arch = \"resnet\" (the convnet has its own batch norms)".into());
+        }
+        if self.taps == Taps::All && self.arch != Arch::Resnet {
+            return bad(
+                "model.taps",
+                "\"all\" is for arch = \"resnet\" (the layers inside its residual blocks); in this network every layer is already a tap"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -676,14 +708,15 @@ impl Config {
 }
 
 /// The keys whose values differ between two configs (dotted), ignoring `train.device`
-/// (a run may be resumed on another device), `freeze.cache_mib` (memory, not results) and `[analysis]` (it does not change
-/// training; the analysis checks its own settings, see `analysis::dynamics`).
+/// (a run may be resumed on another device), `freeze.cache_mib` (memory, not results),
+/// `[analysis]` and `model.taps` (they do not change training; the analysis checks its own settings, see `analysis::dynamics`).
 pub fn differences(a: &Config, b: &Config) -> Vec<String> {
     let flat = |c: &Config| {
         let mut c = c.clone();
         c.train.device = DeviceChoice::Auto;
         c.freeze.cache_mib = FreezeConfig::default().cache_mib;
         c.analysis = AnalysisConfig::default();
+        c.model.taps = Taps::default();
         let value = toml::Value::try_from(&c).expect("a config always serialises");
         let mut out = std::collections::BTreeMap::new();
         flatten("", &value, &mut out);

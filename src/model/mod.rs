@@ -7,6 +7,14 @@
 //! runs the layers in order and keeps the outputs of the ones asked for. Residual blocks
 //! are single layers, so a sequence is enough for the ResNets too.
 //!
+//! A layer of the sequence may also offer taps inside it ([`InnerTaps`]: a ResNet's
+//! convs and batch norms inside a block, `model.taps = "all"`), named after their
+//! `VarStore` path (`s1b1.conv1`). They are analysable layers, listed just before the
+//! layer that holds them; they are not layers of the sequence: no unit of freezing, no
+//! place for an edit ([`Network::forward_edited`] refuses them). [`Network::forward_taps`]
+//! runs a layer through [`InnerTaps::forward_inner`] only when one of its inner taps is
+//! asked for; every other pass runs it as a plain module.
+//!
 //! The input is analysable too, as the layer [`INPUT`] (`in`): the images as the network
 //! sees them (normalised), below the first layer. It is no layer of the sequence: it has
 //! no parameters, is never frozen, and [`Network::layer_names`] leaves it out;
@@ -30,9 +38,46 @@ pub const INPUT: &str = "in";
 /// A layer's name and what replaces its output (a function of that output).
 pub type Edit<'a> = (&'a str, &'a dyn Fn(&Tensor) -> Tensor);
 
+/// A layer of the sequence that can return outputs from inside it as well as its own.
+pub trait InnerTaps: ModuleT {
+    /// Its output (what `forward_t` returns, bit for bit) and the outputs inside it, in the
+    /// order of the inner names it was pushed with ([`Network::push_with_taps`]).
+    fn forward_inner(&self, x: &Tensor, train: bool) -> (Tensor, Vec<Tensor>);
+}
+
+#[derive(Debug)]
+enum Module {
+    Plain(Box<dyn ModuleT>),
+    Inner(Box<dyn InnerTaps>),
+}
+
+impl Module {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        match self {
+            Module::Plain(m) => m.forward_t(x, train),
+            Module::Inner(m) => m.forward_t(x, train),
+        }
+    }
+}
+
+/// A layer of the sequence: its name, its module, and the full names of its inner taps
+/// (`s1b1.conv1`, ...; none for a plain layer).
+#[derive(Debug)]
+struct Layer {
+    name: String,
+    module: Module,
+    inner: Vec<String>,
+}
+
+impl Layer {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.module.forward_t(x, train)
+    }
+}
+
 #[derive(Debug)]
 pub struct Network {
-    layers: Vec<(String, Box<dyn ModuleT>)>,
+    layers: Vec<Layer>,
     /// Where each freeze unit begins (see [`Network::freeze_units`]); `None`: every layer
     /// is one.
     unit_starts: Option<Vec<usize>>,
@@ -62,31 +107,62 @@ impl Network {
     }
 
     pub fn push(&mut self, name: &str, layer: impl ModuleT + 'static) {
-        self.layers.push((name.to_string(), Box::new(layer)));
+        self.layers.push(Layer { name: name.to_string(), module: Module::Plain(Box::new(layer)), inner: Vec::new() });
+    }
+
+    /// Pushes a layer with taps inside it, named `name.INNER` for each of `inner` (the
+    /// order of [`InnerTaps::forward_inner`]'s outputs).
+    pub fn push_with_taps(&mut self, name: &str, inner: &[&str], layer: impl InnerTaps + 'static) {
+        let inner = inner.iter().map(|i| format!("{name}.{i}")).collect();
+        self.layers.push(Layer { name: name.to_string(), module: Module::Inner(Box::new(layer)), inner });
     }
 
     /// The layers' names, input to output; the last is `logits`.
     pub fn layer_names(&self) -> Vec<&str> {
-        self.layers.iter().map(|(n, _)| n.as_str()).collect()
+        self.layers.iter().map(|l| l.name.as_str()).collect()
     }
 
     /// The layers an analysis may name, input to output: [`INPUT`], then
-    /// [`Network::layer_names`].
+    /// [`Network::layer_names`], each preceded by its inner taps (if any).
     pub fn analysable_layers(&self) -> Vec<&str> {
-        std::iter::once(INPUT).chain(self.layer_names()).collect()
+        let sequence = self.layers.iter().flat_map(|l| l.inner.iter().chain([&l.name]).map(String::as_str));
+        std::iter::once(INPUT).chain(sequence).collect()
     }
 
-    /// The logits, and the output of each layer in `taps` (in the order asked); the tap
-    /// [`INPUT`] is `x` itself.
+    /// The layer of the sequence that `name` is an inner tap of, if it is one.
+    pub fn enclosing(&self, name: &str) -> Option<&str> {
+        self.layers.iter().find(|l| l.inner.iter().any(|i| i == name)).map(|l| l.name.as_str())
+    }
+
+    /// The logits, and the output of each analysable layer in `taps` (in the order asked);
+    /// the tap [`INPUT`] is `x` itself. A layer with inner taps runs through
+    /// [`InnerTaps::forward_inner`] only when one of them is asked for.
     pub fn forward_taps(&self, x: &Tensor, train: bool, taps: &[&str]) -> Result<(Tensor, Vec<Tensor>), InputError> {
         let mut slots: Vec<Option<Tensor>> = taps.iter().map(|&t| (t == INPUT).then(|| x.shallow_clone())).collect();
-        self.index_of(taps.iter().copied().filter(|&t| t != INPUT))?;
+        let all = self.analysable_layers();
+        if let Some(t) = taps.iter().find(|t| !all.contains(t)) {
+            return Err(InputError::new(format!("no layer '{t}' in this network; its layers are {}", all.join(" "))));
+        }
         let mut h = x.shallow_clone();
-        for (name, layer) in &self.layers {
-            h = layer.forward_t(&h, train);
-            for (slot, t) in slots.iter_mut().zip(taps) {
-                if t == name {
-                    *slot = Some(h.shallow_clone());
+        for layer in &self.layers {
+            let inner_asked = layer.inner.iter().any(|i| taps.contains(&i.as_str()));
+            let inner = match &layer.module {
+                Module::Inner(m) if inner_asked => {
+                    let (out, inner) = m.forward_inner(&h, train);
+                    h = out;
+                    inner
+                }
+                _ => {
+                    h = layer.forward_t(&h, train);
+                    Vec::new()
+                }
+            };
+            let outputs = layer.inner.iter().zip(&inner).chain([(&layer.name, &h)]);
+            for (name, out) in outputs {
+                for (slot, t) in slots.iter_mut().zip(taps) {
+                    if t == name {
+                        *slot = Some(out.shallow_clone());
+                    }
                 }
             }
         }
@@ -99,9 +175,9 @@ impl Network {
     pub fn forward_edited(&self, x: &Tensor, train: bool, edits: &[Edit]) -> Result<Tensor, InputError> {
         self.index_of(edits.iter().map(|e| e.0))?;
         let mut h = x.shallow_clone();
-        for (name, layer) in &self.layers {
+        for layer in &self.layers {
             h = layer.forward_t(&h, train);
-            for (_, edit) in edits.iter().filter(|e| e.0 == name) {
+            for (_, edit) in edits.iter().filter(|e| e.0 == layer.name) {
                 h = edit(&h);
             }
         }
@@ -115,21 +191,32 @@ impl Network {
         Ok(self.forward_from(h, i + 1, train))
     }
 
-    /// Positions of the named layers; an error naming the first unknown one.
+    /// Positions of the named layers in the sequence; an error naming the first unknown
+    /// one (or the first inner tap: no layer of the sequence, see [`Network::not_a_layer`]).
     fn index_of<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<Vec<usize>, InputError> {
         names
             .into_iter()
             .map(|t| {
-                self.layers.iter().position(|(n, _)| n == t).ok_or_else(|| {
-                    let what = if t == INPUT {
-                        format!("'{t}' is the network's input, not one of its layers")
-                    } else {
-                        format!("no layer '{t}' in this network")
-                    };
-                    InputError::new(format!("{what}; its layers are {}", self.layer_names().join(" ")))
-                })
+                self.layers
+                    .iter()
+                    .position(|l| l.name == t)
+                    .ok_or_else(|| InputError::new(format!("{}; its layers are {}", self.not_a_layer(t), self.layer_names().join(" "))))
             })
             .collect()
+    }
+
+    /// Why `name`, not a layer of the sequence, cannot be edited or run from: the input,
+    /// a tap inside a layer, or unknown.
+    pub fn not_a_layer(&self, name: &str) -> String {
+        if name == INPUT {
+            format!("'{name}' is the network's input, not one of its layers")
+        } else if let Some(block) = self.enclosing(name) {
+            format!(
+                "'{name}' is a tap inside layer '{block}' (model.taps = \"all\"), not a layer of its own: the rest of '{block}' needs the layer's input too (its shortcut), so its output cannot be edited or run from alone; name '{block}'"
+            )
+        } else {
+            format!("no layer '{name}' in this network")
+        }
     }
 
     /// Runs layers `range` on `h` (the network's input, or the output of the layer just
@@ -139,7 +226,7 @@ impl Network {
         let mut h = h.shallow_clone();
         self.layers[range]
             .iter()
-            .map(|(_, l)| {
+            .map(|l| {
                 h = l.forward_t(&h, train);
                 h.shallow_clone()
             })
@@ -149,7 +236,7 @@ impl Network {
     /// The logits from `h`, the output of the first `from` layers (the network's input
     /// when `from` is 0): the layers above run on it.
     pub fn forward_from(&self, h: &Tensor, from: usize, train: bool) -> Tensor {
-        self.layers[from..].iter().fold(h.shallow_clone(), |h, (_, l)| l.forward_t(&h, train))
+        self.layers[from..].iter().fold(h.shallow_clone(), |h, l| l.forward_t(&h, train))
     }
 
     /// The logits, with the first `frozen` layers run without autograd (so the backward
@@ -161,7 +248,7 @@ impl Network {
         let h = if below.is_empty() {
             x.shallow_clone()
         } else {
-            tch::no_grad(|| below.iter().fold(x.shallow_clone(), |h, (_, l)| l.forward_t(&h, train && !bn_eval)))
+            tch::no_grad(|| below.iter().fold(x.shallow_clone(), |h, l| l.forward_t(&h, train && !bn_eval)))
         };
         self.forward_from(&h, frozen, train)
     }
@@ -175,7 +262,7 @@ impl Default for Network {
 
 impl ModuleT for Network {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        self.layers.iter().fold(x.shallow_clone(), |h, (_, l)| l.forward_t(&h, train))
+        self.layers.iter().fold(x.shallow_clone(), |h, l| l.forward_t(&h, train))
     }
 }
 
@@ -191,7 +278,7 @@ pub fn init_lock() -> std::sync::MutexGuard<'static, ()> {
 pub fn build(root: &nn::Path, config: &ModelConfig, shape: [i64; 3], classes: i64) -> Result<Network, InputError> {
     match config.arch {
         Arch::Convnet => convnet(root, shape, classes, config.width(), config.fc1, config.fc2),
-        Arch::Resnet => Ok(resnet(root, shape[0], classes, (config.depth - 2) / 6, config.width(), config.final_bn)),
+        Arch::Resnet => Ok(resnet(root, shape[0], classes, (config.depth - 2) / 6, config.width(), config.final_bn, config.taps)),
         Arch::Linear => Ok(linear(root, shape, classes)),
     }
 }

@@ -9,12 +9,19 @@
 //! (`model.final_bn`) is a batch norm with its ReLU after the last block, the paper's
 //! `conv-(blocks)x3-bn-fc-out`; He et al.'s CIFAR ResNet has none.
 //!
+//! With `model.taps = "all"` ([`Taps::All`]) the convs and batch norms inside each block
+//! are analysable layers too (not layers of the sequence), named after their `VarStore`
+//! paths and listed before the block: `s1b1.conv1`, `s1b1.bn1` (after its ReLU: what
+//! `conv2` sees), `s1b1.conv2`, `s1b1.bn2` (before the addition), then `s1b1`. The weights,
+//! the layers of the sequence and training are the same as with `"blocks"`.
+//!
 //! Freeze units ([`Network::freeze_units`]): one per residual block, everything in it
 //! (both convs, both batch norms; the shortcut has no parameters), the stem joining the
 //! first block and the head the last, so the linear schedule freezes block b of B at
 //! fraction b/B of training.
 
-use super::Network;
+use super::{InnerTaps, Network};
+use crate::config::Taps;
 use tch::nn::{self, ConvConfig, ModuleT};
 use tch::Tensor;
 
@@ -46,21 +53,42 @@ impl Block {
     }
 }
 
-impl ModuleT for Block {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let y = x.apply(&self.conv1).apply_t(&self.bn1, train).relu().apply(&self.conv2).apply_t(&self.bn2, train);
-        let shortcut = if self.stride == 1 && self.extra == 0 {
+/// The taps inside a block, in the order [`Block::forward_inner`] returns them.
+const INNER: [&str; 4] = ["conv1", "bn1", "conv2", "bn2"];
+
+impl Block {
+    /// The shortcut: `x`, or subsampled by the stride and zero-padded to the channels.
+    fn shortcut(&self, x: &Tensor) -> Tensor {
+        if self.stride == 1 && self.extra == 0 {
             x.shallow_clone()
         } else {
             let sub = x.slice(2, 0, None, self.stride).slice(3, 0, None, self.stride);
             let before = self.extra / 2;
             sub.constant_pad_nd([0, 0, 0, 0, before, self.extra - before])
-        };
-        (y + shortcut).relu()
+        }
     }
 }
 
-pub fn resnet(root: &nn::Path, channels: i64, classes: i64, n: i64, width: i64, final_bn: bool) -> Network {
+impl ModuleT for Block {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let y = x.apply(&self.conv1).apply_t(&self.bn1, train).relu().apply(&self.conv2).apply_t(&self.bn2, train);
+        (y + self.shortcut(x)).relu()
+    }
+}
+
+impl InnerTaps for Block {
+    /// The same operations as `forward_t`, each intermediate kept.
+    fn forward_inner(&self, x: &Tensor, train: bool) -> (Tensor, Vec<Tensor>) {
+        let conv1 = x.apply(&self.conv1);
+        let bn1 = conv1.apply_t(&self.bn1, train).relu();
+        let conv2 = bn1.apply(&self.conv2);
+        let bn2 = conv2.apply_t(&self.bn2, train);
+        let out = (&bn2 + self.shortcut(x)).relu();
+        (out, vec![conv1, bn1, conv2, bn2])
+    }
+}
+
+pub fn resnet(root: &nn::Path, channels: i64, classes: i64, n: i64, width: i64, final_bn: bool, taps: Taps) -> Network {
     let mut net = Network::new();
     net.push("conv1", conv3x3(root / "conv1", channels, width, 1));
     let bn = nn::batch_norm2d(root / "bn1", width, Default::default());
@@ -73,7 +101,11 @@ pub fn resnet(root: &nn::Path, channels: i64, classes: i64, n: i64, width: i64, 
             let stride = if stage > 1 && b == 1 { 2 } else { 1 };
             let name = format!("s{stage}b{b}");
             blocks.push(net.layer_names().len());
-            net.push(&name, Block::new(root / name.as_str(), cin, cout, stride));
+            let block = Block::new(root / name.as_str(), cin, cout, stride);
+            match taps {
+                Taps::Blocks => net.push(&name, block),
+                Taps::All => net.push_with_taps(&name, &INNER, block),
+            }
             cin = cout;
         }
     }

@@ -74,7 +74,7 @@ pub fn plot(run: &Path, d: &Dynamics) -> anyhow::Result<Vec<PathBuf>> {
     let dir = run.join(FOLDER);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let n = d.settings.layers.len() as u32;
-    let cell = 36.max(300 / n.max(1));
+    let cell = heatmap_cell_pixels(n);
     let panel = (cell * n + 130).max(360);
     let heat_size = (panel * 4 + 130, panel + 50);
     let curve_size = (1000, 620);
@@ -84,6 +84,28 @@ pub fn plot(run: &Path, d: &Dynamics) -> anyhow::Result<Vec<PathBuf>> {
         png(&dir.join("to_final.png"), curve_size, |a| curves(a, d))?,
         svg(&dir.join("to_final.svg"), curve_size, |a| curves(a, d))?,
     ])
+}
+
+/// Pixels per cell of a heatmap of `n` layers: 36 (larger for a few layers), shrinking
+/// for more than 40 (a ResNet's taps inside its blocks) so that a panel stays under about
+/// 2000 pixels, down to 12.
+fn heatmap_cell_pixels(n: u32) -> u32 {
+    if n <= 40 {
+        36.max(300 / n.max(1))
+    } else {
+        (1440 / n).max(12)
+    }
+}
+
+/// A heatmap's axis label for `layer`: a tap inside a residual block (`s1b1.conv1`) by
+/// its part in the block (`conv1`; the block's own label follows it), or none where the
+/// cells are too narrow for labels of them all; any other layer by its name.
+fn heatmap_label(layer: &str, cell: u32) -> String {
+    match layer.split_once('.') {
+        Some((_, inner)) if cell >= 30 => inner.to_string(),
+        Some(_) => String::new(),
+        None => layer.to_string(),
+    }
 }
 
 fn png(
@@ -134,8 +156,9 @@ fn heatmaps<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &Dynamics) -> 
     let panels = maps.split_evenly((1, chosen.len().max(1)));
     let layers = &d.settings.layers;
     let n = layers.len() as i32;
+    let cell = heatmap_cell_pixels(n as u32);
     let name = |v: &SegmentValue<i32>| match v {
-        SegmentValue::CenterOf(i) => layers.get(*i as usize).cloned().unwrap_or_default(),
+        SegmentValue::CenterOf(i) => layers.get(*i as usize).map(|l| heatmap_label(l, cell)).unwrap_or_default(),
         _ => String::new(),
     };
     for (area, r) in panels.iter().zip(&chosen) {
@@ -372,6 +395,18 @@ mod tests {
         assert_eq!(heatmap_cell(2, 5), (2, 5));
         assert_eq!(heatmap_cell(0, 0), (0, 0));
         assert_eq!(heatmap_cell(4, 1), (4, 1));
+    }
+
+    #[test]
+    fn heatmaps_of_many_layers_stay_drawable_and_label_taps_inside_blocks_short() {
+        // ResNet-62 with its taps inside blocks: 156 layers, a panel of about 2000 pixels.
+        assert_eq!(heatmap_cell_pixels(3), 100);
+        assert_eq!(heatmap_cell_pixels(36), 36);
+        assert!(heatmap_cell_pixels(156) * 156 <= 2000);
+        assert_eq!(heatmap_label("s1b1.conv1", 36), "conv1");
+        assert_eq!(heatmap_label("s1b1", 36), "s1b1");
+        assert_eq!(heatmap_label("s1b1.bn2", 12), "");
+        assert_eq!(heatmap_label("s3b10", 12), "s3b10");
     }
 
     /// The drawn heatmaps themselves: the cell of layer 0 at the step against the top

@@ -40,7 +40,7 @@ pub(super) fn prepare(config: &Config, out: &Path, writable: bool) -> anyhow::Re
                 "the adaptive freeze schedule takes its decisions with the [analysis] similarity, so this run's decisions so far were taken under the folder's settings and a resumed run would decide by others",
             ),
             (
-                recording_differences(&before.analysis, &config.analysis),
+                recording_differences(&before, config),
                 "store mode records activations at each checkpoint while training, and this run's checkpoints were made under the folder's settings, so the activations of the past checkpoints cannot be recorded now",
             ),
         ];
@@ -52,11 +52,12 @@ pub(super) fn prepare(config: &Config, out: &Path, writable: bool) -> anyhow::Re
             ))
             .into());
         }
-        if before.analysis != config.analysis {
-            // Only analysis settings that training does not use changed: the folder's
-            // config takes them, and the analysis refuses to mix them with results made
-            // under the old ones (`analysis::settings`).
-            tracing::info!("{}: [analysis] updated from the config", config_path.display());
+        if before.analysis != config.analysis || before.model.taps != config.model.taps {
+            // Only analysis settings that training does not use changed ([analysis], and
+            // `model.taps`: which outputs are analysable, the weights and training being
+            // the same): the folder's config takes them, and the analysis refuses to mix
+            // them with results made under the old ones (`analysis::settings`).
+            tracing::info!("{}: [analysis] and model.taps updated from the config", config_path.display());
             crate::io::write_atomic(&config_path, config.to_toml().as_bytes())?;
         }
     } else {
@@ -109,14 +110,17 @@ fn steering_differences(a: &AnalysisConfig, config: &Config) -> Vec<String> {
     ])
 }
 
-/// The `[analysis]` settings that store mode fixes while training (what is recorded, and
-/// whether), differing between `a` (the folder's) and `b`: `key: a vs b`.
-fn recording_differences(a: &AnalysisConfig, b: &AnalysisConfig) -> Vec<String> {
+/// The settings that store mode fixes while training (what is recorded, and whether: the
+/// `[analysis]` keys and `model.taps`, which layers there are), differing between
+/// `before` (the folder's) and `now`: `key: before vs now`.
+fn recording_differences(before: &Config, now: &Config) -> Vec<String> {
+    let (a, b) = (&before.analysis, &now.analysis);
     let mode = ("analysis.mode", format!("{:?}", a.mode).to_lowercase(), format!("{:?}", b.mode).to_lowercase());
     if a.mode != b.mode || a.mode != ActivationMode::Store {
         return changed([mode]);
     }
     changed([
+        ("model.taps", before.model.taps.to_string(), now.model.taps.to_string()),
         ("analysis.probe_size", a.probe_size.to_string(), b.probe_size.to_string()),
         ("analysis.seed", a.seed.to_string(), b.seed.to_string()),
         ("analysis.dtype", format!("{:?}", a.dtype).to_lowercase(), format!("{:?}", b.dtype).to_lowercase()),

@@ -57,6 +57,13 @@ impl Plan {
                             names.join(" ")
                         )));
                     }
+                    let block = a.layer.split_once('.').map(|b| b.0).filter(|b| names.contains(b));
+                    if let (Some(block), false) = (block, names.contains(&a.layer.as_str())) {
+                        return Err(InputError::new(format!(
+                            "freeze.at: '{}' is inside residual block '{block}': freezing is per residual block (both its convs and batch norms at once); list '{block}'",
+                            a.layer
+                        )));
+                    }
                     let Some(i) = names.iter().position(|l| *l == a.layer) else {
                         return Err(InputError::new(format!(
                             "freeze.at: no layer '{}' in this network; its layers are {}",
