@@ -11,12 +11,12 @@
 
 use super::results::Results;
 use super::runs::Run;
+use super::settings::Similarity;
 use crate::activations::probe::Probe;
 use crate::activations::{similarity, LayerSet};
 use crate::device::DeviceChoice;
 use crate::error::InputError;
 use crate::io::{write_atomic, write_json_atomic};
-use crate::similarity::{ConvDense, ConvMethod, DftCut, KeepRule, Method};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -25,23 +25,8 @@ use tch::Tensor;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     pub runs: Vec<PathBuf>,
-    pub method: Method,
-    pub keep: f64,
-    /// What `keep` is a fraction of; absent in folders analysed before it was a setting,
-    /// which all used the variance.
-    #[serde(default)]
-    pub keep_rule: KeepRule,
-    pub conv: ConvMethod,
-    /// How a conv layer met a dense one (as asked; `flatten` falls back to `avgpool` by
-    /// the layers' sizes and the probe's); absent in folders analysed before it was a
-    /// setting, which all took channel means.
-    #[serde(default = "ConvDense::before_it_was_a_setting")]
-    pub conv_dense: ConvDense,
-    /// Where SVCCA cuts under the DFT; absent in folders made before it was a setting.
-    #[serde(default = "DftCut::before_it_was_a_setting")]
-    pub dft_cut: DftCut,
-    pub probe_size: usize,
-    pub seed: u64,
+    #[serde(flatten)]
+    pub similarity: Similarity,
 }
 
 /// Run `a` (rows) against run `b` (columns).
@@ -81,18 +66,7 @@ pub fn compare_runs(runs: &[PathBuf], out: &Path, device: Option<DeviceChoice>) 
         opened.push(Run::open(r, device)?);
     }
     let first = &opened[0];
-    let a = first.config.analysis.clone();
-    let settings = Settings {
-        runs: runs.to_vec(),
-        method: a.method,
-        keep: a.keep,
-        keep_rule: a.keep_rule,
-        conv: a.conv,
-        conv_dense: a.conv_dense,
-        dft_cut: a.dft_cut,
-        probe_size: a.probe_size,
-        seed: a.seed,
-    };
+    let settings = Settings { runs: runs.to_vec(), similarity: Similarity::of(&first.config.analysis) };
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let results = Results::<(usize, usize), Pair>::new(out, |&(i, j)| format!("pair-{i}-{j}.json"));
     super::settings::check_or_write(&out.join("settings.json"), &settings)?;

@@ -20,6 +20,7 @@
 
 use super::results::{read_json, Results};
 use super::runs::Run;
+use super::settings::Similarity;
 use crate::activations::probe::Probe;
 use crate::activations::record;
 use crate::activations::store;
@@ -29,7 +30,6 @@ use crate::data::rng::Rng;
 use crate::device::DeviceChoice;
 use crate::io::{write_atomic, write_json_atomic};
 use crate::model::INPUT;
-use crate::similarity::{ConvDense, ConvMethod, DftCut, KeepRule, Method};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -42,24 +42,8 @@ pub const FOLDER: &str = "analysis";
 /// What the numbers depend on; a folder analysed with other settings is refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
-    pub method: Method,
-    pub keep: f64,
-    /// What `keep` is a fraction of; absent in folders analysed before it was a setting,
-    /// which all used the variance.
-    #[serde(default)]
-    pub keep_rule: KeepRule,
-    pub conv: ConvMethod,
-    /// How a conv layer met a dense one (as asked; `flatten` falls back to `avgpool` by
-    /// the layers' sizes and the probe's); absent in folders analysed before it was a
-    /// setting, which all took channel means.
-    #[serde(default = "ConvDense::before_it_was_a_setting")]
-    pub conv_dense: ConvDense,
-    /// Where SVCCA cuts under the DFT; absent in folders analysed before it was a
-    /// setting, which all cut per frequency.
-    #[serde(default = "DftCut::before_it_was_a_setting")]
-    pub dft_cut: DftCut,
-    pub probe_size: usize,
-    pub seed: u64,
+    #[serde(flatten)]
+    pub similarity: Similarity,
     pub layers: Vec<String>,
     pub final_step: u64,
 }
@@ -67,19 +51,7 @@ pub struct Settings {
 impl Settings {
     /// The settings of `analysis` for `layers` of a run whose final step is `final_step`.
     pub fn new(analysis: &crate::config::AnalysisConfig, layers: Vec<String>, final_step: u64) -> Settings {
-        let a = analysis;
-        Settings {
-            method: a.method,
-            keep: a.keep,
-            keep_rule: a.keep_rule,
-            conv: a.conv,
-            conv_dense: a.conv_dense,
-            dft_cut: a.dft_cut,
-            probe_size: a.probe_size,
-            seed: a.seed,
-            layers,
-            final_step,
-        }
+        Settings { similarity: Similarity::of(analysis), layers, final_step }
     }
 }
 
@@ -366,6 +338,7 @@ fn write_tables(dir: &Path, d: &Dynamics) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use crate::config::AnalysisConfig;
+    use crate::similarity::KeepRule;
 
     #[test]
     fn settings_say_which_keep_rule_and_old_ones_read_as_variance() {

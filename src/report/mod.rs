@@ -194,7 +194,7 @@ fn heatmaps<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &Dynamics) -> 
             }))
             .map_err(err)?;
     }
-    colour_bar(&bar, &format!("{} similarity", format!("{:?}", d.settings.method).to_uppercase()), 58)
+    colour_bar(&bar, &format!("{} similarity", format!("{:?}", d.settings.similarity.method).to_uppercase()), 58)
 }
 
 /// The colour scale of the heatmaps (0 to 1, [`colour`]) in `bar`, labelled `desc`;
@@ -240,7 +240,7 @@ fn curves<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &Dynamics) -> an
     chart
         .configure_mesh()
         .x_desc("training step")
-        .y_desc(format!("{} similarity to the final layer", format!("{:?}", d.settings.method).to_uppercase()))
+        .y_desc(format!("{} similarity to the final layer", format!("{:?}", d.settings.similarity.method).to_uppercase()))
         .axis_desc_style(("sans-serif", 16))
         .label_style(("sans-serif", 13))
         .light_line_style(WHITE.mix(0.0))

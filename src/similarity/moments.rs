@@ -237,11 +237,15 @@ impl Moments {
 /// and above the diagonal multiplied and the rest mirrored: libtorch has no symmetric
 /// rank-k product, and this does 3/4 (two blocks) or 5/8 (four blocks) of the full
 /// product's multiplications, which for wide layers are most of a comparison's time.
-/// Narrow layers take the one product (small blocks would run below BLAS's speed).
+/// Narrow layers take the one product (small blocks would run below BLAS's speed). The
+/// result is exactly symmetric: BLAS does not promise that of `x' x` (on an AMD EPYC the
+/// two triangles differ in the last bit), so the products on the diagonal are mirrored
+/// from their upper triangle.
 pub(super) fn symmetric_gram(x: &Tensor) -> Tensor {
     let cols = x.size()[2];
+    let mirrored = |g: Tensor| g.triu(0) + g.triu(1).transpose(1, 2);
     let parts = match cols {
-        ..128 => return x.transpose(1, 2).matmul(x),
+        ..128 => return mirrored(x.transpose(1, 2).matmul(x)),
         128..512 => 2,
         _ => 4,
     };
@@ -257,6 +261,7 @@ pub(super) fn symmetric_gram(x: &Tensor) -> Tensor {
         for j in i..parts {
             let (rj, nj) = block(j);
             let product = xi.transpose(1, 2).matmul(&x.narrow(2, rj, nj));
+            let product = if i == j { mirrored(product) } else { product };
             out.narrow(1, ri, ni).narrow(2, rj, nj).copy_(&product);
             if i != j {
                 out.narrow(1, rj, nj).narrow(2, ri, ni).copy_(&product.transpose(1, 2));

@@ -124,8 +124,9 @@ impl PrefixCache {
     }
 
     /// The prefix grew to `frozen` layers: the outputs held move up through the newly
-    /// frozen layers, a batch at a time; when nothing is held (or the prefix shrank, which
-    /// a schedule never does) the cache starts over at the new depth.
+    /// frozen layers, a batch at a time, in place when their shape stays (a conv after a
+    /// conv); when nothing is held (or the prefix shrank, which a schedule never does)
+    /// the cache starts over at the new depth.
     fn move_to(&mut self, net: &Network, frozen: usize) {
         let old = std::mem::replace(&mut self.held, Held::Nothing);
         let was_filled = std::mem::replace(&mut self.filled, vec![false; self.images]);
@@ -135,15 +136,29 @@ impl PrefixCache {
             return;
         }
         let rows: Vec<i64> = (0..self.images as i64).filter(|&i| was_filled[i as usize]).collect();
+        let mut moved: Option<Tensor> = None;
         for chunk in rows.chunks(self.batch) {
             let idx = Tensor::from_slice(chunk).to_device(self.device);
             let h = tch::no_grad(|| net.forward_range(&old.index_select(0, &idx), false, from..frozen).pop().expect("layers were frozen"));
-            if matches!(self.held, Held::Nothing) {
-                self.held = self.allocate(net, &h);
+            if moved.is_none() {
+                // Rows are read (copied out) before they are written, so the same tensor
+                // can take the new outputs: no second copy of the cache at its largest.
+                let same_shape = h.size()[1..] == old.size()[1..];
+                match if same_shape { Held::Outputs(old.shallow_clone()) } else { self.allocate(net, &h) } {
+                    Held::Outputs(t) => moved = Some(t),
+                    too_large => {
+                        self.held = too_large;
+                        return;
+                    }
+                }
             }
-            let Held::Outputs(out) = &mut self.held else { return };
+            let out = moved.as_mut().expect("set above");
             let _ = tch::no_grad(|| out.index_copy_(0, &idx, &h));
             chunk.iter().for_each(|&i| self.filled[i as usize] = true);
         }
+        if moved.is_some() {
+            tracing::debug!("the frozen prefix's cached output moved up to {}", net.layer_names()[frozen - 1]);
+        }
+        self.held = moved.map_or(Held::Nothing, Held::Outputs);
     }
 }
