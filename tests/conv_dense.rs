@@ -233,10 +233,10 @@ fn settings_from_before_the_setting_read_as_avgpool() {
     use svcca::analysis::{compare_runs, dynamics};
     let old = r#"{"method":"svcca","keep":0.99,"conv":"dft","probe_size":500,"seed":0,"layers":["c1","fc"],"final_step":10}"#;
     let s: dynamics::Settings = serde_json::from_str(old).unwrap();
-    assert_eq!(s.conv_dense, ConvDense::Avgpool);
+    assert_eq!(s.similarity.conv_dense, ConvDense::Avgpool);
     let old = r#"{"runs":["a","b"],"method":"svcca","keep":0.99,"conv":"dft","probe_size":500,"seed":0}"#;
     let s: compare_runs::Settings = serde_json::from_str(old).unwrap();
-    assert_eq!(s.conv_dense, ConvDense::Avgpool);
+    assert_eq!(s.similarity.conv_dense, ConvDense::Avgpool);
     // New settings record what was asked.
     let now = dynamics::Settings::new(&Config::default().analysis, vec!["c1".into()], 10);
     let text = serde_json::to_string(&now).unwrap();
