@@ -296,7 +296,8 @@ fn heatmap<DB: DrawingBackend>(
         .margin(8)
         .x_label_area_size(60)
         .y_label_area_size(60)
-        .build_cartesian_2d((0..nc).into_segmented(), (0..nr).into_segmented())
+        // plotters' integer range includes its end: 0..n - 1 is n cells.
+        .build_cartesian_2d((0..nc - 1).into_segmented(), (0..nr - 1).into_segmented())
         .map_err(err)?;
     chart
         .configure_mesh()

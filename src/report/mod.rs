@@ -167,7 +167,8 @@ fn heatmaps<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &Dynamics) -> 
             .margin(8)
             .x_label_area_size(50)
             .y_label_area_size(70)
-            .build_cartesian_2d((0..n).into_segmented(), (0..n).into_segmented())
+            // plotters' integer range includes its end: 0..n - 1 is n cells.
+            .build_cartesian_2d((0..n - 1).into_segmented(), (0..n - 1).into_segmented())
             .map_err(err)?;
         chart
             .configure_mesh()
