@@ -5,6 +5,7 @@ use svcca::error::InputError;
 use svcca::preempt::{Preempted, EXIT_STATUS};
 
 fn main() -> ExitCode {
+    svcca::device::reuse_freed_host_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SVCCA_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use svcca::similarity::summary::{similarity, Layers};
+use svcca::similarity::summary::{similarities, similarity, Layers};
 use svcca::similarity::{compare, compare_conv, ConvDense, ConvMethod, ConvOptions, DftCut, Keep, Method, Options};
 use tch::{Kind, Tensor};
 
@@ -49,13 +49,24 @@ fn summaries_give_the_numbers_of_the_pairwise_route_for_every_method_and_form() 
                 let conv = ConvOptions { method, cut, max_datapoints: 4000, seed: 3, dense };
                 let mut a = Layers::new(layers.iter().map(Tensor::shallow_clone).collect(), options, conv);
                 let mut b = Layers::new(noisy.iter().map(Tensor::shallow_clone).collect(), options, conv);
+                // Rows (one product against the b layers side by side, per form) with and
+                // without the side-by-side copies, and pairs one at a time.
+                let mut rows = Layers::new(noisy.iter().map(Tensor::shallow_clone).collect(), options, conv);
+                let mut apart = Layers::new(noisy.iter().map(Tensor::shallow_clone).collect(), options, conv).with_joined_budget(0);
+                let all: Vec<usize> = (0..noisy.len()).collect();
                 for (i, x) in layers.iter().enumerate() {
+                    let row = similarities(&mut a, i, &mut rows, &all);
+                    let row_apart = similarities(&mut a, i, &mut apart, &all);
                     for (j, y) in noisy.iter().enumerate() {
                         let got = similarity(&mut a, i, &mut b, j).unwrap();
                         let want = direct(x, y, conv, &options);
                         let what = format!("{options:?} {method:?} {cut:?} {dense:?} layer {i} vs {j}");
                         assert!((got - want).abs() < 1e-10, "{what}: {got} vs {want}");
                         assert!(got > 0.01 && got < 0.999, "{what}: {got} says nothing");
+                        for (how, row) in [("row", &row), ("row without copies", &row_apart)] {
+                            let r = *row[j].as_ref().unwrap();
+                            assert!((r - want).abs() < 1e-10, "{what}, {how}: {r} vs {want}");
+                        }
                     }
                 }
             }
@@ -76,6 +87,13 @@ fn a_constant_layer_is_an_error_of_its_side_for_every_pair() {
         let e = similarity(&mut b, j, &mut a, 0).unwrap_err().to_string();
         assert!(e.contains("layer B") && e.contains("constant"), "{e}");
     }
+    // In a row, the constant layer's pair is its error and the others are answered.
+    let mut c = Layers::new(vec![randn(3, 50, 6), Tensor::ones([50, 4], (Kind::Float, tch::Device::Cpu)), randn(4, 50, 5)], options, conv);
+    let row = similarities(&mut b, 0, &mut c, &[0, 1, 2]);
+    assert!(row[0].as_ref().is_ok_and(|s| s.is_finite()) && row[2].as_ref().is_ok_and(|s| s.is_finite()), "{row:?}");
+    let e = row[1].as_ref().unwrap_err().to_string();
+    assert!(e.contains("layer B") && e.contains("constant"), "{e}");
+    assert_eq!(*row[2].as_ref().unwrap(), similarity(&mut b, 0, &mut c, 2).unwrap());
 }
 
 #[test]

@@ -53,28 +53,42 @@ impl LayerSet {
 /// layer against a dense one by `analysis.conv_dense`, `flatten` falling back to
 /// `avgpool` where the probe is too small ([`conv_dense_fallbacks`]).
 pub fn similarity(a: &mut LayerSet, i: usize, b: &mut LayerSet, j: usize) -> Option<f64> {
-    let result = match (a, b) {
-        (LayerSet::Summarised(a), LayerSet::Summarised(b)) => summary::similarity(a, i, b, j),
-        (LayerSet::Pairwise { layers: xs, options, conv }, LayerSet::Pairwise { layers: ys, .. }) => {
-            let (x, y) = (&xs[i], &ys[j]);
-            let compared = if x.dim() == 2 && y.dim() == 2 {
-                similarity::compare(x, y, options)
-            } else {
-                let applied = conv::applicable(*conv, [conv::LayerShape::of(x), conv::LayerShape::of(y)], x.size()[0]);
-                similarity::compare_conv(x, y, applied, options).map(|(s, _)| s)
-            };
-            compared.map(|s| s.mean)
-        }
+    let [one] = similarities(a, i, b, &[j]).try_into().expect("one pair asked");
+    one
+}
+
+/// [`similarity`] of layer `i` of `a` with each layer `js` of `b`, in order: a row of
+/// the learning-dynamics matrix asks for all of `b`, whose products with layer `i` are
+/// then shared where the forms allow ([`summary::similarities`]).
+pub fn similarities(a: &mut LayerSet, i: usize, b: &mut LayerSet, js: &[usize]) -> Vec<Option<f64>> {
+    let results = match (a, b) {
+        (LayerSet::Summarised(a), LayerSet::Summarised(b)) => summary::similarities(a, i, b, js),
+        (LayerSet::Pairwise { layers: xs, options, conv }, LayerSet::Pairwise { layers: ys, .. }) => js
+            .iter()
+            .map(|&j| {
+                let (x, y) = (&xs[i], &ys[j]);
+                let compared = if x.dim() == 2 && y.dim() == 2 {
+                    similarity::compare(x, y, options)
+                } else {
+                    let applied = conv::applicable(*conv, [conv::LayerShape::of(x), conv::LayerShape::of(y)], x.size()[0]);
+                    similarity::compare_conv(x, y, applied, options).map(|(s, _)| s)
+                };
+                compared.map(|s| s.mean)
+            })
+            .collect(),
         _ => unreachable!("both sides of a comparison are made from the same config"),
     };
-    match result {
-        Ok(mean) if mean.is_finite() => Some(mean),
-        Ok(_) => None,
-        Err(e) => {
-            tracing::warn!("a comparison is undefined ({e:?}); left empty");
-            None
-        }
-    }
+    results
+        .into_iter()
+        .map(|result| match result {
+            Ok(mean) if mean.is_finite() => Some(mean),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!("a comparison is undefined ({e:?}); left empty");
+                None
+            }
+        })
+        .collect()
 }
 
 /// The similarity of one pair of layers under `config.analysis`: [`similarity`] of two

@@ -24,7 +24,7 @@ use super::settings::Similarity;
 use crate::activations::probe::Probe;
 use crate::activations::record;
 use crate::activations::store;
-use crate::activations::{pair, similarity, LayerSet};
+use crate::activations::{pair, similarities, LayerSet};
 use crate::config::{ActivationMode, Config};
 use crate::data::rng::Rng;
 use crate::device::DeviceChoice;
@@ -178,13 +178,9 @@ impl Plan {
             bar.inc(row.len() as u64);
             return row.clone();
         }
-        let row: Vec<Option<f64>> = (0..self.layers.len())
-            .map(|j| {
-                let v = similarity(step, x, finals, j);
-                bar.inc(1);
-                v
-            })
-            .collect();
+        let all: Vec<usize> = (0..self.layers.len()).collect();
+        let row = similarities(step, x, finals, &all);
+        bar.inc(row.len() as u64);
         if is_input {
             *self.input_row.borrow_mut() = Some(row.clone());
         }

@@ -26,6 +26,7 @@
 //! entry of `S`) is exactly zero. A neuron constant in every problem of the stack is
 //! dropped; one constant in some problems only is left to the rank cut of [`super::cca`].
 
+use super::cca;
 use crate::error::{Side, SimilarityError};
 use tch::{Device, Kind, Tensor};
 
@@ -233,42 +234,36 @@ impl Moments {
     }
 }
 
-/// `x' x` for a stack (problems x rows x cols) by blocks of columns, only the blocks on
-/// and above the diagonal multiplied and the rest mirrored: libtorch has no symmetric
-/// rank-k product, and this does 3/4 (two blocks) or 5/8 (four blocks) of the full
-/// product's multiplications, which for wide layers are most of a comparison's time.
-/// Narrow layers take the one product (small blocks would run below BLAS's speed). The
-/// result is exactly symmetric: BLAS does not promise that of `x' x` (on an AMD EPYC the
-/// two triangles differ in the last bit), so the products on the diagonal are mirrored
-/// from their upper triangle.
+/// `x' x` for a stack (problems x rows x cols) by panels of columns: panel `i` (its
+/// columns, against every column from its first on) is one product, which multiplies
+/// only the upper triangle and the diagonal blocks, the lower triangle being mirrored.
+/// libtorch has no symmetric rank-k product; this does 3/4 (two panels), 5/8 (four)
+/// or 9/16 (eight) of the full product's multiplications, which for wide layers are
+/// most of a comparison's time. Panels rather than square blocks: measured on a 2-core
+/// AMD EPYC (MKL), four square blocks of a 50000 x 512 layer took 1.44x the full
+/// product's time (ten small products), four panels 0.81x (BENCHMARKS.md). Narrow
+/// layers take the one product (narrow panels run below BLAS's speed). The result is
+/// exactly symmetric: BLAS does not promise that of `x' x` (on an AMD EPYC the two
+/// triangles differ in the last bit), so the lower triangle is always the upper one
+/// mirrored.
 pub(super) fn symmetric_gram(x: &Tensor) -> Tensor {
     let cols = x.size()[2];
     let mirrored = |g: Tensor| g.triu(0) + g.triu(1).transpose(1, 2);
-    let parts = match cols {
-        ..128 => return mirrored(x.transpose(1, 2).matmul(x)),
-        128..512 => 2,
-        _ => 4,
+    let panels = match cols {
+        ..128 => return mirrored(cca::products(&x.transpose(1, 2), x)),
+        128..256 => 2,
+        256..1024 => 4,
+        _ => 8,
     };
-    let width = (cols + parts - 1) / parts;
-    let block = |i: i64| {
-        let start = i * width;
-        (start, width.min(cols - start))
-    };
-    let out = Tensor::empty([x.size()[0], cols, cols], (x.kind(), x.device()));
-    for i in 0..parts {
-        let (ri, ni) = block(i);
-        let xi = x.narrow(2, ri, ni);
-        for j in i..parts {
-            let (rj, nj) = block(j);
-            let product = xi.transpose(1, 2).matmul(&x.narrow(2, rj, nj));
-            let product = if i == j { mirrored(product) } else { product };
-            out.narrow(1, ri, ni).narrow(2, rj, nj).copy_(&product);
-            if i != j {
-                out.narrow(1, rj, nj).narrow(2, ri, ni).copy_(&product.transpose(1, 2));
-            }
-        }
+    let width = (cols + panels - 1) / panels;
+    let upper = Tensor::zeros([x.size()[0], cols, cols], (x.kind(), x.device()));
+    for start in (0..cols).step_by(width as usize) {
+        let n = width.min(cols - start);
+        let rest = x.narrow(2, start, cols - start);
+        let panel = cca::products(&x.narrow(2, start, n).transpose(1, 2), &rest);
+        upper.narrow(1, start, n).narrow(2, start, cols - start).copy_(&panel);
     }
-    out
+    mirrored(upper)
 }
 
 /// A stack of real `[[R'R_y, R'I_y], [I'R_y, I'I_y]]` products as the complex `X'Y`
@@ -307,10 +302,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_blockwise_gram_is_the_full_product_and_exactly_symmetric() {
+    fn the_panelwise_gram_is_the_full_product_and_exactly_symmetric() {
         tch::manual_seed(0);
         // Below, between and above the block thresholds, with widths that do not divide.
-        for (problems, cols) in [(1, 100), (3, 130), (1, 511), (2, 515)] {
+        for (problems, cols) in [(1, 100), (3, 130), (1, 255), (1, 511), (2, 515), (1, 1030)] {
             let x = Tensor::randn([problems, 70, cols], (Kind::Double, Device::Cpu));
             let full = x.transpose(1, 2).matmul(&x);
             let blocks = symmetric_gram(&x);
