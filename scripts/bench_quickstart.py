@@ -9,8 +9,9 @@ Usage, from the repository root:
    (issue 15's target: analysing <= 0.5 x training).
 2. With --before: the same trained folder analysed again by both binaries, alternating
    (`svcca analyze` on copies without analysis/), target/release/svcca set to the older
-   binary's choices (`analysis.dft_cut = "per-frequency"`, `conv_dense = "avgpool"`, the
-   layers the older binary analysed): the analysing seconds of each, their ratio, and the
+   binary's recorded choices (`analysis.dft_cut`, `conv_dense`, the layers; a binary from
+   before the first two were settings: "per-frequency" and "avgpool"): the analysing
+   seconds of each, their ratio, and the
    largest difference over every entry of every checkpoint's layers x layers matrix
    (dynamics.json).
 """
@@ -101,14 +102,21 @@ def main():
             # config (dft_cut, data.validation, ...): its copy gets the config file as
             # shipped, which resolves to the same settings.
             shutil.copy2("configs/quickstart.toml", folders["before"] / "config.toml")
-            # Only the current binary knows the settings added since: the older one's
-            # choices, said explicitly (the per-frequency DFT cut, conv-vs-dense by channel
-            # means, and its default layers, read from its settings once it has run).
-            def align_after(layers):
+            # The current binary is set to the settings the older one recorded: the DFT
+            # cut, how conv layers meet dense ones, and the layers. A binary from before
+            # those were settings records none: it cut per frequency and compared conv
+            # with dense layers by channel means.
+            def align_after(settings):
                 config = folders["after"] / "config.toml"
                 text = re.sub(r'(?m)^(dft_cut|conv_dense|layers) = .*\n', "", config.read_text())
-                old = '[analysis]\ndft_cut = "per-frequency"\nconv_dense = "avgpool"\nlayers = ' + json.dumps(layers) + "\n"
-                config.write_text(text.replace("[analysis]\n", old, 1))
+                chosen = (
+                    "[analysis]\n"
+                    f'dft_cut = "{settings.get("dft_cut", "per-frequency")}"\n'
+                    f'conv_dense = "{settings.get("conv_dense", "avgpool")}"\n'
+                    f"layers = {json.dumps(settings['layers'])}\n"
+                )
+                config.write_text(text.replace("[analysis]\n", chosen, 1))
+                return settings.get("dft_cut", "per-frequency")
             times = {"before": [], "after": []}
             results = {}
             for i in range(args.repeats):
@@ -116,7 +124,7 @@ def main():
                     shutil.rmtree(folders[name] / "analysis", ignore_errors=True)
                     shutil.rmtree(folders[name] / "plots", ignore_errors=True)
                     if name == "after" and i == 0:
-                        align_after(json.loads((folders["before"] / "analysis" / "settings.json").read_text())["layers"])
+                        cut = align_after(json.loads((folders["before"] / "analysis" / "settings.json").read_text()))
                     bc.log(f"analysis {i + 1}/{args.repeats} by {name} ...")
                     run([binary, "analyze", folders[name]])
                     seconds, d = analysing_seconds(folders[name])
@@ -125,7 +133,7 @@ def main():
             b, a = min(times["before"]), min(times["after"])
             worst = worst_difference(results["before"], results["after"])
             lines += [
-                f"Side by side on the trained folder, per-frequency cut, fastest of {args.repeats} each "
+                f"Side by side on the trained folder, {cut} DFT cut, fastest of {args.repeats} each "
                 f"(before: `{args.before}`):",
                 "",
                 "| binary | analysing (s) |",

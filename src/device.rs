@@ -161,14 +161,15 @@ pub fn name(device: Device) -> String {
 }
 
 /// Makes glibc's allocator keep freed host memory for reuse instead of returning it to
-/// the system: blocks up to 1 GiB come from the heap rather than from their own `mmap`,
+/// the system: blocks up to 64 MiB come from the heap rather than from their own `mmap`,
 /// and the heap is trimmed only past 2 GiB free. libtorch allocates a fresh buffer for
-/// every tensor; by default each buffer over 32 MiB (a conv layer's spectrum, a scatter
-/// matrix's operands) is mapped and unmapped, and every page of it zeroed by the kernel
-/// on first touch, for every comparison. Measured on the quickstart's analysis (2-core
-/// AMD EPYC): page faults 2.3 M -> 0.6 M, system time 5.4 s -> 1.6 s, analysing 19 s
-/// -> 14 s; peak memory the same (BENCHMARKS.md). Called once at the start of `main`;
-/// skipped where the user tunes the allocator (`MALLOC_*_` or `GLIBC_TUNABLES`).
+/// every tensor, and by default glibc maps many of them afresh and unmaps them when freed,
+/// the kernel zeroing every page again on first touch. Measured on a 2-core AMD EPYC
+/// (BENCHMARKS.md): training the quickstart, page faults 3.5 M -> 0.1 M and about 17%
+/// less wall-clock; its analysis 2.3 M -> 0.7 M. Larger blocks (a big layer's float64
+/// copy) are still mapped on their own: keeping those in the heap saved little more and
+/// raised `svcca compare`'s peak memory by a quarter. Called once at the start of
+/// `main`; skipped where the user tunes the allocator (`MALLOC_*_`, `GLIBC_TUNABLES`).
 pub fn reuse_freed_host_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -181,7 +182,7 @@ pub fn reuse_freed_host_memory() {
         }
         // SAFETY: mallopt only sets allocator parameters; called before other threads start.
         unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
             libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
             libc::mallopt(libc::M_TOP_PAD, 256 << 20);
         }
