@@ -15,7 +15,9 @@
 //! [`Layers`] keeps the summaries of a set of layers, each computed the first time a
 //! comparison asks for it in a given form (dense, a DFT grid, ...): the learning-dynamics
 //! matrix compares each layer of a checkpoint with every final layer, so each layer is
-//! summarised once per form instead of once per pair.
+//! summarised once per form instead of once per pair. [`similarities`] answers a row of
+//! that matrix: the cross products of one checkpoint layer with the final layers it
+//! meets in the same form are one product, against their data kept side by side.
 //!
 //! Stacks of problems (the DFT's frequencies) work as in [`super::moments`], whose sums
 //! a summary starts from: complex data arrives as `[real | imaginary]` columns, each
