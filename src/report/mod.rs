@@ -63,9 +63,18 @@ pub fn colour(v: Option<f64>) -> RGBColor {
     RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
 }
 
-/// The analysed checkpoints nearest each of [`FRACTIONS`].
+/// The analysed checkpoints nearest each of [`FRACTIONS`], each once: a run with fewer
+/// checkpoints than fractions (or two fractions nearest the same one) gets fewer panels
+/// rather than the same step drawn twice.
 pub fn heatmap_steps(d: &Dynamics) -> Vec<&StepResult> {
-    FRACTIONS.iter().filter_map(|f| d.steps.iter().min_by(|a, b| (a.fraction - f).abs().total_cmp(&(b.fraction - f).abs()))).collect()
+    let mut chosen: Vec<&StepResult> = Vec::new();
+    for f in FRACTIONS {
+        let nearest = d.steps.iter().min_by(|a, b| (a.fraction - f).abs().total_cmp(&(b.fraction - f).abs()));
+        if let Some(step) = nearest.filter(|s| !chosen.iter().any(|c| c.step == s.step)) {
+            chosen.push(step);
+        }
+    }
+    chosen
 }
 
 /// Draws both plots as PNG and SVG into `run/plots/`; returns the files written.
@@ -446,6 +455,26 @@ mod tests {
         let (top_final, top_step) = (leftmost(colour(Some(1.0))), leftmost(colour(Some(0.0))));
         assert!(top_final.0 < top_step.0, "layer 0 at the step is left of layer 2: {top_final:?} {top_step:?}");
         assert!(top_final.1 < top_step.1, "final layer 2 is above final layer 0: {top_final:?} {top_step:?}");
+    }
+
+    #[test]
+    fn heatmaps_draw_each_step_once() {
+        use crate::analysis::dynamics::Settings;
+        let layers: Vec<String> = vec!["fc1".into()];
+        let steps = |at: &[(u64, f64)]| Dynamics {
+            settings: Settings::new(&crate::config::AnalysisConfig::default(), layers.clone(), 100),
+            steps: at
+                .iter()
+                .map(|&(step, fraction)| StepResult { step, fraction, layers: layers.clone(), matrix: vec![vec![Some(0.5)]], seconds: 0.0 })
+                .collect(),
+            baseline: Vec::new(),
+        };
+        let chosen = |d: &Dynamics| heatmap_steps(d).iter().map(|s| s.step).collect::<Vec<_>>();
+        assert_eq!(chosen(&steps(&[(100, 1.0)])), [100]);
+        assert_eq!(chosen(&steps(&[(0, 0.0), (100, 1.0)])), [0, 100]);
+        assert_eq!(chosen(&steps(&[(0, 0.0), (40, 0.4), (70, 0.7), (100, 1.0)])), [0, 40, 70, 100]);
+        // 0.35 and 0.75 both nearest step 50: drawn once, in order.
+        assert_eq!(chosen(&steps(&[(0, 0.0), (50, 0.5), (100, 1.0)])), [0, 50, 100]);
     }
 
     #[test]
