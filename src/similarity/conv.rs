@@ -375,6 +375,15 @@ impl ConvComparison {
         }
     }
 
+    /// [`ConvComparison::transform`] of a whole layer (rows x C x H x W) for several DFT
+    /// comparisons at once, from one FFT per datapoint and channel (see
+    /// [`FrequencyPlan::spectra`]): the layer against partners of other sizes.
+    pub(crate) fn spectra(comparisons: &[&ConvComparison], layer: &Tensor) -> Vec<Tensor> {
+        let plans: Vec<&FrequencyPlan> = comparisons.iter().map(|c| c.plan.as_ref().expect("dft comparisons")).collect();
+        // The shift `transform` takes for a first block: the first datapoint.
+        FrequencyPlan::spectra(&plans, layer, &layer.get(0).to_kind(Kind::Double))
+    }
+
     fn flatten(&self, block: &Tensor, first_row: i64) -> Tensor {
         let (h, w) = self.size;
         let s = block.size();

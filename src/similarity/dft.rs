@@ -140,6 +140,21 @@ impl FrequencyPlan {
     /// The CPU path: 2-D FFTs of each datapoint's channels, datapoints in parallel, each
     /// writing its values straight into the frequencies x rows x 2C output.
     pub fn spectrum_rustfft(&self, x: &Tensor, shift: &Tensor) -> Tensor {
+        let [one] = FrequencyPlan::spectra_rustfft(&[self], x, shift).try_into().expect("one plan");
+        one
+    }
+
+    /// [`FrequencyPlan::spectrum`] of one layer for several plans (the layer against
+    /// partners of other sizes: its full grid and its crops), from one FFT per datapoint
+    /// and channel: a crop is only a choice of frequencies of the same transform.
+    pub fn spectra(plans: &[&FrequencyPlan], x: &Tensor, shift: &Tensor) -> Vec<Tensor> {
+        match x.device() {
+            Device::Cpu => FrequencyPlan::spectra_rustfft(plans, x, shift),
+            _ => plans.iter().map(|p| p.spectrum_torch(x, shift)).collect(),
+        }
+    }
+
+    fn spectra_rustfft(plans: &[&FrequencyPlan], x: &Tensor, shift: &Tensor) -> Vec<Tensor> {
         let s = x.size();
         let (rows, c, h, w) = (s[0] as usize, s[1] as usize, s[2] as usize, s[3] as usize);
         let x = x.to_device(Device::Cpu).contiguous();
@@ -147,72 +162,91 @@ impl FrequencyPlan {
         let shift = Vec::<f64>::try_from(&shift.to_device(Device::Cpu).to_kind(Kind::Double).contiguous().flatten(0, -1))
             .expect("a float tensor converts to Vec<f64>");
         assert_eq!(shift.len(), c * h * w, "one shift image of C x H x W");
-        let f = self.computed.len() as i64;
-        let out = Tensor::empty([f, rows as i64, 2 * c as i64], (Kind::Double, Device::Cpu));
-        // SAFETY: `out` is a fresh contiguous float64 tensor of exactly this many elements,
-        // and nothing else refers to it while the slice lives.
-        let target = unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut f64, out.numel()) };
+        let outs: Vec<Tensor> = plans
+            .iter()
+            .map(|plan| Tensor::empty([plan.computed.len() as i64, rows as i64, 2 * c as i64], (Kind::Double, Device::Cpu)))
+            .collect();
+        // SAFETY: each output is a fresh contiguous float64 tensor of exactly this many
+        // elements, and nothing else refers to it while the slices live.
+        let mut targets: Vec<&mut [f64]> =
+            outs.iter().map(|out| unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut f64, out.numel()) }).collect();
         // SAFETY: `x` is contiguous on the CPU, of the kind matched, and outlives the slice.
         unsafe {
             match x.kind() {
                 Kind::Float => {
                     let values = std::slice::from_raw_parts(x.data_ptr() as *const f32, x.numel());
-                    self.rustfft(values, &shift, [rows, c, h, w], target)
+                    rustfft(plans, values, &shift, [rows, c, h, w], &mut targets)
                 }
                 _ => {
                     let values = std::slice::from_raw_parts(x.data_ptr() as *const f64, x.numel());
-                    self.rustfft(values, &shift, [rows, c, h, w], target)
+                    rustfft(plans, values, &shift, [rows, c, h, w], &mut targets)
                 }
             }
         }
-        out
+        outs
     }
+}
 
-    /// The spectrum of `values - shift` (rows x C x H x W, less one C x H x W image) as
-    /// frequencies x rows x [re C | im C].
-    ///
-    /// Two real channels share one complex FFT (`z = x0 + i x1`), then are told apart by
-    /// conjugate symmetry: `X0(k) = (Z(k) + conj Z(-k)) / 2`, `X1(k) = (Z(k) - conj Z(-k)) / 2i`:
-    /// half the FFTs, for a few additions per kept frequency. Each datapoint's spectrum is
-    /// gathered frequency-major first, so it reaches the output as contiguous rows of C.
-    fn rustfft<T: Copy + Into<f64> + Sync>(&self, values: &[T], shift: &[f64], [rows, c, h, w]: [usize; 4], out: &mut [f64]) {
-        // For each kept frequency: where it and its mirror -k sit in the column-major
-        // (v * h + u) result of the 2-D FFT.
-        let at: Vec<(usize, usize)> = self
-            .flat_indices(h as i64, w as i64)
-            .iter()
-            .map(|&flat| {
-                let (u, v) = (flat as usize / w, flat as usize % w);
-                (v * h + u, ((w - v) % w) * h + (h - u) % h)
-            })
-            .collect();
-        let f = at.len();
-        let mut planner = FftPlanner::<f64>::new();
-        let (fft_w, fft_h) = (planner.plan_fft_forward(w), planner.plan_fft_forward(h));
-        let scratch_len = fft_w.get_inplace_scratch_len().max(fft_h.get_inplace_scratch_len());
-        let zero = Complex64::new(0.0, 0.0);
-        assert_eq!(out.len(), f * rows * 2 * c);
-        let target = Output(out.as_mut_ptr());
-        let plane = h * w;
-        values.par_chunks(c * plane).enumerate().for_each_init(
-            || (vec![zero; plane], vec![zero; plane], vec![zero; scratch_len], vec![0.0; f * 2 * c]),
-            |(image, columns, scratch, spectrum), (n, input)| {
-                for c0 in (0..c).step_by(2) {
-                    let x0 = &input[c0 * plane..(c0 + 1) * plane];
-                    let s0 = &shift[c0 * plane..(c0 + 1) * plane];
-                    let x1 = (c0 + 1 < c).then(|| &input[(c0 + 1) * plane..(c0 + 2) * plane]);
-                    let s1 = (c0 + 1 < c).then(|| &shift[(c0 + 1) * plane..(c0 + 2) * plane]);
-                    for (i, z) in image.iter_mut().enumerate() {
-                        let im = x1.zip(s1).map_or(0.0, |(x1, s1)| x1[i].into() - s1[i]);
-                        *z = Complex64::new(x0[i].into() - s0[i], im);
+/// The spectrum of `values - shift` (rows x C x H x W, less one C x H x W image) as
+/// frequencies x rows x [re C | im C], for each plan into its output.
+///
+/// Two real channels share one complex FFT (`z = x0 + i x1`), then are told apart by
+/// conjugate symmetry: `X0(k) = (Z(k) + conj Z(-k)) / 2`, `X1(k) = (Z(k) - conj Z(-k)) / 2i`:
+/// half the FFTs, for a few additions per kept frequency. Each datapoint's spectrum is
+/// gathered frequency-major first, so it reaches the output as contiguous rows of C.
+fn rustfft<T: Copy + Into<f64> + Sync>(
+    plans: &[&FrequencyPlan],
+    values: &[T],
+    shift: &[f64],
+    [rows, c, h, w]: [usize; 4],
+    outs: &mut [&mut [f64]],
+) {
+    // For each plan and kept frequency: where it and its mirror -k sit in the
+    // column-major (v * h + u) result of the 2-D FFT.
+    let at: Vec<Vec<(usize, usize)>> = plans
+        .iter()
+        .map(|plan| {
+            plan.flat_indices(h as i64, w as i64)
+                .iter()
+                .map(|&flat| {
+                    let (u, v) = (flat as usize / w, flat as usize % w);
+                    (v * h + u, ((w - v) % w) * h + (h - u) % h)
+                })
+                .collect()
+        })
+        .collect();
+    let mut planner = FftPlanner::<f64>::new();
+    let (fft_w, fft_h) = (planner.plan_fft_forward(w), planner.plan_fft_forward(h));
+    let scratch_len = fft_w.get_inplace_scratch_len().max(fft_h.get_inplace_scratch_len());
+    let zero = Complex64::new(0.0, 0.0);
+    for (out, at) in outs.iter().zip(&at) {
+        assert_eq!(out.len(), at.len() * rows * 2 * c);
+    }
+    let targets: Vec<Output> = outs.iter_mut().map(|out| Output(out.as_mut_ptr())).collect();
+    let plane = h * w;
+    values.par_chunks(c * plane).enumerate().for_each_init(
+        || {
+            let spectra: Vec<Vec<f64>> = at.iter().map(|a| vec![0.0; a.len() * 2 * c]).collect();
+            (vec![zero; plane], vec![zero; plane], vec![zero; scratch_len], spectra)
+        },
+        |(image, columns, scratch, spectra), (n, input)| {
+            for c0 in (0..c).step_by(2) {
+                let x0 = &input[c0 * plane..(c0 + 1) * plane];
+                let s0 = &shift[c0 * plane..(c0 + 1) * plane];
+                let x1 = (c0 + 1 < c).then(|| &input[(c0 + 1) * plane..(c0 + 2) * plane]);
+                let s1 = (c0 + 1 < c).then(|| &shift[(c0 + 1) * plane..(c0 + 2) * plane]);
+                for (i, z) in image.iter_mut().enumerate() {
+                    let im = x1.zip(s1).map_or(0.0, |(x1, s1)| x1[i].into() - s1[i]);
+                    *z = Complex64::new(x0[i].into() - s0[i], im);
+                }
+                fft_w.process_with_scratch(image, scratch); // each of the h rows
+                for u in 0..h {
+                    for v in 0..w {
+                        columns[v * h + u] = image[u * w + v];
                     }
-                    fft_w.process_with_scratch(image, scratch); // each of the h rows
-                    for u in 0..h {
-                        for v in 0..w {
-                            columns[v * h + u] = image[u * w + v];
-                        }
-                    }
-                    fft_h.process_with_scratch(columns, scratch); // each of the w columns
+                }
+                fft_h.process_with_scratch(columns, scratch); // each of the w columns
+                for (spectrum, at) in spectra.iter_mut().zip(&at) {
                     for (r, &(k, mirror)) in at.iter().enumerate() {
                         let (z, zm) = (columns[k], columns[mirror].conj());
                         let row = &mut spectrum[r * 2 * c..(r + 1) * 2 * c];
@@ -224,15 +258,17 @@ impl FrequencyPlan {
                         }
                     }
                 }
-                for r in 0..f {
+            }
+            for ((spectrum, at), target) in spectra.iter().zip(&at).zip(&targets) {
+                for r in 0..at.len() {
                     // SAFETY: row n of frequency r is in bounds and written by this task
                     // alone (one task per datapoint), so writes never overlap.
                     let row = &spectrum[r * 2 * c..(r + 1) * 2 * c];
                     unsafe { target.write_row((r * rows + n) * 2 * c, row) };
                 }
-            },
-        );
-    }
+            }
+        },
+    );
 }
 
 /// The spectrum buffer, shared by the FFT tasks that each fill disjoint elements.

@@ -278,6 +278,26 @@ impl Layers {
         summary.as_ref().map_err(|e| e.clone().on(side))
     }
 
+    /// Summarises layer `i` in each DFT form of `comparisons` it has not been summarised
+    /// in, from one FFT when there are several (a layer's full grid and its crops are
+    /// choices of frequencies of the same transform).
+    fn summarise_spectra(&mut self, i: usize, comparisons: &[&ConvComparison], side: Side) {
+        let mut missing: Vec<&ConvComparison> = Vec::new();
+        for &c in comparisons.iter().filter(|c| c.is_complex() && self.layers[i].dim() == 4) {
+            if !self.summaries.contains_key(&(i, c.form())) && !missing.iter().any(|m| m.form() == c.form()) {
+                missing.push(c);
+            }
+        }
+        if missing.len() < 2 {
+            return; // Layers::summary transforms one form as it goes.
+        }
+        let keep = self.options.effective_keep();
+        for (c, spectrum) in missing.iter().zip(ConvComparison::spectra(&missing, &self.layers[i])) {
+            let summary = Summary::of(&spectrum, true, keep, c.joint(&self.options).as_deref(), side);
+            self.summaries.insert((i, c.form()), summary);
+        }
+    }
+
     /// A summary [`Layers::summary`] has made without error.
     fn made(&self, key: (usize, Form)) -> &Summary {
         self.summaries[&key].as_ref().expect("summarised without error")
@@ -324,8 +344,11 @@ fn similarities_of(a: &mut Layers, i: usize, b: &mut Layers, js: &[usize]) -> Ve
     let mut results: Vec<Option<Result<f64, SimilarityError>>> = vec![None; js.len()];
     // Each pair's comparison, by the form layer i takes in it (in order of first use).
     let mut groups: Vec<(Form, Vec<Planned>)> = Vec::new();
-    for (at, &j) in js.iter().enumerate() {
-        let comparison = match plan(a, i, b, j) {
+    let plans: Vec<Result<Option<ConvComparison>, SimilarityError>> = js.iter().map(|&j| plan(a, i, b, j)).collect();
+    let dft: Vec<&ConvComparison> = plans.iter().filter_map(|p| p.as_ref().ok()?.as_ref()).collect();
+    a.summarise_spectra(i, &dft, Side::A);
+    for ((at, &j), comparison) in js.iter().enumerate().zip(plans) {
+        let comparison = match comparison {
             Ok(c) => c,
             Err(e) => {
                 results[at] = Some(Err(e));
