@@ -113,10 +113,8 @@ impl FrequencyPlan {
     /// The shift is the accumulator's centring shift applied before the transform (the
     /// DFT is linear), where it costs nothing: see [`super::conv`].
     pub fn spectrum(&self, x: &Tensor, shift: &Tensor) -> Tensor {
-        match x.device() {
-            Device::Cpu => self.spectrum_rustfft(x, shift),
-            _ => self.spectrum_torch(x, shift),
-        }
+        let [one] = FrequencyPlan::spectra(&[self], x, shift).try_into().expect("one plan");
+        one
     }
 
     /// The CUDA path (it runs on CPU tensors too, which is how it is tested here).
