@@ -80,7 +80,7 @@ fn compression_panels<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Com
         for (method, label, colour) in METHODS {
             let points: Vec<(f64, f64)> =
                 s.points.iter().filter(|p| p.method == method).map(|p| (p.k as f64, 100.0 * p.accuracy)).collect();
-            line_with_markers(&mut chart, points, colour, label.to_string())?;
+            line_with_markers(&mut chart, points, colour, Some(label.to_string()))?;
         }
         legend(&mut chart, 11)?;
     }
@@ -128,12 +128,12 @@ fn distributedness_panels<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: 
         if let Some(s) = c.layers.iter().find(|s| s.layer == d.layer) {
             let points: Vec<(f64, f64)> =
                 s.points.iter().filter(|p| p.method == Method::Svcca).map(|p| (p.k as f64, 100.0 * p.accuracy)).collect();
-            line_with_markers(&mut chart, points, BLACK, "all neurons (Fig. 2a)".to_string())?;
+            line_with_markers(&mut chart, points, BLACK, Some("all neurons (Fig. 2a)".to_string()))?;
         }
         let curves = d.neurons.len().max(2);
         for (i, &m) in d.neurons.iter().enumerate() {
             let points: Vec<(f64, f64)> = d.points.iter().filter(|p| p.m == m).map(|p| (p.k as f64, 100.0 * p.accuracy)).collect();
-            line_with_markers(&mut chart, points, colour(Some(0.85 * i as f64 / (curves - 1) as f64)), format!("m = {m} neurons"))?;
+            line_with_markers(&mut chart, points, colour(Some(0.85 * i as f64 / (curves - 1) as f64)), Some(format!("m = {m} neurons")))?;
         }
         legend(&mut chart, 11)?;
     }
@@ -177,7 +177,7 @@ fn jointly_panel<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Compress
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.5).stroke_width(2)));
     for (method, label, colour) in METHODS {
         let points: Vec<(f64, f64)> = j.points.iter().filter(|p| p.method == method).map(|p| (p.k as f64, 100.0 * p.accuracy)).collect();
-        line_with_markers(&mut chart, points, colour, label.to_string())?;
+        line_with_markers(&mut chart, points, colour, Some(label.to_string()))?;
     }
     legend(&mut chart, 11)
 }

@@ -257,31 +257,43 @@ fn curves<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &Dynamics) -> an
         .draw()
         .map_err(err)?;
     let n = layers.len().max(2);
+    let labelled = legend_layers(layers.len());
     for (i, layer) in layers.iter().enumerate() {
         // Depth-ordered colours: input layers dark, output layers bright (stop short of
         // the palest yellow, which fades on white).
         let c = colour(Some(0.9 * i as f64 / (n - 1) as f64));
         let points: Vec<(f64, f64)> =
             d.steps.iter().filter_map(|r| r.matrix.get(i)?.get(i).copied().flatten().map(|v| (r.step as f64, v))).collect();
-        line_with_markers(&mut chart, points, c, layer.clone())?;
+        line_with_markers(&mut chart, points, c, labelled[i].then(|| layer.clone()))?;
     }
     legend(&mut chart, 13)
 }
 
+/// Most layers the layer-curves legend names: past it the legend would run off the plot
+/// (a ResNet-62 has 62 blocks, more with its taps inside them).
+const LEGEND_LAYERS: usize = 16;
+
+/// Which of `n` layers the legend names: all up to [`LEGEND_LAYERS`], else every k-th
+/// from the first, and the last; the depth-ordered colours place the others between.
+fn legend_layers(n: usize) -> Vec<bool> {
+    let every = n.div_ceil(LEGEND_LAYERS - 1).max(1);
+    (0..n).map(|i| n <= LEGEND_LAYERS || i % every == 0 || i + 1 == n).collect()
+}
+
 type LineChart<'a, DB> = ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
 
-/// One labelled series: a line through `points` with a dot at each.
+/// One series: a line through `points` with a dot at each, named in the legend when
+/// `label` is given.
 fn line_with_markers<'a, DB: DrawingBackend + 'a>(
     chart: &mut LineChart<'a, DB>,
     points: Vec<(f64, f64)>,
     c: RGBColor,
-    label: String,
+    label: Option<String>,
 ) -> anyhow::Result<()> {
-    chart
-        .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))
-        .map_err(err)?
-        .label(label)
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3)));
+    let line = chart.draw_series(LineSeries::new(points.clone(), c.stroke_width(2))).map_err(err)?;
+    if let Some(label) = label {
+        line.label(label).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3)));
+    }
     chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, c.filled()))).map_err(err)?;
     Ok(())
 }
@@ -388,7 +400,7 @@ fn accuracy_curves<DB: DrawingBackend>(
         band.extend(points.iter().rev().map(|p| (p.0 as f64, 100.0 * (p.1 - p.2))));
         chart.draw_series(std::iter::once(Polygon::new(band, c.mix(0.2).filled()))).map_err(err)?;
         let line: Vec<(f64, f64)> = points.iter().map(|p| (p.0 as f64, 100.0 * p.1)).collect();
-        line_with_markers(&mut chart, line, c, name.clone())?;
+        line_with_markers(&mut chart, line, c, Some(name.clone()))?;
     }
     legend(&mut chart, 14)
 }
@@ -455,6 +467,35 @@ mod tests {
         let (top_final, top_step) = (leftmost(colour(Some(1.0))), leftmost(colour(Some(0.0))));
         assert!(top_final.0 < top_step.0, "layer 0 at the step is left of layer 2: {top_final:?} {top_step:?}");
         assert!(top_final.1 < top_step.1, "final layer 2 is above final layer 0: {top_final:?} {top_step:?}");
+    }
+
+    #[test]
+    fn the_layer_curves_legend_names_at_most_sixteen_layers() {
+        for n in [1, 15, 16] {
+            assert!(legend_layers(n).iter().all(|&l| l), "{n} layers: all named");
+        }
+        for n in [17, 62, 156] {
+            let named: Vec<usize> = legend_layers(n).iter().enumerate().filter(|(_, &l)| l).map(|(i, _)| i).collect();
+            assert!(named.len() <= LEGEND_LAYERS, "{n} layers: {} named", named.len());
+            assert!(named.len() >= LEGEND_LAYERS / 2, "{n} layers: only {} named", named.len());
+            assert_eq!((named[0], named[named.len() - 1]), (0, n - 1), "{n} layers: first and last named");
+        }
+        // Drawn: 40 layers, the legend holds the named ones only.
+        use crate::analysis::dynamics::Settings;
+        let layers: Vec<String> = (0..40).map(|i| format!("layer{i:02}")).collect();
+        let matrix: Vec<Vec<Option<f64>>> = (0..40).map(|i| (0..40).map(|j| (i == j).then_some(0.5)).collect()).collect();
+        let d = Dynamics {
+            settings: Settings::new(&crate::config::AnalysisConfig::default(), layers.clone(), 10),
+            steps: vec![StepResult { step: 10, fraction: 1.0, layers, matrix, seconds: 0.0 }],
+            baseline: Vec::new(),
+        };
+        register_font();
+        let dir = tempfile::tempdir().unwrap();
+        let text = std::fs::read_to_string(svg(&dir.path().join("c.svg"), (1000, 620), |a| curves(a, &d)).unwrap()).unwrap();
+        // plotters writes each text's content on a line of its own.
+        let named: Vec<&str> = text.lines().map(str::trim).filter(|l| l.len() == 7 && l.starts_with("layer")).collect();
+        assert_eq!(named.len(), legend_layers(40).iter().filter(|&&l| l).count(), "legend entries drawn: {named:?}");
+        assert!(named.contains(&"layer00") && named.contains(&"layer39"), "first and last named: {named:?}");
     }
 
     #[test]
