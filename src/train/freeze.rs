@@ -191,7 +191,12 @@ impl Plan {
         }
         let planned: Vec<(String, u64)> =
             self.layers.iter().filter_map(|(name, s)| s.filter(|&s| s <= step).map(|s| (name.clone(), s))).collect();
-        if found == planned {
+        // The layers due at `step` itself freeze before that step's update, after the
+        // checkpoint of `step` was written: a run stopped right after that checkpoint (a
+        // signal, a kill) has not recorded them yet, and one stopped later has.
+        let before = |v: &[(String, u64)]| v.iter().filter(|(_, s)| *s < step).cloned().collect::<Vec<_>>();
+        let due_now = found.iter().filter(|(_, s)| *s == step).all(|f| planned.contains(f));
+        if before(&found) == before(&planned) && due_now {
             return Ok(());
         }
         let show = |v: &[(String, u64)]| match v.is_empty() {
@@ -268,6 +273,26 @@ mod tests {
     /// Every layer its own unit.
     fn singles() -> Vec<Range<usize>> {
         (0..5).map(|i| i..i + 1).collect()
+    }
+
+    #[test]
+    fn a_run_stopped_at_a_freeze_step_resumes_whether_or_not_it_recorded_the_freeze() {
+        let c = FreezeConfig { schedule: FreezeSchedule::Linear, ..Default::default() };
+        let p = Plan::new(&c, &names(), &[true, true, false, true, true], &singles(), 100).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // Stopped right after the checkpoint of step 40, before c2 (due at 40) froze.
+        p.write(dir.path(), 39).unwrap();
+        p.check_resumed(dir.path(), 40).unwrap();
+        // Stopped after c2 froze.
+        p.write(dir.path(), 40).unwrap();
+        p.check_resumed(dir.path(), 40).unwrap();
+        p.check_resumed(dir.path(), 50).unwrap();
+        // A layer missing before the step, or one frozen at another step, is refused.
+        let e = p.check_resumed(dir.path(), 70).unwrap_err().to_string();
+        assert!(e.contains("c1@20 c2@40 p1@60") && e.contains("another schedule"), "{e}");
+        std::fs::write(dir.path().join(FILE), format!("{HEADER}\nc1,0,20,0.2000\nc2,1,41,0.4100\n")).unwrap();
+        assert!(p.check_resumed(dir.path(), 50).is_err());
+        assert!(p.check_resumed(dir.path(), 41).is_err(), "c2 recorded at 41, planned at 40");
     }
 
     #[test]
