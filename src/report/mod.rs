@@ -409,6 +409,21 @@ fn accuracy_curves<DB: DrawingBackend>(
 mod tests {
     use super::*;
 
+    type Matrix = Vec<Vec<Option<f64>>>;
+
+    /// A run's dynamics over `layers`, one (step, fraction, matrix) per checkpoint.
+    fn dynamics(layers: &[String], steps: Vec<(u64, f64, Matrix)>) -> Dynamics {
+        let final_step = steps.last().map_or(0, |s| s.0);
+        Dynamics {
+            settings: crate::analysis::dynamics::Settings::new(&crate::config::AnalysisConfig::default(), layers.to_vec(), final_step),
+            steps: steps
+                .into_iter()
+                .map(|(step, fraction, matrix)| StepResult { step, fraction, layers: layers.to_vec(), matrix, seconds: 0.0 })
+                .collect(),
+            baseline: Vec::new(),
+        }
+    }
+
     #[test]
     fn heatmaps_put_the_final_network_on_the_y_axis_bottom_up() {
         // matrix[i][j]: layer i at the step against layer j of the final network. The
@@ -436,16 +451,11 @@ mod tests {
     /// top layer at the step against layer 0 of the final network at its bottom right.
     #[test]
     fn heatmap_cells_are_drawn_as_figure_4() {
-        use crate::analysis::dynamics::Settings;
         let layers: Vec<String> = ["c1", "fc1", "logits"].iter().map(|s| s.to_string()).collect();
         let mut matrix = vec![vec![None; 3]; 3];
         matrix[0][2] = Some(1.0);
         matrix[2][0] = Some(0.0);
-        let d = Dynamics {
-            settings: Settings::new(&crate::config::AnalysisConfig::default(), layers.clone(), 10),
-            steps: vec![StepResult { step: 10, fraction: 1.0, layers, matrix, seconds: 0.0 }],
-            baseline: Vec::new(),
-        };
+        let d = dynamics(&layers, vec![(10, 1.0, matrix)]);
         register_font();
         let dir = tempfile::tempdir().unwrap();
         let path = svg(&dir.path().join("h.svg"), (1600, 400), |a| heatmaps(a, &d)).unwrap();
@@ -481,14 +491,9 @@ mod tests {
             assert_eq!((named[0], named[named.len() - 1]), (0, n - 1), "{n} layers: first and last named");
         }
         // Drawn: 40 layers, the legend holds the named ones only.
-        use crate::analysis::dynamics::Settings;
         let layers: Vec<String> = (0..40).map(|i| format!("layer{i:02}")).collect();
-        let matrix: Vec<Vec<Option<f64>>> = (0..40).map(|i| (0..40).map(|j| (i == j).then_some(0.5)).collect()).collect();
-        let d = Dynamics {
-            settings: Settings::new(&crate::config::AnalysisConfig::default(), layers.clone(), 10),
-            steps: vec![StepResult { step: 10, fraction: 1.0, layers, matrix, seconds: 0.0 }],
-            baseline: Vec::new(),
-        };
+        let matrix: Matrix = (0..40).map(|i| (0..40).map(|j| (i == j).then_some(0.5)).collect()).collect();
+        let d = dynamics(&layers, vec![(10, 1.0, matrix)]);
         register_font();
         let dir = tempfile::tempdir().unwrap();
         let text = std::fs::read_to_string(svg(&dir.path().join("c.svg"), (1000, 620), |a| curves(a, &d)).unwrap()).unwrap();
@@ -500,16 +505,9 @@ mod tests {
 
     #[test]
     fn heatmaps_draw_each_step_once() {
-        use crate::analysis::dynamics::Settings;
         let layers: Vec<String> = vec!["fc1".into()];
-        let steps = |at: &[(u64, f64)]| Dynamics {
-            settings: Settings::new(&crate::config::AnalysisConfig::default(), layers.clone(), 100),
-            steps: at
-                .iter()
-                .map(|&(step, fraction)| StepResult { step, fraction, layers: layers.clone(), matrix: vec![vec![Some(0.5)]], seconds: 0.0 })
-                .collect(),
-            baseline: Vec::new(),
-        };
+        let steps =
+            |at: &[(u64, f64)]| dynamics(&layers, at.iter().map(|&(step, fraction)| (step, fraction, vec![vec![Some(0.5)]])).collect());
         let chosen = |d: &Dynamics| heatmap_steps(d).iter().map(|s| s.step).collect::<Vec<_>>();
         assert_eq!(chosen(&steps(&[(100, 1.0)])), [100]);
         assert_eq!(chosen(&steps(&[(0, 0.0), (100, 1.0)])), [0, 100]);

@@ -282,8 +282,11 @@ impl Layers {
     /// in, from one FFT when there are several (a layer's full grid and its crops are
     /// choices of frequencies of the same transform).
     fn summarise_spectra(&mut self, i: usize, comparisons: &[&ConvComparison], side: Side) {
+        if self.layers[i].dim() != 4 {
+            return;
+        }
         let mut missing: Vec<&ConvComparison> = Vec::new();
-        for &c in comparisons.iter().filter(|c| c.is_complex() && self.layers[i].dim() == 4) {
+        for &c in comparisons.iter().filter(|c| c.is_complex()) {
             if !self.summaries.contains_key(&(i, c.form())) && !missing.iter().any(|m| m.form() == c.form()) {
                 missing.push(c);
             }
