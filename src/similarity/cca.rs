@@ -13,6 +13,7 @@
 //! directions a problem does not keep are given zero weight, which adds only zero
 //! singular values that are then left out.
 
+use super::products::products;
 use super::Keep;
 use crate::error::{Side, SimilarityError};
 use rayon::prelude::*;
@@ -177,7 +178,7 @@ fn fewest_holding(values: &[f64], fraction: f64) -> usize {
 /// Canonical correlations (descending) of each problem between its top `kept_a` and
 /// `kept_b` whitened principal directions.
 pub(crate) fn correlations(cab: &Tensor, wa: &Tensor, wb: &Tensor, kept_a: &[usize], kept_b: &[usize]) -> Vec<Vec<f64>> {
-    singular_values(&wa.adjoint().matmul(&cab.matmul(wb)), kept_a, kept_b)
+    singular_values(&products(&wa.adjoint(), &products(cab, wb)), kept_a, kept_b)
 }
 
 /// The singular values (descending, at most 1) of each matrix of a stack whose problems
@@ -206,7 +207,7 @@ pub(crate) fn single_threaded<T>(device: Device, n: i64, f: impl FnOnce() -> T) 
 }
 
 /// Runs `f` with libtorch's CPU threads set to one, its parallelism left to rayon
-/// ([`stacked`], [`products`], the FFTs): for work made of many small steps, such as
+/// ([`stacked`], [`super::products`], the FFTs): for work made of many small steps, such as
 /// a row of the learning-dynamics matrix. Between libtorch's parallel steps its idle
 /// OpenMP thread spin-waits (libgomp's default), taking a core from rayon's threads
 /// and from the serial steps in between: measured on the quickstart's analysis (2-core
@@ -220,28 +221,6 @@ pub(crate) fn on_rayon<T>(device: Device, f: impl FnOnce() -> T) -> T {
     let out = f();
     tch::set_num_threads(threads);
     out
-}
-
-/// `x.matmul(y)`: with libtorch's CPU threads at one ([`on_rayon`]), split across
-/// rayon's threads, by problems for a stack (problems x m x k times problems x k x n,
-/// the same number of problems) or else by the columns of `y`. The same products,
-/// each computed whole by one thread.
-pub(crate) fn products(x: &Tensor, y: &Tensor) -> Tensor {
-    let threads = rayon::current_num_threads() as i64;
-    if x.device() != Device::Cpu || tch::get_num_threads() != 1 || threads < 2 || x.dim() != 3 || y.dim() != 3 {
-        return x.matmul(y);
-    }
-    if x.size()[0] > 1 && x.size()[0] == y.size()[0] {
-        let parts: Vec<Tensor> = x.chunk(threads, 0).into_par_iter().zip(y.chunk(threads, 0)).map(|(a, b)| a.matmul(&b)).collect();
-        Tensor::cat(&parts, 0)
-    } else if y.size()[2] >= 2 * threads {
-        // Tensors are not Sync: each thread gets its own handle on `x`'s storage.
-        let pairs: Vec<(Tensor, Tensor)> = y.chunk(threads, 2).into_iter().map(|b| (x.shallow_clone(), b)).collect();
-        let parts: Vec<Tensor> = pairs.into_par_iter().map(|(a, b)| a.matmul(&b)).collect();
-        Tensor::cat(&parts, 2)
-    } else {
-        x.matmul(y)
-    }
 }
 
 /// Runs a decomposition `f` of a stack of matrices (along the first axis), split across
@@ -258,30 +237,4 @@ pub(crate) fn stacked<const K: usize>(t: &Tensor, f: impl Fn(&Tensor) -> [Tensor
 pub(crate) fn to_host(t: &Tensor) -> Vec<f64> {
     let t = t.to_device(Device::Cpu).to_kind(Kind::Double).contiguous();
     Vec::<f64>::try_from(&t.flatten(0, -1)).expect("a float tensor converts to Vec<f64>")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn products_split_across_threads_are_the_whole_products() {
-        tch::manual_seed(0);
-        let opts = (Kind::Double, Device::Cpu);
-        // A stack (split by problems), one problem (split by columns), one too narrow to split.
-        for (x, y) in [
-            (Tensor::randn([5, 7, 30], opts), Tensor::randn([5, 30, 9], opts)),
-            (Tensor::randn([1, 40, 30], opts), Tensor::randn([1, 30, 50], opts)),
-            (Tensor::randn([1, 4, 3], opts), Tensor::randn([1, 3, 1], opts)),
-        ] {
-            let whole = x.matmul(&y);
-            let split = on_rayon(Device::Cpu, || {
-                assert_eq!(tch::get_num_threads(), 1, "libtorch on one thread inside");
-                products(&x, &y)
-            });
-            assert_eq!(split.size(), whole.size());
-            let worst = f64::try_from((&split - &whole).abs().max()).unwrap();
-            assert!(worst < 1e-12, "{:?}: off by {worst}", x.size());
-        }
-    }
 }

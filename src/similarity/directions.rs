@@ -21,6 +21,7 @@
 //! All in float64; nothing is inverted (whitening divides by variances above the rank cut).
 
 use super::cca::{keep_one, to_host, Principal};
+use super::products::{gram, products};
 use super::Keep;
 use crate::error::{Side, SimilarityError};
 use tch::{Kind, Tensor};
@@ -95,9 +96,9 @@ pub fn directions_each(a: &Tensor, b: &Tensor, keep_a: Keep, keep_b: Keep) -> Re
     let (ac, mean) = centred(a, Side::A)?;
     let (bc, _) = centred(b, Side::B)?;
     let rows = ac.size()[0];
-    let caa = ac.tr().matmul(&ac);
-    let cbb = bc.tr().matmul(&bc);
-    let cab = ac.tr().matmul(&bc);
+    let caa = gram(&ac);
+    let cbb = gram(&bc);
+    let cab = products(&ac.tr(), &bc);
     let pa = Principal::of(&caa.unsqueeze(0));
     let pb = Principal::of(&cbb.unsqueeze(0));
     let ka = pa.keep(keep_a, Side::A, rows)?[0];
@@ -128,7 +129,7 @@ pub fn directions_each(a: &Tensor, b: &Tensor, keep_a: Keep, keep_b: Keep) -> Re
 /// how many of them are above rounding noise (the rank SVCCA uses).
 pub fn principal_variances(a: &Tensor) -> Result<(Vec<f64>, usize), SimilarityError> {
     let (ac, _) = centred(a, Side::A)?;
-    let mut p = Principal::of(&ac.tr().matmul(&ac).unsqueeze(0));
+    let mut p = Principal::of(&gram(&ac).unsqueeze(0));
     Ok((p.variances.remove(0), p.rank[0]))
 }
 

@@ -33,6 +33,7 @@ pub mod conv;
 pub mod dft;
 pub mod directions;
 mod moments;
+mod products;
 mod pwcca;
 pub mod summary;
 

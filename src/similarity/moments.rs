@@ -11,8 +11,8 @@
 //! looping over frequencies. For complex data `'` is the conjugate transpose.
 //!
 //! Complex data arrives as real blocks of `[real parts | imaginary parts]` and is summed
-//! with real products (libtorch's real batched products ran 1.6 times faster than its
-//! complex ones on the same numbers); [`Moments::finish`] assembles the complex matrices:
+//! with real products ([`super::products`]; libtorch's real batched products ran 1.6
+//! times faster than its complex ones on the same numbers); [`Moments::finish`] assembles the complex matrices:
 //! for `X = R + iI`, `X'Y = (R'R_y + I'I_y) + i (R'I_y - I'R_y)`.
 //!
 //! Centring: every block is shifted by the *first datapoint* before its products are
@@ -26,7 +26,7 @@
 //! entry of `S`) is exactly zero. A neuron constant in every problem of the stack is
 //! dropped; one constant in some problems only is left to the rank cut of [`super::cca`].
 
-use super::cca;
+use super::products::{gram, products};
 use crate::error::{Side, SimilarityError};
 use tch::{Device, Kind, Tensor};
 
@@ -88,7 +88,7 @@ impl SideSums {
         }
         let shifted = if self.zero_shift { block.to_kind(Kind::Double) } else { block - self.shift.as_ref().expect("set above") };
         self.sum += shifted.sum_dim_intlist(1, true, None);
-        self.gram += symmetric_gram(&shifted);
+        self.gram += gram(&shifted);
         shifted
     }
 
@@ -203,7 +203,7 @@ impl Moments {
                 return Err(SimilarityError::layer(side, first_non_finite(&blocks[i], self.rows)));
             }
         }
-        self.gram_ab += sa.transpose(1, 2).matmul(&sb);
+        self.gram_ab += products(&sa.transpose(1, 2), &sb);
         self.rows += ra;
         Ok(())
     }
@@ -232,38 +232,6 @@ impl Moments {
             constant: [a.constant, b.constant],
         })
     }
-}
-
-/// `x' x` for a stack (problems x rows x cols) by panels of columns: panel `i` (its
-/// columns, against every column from its first on) is one product, which multiplies
-/// only the upper triangle and the diagonal blocks, the lower triangle being mirrored.
-/// libtorch has no symmetric rank-k product; this does 3/4 (two panels), 5/8 (four)
-/// or 9/16 (eight) of the full product's multiplications, which for wide layers are
-/// most of a comparison's time. Panels rather than square blocks: measured on a 2-core
-/// AMD EPYC (MKL), four square blocks of a 50000 x 512 layer took 1.44x the full
-/// product's time (ten small products), four panels 0.81x (BENCHMARKS.md). Narrow
-/// layers take the one product (narrow panels run below BLAS's speed). The result is
-/// exactly symmetric: BLAS does not promise that of `x' x` (on an AMD EPYC the two
-/// triangles differ in the last bit), so the lower triangle is always the upper one
-/// mirrored.
-pub(super) fn symmetric_gram(x: &Tensor) -> Tensor {
-    let cols = x.size()[2];
-    let mirrored = |g: Tensor| g.triu(0) + g.triu(1).transpose(1, 2);
-    let panels = match cols {
-        ..128 => return mirrored(cca::products(&x.transpose(1, 2), x)),
-        128..256 => 2,
-        256..1024 => 4,
-        _ => 8,
-    };
-    let width = (cols + panels - 1) / panels;
-    let upper = Tensor::zeros([x.size()[0], cols, cols], (x.kind(), x.device()));
-    for start in (0..cols).step_by(width as usize) {
-        let n = width.min(cols - start);
-        let rest = x.narrow(2, start, cols - start);
-        let panel = cca::products(&x.narrow(2, start, n).transpose(1, 2), &rest);
-        upper.narrow(1, start, n).narrow(2, start, cols - start).copy_(&panel);
-    }
-    mirrored(upper)
 }
 
 /// A stack of real `[[R'R_y, R'I_y], [I'R_y, I'I_y]]` products as the complex `X'Y`
@@ -295,24 +263,4 @@ pub(super) fn first_non_finite(block: &Tensor, first_row: i64) -> String {
     }
     let row = bad_rows.int64_value(&[0, 0]) + first_row;
     format!("datapoint {row} (0-based row) holds NaN or Inf")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_panelwise_gram_is_the_full_product_and_exactly_symmetric() {
-        tch::manual_seed(0);
-        // Below, between and above the block thresholds, with widths that do not divide.
-        for (problems, cols) in [(1, 100), (3, 130), (1, 255), (1, 511), (2, 515), (1, 1030)] {
-            let x = Tensor::randn([problems, 70, cols], (Kind::Double, Device::Cpu));
-            let full = x.transpose(1, 2).matmul(&x);
-            let blocks = symmetric_gram(&x);
-            let worst = f64::try_from((&blocks - &full).abs().max()).unwrap();
-            let scale = f64::try_from(full.abs().max()).unwrap();
-            assert!(worst <= 1e-13 * scale, "{problems} x {cols}: off by {worst}");
-            assert!(bool::try_from(blocks.eq_tensor(&blocks.transpose(1, 2)).all()).unwrap(), "{cols}: not symmetric");
-        }
-    }
 }

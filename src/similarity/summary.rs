@@ -32,6 +32,7 @@
 use super::cca::{self, Principal};
 use super::conv::{applicable, ConvComparison, Form, LayerShape};
 use super::moments::{as_complex, first_non_finite, SideSums};
+use super::products::{gram, products};
 use super::{size_warnings, ConvOptions, Keep, Method, Options, Similarity};
 use crate::error::{Side, SimilarityError};
 use std::collections::HashMap;
@@ -123,7 +124,7 @@ impl Summary {
             return Err(SimilarityError::layer(side, format!("all {cols} neurons are constant over the datapoints")));
         }
         let centred = &shifted - sums / rows as f64;
-        let gram = cca::products(&centred, &centred.transpose(1, 2));
+        let gram = gram(&centred.transpose(1, 2));
         // Constant neurons are zero columns here: they add nothing to the Gram matrix,
         // and the rank test counts the live ones as the scatter route does.
         let principal = cca::single_threaded(x.device(), rows, || Principal::of_with(&gram, alive as usize));
@@ -142,7 +143,7 @@ impl Summary {
 pub fn correlate(a: &Summary, b: &Summary) -> Result<Vec<(usize, usize, Vec<f64>)>, SimilarityError> {
     check_datapoints(a, b)?;
     let device = a.data.device();
-    correlate_from(a, b, a.data.transpose(1, 2).matmul(&b.data.to_device(device)))
+    correlate_from(a, b, products(&a.data.transpose(1, 2), &b.data.to_device(device)))
 }
 
 fn check_datapoints(a: &Summary, b: &Summary) -> Result<(), SimilarityError> {
@@ -166,10 +167,10 @@ fn correlate_from(a: &Summary, b: &Summary, data_product: Tensor) -> Result<Vec<
         cross -= ma.transpose(1, 2).matmul(&mb.to_device(device)) * a.datapoints() as f64;
     }
     if let Some(wa) = &a.whitening {
-        cross = cca::products(&wa.transpose(1, 2), &cross);
+        cross = products(&wa.transpose(1, 2), &cross);
     }
     if let Some(wb) = &b.whitening {
-        cross = cca::products(&cross, &wb.to_device(device));
+        cross = products(&cross, &wb.to_device(device));
     }
     let t = as_complex(&cross, a.complex);
     let n = t.size()[1].max(t.size()[2]);
@@ -319,8 +320,8 @@ impl Layers {
             self.joined.insert(keys.to_vec(), joined);
         }
         match self.joined.get(keys) {
-            Some(joined) => cca::products(&a_t, &joined.to_device(device)).split_with_sizes(widths.as_slice(), 2),
-            None => keys.iter().map(|&key| cca::products(&a_t, &self.made(key).data.to_device(device))).collect(),
+            Some(joined) => products(&a_t, &joined.to_device(device)).split_with_sizes(widths.as_slice(), 2),
+            None => keys.iter().map(|&key| products(&a_t, &self.made(key).data.to_device(device))).collect(),
         }
     }
 }
