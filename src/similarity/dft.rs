@@ -232,10 +232,15 @@ fn rustfft<T: Copy + Into<f64> + Sync>(
                 let x0 = &input[c0 * plane..(c0 + 1) * plane];
                 let s0 = &shift[c0 * plane..(c0 + 1) * plane];
                 let x1 = (c0 + 1 < c).then(|| &input[(c0 + 1) * plane..(c0 + 2) * plane]);
-                let s1 = (c0 + 1 < c).then(|| &shift[(c0 + 1) * plane..(c0 + 2) * plane]);
-                for (i, z) in image.iter_mut().enumerate() {
-                    let im = x1.zip(s1).map_or(0.0, |(x1, s1)| x1[i].into() - s1[i]);
-                    *z = Complex64::new(x0[i].into() - s0[i], im);
+                // One loop per case, no branch inside: they vectorise.
+                for ((z, &x), &s) in image.iter_mut().zip(x0).zip(s0) {
+                    *z = Complex64::new(x.into() - s, 0.0);
+                }
+                if let Some(x1) = x1 {
+                    let s1 = &shift[(c0 + 1) * plane..(c0 + 2) * plane];
+                    for ((z, &x), &s) in image.iter_mut().zip(x1).zip(s1) {
+                        z.im = x.into() - s;
+                    }
                 }
                 fft_w.process_with_scratch(image, scratch); // each of the h rows
                 for u in 0..h {
