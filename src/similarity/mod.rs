@@ -2,7 +2,8 @@
 //!
 //! Pure functions of tensors, with no knowledge of models or files. Activations are
 //! datapoints x neurons, the same datapoints in the same order on both sides, any float
-//! kind, on CPU or CUDA: the math is one code path of libtorch ops for both.
+//! kind, on CPU or CUDA: the math is one code path of libtorch ops for both, but for the
+//! matrix products, which [`products`](self::products) runs through faer on the CPU.
 //!
 //! The arithmetic is float64 throughout. Float32 sums were tried and dropped: a
 //! covariance summed in float32 cannot resolve directions below about 1e-4 of the
