@@ -160,6 +160,10 @@ pub fn name(device: Device) -> String {
     }
 }
 
+/// The largest buffer glibc's allocator serves from its heap once
+/// [`reuse_freed_host_memory`] has run; larger ones are mapped on their own.
+pub const HEAP_BLOCK_BYTES: usize = 64 << 20;
+
 /// Makes glibc's allocator keep freed host memory for reuse instead of returning it to
 /// the system: blocks up to 64 MiB come from the heap rather than from their own `mmap`,
 /// and the heap is trimmed only past 2 GiB free. libtorch allocates a fresh buffer for
@@ -182,7 +186,7 @@ pub fn reuse_freed_host_memory() {
         }
         // SAFETY: mallopt only sets allocator parameters; called before other threads start.
         unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, HEAP_BLOCK_BYTES as i32);
             libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
             libc::mallopt(libc::M_TOP_PAD, 256 << 20);
         }

@@ -347,3 +347,21 @@ fn conv_misuse_is_refused_naming_the_file() {
     assert_refused_silent(&svcca(&["compare", &a, &fewer, "--conv", "dft"]), &["conv.npy", "fewer.npy", "datapoints"]);
     assert_refused_silent(&svcca(&["compare", &a, &a, "--conv", "dft", "--method", "pwcca"]), &["conv.npy", "per frequency"]);
 }
+
+#[test]
+fn a_large_pair_streams_on_the_cpu_whatever_the_budget() {
+    // 12500 x 512: each side's float64 copy (51.2 MB) is over the CPU block cap (48 MiB),
+    // so even a budget that holds both files streams them in two blocks.
+    let d = Dir::new();
+    let (ma, mb) = (matrix(12500, 512, 7), matrix(12500, 64, 8));
+    let a = d.write("a.npy", &ma);
+    let b = d.write("b.npy", &mb);
+    let v = json(&svcca(&["compare", &a, &b, "--method", "cca", "--device", "cpu", "--memory-budget", "4G", "--json"]));
+    assert_eq!(v["blocks"], 2, "{}", v["blocks"]);
+    // The same answer as the library's in-memory comparison of the whole matrices.
+    let tensor = |m: &Array2<f32>| tch::Tensor::from_slice(m.as_slice().unwrap()).reshape([m.nrows() as i64, m.ncols() as i64]);
+    let options = svcca::similarity::Options { method: svcca::similarity::Method::Cca, keep: svcca::similarity::Keep::All };
+    let whole = svcca::similarity::compare(&tensor(&ma), &tensor(&mb), &options).unwrap();
+    let diff = (v["mean"].as_f64().unwrap() - whole.mean).abs();
+    assert!(diff < 1e-10, "streamed mean {} vs whole {}: {diff}", v["mean"], whole.mean);
+}

@@ -176,6 +176,13 @@ impl Moments {
         self.rows
     }
 
+    /// Bytes per datapoint of the larger side's float64 working copy of a block (its
+    /// shifted data: every problem, every column).
+    pub fn row_bytes(&self) -> u64 {
+        let widest = self.sides.iter().map(|s| s.cols).max().unwrap_or(0);
+        (self.gram_ab.size()[0] * widest * 8) as u64
+    }
+
     /// Adds the next block of datapoints: `a` is rows x p and `b` rows x q for a dense
     /// accumulator, or problems x rows x p and problems x rows x q for a stack; the same
     /// datapoints in the same order. Any float kind on any device; converted here.
