@@ -85,7 +85,7 @@ pub fn plot(run: &Path, d: &Dynamics) -> anyhow::Result<Vec<PathBuf>> {
     let n = d.settings.layers.len() as u32;
     let cell = heatmap_cell_pixels(n);
     let panel = (cell * n + 130).max(360);
-    let heat_size = (panel * 4 + 130, panel + 50);
+    let heat_size = heatmap_image_size(panel, heatmap_steps(d).len());
     let curve_size = (1000, 620);
     Ok(vec![
         png(&dir.join("heatmaps.png"), heat_size, |a| heatmaps(a, d))?,
@@ -93,6 +93,12 @@ pub fn plot(run: &Path, d: &Dynamics) -> anyhow::Result<Vec<PathBuf>> {
         png(&dir.join("to_final.png"), curve_size, |a| curves(a, d))?,
         svg(&dir.join("to_final.svg"), curve_size, |a| curves(a, d))?,
     ])
+}
+
+/// The heatmaps image: one square `panel` per checkpoint drawn (at least one), the
+/// colour bar beside them.
+fn heatmap_image_size(panel: u32, panels: usize) -> (u32, u32) {
+    (panel * panels.max(1) as u32 + 130, panel + 50)
 }
 
 /// Pixels per cell of a heatmap of `n` layers: 36 (larger for a few layers), shrinking
@@ -514,6 +520,20 @@ mod tests {
         assert_eq!(chosen(&steps(&[(0, 0.0), (40, 0.4), (70, 0.7), (100, 1.0)])), [0, 40, 70, 100]);
         // 0.35 and 0.75 both nearest step 50: drawn once, in order.
         assert_eq!(chosen(&steps(&[(0, 0.0), (50, 0.5), (100, 1.0)])), [0, 50, 100]);
+    }
+
+    #[test]
+    fn the_heatmaps_image_is_as_wide_as_the_panels_drawn() {
+        let layers: Vec<String> = vec!["fc1".into(), "fc2".into()];
+        let m = || vec![vec![Some(0.5); 2]; 2];
+        let panel = (heatmap_cell_pixels(2) * 2 + 130).max(360);
+        let dir = tempfile::tempdir().unwrap();
+        for (steps, panels) in [(vec![(100, 1.0, m())], 1), (vec![(0, 0.0, m()), (100, 1.0, m())], 2)] {
+            plot(dir.path(), &dynamics(&layers, steps)).unwrap();
+            let svg = std::fs::read_to_string(dir.path().join(FOLDER).join("heatmaps.svg")).unwrap();
+            let width = format!("width=\"{}\"", panel * panels + 130);
+            assert!(svg.lines().next().unwrap().contains(&width), "{panels} panel(s): {}", svg.lines().next().unwrap());
+        }
     }
 
     #[test]
