@@ -211,9 +211,9 @@ impl CompareJob {
             // Past this, larger blocks only cost: each block's float64 copy would be mapped
             // afresh and zeroed page by page by the kernel, where blocks under the
             // allocator's threshold reuse one another's memory. Measured on a 2-core AMD
-            // EPYC (BENCHMARKS.md): 50000 x 512 in 5 blocks rather than 1, and a DFT
-            // comparison of 2000 x 64 x 16 x 16 in 6 rather than 2, each about 10% faster
-            // for half the peak memory.
+            // EPYC (BENCHMARKS.md): 50000 x 512 in 5 blocks rather than 1 about 10% faster,
+            // a DFT comparison of 2000 x 64 x 16 x 16 in 6 rather than 2 as fast; both in
+            // about half the peak memory.
             block = block.min(BLOCK_COPY_BYTES / moments.row_bytes().max(1));
         }
         let block = (block as usize).clamp(256.min(rows), rows);

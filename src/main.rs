@@ -35,8 +35,8 @@ fn main() {
 
 /// Ends the process once everything the command made is dropped (files written,
 /// run-folder lock released: `run` has returned) and its output flushed, skipping the
-/// C++ static destructors: libtorch's unregister its thousands of operators, about
-/// 70 ms of every `svcca` process (AMD EPYC, measured with strace), a tenth of a
+/// C++ static destructors: libtorch's unregister its thousands of operators, which took
+/// about 70 ms of every `svcca` process (AMD EPYC, measured with strace), a tenth of a
 /// `svcca compare` on 50000 x 512. The kernel frees the memory and closes the files.
 fn exit_without_teardown(status: i32) -> ! {
     let _ = std::io::stdout().flush();

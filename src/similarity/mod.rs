@@ -2,7 +2,7 @@
 //!
 //! Pure functions of tensors, with no knowledge of models or files. Activations are
 //! datapoints x neurons, the same datapoints in the same order on both sides, any float
-//! kind, on CPU or CUDA: the math is one code path of libtorch ops for both, but for the
+//! kind, on CPU or CUDA: the math is one code path of libtorch ops for both, except the
 //! matrix products, which [`products`](self::products) runs through faer on the CPU.
 //!
 //! The arithmetic is float64 throughout. Float32 sums were tried and dropped: a

@@ -12,8 +12,9 @@
 //!
 //! Complex data arrives as real blocks of `[real parts | imaginary parts]` and is summed
 //! with real products ([`super::products`]; libtorch's real batched products ran 1.6
-//! times faster than its complex ones on the same numbers); [`Moments::finish`] assembles the complex matrices:
-//! for `X = R + iI`, `X'Y = (R'R_y + I'I_y) + i (R'I_y - I'R_y)`.
+//! times faster than its complex ones on the same numbers); [`Moments::finish`]
+//! assembles the complex matrices: for `X = R + iI`,
+//! `X'Y = (R'R_y + I'I_y) + i (R'I_y - I'R_y)`.
 //!
 //! Centring: every block is shifted by the *first datapoint* before its products are
 //! added, and the remaining offset is removed at the end (`C = S - n d d'`, `d` the mean
