@@ -277,7 +277,7 @@ fn rustfft<T: Copy + Into<f64> + Sync>(
 /// The spectrum buffer, shared by the FFT tasks that each fill disjoint elements.
 #[derive(Clone, Copy)]
 struct Output(*mut f64);
-// SAFETY: tasks write disjoint elements (see `spectrum_rustfft`) and the buffer outlives them.
+// SAFETY: tasks write disjoint elements (see `rustfft`) and the buffer outlives them.
 unsafe impl Send for Output {}
 unsafe impl Sync for Output {}
 
