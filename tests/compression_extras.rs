@@ -65,7 +65,7 @@ fn distributedness_and_joint_sweeps_against_references() {
     let x = as_rows(&acts[0]).to_kind(Kind::Double);
     let d = c.distributedness.iter().find(|d| d.layer == "fc1").unwrap();
     for k in [1, 3, 6] {
-        let p = f.method(Kept::Svcca, k, 0, 0);
+        let p = f.directions.projection(k);
         let projected = (&x - &f.directions.mean).matmul(&p);
         let variance: Vec<f64> = Vec::try_from(&projected.square().sum_dim_intlist(0, false, Kind::Double)).unwrap();
         let mut order: Vec<usize> = (0..f.units).collect();
@@ -76,8 +76,10 @@ fn distributedness_and_joint_sweeps_against_references() {
         }
         // The map by hand: P_k, then a diagonal keeping the 8 neurons.
         let by_hand = p.matmul(&Tensor::from_slice(&mask).diag(0));
-        assert!((&by_hand - f.distributed(k, 8)).abs().max().double_value(&[]) < 1e-12);
-        let acc = compression::layer_accuracies(&run, None, "fc1", &f.directions.mean, &[by_hand], false).unwrap()[0];
+        let compression::Map::Project(distributed) = f.distributed(k, 8) else { panic!("k = {k}: a projection") };
+        assert!((&by_hand - distributed).abs().max().double_value(&[]) < 1e-12);
+        let acc =
+            compression::layer_accuracies(&run, None, "fc1", &f.directions.mean, &[compression::Map::Project(by_hand)], false).unwrap()[0];
         let got = d.points.iter().find(|p| p.m == 8 && p.k == k).unwrap().accuracy;
         assert!((acc - got).abs() < 1e-9, "fc1 k={k} m=8: {got} vs {acc} by hand");
     }

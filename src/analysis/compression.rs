@@ -13,7 +13,9 @@
 //!   whole test split (or `--eval-images N` of it, a seeded subset), batch norm in
 //!   inference mode.
 //! - Batched: one pass over the test images computes the full accuracy and every map of
-//!   every layer's sweep (see `Evaluator::accuracies`).
+//!   every layer's sweep (see `Evaluator::accuracies`), conv layers channels-last
+//!   ([`channels_last`]); the baselines' maps are selections ([`Map::Keep`]), equal ones
+//!   evaluated once.
 //! - Conv layers: the directions are over channels, fitted with every position of every
 //!   image as a datapoint, and the projection is applied to the channel vector at each
 //!   position (the logits reference repeated at each position of its image).
@@ -326,24 +328,119 @@ pub fn grid(units: usize) -> Vec<usize> {
     ks
 }
 
-/// The affine map `x -> mean + (x - mean) P` applied to a layer's output (`P` m x m over
-/// neurons, or over channels at each position of a conv layer), computed in float64.
-pub fn project(h: &Tensor, mean: &Tensor, p: &Tensor) -> Tensor {
-    let kind = h.kind();
-    let conv = h.dim() == 4;
-    let x = if conv { h.permute([0, 2, 3, 1]) } else { h.shallow_clone() };
-    let y = (x.to_kind(Kind::Double) - mean).matmul(p) + mean;
-    let y = if conv { y.permute([0, 3, 1, 2]).contiguous() } else { y };
-    y.to_kind(kind)
+/// How a compressed layer's output is changed; `mean` (the layer's, from the fit) is
+/// given where it is applied.
+pub enum Map {
+    /// `x -> mean + (x - mean) P` (`P` m x m over the units, or over the channels at each
+    /// position of a conv layer), computed in float64.
+    Project(Tensor),
+    /// The units marked true kept as they are, the others set to their mean: the
+    /// baselines, and k = 0 of every method. A select in the layer's own kind: the
+    /// float64 projection by this 0/1 diagonal gives the same float32 numbers (a kept
+    /// `(x - m) + m` rounds back to `x`; a dropped unit is `m`), at a sixth of the passes
+    /// over memory, and equal selections can be evaluated once.
+    Keep(Vec<bool>),
 }
 
-/// A projection keeping only the neurons in `keep` (others at their mean).
-fn neuron_mask(units: usize, keep: &[i64], device: tch::Device) -> Tensor {
-    let mut d = vec![0.0f64; units];
-    for &i in keep {
-        d[i as usize] = 1.0;
+impl Map {
+    /// The map keeping the units in `units` of `of` (the others at their mean).
+    fn keeping(of: usize, units: &[i64]) -> Map {
+        let mut keep = vec![false; of];
+        for &i in units {
+            keep[i as usize] = true;
+        }
+        Map::Keep(keep)
     }
-    Tensor::from_slice(&d).to_device(device).diag(0)
+
+    /// `h` (a layer's output) mapped; conv layers come out channels-last (see
+    /// [`channels_last`]).
+    pub fn apply(&self, h: &Tensor, mean: &Tensor) -> Tensor {
+        let h = channels_last(h);
+        stack(&h, 1, |_, out| self.apply_into(&h, mean, out))
+    }
+
+    /// `h` mapped, written into `out` (its shape and layout: a block of a stacked batch).
+    fn apply_into(&self, h: &Tensor, mean: &Tensor, out: &Tensor) {
+        match self {
+            Map::Project(p) => {
+                // Over rows of units (each position's channels of a conv layer); the float32
+                // rows promoted to float64 by the subtraction, the result rounded back as
+                // it is copied into `out`.
+                let units = h.size()[1];
+                let rows = if h.dim() == 4 { h.permute([0, 2, 3, 1]).reshape([-1, units]) } else { h.shallow_clone() };
+                let mut y = (rows - mean).matmul(p);
+                y += mean;
+                // A view (never a copy) of `out`, channels-last as every stacked block is.
+                let mut target = if out.dim() == 4 { out.permute([0, 2, 3, 1]).view([-1, units]) } else { out.shallow_clone() };
+                target.copy_(&y);
+            }
+            Map::Keep(keep) => {
+                let shape: Vec<i64> = if h.dim() == 4 { vec![1, keep.len() as i64, 1, 1] } else { vec![1, keep.len() as i64] };
+                let mask = Tensor::from_slice(keep).to_device(h.device()).view(shape.as_slice());
+                let _ = h.where_self_out(out, &mask, &mean.to_kind(h.kind()).view(shape.as_slice()));
+            }
+        }
+    }
+
+    /// Every unit kept: the network unchanged.
+    fn is_identity(&self) -> bool {
+        matches!(self, Map::Keep(keep) if keep.iter().all(|&k| k))
+    }
+
+    /// The same map (two selections of the same units; a projection is only itself).
+    fn same(&self, other: &Map) -> bool {
+        matches!((self, other), (Map::Keep(a), Map::Keep(b)) if a == b)
+    }
+}
+
+/// Of `items`, the first of each run of equal ones (`same`), and for each item the
+/// position of its representative in that list: equal maps are evaluated once.
+fn distinct<T>(items: &[T], same: impl Fn(&T, &T) -> bool) -> (Vec<usize>, Vec<usize>) {
+    let mut firsts: Vec<usize> = Vec::new();
+    let mut rep = Vec::with_capacity(items.len());
+    for (i, x) in items.iter().enumerate() {
+        match firsts.iter().position(|&f| same(&items[f], x)) {
+            Some(r) => rep.push(r),
+            None => {
+                rep.push(firsts.len());
+                firsts.push(i);
+            }
+        }
+    }
+    (firsts, rep)
+}
+
+/// `copies` blocks shaped like `block`, one after the other along the batch (channels-last
+/// for a conv layer's output), block j written by `fill(j, block j)`: the maps' outputs
+/// written in place, where concatenating them would copy each once more.
+fn stack(block: &Tensor, copies: usize, fill: impl Fn(usize, &Tensor)) -> Tensor {
+    let size = block.size();
+    let n = size[0] * copies as i64;
+    let options = (block.kind(), block.device());
+    let out = if size.len() == 4 {
+        Tensor::empty([n, size[2], size[3], size[1]], options).permute([0, 3, 1, 2])
+    } else {
+        Tensor::empty([&[n], &size[1..]].concat().as_slice(), options)
+    };
+    for j in 0..copies {
+        fill(j, &out.narrow(0, j as i64 * size[0], size[0]));
+    }
+    out
+}
+
+/// A conv layer's output (N x C x H x W) laid out channels-last, as the evaluations run
+/// the layers above it: libtorch's CPU convolutions and pooling are about twice as fast
+/// on that layout for the narrow layers analysed here, with the same numbers
+/// (BENCHMARKS.md, "Compression on channels-last batches"); other tensors as they are.
+fn channels_last(h: &Tensor) -> Tensor {
+    if h.dim() != 4 {
+        return h.shallow_clone();
+    }
+    let s = h.size();
+    if h.stride() == [s[1] * s[2] * s[3], 1, s[3] * s[1], s[1]] {
+        return h.shallow_clone();
+    }
+    h.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
 
 /// The evaluation images: the test split, or `--eval-images N` of it drawn by a seeded
@@ -385,15 +482,20 @@ impl<'a> Evaluator<'a> {
         (0..n).step_by(BATCH as usize).map(move |i| (i, BATCH.min(n - i)))
     }
 
+    /// Evaluation images `start..start + len`, normalised and channels-last (see
+    /// [`channels_last`]: every conv layer then runs on that layout).
+    fn images(&self, start: i64, len: i64) -> Tensor {
+        channels_last(&self.run.data.normalise(&self.images.narrow(0, start, len)))
+    }
+
     /// The accuracy with all `edits` applied at once (the full network when none).
-    fn accuracy(&self, edits: &[(&str, &Tensor, &Tensor)]) -> anyhow::Result<f64> {
-        let data = &self.run.data;
-        let fns: Vec<_> = edits.iter().map(|&(l, m, p)| (l, move |h: &Tensor| project(h, m, p))).collect();
+    fn accuracy(&self, edits: &[(&str, &Tensor, &Map)]) -> anyhow::Result<f64> {
+        let fns: Vec<_> = edits.iter().map(|&(l, m, map)| (l, move |h: &Tensor| map.apply(h, m))).collect();
         let refs: Vec<Edit> = fns.iter().map(|(l, f)| (*l, f as &dyn Fn(&Tensor) -> Tensor)).collect();
         tch::no_grad(|| {
             let mut correct = 0i64;
             for (i, len) in self.blocks() {
-                let logits = self.run.net.forward_edited(&data.normalise(&self.images.narrow(0, i, len)), false, &refs)?;
+                let logits = self.run.net.forward_edited(&self.images(i, len), false, &refs)?;
                 correct += logits.argmax(-1, false).eq_tensor(&self.labels.narrow(0, i, len)).sum(Kind::Int64).int64_value(&[]);
             }
             Ok(correct as f64 / self.labels.size()[0] as f64)
@@ -403,7 +505,9 @@ impl<'a> Evaluator<'a> {
     /// The full network's accuracy, and for each (layer, mean, maps) the accuracy with
     /// that layer edited by each of its maps in turn (one number per map), batched: per
     /// block of images the network runs once, tapping every layer; then each layer's
-    /// output projected by several maps is stacked into one batch for the layers above.
+    /// output projected by several maps is stacked into one batch for the layers above
+    /// (channels-last for a conv layer). Equal selections ([`Map::same`]: k = 0 of every
+    /// method, for one) run once; one that keeps every unit is the full network.
     ///
     /// Memory: a stack of g maps on a block of b images costs about g * b * [`ROW_BYTES`]
     /// x (the largest per-image output of the layer and the layers above), which covers
@@ -413,16 +517,25 @@ impl<'a> Evaluator<'a> {
     /// Each map's projected block is the one the per-map evaluation computes (the same
     /// [`project`] on the same block), so the layers above see the same numbers; only
     /// the batch size they run at differs.
-    fn accuracies(&self, sweeps: &[(&str, &Tensor, &[Tensor])]) -> anyhow::Result<(f64, Vec<Vec<f64>>)> {
-        let data = &self.run.data;
+    fn accuracies(&self, sweeps: &[(&str, &Tensor, &[Map])]) -> anyhow::Result<(f64, Vec<Vec<f64>>)> {
         let net = &self.run.net;
         let names = net.layer_names();
         let layers: Vec<&str> = sweeps.iter().map(|s| s.0).collect();
+        // Per layer: each map's representative among the equal ones, and the maps to run.
+        let firsts: Vec<Vec<usize>> = sweeps
+            .iter()
+            .map(|s| {
+                let (firsts, rep) = distinct(s.2, Map::same);
+                rep.into_iter().map(|r| firsts[r]).collect()
+            })
+            .collect();
+        let todo: Vec<Vec<usize>> =
+            sweeps.iter().zip(&firsts).map(|(s, f)| (0..s.2.len()).filter(|&i| f[i] == i && !s.2[i].is_identity()).collect()).collect();
         let mut full = 0i64;
         let mut correct: Vec<Vec<i64>> = sweeps.iter().map(|s| vec![0; s.2.len()]).collect();
         tch::no_grad(|| -> anyhow::Result<()> {
             // Bytes per (image, map) row of each layer's stack.
-            let (_, ones) = net.forward_taps(&data.normalise(&self.images.narrow(0, 0, 1)), false, &layers)?;
+            let (_, ones) = net.forward_taps(&self.images(0, 1), false, &layers)?;
             let rows: Vec<i64> = layers
                 .iter()
                 .zip(&ones)
@@ -432,24 +545,24 @@ impl<'a> Evaluator<'a> {
                     ROW_BYTES * widest.max(one.numel()) as i64
                 })
                 .collect();
-            let maps: usize = sweeps.iter().map(|s| s.2.len()).sum();
+            let maps: usize = todo.iter().map(Vec::len).sum();
             let bar = super::progress((self.blocks().count() * maps) as u64, &format!("compressing {}", layers.join(", ")));
             for (i, len) in self.blocks() {
-                let (logits, taps) = net.forward_taps(&data.normalise(&self.images.narrow(0, i, len)), false, &layers)?;
+                let (logits, taps) = net.forward_taps(&self.images(i, len), false, &layers)?;
                 let labels = self.labels.narrow(0, i, len).unsqueeze(0);
                 full += logits.argmax(-1, false).eq_tensor(&labels.squeeze_dim(0)).sum(Kind::Int64).int64_value(&[]);
                 for (s, ((&(layer, mean, maps), h), row)) in sweeps.iter().zip(&taps).zip(&rows).enumerate() {
                     let group = (CHUNK_BYTES / (row * len)).max(1) as usize;
-                    for (c, chunk) in maps.chunks(group).enumerate() {
-                        let stacked = Tensor::cat(&chunk.iter().map(|p| project(h, mean, p)).collect::<Vec<_>>(), 0);
+                    for chunk in todo[s].chunks(group) {
+                        let stacked = stack(h, chunk.len(), |j, out| maps[chunk[j]].apply_into(h, mean, out));
                         let logits = net.forward_after(&stacked, layer, false)?;
                         let hits = logits.argmax(-1, false).view([chunk.len() as i64, len]).eq_tensor(&labels).sum_dim_intlist(
                             1,
                             false,
                             Kind::Int64,
                         );
-                        for (j, v) in Vec::<i64>::try_from(&hits.to_device(tch::Device::Cpu))?.into_iter().enumerate() {
-                            correct[s][c * group + j] += v;
+                        for (&m, v) in chunk.iter().zip(Vec::<i64>::try_from(&hits.to_device(tch::Device::Cpu))?) {
+                            correct[s][m] += v;
                         }
                         bar.inc(chunk.len() as u64);
                     }
@@ -459,33 +572,41 @@ impl<'a> Evaluator<'a> {
             Ok(())
         })?;
         let n = self.labels.size()[0] as f64;
-        Ok((full as f64 / n, correct.into_iter().map(|c| c.into_iter().map(|c| c as f64 / n).collect()).collect()))
+        let accuracies = sweeps
+            .iter()
+            .zip(&firsts)
+            .zip(&correct)
+            .map(|((s, f), c)| (0..s.2.len()).map(|i| if s.2[i].is_identity() { full } else { c[f[i]] } as f64 / n).collect())
+            .collect();
+        Ok((full as f64 / n, accuracies))
     }
 
     /// The accuracy with every layer of `layers` (layer, mean) edited at once by its map in
     /// `maps[j]`, for each j, batched: per block the layers below the lowest one run once;
     /// from there the copies run stacked (up to [`CHUNK_BYTES`], as in [`Self::accuracies`]),
-    /// each copy projected by its own map at each edited layer.
-    fn joint_accuracies(&self, layers: &[(&str, &Tensor)], maps: &[Vec<Tensor>]) -> anyhow::Result<Vec<f64>> {
-        let data = &self.run.data;
+    /// each copy projected by its own map at each edited layer. Equal rows of selections
+    /// run once.
+    fn joint_accuracies(&self, layers: &[(&str, &Tensor)], all: &[Vec<Map>]) -> anyhow::Result<Vec<f64>> {
         let net = &self.run.net;
         let names = net.layer_names();
         let at: Vec<usize> = layers.iter().map(|(l, _)| names.iter().position(|n| n == l).expect("a checked layer")).collect();
         let (low, lowest) = at.iter().enumerate().min_by_key(|x| *x.1).map(|(i, &a)| (i, a)).expect("a layer");
+        let (firsts, rep) = distinct(all, |a, b| a.iter().zip(b).all(|(x, y)| x.same(y)));
+        let maps: Vec<&Vec<Map>> = firsts.iter().map(|&f| &all[f]).collect();
         let mut correct = vec![0i64; maps.len()];
         tch::no_grad(|| -> anyhow::Result<()> {
-            let one = net.forward_taps(&data.normalise(&self.images.narrow(0, 0, 1)), false, &[layers[low].0])?.1.remove(0);
+            let one = net.forward_taps(&self.images(0, 1), false, &[layers[low].0])?.1.remove(0);
             let widest = net.forward_range(&one, false, lowest + 1..names.len()).iter().map(Tensor::numel).max().unwrap_or(0);
             let row = ROW_BYTES * widest.max(one.numel()) as i64;
             for (i, len) in self.blocks() {
-                let h = net.forward_taps(&data.normalise(&self.images.narrow(0, i, len)), false, &[layers[low].0])?.1.remove(0);
+                let h = net.forward_taps(&self.images(i, len), false, &[layers[low].0])?.1.remove(0);
                 let labels = self.labels.narrow(0, i, len).unsqueeze(0);
                 let group = (CHUNK_BYTES / (row * len)).max(1) as usize;
                 for (c, chunk) in maps.chunks(group).enumerate() {
                     // Each copy's block projected at layer `l` by its own map.
                     let edit = |h: &Tensor, l: usize| {
                         let parts = h.split(len, 0);
-                        Tensor::cat(&parts.iter().zip(chunk).map(|(x, m)| project(x, layers[l].1, &m[l])).collect::<Vec<_>>(), 0)
+                        stack(&parts[0], chunk.len(), |j, out| chunk[j][l].apply_into(&parts[j], layers[l].1, out))
                     };
                     // The edits of a layer in the order given, as forward_edited applies them.
                     let edits_at = |x: Tensor, j: usize| (0..at.len()).filter(|&l| at[l] == j).fold(x, |x, l| edit(&x, l));
@@ -503,7 +624,7 @@ impl<'a> Evaluator<'a> {
             Ok(())
         })?;
         let n = self.labels.size()[0] as f64;
-        Ok(correct.into_iter().map(|c| c as f64 / n).collect())
+        Ok(rep.into_iter().map(|r| correct[r] as f64 / n).collect())
     }
 }
 
@@ -515,7 +636,7 @@ pub fn layer_accuracies(
     eval_images: Option<usize>,
     layer: &str,
     mean: &Tensor,
-    maps: &[Tensor],
+    maps: &[Map],
     batched: bool,
 ) -> anyhow::Result<Vec<f64>> {
     run.check_layers([layer], "--compression")?;
@@ -537,17 +658,17 @@ pub struct Fitted {
 }
 
 impl Fitted {
-    /// The m x m map (see [`project`]) that keeps `k` SVCCA directions, the `k` most
-    /// active units or `k` random units (draw `draw`).
-    pub fn method(&self, method: Method, k: usize, draw: u64, seed: u64) -> Tensor {
-        let device = self.directions.weights.device();
+    /// The map that keeps `k` SVCCA directions, the `k` most active units or `k` random
+    /// units (draw `draw`). No direction is no unit: the layer at its mean.
+    pub fn method(&self, method: Method, k: usize, draw: u64, seed: u64) -> Map {
         match method {
-            Method::Svcca => self.directions.projection(k.min(self.directions.len())),
-            Method::Active => neuron_mask(self.units, &self.active[..k], device),
+            Method::Svcca if k == 0 => Map::keeping(self.units, &[]),
+            Method::Svcca => Map::Project(self.directions.projection(k.min(self.directions.len()))),
+            Method::Active => Map::keeping(self.units, &self.active[..k]),
             Method::Random => {
                 let mut perm = Rng::stream(seed, &[0x7261_6e64, draw]).permutation(self.units); // "rand"
                 perm.truncate(k);
-                neuron_mask(self.units, &perm, device)
+                Map::keeping(self.units, &perm)
             }
         }
     }
@@ -568,17 +689,20 @@ impl Fitted {
     /// Figure 2b's map: the projection onto the top `k` SVCCA directions, then only the
     /// [`Self::important`] `m` units kept, the others at their mean (`P_k` with the other
     /// units' columns zeroed). With `m` = every unit it is `P_k` itself.
-    pub fn distributed(&self, k: usize, m: usize) -> Tensor {
-        let p = self.method(Method::Svcca, k, 0, 0);
+    pub fn distributed(&self, k: usize, m: usize) -> Map {
+        if k == 0 {
+            return self.method(Method::Svcca, 0, 0, 0);
+        }
+        let p = self.directions.projection(k.min(self.directions.len()));
         if m >= self.units {
-            return p;
+            return Map::Project(p);
         }
         let mut mask = vec![0.0f64; self.units];
         for i in self.important(k, m) {
             mask[i as usize] = 1.0;
         }
         let mask = Tensor::from_slice(&mask).to_device(p.device()).unsqueeze(0);
-        p * mask
+        Map::Project(p * mask)
     }
 }
 
@@ -684,9 +808,9 @@ pub fn compression_with(
     let start = std::time::Instant::now();
     let todo: Vec<&Fitted> = results.missing(&layers).iter().map(|l| fitted.iter().find(|f| &f.layer == l).expect("fitted")).collect();
     let which: Vec<Vec<(Method, usize, u64)>> = todo.iter().map(|f| sweep_maps(f)).collect();
-    let maps: Vec<Vec<Tensor>> =
+    let maps: Vec<Vec<Map>> =
         todo.iter().zip(&which).map(|(f, w)| w.iter().map(|&(m, k, draw)| f.method(m, k, draw, a.seed)).collect()).collect();
-    let sweeps: Vec<(&str, &Tensor, &[Tensor])> =
+    let sweeps: Vec<(&str, &Tensor, &[Map])> =
         todo.iter().zip(&maps).map(|(f, m)| (f.layer.as_str(), &f.directions.mean, m.as_slice())).collect();
     crate::preempt::check(|| format!("while compressing layers of {}", dir.display()))?;
     let (full_accuracy, accuracy) = eval.accuracies(&sweeps)?;
@@ -780,7 +904,7 @@ fn compress_together(eval: &Evaluator, specs: &[LayerSpec], fitted: &[Fitted], s
     // Every (method, draw): its maps, one per chosen layer; all evaluated in one pass.
     let runs: Vec<(Method, u64)> =
         Method::ALL.iter().flat_map(|&m| (0..if m == Method::Random { DRAWS } else { 1 }).map(move |d| (m, d))).collect();
-    let maps: Vec<Vec<Tensor>> = runs.iter().map(|&(m, d)| chosen.iter().map(|(f, k)| f.method(m, *k, d, seed)).collect()).collect();
+    let maps: Vec<Vec<Map>> = runs.iter().map(|&(m, d)| chosen.iter().map(|(f, k)| f.method(m, *k, d, seed)).collect()).collect();
     let layers: Vec<(&str, &Tensor)> = chosen.iter().map(|(f, _)| (f.layer.as_str(), &f.directions.mean)).collect();
     let accuracy = eval.joint_accuracies(&layers, &maps)?;
     for method in Method::ALL {
@@ -828,8 +952,8 @@ fn distributedness(eval: &Evaluator, out: &Path, fitted: &[Fitted], neurons: &[V
     let todo: Vec<(usize, &Fitted)> = fitted.iter().enumerate().filter(|(i, _)| missing.contains(&keys[*i])).collect();
     let which: Vec<Vec<(usize, usize)>> =
         todo.iter().map(|&(i, f)| neurons[i].iter().flat_map(|&m| svcca_ks(f).into_iter().map(move |k| (m, k))).collect()).collect();
-    let maps: Vec<Vec<Tensor>> = todo.iter().zip(&which).map(|((_, f), w)| w.iter().map(|&(m, k)| f.distributed(k, m)).collect()).collect();
-    let sweeps: Vec<(&str, &Tensor, &[Tensor])> =
+    let maps: Vec<Vec<Map>> = todo.iter().zip(&which).map(|((_, f), w)| w.iter().map(|&(m, k)| f.distributed(k, m)).collect()).collect();
+    let sweeps: Vec<(&str, &Tensor, &[Map])> =
         todo.iter().zip(&maps).map(|((_, f), m)| (f.layer.as_str(), &f.directions.mean, m.as_slice())).collect();
     if !sweeps.is_empty() {
         crate::preempt::check(|| format!("before the distributedness sweeps of {}", out.display()))?;
@@ -869,7 +993,7 @@ fn jointly(eval: &Evaluator, out: &Path, fitted: &[Fitted], seed: u64) -> anyhow
     let ks = |method: Method, k: usize| -> Vec<usize> {
         fitted.iter().map(|f| k.min(if method == Method::Svcca { f.directions.len() } else { f.units })).collect()
     };
-    let maps: Vec<Vec<Tensor>> = which
+    let maps: Vec<Vec<Map>> = which
         .iter()
         .map(|&(method, k, draw)| fitted.iter().zip(ks(method, k)).map(|(f, kf)| f.method(method, kf, draw, seed)).collect())
         .collect();
@@ -948,8 +1072,58 @@ fn write_tables(dir: &Path, c: &Compression) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{grid, LayerSpec, Reference};
+    use super::{channels_last, distinct, grid, stack, LayerSpec, Map, Reference};
     use std::path::PathBuf;
+    use tch::{Device, Kind, Tensor};
+
+    /// `mean + (x - mean) P` the plain way: float64 throughout, NCHW out.
+    fn reference(h: &Tensor, mean: &Tensor, p: &Tensor) -> Tensor {
+        let conv = h.dim() == 4;
+        let x = if conv { h.permute([0, 2, 3, 1]) } else { h.shallow_clone() };
+        let y = (x.to_kind(Kind::Double) - mean).matmul(p) + mean;
+        let y = if conv { y.permute([0, 3, 1, 2]).contiguous() } else { y };
+        y.to_kind(h.kind())
+    }
+
+    /// A selection gives what the float64 projection by its 0/1 diagonal gives, a
+    /// projection what the plain float64 formula gives (conv layers channels-last, dense
+    /// layers as they are), and stacked maps are the maps one by one.
+    #[test]
+    fn maps_give_the_float64_projections_numbers() {
+        tch::manual_seed(5);
+        let mean = Tensor::randn([5], (Kind::Double, Device::Cpu)).abs() * 3.0;
+        let keep = vec![true, false, false, true, true];
+        let diagonal = Tensor::from_slice(&[1.0f64, 0.0, 0.0, 1.0, 1.0]).diag(0);
+        let p = Tensor::randn([5, 5], (Kind::Double, Device::Cpu));
+        for shape in [vec![3i64, 5, 4, 6], vec![7, 5]] {
+            let h = Tensor::randn(shape.as_slice(), (Kind::Float, Device::Cpu)).relu();
+            let selected = Map::Keep(keep.clone()).apply(&h, &mean);
+            assert!(selected.equal(&reference(&h, &mean, &diagonal)), "{shape:?}: selection");
+            let projected = Map::Project(p.shallow_clone()).apply(&h, &mean);
+            assert!(projected.equal(&reference(&h, &mean, &p)), "{shape:?}: projection");
+            assert!(channels_last(&projected).data_ptr() == projected.data_ptr(), "{shape:?}: channels-last out");
+            let maps = [Map::Project(p.shallow_clone()), Map::Keep(keep.clone())];
+            let h = channels_last(&h);
+            let stacked = stack(&h, 2, |j, out| maps[j].apply_into(&h, &mean, out));
+            assert!(stacked.equal(&Tensor::cat(&[projected, selected], 0)), "{shape:?}: stacked");
+        }
+        assert!(Map::Keep(vec![true; 3]).is_identity() && !Map::Keep(keep.clone()).is_identity());
+        assert!(!Map::Project(p.shallow_clone()).is_identity());
+    }
+
+    #[test]
+    fn equal_selections_are_evaluated_once() {
+        let maps = [
+            Map::Keep(vec![false, false]),
+            Map::Project(Tensor::zeros([2, 2], (Kind::Double, Device::Cpu))),
+            Map::Keep(vec![true, false]),
+            Map::Keep(vec![false, false]),
+            Map::Project(Tensor::zeros([2, 2], (Kind::Double, Device::Cpu))),
+        ];
+        let (firsts, rep) = distinct(&maps, Map::same);
+        assert_eq!(firsts, [0, 1, 2, 4]);
+        assert_eq!(rep, [0, 1, 2, 0, 3]);
+    }
 
     #[test]
     fn grids_and_flags() {
