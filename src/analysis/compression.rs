@@ -38,6 +38,7 @@ use crate::data::rng::Rng;
 use crate::device::DeviceChoice;
 use crate::error::InputError;
 use crate::io::{write_atomic, write_json_atomic};
+use crate::model::ops::is_channels_last;
 use crate::model::Edit;
 use crate::similarity::{self, Keep, KeepRule};
 use anyhow::Context;
@@ -335,10 +336,10 @@ pub enum Map {
     /// position of a conv layer), computed in float64.
     Project(Tensor),
     /// The units marked true kept as they are, the others set to their mean: the
-    /// baselines, and k = 0 of every method. A select in the layer's own kind: the
+    /// baselines, and k = 0 of every method. Computed in the layer's own kind: the
     /// float64 projection by this 0/1 diagonal gives the same float32 numbers (a kept
-    /// `(x - m) + m` rounds back to `x`; a dropped unit is `m`), at a sixth of the passes
-    /// over memory, and equal selections can be evaluated once.
+    /// `(x - m) + m` rounds back to `x`; a dropped unit is `m`), in one pass over memory
+    /// where the projection makes six; and equal selections can be evaluated once.
     Keep(Vec<bool>),
 }
 
@@ -375,9 +376,15 @@ impl Map {
                 target.copy_(&y);
             }
             Map::Keep(keep) => {
+                // `dropped + x * kept`, `kept` 1 or 0 and `dropped` 0 or the mean: a kept
+                // unit's `0 + x * 1` and a dropped one's `mean + x * 0` are exact (for a
+                // finite x), in one vectorised pass (libtorch's select is not vectorised).
                 let shape: Vec<i64> = if h.dim() == 4 { vec![1, keep.len() as i64, 1, 1] } else { vec![1, keep.len() as i64] };
-                let mask = Tensor::from_slice(keep).to_device(h.device()).view(shape.as_slice());
-                let _ = h.where_self_out(out, &mask, &mean.to_kind(h.kind()).view(shape.as_slice()));
+                let on = |values: Vec<f64>| Tensor::from_slice(&values).to_device(h.device()).to_kind(h.kind()).view(shape.as_slice());
+                let kept = on(keep.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect());
+                let means = Vec::<f64>::try_from(&mean.flatten(0, -1).to_device(tch::Device::Cpu)).expect("float64 means");
+                let dropped = on(keep.iter().zip(means).map(|(&k, m)| if k { 0.0 } else { m }).collect());
+                let _ = dropped.addcmul_out(out, h, &kept);
             }
         }
     }
@@ -433,11 +440,7 @@ fn stack(block: &Tensor, copies: usize, fill: impl Fn(usize, &Tensor)) -> Tensor
 /// on that layout for the narrow layers analysed here, with the same numbers
 /// (BENCHMARKS.md, "Compression on channels-last batches"); other tensors as they are.
 fn channels_last(h: &Tensor) -> Tensor {
-    if h.dim() != 4 {
-        return h.shallow_clone();
-    }
-    let s = h.size();
-    if h.stride() == [s[1] * s[2] * s[3], 1, s[3] * s[1], s[1]] {
+    if h.dim() != 4 || is_channels_last(h) {
         return h.shallow_clone();
     }
     h.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])

@@ -5,10 +5,10 @@
 //! padding 1 and 2 x 2 max pooling. Each conv and fc layer includes its ReLU, so a tap on
 //! `c3` is what its neurons output; batch norm follows the ReLU, as the list's order says.
 
+use super::ops::{max_pool, relu_fresh};
 use super::Network;
 use crate::error::InputError;
 use tch::nn::{self, ConvConfig};
-use tch::Tensor;
 
 pub fn convnet(root: &nn::Path, shape: [i64; 3], classes: i64, width: i64, fc1: i64, fc2: i64) -> Result<Network, InputError> {
     let [c, h, w] = shape;
@@ -17,9 +17,9 @@ pub fn convnet(root: &nn::Path, shape: [i64; 3], classes: i64, width: i64, fc1: 
     }
     let conv = |name: &str, cin: i64| {
         let cfg = ConvConfig { padding: 1, ..Default::default() };
-        nn::seq_t().add(nn::conv2d(root / name, cin, width, 3, cfg)).add_fn(|x| x.relu())
+        nn::seq_t().add(nn::conv2d(root / name, cin, width, 3, cfg)).add_fn(relu_fresh)
     };
-    let fc = |name: &str, din: i64, dout: i64| nn::seq_t().add(nn::linear(root / name, din, dout, Default::default())).add_fn(|x| x.relu());
+    let fc = |name: &str, din: i64, dout: i64| nn::seq_t().add(nn::linear(root / name, din, dout, Default::default())).add_fn(relu_fresh);
     let bn2d = |name: &str| nn::seq_t().add(nn::batch_norm2d(root / name, width, Default::default()));
     let bn1d = |name: &str, d: i64| nn::seq_t().add(nn::batch_norm1d(root / name, d, Default::default()));
     let pool = || nn::seq_t().add_fn(max_pool);
@@ -41,46 +41,4 @@ pub fn convnet(root: &nn::Path, shape: [i64; 3], classes: i64, width: i64, fc1: 
     net.push("bn4", bn1d("bn4", fc2));
     net.push("logits", nn::seq_t().add(nn::linear(root / "logits", fc2, classes, Default::default())));
     Ok(net)
-}
-
-/// 2 x 2 max pooling, stride 2 (a last odd row or column dropped). Without a gradient to
-/// track, the largest of the four strided views: the same numbers as libtorch's
-/// `max_pool2d` (a maximum is exact), about 8x faster on the evaluations' 5000 x 16 x
-/// 14 x 14 batches, as libtorch's CPU kernel also writes the index of every maximum for
-/// a backward pass (BENCHMARKS.md, "Compression on channels-last batches").
-fn max_pool(x: &Tensor) -> Tensor {
-    if x.requires_grad() {
-        return x.max_pool2d_default(2);
-    }
-    let size = x.size();
-    let (h, w) = (size[2] / 2 * 2, size[3] / 2 * 2);
-    let view = |i: i64, j: i64| x.slice(2, i, h, 2).slice(3, j, w, 2);
-    view(0, 0).maximum(&view(0, 1)).maximum(&view(1, 0).maximum(&view(1, 1)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::max_pool;
-    use tch::{Kind, Tensor};
-
-    /// Without autograd the strided maximum is libtorch's max pooling, number for number:
-    /// even and odd sizes, ties (ReLU zeros), channels-last strides.
-    #[test]
-    fn the_pooling_without_gradients_is_libtorchs() {
-        tch::manual_seed(3);
-        for shape in [[3i64, 4, 8, 8], [2, 5, 7, 9], [1, 2, 2, 3]] {
-            let x = Tensor::randn(shape, (Kind::Float, tch::Device::Cpu)).relu();
-            let want = x.max_pool2d_default(2);
-            let got = tch::no_grad(|| max_pool(&x));
-            assert_eq!(got.size(), want.size(), "{shape:?}");
-            assert!(got.equal(&want), "{shape:?}");
-            let last = x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]);
-            assert!(tch::no_grad(|| max_pool(&last)).equal(&want), "{shape:?}, channels last");
-        }
-        // With a gradient to track: libtorch's pooling, whose backward goes to one maximum.
-        let x = Tensor::ones([1, 1, 2, 2], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
-        max_pool(&x).sum(Kind::Float).backward();
-        assert_eq!(x.grad().sum(Kind::Float).double_value(&[]), 1.0);
-        assert_eq!(x.grad().max().double_value(&[]), 1.0);
-    }
 }

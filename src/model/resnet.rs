@@ -20,6 +20,7 @@
 //! first block and the head the last, so the linear schedule freezes block b of B at
 //! fraction b/B of training.
 
+use super::ops::relu_fresh;
 use super::{InnerTaps, Network};
 use crate::config::Taps;
 use tch::nn::{self, ConvConfig, ModuleT};
@@ -92,7 +93,7 @@ pub fn resnet(root: &nn::Path, channels: i64, classes: i64, n: i64, width: i64, 
     let mut net = Network::new();
     net.push("conv1", conv3x3(root / "conv1", channels, width, 1));
     let bn = nn::batch_norm2d(root / "bn1", width, Default::default());
-    net.push("bn1", nn::seq_t().add(bn).add_fn(|x| x.relu()));
+    net.push("bn1", nn::seq_t().add(bn).add_fn(relu_fresh));
     let mut cin = width;
     let mut blocks = Vec::new();
     for stage in 1..=3 {
@@ -111,7 +112,7 @@ pub fn resnet(root: &nn::Path, channels: i64, classes: i64, n: i64, width: i64, 
     }
     if final_bn {
         let bn = nn::batch_norm2d(root / "bn_final", cin, Default::default());
-        net.push("bn_final", nn::seq_t().add(bn).add_fn(|x| x.relu()));
+        net.push("bn_final", nn::seq_t().add(bn).add_fn(relu_fresh));
     }
     net.push("pool", nn::seq_t().add_fn(|x| x.adaptive_avg_pool2d([1, 1]).flatten(1, -1)));
     net.push("logits", nn::seq_t().add(nn::linear(root / "logits", cin, classes, Default::default())));
