@@ -858,18 +858,24 @@ fn open_reference(run: &Run, against: &Reference, layers: &[String], device: Opt
 /// active and k random units (the mean of [`DRAWS`] draws), over the grid of k. The maps
 /// to evaluate, (method, k, draw) for each.
 fn sweep_maps(f: &Fitted) -> Vec<(Method, usize, u64)> {
-    let ks = grid(f.units);
+    listed(&grid(f.units), f.directions.len())
+}
+
+/// (method, k, draw) of a sweep over the k of `ks`: SVCCA at each k below `directions`
+/// and at `directions`, then at each k the most active units and [`DRAWS`] random draws.
+fn listed(ks: &[usize], directions: usize) -> Vec<(Method, usize, u64)> {
     let mut which: Vec<(Method, usize, u64)> =
-        ks.iter().copied().filter(|&k| k < f.directions.len()).chain([f.directions.len()]).map(|k| (Method::Svcca, k, 0)).collect();
-    for &k in &ks {
+        ks.iter().copied().filter(|&k| k < directions).chain([directions]).map(|k| (Method::Svcca, k, 0)).collect();
+    for &k in ks {
         which.push((Method::Active, k, 0));
         which.extend((0..DRAWS).map(|draw| (Method::Random, k, draw)));
     }
     which
 }
 
-/// The sweep from the accuracy of each of [`sweep_maps`]: random draws averaged.
-fn sweep_points(f: &Fitted, which: &[(Method, usize, u64)], accuracy: &[f64]) -> LayerSweep {
+/// The accuracy of each (method, k) of `which` (maps listed as [`sweep_maps`] lists
+/// them, a random k's [`DRAWS`] draws in a row), the draws averaged.
+fn averaged(which: &[(Method, usize, u64)], accuracy: &[f64]) -> Vec<Point> {
     let mut points: Vec<Point> = Vec::new();
     let mut i = 0;
     while i < which.len() {
@@ -883,6 +889,12 @@ fn sweep_points(f: &Fitted, which: &[(Method, usize, u64)], accuracy: &[f64]) ->
         points.push(Point { method, k, accuracy: if draws == 1 { accuracy[i] } else { sum / DRAWS as f64 } });
         i += draws;
     }
+    points
+}
+
+/// The sweep from the accuracy of each of [`sweep_maps`]: random draws averaged.
+fn sweep_points(f: &Fitted, which: &[(Method, usize, u64)], accuracy: &[f64]) -> LayerSweep {
+    let points = averaged(which, accuracy);
     LayerSweep {
         layer: f.layer.clone(),
         units: f.units,
@@ -987,12 +999,7 @@ fn jointly(eval: &Evaluator, out: &Path, fitted: &[Fitted], seed: u64) -> anyhow
     }
     let widest = fitted.iter().map(|f| f.units).max().unwrap_or(0);
     let most = fitted.iter().map(|f| f.directions.len()).max().unwrap_or(0);
-    let mut which: Vec<(Method, usize, u64)> =
-        grid(widest).into_iter().filter(|&k| k < most).chain([most]).map(|k| (Method::Svcca, k, 0)).collect();
-    for k in grid(widest) {
-        which.push((Method::Active, k, 0));
-        which.extend((0..DRAWS).map(|draw| (Method::Random, k, draw)));
-    }
+    let which = listed(&grid(widest), most);
     let ks = |method: Method, k: usize| -> Vec<usize> {
         fitted.iter().map(|f| k.min(if method == Method::Svcca { f.directions.len() } else { f.units })).collect()
     };
@@ -1003,18 +1010,10 @@ fn jointly(eval: &Evaluator, out: &Path, fitted: &[Fitted], seed: u64) -> anyhow
     let layers: Vec<(&str, &Tensor)> = fitted.iter().map(|f| (f.layer.as_str(), &f.directions.mean)).collect();
     crate::preempt::check(|| format!("before the joint sweep of {}", out.display()))?;
     let accuracy = eval.joint_accuracies(&layers, &maps)?;
-    let mut points = Vec::new();
-    let mut i = 0;
-    while i < which.len() {
-        let (method, k, _) = which[i];
-        let draws = if method == Method::Random { DRAWS as usize } else { 1 };
-        let mut sum = 0.0;
-        for a in &accuracy[i..i + draws] {
-            sum += a;
-        }
-        points.push(JointPoint { method, k, ks: ks(method, k), accuracy: if draws == 1 { accuracy[i] } else { sum / DRAWS as f64 } });
-        i += draws;
-    }
+    let points = averaged(&which, &accuracy)
+        .into_iter()
+        .map(|p| JointPoint { method: p.method, k: p.k, ks: ks(p.method, p.k), accuracy: p.accuracy })
+        .collect();
     let sweep = JointSweep {
         layers: fitted.iter().map(|f| f.layer.clone()).collect(),
         units: fitted.iter().map(|f| f.units).collect(),
