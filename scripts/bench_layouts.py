@@ -1,9 +1,13 @@
 """libtorch's CPU kernels on the compression sweeps' batches, two ways each, through PyTorch
 (the same libtorch as the svcca binary): max pooling by `max_pool2d` against the largest
-of four strided views (what `src/model/convnet.rs` does without a gradient), and the layers
-above the convnet's c3 (c4 c5 bn2 p2 fc1 bn3 fc2 bn4 logits, random weights) on NCHW
-against channels-last input. Checks that each pair gives the same numbers, then prints
-milliseconds per call (median of REPEATS) and the ratio.
+of four strided views (NCHW, and over the NHWC view of a channels-last tensor), and ReLU
+out of place against in place (`src/model/ops.rs` without a gradient); a conv and the layers above the
+convnet's c3 (c4 c5 bn2 p2 fc1 bn3 fc2 bn4 logits, random weights) on NCHW against
+channels-last input. Checks that each pair gives the same numbers, then prints
+milliseconds per call (median of REPEATS) and the ratio. PyTorch's allocator returns
+large buffers to the system, so an out-of-place op here also pays for fresh pages, which
+the svcca binary's allocator settings avoid (`src/device.rs`): the in-place ReLU gains
+less there.
 
 Usage: .venv/bin/python scripts/bench_layouts.py [--batch 5000] [--width 16] [--repeats 7]
 """
@@ -40,10 +44,18 @@ def timed(f, repeats):
     return 1e3 * statistics.median(times)
 
 
-def strided_pool(x):
-    n, c, h, w = x.shape
-    x = x[:, :, : h // 2 * 2, : w // 2 * 2]
-    return torch.maximum(torch.maximum(x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2]), torch.maximum(x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2]))
+def strided_pool(x, nhwc=False):
+    """The largest of the four strided views (src/model/ops.rs `max_pool` on NCHW), taken
+    over the NHWC view with `nhwc` (a channels-last tensor's channels innermost)."""
+    v = x.permute(0, 2, 3, 1) if nhwc else x
+    r = 1 if nhwc else 2
+    h, w = v.shape[r] // 2 * 2, v.shape[r + 1] // 2 * 2
+
+    def view(i, j):
+        return v.narrow(r, i, h - i).narrow(r + 1, j, w - j)[(slice(None),) * r + (slice(None, None, 2), slice(None, None, 2))]
+
+    pooled = torch.maximum(torch.maximum(view(0, 0), view(0, 1)), torch.maximum(view(1, 0), view(1, 1)))
+    return pooled.permute(0, 3, 1, 2) if nhwc else pooled
 
 
 def main():
@@ -73,7 +85,11 @@ def main():
     rows = []
     with torch.no_grad():
         assert torch.equal(F.max_pool2d(x, 2), strided_pool(x)), "pooling: different numbers"
-        rows.append(("max pooling 2 x 2", timed(lambda: F.max_pool2d(x, 2), args.repeats), timed(lambda: strided_pool(x), args.repeats), "max_pool2d", "strided maximum"))
+        rows.append(("max pooling 2 x 2, NCHW", timed(lambda: F.max_pool2d(x, 2), args.repeats), timed(lambda: strided_pool(x), args.repeats), "max_pool2d", "strided maximum"))
+        assert torch.equal(F.max_pool2d(last, 2), strided_pool(last, nhwc=True)), "pooling, channels-last: different numbers"
+        rows.append(("max pooling 2 x 2, channels-last", timed(lambda: F.max_pool2d(last, 2), args.repeats), timed(lambda: strided_pool(last, nhwc=True), args.repeats), "max_pool2d", "strided maximum (NHWC)"))
+        y = x.clone()
+        rows.append(("ReLU", timed(lambda: y.relu(), args.repeats), timed(lambda: y.relu_(), args.repeats), "out of place", "in place"))
         same = torch.equal(F.conv2d(x, c4.weight, c4.bias, padding=1), F.conv2d(last, c4.weight, c4.bias, padding=1))
         rows.append(("one 3 x 3 conv", timed(lambda: c4(x), args.repeats), timed(lambda: c4(last), args.repeats), "NCHW", "channels-last"))
         same_above = torch.equal(above(x), above(last))

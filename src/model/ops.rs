@@ -13,8 +13,8 @@ pub fn is_channels_last(x: &Tensor) -> bool {
 }
 
 /// ReLU of a fresh output (a conv's, a linear's or a batch norm's, just computed in the
-/// same sequence, held by nothing else): in place without a gradient, which saves writing
-/// a second tensor (9x faster on a 5000 x 16 x 14 x 14 batch, `scripts/bench_layouts.py`).
+/// same sequence, held by nothing else): in place without a gradient, which saves
+/// allocating and writing a second tensor (`scripts/bench_layouts.py`).
 pub fn relu_fresh(x: &Tensor) -> Tensor {
     if x.requires_grad() {
         return x.relu();
@@ -23,27 +23,19 @@ pub fn relu_fresh(x: &Tensor) -> Tensor {
 }
 
 /// 2 x 2 max pooling, stride 2 (a last odd row or column dropped). Without a gradient to
-/// track, the largest of the four strided views, taken in the tensor's own layout (NCHW,
-/// or NHWC for a channels-last tensor, which keeps the channels innermost): the same
-/// numbers as libtorch's `max_pool2d` (a maximum is exact), 5x faster on NCHW and 1.3x on
-/// channels-last batches of 5000 x 16 x 14 x 14 (`scripts/bench_layouts.py`), as
-/// libtorch's CPU kernel also writes the index of every maximum for a backward pass.
+/// track, an NCHW tensor's is the largest of its four strided views: the same numbers as
+/// libtorch's `max_pool2d` (a maximum is exact), 4.5 to 7 times faster on a 5000 x 16 x
+/// 14 x 14 batch (`scripts/bench_layouts.py`), as libtorch's NCHW kernel also writes the
+/// index of every maximum for a backward pass. Its channels-last kernel is as fast as the
+/// strided views there or faster, so channels-last tensors keep it.
 pub fn max_pool(x: &Tensor) -> Tensor {
-    if x.requires_grad() {
+    if x.requires_grad() || is_channels_last(x) {
         return x.max_pool2d_default(2);
     }
-    let last = is_channels_last(x);
-    // Pooled over dimensions `rows` and `rows + 1` of `v`.
-    let (v, rows) = if last { (x.permute([0, 2, 3, 1]), 1) } else { (x.shallow_clone(), 2) };
-    let size = v.size();
-    let (h, w) = (size[rows as usize] / 2 * 2, size[rows as usize + 1] / 2 * 2);
-    let view = |i: i64, j: i64| v.slice(rows, i, h, 2).slice(rows + 1, j, w, 2);
-    let pooled = view(0, 0).maximum(&view(0, 1)).maximum(&view(1, 0).maximum(&view(1, 1)));
-    if last {
-        pooled.permute([0, 3, 1, 2])
-    } else {
-        pooled
-    }
+    let size = x.size();
+    let (h, w) = (size[2] / 2 * 2, size[3] / 2 * 2);
+    let view = |i: i64, j: i64| x.slice(2, i, h, 2).slice(3, j, w, 2);
+    view(0, 0).maximum(&view(0, 1)).maximum(&view(1, 0).maximum(&view(1, 1)))
 }
 
 #[cfg(test)]
