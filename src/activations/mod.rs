@@ -45,6 +45,25 @@ impl LayerSet {
             Method::Pwcca | Method::Cka => LayerSet::Pairwise { layers, options, conv },
         }
     }
+
+    /// The same layers, for comparisons with this set: with the summaries it has made so
+    /// far ([`Layers::sharing_summaries`]), so none is computed twice.
+    pub fn sharing(&self) -> LayerSet {
+        match self {
+            LayerSet::Summarised(l) => LayerSet::Summarised(l.sharing_summaries()),
+            LayerSet::Pairwise { layers, options, conv } => {
+                LayerSet::Pairwise { layers: layers.iter().map(Tensor::shallow_clone).collect(), options: *options, conv: *conv }
+            }
+        }
+    }
+
+    /// Layer `i`.
+    pub fn layer(&self, i: usize) -> &Tensor {
+        match self {
+            LayerSet::Summarised(l) => l.layer(i),
+            LayerSet::Pairwise { layers, .. } => &layers[i],
+        }
+    }
 }
 
 /// The similarity of layer `i` of `a` with layer `j` of `b` (`None`, with a warning,

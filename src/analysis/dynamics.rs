@@ -24,7 +24,7 @@ use super::settings::Similarity;
 use crate::activations::probe::Probe;
 use crate::activations::record;
 use crate::activations::store;
-use crate::activations::{pair, similarities, LayerSet};
+use crate::activations::{similarities, similarity, LayerSet};
 use crate::config::{ActivationMode, Config};
 use crate::data::rng::Rng;
 use crate::device::DeviceChoice;
@@ -156,12 +156,15 @@ impl Plan {
         self.dir.join("shuffled.json")
     }
 
-    /// The shuffled baseline of one layer: its final activations against themselves
-    /// with the probe's datapoints permuted (the same permutation for every layer).
-    pub fn shuffled(&self, finals: &Tensor) -> Option<f64> {
-        let n = finals.size()[0] as usize;
+    /// The shuffled baseline of final layer `x`: its activations with the probe's
+    /// datapoints permuted (the same permutation for every layer) against themselves,
+    /// the unpermuted side summarised in `finals` as for the rows.
+    pub fn shuffled(&self, finals: &mut LayerSet, x: usize) -> Option<f64> {
+        let layer = finals.layer(x);
+        let n = layer.size()[0] as usize;
         let perm = Tensor::from_slice(&Rng::stream(self.config.analysis.seed, &[0x73687566]).permutation(n)).to_device(self.device);
-        pair(finals, &finals.index_select(0, &perm), &self.config)
+        let mut permuted = LayerSet::new(vec![layer.index_select(0, &perm)], &self.config);
+        similarity(&mut permuted, 0, finals, x)
     }
 
     /// A step's matrix: each layer of `step` against each layer of `finals`.
@@ -211,24 +214,25 @@ pub fn analyze(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<Analy
         seconds_recording += t.elapsed().as_secs_f64();
         record::warn_if_small(finals[0].size()[0] as usize, &layers, &finals);
         crate::activations::conv_dense_fallbacks(&plan.config, &layers, &finals, finals.iter().any(|f| f.dim() == 2));
+        // Each final layer is summarised once for the whole analysis (the baselines and
+        // every row), each layer of a checkpoint once for its row.
+        let mut final_set = LayerSet::new(finals.iter().map(Tensor::shallow_clone).collect(), &plan.config);
         if !baseline_path.exists() {
             let t = Instant::now();
-            let shuffled: Vec<Option<f64>> = finals.iter().map(|f| plan.shuffled(f)).collect();
+            let shuffled: Vec<Option<f64>> = (0..finals.len()).map(|x| plan.shuffled(&mut final_set, x)).collect();
             write_json_atomic(&baseline_path, &shuffled)?;
             seconds_analysing += t.elapsed().as_secs_f64();
         }
-        // Each final layer is summarised once for the whole analysis, each layer of a
-        // checkpoint once for its row.
-        let mut final_set = LayerSet::new(finals.iter().map(Tensor::shallow_clone).collect(), &plan.config);
         let bar = comparisons_bar((todo.len() * layers.len() * layers.len()) as u64);
         let at = || format!("while analysing {} (steps done so far are kept)", run.display());
         results.compute(&todo, at, |&step| {
             bar.set_message(format!("step {step}"));
             let t = Instant::now();
-            let acts = if step == total { finals.iter().map(Tensor::shallow_clone).collect() } else { plan.activations(step, &layers)? };
+            // The final checkpoint's layers are the final set's: its summaries serve.
+            let mut set = if step == total { final_set.sharing() } else { LayerSet::new(plan.activations(step, &layers)?, &plan.config) };
             seconds_recording += t.elapsed().as_secs_f64();
             let t = Instant::now();
-            let matrix = plan.matrix(&mut LayerSet::new(acts, &plan.config), &mut final_set, &bar);
+            let matrix = plan.matrix(&mut set, &mut final_set, &bar);
             let seconds = t.elapsed().as_secs_f64();
             seconds_analysing += seconds;
             Ok(StepResult { step, fraction: step as f64 / total as f64, layers: layers.clone(), matrix, seconds })

@@ -135,11 +135,13 @@ pub fn analyze_shard(run: &Path, device: Option<DeviceChoice>, shard: Shard) -> 
         let finals = plan.activations(plan.total, &layers)?;
         crate::activations::conv_dense_fallbacks(&plan.config, &layers, &finals, finals.iter().any(|f| f.dim() == 2));
         let at = || format!("in shard {}/{} of {} (finished units are kept)", shard.index, shard.count, run.display());
+        let mut final_set = LayerSet::new(finals.iter().map(Tensor::shallow_clone).collect(), &plan.config);
         let shuffled: Vec<usize> = todo.iter().filter_map(|u| if let Unit::Shuffled(i) = *u { Some(i) } else { None }).collect();
-        units.shuffled.compute(&shuffled, at, |&i| Ok(ShuffledResult { layer: layers[i].clone(), shuffled: plan.shuffled(&finals[i]) }))?;
+        units
+            .shuffled
+            .compute(&shuffled, at, |&i| Ok(ShuffledResult { layer: layers[i].clone(), shuffled: plan.shuffled(&mut final_set, i) }))?;
         let rows: Vec<(u64, usize)> = todo.iter().filter_map(|u| if let Unit::Row(s, i) = *u { Some((s, i)) } else { None }).collect();
         let bar = comparisons_bar((rows.len() * layers.len()) as u64);
-        let mut final_set = LayerSet::new(finals.iter().map(Tensor::shallow_clone).collect(), &plan.config);
         // This shard's rows of the step in hand: only their layers are recorded, once.
         let mut recorded: Option<(u64, Vec<usize>, LayerSet)> = None;
         units.rows.compute(&rows, at, |&(step, i)| {

@@ -136,6 +136,19 @@ impl Summary {
     pub fn datapoints(&self) -> i64 {
         self.data.size()[1]
     }
+
+    /// The same summary, its tensors shared (not copied).
+    fn shallow_clone(&self) -> Summary {
+        Summary {
+            data: self.data.shallow_clone(),
+            mean: self.mean.as_ref().map(Tensor::shallow_clone),
+            whitening: self.whitening.as_ref().map(Tensor::shallow_clone),
+            kept: self.kept.clone(),
+            complex: self.complex,
+            neurons: self.neurons,
+            constant: self.constant,
+        }
+    }
 }
 
 /// The canonical correlations of two summaries of the same datapoints, per problem:
@@ -242,6 +255,25 @@ impl Layers {
     /// The same set with another budget for its side-by-side copies (0: none).
     pub fn with_joined_budget(self, bytes: i64) -> Layers {
         Layers { joined_budget: bytes, ..self }
+    }
+
+    /// The same layers as another set, with the summaries it has made so far (their
+    /// tensors shared, not copied), and none of its side-by-side copies: for the other
+    /// side of comparisons with itself (the final checkpoint's row of an analysis, whose
+    /// layers are the final network's). A summary does not depend on the side it is
+    /// used on.
+    pub fn sharing_summaries(&self) -> Layers {
+        let summaries =
+            self.summaries.iter().map(|(key, made)| (*key, made.as_ref().map(Summary::shallow_clone).map_err(Clone::clone))).collect();
+        Layers {
+            layers: self.layers.iter().map(Tensor::shallow_clone).collect(),
+            options: self.options,
+            conv: self.conv,
+            summaries,
+            joined: HashMap::new(),
+            joined_bytes: 0,
+            joined_budget: self.joined_budget,
+        }
     }
 
     pub fn layer(&self, i: usize) -> &Tensor {
