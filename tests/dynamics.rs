@@ -71,6 +71,18 @@ fn replay_store_resume_and_plots() {
     }
     // Off the diagonal, below one; the shuffled baseline far below.
     assert!(last.matrix[0][4].unwrap() < 0.99);
+    // The final row, made from the final layers' shared summaries, is each pair compared
+    // on its own.
+    let run = svcca::analysis::runs::Run::open(&replay, None).unwrap();
+    let names: Vec<String> = LAYERS.iter().map(|l| l.to_string()).collect();
+    let finals = svcca::activations::record::record(&run.net, &run.probe(), &names).unwrap();
+    for (i, a) in finals.iter().enumerate() {
+        for (j, b) in finals.iter().enumerate() {
+            let alone = svcca::activations::pair(a, b, &run.config).unwrap();
+            let v = last.matrix[i][j].unwrap();
+            assert!((v - alone).abs() < 1e-9, "{} vs {}: {v} in the analysis, {alone} alone", LAYERS[i], LAYERS[j]);
+        }
+    }
     for b in &r.dynamics.baseline {
         assert!(b.shuffled.unwrap() < 0.9, "{b:?}");
         assert!(b.init.is_some());
