@@ -436,7 +436,7 @@ fn stack(block: &Tensor, copies: usize, fill: impl Fn(usize, &Tensor)) -> Tensor
 }
 
 /// A conv layer's output (N x C x H x W) laid out channels-last, as the evaluations run
-/// the layers above it: libtorch's CPU convolutions and pooling are about twice as fast
+/// the layers above it: libtorch's CPU convolutions are about twice as fast
 /// on that layout for the narrow layers analysed here, with the same numbers
 /// (BENCHMARKS.md, "Compression on channels-last batches"); other tensors as they are.
 fn channels_last(h: &Tensor) -> Tensor {
@@ -518,7 +518,7 @@ impl<'a> Evaluator<'a> {
     /// is the largest that keeps this under [`CHUNK_BYTES`] (at least 1).
     ///
     /// Each map's projected block is the one the per-map evaluation computes (the same
-    /// [`project`] on the same block), so the layers above see the same numbers; only
+    /// [`Map::apply_into`] on the same block), so the layers above see the same numbers; only
     /// the batch size they run at differs.
     fn accuracies(&self, sweeps: &[(&str, &Tensor, &[Map])]) -> anyhow::Result<(f64, Vec<Vec<f64>>)> {
         let net = &self.run.net;
