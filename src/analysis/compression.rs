@@ -380,11 +380,11 @@ impl Map {
                 // unit's `0 + x * 1` and a dropped one's `mean + x * 0` are exact (for a
                 // finite x), in one vectorised pass (libtorch's select is not vectorised).
                 let shape: Vec<i64> = if h.dim() == 4 { vec![1, keep.len() as i64, 1, 1] } else { vec![1, keep.len() as i64] };
-                let on = |values: Vec<f64>| Tensor::from_slice(&values).to_device(h.device()).to_kind(h.kind()).view(shape.as_slice());
-                let kept = on(keep.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect());
-                let means = Vec::<f64>::try_from(&mean.flatten(0, -1).to_device(tch::Device::Cpu)).expect("float64 means");
-                let dropped = on(keep.iter().zip(means).map(|(&k, m)| if k { 0.0 } else { m }).collect());
-                let _ = dropped.addcmul_out(out, h, &kept);
+                let kept: Vec<f64> = keep.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
+                let kept = Tensor::from_slice(&kept).to_device(h.device()).view(shape.as_slice());
+                // The mean times 0 or 1 (exact), on the mean's device: no copy to the host.
+                let dropped = (mean.view(shape.as_slice()) * (&kept * -1.0 + 1.0)).to_kind(h.kind());
+                let _ = dropped.addcmul_out(out, h, &kept.to_kind(h.kind()));
             }
         }
     }
