@@ -7,17 +7,19 @@
 //! canonical correlations of a pair are the singular values of `Z_a' Z_b`, `Z = X_c W`
 //! the datapoints on the kept whitened directions, computed as `W_a' (X_a' X_b - n m_a'
 //! m_b) W_b`. A pair then costs one cross product of the two layers and a small SVD;
-//! no decomposition is repeated. (Forming each `Z` once and multiplying those instead
-//! would do less arithmetic per pair when few directions are kept, but writing `Z` costs
-//! a pass over the data per layer, slower than the cross products it saves at the 99%
-//! cut, which keeps most directions: measured on the quickstart's layers.)
+//! no decomposition is repeated.
 //!
 //! [`Layers`] keeps the summaries of a set of layers, each computed the first time a
 //! comparison asks for it in a given form (dense, a DFT grid, ...): the learning-dynamics
 //! matrix compares each layer of a checkpoint with every final layer, so each layer is
 //! summarised once per form instead of once per pair. [`similarities`] answers a row of
 //! that matrix: the cross products of one checkpoint layer with the final layers it
-//! meets in the same form are one product, against their data kept side by side.
+//! meets in the same form are one product, `X_a' [Z_b1 Z_b2 ...]`, against the final
+//! layers' `Z`s formed once and kept side by side. A `Z` is centred and as narrow as
+//! the kept directions, so the product is narrower than one against the data, and
+//! needs neither `b`'s centring term nor its whitening. (The checkpoint layer's own
+//! `Z_a` would narrow it further, but forming it is a pass over that layer's data for
+//! one row: slower than the columns it saves, measured on the quickstart.)
 //!
 //! Stacks of problems (the DFT's frequencies) work as in [`super::moments`], whose sums
 //! a summary starts from: complex data arrives as `[real | imaginary]` columns, each
@@ -149,6 +151,23 @@ impl Summary {
             constant: self.constant,
         }
     }
+
+    /// `Z = (data - 1 mean) whitening`, the datapoints on the kept whitened directions
+    /// (`data` itself on the Gram route): centred, so a product with it needs no
+    /// centring term, and as narrow as the kept directions.
+    fn whitened(&self) -> Tensor {
+        let Some(w) = &self.whitening else { return self.data.shallow_clone() };
+        let centred = match &self.mean {
+            Some(m) => &self.data - m,
+            None => self.data.shallow_clone(),
+        };
+        products(&centred, w)
+    }
+
+    /// The columns of [`Summary::whitened`].
+    fn whitened_width(&self) -> i64 {
+        self.whitening.as_ref().unwrap_or(&self.data).size()[2]
+    }
 }
 
 /// The canonical correlations of two summaries of the same datapoints, per problem:
@@ -156,7 +175,7 @@ impl Summary {
 pub fn correlate(a: &Summary, b: &Summary) -> Result<Vec<(usize, usize, Vec<f64>)>, SimilarityError> {
     check_datapoints(a, b)?;
     let device = a.data.device();
-    correlate_from(a, b, products(&a.data.transpose(1, 2), &b.data.to_device(device)))
+    correlate_from(a, b, Taken::Data, products(&a.data.transpose(1, 2), &b.data.to_device(device)))
 }
 
 fn check_datapoints(a: &Summary, b: &Summary) -> Result<(), SimilarityError> {
@@ -166,23 +185,30 @@ fn check_datapoints(a: &Summary, b: &Summary) -> Result<(), SimilarityError> {
     Ok(())
 }
 
-/// [`correlate`] given the product of the two summaries' data, `a.data' b.data`
-/// (problems x columns_a x columns_b), which [`similarities`] computes for many `b` at once.
-fn correlate_from(a: &Summary, b: &Summary, data_product: Tensor) -> Result<Vec<(usize, usize, Vec<f64>)>, SimilarityError> {
+/// What the `b` side of a cross product was: its summary's data, or its [`Summary::whitened`] `Z`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Taken {
+    Data,
+    Whitened,
+}
+
+/// [`correlate`] given the cross product of `a.data` with `b` as `taken` (problems x
+/// columns_a x columns_b: `a.data' b.data`, or `a.data' Z_b`), which [`similarities`]
+/// computes for many `b` at once.
+fn correlate_from(a: &Summary, b: &Summary, taken: Taken, cross: Tensor) -> Result<Vec<(usize, usize, Vec<f64>)>, SimilarityError> {
     assert!(a.kept.len() == b.kept.len() && a.complex == b.complex, "summaries of the same form");
-    // Z_a' Z_b = W_a' (X_a - 1 m_a)' (X_b - 1 m_b) W_b, the centring applied to the small
-    // cross product (`X_a' X_b - n m_a' m_b`; a side already centred adds no term), the
-    // whitenings after it: forming each Z would cost a pass over the data per summary,
-    // slower than the one cross product it saves when most directions are kept.
+    // Z_a' Z_b = W_a' (X_a - 1 m_a)' (X_b - 1 m_b) W_b: the centring applied to the small
+    // cross product of the data (`X_a' X_b - n m_a' m_b`; a side already centred adds no
+    // term), the whitenings after it, `b`'s only where it came as data.
     let device = a.data.device();
-    let mut cross = data_product;
-    if let (Some(ma), Some(mb)) = (&a.mean, &b.mean) {
+    let mut cross = cross;
+    if let (Some(ma), Some(mb), Taken::Data) = (&a.mean, &b.mean, taken) {
         cross -= ma.transpose(1, 2).matmul(&mb.to_device(device)) * a.datapoints() as f64;
     }
     if let Some(wa) = &a.whitening {
         cross = products(&wa.transpose(1, 2), &cross);
     }
-    if let Some(wb) = &b.whitening {
+    if let (Some(wb), Taken::Data) = (&b.whitening, taken) {
         cross = products(&cross, &wb.to_device(device));
     }
     let t = as_complex(&cross, a.complex);
@@ -230,11 +256,12 @@ pub struct Layers {
     options: Options,
     conv: ConvOptions,
     summaries: HashMap<(usize, Form), Result<Summary, SimilarityError>>,
-    /// The data of several summaries side by side (along the columns), for
+    /// The whitened `Z`s of summaries side by side (along the columns), for
     /// [`similarities`]: one product against all of them runs up to 1.7 times faster than
-    /// one product per summary (small products run below BLAS's speed). Kept while the
-    /// set lives (the final network's layers are the `b` side of every row of an
-    /// analysis), within a budget ([`JOINED_BYTES`] unless set).
+    /// one product per summary (small products run below BLAS's speed), and a `Z` is
+    /// narrower than its data. Kept while the set lives (the final network's
+    /// layers are the `b` side of every row of an analysis), within a budget
+    /// ([`JOINED_BYTES`] unless set).
     joined: HashMap<Vec<(usize, Form)>, Tensor>,
     joined_bytes: i64,
     joined_budget: i64,
@@ -339,21 +366,27 @@ impl Layers {
         self.summaries[&key].as_ref().expect("summarised without error")
     }
 
-    /// `a.data' s.data` for the summary `s` of each key, by one product against their
-    /// data side by side where that fits the budget.
-    fn data_products(&mut self, a: &Summary, keys: &[(usize, Form)]) -> Vec<Tensor> {
+    /// `a.data'` times the summary of each key, and how those were taken: their `Z`s
+    /// side by side, one product, where that fits the budget, else each one's data.
+    ///
+    /// The side-by-side copy holds each summary's whitened `Z` rather than its data: it is
+    /// made once and serves every row of an analysis, and against it a pair's product is
+    /// as narrow as the kept directions and needs neither the centring term nor the
+    /// second whitening.
+    fn data_products(&mut self, a: &Summary, keys: &[(usize, Form)]) -> (Taken, Vec<Tensor>) {
         let device = a.data.device();
         let a_t = a.data.transpose(1, 2);
-        let widths: Vec<i64> = keys.iter().map(|&key| self.made(key).data.size()[2]).collect();
-        let bytes: i64 = keys.iter().map(|&key| self.made(key).data.numel() as i64 * 8).sum();
-        if !self.joined.contains_key(keys) && keys.len() > 1 && self.joined_bytes + bytes <= self.joined_budget {
-            let joined = Tensor::cat(&keys.iter().map(|&key| &self.made(key).data).collect::<Vec<_>>(), 2);
+        let widths: Vec<i64> = keys.iter().map(|&key| self.made(key).whitened_width()).collect();
+        let bytes = widths.iter().sum::<i64>() * a.data.size()[0] * a.datapoints() * 8;
+        if !self.joined.contains_key(keys) && self.joined_bytes + bytes <= self.joined_budget {
+            let whitened: Vec<Tensor> = keys.iter().map(|&key| self.made(key).whitened()).collect();
+            let joined = if whitened.len() == 1 { whitened[0].shallow_clone() } else { Tensor::cat(&whitened, 2) };
             self.joined_bytes += bytes;
             self.joined.insert(keys.to_vec(), joined);
         }
         match self.joined.get(keys) {
-            Some(joined) => products(&a_t, &joined.to_device(device)).split_with_sizes(widths.as_slice(), 2),
-            None => keys.iter().map(|&key| products(&a_t, &self.made(key).data.to_device(device))).collect(),
+            Some(joined) => (Taken::Whitened, products(&a_t, &joined.to_device(device)).split_with_sizes(widths.as_slice(), 2)),
+            None => (Taken::Data, keys.iter().map(|&key| products(&a_t, &self.made(key).data.to_device(device))).collect()),
         }
     }
 }
@@ -406,9 +439,9 @@ fn similarities_of(a: &mut Layers, i: usize, b: &mut Layers, js: &[usize]) -> Ve
     for (form, pairs) in groups {
         let keys: Vec<(usize, Form)> = pairs.iter().map(|(at, c)| (js[*at], b.form(js[*at], c.as_ref()))).collect();
         let sa = a.made((i, form));
-        let products = b.data_products(sa, &keys);
+        let (taken, products) = b.data_products(sa, &keys);
         for (((at, comparison), key), product) in pairs.into_iter().zip(keys).zip(products) {
-            results[at] = Some(correlate_from(sa, b.made(key), product).map(|per_problem| match &comparison {
+            results[at] = Some(correlate_from(sa, b.made(key), taken, product).map(|per_problem| match &comparison {
                 Some(c) if c.is_complex() => c.spectrum(per_problem, c.joint(&a.options).is_some()).mean,
                 _ => {
                     let [(_, _, c)] = per_problem.try_into().expect("one problem");
