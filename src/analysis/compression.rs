@@ -615,7 +615,7 @@ impl<'a> Evaluator<'a> {
                     let edits_at = |x: Tensor, j: usize| (0..at.len()).filter(|&l| at[l] == j).fold(x, |x, l| edit(&x, l));
                     let mut x = edits_at(Tensor::cat(&(0..chunk.len()).map(|_| h.shallow_clone()).collect::<Vec<_>>(), 0), lowest);
                     for j in lowest + 1..names.len() {
-                        x = edits_at(net.forward_range(&x, false, j..j + 1).remove(0), j);
+                        x = edits_at(net.forward_span(&x, false, j..j + 1), j);
                     }
                     let hits =
                         x.argmax(-1, false).view([chunk.len() as i64, len]).eq_tensor(&labels).sum_dim_intlist(1, false, Kind::Int64);

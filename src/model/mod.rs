@@ -221,8 +221,8 @@ impl Network {
     }
 
     /// Runs layers `range` on `h` (the network's input, or the output of the layer just
-    /// below the range) and returns each one's output: for a caller that keeps the output
-    /// of a frozen prefix and runs only the layers above it.
+    /// below the range) and returns each one's output. For the last output alone, use
+    /// [`Network::forward_span`], which lets each intermediate output go once used.
     pub fn forward_range(&self, h: &Tensor, train: bool, range: std::ops::Range<usize>) -> Vec<Tensor> {
         let mut h = h.shallow_clone();
         self.layers[range]
@@ -232,6 +232,14 @@ impl Network {
                 h.shallow_clone()
             })
             .collect()
+    }
+
+    /// The output of the last layer of `range` (non-empty), run on `h` (the network's
+    /// input, or the output of the layer just below the range): for a caller that keeps
+    /// the output of a frozen prefix and runs only the layers above it.
+    pub fn forward_span(&self, h: &Tensor, train: bool, range: std::ops::Range<usize>) -> Tensor {
+        assert!(!range.is_empty(), "a span of at least one layer");
+        self.layers[range].iter().fold(h.shallow_clone(), |h, l| l.forward_t(&h, train))
     }
 
     /// The logits from `h`, the output of the first `from` layers (the network's input

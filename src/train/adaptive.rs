@@ -234,7 +234,7 @@ impl Adaptive {
         };
         let frozen = if g > 0 && self.keep_prefix { self.groups[g - 1].upto } else { 0 };
         if frozen > 0 {
-            let out = tch::no_grad(|| net.forward_range(&self.probe.images, false, 0..frozen)).pop().expect("a layer");
+            let out = tch::no_grad(|| net.forward_span(&self.probe.images, false, 0..frozen));
             self.prefix = (frozen, out);
         }
         if !step.is_multiple_of(self.every) {

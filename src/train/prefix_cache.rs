@@ -87,7 +87,7 @@ impl PrefixCache {
                 return out.index_select(0, idx_t);
             }
         }
-        let h = tch::no_grad(|| net.forward_range(&images(), false, 0..frozen).pop().expect("a frozen prefix has a layer"));
+        let h = tch::no_grad(|| net.forward_span(&images(), false, 0..frozen));
         if matches!(self.held, Held::Nothing) {
             self.held = self.allocate(net, &h);
         }
@@ -139,7 +139,7 @@ impl PrefixCache {
         let mut moved: Option<Tensor> = None;
         for chunk in rows.chunks(self.batch) {
             let idx = Tensor::from_slice(chunk).to_device(self.device);
-            let h = tch::no_grad(|| net.forward_range(&old.index_select(0, &idx), false, from..frozen).pop().expect("layers were frozen"));
+            let h = tch::no_grad(|| net.forward_span(&old.index_select(0, &idx), false, from..frozen));
             if moved.is_none() {
                 // Rows are read (copied out) before they are written, so the same tensor
                 // can take the new outputs: no second copy of the cache at its largest.
