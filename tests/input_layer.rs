@@ -182,7 +182,10 @@ fn analysis_layers_accept_the_input_and_freeze_at_refuses_it() {
     assert_refused(&svcca(&["train", &cfg, "--out", out.to_str().unwrap()]), &["analysis.layers", "'c9'", "in c1 c2"]);
     // --compression has no use for it.
     let good = tmp.path().join("good");
-    assert_refused(&svcca(&["analyze", good.to_str().unwrap(), "--compression", "in"]), &["'in' is the input"]);
+    assert_refused(
+        &svcca(&["analyze", good.to_str().unwrap(), "--compression", "in"]),
+        &["--compression, in the network of", "'in' is the network's input"],
+    );
 }
 
 #[test]

@@ -200,7 +200,7 @@ fn training_is_the_same_and_analyze_gives_the_inner_layers_rows() {
 
     // Compression edits whole layers: an inner tap is refused, naming its block.
     let out = svcca(&["analyze", blocks.to_str().unwrap(), "--compression", "s2b1.bn1"]);
-    assert_refused(&out, &["s2b1.bn1", "inside residual block 's2b1'", "name 's2b1'"]);
+    assert_refused(&out, &["--compression, in the network of", "'s2b1.bn1' is a tap inside layer 's2b1'", "name 's2b1'"]);
 }
 
 #[test]

@@ -98,34 +98,14 @@ impl Run {
         }
     }
 
-    /// Checks that every name is a layer of this network; the error names the layer, the
-    /// flag it came from and lists the layers.
+    /// Checks that every name is a layer of this network's sequence (one an edit can
+    /// replace the output of); the error names the flag, the run folder, the layer and
+    /// why ([`model::Network::not_a_layer`]), and lists the layers.
     pub fn check_layers<'a>(&self, names: impl IntoIterator<Item = &'a str>, flag: &str) -> Result<(), InputError> {
-        let all = self.net.layer_names();
-        for n in names {
-            if n == model::INPUT {
-                return Err(InputError::new(format!(
-                    "{flag}: '{n}' is the input of the network of {} (its normalised images), not one of its layers; its layers are {}",
-                    self.dir.display(),
-                    all.join(" ")
-                )));
-            }
-            if let Some(block) = self.net.enclosing(n) {
-                return Err(InputError::new(format!(
-                    "{flag}: '{n}' is a tap inside residual block '{block}' of the network of {} (model.taps = \"all\"): an edit replaces a layer's output before the layers above see it, and the rest of '{block}' needs the block's input as well (its shortcut), so only whole layers can be edited; name '{block}'. Its layers are {}",
-                    self.dir.display(),
-                    all.join(" ")
-                )));
-            }
-            if !all.contains(&n) {
-                return Err(InputError::new(format!(
-                    "{flag}: no layer '{n}' in the network of {}; its layers are {}",
-                    self.dir.display(),
-                    all.join(" ")
-                )));
-            }
-        }
-        Ok(())
+        self.net
+            .index_of(names)
+            .map(|_| ())
+            .map_err(|e| InputError::new(format!("{flag}, in the network of {}: {}", self.dir.display(), e.message)))
     }
 
     /// The probe set of `analysis` (test images).

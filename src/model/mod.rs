@@ -194,7 +194,7 @@ impl Network {
 
     /// Positions of the named layers in the sequence; an error naming the first unknown
     /// one (or the first inner tap: no layer of the sequence, see [`Network::not_a_layer`]).
-    fn index_of<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<Vec<usize>, InputError> {
+    pub fn index_of<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<Vec<usize>, InputError> {
         names
             .into_iter()
             .map(|t| {
