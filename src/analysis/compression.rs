@@ -525,15 +525,18 @@ impl<'a> Evaluator<'a> {
         let names = net.layer_names();
         let layers: Vec<&str> = sweeps.iter().map(|s| s.0).collect();
         // Per layer: each map's representative among the equal ones, and the maps to run.
-        let firsts: Vec<Vec<usize>> = sweeps
+        let representative: Vec<Vec<usize>> = sweeps
             .iter()
             .map(|s| {
                 let (firsts, rep) = distinct(s.2, Map::same);
                 rep.into_iter().map(|r| firsts[r]).collect()
             })
             .collect();
-        let todo: Vec<Vec<usize>> =
-            sweeps.iter().zip(&firsts).map(|(s, f)| (0..s.2.len()).filter(|&i| f[i] == i && !s.2[i].is_identity()).collect()).collect();
+        let todo: Vec<Vec<usize>> = sweeps
+            .iter()
+            .zip(&representative)
+            .map(|(s, f)| (0..s.2.len()).filter(|&i| f[i] == i && !s.2[i].is_identity()).collect())
+            .collect();
         let mut full = 0i64;
         let mut correct: Vec<Vec<i64>> = sweeps.iter().map(|s| vec![0; s.2.len()]).collect();
         tch::no_grad(|| -> anyhow::Result<()> {
@@ -577,7 +580,7 @@ impl<'a> Evaluator<'a> {
         let n = self.labels.size()[0] as f64;
         let accuracies = sweeps
             .iter()
-            .zip(&firsts)
+            .zip(&representative)
             .zip(&correct)
             .map(|((s, f), c)| (0..s.2.len()).map(|i| if s.2[i].is_identity() { full } else { c[f[i]] } as f64 / n).collect())
             .collect();
@@ -693,12 +696,11 @@ impl Fitted {
     /// [`Self::important`] `m` units kept, the others at their mean (`P_k` with the other
     /// units' columns zeroed). With `m` = every unit it is `P_k` itself.
     pub fn distributed(&self, k: usize, m: usize) -> Map {
-        if k == 0 {
-            return self.method(Method::Svcca, 0, 0, 0);
-        }
-        let p = self.directions.projection(k.min(self.directions.len()));
+        let map = self.method(Method::Svcca, k, 0, 0);
+        // k = 0 is the layer at its mean, a selection of no unit, whatever m.
+        let Map::Project(p) = &map else { return map };
         if m >= self.units {
-            return Map::Project(p);
+            return map;
         }
         let mut mask = vec![0.0f64; self.units];
         for i in self.important(k, m) {
