@@ -232,23 +232,42 @@ impl CompareJob {
         );
         let progress = progress_bar(rows, blocks);
         let mut timings = Timings::default();
-        let mut start = 0;
-        while start < rows {
-            let count = block.min(rows - start);
-            let t = Instant::now();
-            let ta = inputs[0].read(start, count, self.layout)?;
-            let tb = inputs[1].read(start, count, self.layout)?;
-            timings.read += t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            let (ta, tb) = (ta.to_device(self.device), tb.to_device(self.device));
-            let first = start as i64;
-            let (ta, tb) = (pipeline.transform(Side::A, ta, first), pipeline.transform(Side::B, tb, first));
-            timings.transform += t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            moments.update(&ta, &tb).map_err(|e| e.naming(&name_a, &name_b))?;
-            timings.accumulate += t.elapsed().as_secs_f64();
-            start += count;
-            progress.set_position(start as u64);
+        let mut pass = || -> Result<(), InputError> {
+            let mut start = 0;
+            while start < rows {
+                let count = block.min(rows - start);
+                let t = Instant::now();
+                let ta = inputs[0].read(start, count, self.layout)?;
+                let tb = inputs[1].read(start, count, self.layout)?;
+                timings.read += t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                let (ta, tb) = (ta.to_device(self.device), tb.to_device(self.device));
+                let first = start as i64;
+                let (ta, tb) = (pipeline.transform(Side::A, ta, first), pipeline.transform(Side::B, tb, first));
+                timings.transform += t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                moments.update(&ta, &tb).map_err(|e| e.naming(&name_a, &name_b))?;
+                timings.accumulate += t.elapsed().as_secs_f64();
+                start += count;
+                progress.set_position(start as u64);
+            }
+            Ok(())
+        };
+        // Dense layers and the DFT: on the CPU the pass over the data runs on rayon's
+        // threads (rustfft, the shifted copies, faer's sums), libtorch's steps
+        // single-threaded: its idle OpenMP threads would otherwise spin after each of
+        // them, taking the cores from rayon's (see `similarity::on_rayon`; BENCHMARKS.md,
+        // "The pass over the data on rayon's threads"). The other conv transforms are
+        // libtorch's reductions and copies, which want its threads; the solve below
+        // chooses its own by the size of its matrices.
+        let on_rayon = match &pipeline {
+            Pipeline::Dense => true,
+            Pipeline::Conv(c) => c.is_complex(),
+        };
+        if on_rayon {
+            similarity::on_rayon(self.device, pass)?
+        } else {
+            pass()?
         }
         progress.finish_and_clear();
         let t = Instant::now();

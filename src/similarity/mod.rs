@@ -38,6 +38,7 @@ mod products;
 mod pwcca;
 pub mod summary;
 
+pub(crate) use cca::on_rayon;
 pub use conv::{compare_conv, ConvDense, ConvMethod, ConvOptions, ConvReport, DftCut, Layout};
 pub use directions::{directions, directions_each, directions_needed, principal_variances, Directions};
 pub use moments::{Covariance, Moments};

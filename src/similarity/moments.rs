@@ -27,8 +27,9 @@
 //! entry of `S`) is exactly zero. A neuron constant in every problem of the stack is
 //! dropped; one constant in some problems only is left to the rank cut of [`super::cca`].
 
-use super::products::{gram, products};
+use super::products::{add_column_sums, add_gram, add_products};
 use crate::error::{Side, SimilarityError};
+use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
 /// Running sums over the datapoints of two layers seen so far.
@@ -87,9 +88,9 @@ impl SideSums {
             self.zero_shift = bool::try_from(first.eq(0.0).all()).unwrap_or(false);
             self.shift = Some(first);
         }
-        let shifted = if self.zero_shift { block.to_kind(Kind::Double) } else { block - self.shift.as_ref().expect("set above") };
-        self.sum += shifted.sum_dim_intlist(1, true, None);
-        self.gram += gram(&shifted);
+        let shifted = if self.zero_shift { block.to_kind(Kind::Double) } else { shifted(block, self.shift.as_ref().expect("set above")) };
+        add_column_sums(&mut self.sum, &shifted);
+        add_gram(&mut self.gram, &shifted);
         shifted
     }
 
@@ -211,7 +212,7 @@ impl Moments {
                 return Err(SimilarityError::layer(side, first_non_finite(&blocks[i], self.rows)));
             }
         }
-        self.gram_ab += products(&sa.transpose(1, 2), &sb);
+        add_products(&mut self.gram_ab, &sa.transpose(1, 2), &sb);
         self.rows += ra;
         Ok(())
     }
@@ -240,6 +241,47 @@ impl Moments {
             constant: [a.constant, b.constant],
         })
     }
+}
+
+/// `block - shift` in float64 (block: problems x rows x cols, shift: problems x 1 x cols):
+/// for a contiguous float block on the CPU by rayon's threads, rows in parallel,
+/// converted as they are read (no parallel libtorch step between rayon's); otherwise by
+/// libtorch.
+fn shifted(block: &Tensor, shift: &Tensor) -> Tensor {
+    let cpu = block.device() == Device::Cpu && shift.device() == Device::Cpu && shift.kind() == Kind::Double;
+    if !(cpu && matches!(block.kind(), Kind::Float | Kind::Double) && block.dim() == 3 && block.is_contiguous()) {
+        return block - shift;
+    }
+    let shift = shift.contiguous();
+    let out = Tensor::empty(block.size(), (Kind::Double, Device::Cpu));
+    let (rows, cols) = (block.size()[1] as usize, block.size()[2] as usize);
+    if out.numel() == 0 {
+        return out;
+    }
+    // SAFETY: `out` is fresh and contiguous, of the block's size; `block` and `shift` are
+    // contiguous CPU tensors of the kinds matched, alive for the whole call.
+    let (target, shift) = unsafe {
+        (
+            std::slice::from_raw_parts_mut(out.data_ptr() as *mut f64, out.numel()),
+            std::slice::from_raw_parts(shift.data_ptr() as *const f64, shift.numel()),
+        )
+    };
+    fn fill<T: Copy + Into<f64> + Sync>(values: &[T], shift: &[f64], target: &mut [f64], rows: usize, cols: usize) {
+        target.par_chunks_mut(cols).zip(values.par_chunks(cols)).enumerate().for_each(|(r, (out, row))| {
+            let s = &shift[(r / rows) * cols..][..cols];
+            for ((o, &x), &s) in out.iter_mut().zip(row).zip(s) {
+                *o = x.into() - s;
+            }
+        });
+    }
+    // SAFETY: as above, the block's values as its own kind.
+    unsafe {
+        match block.kind() {
+            Kind::Float => fill(std::slice::from_raw_parts(block.data_ptr() as *const f32, block.numel()), shift, target, rows, cols),
+            _ => fill(std::slice::from_raw_parts(block.data_ptr() as *const f64, block.numel()), shift, target, rows, cols),
+        }
+    }
+    out
 }
 
 /// A stack of real `[[R'R_y, R'I_y], [I'R_y, I'I_y]]` products as the complex `X'Y`
@@ -271,4 +313,24 @@ pub(super) fn first_non_finite(block: &Tensor, first_row: i64) -> String {
     }
     let row = bad_rows.int64_value(&[0, 0]) + first_row;
     format!("datapoint {row} (0-based row) holds NaN or Inf")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shifted_copy_is_libtorchs_subtraction_bit_for_bit() {
+        tch::manual_seed(3);
+        let shift = Tensor::randn([3, 1, 17], (Kind::Double, Device::Cpu));
+        let base = Tensor::randn([3, 40, 17], (Kind::Double, Device::Cpu)) * 100.0;
+        // float32 and float64 blocks (rayon), a transposed view and a float16 block (libtorch).
+        let blocks =
+            [base.to_kind(Kind::Float), base.shallow_clone(), base.transpose(1, 2).contiguous().transpose(1, 2), base.to_kind(Kind::Half)];
+        for block in blocks {
+            let out = shifted(&block, &shift);
+            assert_eq!(out.kind(), Kind::Double);
+            assert!(bool::try_from(out.eq_tensor(&(&block - &shift)).all()).unwrap(), "{:?} {:?}", block.kind(), block.stride());
+        }
+    }
 }

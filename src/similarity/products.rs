@@ -29,19 +29,62 @@ pub(crate) fn products(x: &Tensor, y: &Tensor) -> Tensor {
         return x.matmul(y);
     }
     let out = Tensor::empty([a.problems as i64, a.rows as i64, b.cols as i64], (Kind::Double, Device::Cpu));
-    let (m, n) = (a.rows, b.cols);
-    let dst = out.data_ptr() as usize;
-    each_problem(a.problems, |q, par| {
-        // SAFETY: problem q's block of the fresh contiguous `out`, written by this call
-        // only; `x` and `y` outlive `each_problem`, which returns when every call has.
-        let d = unsafe { MatMut::from_raw_parts_mut((dst as *mut f64).add(q * m * n), m, n, n as isize, 1) };
-        matmul(d, Accum::Replace, a.problem(q), b.problem(q), 1.0, par);
-    });
+    multiply(&out, Accum::Replace, &a, &b);
     if x.dim() == 2 {
         out.squeeze_dim(0)
     } else {
         out
     }
+}
+
+/// `out += x y`, `out` of the shape [`products`] returns: in place on the CPU (no
+/// product written out and then added: one pass over `out` instead of three, and no
+/// parallel libtorch step between rayon's).
+pub(crate) fn add_products(out: &mut Tensor, x: &Tensor, y: &Tensor) {
+    if let (Some(a), Some(b)) = (Operand::of(x), Operand::of(y)) {
+        if a.problems == b.problems && a.cols == b.rows && writable(out, [a.problems, a.rows, b.cols]) {
+            return multiply(out, Accum::Add, &a, &b);
+        }
+    }
+    *out += x.matmul(y);
+}
+
+/// `out += 1' x`: the column sums of each problem of a stack (problems x rows x cols)
+/// added to `out` (problems x 1 x cols), in place on the CPU (see [`add_products`]).
+pub(crate) fn add_column_sums(out: &mut Tensor, x: &Tensor) {
+    if let Some(a) = Operand::of(x) {
+        if writable(out, [a.problems, 1, a.cols]) {
+            let ones = vec![1.0; a.rows];
+            // SAFETY: a 1 x rows view of `ones`, which outlives the products.
+            let ones = unsafe { MatRef::from_raw_parts(ones.as_ptr(), 1, a.rows, a.rows as isize, 1) };
+            let (n, dst) = (a.cols, out.data_ptr() as usize);
+            return each_problem(a.problems, |q, par| {
+                // SAFETY: problem q's row of the contiguous `out`, written by this call only.
+                let d = unsafe { MatMut::from_raw_parts_mut((dst as *mut f64).add(q * n), 1, n, n as isize, 1) };
+                matmul(d, Accum::Add, ones, a.problem(q), 1.0, par);
+            });
+        }
+    }
+    *out += x.sum_dim_intlist(1, true, None);
+}
+
+/// Whether faer may write the products into `out` in place: a contiguous CPU float64
+/// stack of exactly `shape`.
+fn writable(out: &Tensor, [problems, m, n]: [usize; 3]) -> bool {
+    out.device() == Device::Cpu && out.kind() == Kind::Double && out.is_contiguous() && out.size() == [problems as i64, m as i64, n as i64]
+}
+
+/// `out = a b` or `out += a b` for each problem, `out` a contiguous CPU float64 stack of
+/// problems x a.rows x b.cols.
+fn multiply(out: &Tensor, accum: Accum, a: &Operand, b: &Operand) {
+    let (m, n) = (a.rows, b.cols);
+    let dst = out.data_ptr() as usize;
+    each_problem(a.problems, |q, par| {
+        // SAFETY: problem q's block of the contiguous `out`, written by this call only;
+        // `a` and `b` outlive `each_problem`, which returns when every call has.
+        let d = unsafe { MatMut::from_raw_parts_mut((dst as *mut f64).add(q * m * n), m, n, n as isize, 1) };
+        matmul(d, accum, a.problem(q), b.problem(q), 1.0, par);
+    });
 }
 
 /// `x' x` for a stack (problems x rows x cols) or a matrix, exactly symmetric: one
@@ -52,18 +95,38 @@ pub(crate) fn gram(x: &Tensor) -> Tensor {
         let g = x.transpose(-2, -1).matmul(x);
         return g.triu(0) + g.triu(1).transpose(-2, -1);
     };
+    let n = a.cols as i64;
+    let out = Tensor::empty([a.problems as i64, n, n], (Kind::Double, Device::Cpu));
+    gram_into(&out, Accum::Replace, &a);
+    if x.dim() == 2 {
+        out.squeeze_dim(0)
+    } else {
+        out
+    }
+}
+
+/// `out += x' x` for a stack, `out` of the shape [`gram`] returns; in place on the CPU
+/// (see [`add_products`]), exactly symmetric as `out` was.
+pub(crate) fn add_gram(out: &mut Tensor, x: &Tensor) {
+    match Operand::of(x) {
+        Some(a) if writable(out, [a.problems, a.cols, a.cols]) => gram_into(out, Accum::Add, &a),
+        _ => *out += gram(x),
+    }
+}
+
+/// `out = a' a` or `out += a' a` for each problem: the lower triangle, then mirrored.
+fn gram_into(out: &Tensor, accum: Accum, a: &Operand) {
     let n = a.cols;
-    let out = Tensor::empty([a.problems as i64, n as i64, n as i64], (Kind::Double, Device::Cpu));
     let dst = out.data_ptr() as usize;
     each_problem(a.problems, |q, par| {
         let p = (dst as *mut f64).wrapping_add(q * n * n);
-        // SAFETY: as in `products`: problem q's block of the fresh `out`, this call's only.
+        // SAFETY: as in `multiply`: problem q's block of `out`, this call's only.
         let d = unsafe { MatMut::from_raw_parts_mut(p, n, n, n as isize, 1) };
         let xq = a.problem(q);
         triangular::matmul(
             d,
             BlockStructure::TriangularLower,
-            Accum::Replace,
+            accum,
             xq.transpose(),
             BlockStructure::Rectangular,
             xq,
@@ -79,11 +142,6 @@ pub(crate) fn gram(x: &Tensor) -> Tensor {
             }
         }
     });
-    if x.dim() == 2 {
-        out.squeeze_dim(0)
-    } else {
-        out
-    }
 }
 
 /// Runs `f(problem, parallelism)` for every problem: one problem per rayon task when
@@ -169,6 +227,38 @@ mod tests {
         assert_eq!(products(&x, &y).size(), vec![3, 4, 2]);
         let (x, y) = (x.to_kind(Kind::Float), Tensor::randn([3, 5, 2], (Kind::Float, Device::Cpu)));
         assert_eq!(products(&x, &y).kind(), Kind::Float);
+    }
+
+    #[test]
+    fn sums_added_in_place_equal_the_products_added() {
+        tch::manual_seed(2);
+        let opts = (Kind::Double, Device::Cpu);
+        let (x, y) = (Tensor::randn([5, 40, 30], opts), Tensor::randn([5, 40, 12], opts));
+        let start = |shape: [i64; 3]| Tensor::randn(shape, opts);
+        // In place (a contiguous float64 stack), and through libtorch (a transposed view).
+        for contiguous in [true, false] {
+            let fresh = |shape: [i64; 3]| if contiguous { start(shape) } else { start([shape[0], shape[2], shape[1]]).transpose(1, 2) };
+            let mut out = fresh([5, 30, 12]);
+            let expected = &out + x.transpose(1, 2).matmul(&y);
+            add_products(&mut out, &x.transpose(1, 2), &y);
+            assert!(worst(&out, &expected) < 1e-12, "products, contiguous {contiguous}");
+
+            let g = gram(&start([5, 50, 30]));
+            let mut out = if contiguous { g.copy() } else { g.transpose(1, 2) };
+            let expected = &out + x.transpose(1, 2).matmul(&x);
+            add_gram(&mut out, &x);
+            assert!(worst(&out, &expected) < 1e-12, "gram, contiguous {contiguous}");
+            assert!(bool::try_from(out.eq_tensor(&out.transpose(1, 2)).all()).unwrap(), "gram, contiguous {contiguous}: not symmetric");
+
+            let mut out = fresh([5, 1, 30]);
+            let expected = &out + x.sum_dim_intlist(1, true, None);
+            add_column_sums(&mut out, &x);
+            assert!(worst(&out, &expected) < 1e-12, "column sums, contiguous {contiguous}");
+        }
+        // One problem, fewer than the threads: each product with every thread.
+        let (x1, mut out) = (Tensor::randn([1, 300, 20], opts), Tensor::zeros([1, 1, 20], opts));
+        add_column_sums(&mut out, &x1);
+        assert!(worst(&out, &x1.sum_dim_intlist(1, true, None)) < 1e-12);
     }
 
     #[test]
