@@ -13,7 +13,9 @@
 //! 514 x 600 x 102) about 1.1 times faster (46 against 53 ms).
 //!
 //! Each product of a stack is computed whole by one thread (rayon over the problems);
-//! a stack with fewer problems than threads gives each product every thread.
+//! a stack with fewer problems than threads gives each product every thread. The
+//! streaming sums add each block's products into the running ones in place
+//! ([`add_products`], [`add_gram`], [`add_column_sums`]).
 
 use faer::linalg::matmul::matmul;
 use faer::linalg::matmul::triangular::{self, BlockStructure};
