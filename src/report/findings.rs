@@ -13,7 +13,7 @@
 //!   principal directions kept (log scale).
 //! - `compare_runs`: the layers x layers matrix of two runs, or its mean over pairs.
 
-use super::{colour, err, legend, line_with_markers, png, register_font, svg};
+use super::{colour, err, legend, line_with_markers, png, register_font, svg, LineChart};
 use crate::analysis::classes::Classes;
 use crate::analysis::compare_runs::CompareRuns;
 use crate::analysis::compression::{Compression, Method};
@@ -42,41 +42,65 @@ const METHODS: [(Method, &str, RGBColor); 3] = [
     (Method::Random, "k random neurons", RGBColor(92, 160, 60)),
 ];
 
+/// The size of a figure of `n` accuracy panels, three to a row.
+fn panels_size(n: usize) -> (u32, u32) {
+    let n = n.max(1) as u32;
+    (520 * n.min(3), 420 * n.div_ceil(3))
+}
+
+/// `root` split into the areas of `n` panels, three to a row.
+fn panel_areas<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, n: usize) -> Vec<DrawingArea<DB, Shift>> {
+    let n = n.max(1);
+    root.split_evenly((n.div_ceil(3), n.min(3)))
+}
+
+/// A chart of test accuracy (0 to 100%) against k (0 to `k_max`, described by `k_desc`)
+/// on `area`, the full network's accuracy drawn across it as a grey line (in the legend):
+/// the frame of every compression plot.
+fn accuracy_chart<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    (caption, caption_size): (String, u32),
+    k_max: f64,
+    k_desc: &str,
+    full_accuracy: f64,
+) -> anyhow::Result<LineChart<'a, DB>> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", caption_size))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .margin_right(20)
+        .build_cartesian_2d(0.0..k_max, 0.0..100.0)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(k_desc)
+        .y_desc("test accuracy (%)")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .axis_desc_style(("sans-serif", 13))
+        .label_style(("sans-serif", 11))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(err)?;
+    let full = 100.0 * full_accuracy;
+    chart
+        .draw_series(LineSeries::new([(0.0, full), (k_max, full)], BLACK.mix(0.5).stroke_width(1)))
+        .map_err(err)?
+        .label(format!("full network {full:.1}%"))
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.5).stroke_width(2)));
+    Ok(chart)
+}
+
 pub fn compression_plot(dir: &Path, c: &Compression) -> anyhow::Result<Vec<PathBuf>> {
-    let n = c.layers.len().max(1) as u32;
-    let size = (520 * n.min(3), 420 * n.div_ceil(3));
+    let size = panels_size(c.layers.len());
     both(dir, &c.settings.against.tag(), size, |a| compression_panels(a, c), |a| compression_panels(a, c))
 }
 
 fn compression_panels<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Compression) -> anyhow::Result<()> {
-    let n = c.layers.len().max(1);
-    let panels = root.split_evenly((n.div_ceil(3), n.min(3)));
-    for (area, s) in panels.iter().zip(&c.layers) {
-        let mut chart = ChartBuilder::on(area)
-            .caption(format!("{} ({} units)", s.layer, s.units), ("sans-serif", 18))
-            .margin(10)
-            .x_label_area_size(40)
-            .y_label_area_size(50)
-            .margin_right(20)
-            .build_cartesian_2d(0.0..s.units as f64, 0.0..100.0)
-            .map_err(err)?;
-        chart
-            .configure_mesh()
-            .x_desc("k (directions or neurons kept)")
-            .y_desc("test accuracy (%)")
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .y_label_formatter(&|v| format!("{v:.0}"))
-            .axis_desc_style(("sans-serif", 13))
-            .label_style(("sans-serif", 11))
-            .light_line_style(WHITE.mix(0.0))
-            .draw()
-            .map_err(err)?;
-        let full = 100.0 * c.full_accuracy;
-        chart
-            .draw_series(LineSeries::new([(0.0, full), (s.units as f64, full)], BLACK.mix(0.5).stroke_width(1)))
-            .map_err(err)?
-            .label(format!("full network {full:.1}%"))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.5).stroke_width(2)));
+    for (area, s) in panel_areas(root, c.layers.len()).iter().zip(&c.layers) {
+        let caption = (format!("{} ({} units)", s.layer, s.units), 18);
+        let mut chart = accuracy_chart(area, caption, s.units as f64, "k (directions or neurons kept)", c.full_accuracy)?;
         for (method, label, colour) in METHODS {
             let points: Vec<(f64, f64)> =
                 s.points.iter().filter(|p| p.method == method).map(|p| (p.k as f64, 100.0 * p.accuracy)).collect();
@@ -90,41 +114,16 @@ fn compression_panels<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Com
 /// Figure 2b: `<tag>-distributedness`, one panel per layer, accuracy against k with the
 /// top-k SVCCA projection followed by the m most important neurons, one curve per m.
 pub fn distributedness_plot(dir: &Path, c: &Compression) -> anyhow::Result<Vec<PathBuf>> {
-    let n = c.distributedness.len().max(1) as u32;
-    let size = (520 * n.min(3), 420 * n.div_ceil(3));
+    let size = panels_size(c.distributedness.len());
     let name = format!("{}-distributedness", c.settings.against.tag());
     both(dir, &name, size, |a| distributedness_panels(a, c), |a| distributedness_panels(a, c))
 }
 
 fn distributedness_panels<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Compression) -> anyhow::Result<()> {
-    let n = c.distributedness.len().max(1);
-    let panels = root.split_evenly((n.div_ceil(3), n.min(3)));
-    for (area, d) in panels.iter().zip(&c.distributedness) {
-        let mut chart = ChartBuilder::on(area)
-            .caption(format!("{} ({} units): top-k directions, then m neurons", d.layer, d.units), ("sans-serif", 16))
-            .margin(10)
-            .x_label_area_size(40)
-            .y_label_area_size(50)
-            .margin_right(20)
-            .build_cartesian_2d(0.0..d.directions.max(1) as f64, 0.0..100.0)
-            .map_err(err)?;
-        chart
-            .configure_mesh()
-            .x_desc("k (SVCCA directions kept)")
-            .y_desc("test accuracy (%)")
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .y_label_formatter(&|v| format!("{v:.0}"))
-            .axis_desc_style(("sans-serif", 13))
-            .label_style(("sans-serif", 11))
-            .light_line_style(WHITE.mix(0.0))
-            .draw()
-            .map_err(err)?;
-        let full = 100.0 * c.full_accuracy;
-        chart
-            .draw_series(LineSeries::new([(0.0, full), (d.directions as f64, full)], BLACK.mix(0.5).stroke_width(1)))
-            .map_err(err)?
-            .label(format!("full network {full:.1}%"))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.5).stroke_width(2)));
+    for (area, d) in panel_areas(root, c.distributedness.len()).iter().zip(&c.distributedness) {
+        let caption = (format!("{} ({} units): top-k directions, then m neurons", d.layer, d.units), 16);
+        let k_max = d.directions.max(1) as f64;
+        let mut chart = accuracy_chart(area, caption, k_max, "k (SVCCA directions kept)", c.full_accuracy)?;
         if let Some(s) = c.layers.iter().find(|s| s.layer == d.layer) {
             let points: Vec<(f64, f64)> =
                 s.points.iter().filter(|p| p.method == Method::Svcca).map(|p| (p.k as f64, 100.0 * p.accuracy)).collect();
@@ -150,31 +149,8 @@ pub fn jointly_plot(dir: &Path, c: &Compression) -> anyhow::Result<Vec<PathBuf>>
 fn jointly_panel<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Compression) -> anyhow::Result<()> {
     let Some(j) = &c.jointly else { return Ok(()) };
     let widest = j.units.iter().copied().max().unwrap_or(1).max(1) as f64;
-    let mut chart = ChartBuilder::on(root)
-        .caption(format!("{} compressed at once ({})", j.layers.join(" + "), c.settings.against.tag()), ("sans-serif", 17))
-        .margin(10)
-        .x_label_area_size(40)
-        .y_label_area_size(50)
-        .margin_right(20)
-        .build_cartesian_2d(0.0..widest, 0.0..100.0)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("k per layer (at most its directions or units)")
-        .y_desc("test accuracy (%)")
-        .x_label_formatter(&|v| format!("{v:.0}"))
-        .y_label_formatter(&|v| format!("{v:.0}"))
-        .axis_desc_style(("sans-serif", 13))
-        .label_style(("sans-serif", 11))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()
-        .map_err(err)?;
-    let full = 100.0 * c.full_accuracy;
-    chart
-        .draw_series(LineSeries::new([(0.0, full), (widest, full)], BLACK.mix(0.5).stroke_width(1)))
-        .map_err(err)?
-        .label(format!("full network {full:.1}%"))
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.5).stroke_width(2)));
+    let caption = (format!("{} compressed at once ({})", j.layers.join(" + "), c.settings.against.tag()), 17);
+    let mut chart = accuracy_chart(root, caption, widest, "k per layer (at most its directions or units)", c.full_accuracy)?;
     for (method, label, colour) in METHODS {
         let points: Vec<(f64, f64)> = j.points.iter().filter(|p| p.method == method).map(|p| (p.k as f64, 100.0 * p.accuracy)).collect();
         line_with_markers(&mut chart, points, colour, Some(label.to_string()))?;
