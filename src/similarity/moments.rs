@@ -247,7 +247,7 @@ impl Moments {
 /// for a contiguous float block on the CPU by rayon's threads, rows in parallel,
 /// converted as they are read (no parallel libtorch step between rayon's); otherwise by
 /// libtorch.
-fn shifted(block: &Tensor, shift: &Tensor) -> Tensor {
+pub(super) fn shifted(block: &Tensor, shift: &Tensor) -> Tensor {
     let cpu = block.device() == Device::Cpu && shift.device() == Device::Cpu && shift.kind() == Kind::Double;
     let one_row_each = block.dim() == 3 && shift.size() == [block.size()[0], 1, block.size()[2]];
     if !(cpu && matches!(block.kind(), Kind::Float | Kind::Double) && one_row_each && block.is_contiguous()) {

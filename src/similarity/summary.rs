@@ -33,7 +33,7 @@
 
 use super::cca::{self, Principal};
 use super::conv::{applicable, ConvComparison, Form, LayerShape};
-use super::moments::{as_complex, first_non_finite, SideSums};
+use super::moments::{self, as_complex, first_non_finite, SideSums};
 use super::products::{gram, products};
 use super::{size_warnings, ConvOptions, Keep, Method, Options, Similarity};
 use crate::error::{Side, SimilarityError};
@@ -115,7 +115,7 @@ impl Summary {
     fn by_gram(x: &Tensor, keep: Keep, side: Side) -> Result<Summary, SimilarityError> {
         let [_, rows, cols] = x.size()[..] else { unreachable!("a stack is 3-D") };
         // The same shift as the scatter route: by the first datapoint, in float64.
-        let shifted = x - x.narrow(1, 0, 1).to_kind(Kind::Double);
+        let shifted = moments::shifted(x, &x.narrow(1, 0, 1).to_kind(Kind::Double));
         let sums = shifted.sum_dim_intlist(1, true, None);
         if !bool::try_from(sums.isfinite().all()).unwrap_or(false) {
             return Err(SimilarityError::layer(side, first_non_finite(x, 0)));
