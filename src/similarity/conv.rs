@@ -367,7 +367,8 @@ impl ConvComparison {
         match (self.options.method, &self.plan) {
             (ConvMethod::Avgpool, _) => block.mean_dim(&[2i64, 3][..], false, Kind::Double),
             (ConvMethod::Dft, Some(plan)) => {
-                let first = self.first[side as usize].get_or_init(|| block.get(0).to_kind(Kind::Double));
+                // A copy, not a view of a float64 block, which it would keep alive.
+                let first = self.first[side as usize].get_or_init(|| block.get(0).to_kind(Kind::Double).copy());
                 plan.spectrum(block, first)
             }
             (ConvMethod::Dft, None) => unreachable!("a dft comparison has a plan"),
@@ -615,4 +616,30 @@ pub fn compare_conv(a: &Tensor, b: &Tensor, conv: ConvOptions, options: &Options
     let mut moments = comparison.moments(a.device());
     moments.update(&comparison.transform(Side::A, a, 0), &comparison.transform(Side::B, b, 0))?;
     comparison.finish(moments, options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As for [`super::super::moments`]: a float64 block may be overwritten once
+    /// transformed. The DFT's centring shift, the first block's first datapoint, was
+    /// once a view of that block.
+    #[test]
+    fn a_dft_block_may_be_overwritten_once_transformed() {
+        tch::manual_seed(6);
+        let x = Tensor::randn([8, 3, 4, 4], (Kind::Double, Device::Cpu)) + 1.0;
+        let shape = LayerShape::of(&x);
+        let second = |overwrite: bool| {
+            let c = ConvComparison::new([shape, shape], 8, ConvOptions::default(), Method::Cca).unwrap();
+            let mut first = x.narrow(0, 0, 4).copy();
+            let _ = c.transform(Side::A, &first, 0);
+            if overwrite {
+                let _ = first.fill_(1e6);
+            }
+            c.transform(Side::A, &x.narrow(0, 4, 4), 4)
+        };
+        let (kept, overwritten) = (second(false), second(true));
+        assert!(bool::try_from(kept.eq_tensor(&overwritten).all()).unwrap());
+    }
 }

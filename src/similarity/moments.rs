@@ -84,7 +84,9 @@ impl SideSums {
     /// conversion happens inside the subtraction: one pass, no extra copy.
     pub(super) fn add(&mut self, block: &Tensor) -> Tensor {
         if self.shift.is_none() {
-            let first = block.narrow(1, 0, 1).to_kind(Kind::Double);
+            // A copy, not a view: a view would keep the whole first block alive (and,
+            // were the block's memory reused, change with it).
+            let first = block.narrow(1, 0, 1).to_kind(Kind::Double).copy();
             self.zero_shift = bool::try_from(first.eq(0.0).all()).unwrap_or(false);
             self.shift = Some(first);
         }
@@ -337,5 +339,32 @@ mod tests {
         let block = base.to_kind(Kind::Float);
         let one = shift.narrow(0, 0, 1);
         assert!(bool::try_from(shifted(&block, &one).eq_tensor(&(&block - &one)).all()).unwrap());
+    }
+
+    /// The accumulator keeps nothing of a block it was given: overwriting a float64
+    /// block's memory once it has been added (as a reader reusing its buffer would)
+    /// leaves the result as it was. The centring shift, taken from the first block,
+    /// was once a view of it.
+    #[test]
+    fn a_block_may_be_overwritten_once_added() {
+        tch::manual_seed(5);
+        let opts = (Kind::Double, Device::Cpu);
+        let (a, b) = (Tensor::randn([60, 7], opts) + 3.0, Tensor::randn([60, 5], opts) - 2.0);
+        let run = |overwrite: bool| {
+            let mut m = Moments::new(7, 5, Device::Cpu);
+            for start in [0, 30] {
+                let (mut ba, mut bb) = (a.narrow(0, start, 30).copy(), b.narrow(0, start, 30).copy());
+                m.update(&ba, &bb).unwrap();
+                if overwrite {
+                    let _ = ba.fill_(1e6);
+                    let _ = bb.fill_(-1e6);
+                }
+            }
+            m.finish().unwrap()
+        };
+        let (kept, overwritten) = (run(false), run(true));
+        for (x, y) in [(&kept.caa, &overwritten.caa), (&kept.cab, &overwritten.cab), (&kept.mean_a, &overwritten.mean_a)] {
+            assert!(bool::try_from(x.eq_tensor(y).all()).unwrap(), "{x} vs {y}");
+        }
     }
 }
