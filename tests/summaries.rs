@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use svcca::similarity::summary::{similarities, similarity, Layers};
+use svcca::similarity::summary::{similarities, similarity, summarise_rows, Layers};
 use svcca::similarity::{compare, compare_conv, ConvDense, ConvMethod, ConvOptions, DftCut, Keep, Method, Options};
 use tch::{Kind, Tensor};
 
@@ -54,9 +54,22 @@ fn summaries_give_the_numbers_of_the_pairwise_route_for_every_method_and_form() 
                 let mut rows = Layers::new(noisy.iter().map(Tensor::shallow_clone).collect(), options, conv);
                 let mut apart = Layers::new(noisy.iter().map(Tensor::shallow_clone).collect(), options, conv).with_joined_budget(0);
                 let all: Vec<usize> = (0..noisy.len()).collect();
+                // The rows' summaries made all at once, side by side, before the rows:
+                // every one the rows ask for, the same numbers.
+                let mut ahead = Layers::new(layers.iter().map(Tensor::shallow_clone).collect(), options, conv);
+                let mut rows_ahead = Layers::new(noisy.iter().map(Tensor::shallow_clone).collect(), options, conv);
+                summarise_rows(&mut ahead, &all, &rows_ahead, &all);
+                let made = ahead.summaries_made();
+                assert!(made >= layers.len(), "{options:?} {method:?} {cut:?} {dense:?}: {made} summaries made ahead");
                 for (i, x) in layers.iter().enumerate() {
                     let row = similarities(&mut a, i, &mut rows, &all);
                     let row_apart = similarities(&mut a, i, &mut apart, &all);
+                    let row_ahead = similarities(&mut ahead, i, &mut rows_ahead, &all);
+                    assert_eq!(ahead.summaries_made(), made, "{options:?} {method:?} {cut:?} {dense:?}: row {i} made a summary");
+                    for (j, (r, r_ahead)) in row.iter().zip(&row_ahead).enumerate() {
+                        let (r, r_ahead) = (r.as_ref().unwrap(), r_ahead.as_ref().unwrap());
+                        assert!((r - r_ahead).abs() < 1e-12, "layer {i} vs {j}, summarised ahead: {r_ahead} vs {r}");
+                    }
                     for (j, y) in noisy.iter().enumerate() {
                         let got = similarity(&mut a, i, &mut b, j).unwrap();
                         let want = direct(x, y, conv, &options);

@@ -76,6 +76,17 @@ pub fn similarity(a: &mut LayerSet, i: usize, b: &mut LayerSet, j: usize) -> Opt
     one
 }
 
+/// Makes, for the rows of layers `is` of `a` against every layer of `b`, the summaries
+/// of `a`'s layers they will ask for, all at once and side by side
+/// ([`summary::summarise_rows`]); the rows then find them made. Nothing to do for
+/// methods compared pair by pair.
+pub fn summarise_rows(a: &mut LayerSet, is: &[usize], b: &LayerSet) {
+    if let (LayerSet::Summarised(a), LayerSet::Summarised(b)) = (a, b) {
+        let js: Vec<usize> = (0..b.len()).collect();
+        summary::summarise_rows(a, is, b, &js);
+    }
+}
+
 /// [`similarity`] of layer `i` of `a` with each layer `js` of `b`, in order: a row of
 /// the learning-dynamics matrix asks for all of `b`, whose products with layer `i` are
 /// then shared where the forms allow ([`summary::similarities`]).

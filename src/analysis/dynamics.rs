@@ -24,7 +24,7 @@ use super::settings::Similarity;
 use crate::activations::probe::Probe;
 use crate::activations::record;
 use crate::activations::store;
-use crate::activations::{similarities, similarity, LayerSet};
+use crate::activations::{similarities, similarity, summarise_rows, LayerSet};
 use crate::config::{ActivationMode, Config};
 use crate::data::rng::Rng;
 use crate::device::DeviceChoice;
@@ -169,7 +169,17 @@ impl Plan {
 
     /// A step's matrix: each layer of `step` against each layer of `finals`.
     pub fn matrix(&self, step: &mut LayerSet, finals: &mut LayerSet, bar: &indicatif::ProgressBar) -> Vec<Vec<Option<f64>>> {
+        self.summarise_rows(step, &self.layers, finals);
         (0..self.layers.len()).map(|i| self.row(step, i, &self.layers[i], finals, bar)).collect()
+    }
+
+    /// Makes the summaries the rows of `step`'s layers (the analysed layers `names`, in
+    /// order) will ask for, all at once (see [`summarise_rows`]): the input layer's needs
+    /// none once its row is known.
+    pub fn summarise_rows(&self, step: &mut LayerSet, names: &[String], finals: &LayerSet) {
+        let known = self.input_row.borrow().is_some();
+        let is: Vec<usize> = (0..names.len()).filter(|&i| !(known && names[i] == INPUT)).collect();
+        summarise_rows(step, &is, finals);
     }
 
     /// One row of a step's matrix: layer `x` of `step`, the analysed layer named `layer`,

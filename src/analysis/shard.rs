@@ -148,13 +148,15 @@ pub fn analyze_shard(run: &Path, device: Option<DeviceChoice>, shard: Shard) -> 
             if recorded.as_ref().is_none_or(|r| r.0 != step) {
                 bar.set_message(format!("step {step}"));
                 let is: Vec<usize> = rows.iter().filter(|r| r.0 == step).map(|r| r.1).collect();
+                let names: Vec<String> = is.iter().map(|&i| layers[i].clone()).collect();
                 let acts: Vec<Tensor> = if step == plan.total {
                     is.iter().map(|&i| finals[i].shallow_clone()).collect()
                 } else {
-                    let names: Vec<String> = is.iter().map(|&i| layers[i].clone()).collect();
                     plan.activations(step, &names)?
                 };
-                recorded = Some((step, is, LayerSet::new(acts, &plan.config)));
+                let mut set = LayerSet::new(acts, &plan.config);
+                plan.summarise_rows(&mut set, &names, &final_set);
+                recorded = Some((step, is, set));
             }
             let (_, is, acts) = recorded.as_mut().expect("recorded above");
             let x = is.iter().position(|&j| j == i).expect("a row of this step");

@@ -37,6 +37,7 @@ use super::moments::{self, as_complex, first_non_finite, SideSums};
 use super::products::{gram, products};
 use super::{size_warnings, ConvOptions, Keep, Method, Options, Similarity};
 use crate::error::{Side, SimilarityError};
+use rayon::prelude::*;
 use std::collections::HashMap;
 use tch::{Kind, Tensor};
 
@@ -315,49 +316,43 @@ impl Layers {
         self.layers.is_empty()
     }
 
+    /// How many summaries the set holds (a layer in each form it has been summarised in).
+    pub fn summaries_made(&self) -> usize {
+        self.summaries.len()
+    }
+
     /// The form layer `i` takes in `comparison` (dense when there is none).
     fn form(&self, i: usize, comparison: Option<&ConvComparison>) -> Form {
-        match comparison {
-            Some(c) if self.layers[i].dim() == 4 => c.form(),
-            _ => Form::Dense,
-        }
+        form_of(&self.layers[i], comparison)
     }
 
     /// Layer `i` summarised as `comparison` presents it (dense when `comparison` is
     /// none); its errors said of `side`.
     fn summary(&mut self, i: usize, comparison: Option<&ConvComparison>, side: Side) -> Result<&Summary, SimilarityError> {
-        let form = self.form(i, comparison);
-        let (x, options) = (&self.layers[i], &self.options);
-        let summary = self.summaries.entry((i, form)).or_insert_with(|| {
-            let keep = options.effective_keep();
-            match comparison {
-                Some(c) => Summary::of(&c.transform(side, x, 0), c.is_complex(), keep, c.joint(options).as_deref(), side),
-                None => Summary::of(x, false, keep, None, side),
-            }
-        });
-        summary.as_ref().map_err(|e| e.clone().on(side))
+        self.summarise(i, &[comparison], side);
+        self.summaries[&(i, self.form(i, comparison))].as_ref().map_err(|e| e.clone().on(side))
     }
 
-    /// Summarises layer `i` in each DFT form of `comparisons` it has not been summarised
-    /// in, from one FFT when there are several (a layer's full grid and its crops are
-    /// choices of frequencies of the same transform).
-    fn summarise_spectra(&mut self, i: usize, comparisons: &[&ConvComparison], side: Side) {
-        if self.layers[i].dim() != 4 {
-            return;
-        }
-        let mut missing: Vec<&ConvComparison> = Vec::new();
-        for &c in comparisons.iter().filter(|c| c.is_complex()) {
-            if !self.summaries.contains_key(&(i, c.form())) && !missing.iter().any(|m| m.form() == c.form()) {
-                missing.push(c);
+    /// The places in `comparisons` of one comparison for each form layer `i` takes in
+    /// them and has not been summarised in, in order.
+    fn missing(&self, i: usize, comparisons: &[Option<&ConvComparison>]) -> Vec<usize> {
+        let mut missing: Vec<usize> = Vec::new();
+        for (k, &c) in comparisons.iter().enumerate() {
+            let form = self.form(i, c);
+            if !self.summaries.contains_key(&(i, form)) && !missing.iter().any(|&m| self.form(i, comparisons[m]) == form) {
+                missing.push(k);
             }
         }
-        if missing.len() < 2 {
-            return; // Layers::summary transforms one form as it goes.
-        }
-        let keep = self.options.effective_keep();
-        for (c, spectrum) in missing.iter().zip(ConvComparison::spectra(&missing, &self.layers[i])) {
-            let summary = Summary::of(&spectrum, true, keep, c.joint(&self.options).as_deref(), side);
-            self.summaries.insert((i, c.form()), summary);
+        missing
+    }
+
+    /// Summarises layer `i` in each form of `comparisons` it has not been summarised in
+    /// (see [`summarise`]).
+    fn summarise(&mut self, i: usize, comparisons: &[Option<&ConvComparison>], side: Side) {
+        let missing: Vec<Option<&ConvComparison>> = self.missing(i, comparisons).into_iter().map(|k| comparisons[k]).collect();
+        let made = summarise(&self.layers[i], &missing, &self.options, side);
+        for (c, summary) in missing.into_iter().zip(made) {
+            self.summaries.insert((i, self.form(i, c)), summary);
         }
     }
 
@@ -414,8 +409,8 @@ fn similarities_of(a: &mut Layers, i: usize, b: &mut Layers, js: &[usize]) -> Ve
     // Each pair's comparison, by the form layer i takes in it (in order of first use).
     let mut groups: Vec<(Form, Vec<Planned>)> = Vec::new();
     let plans: Vec<Result<Option<ConvComparison>, SimilarityError>> = js.iter().map(|&j| plan(a, i, b, j)).collect();
-    let dft: Vec<&ConvComparison> = plans.iter().filter_map(|p| p.as_ref().ok()?.as_ref()).collect();
-    a.summarise_spectra(i, &dft, Side::A);
+    let planned: Vec<Option<&ConvComparison>> = plans.iter().filter_map(|p| p.as_ref().ok().map(Option::as_ref)).collect();
+    a.summarise(i, &planned, Side::A);
     for ((at, &j), comparison) in js.iter().enumerate().zip(plans) {
         let comparison = match comparison {
             Ok(c) => c,
@@ -451,6 +446,68 @@ fn similarities_of(a: &mut Layers, i: usize, b: &mut Layers, js: &[usize]) -> Ve
         }
     }
     results.into_iter().map(|r| r.expect("every pair answered")).collect()
+}
+
+/// Summarises layers `is` of `a` in every form their comparisons with layers `js` of
+/// `b` take: what [`similarities`] would make for those rows one after the other, made
+/// for all of them at once, the layers side by side on rayon's threads. Each summary
+/// has serial steps (libtorch's, on one thread under [`cca::on_rayon`]) between its
+/// parallel ones (FFTs, products, decompositions); side by side, one layer's serial
+/// steps overlap another's parallel ones. The same numbers: each summary is computed
+/// as it would be alone.
+pub fn summarise_rows(a: &mut Layers, is: &[usize], b: &Layers, js: &[usize]) {
+    let work: Vec<(usize, Tensor, Vec<Option<ConvComparison>>)> = is
+        .iter()
+        .filter_map(|&i| {
+            let plans: Vec<Option<ConvComparison>> = js.iter().filter_map(|&j| plan(a, i, b, j).ok()).collect();
+            let missing = a.missing(i, &plans.iter().map(Option::as_ref).collect::<Vec<_>>());
+            // The comparisons of the missing forms, owned: each layer goes to a thread.
+            let owned: Vec<Option<ConvComparison>> =
+                plans.into_iter().enumerate().filter(|(k, _)| missing.contains(k)).map(|(_, c)| c).collect();
+            (!owned.is_empty()).then(|| (i, a.layers[i].shallow_clone(), owned))
+        })
+        .collect();
+    let Some((_, first, _)) = work.first() else { return };
+    let options = a.options;
+    let made: Vec<Vec<_>> = cca::on_rayon(first.device(), || {
+        work.into_par_iter()
+            .map(|(i, x, comparisons)| {
+                let refs: Vec<Option<&ConvComparison>> = comparisons.iter().map(Option::as_ref).collect();
+                let keys = refs.iter().map(|&c| (i, form_of(&x, c)));
+                keys.zip(summarise(&x, &refs, &options, Side::A)).collect()
+            })
+            .collect()
+    });
+    a.summaries.extend(made.into_iter().flatten());
+}
+
+/// The form layer `x` takes in `comparison` (dense when there is none).
+fn form_of(x: &Tensor, comparison: Option<&ConvComparison>) -> Form {
+    match comparison {
+        Some(c) if x.dim() == 4 => c.form(),
+        _ => Form::Dense,
+    }
+}
+
+/// Layer `x` summarised in each of `comparisons`' forms (distinct forms; `None` is
+/// dense), its errors said of `side`. DFT forms come from one FFT when there are
+/// several: a layer's full grid and its crops are choices of frequencies of the same
+/// transform.
+fn summarise(x: &Tensor, comparisons: &[Option<&ConvComparison>], options: &Options, side: Side) -> Vec<Result<Summary, SimilarityError>> {
+    let keep = options.effective_keep();
+    let dft: Vec<&ConvComparison> = comparisons.iter().flatten().copied().filter(|c| c.is_complex()).collect();
+    let shared = x.dim() == 4 && dft.len() >= 2;
+    let mut spectra = if shared { ConvComparison::spectra(&dft, x) } else { Vec::new() }.into_iter();
+    comparisons
+        .iter()
+        .map(|c| match c {
+            Some(c) if shared && c.is_complex() => {
+                Summary::of(&spectra.next().expect("one spectrum per DFT form"), true, keep, c.joint(options).as_deref(), side)
+            }
+            Some(c) => Summary::of(&c.transform(side, x, 0), c.is_complex(), keep, c.joint(options).as_deref(), side),
+            None => Summary::of(x, false, keep, None, side),
+        })
+        .collect()
 }
 
 /// A pair of a row: its place in the row and its comparison (see [`plan`]).
