@@ -12,10 +12,12 @@
 //! [`Layers`] keeps the summaries of a set of layers, each computed the first time a
 //! comparison asks for it in a given form (dense, a DFT grid, ...): the learning-dynamics
 //! matrix compares each layer of a checkpoint with every final layer, so each layer is
-//! summarised once per form instead of once per pair. [`similarities`] answers a row of
-//! that matrix: the cross products of one checkpoint layer with the final layers it
-//! meets in the same form are one product, `X_a' [Z_b1 Z_b2 ...]`, against the final
-//! layers' `Z`s formed once and kept side by side. A `Z` is centred and as narrow as
+//! summarised once per form instead of once per pair; [`summarise_rows`] makes those a
+//! checkpoint's rows will ask for all at once, the layers side by side on rayon's
+//! threads. [`similarities`] answers a row of that matrix: the cross products of one
+//! checkpoint layer with the final layers it meets in the same form are one product,
+//! `X_a' [Z_b1 Z_b2 ...]`, against the final layers' `Z`s formed once and kept side by
+//! side. A `Z` is centred and as narrow as
 //! the kept directions, so the product is narrower than one against the data, and
 //! needs neither `b`'s centring term nor its whitening. (The checkpoint layer's own
 //! `Z_a` would narrow it further, but forming it is a pass over that layer's data for
