@@ -471,12 +471,17 @@ pub fn summarise_rows(a: &mut Layers, is: &[usize], b: &Layers, js: &[usize]) {
         .collect();
     let Some((_, first, _)) = work.first() else { return };
     let options = a.options;
-    let made: Vec<Vec<_>> = cca::on_rayon(first.device(), || {
+    let device = first.device();
+    let made: Vec<Vec<_>> = cca::on_rayon(device, || {
         work.into_par_iter()
             .map(|(i, x, comparisons)| {
                 let refs: Vec<Option<&ConvComparison>> = comparisons.iter().map(Option::as_ref).collect();
                 let keys = refs.iter().map(|&c| (i, form_of(&x, c)));
-                keys.zip(summarise(&x, &refs, &options, Side::A)).collect()
+                // libtorch's thread count is each thread's own (OpenMP's): set to one on
+                // this rayon thread too, or its steps here would start OpenMP teams of
+                // their own beside rayon's threads.
+                let made = cca::on_rayon(device, || summarise(&x, &refs, &options, Side::A));
+                keys.zip(made).collect()
             })
             .collect()
     });
