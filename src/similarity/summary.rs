@@ -41,7 +41,7 @@ use super::{size_warnings, ConvOptions, Keep, Method, Options, Similarity};
 use crate::error::{Side, SimilarityError};
 use rayon::prelude::*;
 use std::collections::HashMap;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// A layer's data and its kept directions, whitened: `Z = (x - 1 mean) whitening`.
 pub struct Summary {
@@ -452,7 +452,7 @@ fn similarities_of(a: &mut Layers, i: usize, b: &mut Layers, js: &[usize]) -> Ve
 
 /// Summarises layers `is` of `a` in every form their comparisons with layers `js` of
 /// `b` take: what [`similarities`] would make for those rows one after the other, made
-/// for all of them at once, the layers side by side on rayon's threads. Each summary
+/// for all of them at once, on the CPU the layers side by side on rayon's threads. Each summary
 /// has serial steps (libtorch's, on one thread under [`cca::on_rayon`]) between its
 /// parallel ones (FFTs, products, decompositions); side by side, one layer's serial
 /// steps overlap another's parallel ones. The same numbers: each summary is computed
@@ -472,19 +472,21 @@ pub fn summarise_rows(a: &mut Layers, is: &[usize], b: &Layers, js: &[usize]) {
     let Some((_, first, _)) = work.first() else { return };
     let options = a.options;
     let device = first.device();
-    let made: Vec<Vec<_>> = cca::on_rayon(device, || {
-        work.into_par_iter()
-            .map(|(i, x, comparisons)| {
-                let refs: Vec<Option<&ConvComparison>> = comparisons.iter().map(Option::as_ref).collect();
-                let keys = refs.iter().map(|&c| (i, form_of(&x, c)));
-                // libtorch's thread count is each thread's own (OpenMP's): set to one on
-                // this rayon thread too, or its steps here would start OpenMP teams of
-                // their own beside rayon's threads.
-                let made = cca::on_rayon(device, || summarise(&x, &refs, &options, Side::A));
-                keys.zip(made).collect()
-            })
-            .collect()
-    });
+    let layer = |(i, x, comparisons): (usize, Tensor, Vec<Option<ConvComparison>>)| -> Vec<_> {
+        let refs: Vec<Option<&ConvComparison>> = comparisons.iter().map(Option::as_ref).collect();
+        let keys = refs.iter().map(|&c| (i, form_of(&x, c)));
+        // libtorch's thread count is each thread's own (OpenMP's): set to one on this
+        // rayon thread too, or its steps here would start OpenMP teams of their own
+        // beside rayon's threads.
+        let made = cca::on_rayon(device, || summarise(&x, &refs, &options, Side::A));
+        keys.zip(made).collect()
+    };
+    // Side by side on the CPU only, where the cores are what the layers share; a GPU
+    // summarises them in turn, as the rows would have (not measured side by side).
+    let made: Vec<Vec<_>> = match device {
+        Device::Cpu => cca::on_rayon(device, || work.into_par_iter().map(layer).collect()),
+        _ => work.into_iter().map(layer).collect(),
+    };
     a.summaries.extend(made.into_iter().flatten());
 }
 
