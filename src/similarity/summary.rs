@@ -17,9 +17,9 @@
 //! threads. [`similarities`] answers a row of that matrix: the cross products of one
 //! checkpoint layer with the final layers it meets in the same form are one product,
 //! `X_a' [Z_b1 Z_b2 ...]`, against the final layers' `Z`s formed once and kept side by
-//! side. A `Z` is centred and as narrow as
-//! the kept directions, so the product is narrower than one against the data, and
-//! needs neither `b`'s centring term nor its whitening. (The checkpoint layer's own
+//! side. A `Z` is centred and as narrow as the kept directions, so the product is
+//! narrower than one against the data, and needs neither `b`'s centring term nor its
+//! whitening. (The checkpoint layer's own
 //! `Z_a` would narrow it further, but forming it is a pass over that layer's data for
 //! one row: slower than the columns it saves, measured on the quickstart.)
 //!
