@@ -1,21 +1,25 @@
 """libtorch's CPU kernels on the compression sweeps' batches, two ways each, through PyTorch
-(the same libtorch as the svcca binary): max pooling by `max_pool2d` against the largest
-of four strided views (NCHW, and over the NHWC view of a channels-last tensor), and ReLU
-out of place against in place (`src/model/ops.rs` without a gradient); a conv and the layers above the
+(the same libtorch as the svcca binary): max pooling by `max_pool2d` against two
+elementwise maxima, of row pairs then of column pairs (`src/model/ops.rs` without a
+gradient; NCHW, channels-last, and NCHW on the quickstart's 600 x 16 x 32 x 32 probe
+layers), and ReLU out of place against in place; a conv and the layers above the
 convnet's c3 (c4 c5 bn2 p2 fc1 bn3 fc2 bn4 logits, random weights) on NCHW against
 channels-last input. Checks that each pair gives the same numbers, then prints
-milliseconds per call (median of REPEATS) and the ratio. PyTorch's allocator returns
-large buffers to the system, so an out-of-place op here also pays for fresh pages, which
-the svcca binary's allocator settings avoid (`src/device.rs`): the in-place ReLU gains
-less there.
+milliseconds per call (median of REPEATS) and the ratio.
 
-Usage: .venv/bin/python scripts/bench_layouts.py [--batch 5000] [--width 16] [--repeats 7]
+The script reruns itself under the svcca binary's allocator settings
+(`src/device.rs`: blocks up to 64 MiB from the heap, no trimming, one arena), which
+decide what a fresh output costs: under glibc's defaults each large output is mapped and
+zeroed afresh. `--default-allocator` keeps glibc's defaults.
+
+Usage: .venv/bin/python scripts/bench_layouts.py [--batch 5000] [--width 16] [--repeats 7] [--default-allocator]
 """
 
 import argparse
 import os
 import platform
 import statistics
+import sys
 import time
 
 import torch
@@ -44,18 +48,21 @@ def timed(f, repeats):
     return 1e3 * statistics.median(times)
 
 
-def strided_pool(x, nhwc=False):
-    """The largest of the four strided views (src/model/ops.rs `max_pool` on NCHW), taken
-    over the NHWC view with `nhwc` (a channels-last tensor's channels innermost)."""
-    v = x.permute(0, 2, 3, 1) if nhwc else x
-    r = 1 if nhwc else 2
-    h, w = v.shape[r] // 2 * 2, v.shape[r + 1] // 2 * 2
+def two_maxima(x):
+    """2 x 2 max pooling as src/model/ops.rs `max_pool` computes it without a gradient: the
+    maximum of each pair of rows, then of each pair of columns of that (either layout)."""
+    h, w = x.shape[2] // 2 * 2, x.shape[3] // 2 * 2
+    rows = torch.maximum(x[:, :, 0:h:2], x[:, :, 1:h:2])
+    return torch.maximum(rows[:, :, :, 0:w:2], rows[:, :, :, 1:w:2])
 
-    def view(i, j):
-        return v.narrow(r, i, h - i).narrow(r + 1, j, w - j)[(slice(None),) * r + (slice(None, None, 2), slice(None, None, 2))]
 
-    pooled = torch.maximum(torch.maximum(view(0, 0), view(0, 1)), torch.maximum(view(1, 0), view(1, 1)))
-    return pooled.permute(0, 3, 1, 2) if nhwc else pooled
+# The svcca binary's glibc allocator settings (src/device.rs `reuse_freed_host_memory`).
+BINARY_ALLOCATOR = {
+    "MALLOC_MMAP_THRESHOLD_": str(64 << 20),
+    "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1),
+    "MALLOC_TOP_PAD_": str(256 << 20),
+    "MALLOC_ARENA_MAX": "1",
+}
 
 
 def main():
@@ -63,7 +70,10 @@ def main():
     parser.add_argument("--batch", type=int, default=5000)
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--default-allocator", action="store_true", help="keep glibc's allocator defaults")
     args = parser.parse_args()
+    if not args.default_allocator and any(os.environ.get(k) != v for k, v in BINARY_ALLOCATOR.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **BINARY_ALLOCATOR})
     torch.manual_seed(0)
     w = args.width
     c4, c5, bn2 = nn.Conv2d(w, w, 3, padding=1), nn.Conv2d(w, w, 3, padding=1), nn.BatchNorm2d(w)
@@ -74,20 +84,23 @@ def main():
         bn.eval()
 
     def above(x):
-        x = bn2(F.relu(c5(F.relu(c4(x)))))
-        x = F.max_pool2d(x, 2).flatten(1)
-        return logits(bn4(F.relu(fc2(bn3(F.relu(fc1(x)))))))
+        # As the svcca binary runs them without a gradient: ReLU in place, two maxima.
+        x = bn2(c5(c4(x).relu_()).relu_())
+        x = two_maxima(x).flatten(1)
+        return logits(bn4(fc2(bn3(fc1(x).relu_())).relu_()))
 
-    print(f"cpu: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    allocator = "glibc's defaults" if args.default_allocator else "the svcca binary's settings"
+    print(f"cpu: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; allocator: {allocator}")
     print(f"batch {args.batch} x {w} x 14 x 14 float32 (the Fashion-MNIST convnet's c3 output, stacked maps)")
     x = torch.randn(args.batch, w, 14, 14).relu()
     last = x.contiguous(memory_format=torch.channels_last)
+    probe = torch.randn(600, 16, 32, 32).relu()
     rows = []
     with torch.no_grad():
-        assert torch.equal(F.max_pool2d(x, 2), strided_pool(x)), "pooling: different numbers"
-        rows.append(("max pooling 2 x 2, NCHW", timed(lambda: F.max_pool2d(x, 2), args.repeats), timed(lambda: strided_pool(x), args.repeats), "max_pool2d", "strided maximum"))
-        assert torch.equal(F.max_pool2d(last, 2), strided_pool(last, nhwc=True)), "pooling, channels-last: different numbers"
-        rows.append(("max pooling 2 x 2, channels-last", timed(lambda: F.max_pool2d(last, 2), args.repeats), timed(lambda: strided_pool(last, nhwc=True), args.repeats), "max_pool2d", "strided maximum (NHWC)"))
+        for what, t in [("NCHW", x), ("channels-last", last), ("NCHW, 600 x 16 x 32 x 32", probe)]:
+            assert torch.equal(F.max_pool2d(t, 2), two_maxima(t)), f"pooling, {what}: different numbers"
+            pooled = (timed(lambda: F.max_pool2d(t, 2), args.repeats), timed(lambda: two_maxima(t), args.repeats))
+            rows.append((f"max pooling 2 x 2, {what}", *pooled, "max_pool2d", "two maxima"))
         y = x.clone()
         rows.append(("ReLU", timed(lambda: y.relu(), args.repeats), timed(lambda: y.relu_(), args.repeats), "out of place", "in place"))
         same = torch.equal(F.conv2d(x, c4.weight, c4.bias, padding=1), F.conv2d(last, c4.weight, c4.bias, padding=1))

@@ -13,9 +13,8 @@
 //!   whole test split (or `--eval-images N` of it, a seeded subset), batch norm in
 //!   inference mode.
 //! - Batched: one pass over the test images computes the full accuracy and every map of
-//!   every layer's sweep (see `Evaluator::accuracies`), conv layers channels-last
-//!   ([`channels_last`]); the baselines' maps are selections ([`Map::Keep`]), equal ones
-//!   evaluated once.
+//!   every layer's sweep (see `Evaluator::accuracies`); the baselines' maps are
+//!   selections ([`Map::Keep`]), equal ones evaluated once.
 //! - Conv layers: the directions are over channels, fitted with every position of every
 //!   image as a datapoint, and the projection is applied to the channel vector at each
 //!   position (the logits reference repeated at each position of its image).
@@ -38,7 +37,6 @@ use crate::data::rng::Rng;
 use crate::device::DeviceChoice;
 use crate::error::InputError;
 use crate::io::{write_atomic, write_json_atomic};
-use crate::model::ops::is_channels_last;
 use crate::model::Edit;
 use crate::similarity::{self, Keep, KeepRule};
 use anyhow::Context;
@@ -353,27 +351,30 @@ impl Map {
         Map::Keep(keep)
     }
 
-    /// `h` (a layer's output) mapped; conv layers come out channels-last (see
-    /// [`channels_last`]).
+    /// `h` (a layer's output) mapped.
     pub fn apply(&self, h: &Tensor, mean: &Tensor) -> Tensor {
-        let h = channels_last(h);
-        stack(&h, 1, |_, out| self.apply_into(&h, mean, out))
+        stack(h, 1, |_, out| self.apply_into(h, mean, out))
     }
 
     /// `h` mapped, written into `out` (its shape and layout: a block of a stacked batch).
     fn apply_into(&self, h: &Tensor, mean: &Tensor, out: &Tensor) {
         match self {
             Map::Project(p) => {
-                // Over rows of units (each position's channels of a conv layer); the float32
-                // rows promoted to float64 by the subtraction, the result rounded back as
-                // it is copied into `out`.
-                let units = h.size()[1];
+                // A conv layer's block on the CPU in one pass (see `projection`).
+                if h.dim() == 4 && super::projection::project_channels(&h.contiguous(), mean, p, out) {
+                    return;
+                }
+                // Else over rows of units (a conv layer's block transposed to positions x
+                // channels); the float32 rows promoted to float64 by the subtraction, the
+                // result rounded back (and a conv layer's transposed back) as it is copied
+                // into `out`.
+                let size = h.size();
+                let units = size[1];
                 let rows = if h.dim() == 4 { h.permute([0, 2, 3, 1]).reshape([-1, units]) } else { h.shallow_clone() };
                 let mut y = (rows - mean).matmul(p);
                 y += mean;
-                // A view (never a copy) of `out`, channels-last as every stacked block is.
-                let mut target = if out.dim() == 4 { out.permute([0, 2, 3, 1]).view([-1, units]) } else { out.shallow_clone() };
-                target.copy_(&y);
+                let y = if h.dim() == 4 { y.view([size[0], size[2], size[3], units]).permute([0, 3, 1, 2]) } else { y };
+                out.shallow_clone().copy_(&y);
             }
             Map::Keep(keep) => {
                 // `dropped + x * kept`, `kept` 1 or 0 and `dropped` 0 or the mean: a kept
@@ -417,33 +418,17 @@ fn distinct<T>(items: &[T], same: impl Fn(&T, &T) -> bool) -> (Vec<usize>, Vec<u
     (firsts, rep)
 }
 
-/// `copies` blocks shaped like `block`, one after the other along the batch (channels-last
-/// for a conv layer's output), block j written by `fill(j, block j)`: the maps' outputs
-/// written in place, where concatenating them would copy each once more.
+/// `copies` blocks shaped like `block`, one after the other along the batch, block j
+/// written by `fill(j, block j)`: the maps' outputs written in place, where
+/// concatenating them would copy each once more.
 fn stack(block: &Tensor, copies: usize, fill: impl Fn(usize, &Tensor)) -> Tensor {
     let size = block.size();
     let n = size[0] * copies as i64;
-    let options = (block.kind(), block.device());
-    let out = if size.len() == 4 {
-        Tensor::empty([n, size[2], size[3], size[1]], options).permute([0, 3, 1, 2])
-    } else {
-        Tensor::empty([&[n], &size[1..]].concat().as_slice(), options)
-    };
+    let out = Tensor::empty([&[n], &size[1..]].concat().as_slice(), (block.kind(), block.device()));
     for j in 0..copies {
         fill(j, &out.narrow(0, j as i64 * size[0], size[0]));
     }
     out
-}
-
-/// A conv layer's output (N x C x H x W) laid out channels-last, as the evaluations run
-/// the layers above it: libtorch's CPU convolutions are about twice as fast
-/// on that layout for the narrow layers analysed here, with the same numbers
-/// (BENCHMARKS.md, "Compression on channels-last batches"); other tensors as they are.
-fn channels_last(h: &Tensor) -> Tensor {
-    if h.dim() != 4 || is_channels_last(h) {
-        return h.shallow_clone();
-    }
-    h.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
 
 /// The evaluation images: the test split, or `--eval-images N` of it drawn by a seeded
@@ -485,10 +470,9 @@ impl<'a> Evaluator<'a> {
         (0..n).step_by(BATCH as usize).map(move |i| (i, BATCH.min(n - i)))
     }
 
-    /// Evaluation images `start..start + len`, normalised and channels-last (see
-    /// [`channels_last`]: every conv layer then runs on that layout).
+    /// Evaluation images `start..start + len`, normalised.
     fn images(&self, start: i64, len: i64) -> Tensor {
-        channels_last(&self.run.data.normalise(&self.images.narrow(0, start, len)))
+        self.run.data.normalise(&self.images.narrow(0, start, len))
     }
 
     /// The accuracy with all `edits` applied at once (the full network when none).
@@ -508,8 +492,8 @@ impl<'a> Evaluator<'a> {
     /// The full network's accuracy, and for each (layer, mean, maps) the accuracy with
     /// that layer edited by each of its maps in turn (one number per map), batched: per
     /// block of images the network runs once, tapping every layer; then each layer's
-    /// output projected by several maps is stacked into one batch for the layers above
-    /// (channels-last for a conv layer). Equal selections ([`Map::same`]: k = 0 of every
+    /// output projected by several maps is stacked into one batch for the layers above.
+    /// Equal selections ([`Map::same`]: k = 0 of every
     /// method, for one) run once; one that keeps every unit is the full network.
     ///
     /// Memory: a stack of g maps on a block of b images costs about g * b * [`ROW_BYTES`]
@@ -1076,7 +1060,7 @@ fn write_tables(dir: &Path, c: &Compression) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{channels_last, distinct, grid, stack, LayerSpec, Map, Reference};
+    use super::{distinct, grid, stack, LayerSpec, Map, Reference};
     use std::path::PathBuf;
     use tch::{Device, Kind, Tensor};
 
@@ -1090,8 +1074,8 @@ mod tests {
     }
 
     /// A selection gives what the float64 projection by its 0/1 diagonal gives, a
-    /// projection what the plain float64 formula gives (conv layers channels-last, dense
-    /// layers as they are), and stacked maps are the maps one by one.
+    /// projection what the plain float64 formula gives (in the layer's own layout, a conv
+    /// layer's NCHW), and stacked maps are the maps one by one.
     #[test]
     fn maps_give_the_float64_projections_numbers() {
         tch::manual_seed(5);
@@ -1104,10 +1088,15 @@ mod tests {
             let selected = Map::Keep(keep.clone()).apply(&h, &mean);
             assert!(selected.equal(&reference(&h, &mean, &diagonal)), "{shape:?}: selection");
             let projected = Map::Project(p.shallow_clone()).apply(&h, &mean);
-            assert!(projected.equal(&reference(&h, &mean, &p)), "{shape:?}: projection");
-            assert!(channels_last(&projected).data_ptr() == projected.data_ptr(), "{shape:?}: channels-last out");
+            // A conv layer's projection sums in its own order: within a float32 step.
+            let want = reference(&h, &mean, &p);
+            let step = want.abs().to_kind(Kind::Double) * f64::from(f32::EPSILON) + 1e-30;
+            assert!(
+                bool::try_from((&projected - &want).abs().to_kind(Kind::Double).le_tensor(&step).all()).unwrap(),
+                "{shape:?}: projection"
+            );
+            assert!(projected.is_contiguous() && selected.is_contiguous(), "{shape:?}: the layer's own layout");
             let maps = [Map::Project(p.shallow_clone()), Map::Keep(keep.clone())];
-            let h = channels_last(&h);
             let stacked = stack(&h, 2, |j, out| maps[j].apply_into(&h, &mean, out));
             assert!(stacked.equal(&Tensor::cat(&[projected, selected], 0)), "{shape:?}: stacked");
         }
