@@ -493,8 +493,8 @@ impl<'a> Evaluator<'a> {
     /// that layer edited by each of its maps in turn (one number per map), batched: per
     /// block of images the network runs once, tapping every layer; then each layer's
     /// output projected by several maps is stacked into one batch for the layers above.
-    /// Equal selections ([`Map::same`]: k = 0 of every
-    /// method, for one) run once; one that keeps every unit is the full network.
+    /// Equal selections ([`Map::same`]: k = 0 of every method, for one) run once; one
+    /// that keeps every unit is the full network.
     ///
     /// Memory: a stack of g maps on a block of b images costs about g * b * [`ROW_BYTES`]
     /// x (the largest per-image output of the layer and the layers above), which covers

@@ -31,7 +31,8 @@ pub fn project_channels(h: &Tensor, mean: &Tensor, p: &Tensor, out: &Tensor) -> 
     let (mean, p) = (host(mean), host(p));
     assert!(mean.len() == channels && p.len() == channels * channels, "mean and P over the {channels} channels");
     let image = channels * positions;
-    if image == 0 {
+    if images * image == 0 {
+        // Nothing to write (and an empty tensor's data pointer may be null).
         return true;
     }
     // SAFETY: `h` and `out` are contiguous float32 tensors of `images * image` numbers,
@@ -157,6 +158,8 @@ mod tests {
         assert!(!project_channels(&h.transpose(2, 3), &mean, &p, &out), "a strided view");
         assert!(!project_channels(&Tensor::ones([2, 6], opts), &mean, &p, &Tensor::zeros([2, 6], opts)), "dense");
         assert!(!project_channels(&h, &mean, &p, &Tensor::zeros([1, 2, 3, 4], opts)), "another shape");
+        let none = Tensor::zeros([0, 2, 3, 3], opts);
+        assert!(project_channels(&none, &mean, &p, &none.zeros_like()), "no images: nothing to do");
         assert!(bool::try_from(out.eq(0.0).all()).unwrap(), "nothing written");
     }
 }
