@@ -65,7 +65,7 @@ pub fn read_config(dir: &Path) -> anyhow::Result<crate::config::Config> {
     if !path.exists() {
         return Err(not_a_run(dir).into());
     }
-    Ok(crate::config::Config::load(&path, &[])?)
+    Ok(crate::config::Config::load_resolved(&path)?)
 }
 
 fn not_a_run(dir: &Path) -> InputError {

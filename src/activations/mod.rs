@@ -64,6 +64,77 @@ impl LayerSet {
             LayerSet::Pairwise { layers, .. } => &layers[i],
         }
     }
+
+    pub fn len(&self) -> usize {
+        match self {
+            LayerSet::Summarised(l) => l.len(),
+            LayerSet::Pairwise { layers, .. } => layers.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// What comparing layer `i` with layers `js` of `other` takes, per form, estimated
+    /// from the shapes ([`summary::summary_bytes`]); PWCCA and CKA keep no summary, so
+    /// their layers stay as they are and each pair makes float64 copies of both.
+    pub fn bytes(&self, i: usize, other: &LayerSet, js: &[usize]) -> Vec<summary::Bytes> {
+        match (self, other) {
+            (LayerSet::Summarised(a), LayerSet::Summarised(b)) => summary::summary_bytes(a, i, b, js),
+            _ => {
+                let raw = 4 * self.layer(i).numel() as i64;
+                vec![summary::Bytes { made: 4 * raw, compact: 0 }]
+            }
+        }
+    }
+
+    /// Layers `js` of `other` grouped by the form layer `i` takes against them (one group
+    /// for methods compared pair by pair).
+    pub fn form_groups(&self, i: usize, other: &LayerSet, js: &[usize]) -> Vec<Vec<usize>> {
+        match (self, other) {
+            (LayerSet::Summarised(a), LayerSet::Summarised(b)) => summary::form_groups(a, i, b, js).into_iter().map(|(_, g)| g).collect(),
+            _ => vec![js.to_vec()],
+        }
+    }
+
+    /// Keeps of layer `i` only what later comparisons need: its summaries made so far,
+    /// compacted ([`Layers::compact`]); PWCCA and CKA need the layer itself.
+    pub fn compact(&mut self, i: usize) {
+        if let LayerSet::Summarised(l) = self {
+            l.compact(i);
+        }
+    }
+
+    /// Compacts the summaries of layer `i` made so far, keeping the layer to make more.
+    pub fn compact_summaries(&mut self, i: usize) {
+        if let LayerSet::Summarised(l) = self {
+            l.compact_summaries(i);
+        }
+    }
+
+    /// Drops layer `i`'s data and summaries (its comparisons are done).
+    pub fn release(&mut self, i: usize) {
+        match self {
+            LayerSet::Summarised(l) => l.release(i),
+            LayerSet::Pairwise { layers, .. } => layers[i] = summary::stand_in(&layers[i]),
+        }
+    }
+
+    /// No side-by-side copies of summaries ([`Layers::with_joined_budget`]): an analysis
+    /// streamed through a memory budget counts every byte.
+    pub fn without_joined_copies(self) -> LayerSet {
+        match self {
+            LayerSet::Summarised(l) => LayerSet::Summarised(l.with_joined_budget(0)),
+            pairwise => pairwise,
+        }
+    }
+}
+
+/// Stand-ins of `layers`' shapes (one element each, expanded): for plans made from the
+/// shapes alone.
+pub fn shapes_only(layers: &[Tensor]) -> Vec<Tensor> {
+    layers.iter().map(summary::stand_in).collect()
 }
 
 /// The similarity of layer `i` of `a` with layer `j` of `b` (`None`, with a warning,
@@ -81,9 +152,14 @@ pub fn similarity(a: &mut LayerSet, i: usize, b: &mut LayerSet, j: usize) -> Opt
 /// ([`summary::summarise_rows`]); the rows then find them made. Nothing to do for
 /// methods compared pair by pair.
 pub fn summarise_rows(a: &mut LayerSet, is: &[usize], b: &LayerSet) {
+    let js: Vec<usize> = (0..b.len()).collect();
+    summarise_against(a, is, b, &js);
+}
+
+/// [`summarise_rows`] for the comparisons with layers `js` of `b` only.
+pub fn summarise_against(a: &mut LayerSet, is: &[usize], b: &LayerSet, js: &[usize]) {
     if let (LayerSet::Summarised(a), LayerSet::Summarised(b)) = (a, b) {
-        let js: Vec<usize> = (0..b.len()).collect();
-        summary::summarise_rows(a, is, b, &js);
+        summary::summarise_rows(a, is, b, js);
     }
 }
 

@@ -120,20 +120,96 @@ pub fn list(run: &Path) -> Vec<(u64, PathBuf)> {
 
 /// The stored activations of `layers` at one file, float32 on `device`; the input layer
 /// ([`INPUT`]) is not in the file but taken from `probe` (the probe the file was recorded
-/// on, drawn again from the data).
+/// on, drawn again from the data). Only the tensors asked for are read, so an analysis
+/// streaming its layers through a memory budget holds no more of the file than those.
 pub fn load(path: &Path, layers: &[String], probe: &Probe, device: Device) -> anyhow::Result<Vec<Tensor>> {
-    let saved: std::collections::HashMap<String, Tensor> =
-        Tensor::read_safetensors(path).with_context(|| format!("cannot read {}", path.display()))?.into_iter().collect();
+    let header = read_header(path)?;
+    let mut file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     layers
         .iter()
         .map(|l| {
             if l == INPUT {
                 return Ok(record::input(probe).to_device(device));
             }
-            saved
-                .get(l)
-                .map(|t| t.to_kind(Kind::Float).to_device(device))
-                .ok_or_else(|| InputError::new(format!("{}: no activations of layer '{l}'", path.display())).into())
+            let t = header.get(l).ok_or_else(|| InputError::new(format!("{}: no activations of layer '{l}'", path.display())))?;
+            Ok(t.read(&mut file, path)?.to_kind(Kind::Float).to_device(device))
+        })
+        .collect()
+}
+
+/// The shapes of `layers` in one file (the input layer's from `probe`), without reading
+/// their data.
+pub fn shapes(path: &Path, layers: &[String], probe: &Probe) -> anyhow::Result<Vec<Vec<i64>>> {
+    let header = read_header(path)?;
+    layers
+        .iter()
+        .map(|l| {
+            if l == INPUT {
+                return Ok(probe.images.size());
+            }
+            Ok(header.get(l).ok_or_else(|| InputError::new(format!("{}: no activations of layer '{l}'", path.display())))?.shape.clone())
+        })
+        .collect()
+}
+
+/// One tensor's entry in a safetensors header.
+#[derive(Debug, Deserialize)]
+struct Stored {
+    dtype: String,
+    shape: Vec<i64>,
+    data_offsets: [u64; 2],
+    /// Where the data begins in the file (after the header); not in the JSON.
+    #[serde(skip)]
+    base: u64,
+}
+
+impl Stored {
+    /// Reads this tensor's bytes (float32 or float16, little-endian) from `file`.
+    fn read(&self, file: &mut std::fs::File, path: &Path) -> anyhow::Result<Tensor> {
+        use std::io::{Read, Seek, SeekFrom};
+        let (kind, size) = match self.dtype.as_str() {
+            "F32" => (Kind::Float, 4),
+            "F16" => (Kind::Half, 2),
+            other => return Err(InputError::new(format!("{}: dtype {other} is not float32 or float16", path.display())).into()),
+        };
+        let len = self.data_offsets[1].checked_sub(self.data_offsets[0]).unwrap_or(u64::MAX);
+        let elements: i64 = self.shape.iter().product();
+        if len != elements as u64 * size {
+            return Err(
+                InputError::new(format!("{}: a tensor of shape {:?} does not fill its {len} bytes", path.display(), self.shape)).into()
+            );
+        }
+        let mut bytes = vec![0u8; len as usize];
+        file.seek(SeekFrom::Start(self.base + self.data_offsets[0]))
+            .and_then(|_| file.read_exact(&mut bytes))
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(Tensor::from_data_size(&bytes, &self.shape, kind))
+    }
+}
+
+/// The tensors a safetensors file holds, by name, from its header: an 8-byte
+/// little-endian length, then that much JSON.
+fn read_header(path: &Path) -> anyhow::Result<std::collections::HashMap<String, Stored>> {
+    use std::io::Read;
+    let bad = |why: String| InputError::new(format!("{}: not a safetensors file ({why})", path.display()));
+    let mut file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|e| bad(e.to_string()))?;
+    let len = u64::from_le_bytes(len);
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if len > size.saturating_sub(8) {
+        return Err(bad(format!("a header of {len} bytes in a file of {size}")).into());
+    }
+    let mut json = vec![0u8; len as usize];
+    file.read_exact(&mut json).map_err(|e| bad(e.to_string()))?;
+    let value: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&json).map_err(|e| bad(e.to_string()))?;
+    value
+        .into_iter()
+        .filter(|(name, _)| name != "__metadata__")
+        .map(|(name, v)| {
+            let mut t: Stored = serde_json::from_value(v).map_err(|e| bad(format!("tensor '{name}': {e}")))?;
+            t.base = 8 + len;
+            Ok((name, t))
         })
         .collect()
 }

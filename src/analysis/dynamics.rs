@@ -92,6 +92,8 @@ pub struct AnalyzeSummary {
     pub skipped: usize,
     pub seconds_recording: f64,
     pub seconds_analysing: f64,
+    /// How this call went through its memory budget (none when nothing was left to do).
+    pub memory: Option<super::memory::MemoryPlan>,
 }
 
 /// Where activations come from.
@@ -108,6 +110,33 @@ impl Source {
         match self {
             Source::Replay { run, .. } => run.checkpoints.iter().map(|c| c.0).collect(),
             Source::Store { files, .. } => files.iter().map(|c| c.0).collect(),
+        }
+    }
+
+    /// The shapes of `layers`' activations on the whole probe, as stand-ins (see
+    /// [`crate::activations::shapes_only`]), without recording them: from two datapoints
+    /// of the final checkpoint, or the stored file's header.
+    fn shapes(&mut self, step: u64, layers: &[String]) -> anyhow::Result<Vec<Tensor>> {
+        let stand_in = |shape: Vec<i64>, device: Device| Tensor::zeros([1], (tch::Kind::Float, device)).expand(shape.as_slice(), false);
+        match self {
+            Source::Replay { run, probe } => {
+                run.load_step(step)?;
+                let n = probe.images.size()[0];
+                let two = Probe { indices: probe.indices.iter().take(2).copied().collect(), images: probe.images.narrow(0, 0, n.min(2)) };
+                let acts = record::record(&run.net, &two, layers)?;
+                Ok(acts
+                    .iter()
+                    .map(|a| {
+                        let mut shape = a.size();
+                        shape[0] = n;
+                        stand_in(shape, a.device())
+                    })
+                    .collect())
+            }
+            Source::Store { files, probe, device } => {
+                let path = &files.iter().find(|c| c.0 == step).expect("listed").1;
+                Ok(store::shapes(path, layers, probe)?.into_iter().map(|s| stand_in(s, *device)).collect())
+            }
         }
     }
 
@@ -143,6 +172,8 @@ pub(crate) struct Plan {
     pub what: &'static str,
     /// The input layer's row, once computed: the same at every step.
     input_row: RefCell<Option<Vec<Option<f64>>>>,
+    /// The same by final layer, for rows computed a column block at a time.
+    input_cells: RefCell<std::collections::HashMap<usize, Option<f64>>>,
 }
 
 impl Plan {
@@ -165,12 +196,6 @@ impl Plan {
         let perm = Tensor::from_slice(&Rng::stream(self.config.analysis.seed, &[0x73687566]).permutation(n)).to_device(self.device);
         let mut permuted = LayerSet::new(vec![layer.index_select(0, &perm)], &self.config);
         similarity(&mut permuted, 0, finals, x)
-    }
-
-    /// A step's matrix: each layer of `step` against each layer of `finals`.
-    pub fn matrix(&self, step: &mut LayerSet, finals: &mut LayerSet, bar: &indicatif::ProgressBar) -> Vec<Vec<Option<f64>>> {
-        self.summarise_rows(step, &self.layers, finals);
-        (0..self.layers.len()).map(|i| self.row(step, i, &self.layers[i], finals, bar)).collect()
     }
 
     /// Makes the summaries the rows of `step`'s layers (the analysed layers `names`, in
@@ -199,10 +224,90 @@ impl Plan {
         }
         row
     }
+
+    /// The part of the row of layer `x` of `step` (the analysed layer `layer`) against
+    /// layers `columns` of `finals` (the analysed layers `global`, in order). The input
+    /// layer's cells are computed once and reused: the input does not change.
+    fn row_part(&self, step: &mut LayerSet, x: usize, layer: &str, finals: &mut LayerSet, global: &[usize]) -> Vec<Option<f64>> {
+        let local: Vec<usize> = (0..global.len()).collect();
+        if layer != INPUT {
+            return similarities(step, x, finals, &local);
+        }
+        let known: Option<Vec<Option<f64>>> = {
+            let cells = self.input_cells.borrow();
+            global.iter().map(|j| cells.get(j).copied()).collect()
+        };
+        if let Some(row) = known {
+            return row;
+        }
+        let row = similarities(step, x, finals, &local);
+        self.input_cells.borrow_mut().extend(global.iter().copied().zip(row.iter().copied()));
+        row
+    }
+
+    /// The final network's layers `columns`, recorded and summarised in every form the
+    /// rows will ask for, then compacted to what the rows need ([`LayerSet::compact`]);
+    /// with `baselines`, the shuffled baseline of each is computed first (it needs the
+    /// layer itself) and stored there. `shapes` holds every analysed layer (stand-ins
+    /// will do): the rows' side.
+    fn finals(
+        &mut self,
+        columns: &[usize],
+        shapes: &LayerSet,
+        side_by_side: bool,
+        baselines: Option<&mut Vec<Option<Option<f64>>>>,
+        at: &dyn Fn() -> String,
+    ) -> anyhow::Result<LayerSet> {
+        let names: Vec<String> = columns.iter().map(|&j| self.layers[j].clone()).collect();
+        let acts = self.activations(self.total, &names)?;
+        let mut set = LayerSet::new(acts, &self.config);
+        if !side_by_side {
+            set = set.without_joined_copies();
+        }
+        if let Some(baselines) = baselines {
+            for (x, &j) in columns.iter().enumerate() {
+                crate::preempt::check(at)?;
+                baselines[j] = Some(self.shuffled(&mut set, x));
+            }
+        }
+        let all: Vec<usize> = (0..columns.len()).collect();
+        if side_by_side {
+            crate::activations::summarise_rows(&mut set, &all, shapes);
+        } else {
+            // A layer and a form at a time, each compacted once made: only the largest
+            // form's data is ever held (see `super::memory`).
+            let every: Vec<usize> = (0..shapes.len()).collect();
+            for &x in &all {
+                // Largest first: its data is then held beside no compacted summary.
+                let mut groups: Vec<(i64, Vec<usize>)> = set
+                    .form_groups(x, shapes, &every)
+                    .into_iter()
+                    .map(|g| (set.bytes(x, shapes, &g).iter().map(|b| b.made).sum(), g))
+                    .collect();
+                groups.sort_by_key(|g| std::cmp::Reverse(g.0));
+                for (_, group) in groups {
+                    crate::preempt::check(at)?;
+                    crate::activations::summarise_against(&mut set, &[x], shapes, &group);
+                    set.compact_summaries(x);
+                }
+                set.compact(x);
+            }
+        }
+        for x in all {
+            set.compact(x);
+        }
+        Ok(set)
+    }
 }
 
 /// Analyses the run in `run` on `device` (default: the config's training device).
 pub fn analyze(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<AnalyzeSummary> {
+    analyze_within(run, device, None)
+}
+
+/// [`analyze`] within `budget` (default: `analysis.memory_mib`'s, see
+/// [`super::memory::Budget::of`]).
+pub fn analyze_within(run: &Path, device: Option<DeviceChoice>, budget: Option<super::memory::Budget>) -> anyhow::Result<AnalyzeSummary> {
     let _lock = crate::run_dir::lock_run(run, crate::run_dir::Access::Exclusive)?;
     let mut plan = plan(run, device)?;
     let (total, layers) = (plan.total, plan.layers.clone());
@@ -210,6 +315,7 @@ pub fn analyze(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<Analy
     let todo = results.missing(&plan.steps);
     let baseline_path = plan.baseline_path();
     let (mut seconds_recording, mut seconds_analysing) = (0.0, 0.0);
+    let mut used = None;
     if !todo.is_empty() || !baseline_path.exists() {
         tracing::info!(
             "analysing {} of {} checkpoints ({} layers, {} pairs each) from {}",
@@ -219,39 +325,90 @@ pub fn analyze(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<Analy
             layers.len() * layers.len(),
             plan.what
         );
-        let t = Instant::now();
-        let finals = plan.activations(total, &layers)?;
-        seconds_recording += t.elapsed().as_secs_f64();
-        record::warn_if_small(finals[0].size()[0] as usize, &layers, &finals);
-        crate::activations::conv_dense_fallbacks(&plan.config, &layers, &finals, finals.iter().any(|f| f.dim() == 2));
-        // Each final layer is summarised once for the whole analysis (the baselines and
-        // every row), each layer of a checkpoint once for its row.
-        let mut final_set = LayerSet::new(finals.iter().map(Tensor::shallow_clone).collect(), &plan.config);
+        let shapes = plan.source.shapes(total, &layers)?;
+        record::warn_if_small(shapes[0].size()[0] as usize, &layers, &shapes);
+        crate::activations::conv_dense_fallbacks(&plan.config, &layers, &shapes, shapes.iter().any(|f| f.dim() == 2));
+        let shapes = LayerSet::new(shapes, &plan.config);
+        let budget = budget.unwrap_or_else(|| super::memory::Budget::of(plan.config.analysis.memory_mib));
+        let memory = super::memory::plan(&shapes, &layers, budget)?;
+        tracing::info!("{}", memory.describe());
+        let side_by_side = memory.side_by_side;
+        let at = || format!("while analysing {} (steps done so far are kept)", run.display());
+
+        // The final summaries, kept for the whole analysis where one block holds them;
+        // the shuffled baselines are made with them, the first time they are made.
+        let mut kept: Option<LayerSet> = None;
         if !baseline_path.exists() {
             let t = Instant::now();
-            let shuffled: Vec<Option<f64>> = (0..finals.len()).map(|x| plan.shuffled(&mut final_set, x)).collect();
+            let mut baselines: Vec<Option<Option<f64>>> = vec![None; layers.len()];
+            let stop = || format!("while computing the shuffled baselines of {} (none is kept)", run.display());
+            for block in &memory.blocks {
+                let set = plan.finals(&block.columns, &shapes, side_by_side, Some(&mut baselines), &stop)?;
+                if memory.finals_kept() {
+                    kept = Some(set);
+                }
+            }
+            let shuffled: Vec<Option<f64>> = baselines.into_iter().map(|b| b.expect("every column in one block")).collect();
             write_json_atomic(&baseline_path, &shuffled)?;
             seconds_analysing += t.elapsed().as_secs_f64();
         }
+
         let bar = comparisons_bar((todo.len() * layers.len() * layers.len()) as u64);
-        let at = || format!("while analysing {} (steps done so far are kept)", run.display());
         results.compute(&todo, at, |&step| {
             bar.set_message(format!("step {step}"));
-            let t = Instant::now();
-            // The final checkpoint's layers are the final set's: its summaries serve.
-            let mut set = if step == total { final_set.sharing() } else { LayerSet::new(plan.activations(step, &layers)?, &plan.config) };
-            seconds_recording += t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            let matrix = plan.matrix(&mut set, &mut final_set, &bar);
-            let seconds = t.elapsed().as_secs_f64();
+            let stop = || format!("during step {step}'s analysis: {}", at());
+            let mut matrix = vec![vec![None; layers.len()]; layers.len()];
+            let mut seconds = 0.0;
+            for block in &memory.blocks {
+                let t = Instant::now();
+                if kept.is_none() || !memory.finals_kept() {
+                    kept = None; // the previous block's, freed before the next is made
+                    kept = Some(plan.finals(&block.columns, &shapes, side_by_side, None, &stop)?);
+                }
+                let finals = kept.as_mut().expect("made above");
+                seconds_recording += t.elapsed().as_secs_f64();
+                for rows in &block.rows {
+                    crate::preempt::check(stop)?;
+                    let t = Instant::now();
+                    let names: Vec<String> = rows.iter().map(|&i| layers[i].clone()).collect();
+                    // The final checkpoint's layers are the final set's: its summaries serve.
+                    let whole = rows.len() == layers.len() && block.columns.len() == layers.len();
+                    let mut set = if step == total && whole {
+                        finals.sharing()
+                    } else {
+                        LayerSet::new(plan.activations(step, &names)?, &plan.config)
+                    };
+                    seconds_recording += t.elapsed().as_secs_f64();
+                    let t = Instant::now();
+                    let local: Vec<usize> = (0..rows.len()).collect();
+                    if side_by_side {
+                        let known = plan.input_cells.borrow().len() == layers.len();
+                        let needed: Vec<usize> = local.iter().copied().filter(|&x| !(known && names[x] == INPUT)).collect();
+                        crate::activations::summarise_rows(&mut set, &needed, finals);
+                    }
+                    for (x, &i) in rows.iter().enumerate() {
+                        crate::preempt::check(stop)?;
+                        let part = plan.row_part(&mut set, x, &layers[i], finals, &block.columns);
+                        for (&j, v) in block.columns.iter().zip(part) {
+                            matrix[i][j] = v;
+                        }
+                        bar.inc(block.columns.len() as u64);
+                        if !side_by_side {
+                            set.release(x);
+                        }
+                    }
+                    seconds += t.elapsed().as_secs_f64();
+                }
+            }
             seconds_analysing += seconds;
             Ok(StepResult { step, fraction: step as f64 / total as f64, layers: layers.clone(), matrix, seconds })
         })?;
         bar.finish_and_clear();
+        used = Some(memory);
     }
     let dynamics = tables(&plan)?;
     let (computed, skipped) = (todo.len(), plan.steps.len() - todo.len());
-    Ok(AnalyzeSummary { dir: plan.dir, dynamics, computed, skipped, seconds_recording, seconds_analysing })
+    Ok(AnalyzeSummary { dir: plan.dir, dynamics, computed, skipped, seconds_recording, seconds_analysing, memory: used })
 }
 
 /// A progress bar over `n` comparisons.
@@ -291,7 +448,20 @@ pub(crate) fn plan(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<P
     let results = Results::new(steps_dir, |s| format!("step-{s:08}.json"));
     super::settings::check_or_write(&settings_path, &settings)?;
 
-    Ok(Plan { config, device, total, layers, source, steps, settings, results, dir, what, input_row: RefCell::new(None) })
+    Ok(Plan {
+        config,
+        device,
+        total,
+        layers,
+        source,
+        steps,
+        settings,
+        results,
+        dir,
+        what,
+        input_row: RefCell::new(None),
+        input_cells: RefCell::default(),
+    })
 }
 
 /// Builds the tables from the per-step results on disk (all of them must be there):

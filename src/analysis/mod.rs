@@ -1,6 +1,7 @@
 //! Analyses of trained runs.
 //!
 //! - [`dynamics`]: `svcca analyze RUN_DIR`, the tables in `RUN_DIR/analysis/`.
+//! - [`memory`]: its memory budget: the estimate, and how the work streams through it.
 //! - [`shard`]: the same work split over the tasks of a job array, then merged.
 //! - [`runs`]: a trained run opened at a checkpoint.
 //! - [`compression`], [`classes`], [`dimensionality`]: `svcca analyze RUN_DIR
@@ -15,6 +16,7 @@ pub mod compare_runs;
 pub mod compression;
 pub mod dimensionality;
 pub mod dynamics;
+pub mod memory;
 pub mod projection;
 pub mod results;
 pub mod runs;

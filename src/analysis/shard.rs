@@ -217,7 +217,7 @@ fn merge_plan(plan: Plan) -> anyhow::Result<AnalyzeSummary> {
     tracing::info!("merged the units of {} checkpoints into {}", merged.computed, plan.dir.display());
     let dynamics = dynamics::tables(&plan)?;
     let (computed, skipped) = (merged.computed, merged.skipped);
-    Ok(AnalyzeSummary { dir: plan.dir, dynamics, computed, skipped, seconds_recording: 0.0, seconds_analysing: 0.0 })
+    Ok(AnalyzeSummary { dir: plan.dir, dynamics, computed, skipped, seconds_recording: 0.0, seconds_analysing: 0.0, memory: None })
 }
 
 #[cfg(test)]

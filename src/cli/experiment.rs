@@ -62,9 +62,8 @@ pub struct FreezeArgs {
     /// Overrides the config's train.device.
     #[arg(long, value_enum)]
     device: Option<DeviceChoice>,
-    /// Overrides one config key, e.g. --set train.steps=20 (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
+    #[command(flatten)]
+    edits: super::ConfigEdits,
 }
 
 impl ExperimentCommand {
@@ -73,7 +72,7 @@ impl ExperimentCommand {
             ExperimentCommand::Freeze(a) => a,
             ExperimentCommand::ToyRegression(a) => return a.run(),
         };
-        let config = crate::config::Config::load(&a.config, &super::overrides(&a.set, a.device))?;
+        let config = crate::config::Config::load(&a.config, &a.edits.overrides(a.device))?;
         if config.sweep.is_some() {
             return Err(crate::error::InputError::new(format!(
                 "{}: has a [sweep]; compare its variants with `svcca sweep {} --report`, or remove the [sweep] table",

@@ -63,13 +63,29 @@ impl Cli {
     }
 }
 
-/// The `--set` overrides with `--device`, when given, as the last one.
-fn overrides(set: &[String], device: Option<crate::device::DeviceChoice>) -> Vec<String> {
-    let mut all = set.to_vec();
-    if let Some(d) = device {
-        all.push(format!("train.device=\"{}\"", format!("{d:?}").to_lowercase()));
+/// `--set KEY=VALUE` and `--unset KEY`: changes to a config's keys on the command line.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct ConfigEdits {
+    /// Overrides one config key, e.g. --set train.steps=20 (repeatable). train.steps and
+    /// train.epochs replace each other.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Removes one config key, so its default applies, e.g. --unset train.epochs (repeatable).
+    #[arg(long = "unset", value_name = "KEY")]
+    unset: Vec<String>,
+}
+
+impl ConfigEdits {
+    /// The overrides, in the order the config applies them: the removals, the `--set`s,
+    /// then `--device` when given.
+    fn overrides(&self, device: Option<crate::device::DeviceChoice>) -> Vec<String> {
+        let mut all: Vec<String> = self.unset.iter().map(|k| crate::config::unset(k)).collect();
+        all.extend(self.set.iter().cloned());
+        if let Some(d) = device {
+            all.push(format!("train.device=\"{}\"", format!("{d:?}").to_lowercase()));
+        }
+        all
     }
-    all
 }
 
 /// Output cut short by the reader (`svcca compare ... | head`) is not an error.

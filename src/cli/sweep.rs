@@ -23,9 +23,9 @@ pub struct SweepArgs {
     /// The sweep's folder (default: sweep.out, else runs/<config name>).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Overrides one config key for every variant, e.g. --set train.steps=20 (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
+    /// Config changes for every variant.
+    #[command(flatten)]
+    edits: super::ConfigEdits,
     /// sbatch template to fill in instead of the built-in scripts/slurm/sweep.sbatch.
     #[arg(long, value_name = "FILE")]
     template: Option<PathBuf>,
@@ -57,7 +57,7 @@ pub struct SweepArgs {
 
 impl SweepArgs {
     pub fn run(self) -> anyhow::Result<()> {
-        let sweep = Sweep::load(&self.config, &self.set, self.out.clone())?;
+        let sweep = Sweep::load(&self.config, &self.edits.overrides(None), self.out.clone())?;
         // The sweep folder's own files (slurm/, report/); each variant's run folder has
         // its own lock.
         let _lock = match self.submit || self.report {
@@ -69,7 +69,10 @@ impl SweepArgs {
             o.time = self.time.or(o.time);
             o.gpus = self.gpus.or(o.gpus);
             o.cpus_per_task = self.cpus_per_task.or(o.cpus_per_task);
-            o.mem = self.mem.or(o.mem);
+            o.mem = match self.mem.or(o.mem) {
+                Some(m) => Some(m),
+                None => Some(slurm::default_mem(&sweep)?),
+            };
             o.partition = self.partition.or(o.partition);
             o.max_parallel = self.max_parallel.or(o.max_parallel);
             o.signal_seconds = self.signal_seconds.unwrap_or(o.signal_seconds);

@@ -16,9 +16,8 @@ pub struct TrainArgs {
     /// Overrides the config's train.device (for `svcca run`, the analysis's too).
     #[arg(long, value_enum)]
     pub(super) device: Option<DeviceChoice>,
-    /// Overrides one config key, e.g. --set train.steps=20 (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub(super) set: Vec<String>,
+    #[command(flatten)]
+    pub(super) edits: super::ConfigEdits,
     /// A config with a [sweep]: the variant to run (default: $SLURM_ARRAY_TASK_ID);
     /// --out is then the sweep's folder. `svcca sweep CONFIG --list` lists them.
     #[arg(long, value_name = "I")]
@@ -29,7 +28,7 @@ impl TrainArgs {
     /// The config and run folder these arguments name: `--set` and `--device` applied,
     /// the sweep variant chosen (see `crate::sweep::resolve`).
     pub(super) fn resolve(&self) -> anyhow::Result<(crate::config::Config, PathBuf)> {
-        crate::sweep::resolve(&self.config, &super::overrides(&self.set, self.device), self.out.clone(), self.variant)
+        crate::sweep::resolve(&self.config, &self.edits.overrides(self.device), self.out.clone(), self.variant)
     }
 
     pub fn run(self) -> anyhow::Result<()> {
@@ -64,6 +63,35 @@ impl TrainArgs {
 pub enum DataCommand {
     /// Download a dataset, check its checksum and unpack it.
     Fetch(FetchArgs),
+    /// Write the built-in synthetic images in a dataset's own file format (CIFAR-10's
+    /// binary batches, MNIST's IDX files), to run a config made for that dataset without
+    /// it: `svcca data synthetic cifar10 --dir data`.
+    Synthetic(SyntheticArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Writable {
+    Cifar10,
+    Mnist,
+    FashionMnist,
+}
+
+#[derive(Debug, Args)]
+pub struct SyntheticArgs {
+    dataset: Writable,
+    /// Folder to write into (CIFAR-10: DIR/cifar-10-batches-bin); existing files are
+    /// never overwritten.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Training images.
+    #[arg(long, default_value_t = 50_000)]
+    train: usize,
+    /// Test images.
+    #[arg(long, default_value_t = 10_000)]
+    test: usize,
+    /// Seed of the images (the synthetic set's data.seed).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -94,6 +122,17 @@ impl DataCommand {
                 let md5 = a.md5.or_else(|| std::env::var(fetch::MD5_ENV).ok()).unwrap_or_else(|| fetch::CIFAR10_MD5.into());
                 let dir = fetch::cifar10(&a.dir, &url, &md5)?;
                 println!("{}", dir.display());
+                Ok(())
+            }
+            DataCommand::Synthetic(a) => {
+                let dataset = match a.dataset {
+                    Writable::Cifar10 => crate::config::DatasetName::Cifar10,
+                    Writable::Mnist => crate::config::DatasetName::Mnist,
+                    Writable::FashionMnist => crate::config::DatasetName::FashionMnist,
+                };
+                for f in crate::data::generated::write(dataset, &a.dir, a.seed, a.train, a.test)? {
+                    println!("{}", f.display());
+                }
                 Ok(())
             }
         }

@@ -15,7 +15,7 @@ use crate::similarity::{ConvDense, ConvMethod, DftCut, KeepRule, Method};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-pub use overrides::apply_override;
+pub use overrides::{apply_override, unset};
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -443,6 +443,13 @@ pub struct AnalysisConfig {
     pub layers: Option<Vec<String>>,
     /// Analyse only every n-th checkpoint (the first and the last always).
     pub every_nth: usize,
+    /// Memory (MiB) the learning-dynamics analysis plans for: it estimates its peak before
+    /// it starts, streams the layers through this much, and refuses at once where even
+    /// one layer at a time cannot fit (see `analysis::memory`). Default: a quarter of the
+    /// memory available when it starts (within a cgroup's limit, as under Slurm). A
+    /// resource, not a result: changing it changes no number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
 }
 
 impl Default for AnalysisConfig {
@@ -460,6 +467,7 @@ impl Default for AnalysisConfig {
             dft_cut: DftCut::Global,
             layers: None,
             every_nth: 1,
+            memory_mib: None,
         }
     }
 }
@@ -478,6 +486,9 @@ impl AnalysisConfig {
         }
         if self.every_nth == 0 {
             return bad("analysis.every_nth", "0: must be at least 1".into());
+        }
+        if let Some(m) = self.memory_mib.filter(|&m| m < 64) {
+            return bad("analysis.memory_mib", format!("{m}: must be at least 64 (MiB)"));
         }
         if let Some(layers) = &self.layers {
             if layers.is_empty() {
@@ -629,11 +640,30 @@ fn bad(key: &str, msg: String) -> Check {
 }
 
 impl Config {
-    /// Reads `path`, applies `overrides` (`key=value`, dotted keys) in order, and checks
-    /// every value. Errors name the file and line, or the `--set` at fault.
+    /// Reads `path`, applies `overrides` (`key=value`, dotted keys, or `-key` to remove
+    /// one: see [`apply_override`]) in order, and checks every value. Errors name the
+    /// file and line, or the `--set` at fault.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Config, InputError> {
         let text = std::fs::read_to_string(path).map_err(|e| InputError::new(format!("{}: cannot read config: {e}", path.display())))?;
         Self::parse(&text, &path.display().to_string(), overrides)
+    }
+
+    /// Reads the resolved config a run folder keeps (`path`, its `config.toml`).
+    ///
+    /// svcca before 0.1's round-trip fix wrote `train.steps` (what ran) beside the
+    /// config's `train.epochs`; such a file is read as its steps, so that the runs it
+    /// describes can still be resumed and analysed.
+    pub fn load_resolved(path: &Path) -> Result<Config, InputError> {
+        let text = std::fs::read_to_string(path).map_err(|e| InputError::new(format!("{}: cannot read config: {e}", path.display())))?;
+        Self::parse_resolved(&text, &path.display().to_string())
+    }
+
+    /// [`Config::load_resolved`] from text; `name` is what errors call it.
+    pub fn parse_resolved(text: &str, name: &str) -> Result<Config, InputError> {
+        let table: Option<toml::Table> = toml::from_str(text).ok();
+        let both = table.as_ref().and_then(|t| t.get("train")).is_some_and(|t| t.get("steps").is_some() && t.get("epochs").is_some());
+        let drop_epochs = if both { vec!["-train.epochs".to_string()] } else { Vec::new() };
+        Self::parse(text, name, &drop_epochs)
     }
 
     /// As [`Config::load`], from text; `name` is what errors call it.
@@ -682,12 +712,18 @@ impl Config {
 
     /// Fills in what depends on the dataset: the number of steps. `train_size` is the
     /// number of training images actually used.
+    ///
+    /// The result reads back as what ran: `train.epochs` becomes the `train.steps` it
+    /// came to (and is dropped, since a config gives one or the other), so the run
+    /// folder's `config.toml` is a config that `train`, `analyze`, a resume and `--set`
+    /// all accept as it is.
     pub fn resolve(mut self, train_size: usize) -> Config {
         if self.train.steps.is_none() {
             let per_epoch = (train_size / self.train.batch_size).max(1) as f64;
             let epochs = self.train.epochs.unwrap_or(DEFAULT_EPOCHS);
             self.train.steps = Some((epochs * per_epoch).ceil().max(1.0) as u64);
         }
+        self.train.epochs = None;
         if self.model.width.is_none() && self.model.arch != Arch::Linear {
             self.model.width = Some(ModelConfig::default_width(self.model.arch));
         }

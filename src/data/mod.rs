@@ -8,6 +8,7 @@
 pub mod augment;
 pub mod cifar;
 pub mod fetch;
+pub mod generated;
 pub mod idx;
 pub mod rng;
 pub mod synthetic;

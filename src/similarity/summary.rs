@@ -160,17 +160,103 @@ impl Summary {
     /// centring term, and as narrow as the kept directions.
     fn whitened(&self) -> Tensor {
         let Some(w) = &self.whitening else { return self.data.shallow_clone() };
-        let centred = match &self.mean {
-            Some(m) => &self.data - m,
-            None => self.data.shallow_clone(),
-        };
-        products(&centred, w)
+        // (X - 1 m) W = X W - 1 (m W): no centred copy of the data, which for a conv
+        // layer's spectrum is the largest thing an analysis holds.
+        let z = products(&self.data, w);
+        match &self.mean {
+            Some(m) => z - m.matmul(w),
+            None => z,
+        }
     }
 
     /// The columns of [`Summary::whitened`].
     fn whitened_width(&self) -> i64 {
         self.whitening.as_ref().unwrap_or(&self.data).size()[2]
     }
+
+    /// The same summary holding only its whitened `Z` (as the Gram route's does): all
+    /// that a comparison needs of it on either side, since `Z_a' Z_b` are the canonical
+    /// correlations' matrix and a product with `Z` needs no centring term. It is as
+    /// narrow as the kept directions, so an analysis keeps the final network's
+    /// summaries this way while its checkpoints stream past them.
+    fn compact(&self) -> Summary {
+        Summary {
+            data: self.whitened(),
+            mean: None,
+            whitening: None,
+            kept: self.kept.clone(),
+            complex: self.complex,
+            neurons: self.neurons,
+            constant: self.constant,
+        }
+    }
+}
+
+/// Bytes of a layer's summaries in one form, estimated from shapes before anything is
+/// computed ([`summary_bytes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Bytes {
+    /// Held while it is made: the transformed data (a spectrum, a shifted copy), `Z`, the
+    /// scatter matrices.
+    pub made: i64,
+    /// Held by the compacted summary ([`Layers::compact`]): its `Z`, at most as wide as
+    /// the data.
+    pub compact: i64,
+}
+
+/// What summarising layer `i` of `a` takes in each form its comparisons with layers `js`
+/// of `b` need (one entry per form, in order of first use): an upper bound from the
+/// shapes (a `Z` counted as wide as its data), so that an analysis can plan its memory
+/// before it starts. float64 throughout.
+pub fn summary_bytes(a: &Layers, i: usize, b: &Layers, js: &[usize]) -> Vec<Bytes> {
+    let x = a.layer(i);
+    let n = x.size()[0];
+    let channels = if x.dim() == 4 { x.size()[1] } else { 0 };
+    // The scatter route: the shifted copy, `Z`, and each problem's scatter matrix with its
+    // decomposition; a wide layer goes the Gram route instead (the shifted and centred
+    // copies, a datapoints x datapoints Gram matrix and its eigenvectors).
+    let scatter = |problems: i64, rows: i64, cols: i64| -> Bytes {
+        let data = 8 * problems * rows * cols;
+        Bytes { made: 2 * data + 8 * 3 * problems * cols * cols, compact: data }
+    };
+    let dense = |cols: i64| -> Bytes {
+        if cols > n {
+            Bytes { made: 8 * (2 * n * cols + 3 * n * n), compact: 8 * n * n }
+        } else {
+            scatter(1, n, cols)
+        }
+    };
+    form_groups(a, i, b, js)
+        .into_iter()
+        .map(|(form, _)| match form {
+            Form::Dense => dense(x.size()[1]),
+            Form::Neurons => dense(x.size()[1..].iter().product()),
+            Form::Avgpool => scatter(1, n, channels),
+            Form::Flatten { positions, .. } => scatter(1, n * positions, channels),
+            Form::Dft { size, cropped } => {
+                let larger = (size.0 + cropped.0 as i64, size.1 + cropped.1 as i64);
+                let problems = super::dft::FrequencyPlan::new(size, larger).computed.len() as i64;
+                // [re | im] columns; the spectrum is written straight into the data.
+                scatter(problems, n, 2 * channels)
+            }
+        })
+        .collect()
+}
+
+/// The layers `js` of `b` grouped by the form layer `i` of `a` takes in its comparison
+/// with each (in order of first use); pairs that cannot be compared are left out.
+pub(crate) fn form_groups(a: &Layers, i: usize, b: &Layers, js: &[usize]) -> Vec<(Form, Vec<usize>)> {
+    let mut groups: Vec<(Form, Vec<usize>)> = Vec::new();
+    for &j in js {
+        if let Ok(c) = plan(a, i, b, j) {
+            let f = a.form(i, c.as_ref());
+            match groups.iter_mut().find(|(g, _)| *g == f) {
+                Some((_, members)) => members.push(j),
+                None => groups.push((f, vec![j])),
+            }
+        }
+    }
+    groups
 }
 
 /// The canonical correlations of two summaries of the same datapoints, per problem:
@@ -321,6 +407,33 @@ impl Layers {
     /// How many summaries the set holds (a layer in each form it has been summarised in).
     pub fn summaries_made(&self) -> usize {
         self.summaries.len()
+    }
+
+    /// Keeps only the whitened `Z` of each summary of layer `i` made so far
+    /// ([`Summary::compact`]): comparisons in those forms give the same numbers (up to
+    /// rounding), and more forms can still be made from the layer.
+    pub fn compact_summaries(&mut self, i: usize) {
+        for ((layer, _), made) in self.summaries.iter_mut() {
+            if *layer == i {
+                if let Ok(summary) = made {
+                    *summary = summary.compact();
+                }
+            }
+        }
+    }
+
+    /// [`Layers::compact_summaries`], and drops the layer's data, keeping its shape: a
+    /// form not made yet can no longer be made (a caller makes them all first: see
+    /// [`summarise_rows`]).
+    pub fn compact(&mut self, i: usize) {
+        self.compact_summaries(i);
+        self.layers[i] = stand_in(&self.layers[i]);
+    }
+
+    /// Drops layer `i`'s summaries and data, keeping its shape (its row is done).
+    pub fn release(&mut self, i: usize) {
+        self.summaries.retain(|(layer, _), _| *layer != i);
+        self.layers[i] = stand_in(&self.layers[i]);
     }
 
     /// The form layer `i` takes in `comparison` (dense when there is none).
@@ -488,6 +601,12 @@ pub fn summarise_rows(a: &mut Layers, is: &[usize], b: &Layers, js: &[usize]) {
         _ => work.into_iter().map(layer).collect(),
     };
     a.summaries.extend(made.into_iter().flatten());
+}
+
+/// A tensor of `t`'s shape, kind and device that holds one element (a zero, expanded):
+/// what a set keeps of a layer whose data it no longer needs.
+pub fn stand_in(t: &Tensor) -> Tensor {
+    Tensor::zeros([1], (t.kind(), t.device())).expand(t.size(), false)
 }
 
 /// The form layer `x` takes in `comparison` (dense when there is none).

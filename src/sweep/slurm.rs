@@ -96,6 +96,20 @@ impl Options {
     }
 }
 
+/// `--mem` when neither `sweep.slurm.mem` nor `--mem` gives it: what the largest
+/// variant's learning-dynamics analysis needs side by side (its estimate, see
+/// `analysis::memory`), over the three quarters of a job's memory an analysis takes by
+/// default, plus 2 GiB for training and the data; at least 4G, at most 32G (past that the
+/// analysis streams through what it gets).
+pub fn default_mem(sweep: &Sweep) -> anyhow::Result<String> {
+    let mut need = 0;
+    for v in &sweep.variants {
+        need = need.max(crate::analysis::memory::side_by_side_need(&sweep.config_of(v)?)?);
+    }
+    let gib = (need as f64 / 0.75 / (1u64 << 30) as f64).ceil() as u64 + 2;
+    Ok(format!("{}G", gib.clamp(4, 32)))
+}
+
 /// A word for bash: as it is when plain, else single-quoted.
 pub fn quote(word: &str) -> String {
     let plain = !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
@@ -132,8 +146,11 @@ pub fn script(sweep: &Sweep, options: &Options, svcca: &Path, template: Option<&
         "\"$SLURM_ARRAY_TASK_ID\"".into(),
     ];
     for s in &sweep.set {
-        command.push("--set".into());
-        command.push(quote(s));
+        // `-key` is an `--unset key` of the command line (see `config::unset`).
+        match s.strip_prefix('-') {
+            Some(key) => command.extend(["--unset".into(), quote(key)]),
+            None => command.extend(["--set".into(), quote(s)]),
+        }
     }
     Ok(template.replace("@SBATCH@", &options.lines(sweep.variants.len(), &logs, &name).join("\n")).replace("@COMMAND@", &command.join(" ")))
 }

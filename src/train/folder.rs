@@ -19,7 +19,7 @@ pub(super) fn prepare(config: &Config, out: &Path, writable: bool) -> anyhow::Re
     let started = !checkpoint::list(&ckpt).is_empty();
     if config_path.exists() {
         let text = std::fs::read_to_string(&config_path).with_context(|| format!("cannot read {}", config_path.display()))?;
-        let mut before = Config::parse(&text, &config_path.display().to_string(), &[])?;
+        let mut before = Config::parse_resolved(&text, &config_path.display().to_string())?;
         if !mentions_dft_cut(&text) {
             // Written before the setting existed, when the DFT cut per frequency: an
             // adaptive run decided by that cut so far.
