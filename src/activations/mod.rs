@@ -84,7 +84,7 @@ impl LayerSet {
             (LayerSet::Summarised(a), LayerSet::Summarised(b)) => summary::summary_bytes(a, i, b, js),
             _ => {
                 let raw = 4 * self.layer(i).numel() as i64;
-                vec![summary::Bytes { made: 4 * raw, compact: 0 }]
+                vec![summary::Bytes { made: 4 * raw, row: 4 * raw, compact: 0 }]
             }
         }
     }

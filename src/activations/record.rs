@@ -11,27 +11,43 @@ use tch::{Kind, Tensor};
 /// Images per forward pass.
 const BATCH: i64 = 500;
 
+/// Images per forward pass of [`record_to_file`]: what it holds is one such batch of
+/// every layer (and its bytes).
+pub const SPILL_BATCH: i64 = 100;
+
 /// The activations of `layers` on `probe`, in that order, on the probe's device.
 pub fn record(net: &Network, probe: &Probe, layers: &[String]) -> Result<Vec<Tensor>, InputError> {
     // The network runs only for the layers above the input, and not at all without any.
     let taps: Vec<&str> = layers.iter().map(String::as_str).filter(|&l| l != INPUT).collect();
     let n = probe.images.size()[0];
-    let mut parts: Vec<Vec<Tensor>> = taps.iter().map(|_| Vec::new()).collect();
+    // Each batch is copied into its place in the whole probe's tensor, made at the first
+    // batch: the activations are held once, not once in batches and again concatenated.
+    let mut whole: Vec<Tensor> = Vec::new();
     if !taps.is_empty() {
         tch::no_grad(|| -> Result<(), InputError> {
             let mut i = 0;
             while i < n {
                 let len = BATCH.min(n - i);
                 let (_, outs) = net.forward_taps(&probe.images.narrow(0, i, len), false, &taps)?;
-                for (p, o) in parts.iter_mut().zip(outs) {
-                    p.push(o.to_kind(Kind::Float));
+                if whole.is_empty() {
+                    whole = outs
+                        .iter()
+                        .map(|o| {
+                            let mut size = o.size();
+                            size[0] = n;
+                            Tensor::empty(size.as_slice(), (Kind::Float, o.device()))
+                        })
+                        .collect();
+                }
+                for (w, o) in whole.iter_mut().zip(outs) {
+                    w.narrow(0, i, len).copy_(&o);
                 }
                 i += len;
             }
             Ok(())
         })?;
     }
-    let mut tapped = parts.into_iter().map(|p| Tensor::cat(&p, 0));
+    let mut tapped = whole.into_iter();
     Ok(layers.iter().map(|l| if l == INPUT { input(probe) } else { tapped.next().expect("one output per tap") }).collect())
 }
 
@@ -55,4 +71,61 @@ pub fn warn_if_small(probe_len: usize, layers: &[String], acts: &[Tensor]) {
             );
         }
     }
+}
+
+/// [`record`] of `layers` (none of them the input) written straight into a safetensors
+/// file at `path` (float32, one tensor per layer, named after it) as each batch is
+/// computed: what is held is one batch's activations, never the whole probe's. The file
+/// reads back with [`super::store::load`], a layer at a time; an analysis streaming
+/// through a memory budget records a checkpoint once this way and reads each block of
+/// layers from it, instead of recording the checkpoint again for every block.
+pub fn record_to_file(net: &Network, probe: &Probe, layers: &[String], path: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::os::unix::fs::FileExt;
+    let taps: Vec<&str> = layers.iter().map(String::as_str).collect();
+    if let Some(t) = taps.iter().find(|&&t| t == INPUT) {
+        return Err(InputError::new(format!("layer '{t}' is the probe itself: it is not recorded")).into());
+    }
+    let n = probe.images.size()[0];
+    let file = std::fs::OpenOptions::new().write(true).open(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let write = |bytes: &[u8], at: u64| file.write_all_at(bytes, at).with_context(|| format!("cannot write {}", path.display()));
+    // Each layer's byte offset in the data, its bytes per datapoint; set at the first batch.
+    let mut places: Vec<(u64, u64)> = Vec::new();
+    let mut data_start = 0u64;
+    tch::no_grad(|| -> anyhow::Result<()> {
+        let mut i = 0;
+        while i < n {
+            let len = SPILL_BATCH.min(n - i);
+            let (_, outs) = net.forward_taps(&probe.images.narrow(0, i, len), false, &taps)?;
+            if places.is_empty() {
+                let mut header = serde_json::Map::new();
+                let mut offset = 0u64;
+                for (name, o) in layers.iter().zip(&outs) {
+                    let mut shape = o.size();
+                    shape[0] = n;
+                    let per = 4 * o.size()[1..].iter().product::<i64>() as u64;
+                    let bytes = per * n as u64;
+                    header.insert(
+                        name.clone(),
+                        serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + bytes]}),
+                    );
+                    places.push((offset, per));
+                    offset += bytes;
+                }
+                let mut json = serde_json::to_vec(&header)?;
+                // Padded with spaces to 8 bytes, as the format recommends.
+                json.resize(json.len().div_ceil(8) * 8, b' ');
+                write(&(json.len() as u64).to_le_bytes(), 0)?;
+                write(&json, 8)?;
+                data_start = 8 + json.len() as u64;
+            }
+            for ((offset, per), o) in places.iter().zip(outs) {
+                let values = Vec::<f32>::try_from(o.to_kind(Kind::Float).contiguous().view([-1]))?;
+                let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                write(&bytes, data_start + offset + per * i as u64)?;
+            }
+            i += len;
+        }
+        Ok(())
+    })
 }

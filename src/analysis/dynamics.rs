@@ -98,8 +98,9 @@ pub struct AnalyzeSummary {
 
 /// Where activations come from.
 enum Source {
-    /// The run's checkpoints, each loaded and run on the probe set.
-    Replay { run: Box<Run>, probe: Probe },
+    /// The run's checkpoints, each loaded and run on the probe set; `spilled` holds the
+    /// steps recorded into temporary files ([`Source::spill`]).
+    Replay { run: Box<Run>, probe: Probe, spilled: Vec<(u64, tempfile::NamedTempFile)> },
     /// Activations recorded during training (`store` mode); the input layer comes from
     /// the probe.
     Store { files: Vec<(u64, PathBuf)>, probe: Probe, device: Device },
@@ -119,7 +120,7 @@ impl Source {
     fn shapes(&mut self, step: u64, layers: &[String]) -> anyhow::Result<Vec<Tensor>> {
         let stand_in = |shape: Vec<i64>, device: Device| Tensor::zeros([1], (tch::Kind::Float, device)).expand(shape.as_slice(), false);
         match self {
-            Source::Replay { run, probe } => {
+            Source::Replay { run, probe, .. } => {
                 run.load_step(step)?;
                 let n = probe.images.size()[0];
                 let two = Probe { indices: probe.indices.iter().take(2).copied().collect(), images: probe.images.narrow(0, 0, n.min(2)) };
@@ -142,14 +143,62 @@ impl Source {
 
     fn activations(&mut self, step: u64, layers: &[String]) -> anyhow::Result<Vec<Tensor>> {
         match self {
-            Source::Replay { run, probe } => {
-                run.load_step(step)?;
-                Ok(record::record(&run.net, probe, layers)?)
-            }
+            Source::Replay { run, probe, spilled } => match spilled.iter().find(|s| s.0 == step) {
+                Some((_, file)) => store::load(file.path(), layers, probe, probe.images.device()),
+                None => {
+                    run.load_step(step)?;
+                    Ok(record::record(&run.net, probe, layers)?)
+                }
+            },
             Source::Store { files, probe, device } => {
                 let path = &files.iter().find(|c| c.0 == step).expect("listed").1;
                 store::load(path, layers, probe, *device)
             }
+        }
+    }
+}
+
+impl Source {
+    /// Records `layers` at `step` once into a temporary file in `dir`, from which later
+    /// calls of [`Source::activations`] for that step read only the layers they ask
+    /// for: an analysis streamed in blocks then runs the network on the probe once per
+    /// checkpoint, not once per block. Only the spill of `step` and of `keep` (the
+    /// final step, read for every checkpoint) are kept. Stored activations are files
+    /// already: nothing to do.
+    fn spill(&mut self, step: u64, keep: u64, layers: &[String], dir: &Path) -> anyhow::Result<()> {
+        let Source::Replay { run, probe, spilled } = self else { return Ok(()) };
+        spilled.retain(|s| s.0 == step || s.0 == keep);
+        if spilled.iter().any(|s| s.0 == step) {
+            return Ok(());
+        }
+        let taps: Vec<String> = layers.iter().filter(|l| *l != INPUT).cloned().collect();
+        let file = tempfile::Builder::new()
+            .prefix(SPILL_PREFIX)
+            .suffix(".safetensors")
+            .tempfile_in(dir)
+            .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+        run.load_step(step)?;
+        record::record_to_file(&run.net, probe, &taps, file.path())?;
+        spilled.push((step, file));
+        Ok(())
+    }
+}
+
+/// The names of [`Source::spill`]'s files, in `RUN/analysis`: `.svcca-activations-XXXXXX.safetensors`.
+const SPILL_PREFIX: &str = ".svcca-activations-";
+
+/// Removes the spill files a killed analysis of this folder left (its own, by their
+/// exact form: regular files directly in `dir`), under the folder's exclusive lock.
+fn remove_stale_spills(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let ours = name
+            .strip_prefix(SPILL_PREFIX)
+            .and_then(|r| r.strip_suffix(".safetensors"))
+            .is_some_and(|r| r.len() == 6 && r.chars().all(|c| c.is_ascii_alphanumeric()));
+        if ours && e.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }
@@ -333,6 +382,13 @@ pub fn analyze_within(run: &Path, device: Option<DeviceChoice>, budget: Option<s
         let memory = super::memory::plan(&shapes, &layers, budget)?;
         tracing::info!("{}", memory.describe());
         let side_by_side = memory.side_by_side;
+        // Streamed in more than one block: each step recorded once, into a file (see
+        // `Source::spill`); the final step once for the whole analysis.
+        let spill = memory.recordings_per_checkpoint() > 1;
+        remove_stale_spills(&plan.dir);
+        if spill && !memory.finals_kept() {
+            plan.source.spill(total, total, &layers, &plan.dir)?;
+        }
         let at = || format!("while analysing {} (steps done so far are kept)", run.display());
 
         // The final summaries, kept for the whole analysis where one block holds them;
@@ -359,6 +415,14 @@ pub fn analyze_within(run: &Path, device: Option<DeviceChoice>, budget: Option<s
             let stop = || format!("during step {step}'s analysis: {}", at());
             let mut matrix = vec![vec![None; layers.len()]; layers.len()];
             let mut seconds = 0.0;
+            if spill {
+                let t = Instant::now();
+                if !memory.finals_kept() {
+                    kept = None; // the previous step's last block, freed before recording
+                }
+                plan.source.spill(step, total, &layers, &plan.dir)?;
+                seconds_recording += t.elapsed().as_secs_f64();
+            }
             for block in &memory.blocks {
                 let t = Instant::now();
                 if kept.is_none() || !memory.finals_kept() {
@@ -367,6 +431,13 @@ pub fn analyze_within(run: &Path, device: Option<DeviceChoice>, budget: Option<s
                 }
                 let finals = kept.as_mut().expect("made above");
                 seconds_recording += t.elapsed().as_secs_f64();
+                let (now, peak) = super::memory::resident();
+                tracing::debug!(
+                    "step {step}, final layers {:?} summarised: resident {}, peak so far {}",
+                    block.columns,
+                    super::memory::gib(now),
+                    super::memory::gib(peak)
+                );
                 for rows in &block.rows {
                     crate::preempt::check(stop)?;
                     let t = Instant::now();
@@ -398,6 +469,12 @@ pub fn analyze_within(run: &Path, device: Option<DeviceChoice>, budget: Option<s
                         }
                     }
                     seconds += t.elapsed().as_secs_f64();
+                    let (now, peak) = super::memory::resident();
+                    tracing::debug!(
+                        "step {step}, rows {rows:?} done: resident {}, peak so far {}",
+                        super::memory::gib(now),
+                        super::memory::gib(peak)
+                    );
                 }
             }
             seconds_analysing += seconds;
@@ -432,7 +509,7 @@ pub(crate) fn plan(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<P
     let previous: Option<Settings> = if settings_path.exists() { read_json(&settings_path).ok() } else { None };
     let layers = opened.layers_since(previous.as_ref().map(|p| p.layers.as_slice()), &dir)?;
     let source = match a.mode {
-        ActivationMode::Replay => Source::Replay { probe: opened.probe(), run: Box::new(opened) },
+        ActivationMode::Replay => Source::Replay { probe: opened.probe(), run: Box::new(opened), spilled: Vec::new() },
         ActivationMode::Store => Source::Store { files: store::list(run), probe: opened.probe(), device },
     };
     let available = source.steps();

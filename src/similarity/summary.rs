@@ -162,11 +162,11 @@ impl Summary {
         let Some(w) = &self.whitening else { return self.data.shallow_clone() };
         // (X - 1 m) W = X W - 1 (m W): no centred copy of the data, which for a conv
         // layer's spectrum is the largest thing an analysis holds.
-        let z = products(&self.data, w);
-        match &self.mean {
-            Some(m) => z - m.matmul(w),
-            None => z,
+        let mut z = products(&self.data, w);
+        if let Some(m) = &self.mean {
+            z -= m.matmul(w);
         }
+        z
     }
 
     /// The columns of [`Summary::whitened`].
@@ -196,9 +196,12 @@ impl Summary {
 /// computed ([`summary_bytes`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Bytes {
-    /// Held while it is made: the transformed data (a spectrum, a shifted copy), `Z`, the
-    /// scatter matrices.
+    /// Held while it is made and compacted: the transformed data (a spectrum, a shifted
+    /// copy), `Z`, the scatter matrices.
     pub made: i64,
+    /// Held while it is made and used as it is (a checkpoint's row): the data and the
+    /// scatter matrices, no `Z`.
+    pub row: i64,
     /// Held by the compacted summary ([`Layers::compact`]): its `Z`, at most as wide as
     /// the data.
     pub compact: i64,
@@ -216,12 +219,14 @@ pub fn summary_bytes(a: &Layers, i: usize, b: &Layers, js: &[usize]) -> Vec<Byte
     // decomposition; a wide layer goes the Gram route instead (the shifted and centred
     // copies, a datapoints x datapoints Gram matrix and its eigenvectors).
     let scatter = |problems: i64, rows: i64, cols: i64| -> Bytes {
-        let data = 8 * problems * rows * cols;
-        Bytes { made: 2 * data + 8 * 3 * problems * cols * cols, compact: data }
+        // The whitening kept beside the data, and the scatter matrices while decomposed.
+        let (data, matrices) = (8 * problems * rows * cols, 8 * 2 * problems * cols * cols);
+        Bytes { made: 2 * data + matrices, row: data + matrices, compact: data }
     };
     let dense = |cols: i64| -> Bytes {
         if cols > n {
-            Bytes { made: 8 * (2 * n * cols + 3 * n * n), compact: 8 * n * n }
+            let made = 8 * (2 * n * cols + 3 * n * n);
+            Bytes { made, row: made, compact: 8 * n * n }
         } else {
             scatter(1, n, cols)
         }

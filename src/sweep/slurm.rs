@@ -186,6 +186,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_default_memory_request_follows_the_largest_variants_analysis() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("sw.toml");
+        // The paper's convnet: a small probe and the shipped one.
+        std::fs::write(&config, "[data]\ndataset = \"cifar10\"\npath = \"nowhere\"\n[sweep]\nanalysis.probe_size = [100, 2560]\n").unwrap();
+        let both = Sweep::load(&config, &[], Some(dir.path().join("a"))).unwrap();
+        let only_small = dir.path().join("small.toml");
+        std::fs::write(&only_small, "[data]\ndataset = \"cifar10\"\npath = \"nowhere\"\n[sweep]\nanalysis.probe_size = [50, 100]\n")
+            .unwrap();
+        let small = Sweep::load(&only_small, &[], Some(dir.path().join("b"))).unwrap();
+        let gib = |s: &Sweep| default_mem(s).unwrap().trim_end_matches('G').parse::<u64>().unwrap();
+        let (large, little) = (gib(&both), gib(&small));
+        assert!(little < large && (4..=8).contains(&little), "{little}G against {large}G");
+        assert!(large > 8 && large <= 32, "{large}G");
+    }
+
+    #[test]
     fn script_has_the_array_and_the_command() {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("sw.toml");
