@@ -219,9 +219,7 @@ pub(crate) struct Plan {
     pub dir: PathBuf,
     /// "checkpoints" or "stored activations".
     pub what: &'static str,
-    /// The input layer's row, once computed: the same at every step.
-    input_row: RefCell<Option<Vec<Option<f64>>>>,
-    /// The same by final layer, for rows computed a column block at a time.
+    /// The input layer's row by final layer, once computed: the same at every step.
     input_cells: RefCell<std::collections::HashMap<usize, Option<f64>>>,
 }
 
@@ -251,26 +249,17 @@ impl Plan {
     /// order) will ask for, all at once (see [`summarise_rows`]): the input layer's needs
     /// none once its row is known.
     pub fn summarise_rows(&self, step: &mut LayerSet, names: &[String], finals: &LayerSet) {
-        let known = self.input_row.borrow().is_some();
+        let known = self.input_cells.borrow().len() == self.layers.len();
         let is: Vec<usize> = (0..names.len()).filter(|&i| !(known && names[i] == INPUT)).collect();
         summarise_rows(step, &is, finals);
     }
 
     /// One row of a step's matrix: layer `x` of `step`, the analysed layer named `layer`,
-    /// against each layer of `finals`. The input layer's row is computed once and reused:
-    /// the input does not change.
+    /// against each layer of `finals` (see [`Plan::row_part`]).
     pub fn row(&self, step: &mut LayerSet, x: usize, layer: &str, finals: &mut LayerSet, bar: &indicatif::ProgressBar) -> Vec<Option<f64>> {
-        let is_input = layer == INPUT;
-        if let Some(row) = self.input_row.borrow().as_ref().filter(|_| is_input) {
-            bar.inc(row.len() as u64);
-            return row.clone();
-        }
         let all: Vec<usize> = (0..self.layers.len()).collect();
-        let row = similarities(step, x, finals, &all);
+        let row = self.row_part(step, x, layer, finals, &all);
         bar.inc(row.len() as u64);
-        if is_input {
-            *self.input_row.borrow_mut() = Some(row.clone());
-        }
         row
     }
 
@@ -451,11 +440,8 @@ pub fn analyze_within(run: &Path, device: Option<DeviceChoice>, budget: Option<s
                     };
                     seconds_recording += t.elapsed().as_secs_f64();
                     let t = Instant::now();
-                    let local: Vec<usize> = (0..rows.len()).collect();
                     if side_by_side {
-                        let known = plan.input_cells.borrow().len() == layers.len();
-                        let needed: Vec<usize> = local.iter().copied().filter(|&x| !(known && names[x] == INPUT)).collect();
-                        crate::activations::summarise_rows(&mut set, &needed, finals);
+                        plan.summarise_rows(&mut set, &names, finals);
                     }
                     for (x, &i) in rows.iter().enumerate() {
                         crate::preempt::check(stop)?;
@@ -525,20 +511,7 @@ pub(crate) fn plan(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<P
     let results = Results::new(steps_dir, |s| format!("step-{s:08}.json"));
     super::settings::check_or_write(&settings_path, &settings)?;
 
-    Ok(Plan {
-        config,
-        device,
-        total,
-        layers,
-        source,
-        steps,
-        settings,
-        results,
-        dir,
-        what,
-        input_row: RefCell::new(None),
-        input_cells: RefCell::default(),
-    })
+    Ok(Plan { config, device, total, layers, source, steps, settings, results, dir, what, input_cells: RefCell::default() })
 }
 
 /// Builds the tables from the per-step results on disk (all of them must be there):
