@@ -30,6 +30,9 @@ const MIB: i64 = 1 << 20;
 /// probe's images, the allocator's slack.
 const BASE: i64 = 512 * MIB;
 
+/// Beside what the process holds when the analysis plans: the allocator's slack.
+const SLACK: i64 = 256 * MIB;
+
 /// The share of the available memory an analysis takes by default.
 const DEFAULT_SHARE: f64 = 0.25;
 
@@ -46,8 +49,14 @@ impl Budget {
     /// `analysis.memory_mib` when set. Else, inside a memory limit of its own (a cgroup's,
     /// as Slurm sets for a job's --mem), three quarters of what is left under it: the
     /// job's memory is the job's; on a shared machine, a quarter of the kernel's
-    /// MemAvailable.
+    /// MemAvailable. What the process holds already counts against it (`svcca run`
+    /// analyses after training, whose freed memory the allocator keeps for reuse).
     pub fn of(memory_mib: Option<u64>) -> Budget {
+        let budget = Budget::chosen(memory_mib);
+        Budget { base: budget.base.max(resident().0 + SLACK), ..budget }
+    }
+
+    fn chosen(memory_mib: Option<u64>) -> Budget {
         if let Some(m) = memory_mib {
             return Budget { bytes: m as i64 * MIB, base: BASE, source: format!("analysis.memory_mib = {m}") };
         }
