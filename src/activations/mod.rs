@@ -78,13 +78,14 @@ impl LayerSet {
 
     /// What comparing layer `i` with layers `js` of `other` takes, per form, estimated
     /// from the shapes ([`summary::summary_bytes`]); PWCCA and CKA keep no summary, so
-    /// their layers stay as they are and each pair makes float64 copies of both.
+    /// their layers stay as they are (what a compacted one holds) and each pair makes
+    /// float64 copies of both.
     pub fn bytes(&self, i: usize, other: &LayerSet, js: &[usize]) -> Vec<summary::Bytes> {
         match (self, other) {
             (LayerSet::Summarised(a), LayerSet::Summarised(b)) => summary::summary_bytes(a, i, b, js),
             _ => {
                 let raw = 4 * self.layer(i).numel() as i64;
-                vec![summary::Bytes { made: 4 * raw, row: 4 * raw, compact: 0 }]
+                vec![summary::Bytes { made: 4 * raw, row: 4 * raw, compact: raw }]
             }
         }
     }
@@ -129,12 +130,6 @@ impl LayerSet {
             pairwise => pairwise,
         }
     }
-}
-
-/// Stand-ins of `layers`' shapes (one element each, expanded): for plans made from the
-/// shapes alone.
-pub fn shapes_only(layers: &[Tensor]) -> Vec<Tensor> {
-    layers.iter().map(summary::stand_in).collect()
 }
 
 /// The similarity of layer `i` of `a` with layer `j` of `b` (`None`, with a warning,

@@ -114,8 +114,8 @@ impl Source {
         }
     }
 
-    /// The shapes of `layers`' activations on the whole probe, as stand-ins (see
-    /// [`crate::activations::shapes_only`]), without recording them: from two datapoints
+    /// The shapes of `layers`' activations on the whole probe, as stand-ins (one element
+    /// expanded), without recording them: from two datapoints
     /// of the final checkpoint, or the stored file's header.
     fn shapes(&mut self, step: u64, layers: &[String]) -> anyhow::Result<Vec<Tensor>> {
         let stand_in = |shape: Vec<i64>, device: Device| Tensor::zeros([1], (tch::Kind::Float, device)).expand(shape.as_slice(), false);
