@@ -45,7 +45,7 @@ measure() {
     local estimate
     estimate=$(grep -o 'estimated peak [0-9.]* [GM]iB of a budget of [0-9.]* [GM]iB' "$log" | sed 's/estimated peak //' || true)
     local how
-    how=$(grep -o '; all layers side by side\|; streamed: [0-9]* block(s)[^,]*, [0-9]* recording(s)' "$log" | sed 's/^; //' || true)
+    how=$(grep -o '; all layers side by side\|; streamed: [0-9]* block(s)[^,]*, each checkpoint recorded once[a-z ]*[0-9]*' "$log" | sed 's/^; //' || true)
     awk -v l="$label" -v p="$probe" -v e="${estimate:--}" -v k="$kib" -v w="$wall" -v h="${how:-exit $status}" \
         'BEGIN { printf "%s\t%s\t%s\t%.0f\t%.2f\t%.0f\t%.0f\t%s\n", l, p, e, k / 1024, k / 1048576, w, w / 2, h }'
 }

@@ -132,7 +132,7 @@ pub fn load(path: &Path, layers: &[String], probe: &Probe, device: Device) -> an
                 return Ok(record::input(probe).to_device(device));
             }
             let t = header.get(l).ok_or_else(|| InputError::new(format!("{}: no activations of layer '{l}'", path.display())))?;
-            Ok(t.read(&mut file, path)?.to_kind(Kind::Float).to_device(device))
+            Ok(t.read(&mut file, path, READ_BYTES)?.to_kind(Kind::Float).to_device(device))
         })
         .collect()
 }
@@ -152,6 +152,9 @@ pub fn shapes(path: &Path, layers: &[String], probe: &Probe) -> anyhow::Result<V
         .collect()
 }
 
+/// Bytes read at a time by [`load`].
+const READ_BYTES: u64 = 32 << 20;
+
 /// One tensor's entry in a safetensors header.
 #[derive(Debug, Deserialize)]
 struct Stored {
@@ -164,8 +167,9 @@ struct Stored {
 }
 
 impl Stored {
-    /// Reads this tensor's bytes (float32 or float16, little-endian) from `file`.
-    fn read(&self, file: &mut std::fs::File, path: &Path) -> anyhow::Result<Tensor> {
+    /// Reads this tensor's bytes (float32 or float16, little-endian) from `file`, at most
+    /// `chunk` bytes (whole datapoints) at a time.
+    fn read(&self, file: &mut std::fs::File, path: &Path, chunk: u64) -> anyhow::Result<Tensor> {
         use std::io::{Read, Seek, SeekFrom};
         let (kind, size) = match self.dtype.as_str() {
             "F32" => (Kind::Float, 4),
@@ -179,11 +183,32 @@ impl Stored {
                 InputError::new(format!("{}: a tensor of shape {:?} does not fill its {len} bytes", path.display(), self.shape)).into()
             );
         }
-        let mut bytes = vec![0u8; len as usize];
-        file.seek(SeekFrom::Start(self.base + self.data_offsets[0]))
-            .and_then(|_| file.read_exact(&mut bytes))
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        Ok(Tensor::from_data_size(&bytes, &self.shape, kind))
+        // Read a block of datapoints at a time into the tensor: the file's bytes are never
+        // held whole beside it (a memory budget counts the tensor only).
+        let out = Tensor::empty(self.shape.as_slice(), (kind, Device::Cpu));
+        let Some(&rows) = self.shape.first() else {
+            return Err(InputError::new(format!("{}: a tensor without dimensions is no layer's activations", path.display())).into());
+        };
+        if len == 0 {
+            return Ok(out); // no datapoints: nothing to read
+        }
+        let row_bytes = len / rows as u64;
+        let per_read = (chunk / row_bytes.max(1)).max(1) as i64;
+        file.seek(SeekFrom::Start(self.base + self.data_offsets[0])).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut bytes = Vec::new();
+        let mut at = 0;
+        while at < rows {
+            let n = per_read.min(rows - at);
+            bytes.resize((n as u64 * row_bytes) as usize, 0);
+            file.read_exact(&mut bytes).with_context(|| format!("cannot read {}", path.display()))?;
+            let mut shape = self.shape.clone();
+            if let Some(first) = shape.first_mut() {
+                *first = n;
+            }
+            out.narrow(0, at, n).copy_(&Tensor::from_data_size(&bytes, &shape, kind));
+            at += n;
+        }
+        Ok(out)
     }
 }
 
@@ -212,4 +237,32 @@ fn read_header(path: &Path) -> anyhow::Result<std::collections::HashMap<String, 
             Ok((name, t))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensors_read_back_block_by_block_and_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.safetensors");
+        let a = Tensor::randn([10, 3, 4], (Kind::Float, Device::Cpu));
+        let b = Tensor::randn([10, 7], (Kind::Float, Device::Cpu)).to_kind(Kind::Half);
+        Tensor::write_safetensors(&[("a", &a), ("b", &b)], &path).unwrap();
+        let header = read_header(&path).unwrap();
+        let mut file = std::fs::File::open(&path).unwrap();
+        // 100 bytes: two datapoints of a (48 bytes each) and seven of b (14 each) a read.
+        for chunk in [100, 1 << 20] {
+            assert!(header["a"].read(&mut file, &path, chunk).unwrap().equal(&a));
+            assert!(header["b"].read(&mut file, &path, chunk).unwrap().equal(&b));
+        }
+        let probe = Probe { indices: vec![], images: Tensor::zeros([10, 1, 2, 2], (Kind::Float, Device::Cpu)) };
+        let got = load(&path, &["b".to_string(), "in".to_string()], &probe, Device::Cpu).unwrap();
+        assert!(got[0].equal(&b.to_kind(Kind::Float)));
+        assert_eq!(got[1].size(), [10, 1, 2, 2]);
+        assert_eq!(shapes(&path, &["a".to_string()], &probe).unwrap(), [vec![10, 3, 4]]);
+        let e = load(&path, &["c".to_string()], &probe, Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("no activations of layer 'c'"), "{e}");
+    }
 }

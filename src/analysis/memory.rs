@@ -27,8 +27,10 @@ use crate::similarity::summary::JOINED_BYTES;
 const MIB: i64 = 1 << 20;
 
 /// What every analysis holds besides the layers: libtorch's runtime, the network, the
-/// probe's images, the allocator's slack.
-const BASE: i64 = 512 * MIB;
+/// probe's images, and the allocator's slack: freed blocks below
+/// `device::HEAP_BLOCK_BYTES` stay in the heap for reuse, about 0.8 GiB more than the
+/// layers' estimate at the paper's widths (`scripts/bench_analysis_memory.sh`).
+const BASE: i64 = 1280 * MIB;
 
 /// Beside what the process holds when the analysis plans: the allocator's slack.
 const SLACK: i64 = 256 * MIB;
@@ -171,11 +173,14 @@ impl MemoryPlan {
         let how = if self.side_by_side {
             "all layers side by side".to_string()
         } else {
+            let reads = match self.recordings_per_checkpoint() {
+                1 => "each checkpoint recorded once".to_string(),
+                n => format!("each checkpoint recorded once into a spill file and read in {n} blocks"),
+            };
             format!(
-                "streamed: {} block(s) of final layers{}, {} recording(s) of the probe per checkpoint",
+                "streamed: {} block(s) of final layers{}, {reads}",
                 self.blocks.len(),
                 if self.finals_kept() { " (kept for every checkpoint)" } else { " (made again for every checkpoint)" },
-                self.recordings_per_checkpoint()
             )
         };
         format!(
@@ -393,7 +398,7 @@ mod tests {
         assert!(p.side_by_side && p.finals_kept() && p.recordings_per_checkpoint() == 1, "{p:?}");
 
         let (large, names) = convnet(2560);
-        for mib in [8192, 6144, 5120] {
+        for mib in [8192, 6144, 5632] {
             let p = plan(&large, &names, budget(mib)).unwrap();
             assert!(!p.side_by_side, "{}", p.describe());
             assert!(p.peak <= mib * MIB, "{}", p.describe());
@@ -407,7 +412,7 @@ mod tests {
         }
         // A tighter budget needs more passes, never a higher peak.
         let loose = plan(&large, &names, budget(6144)).unwrap();
-        let tight = plan(&large, &names, budget(5120)).unwrap();
+        let tight = plan(&large, &names, budget(5632)).unwrap();
         assert!(tight.recordings_per_checkpoint() >= loose.recordings_per_checkpoint());
     }
 
