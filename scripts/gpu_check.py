@@ -3,12 +3,16 @@
 
 Usage, from the repository root, with target/release/svcca built elsewhere and carried:
     export LD_LIBRARY_PATH=$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__) + "/lib")')
-    python3 scripts/gpu_check.py [--big 50000x4096] [--out DIR]
+    python3 scripts/gpu_check.py [--big 50000x4096] [--out DIR] [--no-timings]
+
+scripts/gpu_session.sh runs it (correctness, then timings at small sizes); `--gpu cpu` is a
+dry run of the script on a machine without a GPU (cpu against cpu).
 
 1. Correctness first: every dense fixture, every method, and the conv fixtures with
    --conv dft, --device cuda against --device cpu (1e-6 on the mean and on each
-   correlation).
-2. Then timings: the example pair at --big (float32, shared low-rank signal), SVCCA at
+   correlation). The last line of this part reads
+   "correctness: worst <device>-vs-cpu difference X -> OK|FAIL".
+2. Then timings (left out with --no-timings): the example pair at --big (float32, shared low-rank signal), SVCCA at
    99%, and --conv dft at N=2000, 64 channels, 16x16 (numpy-generated), on cuda and cpu.
 3. A short table last.
 """
@@ -46,6 +50,7 @@ def main():
     p.add_argument("--conv-datapoints", type=int, default=2000)
     p.add_argument("--out", default=None, help="folder for the table (e.g. $OUT)")
     p.add_argument("--gpu", default="cuda", help="device under test (cpu: a dry run of this script)")
+    p.add_argument("--no-timings", action="store_true", help="correctness only")
     args = p.parse_args()
     gpu_device = args.gpu
     rows = []
@@ -60,20 +65,23 @@ def main():
                        [abs(x - y) for x, y in zip(cpu["correlations"], gpu["correlations"])])
             assert len(cpu["correlations"]) == len(gpu["correlations"]), (a, method)
             worst = max(worst, diff)
-            print(f"{a} {method}: cpu {cpu['mean']:.9f} cuda {gpu['mean']:.9f} max|diff| {diff:.2e}", flush=True)
+            print(f"{a} {method}: cpu {cpu['mean']:.9f} {gpu_device} {gpu['mean']:.9f} max|diff| {diff:.2e}", flush=True)
     for a, b in CONV_CASES:
         for method in ["cca", "svcca"]:
             paths = (os.path.join(FIX, a), os.path.join(FIX, b))
             flags = ("--conv", "dft", "--layout", "nhwc", "--method", method)
             cpu = compare(*paths, *flags, "--device", "cpu")
             gpu = compare(*paths, *flags, "--device", gpu_device)
+            assert gpu["device"].startswith(gpu_device), gpu["device"]
             diff = max([abs(cpu["mean"] - gpu["mean"])] +
                        [abs(x - y) for x, y in zip(cpu["correlations"], gpu["correlations"])])
             assert len(cpu["correlations"]) == len(gpu["correlations"]), (a, b, method)
             worst = max(worst, diff)
-            print(f"{a} vs {b} dft {method}: cpu {cpu['mean']:.9f} cuda {gpu['mean']:.9f} max|diff| {diff:.2e}", flush=True)
+            print(f"{a} vs {b} dft {method}: cpu {cpu['mean']:.9f} {gpu_device} {gpu['mean']:.9f} max|diff| {diff:.2e}", flush=True)
     ok = worst <= 1e-6
-    print(f"correctness: worst cuda-vs-cpu difference {worst:.2e} -> {'OK' if ok else 'FAIL'}", flush=True)
+    print(f"correctness: worst {gpu_device}-vs-cpu difference {worst:.2e} -> {'OK' if ok else 'FAIL'}", flush=True)
+    if args.no_timings:
+        sys.exit(0 if ok else 1)
 
     n, p_ = (int(x) for x in args.big.split("x"))
     with tempfile.TemporaryDirectory() as d:
@@ -102,7 +110,7 @@ def main():
              "|---|---|---|---|---|---|"]
     for pair, dev, wall, sec, ka, kb, mean in rows:
         table.append(f"| {pair} | {dev} | {wall:.2f} | {sec:.2f} | {ka}/{kb} | {mean:.6f} |")
-    table.append(f"\ncuda vs cpu on the fixtures: worst difference {worst:.2e} ({'OK' if ok else 'FAIL'})")
+    table.append(f"\n{gpu_device} vs cpu on the fixtures: worst difference {worst:.2e} ({'OK' if ok else 'FAIL'})")
     text = "\n".join(table)
     print(text)
     if args.out:

@@ -87,6 +87,9 @@ pub fn freeze(config: Config, seeds: &[u64], out: &Path) -> anyhow::Result<Freez
     if let Some(seed) = duplicate(seeds) {
         return Err(InputError::new(format!("--seeds: {}", duplicate_message(seed))).into());
     }
+    // The device first: the check below seeds libtorch, which would otherwise fix "no
+    // CUDA" for the process and put every run on the CPU (see crate::device).
+    config.train.device.resolve()?;
     // The freeze variant's settings checked against the network before any run starts
     // (a bad freeze.at would otherwise surface only after the first base run).
     crate::train::check(&config)?;

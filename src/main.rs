@@ -6,6 +6,8 @@ use svcca::preempt::{Preempted, EXIT_STATUS};
 
 fn main() {
     svcca::device::reuse_freed_host_memory();
+    // Every command resolves its device before it seeds libtorch: checked from here on.
+    svcca::device::require_resolution();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SVCCA_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

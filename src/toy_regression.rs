@@ -145,7 +145,7 @@ pub struct Net {
 impl Net {
     /// A fresh net, its initial weights drawn from `seed` (libtorch's default initialisation).
     pub fn new(seed: u64, width: usize) -> Net {
-        tch::manual_seed(seed as i64);
+        crate::device::seed(seed);
         let mut vs = nn::VarStore::new(Device::Cpu);
         vs.set_kind(Kind::Double);
         let root = vs.root();
@@ -484,6 +484,8 @@ impl Summary {
 /// Trains both nets, compares them and writes the files and figures into `out`.
 pub fn run(settings: &Settings, out: &Path) -> anyhow::Result<Summary> {
     settings.check()?;
+    // The toy nets are small float64 work: always on the CPU (no CUDA backend loaded).
+    crate::device::DeviceChoice::Cpu.resolve()?;
     let started = Instant::now();
     let _lock = crate::run_dir::lock(out, crate::run_dir::Access::Exclusive)?;
     let s = settings;

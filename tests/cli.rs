@@ -360,7 +360,11 @@ fn a_large_pair_streams_on_the_cpu_whatever_the_budget() {
     assert_eq!(v["blocks"], 2, "{}", v["blocks"]);
     // The same answer as the library's in-memory comparison of the whole matrices.
     let tensor = |m: &Array2<f32>| tch::Tensor::from_slice(m.as_slice().unwrap()).reshape([m.nrows() as i64, m.ncols() as i64]);
-    let options = svcca::similarity::Options { method: svcca::similarity::Method::Cca, keep: svcca::similarity::Keep::All };
+    let options = svcca::similarity::Options {
+        method: svcca::similarity::Method::Cca,
+        keep: svcca::similarity::Keep::All,
+        ..svcca::similarity::Options::default()
+    };
     let whole = svcca::similarity::compare(&tensor(&ma), &tensor(&mb), &options).unwrap();
     let diff = (v["mean"].as_f64().unwrap() - whole.mean).abs();
     assert!(diff < 1e-10, "streamed mean {} vs whole {}: {diff}", v["mean"], whole.mean);

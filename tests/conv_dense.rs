@@ -36,10 +36,10 @@ fn pooled(x: &Tensor) -> Tensor {
 
 fn options() -> [Options; 4] {
     [
-        Options { method: Method::Svcca, keep: Keep::Variance(0.99) },
-        Options { method: Method::Svcca, keep: Keep::Singular(0.9) },
-        Options { method: Method::Svcca, keep: Keep::TopK(3) },
-        Options { method: Method::Cca, keep: Keep::All },
+        Options { method: Method::Svcca, keep: Keep::Variance(0.99), ..Options::default() },
+        Options { method: Method::Svcca, keep: Keep::Singular(0.9), ..Options::default() },
+        Options { method: Method::Svcca, keep: Keep::TopK(3), ..Options::default() },
+        Options { method: Method::Cca, keep: Keep::All, ..Options::default() },
     ]
 }
 
@@ -78,7 +78,7 @@ fn flatten_is_svcca_of_the_reshaped_layer_and_avgpool_of_the_channel_means() {
     // PWCCA and CKA go pair by pair (scatter matrices): the same numbers as the reshaped
     // layer.
     for method in [Method::Pwcca, Method::Cka] {
-        let options = Options { method, keep: Keep::All };
+        let options = Options { method, keep: Keep::All, ..Options::default() };
         let want = compare(&flat(&conv), &dense, &options).unwrap().mean;
         let got = compare_conv(&conv, &dense, dense_only(ConvDense::Flatten), &options).unwrap().0.mean;
         assert!((got - want).abs() < 1e-9, "{method}: {got} vs {want}");
@@ -126,7 +126,7 @@ fn a_layer_wider_than_the_datapoints_takes_the_gram_route_to_the_same_numbers() 
     let _ = conv.narrow(1, 7, 2).fill_(1.5);
     let conv = conv.view([200, 8, 8, 8]);
     for keep in [Keep::TopK(12), Keep::Variance(0.9), Keep::Variance(0.99)] {
-        let options = Options { method: Method::Svcca, keep };
+        let options = Options { method: Method::Svcca, keep, ..Options::default() };
         let (s, report) = compare_conv(&conv, &dense, dense_only(ConvDense::Flatten), &options).unwrap();
         assert_eq!(report.conv_dense, Some(ConvDense::Flatten));
         let (ka, kb, c) = svd_svcca(&flat(&conv), &dense, keep);
@@ -145,7 +145,7 @@ fn a_layer_wider_than_the_datapoints_takes_the_gram_route_to_the_same_numbers() 
     }
     // CCA keeps every direction the 200 datapoints hold (199): each of the dense
     // layer's 30 is then explained perfectly.
-    let cca = Options { method: Method::Cca, keep: Keep::All };
+    let cca = Options { method: Method::Cca, keep: Keep::All, ..Options::default() };
     let (s, _) = compare_conv(&conv, &dense, dense_only(ConvDense::Flatten), &cca).unwrap();
     assert_eq!((s.kept_a, s.kept_b), (199, 30));
     assert!(s.correlations.iter().all(|&c| c > 1.0 - 1e-9), "{:?}", s.correlations);
@@ -224,7 +224,7 @@ fn the_analysis_falls_back_to_avgpool_on_a_small_probe_and_says_so_once() {
     config.analysis.conv = svcca::similarity::ConvMethod::Avgpool;
     let mut a = LayerSet::new(layers.iter().map(Tensor::shallow_clone).collect(), &config);
     let mut b = LayerSet::new(layers.iter().map(Tensor::shallow_clone).collect(), &config);
-    let want = compare(&pooled(&conv), &dense, &Options { method: Method::Cka, keep: Keep::All }).unwrap().mean;
+    let want = compare(&pooled(&conv), &dense, &Options { method: Method::Cka, keep: Keep::All, ..Options::default() }).unwrap().mean;
     assert!((analysis_similarity(&mut a, 0, &mut b, 1).unwrap() - want).abs() < 1e-9);
 }
 

@@ -14,7 +14,7 @@ fn dft() -> ConvOptions {
 }
 
 fn cca() -> Options {
-    Options { method: Method::Cca, keep: Keep::All }
+    Options { method: Method::Cca, keep: Keep::All, ..Options::default() }
 }
 
 fn nchw(name: &str) -> Tensor {
@@ -119,7 +119,7 @@ fn frequency_plan_pairs_conjugates_and_keeps_cropped_nyquist() {
 fn svcca_per_frequency_and_the_other_conv_methods() {
     let (a, b) = (nchw("case5_A_nhwc.npy"), nchw("case5_B_nhwc.npy"));
     // SVCCA applies the keep rule per frequency: fewer coefficients, higher mean.
-    let sv = Options { method: Method::Svcca, keep: Keep::TopK(4) };
+    let sv = Options { method: Method::Svcca, keep: Keep::TopK(4), ..Options::default() };
     let (s, r) = compare_conv(&a, &b, dft(), &sv).unwrap();
     assert!(r.frequencies.unwrap().iter().all(|f| f.correlations.len() == 4));
     assert_eq!(s.correlations.len(), 64 * 4);
@@ -158,6 +158,6 @@ fn conv_misuse_is_refused() {
     let one = randn(3, 40, 3).view([40, 3, 1, 1]);
     let e = compare_conv(&one, &one, dft(), &cca()).unwrap_err().to_string();
     assert!(e.contains("too small"), "{e}");
-    let pw = Options { method: Method::Pwcca, keep: Keep::All };
+    let pw = Options { method: Method::Pwcca, keep: Keep::All, ..Options::default() };
     assert!(compare_conv(&a, &a, dft(), &pw).unwrap_err().to_string().contains("per frequency"));
 }

@@ -243,7 +243,7 @@ fn directions_are_the_svcca_ones() {
     let a = common::randn(5, 400, 10);
     let b = a.narrow(1, 0, 4).matmul(&common::randn(6, 4, 6)) + 0.5 * common::randn(7, 400, 6);
     let d = similarity::directions(&a, &b, Keep::Variance(0.99)).unwrap();
-    let s = similarity::compare(&a, &b, &Options { method: Method::Svcca, keep: Keep::Variance(0.99) }).unwrap();
+    let s = similarity::compare(&a, &b, &Options { method: Method::Svcca, keep: Keep::Variance(0.99), ..Options::default() }).unwrap();
     common::assert_close(&d.correlations, &s.correlations, 1e-9, "correlations");
     let ac = &a - a.mean_dim(0, true, Kind::Double);
     let gram = d.weights.tr().matmul(&ac.tr().matmul(&ac)).matmul(&d.weights);
@@ -253,7 +253,7 @@ fn directions_are_the_svcca_ones() {
     // The variates of the top 3 directions correlate with B as the top 3 correlations say
     // (B reduced by the same rule; the 3 whitened variates have equal variance, all kept).
     let z = ac.matmul(&d.weights.narrow(1, 0, 3));
-    let top = similarity::compare(&z, &b, &Options { method: Method::Svcca, keep: Keep::Variance(0.99) }).unwrap();
+    let top = similarity::compare(&z, &b, &Options { method: Method::Svcca, keep: Keep::Variance(0.99), ..Options::default() }).unwrap();
     common::assert_close(&top.correlations, &s.correlations[..3], 1e-9, "top-3 variates");
 }
 

@@ -7,7 +7,7 @@ use svcca::similarity::{compare, similarity, Keep, KeepRule, Method, Moments, Op
 use tch::{Device, Kind, Tensor};
 
 fn opts(method: Method, keep: Keep) -> Options {
-    Options { method, keep }
+    Options { method, keep, ..Options::default() }
 }
 
 /// A layer with a few shared signals: `z w + noise`, float64.

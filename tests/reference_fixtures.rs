@@ -13,7 +13,7 @@ const TOL: f64 = 1e-6;
 /// Runs one comparison with the fixture tensors given as `kind` (the files are float32;
 /// float64 input of the same values must give the same answers).
 fn run(a: &str, b: &str, method: Method, keep: Keep, kind: Kind) -> Similarity {
-    let options = Options { method, keep };
+    let options = Options { method, keep, ..Options::default() };
     compare(&load(a).to_kind(kind), &load(b).to_kind(kind), &options).unwrap()
 }
 

@@ -94,6 +94,8 @@ fn sweep_on_slurm_preempted_requeued_resumed_sharded_reported() {
     let id = text.split("job array ").nth(1).and_then(|t| t.split(':').next()).expect(&text).trim().to_string();
     let script = std::fs::read_to_string(out.join("slurm/sweep.sbatch")).unwrap();
     assert!(script.contains("#SBATCH --array=0-3%2") && script.contains("#SBATCH --signal=B:USR1@120"), "{script}");
+    // train.device = "auto" and no `gpus`: no GPU requested (the local cluster has none).
+    assert!(!script.contains("--gres"), "{script}");
 
     // Preempt task 0 once its first checkpoint after the start is written.
     let first = out.join("000-schedule-none-seed-0");
@@ -157,9 +159,21 @@ fn sweep_on_slurm_preempted_requeued_resumed_sharded_reported() {
     }
     let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/slurm/analyze-shards.sbatch");
     let log = dir.path().join("shard-%A_%a.out");
+    // The script requests a GPU per task; the local cluster has none: --gres=none, as
+    // docs/slurm.md says for CPU-only clusters (the command line wins over #SBATCH).
+    let script_text = std::fs::read_to_string(&template).unwrap();
+    assert!(script_text.contains("\n#SBATCH --gres=gpu:1\n"), "{script_text}");
     let (ok, text) = run(
         "sbatch",
-        &["--parsable", "--array=0-1", &format!("--output={}", log.display()), template.to_str().unwrap(), BIN, sharded.to_str().unwrap()],
+        &[
+            "--parsable",
+            "--gres=none",
+            "--array=0-1",
+            &format!("--output={}", log.display()),
+            template.to_str().unwrap(),
+            BIN,
+            sharded.to_str().unwrap(),
+        ],
     );
     assert!(ok, "{text}");
     let shard_job = text.trim().split(';').next().unwrap().to_string();

@@ -37,10 +37,10 @@ fn summaries_give_the_numbers_of_the_pairwise_route_for_every_method_and_form() 
     let layers = [c1, c2, tiny, dense];
     let noisy: Vec<Tensor> = layers.iter().enumerate().map(|(i, t)| t + Tensor::randn_like(t) * 0.4 * (i + 1) as f64).collect();
     for options in [
-        Options { method: Method::Svcca, keep: Keep::Variance(0.99) },
-        Options { method: Method::Svcca, keep: Keep::Singular(0.9) },
-        Options { method: Method::Svcca, keep: Keep::TopK(2) },
-        Options { method: Method::Cca, keep: Keep::All },
+        Options { method: Method::Svcca, keep: Keep::Variance(0.99), ..Options::default() },
+        Options { method: Method::Svcca, keep: Keep::Singular(0.9), ..Options::default() },
+        Options { method: Method::Svcca, keep: Keep::TopK(2), ..Options::default() },
+        Options { method: Method::Cca, keep: Keep::All, ..Options::default() },
     ] {
         for method in [ConvMethod::Dft, ConvMethod::Flatten, ConvMethod::Avgpool] {
             for (cut, dense) in [(DftCut::Global, ConvDense::Flatten), (DftCut::PerFrequency, ConvDense::Avgpool)] {
@@ -122,7 +122,7 @@ fn the_global_dft_cut_is_svcca_of_the_flattened_layers() {
     let flat = |x: &Tensor| x.permute([0, 2, 3, 1]).reshape([x.size()[0], -1]);
     let (mut checked, mut padded, mut differs) = (0, false, false);
     for keep in [Keep::Variance(0.99), Keep::Variance(0.9), Keep::Singular(0.99), Keep::Singular(0.8)] {
-        let options = Options { method: Method::Svcca, keep };
+        let options = Options { method: Method::Svcca, keep, ..Options::default() };
         let global = ConvOptions { cut: DftCut::Global, ..ConvOptions::default() };
         let (s, report) = compare_conv(&a, &b, global, &options).unwrap();
         assert_eq!(report.cut, Some(DftCut::Global));
@@ -143,7 +143,12 @@ fn the_global_dft_cut_is_svcca_of_the_flattened_layers() {
                 let (u, sv, _) = xc.svd(true, true);
                 u.narrow(1, 0, kk as i64) * sv.narrow(0, 0, kk as i64)
             };
-            compare(&top(&flat(&a), s.kept_a), &top(&flat(&b), s.kept_b), &Options { method: Method::Cca, keep: Keep::All }).unwrap()
+            compare(
+                &top(&flat(&a), s.kept_a),
+                &top(&flat(&b), s.kept_b),
+                &Options { method: Method::Cca, keep: Keep::All, ..Options::default() },
+            )
+            .unwrap()
         };
         // The flattened problem has min(K_a, K_b) correlations, the per-frequency ones
         // padded with zeros where a frequency keeps fewer on one side: the mean's
@@ -164,4 +169,45 @@ fn the_global_dft_cut_is_svcca_of_the_flattened_layers() {
     assert!(checked > 0, "every rule stopped inside a mirrored pair: the plain comparison was never made");
     assert!(padded, "no case where frequencies keep fewer on one side than the other: the denominator went untested");
     assert!(differs, "the per-frequency cut gave the global cut's numbers every time");
+}
+
+/// `Precision::Float32` (products in float32, decompositions and sums in float64) against
+/// float64, on layers of realistic scale: 4000 datapoints, a 256-neuron dense layer, a
+/// 512-neuron wide one taking the Gram route... and conv layers under the DFT, with
+/// channel means far from zero (as ReLU layers' are) so that the shift matters. The cost
+/// is well under a part in a million of each similarity here (at most 2e-7 measured on
+/// an AMD EPYC; docs/analysis.md, "Precision"); the test allows 1e-5.
+#[test]
+fn float32_products_stay_within_a_few_parts_in_a_million_of_float64() {
+    use svcca::similarity::Precision;
+    let n = 4000;
+    let signal = randn(20, n, 32);
+    let mix = |seed: i64, width: i64, noise: f64| (signal.matmul(&randn(seed, 32, width)) + randn(seed + 1, n, width) * noise).relu() + 3.0;
+    let dense_a = mix(21, 256, 1.0);
+    let dense_b = mix(23, 128, 2.0);
+    let wide = randn(25, 600, 5000).relu() + 1.0;
+    let wide_b = wide.narrow(1, 0, 64) + randn(26, 600, 64);
+    let conv_a = conv_layer(27, 1000, 16, 8, 8).relu() + 2.0;
+    let conv_b = (conv_a.roll([1], [2]) + conv_layer(28, 1000, 16, 8, 8) * 0.5).relu();
+    let mut worst: f64 = 0.0;
+    for (keep, method) in [(Keep::Variance(0.99), Method::Svcca), (Keep::All, Method::Cca)] {
+        let of = |precision| Options { method, keep, precision };
+        let conv = ConvOptions { method: ConvMethod::Dft, ..ConvOptions::default() };
+        for (x, y) in [(&dense_a, &dense_b), (&wide, &wide_b), (&conv_a, &conv_b)] {
+            let pair = |p| {
+                let mut a = Layers::new(vec![x.shallow_clone()], of(p), conv);
+                let mut b = Layers::new(vec![y.shallow_clone()], of(p), conv);
+                similarity(&mut a, 0, &mut b, 0).unwrap()
+            };
+            let (f64_, f32_) = (pair(Precision::Float64), pair(Precision::Float32));
+            assert!(f64_ > 0.05, "{method:?} {f64_}: a pair far from 0");
+            let diff = (f64_ - f32_).abs();
+            println!("{method:?} {:?} x {:?}: float64 {f64_:.9}, float32 {f32_:.9}, |diff| {diff:.2e}", x.size(), y.size());
+            worst = worst.max(diff);
+        }
+    }
+    println!("worst |float32 - float64|: {worst:.2e}");
+    assert!(worst < 1e-5, "float32 products moved a similarity by {worst:.2e}");
+    // Not a no-op: the float32 route does compute in float32.
+    assert!(worst > 0.0, "float32 products gave float64's numbers to the bit: the setting is not applied");
 }

@@ -72,3 +72,41 @@ fn list_dry_run_and_array_task_variant() {
     assert_refused(&o, &["--variant I"]);
     assert_refused(&svcca(&["run", cfg, "--out", out_s, "--variant", "3"]), &["3 variants"]);
 }
+
+/// `--submit --dry-run` and the GPUs each task requests: one by default for a `cuda`
+/// sweep, none for `auto` (with a word on how to get one) or with `--gpus 0`; a `cuda:N`
+/// past the GPUs a task gets is refused, status 2.
+#[test]
+fn gpu_sweeps_request_a_gpu_per_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::write_file(dir.path(), "zip.toml", &config());
+    let cfg = cfg.as_str();
+    let out = dir.path().join("sw");
+    let out_s = out.to_str().unwrap();
+    let submit = |extra: &[&str]| {
+        let mut args = vec!["sweep", cfg, "--out", out_s, "--submit", "--dry-run"];
+        args.extend(extra);
+        // At info level, where the word on `auto` is.
+        let o = svcca_env(&args, &[("SVCCA_LOG", "info")]);
+        let script = std::fs::read_to_string(out.join("slurm/sweep.sbatch")).unwrap_or_default();
+        let _ = std::fs::remove_file(out.join("slurm/sweep.sbatch"));
+        (o, script)
+    };
+
+    let (o, script) = submit(&["--set", "train.device=\"cuda\""]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(script.contains("#SBATCH --gres=gpu:1\n"), "{script}");
+
+    let (o, script) = submit(&["--set", "train.device=\"cuda\"", "--gpus", "0"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!script.contains("--gres"), "{script}");
+
+    let (o, script) = submit(&[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!script.contains("--gres"), "{script}");
+    assert!(err.contains("will run on the CPU unless the partition gives them GPUs") && err.contains("--gpus 1"), "{err}");
+
+    let (o, _) = submit(&["--set", "train.device=\"cuda:2\"", "--gpus", "1"]);
+    assert_refused(&o, &["cuda:2", "renumbers", "--gpus 3"]);
+}

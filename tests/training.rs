@@ -55,3 +55,17 @@ fn keep_last_prunes_old_checkpoints() {
         std::fs::read_dir(tmp.path().join("checkpoints")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert_eq!(names, ["step-00000031.safetensors"]);
 }
+
+/// The loop copies nothing between host and device per step: one upload when an epoch
+/// starts (its batch order and augmentation together) and one read of the train
+/// statistics when they are due (every 10 steps, and at evaluations and checkpoints).
+#[test]
+fn the_loop_uploads_once_per_epoch_and_reads_only_the_due_statistics() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 256 images in batches of 16: 16 steps an epoch; 40 steps touch epochs 0, 1 and 2.
+    let mut c = Tiny::augmented(40).config();
+    c.train.eval_every = 20;
+    c.checkpoints.every = 20;
+    let s = svcca::train::train(c, tmp.path()).unwrap();
+    assert_eq!(s.transfers, svcca::train::trainer::Transfers { steps: 40, uploads: 3, reads: 4 });
+}

@@ -25,7 +25,7 @@ fn settings(config: &Config) -> (Options, ConvOptions) {
     let an = &config.analysis;
     let keep = if an.method == Method::Svcca { an.keep_rule.keep(an.keep) } else { Keep::All };
     let conv = ConvOptions { method: an.conv, seed: an.seed, cut: an.dft_cut, dense: an.conv_dense, ..Default::default() };
-    (Options { method: an.method, keep }, conv)
+    (Options { method: an.method, keep, precision: an.precision }, conv)
 }
 
 /// Layers on one side of many comparisons under `config.analysis` (a checkpoint's

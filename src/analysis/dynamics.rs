@@ -490,6 +490,11 @@ pub(crate) fn plan(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<P
     let opened = Run::load(run, device)?;
     let (config, device, total) = (opened.config.clone(), opened.data.train.images.device(), opened.final_step);
     let a = &config.analysis;
+    if a.precision == crate::similarity::Precision::Float32 && device == tch::Device::Cpu {
+        tracing::info!(
+            "analysis.precision = \"float32\" on the CPU: slower than float64 here (float64's products have their own CPU kernels); it is meant for GPUs with slow float64"
+        );
+    }
     let dir = run.join(FOLDER);
     let settings_path = dir.join("settings.json");
     let previous: Option<Settings> = if settings_path.exists() { read_json(&settings_path).ok() } else { None };

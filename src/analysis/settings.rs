@@ -30,6 +30,10 @@ pub struct Similarity {
     pub dft_cut: DftCut,
     pub probe_size: usize,
     pub seed: u64,
+    /// The products' arithmetic; absent in folders analysed before it was a setting,
+    /// which all used float64.
+    #[serde(default)]
+    pub precision: crate::similarity::Precision,
 }
 
 impl Similarity {
@@ -43,6 +47,7 @@ impl Similarity {
             dft_cut: a.dft_cut,
             probe_size: a.probe_size,
             seed: a.seed,
+            precision: a.precision,
         }
     }
 }

@@ -12,7 +12,7 @@ pub struct AnalyzeArgs {
     /// Run folder made by `svcca train` (or `svcca run`).
     run: PathBuf,
     /// Where to compute (default: the run's train.device).
-    #[arg(long, value_enum)]
+    #[arg(long, value_name = "cpu|cuda[:N]|auto")]
     device: Option<DeviceChoice>,
     /// Tables only: skip the plots.
     #[arg(long)]

@@ -52,7 +52,7 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = ConvOptions::default().seed)]
     seed: u64,
     /// Where to compute: auto takes a GPU when there is one.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    #[arg(long, value_name = "cpu|cuda[:N]|auto", default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
     /// Host memory the data may take; larger files are streamed in blocks (e.g. 512M, 4G).
     #[arg(long, value_name = "BYTES", default_value = "2G", value_parser = super::parse_bytes)]
@@ -95,7 +95,7 @@ impl CompareArgs {
             }),
             conv_dense: self.conv_dense,
             layout: self.layout,
-            options: Options { method: self.method, keep: self.keep()? },
+            options: Options { method: self.method, keep: self.keep()?, ..Options::default() },
             device: self.device.resolve()?,
             memory_budget: self.memory_budget,
             a: self.a,

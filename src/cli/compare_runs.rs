@@ -14,7 +14,7 @@ pub struct CompareRunsArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Where to compute (default: the first run's train.device).
-    #[arg(long, value_enum)]
+    #[arg(long, value_name = "cpu|cuda[:N]|auto")]
     device: Option<DeviceChoice>,
     /// Tables only: skip the heatmap.
     #[arg(long)]

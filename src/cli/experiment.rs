@@ -60,7 +60,7 @@ pub struct FreezeArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Overrides the config's train.device.
-    #[arg(long, value_enum)]
+    #[arg(long, value_name = "cpu|cuda[:N]|auto")]
     device: Option<DeviceChoice>,
     #[command(flatten)]
     edits: super::ConfigEdits,

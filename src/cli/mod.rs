@@ -82,7 +82,7 @@ impl ConfigEdits {
         let mut all: Vec<String> = self.unset.iter().map(|k| crate::config::unset(k)).collect();
         all.extend(self.set.iter().cloned());
         if let Some(d) = device {
-            all.push(format!("train.device=\"{}\"", format!("{d:?}").to_lowercase()));
+            all.push(format!("train.device=\"{d}\""));
         }
         all
     }

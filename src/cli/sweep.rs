@@ -32,7 +32,8 @@ pub struct SweepArgs {
     /// sbatch --time (overrides sweep.slurm.time), e.g. 02:00:00.
     #[arg(long)]
     time: Option<String>,
-    /// GPUs per task: --gres=gpu:N (overrides sweep.slurm.gpus).
+    /// GPUs per task: --gres=gpu:N (overrides sweep.slurm.gpus). Default: 1 when a
+    /// variant's train.device is cuda or cuda:N, else none; 0 requests none.
     #[arg(long)]
     gpus: Option<u32>,
     /// sbatch --cpus-per-task (overrides sweep.slurm.cpus_per_task).
@@ -77,6 +78,7 @@ impl SweepArgs {
             o.max_parallel = self.max_parallel.or(o.max_parallel);
             o.signal_seconds = self.signal_seconds.unwrap_or(o.signal_seconds);
             o.extra.extend(self.sbatch);
+            o.gpus = slurm::gpus_per_task(&sweep, &o)?;
             let template = match &self.template {
                 Some(p) => Some(
                     std::fs::read_to_string(p).map_err(|e| crate::error::InputError::new(format!("{}: cannot read: {e}", p.display())))?,

@@ -14,7 +14,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub(super) out: Option<PathBuf>,
     /// Overrides the config's train.device (for `svcca run`, the analysis's too).
-    #[arg(long, value_enum)]
+    #[arg(long, value_name = "cpu|cuda[:N]|auto")]
     pub(super) device: Option<DeviceChoice>,
     #[command(flatten)]
     pub(super) edits: super::ConfigEdits,

@@ -279,6 +279,16 @@ pub struct TrainConfig {
     /// Evaluate on the test set every this many steps (and at the end).
     pub eval_every: u64,
     pub eval_batch_size: usize,
+    /// On a GPU from Ampere on, cuDNN's convolutions in TensorFloat-32 (10-bit mantissa
+    /// products, float32 sums), as PyTorch does by default: faster, and training's
+    /// activations differ from full float32 by about 1e-3 relative. Evaluation and the
+    /// activations recorded for the analysis always run in full float32. No effect on
+    /// the CPU.
+    pub tf32: bool,
+    /// On a GPU: deterministic cuDNN algorithms, no cuDNN benchmark search, no TF32, so
+    /// that a run repeats bit for bit on the same card and software (slower). The CPU
+    /// is deterministic either way.
+    pub deterministic: bool,
 }
 
 impl Default for TrainConfig {
@@ -298,6 +308,8 @@ impl Default for TrainConfig {
             warmup_steps: 0,
             milestones: vec![0.5, 0.75],
             gamma: 0.1,
+            tf32: true,
+            deterministic: false,
             eval_every: 500,
             eval_batch_size: 1000,
         }
@@ -450,6 +462,9 @@ pub struct AnalysisConfig {
     /// resource, not a result: changing it changes no number.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<u64>,
+    /// The arithmetic of the analysis's large products: "float64" (default) or
+    /// "float32" (decompositions and sums stay float64; for GPUs with slow float64).
+    pub precision: crate::similarity::Precision,
 }
 
 impl Default for AnalysisConfig {
@@ -468,6 +483,7 @@ impl Default for AnalysisConfig {
             layers: None,
             every_nth: 1,
             memory_mib: None,
+            precision: crate::similarity::Precision::Float64,
         }
     }
 }
@@ -743,13 +759,15 @@ impl Config {
     }
 }
 
-/// The keys whose values differ between two configs (dotted), ignoring `train.device`
-/// (a run may be resumed on another device), `freeze.cache_mib` (memory, not results),
+/// The keys whose values differ between two configs (dotted), ignoring `train.device`,
+/// `train.tf32` and `train.deterministic` (a run may be resumed on another device, or
+/// with another GPU arithmetic), `freeze.cache_mib` (memory, not results),
 /// `[analysis]` and `model.taps` (they do not change training; the analysis checks its own settings, see `analysis::dynamics`).
 pub fn differences(a: &Config, b: &Config) -> Vec<String> {
     let flat = |c: &Config| {
         let mut c = c.clone();
         c.train.device = DeviceChoice::Auto;
+        (c.train.tf32, c.train.deterministic) = (true, false);
         c.freeze.cache_mib = FreezeConfig::default().cache_mib;
         c.analysis = AnalysisConfig::default();
         c.model.taps = Taps::default();

@@ -1,10 +1,14 @@
 //! Augmentation of a whole batch at once, on the device the batch lives on: random crop
-//! after zero padding, and horizontal flip. The random choices are drawn on the host
-//! (a few integers per image, from a keyed [`Rng`](super::rng::Rng) stream so a resumed
-//! run repeats them) and applied as one gather, not image by image.
+//! after zero padding, and horizontal flip. The random choices are drawn on the host (a
+//! few integers per image, from a keyed [`Rng`](super::rng::Rng) stream so a resumed run
+//! repeats them), uploaded with the epoch's batch order (`train::trainer`: one upload
+//! per epoch, none per step) and applied as one gather, not image by image.
 
 use super::rng::Rng;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
+
+/// Integers drawn per image: row offset, column offset, mirrored (0 or 1).
+pub const CHOICES: usize = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Augment {
@@ -18,42 +22,54 @@ impl Augment {
         self.padding == 0 && !self.flip
     }
 
-    /// Augments `images` (N x C x H x W, any dtype): each image is cropped back to H x W
-    /// from the padded image at a random offset, and mirrored with probability 1/2; the
-    /// choices come from `rng`.
-    pub fn apply(&self, images: &Tensor, rng: &mut Rng) -> Tensor {
+    /// The choices for `n` images from `rng`, [`CHOICES`] per image, appended to `out`:
+    /// the crop's offsets into the padded image (each in `0..=2 * padding`) and whether
+    /// the image is mirrored (with probability 1/2 when `flip`).
+    pub fn draw(&self, n: usize, rng: &mut Rng, out: &mut Vec<i64>) {
+        let p = self.padding;
+        for _ in 0..n {
+            let (dy, dx) = if p > 0 { (rng.below(2 * p as u64 + 1) as i64, rng.below(2 * p as u64 + 1) as i64) } else { (p, p) };
+            let mirrored = self.flip && rng.below(2) == 1;
+            out.extend([dy, dx, mirrored as i64]);
+        }
+    }
+
+    /// Augments `images` (N x C x H x W, any dtype) by `choices` (N x [`CHOICES`], int64,
+    /// on the images' device, from [`Augment::draw`]): each image is cropped back to
+    /// H x W from the padded image at its offsets, and mirrored where chosen. Every
+    /// index is computed on the device.
+    pub fn apply(&self, images: &Tensor, choices: &Tensor) -> Tensor {
         if self.is_identity() {
             return images.shallow_clone();
         }
         let (n, _c, h, w) = images.size4().expect("images are N x C x H x W");
         let p = self.padding;
-        let mut rows = Vec::with_capacity((n * h) as usize);
-        let mut cols = Vec::with_capacity((n * w) as usize);
-        for _ in 0..n {
-            let (dy, dx) = if p > 0 { (rng.below(2 * p as u64 + 1) as i64, rng.below(2 * p as u64 + 1) as i64) } else { (p, p) };
-            let mirrored = self.flip && rng.below(2) == 1;
-            rows.extend((0..h).map(|y| dy + y));
-            cols.extend((0..w).map(|x| dx + if mirrored { w - 1 - x } else { x }));
-        }
         let device = images.device();
         let padded = if p > 0 { images.constant_pad_nd([p, p, p, p]) } else { images.shallow_clone() };
+        let (dy, dx, mirrored) = (choices.narrow(1, 0, 1), choices.narrow(1, 1, 1), choices.narrow(1, 2, 1));
+        // Source row dy + y; source column dx + x, or dx + (w - 1 - x) when mirrored.
+        let y = Tensor::arange(h, (Kind::Int64, device)).view([1, h]);
+        let x = Tensor::arange(w, (Kind::Int64, device)).view([1, w]);
+        let rows = (dy + y).view([n, h, 1]);
+        let cols = (dx + &x + mirrored * (x * -2 + (w - 1))).view([n, 1, w]);
         // Gather in N x H x W x C order: three broadcast index tensors pick, for each
         // output pixel, its image, source row and source column.
         let nhwc = padded.permute([0, 2, 3, 1]);
         let bi = Tensor::arange(n, (Kind::Int64, device)).view([n, 1, 1]);
-        let ri = upload(&rows, device).view([n, h, 1]);
-        let ci = upload(&cols, device).view([n, 1, w]);
-        nhwc.index(&[Some(bi), Some(ri), Some(ci)]).permute([0, 3, 1, 2]).contiguous()
+        nhwc.index(&[Some(bi), Some(rows), Some(cols)]).permute([0, 3, 1, 2]).contiguous()
     }
-}
-
-fn upload(v: &[i64], device: Device) -> Tensor {
-    Tensor::from_slice(v).to_device(device)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Device;
+
+    fn augment(a: &Augment, x: &Tensor, seed: u64) -> Tensor {
+        let mut choices = Vec::new();
+        a.draw(x.size()[0] as usize, &mut Rng::stream(seed, &[]), &mut choices);
+        a.apply(x, &Tensor::from_slice(&choices).view([-1, CHOICES as i64]))
+    }
 
     #[test]
     fn crops_are_shifted_copies_and_flips_mirror() {
@@ -61,7 +77,7 @@ mod tests {
         let flip = Augment { padding: 0, flip: true };
         let mut seen_flip = false;
         for s in 0..8 {
-            let y = flip.apply(&x, &mut Rng::stream(s, &[]));
+            let y = augment(&flip, &x, s);
             for i in 0..2 {
                 let (xi, yi) = (x.get(i), y.get(i));
                 let same = xi.equal(&yi);
@@ -72,7 +88,7 @@ mod tests {
         }
         assert!(seen_flip);
         let crop = Augment { padding: 2, flip: false };
-        let y = crop.apply(&x, &mut Rng::stream(3, &[]));
+        let y = augment(&crop, &x, 3);
         assert_eq!(y.size(), x.size());
         // Every nonzero value of a crop sits at its own value's place shifted by one offset.
         let padded = x.constant_pad_nd([2, 2, 2, 2]);
@@ -80,5 +96,17 @@ mod tests {
             let found = (0..5).any(|dy| (0..5).any(|dx| padded.get(i).narrow(1, dy, 6).narrow(2, dx, 6).equal(&y.get(i))));
             assert!(found, "image {i} is not a crop of its padded self");
         }
+    }
+
+    #[test]
+    fn chosen_offsets_and_mirrors_pick_the_pixels_they_name() {
+        let x = Tensor::arange(2 * 6 * 6, (Kind::Float, Device::Cpu)).view([2, 1, 6, 6]) + 1.0;
+        let a = Augment { padding: 2, flip: true };
+        // Image 0: offsets (0, 4), not mirrored; image 1: offsets (3, 1), mirrored.
+        let choices = Tensor::from_slice(&[0i64, 4, 0, 3, 1, 1]).view([2, 3]);
+        let y = a.apply(&x, &choices);
+        let padded = x.constant_pad_nd([2, 2, 2, 2]);
+        assert!(y.get(0).equal(&padded.get(0).narrow(1, 0, 6).narrow(2, 4, 6)));
+        assert!(y.get(1).equal(&padded.get(1).narrow(1, 3, 6).narrow(2, 1, 6).flip([2])));
     }
 }

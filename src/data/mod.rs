@@ -106,6 +106,7 @@ impl Dataset {
     /// Reads (or generates) the dataset the config names, checks it, and moves it to
     /// `device`.
     pub fn load(config: &DataConfig, device: Device) -> Result<Dataset, InputError> {
+        crate::device::assert_resolved("loading a dataset");
         let path = || config.path.clone().expect("validated: non-synthetic datasets have a path");
         let (mut train, mut test) = match config.dataset {
             DatasetName::Synthetic => synthetic::generate(

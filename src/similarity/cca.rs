@@ -223,9 +223,17 @@ pub(crate) fn on_rayon<T>(device: Device, f: impl FnOnce() -> T) -> T {
     out
 }
 
-/// Runs a decomposition `f` of a stack of matrices (along the first axis), split across
-/// rayon's threads when libtorch runs single-threaded on the CPU (see [`single_threaded`]).
+/// Runs a decomposition `f` of a stack of matrices (along the first axis) where it is
+/// fastest: on the CPU split across rayon's threads when libtorch runs single-threaded
+/// there (see [`single_threaded`]); on a GPU as one batched call when libtorch batches
+/// it there, and otherwise on the CPU's threads ([`solve_on_host`]).
 pub(crate) fn stacked<const K: usize>(t: &Tensor, f: impl Fn(&Tensor) -> [Tensor; K] + Sync) -> [Tensor; K] {
+    if solve_on_host(t.device(), &t.size()) {
+        let device = t.device();
+        let host = t.to_device(Device::Cpu);
+        let out = on_rayon(Device::Cpu, || stacked(&host, f));
+        return out.map(|x| x.to_device(device));
+    }
     let split = t.device() == Device::Cpu && tch::get_num_threads() == 1 && t.dim() == 3 && t.size()[0] > 1;
     if !split {
         return f(t);
@@ -234,7 +242,35 @@ pub(crate) fn stacked<const K: usize>(t: &Tensor, f: impl Fn(&Tensor) -> [Tensor
     std::array::from_fn(|k| Tensor::cat(&parts.iter().map(|p| &p[k]).collect::<Vec<_>>(), 0))
 }
 
+/// The largest side of a matrix that libtorch's CUDA eigh and SVD solve as one batched
+/// call over a stack (cuSOLVER's Jacobi `syevjBatched`/`gesvdjBatched`); above it they
+/// loop over the stack, one small launch-bound solve after another.
+const GPU_BATCHED_SIDE: i64 = 32;
+
+/// Whether a decomposition of a tensor of `shape` on `device` is better solved on the
+/// CPU: a stack of several matrices on a GPU, each too large for libtorch's batched GPU
+/// solvers (the DFT's hundreds of 64 x 64 problems per layer). A single matrix (a dense
+/// layer's) stays on the GPU, where its solver is a large one.
+pub(crate) fn solve_on_host(device: Device, shape: &[i64]) -> bool {
+    device.is_cuda() && shape.len() == 3 && shape[0] > 1 && shape[1].max(shape[2]) > GPU_BATCHED_SIDE
+}
+
 pub(crate) fn to_host(t: &Tensor) -> Vec<f64> {
     let t = t.to_device(Device::Cpu).to_kind(Kind::Double).contiguous();
     Vec::<f64>::try_from(&t.flatten(0, -1)).expect("a float tensor converts to Vec<f64>")
+}
+
+#[cfg(test)]
+mod placement_tests {
+    use super::*;
+
+    #[test]
+    fn stacks_of_matrices_too_large_to_batch_on_a_gpu_are_solved_on_the_cpu() {
+        let gpu = Device::Cuda(0);
+        assert!(solve_on_host(gpu, &[514, 64, 64]), "the DFT's stack of 64 x 64 problems");
+        assert!(!solve_on_host(gpu, &[514, 32, 32]), "batched on the GPU");
+        assert!(!solve_on_host(gpu, &[1, 2048, 2048]), "one large matrix: the GPU's solver");
+        assert!(!solve_on_host(gpu, &[2048, 2048]));
+        assert!(!solve_on_host(Device::Cpu, &[514, 64, 64]), "already on the CPU");
+    }
 }

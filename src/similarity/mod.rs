@@ -47,7 +47,7 @@ use crate::error::{Side, SimilarityError};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// Which similarity to compute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -140,6 +140,34 @@ pub struct Options {
     pub method: Method,
     /// Used by SVCCA only; CCA keeps every direction, PWCCA and CKA use all neurons.
     pub keep: Keep,
+    /// The arithmetic of the large products (the summaries' route, [`summary`]).
+    pub precision: Precision,
+}
+
+/// The arithmetic of a comparison's large products: the scatter and Gram matrices of
+/// the data and the cross products between layers. The decompositions, the centring
+/// and every sum across blocks of datapoints stay in float64 either way.
+///
+/// `Float32` holds the shifted data in float32 (half the memory) and multiplies in
+/// float32: on GPUs whose float64 runs at 1/32 to 1/64 of float32 (L4, T4, RTX cards)
+/// the products then run at the card's speed. What it costs is measured against float64
+/// in docs/analysis.md ("Precision").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Float64,
+    Float32,
+}
+
+impl Precision {
+    /// The kind the products run in.
+    pub fn kind(self) -> Kind {
+        match self {
+            Precision::Float64 => Kind::Double,
+            Precision::Float32 => Kind::Float,
+        }
+    }
 }
 
 impl Options {
@@ -155,7 +183,7 @@ impl Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { method: Method::Svcca, keep: Keep::default() }
+        Options { method: Method::Svcca, keep: Keep::default(), precision: Precision::Float64 }
     }
 }
 
@@ -204,12 +232,12 @@ pub struct Warning {
 /// // representation, every canonical correlation 1.
 /// let m = Tensor::randn([8, 8], opts) + Tensor::eye(8, opts) * 4.0;
 /// let b = a.matmul(&m) + 3.0;
-/// let same = compare(&a, &b, &Options { method: Method::Cca, keep: Keep::All })?;
+/// let same = compare(&a, &b, &Options { method: Method::Cca, keep: Keep::All, ..Options::default() })?;
 /// assert!((same.mean - 1.0).abs() < 1e-9);
 /// // An unrelated layer: SVCCA near its chance level (mean squared correlation about
 /// // neurons / datapoints).
 /// let noise = Tensor::randn([500, 8], opts);
-/// let other = compare(&a, &noise, &Options { method: Method::Svcca, keep: Keep::Variance(0.99) })?;
+/// let other = compare(&a, &noise, &Options { method: Method::Svcca, keep: Keep::Variance(0.99), ..Options::default() })?;
 /// assert!(other.mean < 0.3);
 /// # Ok::<(), svcca::error::SimilarityError>(())
 /// ```

@@ -51,6 +51,9 @@ pub(super) struct SideSums {
     zero_shift: bool,
     sum: Tensor,
     gram: Tensor,
+    /// What the block's products run in (float64, or float32: [`super::Precision`]);
+    /// the running sums are float64 either way.
+    kind: Kind,
 }
 
 /// One layer's centred statistics, restricted to its non-constant neurons.
@@ -77,11 +80,18 @@ impl SideSums {
             zero_shift: false,
             sum: Tensor::zeros([problems, 1, cols], opts),
             gram: Tensor::zeros([problems, cols, cols], opts),
+            kind: Kind::Double,
         }
     }
 
-    /// Adds one block (problems x rows x cols) and returns it shifted, in float64. The
-    /// conversion happens inside the subtraction: one pass, no extra copy.
+    /// The same sums, each block's products computed in `kind` (see [`super::Precision`]).
+    pub(super) fn in_kind(self, kind: Kind) -> Self {
+        SideSums { kind, ..self }
+    }
+
+    /// Adds one block (problems x rows x cols) and returns it shifted, in the sums'
+    /// kind (float64 unless [`SideSums::in_kind`]). The conversion happens inside the
+    /// subtraction: one pass, no extra copy.
     pub(super) fn add(&mut self, block: &Tensor) -> Tensor {
         if self.shift.is_none() {
             // A copy, not a view: a view would keep the whole first block alive (and,
@@ -90,7 +100,12 @@ impl SideSums {
             self.zero_shift = bool::try_from(first.eq(0.0).all()).unwrap_or(false);
             self.shift = Some(first);
         }
-        let shifted = if self.zero_shift { block.to_kind(Kind::Double) } else { shifted(block, self.shift.as_ref().expect("set above")) };
+        let shift = self.shift.as_ref().expect("set above");
+        let shifted = match (self.kind, self.zero_shift) {
+            (kind, true) => block.to_kind(kind),
+            (Kind::Double, false) => shifted(block, shift),
+            (kind, false) => block.to_kind(kind) - shift.to_kind(kind),
+        };
         add_column_sums(&mut self.sum, &shifted);
         add_gram(&mut self.gram, &shifted);
         shifted

@@ -67,7 +67,8 @@ pub(crate) fn add_column_sums(out: &mut Tensor, x: &Tensor) {
             });
         }
     }
-    *out += x.sum_dim_intlist(1, true, None);
+    // Summed in float64 whatever the data's kind (float32 products: super::Precision).
+    *out += x.sum_dim_intlist(1, true, Kind::Double);
 }
 
 /// Whether faer may write the products into `out` in place: a contiguous CPU float64

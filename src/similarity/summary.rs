@@ -37,7 +37,7 @@ use super::cca::{self, Principal};
 use super::conv::{applicable, ConvComparison, Form, LayerShape};
 use super::moments::{self, as_complex, first_non_finite, SideSums};
 use super::products::{gram, products};
-use super::{size_warnings, ConvOptions, Keep, Method, Options, Similarity};
+use super::{size_warnings, ConvOptions, Keep, Method, Options, Precision, Similarity};
 use crate::error::{Side, SimilarityError};
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -70,17 +70,25 @@ impl Summary {
     ///
     /// The statistics are [`super::moments`]'s (the same shift, the same test for
     /// constant neurons), and complex data stays in real `[re | im]` form throughout:
-    /// the products are real, which libtorch runs faster than complex ones.
-    pub fn of(x: &Tensor, complex: bool, keep: Keep, joint: Option<&[usize]>, side: Side) -> Result<Summary, SimilarityError> {
+    /// the products are real, which libtorch runs faster than complex ones. The data is
+    /// held, and multiplied, in `precision`'s kind.
+    pub fn of(
+        x: &Tensor,
+        complex: bool,
+        keep: Keep,
+        joint: Option<&[usize]>,
+        side: Side,
+        precision: Precision,
+    ) -> Result<Summary, SimilarityError> {
         let x = if x.dim() == 2 { x.unsqueeze(0) } else { x.shallow_clone() };
         let [problems, rows, cols] = x.size()[..] else { unreachable!("a stack is 3-D") };
         if rows < 2 {
             return Err(SimilarityError::Both(format!("need at least 2 datapoints, got {rows}")));
         }
         if problems == 1 && !complex && cols > rows {
-            return Summary::by_gram(&x, keep, side);
+            return Summary::by_gram(&x, keep, side, precision);
         }
-        let mut sums = SideSums::new(problems, cols, x.device());
+        let mut sums = SideSums::new(problems, cols, x.device()).in_kind(precision.kind());
         let shifted = sums.add(&x);
         if !sums.is_finite() {
             return Err(SimilarityError::layer(side, first_non_finite(&x, 0)));
@@ -115,11 +123,15 @@ impl Summary {
 
     /// The Gram route for one real problem (1 x datapoints x neurons, more neurons than
     /// datapoints): the kept directions are the top eigenvectors of `X_c X_c'`.
-    fn by_gram(x: &Tensor, keep: Keep, side: Side) -> Result<Summary, SimilarityError> {
+    fn by_gram(x: &Tensor, keep: Keep, side: Side, precision: Precision) -> Result<Summary, SimilarityError> {
         let [_, rows, cols] = x.size()[..] else { unreachable!("a stack is 3-D") };
-        // The same shift as the scatter route: by the first datapoint, in float64.
-        let shifted = moments::shifted(x, &x.narrow(1, 0, 1).to_kind(Kind::Double));
-        let sums = shifted.sum_dim_intlist(1, true, None);
+        // The same shift as the scatter route: by the first datapoint, in float64 (or
+        // in float32, to multiply in float32).
+        let shifted = match precision.kind() {
+            Kind::Double => moments::shifted(x, &x.narrow(1, 0, 1).to_kind(Kind::Double)),
+            kind => x.to_kind(kind) - x.narrow(1, 0, 1).to_kind(kind),
+        };
+        let sums = shifted.sum_dim_intlist(1, true, Kind::Double);
         if !bool::try_from(sums.isfinite().all()).unwrap_or(false) {
             return Err(SimilarityError::layer(side, first_non_finite(x, 0)));
         }
@@ -128,8 +140,8 @@ impl Summary {
         if alive == 0 {
             return Err(SimilarityError::layer(side, format!("all {cols} neurons are constant over the datapoints")));
         }
-        let centred = &shifted - sums / rows as f64;
-        let gram = gram(&centred.transpose(1, 2));
+        let centred = &shifted - (sums / rows as f64).to_kind(shifted.kind());
+        let gram = gram(&centred.transpose(1, 2)).to_kind(Kind::Double);
         // Constant neurons are zero columns here: they add nothing to the Gram matrix,
         // and the rank test counts the live ones as the scatter route does.
         let principal = cca::single_threaded(x.device(), rows, || Principal::of_with(&gram, alive as usize));
@@ -162,7 +174,7 @@ impl Summary {
         let Some(w) = &self.whitening else { return self.data.shallow_clone() };
         // (X - 1 m) W = X W - 1 (m W): no centred copy of the data, which for a conv
         // layer's spectrum is the largest thing an analysis holds.
-        let mut z = products(&self.data, w);
+        let mut z = products_f64(&self.data, w);
         if let Some(m) = &self.mean {
             z -= m.matmul(w);
         }
@@ -269,7 +281,14 @@ pub(crate) fn form_groups(a: &Layers, i: usize, b: &Layers, js: &[usize]) -> Vec
 pub fn correlate(a: &Summary, b: &Summary) -> Result<Vec<(usize, usize, Vec<f64>)>, SimilarityError> {
     check_datapoints(a, b)?;
     let device = a.data.device();
-    correlate_from(a, b, Taken::Data, products(&a.data.transpose(1, 2), &b.data.to_device(device)))
+    correlate_from(a, b, Taken::Data, products_f64(&a.data.transpose(1, 2), &b.data.to_device(device)))
+}
+
+/// `x y` in the narrower kind of the two (float32 where either side is held in float32:
+/// [`Precision::Float32`]), returned in float64 for the float64 steps that follow.
+fn products_f64(x: &Tensor, y: &Tensor) -> Tensor {
+    let kind = if x.kind() == Kind::Float || y.kind() == Kind::Float { Kind::Float } else { Kind::Double };
+    products(&x.to_kind(kind), &y.to_kind(kind)).to_kind(Kind::Double)
 }
 
 fn check_datapoints(a: &Summary, b: &Summary) -> Result<(), SimilarityError> {
@@ -320,8 +339,8 @@ pub fn compare(a: &Tensor, b: &Tensor, options: &Options) -> Result<Similarity, 
         return Err(SimilarityError::Both(format!("different numbers of datapoints: {} vs {}", a.size()[0], b.size()[0])));
     }
     let keep = options.effective_keep();
-    let sa = Summary::of(a, false, keep, None, Side::A)?;
-    let sb = Summary::of(b, false, keep, None, Side::B)?;
+    let sa = Summary::of(a, false, keep, None, Side::A, options.precision)?;
+    let sb = Summary::of(b, false, keep, None, Side::B, options.precision)?;
     let [(ka, kb, correlations)] = correlate(&sa, &sb)?.try_into().expect("one problem");
     let rows = sa.datapoints();
     Ok(Similarity {
@@ -500,8 +519,8 @@ impl Layers {
             self.joined.insert(keys.to_vec(), joined);
         }
         match self.joined.get(keys) {
-            Some(joined) => (Taken::Whitened, products(&a_t, &joined.to_device(device)).split_with_sizes(widths.as_slice(), 2)),
-            None => (Taken::Data, keys.iter().map(|&key| products(&a_t, &self.made(key).data.to_device(device))).collect()),
+            Some(joined) => (Taken::Whitened, products_f64(&a_t, &joined.to_device(device)).split_with_sizes(widths.as_slice(), 2)),
+            None => (Taken::Data, keys.iter().map(|&key| products_f64(&a_t, &self.made(key).data.to_device(device))).collect()),
         }
     }
 }
@@ -627,7 +646,7 @@ fn form_of(x: &Tensor, comparison: Option<&ConvComparison>) -> Form {
 /// several: a layer's full grid and its crops are choices of frequencies of the same
 /// transform.
 fn summarise(x: &Tensor, comparisons: &[Option<&ConvComparison>], options: &Options, side: Side) -> Vec<Result<Summary, SimilarityError>> {
-    let keep = options.effective_keep();
+    let (keep, p) = (options.effective_keep(), options.precision);
     let dft: Vec<&ConvComparison> = comparisons.iter().flatten().copied().filter(|c| c.is_complex()).collect();
     let shared = x.dim() == 4 && dft.len() >= 2;
     let mut spectra = if shared { ConvComparison::spectra(&dft, x) } else { Vec::new() }.into_iter();
@@ -635,10 +654,10 @@ fn summarise(x: &Tensor, comparisons: &[Option<&ConvComparison>], options: &Opti
         .iter()
         .map(|c| match c {
             Some(c) if shared && c.is_complex() => {
-                Summary::of(&spectra.next().expect("one spectrum per DFT form"), true, keep, c.joint(options).as_deref(), side)
+                Summary::of(&spectra.next().expect("one spectrum per DFT form"), true, keep, c.joint(options).as_deref(), side, p)
             }
-            Some(c) => Summary::of(&c.transform(side, x, 0), c.is_complex(), keep, c.joint(options).as_deref(), side),
-            None => Summary::of(x, false, keep, None, side),
+            Some(c) => Summary::of(&c.transform(side, x, 0), c.is_complex(), keep, c.joint(options).as_deref(), side, p),
+            None => Summary::of(x, false, keep, None, side, p),
         })
         .collect()
 }

@@ -7,9 +7,11 @@
 //! `OUT/slurm/logs/<array job>_<task>.out`, and submitted job ids are appended to
 //! `OUT/slurm/jobs.txt`.
 //!
-//! Options come from `[sweep.slurm]` (keys as the fields of [`Options`]), then flags.
+//! Options come from `[sweep.slurm]` (keys as the fields of [`Options`]), then flags;
+//! [`default_mem`] and [`gpus_per_task`] fill in what neither gives.
 
 use super::Sweep;
+use crate::device::DeviceChoice;
 use crate::error::InputError;
 use anyhow::Context;
 use serde::Deserialize;
@@ -25,7 +27,7 @@ pub struct Options {
     pub job_name: Option<String>,
     /// `--time`, e.g. "02:00:00" (default: the partition's).
     pub time: Option<String>,
-    /// `--gres=gpu:N`.
+    /// `--gres=gpu:N`; 0 requests none. Unset: see [`gpus_per_task`].
     pub gpus: Option<u32>,
     pub cpus_per_task: Option<u32>,
     /// `--mem`, e.g. "16G".
@@ -79,7 +81,7 @@ impl Options {
         if let Some(t) = &self.time {
             o.push(format!("--time={t}"));
         }
-        if let Some(g) = self.gpus {
+        if let Some(g) = self.gpus.filter(|&g| g > 0) {
             o.push(format!("--gres=gpu:{g}"));
         }
         if let Some(c) = self.cpus_per_task {
@@ -108,6 +110,68 @@ pub fn default_mem(sweep: &Sweep) -> anyhow::Result<String> {
     }
     let gib = (need as f64 / 0.75 / (1u64 << 30) as f64).ceil() as u64 + 2;
     Ok(format!("{}G", gib.clamp(4, 32)))
+}
+
+/// The GPUs each task requests (`--gres=gpu:N`), given `options.gpus` as the user set it
+/// (`sweep.slurm.gpus`, `--gpus`): that when set (0 requests none), else one where any
+/// variant's `train.device` wants a GPU (`cuda`, `cuda:N`) and none otherwise. One array
+/// has one set of options, so a sweep that mixes `cpu` and `cuda` variants requests a GPU
+/// for every task. A GPU request of the user's own among the verbatim options
+/// (`--gres...`, `--gpus...`, `-G`) stands instead: None, nothing added, nothing checked.
+///
+/// Refused ([`InputError`]): a variant on `cuda:N` with N at or past the GPUs requested,
+/// since Slurm renumbers the GPUs it gives a task from 0 and the task would not see that
+/// one. With none requested, a variant on `cuda` is warned about (the partition may give
+/// GPUs without a request), and `auto` variants are told about (info) when the default
+/// chose none: their tasks run on the CPU unless the partition gives them GPUs.
+pub fn gpus_per_task(sweep: &Sweep, options: &Options) -> Result<Option<u32>, InputError> {
+    let requests_gpus = |o: &String| {
+        let name = o.split(['=', ' ']).next().unwrap_or("");
+        name == "--gres" || name.starts_with("--gpus") || name.starts_with("-G")
+    };
+    if options.extra.iter().any(requests_gpus) {
+        return Ok(None);
+    }
+    let mut devices = Vec::with_capacity(sweep.variants.len());
+    for v in &sweep.variants {
+        devices.push((v, sweep.config_of(v)?.train.device));
+    }
+    let gpus = options.gpus.unwrap_or(u32::from(devices.iter().any(|(_, d)| d.wants_gpu())));
+    let describe = |v: &super::Variant| format!("{} variant {} ({})", sweep.config.display(), v.index, v.describe());
+    if gpus == 0 {
+        // `gpus = 0` was asked for: a GPU variant is the user's call, on their partition.
+        if let Some((v, d)) = devices.iter().find(|(_, d)| d.wants_gpu()) {
+            tracing::warn!(
+                "{}: train.device = \"{d}\", but the tasks request no GPU (gpus = 0): they fail unless the partition gives each a GPU",
+                describe(v)
+            );
+        }
+        if options.gpus.is_none() && devices.iter().any(|(_, d)| *d == DeviceChoice::Auto) {
+            tracing::info!(
+                "train.device = \"auto\" and no GPU requested: the tasks will run on the CPU unless the partition gives them GPUs; \
+                 to train on a GPU, request one per task with --gpus 1 (sweep.slurm.gpus = 1) or set train.device = \"cuda\""
+            );
+        }
+        return Ok(Some(0));
+    }
+    for (v, d) in &devices {
+        if let DeviceChoice::Cuda(Some(i)) = *d {
+            if i >= gpus as usize {
+                let seen = match gpus {
+                    1 => "only cuda:0".to_string(),
+                    n => format!("cuda:0 to cuda:{}", n - 1),
+                };
+                let need = i + 1;
+                return Err(InputError::new(format!(
+                    "{}: train.device = \"{d}\", but each task requests {gpus} GPU(s) and Slurm renumbers a task's GPUs from 0, \
+                     so it sees {seen}: use train.device = \"cuda\" (its first GPU), or request {need} GPUs per task \
+                     (--gpus {need} or sweep.slurm.gpus = {need})",
+                    describe(v)
+                )));
+            }
+        }
+    }
+    Ok(Some(gpus))
 }
 
 /// A word for bash: as it is when plain, else single-quoted.
@@ -229,6 +293,66 @@ mod tests {
         bad.slurm.insert("gpu".into(), toml::Value::Integer(1));
         assert!(Options::from_sweep(&bad).unwrap_err().to_string().contains("sweep.slurm"));
         assert!(script(&sweep, &o, Path::new("/x"), Some("#!/bin/sh\n")).is_err());
+    }
+
+    /// The script of a sweep of two seeds with `[train]` `device` (and `[sweep.slurm]`
+    /// `slurm`), the GPUs its options were resolved to, or the refusal.
+    fn gpu_script(device: &str, slurm: &str, extra: &[&str]) -> Result<(Option<u32>, String), InputError> {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("g.toml");
+        std::fs::write(&config, format!("[train]\ndevice = \"{device}\"\n[sweep]\ntrain.seed = [0, 1]\n[sweep.slurm]\n{slurm}\n")).unwrap();
+        let sweep = Sweep::load(&config, &[], Some(dir.path().join("out"))).unwrap();
+        let mut o = Options::from_sweep(&sweep).unwrap();
+        o.extra.extend(extra.iter().map(|e| e.to_string()));
+        o.gpus = gpus_per_task(&sweep, &o)?;
+        Ok((o.gpus, script(&sweep, &o, Path::new("/bin/svcca"), None).unwrap()))
+    }
+
+    #[test]
+    fn gpu_sweeps_request_one_gpu_per_task_by_default() {
+        // A GPU device: one per task unless told otherwise.
+        for device in ["cuda", "cuda:0"] {
+            let (gpus, text) = gpu_script(device, "", &[]).unwrap();
+            assert_eq!(gpus, Some(1));
+            assert!(text.contains("#SBATCH --gres=gpu:1\n"), "{device}: no --gres=gpu:1 in\n{text}");
+        }
+        let (gpus, text) = gpu_script("cuda:1", "gpus = 2", &[]).unwrap();
+        assert!(gpus == Some(2) && text.contains("#SBATCH --gres=gpu:2\n"), "{text}");
+        // auto and cpu: none by default; `gpus = 0` requests none even for cuda.
+        for (device, slurm) in [("auto", ""), ("cpu", ""), ("cuda", "gpus = 0"), ("auto", "gpus = 0")] {
+            let (gpus, text) = gpu_script(device, slurm, &[]).unwrap();
+            assert_eq!(gpus, Some(0), "{device} {slurm}");
+            assert!(!text.contains("--gres"), "{device} {slurm}: a GPU requested in\n{text}");
+        }
+        // One variant on a GPU is enough: the array's options hold for every task.
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("mixed.toml");
+        std::fs::write(&config, "[sweep]\ntrain.device = [\"cpu\", \"cuda\"]\n").unwrap();
+        let sweep = Sweep::load(&config, &[], Some(dir.path().join("out"))).unwrap();
+        assert_eq!(gpus_per_task(&sweep, &Options::default()).unwrap(), Some(1));
+        // A GPU request of the user's own stands; nothing is added or checked.
+        let (gpus, text) = gpu_script("cuda:1", "extra = [\"--gres=gpu:2\"]", &[]).unwrap();
+        assert_eq!(gpus, None);
+        assert!(text.contains("#SBATCH --gres=gpu:2\n") && !text.contains("--gres=gpu:1"), "{text}");
+        assert_eq!(gpu_script("cuda", "", &["--gpus-per-task=1"]).unwrap().0, None);
+        assert_eq!(gpu_script("cuda", "", &["-G 1"]).unwrap().0, None);
+        // Options that request no GPU leave the default alone.
+        assert_eq!(gpu_script("cuda", "", &["--gres-flags=enforce-binding", "--gpu-bind=closest"]).unwrap().0, Some(1));
+    }
+
+    #[test]
+    fn a_gpu_index_past_the_tasks_gpus_is_refused() {
+        for (device, slurm, seen) in
+            [("cuda:2", "gpus = 1", "only cuda:0"), ("cuda:1", "", "only cuda:0"), ("cuda:3", "gpus = 2", "cuda:0 to cuda:1")]
+        {
+            let e = gpu_script(device, slurm, &[]).unwrap_err().to_string();
+            let need = device[5..].parse::<u32>().unwrap() + 1;
+            for want in [&format!("train.device = \"{device}\""), "renumbers", seen, "\"cuda\"", &format!("--gpus {need}"), "variant 0"] {
+                assert!(e.contains(want), "no {want:?} in: {e}");
+            }
+        }
+        // With none requested the partition decides: not refused.
+        assert!(gpu_script("cuda:2", "gpus = 0", &[]).is_ok());
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub struct Summary {
     /// Steps of this process whose frozen prefix's output came from its cache
     /// ([`prefix_cache`]) instead of a forward pass.
     pub cache_served: u64,
+    /// The host-device copies this process's training loop made.
+    pub transfers: trainer::Transfers,
 }
 
 /// Trains `config` (checked, not yet resolved) in run folder `out`.
@@ -69,7 +71,8 @@ pub fn train_holding(config: Config, out: &Path) -> anyhow::Result<(Summary, run
 }
 
 /// Checks what in `config` depends on the data and the network, without training or
-/// writing anything: `svcca experiment freeze` calls it before its first run.
+/// writing anything: `svcca experiment freeze` calls it before its first run, once it
+/// has resolved the run's device (the check builds and seeds a network, on the CPU).
 pub fn check(config: &Config) -> anyhow::Result<()> {
     build(config.clone(), tch::Device::Cpu).map(drop)
 }
@@ -104,7 +107,7 @@ fn build(config: Config, device: tch::Device) -> anyhow::Result<Built> {
     let config = config.resolve(data.train.len());
     let (vs, net) = {
         let _init = model::init_lock();
-        tch::manual_seed(config.train.seed as i64);
+        crate::device::seed(config.train.seed);
         let vs = tch::nn::VarStore::new(device);
         let net = model::build(&vs.root(), &config.model, data.shape, data.classes)?;
         (vs, net)

@@ -28,16 +28,31 @@ impl Order {
         (self.n / self.batch) as u64
     }
 
+    pub fn batch_size(&self) -> usize {
+        self.batch
+    }
+
+    /// The epoch of step `step` and the step's place in it.
+    pub fn position(&self, step: u64) -> (u64, usize) {
+        let per = self.steps_per_epoch();
+        (step / per, (step % per) as usize)
+    }
+
     /// Indices of the images in batch `step` (0-based).
     pub fn batch(&mut self, step: u64) -> &[i64] {
-        let per = self.steps_per_epoch();
-        let (epoch, within) = (step / per, (step % per) as usize);
+        let ((epoch, within), b) = (self.position(step), self.batch);
+        &self.epoch(epoch)[within * b..(within + 1) * b]
+    }
+
+    /// The batches of epoch `epoch`, one after another (the permutation less the images
+    /// the last partial batch would have taken).
+    pub fn epoch(&mut self, epoch: u64) -> &[i64] {
         if self.epoch.as_ref().map(|(e, _)| *e) != Some(epoch) {
             let perm = Rng::stream(self.seed, &[ORDER, epoch]).permutation(self.n);
             self.epoch = Some((epoch, perm));
         }
-        let perm = &self.epoch.as_ref().expect("just set").1;
-        &perm[within * self.batch..(within + 1) * self.batch]
+        let used = self.steps_per_epoch() as usize * self.batch;
+        &self.epoch.as_ref().expect("just set").1[..used]
     }
 
     /// The random source of batch `step`'s augmentation.

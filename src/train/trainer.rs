@@ -18,9 +18,9 @@ use super::sgd::Sgd;
 use super::{build, evaluate, evaluate_on, folder, schedule, Built, Summary};
 use crate::activations::store::Recorder;
 use crate::config::{ActivationMode, Config};
-use crate::data::augment::Augment;
+use crate::data::augment::{self, Augment};
 use crate::data::Dataset;
-use crate::device;
+use crate::device::{self, GpuArithmetic};
 use crate::model::Network;
 use crate::run_dir;
 use indicatif::ProgressBar;
@@ -51,6 +51,30 @@ pub struct Trainer {
     /// The frozen prefix's outputs, where they cannot change (`None`: they can, said once).
     cache: Option<PrefixCache>,
     total: u64,
+    /// The current epoch's batch order and augmentation, on the device.
+    epoch: Option<EpochOnDevice>,
+    /// How the GPU computes during the update, and outside it (evaluation, recording).
+    arithmetic: Option<(GpuArithmetic, GpuArithmetic)>,
+}
+
+/// An epoch's batch order (`indices`, the epoch's batches one after another) and each
+/// image's augmentation choices (`choices`, images x [`augment::CHOICES`]; `None`
+/// without augmentation), uploaded in one host-to-device copy when the epoch starts: a
+/// step then only takes views of them, with nothing to copy and nothing to wait for.
+struct EpochOnDevice {
+    epoch: u64,
+    indices: Tensor,
+    choices: Option<Tensor>,
+}
+
+/// The host-device copies the training loop made (this process): uploads of epochs'
+/// orders, and reads of the train statistics. Counted where they are made, so that a
+/// test can hold the loop to none per step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Transfers {
+    pub steps: u64,
+    pub uploads: u64,
+    pub reads: u64,
 }
 
 /// The `[freeze]` schedule as a hook of the loop.
@@ -86,6 +110,7 @@ struct Running {
     watch: Divergence,
     metrics: Metrics,
     recorder: Option<Recorder>,
+    transfers: Transfers,
 }
 
 impl Trainer {
@@ -110,6 +135,21 @@ impl Trainer {
             loaded.elapsed().as_secs_f64()
         );
         let has_params: Vec<bool> = costs.iter().map(|c| c.1 > 0).collect();
+        let arithmetic = device.is_cuda().then(|| {
+            let t = &config.train;
+            let update = GpuArithmetic { tf32: t.tf32, deterministic: t.deterministic };
+            let rest = GpuArithmetic { tf32: false, deterministic: t.deterministic };
+            tracing::info!(
+                "GPU arithmetic: {}; evaluation and recorded activations in full float32",
+                match (t.deterministic, t.tf32) {
+                    (true, _) => "deterministic cuDNN algorithms, full float32 (train.deterministic)",
+                    (false, true) => "convolutions in TF32 during the update (train.tf32 = false for full float32), cuDNN benchmark mode",
+                    (false, false) => "full float32 (train.tf32 = false), cuDNN benchmark mode",
+                }
+            );
+            rest.apply();
+            (update, rest)
+        });
 
         let lock = run_dir::lock(out, run_dir::Access::Exclusive)?;
         let ckpt_dir = folder::prepare(&config, out, lock.writable)?;
@@ -142,6 +182,8 @@ impl Trainer {
             has_params,
             freezing: Freezing { plan, frozen: 0, adaptive: None },
             config,
+            epoch: None,
+            arithmetic,
         })
     }
 
@@ -181,6 +223,7 @@ impl Trainer {
             watch: Divergence::new(start, self.ckpt_dir.clone()),
             metrics,
             recorder,
+            transfers: Transfers::default(),
         };
         if resume.from.is_none() && self.config.checkpoints.at_start {
             self.initial_checkpoint(&mut run)?;
@@ -219,9 +262,17 @@ impl Trainer {
                 c.frozen_steps
             );
         }
+        let t = run.transfers;
+        tracing::debug!(
+            "host-device copies in the training loop: {} uploads (one per epoch), {} statistics reads, over {} steps",
+            t.uploads,
+            t.reads,
+            t.steps
+        );
         let seconds = run.began.elapsed().as_secs_f64();
         let images_per_second = (self.total - start) as f64 * self.config.train.batch_size as f64 / seconds.max(1e-9);
-        let summary = self.summary(resume.from, images_per_second);
+        let mut summary = self.summary(resume.from, images_per_second);
+        summary.transfers = run.transfers;
         let validation = summary.validation.map_or(String::new(), |(_, a)| format!(", validation accuracy {:.2}%", 100.0 * a));
         tracing::info!(
             "trained to step {} in {seconds:.1}s ({images_per_second:.0} images/s): test accuracy {:.2}%{validation}",
@@ -280,17 +331,30 @@ impl Trainer {
     /// One SGD update on the batch of `step` (0-based); its loss and correct count join
     /// the window's sums on the device. Returns the learning rate used.
     fn update(&mut self, step: u64, run: &mut Running) -> f64 {
+        let (epoch, within) = self.order.position(step);
+        if self.epoch.as_ref().map(|e| e.epoch) != Some(epoch) {
+            self.epoch = Some(self.upload_epoch(epoch));
+            run.transfers.uploads += 1;
+        }
         let t = &self.config.train;
         let lr = schedule::learning_rate(t, step, self.total);
-        let batch = self.order.batch(step).to_vec();
-        let idx = Tensor::from_slice(&batch).to_device(self.device);
-        let (data, augment, order) = (&self.data, &self.augment, &mut self.order);
-        let images = || data.normalise(&augment.apply(&data.train.images.index_select(0, &idx), &mut order.augmentation(step)));
+        let on_device = self.epoch.as_ref().expect("uploaded above");
+        let b = t.batch_size as i64;
+        let idx = on_device.indices.narrow(0, within as i64 * b, b);
+        let choices = on_device.choices.as_ref().map(|c| c.narrow(0, within as i64 * b, b));
+        let (data, augment) = (&self.data, &self.augment);
+        let images = || {
+            let batch = data.train.images.index_select(0, &idx);
+            data.normalise(&choices.as_ref().map_or(batch.shallow_clone(), |c| augment.apply(&batch, c)))
+        };
         let labels = self.data.train.labels.index_select(0, &idx);
         let (frozen, bn_eval) = (self.freezing.frozen, self.freezing.plan.bn_eval);
+        if let Some((update, _)) = self.arithmetic {
+            update.apply();
+        }
         let logits = match &mut self.cache {
             Some(cache) if frozen > 0 => {
-                let h = cache.prefix_output(&self.net, frozen, &batch, &idx, images);
+                let h = cache.prefix_output(&self.net, frozen, self.order.batch(step), &idx, images);
                 self.net.forward_from(&h, frozen, true)
             }
             _ => self.net.forward_frozen(&images(), true, frozen, bn_eval),
@@ -299,12 +363,36 @@ impl Trainer {
         self.sgd.zero_grad();
         loss.backward();
         self.sgd.step(lr);
+        if let Some((_, rest)) = self.arithmetic {
+            rest.apply();
+        }
         tch::no_grad(|| {
             run.loss_sum += loss.detach();
             run.correct += logits.argmax(-1, false).eq_tensor(&labels).sum(Kind::Int64);
         });
         run.seen += t.batch_size as u64;
+        run.transfers.steps += 1;
         lr
+    }
+
+    /// Epoch `epoch`'s batch order and augmentation choices (drawn from the same keyed
+    /// streams as ever: per step, so a resumed run draws what it would have), in one
+    /// upload.
+    fn upload_epoch(&mut self, epoch: u64) -> EpochOnDevice {
+        let per = self.order.steps_per_epoch();
+        let batch = self.order.batch_size();
+        let mut all = self.order.epoch(epoch).to_vec();
+        let images = all.len() as i64;
+        if !self.augment.is_identity() {
+            all.reserve(all.len() * augment::CHOICES);
+            for s in epoch * per..(epoch + 1) * per {
+                self.augment.draw(batch, &mut self.order.augmentation(s), &mut all);
+            }
+        }
+        let uploaded = Tensor::from_slice(&all).to_device(self.device);
+        let choices = (!self.augment.is_identity())
+            .then(|| uploaded.narrow(0, images, images * augment::CHOICES as i64).view([images, augment::CHOICES as i64]));
+        EpochOnDevice { epoch, indices: uploaded.narrow(0, 0, images), choices }
     }
 
     /// Reads the window's mean train loss and accuracy off the device (stopping on a
@@ -313,7 +401,11 @@ impl Trainer {
         let t = &self.config.train;
         let rate = (done - run.start - run.rate_since.1) as f64 * t.batch_size as f64 / run.rate_since.0.elapsed().as_secs_f64().max(1e-9);
         let steps_in = (run.seen / t.batch_size as u64).max(1) as f64;
-        run.last = (run.loss_sum.double_value(&[]) / steps_in, run.correct.double_value(&[]) / run.seen as f64);
+        // Both sums in one copy off the device.
+        let sums = Vec::<f64>::try_from(&Tensor::stack(&[run.loss_sum.to_kind(Kind::Double), run.correct.to_kind(Kind::Double)], 0))
+            .expect("two float64 sums");
+        run.transfers.reads += 1;
+        run.last = (sums[0] / steps_in, sums[1] / run.seen as f64);
         run.watch.train_loss(run.last.0, done, |s| schedule::learning_rate(t, s, self.total))?;
         run.bar.set_message(format!("loss {:.3} acc {:.1}% {:.0} img/s", run.last.0, 100.0 * run.last.1, rate));
         run.bar.set_position(done);
@@ -424,6 +516,7 @@ impl Trainer {
             images_per_second,
             backward_saved: self.freezing.plan.backward_saved(&self.weight_costs),
             cache_served: self.cache.as_ref().map_or(0, |c| c.served),
+            transfers: Transfers::default(),
         }
     }
 }
