@@ -18,6 +18,10 @@
 //! With a validation set (`data.validation`), the curves are validation accuracy (the
 //! test set is read once per run, at the end), `runs.csv` and the summaries gain the
 //! final validation accuracy, and the test figures are those of the final networks.
+//!
+//! SIGUSR1 or SIGTERM (`crate::preempt`) stops the run in progress with a checkpoint, or
+//! the experiment between runs, and the process exits 75; rerunning the same command
+//! skips the finished runs and resumes the stopped one.
 
 use crate::config::{Config, FreezeConfig, FreezeSchedule};
 use crate::error::InputError;
@@ -105,6 +109,9 @@ pub fn freeze(config: Config, seeds: &[u64], out: &Path) -> anyhow::Result<Freez
                 c.freeze = FreezeConfig::default();
             }
             let dir = out.join(variant).join(format!("seed-{seed}"));
+            // A signal between runs stops here; one during a run stops it with a
+            // checkpoint (`train` returns `Preempted`). Either way a rerun resumes.
+            crate::preempt::check(|| format!("before the {variant} run of seed {seed} ({}); the runs before it are kept", dir.display()))?;
             tracing::info!("{variant} run, seed {seed}: {}", dir.display());
             let s = crate::train::train(c, &dir)?;
             // The curves: validation accuracy when there is a validation set (the test

@@ -5,9 +5,13 @@
 //! renamed over its name, so a kill or a full disk never leaves a half-written file under
 //! a real name. The rules, in one place:
 //!
-//! - **Temporary names** are `.NAME.XXXXXX.tmp`: hidden, and recognisable by
-//!   [`remove_stale_temporaries`], which the owner of a run folder calls on start to
-//!   clear what a killed process left.
+//! - **Temporary names** are `.NAME.svcca-XXXXXX.tmp` (`XXXXXX`: six random letters
+//!   and digits), made in the folder of `NAME`: hidden, and recognisable exactly by
+//!   [`is_temporary`]. Before this process first writes a folder whose lock it holds
+//!   exclusively, the run-folder lock's hook (`run_dir::before_writing`, registered
+//!   through [`on_first_write`]: io sits below run_dir) removes such files that a killed
+//!   writer left there ([`remove_stale_temporaries`]): in that folder only, never in
+//!   folders under it, and nothing else (a user's `.notes.tmp` stays).
 //! - **Permissions** are those of any file the user creates: `0666` less the umask
 //!   (`0644` under the usual umask, `0664` under a shared project's `0002`). Temporary
 //!   files are created owner-only; without this, results would stay unreadable to the
@@ -47,13 +51,27 @@ pub enum Replace {
     Never,
 }
 
+/// What runs before each write into a folder (see [`on_first_write`]).
+static BEFORE_WRITING: std::sync::OnceLock<fn(&Path) -> anyhow::Result<()>> = std::sync::OnceLock::new();
+
+/// Registers `hook` to run before every write into a folder, with the folder: the run
+/// folders' lock registers its clean-up of a killed writer's temporaries there, once,
+/// when this process first takes a lock.
+pub fn on_first_write(hook: fn(&Path) -> anyhow::Result<()>) {
+    let _ = BEFORE_WRITING.set(hook);
+}
+
 /// Writes `path` through `fill`, which writes the whole content to the temporary path it
 /// is given (for writers that take a path: safetensors, PNG); then the rules above.
 pub fn write_with(path: &Path, replace: Replace, fill: impl FnOnce(&Path) -> anyhow::Result<()>) -> anyhow::Result<()> {
     let dir = folder_of(path);
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    if let Some(hook) = BEFORE_WRITING.get() {
+        hook(dir)?;
+    }
     let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
+        .prefix(&format!(".{name}{TEMP_MARK}"))
+        .rand_bytes(TEMP_RANDOM)
         .suffix(TEMP_SUFFIX)
         .tempfile_in(dir)
         .with_context(|| format!("cannot write {}", path.display()))?;
@@ -95,30 +113,47 @@ pub fn umask() -> u32 {
     })
 }
 
+/// What [`write_with`] puts between a file's name and the random part of its
+/// temporary's: `.NAME.svcca-XXXXXX.tmp`.
+const TEMP_MARK: &str = ".svcca-";
+const TEMP_RANDOM: usize = 6;
 const TEMP_SUFFIX: &str = ".tmp";
 
-/// Whether `name` is a temporary file of ours: `.NAME.XXXXXX.tmp`, or `.tmpXXXXXX`, the
-/// name earlier versions used.
+/// Whether `name` is the name of a temporary file of svcca's: `.NAME.svcca-XXXXXX.tmp`
+/// (`XXXXXX`: six ASCII letters or digits), or a step file's temporary as versions
+/// before the mark named them, `.step-NNNNNNNN.safetensors.XXXXXX.tmp` (checkpoints,
+/// stored activations: no user's file has that name). Nothing looser: a user's
+/// `.bashrc.tmp` or `.cache.123456.tmp` is not one.
 pub fn is_temporary(name: &str) -> bool {
-    name.starts_with('.') && (name.ends_with(TEMP_SUFFIX) || (name.starts_with(".tmp") && name.len() == 10))
+    let random = |r: &str| r.len() == TEMP_RANDOM && r.bytes().all(|b| b.is_ascii_alphanumeric());
+    let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(TEMP_SUFFIX)) else { return false };
+    if let Some((file, r)) = inner.rsplit_once(TEMP_MARK) {
+        if !file.is_empty() && random(r) {
+            return true;
+        }
+    }
+    // `step-NNNNNNNN.safetensors` as run folders name step files (at least 8 digits,
+    // zero-padded to 8).
+    let step_file = |f: &str| {
+        f.strip_prefix("step-")
+            .and_then(|r| r.strip_suffix(".safetensors"))
+            .is_some_and(|d| d.len() >= 8 && d.bytes().all(|b| b.is_ascii_digit()) && (d.len() == 8 || !d.starts_with('0')))
+    };
+    inner.rsplit_once('.').is_some_and(|(file, r)| random(r) && step_file(file))
 }
 
-/// Removes the temporary files under `dir` (recursively) that a killed writer left
-/// behind; returns them. Only the owner of the folder's lock may call this (no writer is
-/// running then, see `crate::run_dir`).
+/// Removes the temporary files of svcca's ([`is_temporary`]: regular files, not links)
+/// directly in `dir`, not in folders under it, that a killed writer left behind; returns
+/// them. Only for a folder no other process writes: the run-folder lock's hook
+/// (`run_dir::before_writing`) calls it under the folder's exclusive lock.
 pub fn remove_stale_temporaries(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for e in entries.flatten() {
-            let Ok(kind) = e.file_type() else { continue };
-            if kind.is_dir() {
-                stack.push(e.path());
-            } else if kind.is_file() && e.file_name().to_str().is_some_and(is_temporary) {
-                std::fs::remove_file(e.path()).with_context(|| format!("cannot remove the stale temporary file {}", e.path().display()))?;
-                removed.push(e.path());
-            }
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(removed) };
+    for e in entries.flatten() {
+        let ours = e.file_name().to_str().is_some_and(is_temporary);
+        if ours && e.file_type().is_ok_and(|t| t.is_file()) {
+            std::fs::remove_file(e.path()).with_context(|| format!("cannot remove the stale temporary file {}", e.path().display()))?;
+            removed.push(e.path());
         }
     }
     removed.sort();
@@ -171,21 +206,56 @@ mod tests {
     }
 
     #[test]
-    fn stale_temporaries_are_found_recursively() {
+    fn temporaries_are_recognised_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.csv");
+        // A temporary this version makes, caught mid-write.
+        write_with(&path, Replace::Always, |tmp| {
+            let name = tmp.file_name().unwrap().to_str().unwrap();
+            assert!(is_temporary(name) && name.starts_with(".metrics.csv.svcca-"), "{name}");
+            Ok(std::fs::write(tmp, b"1")?)
+        })
+        .unwrap();
+        for ours in
+            [".config.toml.svcca-a1B2c3.tmp", ".step-00000010.safetensors.svcca-Zz9Yy8.tmp", ".step-00000010.safetensors.a1B2c3.tmp"]
+        {
+            assert!(is_temporary(ours), "{ours}");
+        }
+        for theirs in [
+            ".bashrc.tmp",
+            ".cache.123456.tmp",
+            ".tmpAbC123",
+            ".notes.svcca-12345.tmp",
+            ".notes.svcca-1234567.tmp",
+            ".notes.svcca-12-456.tmp",
+            ".svcca-a1B2c3.tmp",
+            "metrics.csv.svcca-a1B2c3.tmp",
+            ".step-10.safetensors.a1B2c3.tmp",
+            ".metrics.csv.a1b2c3.tmp",
+        ] {
+            assert!(!is_temporary(theirs), "{theirs}");
+        }
+    }
+
+    #[test]
+    fn stale_temporaries_are_removed_in_one_folder_only() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("checkpoints")).unwrap();
-        for f in [
-            "checkpoints/.step-00000010.safetensors.a1B2c3.tmp",
-            ".tmpAbC123",
+        let files = [
+            ".metrics.csv.svcca-a1B2c3.tmp",
+            "checkpoints/.step-00000010.safetensors.svcca-a1B2c3.tmp",
+            ".bashrc.tmp",
+            ".cache.123456.tmp",
             "metrics.csv",
-            "checkpoints/step-00000010.safetensors",
             ".svcca.lock",
-        ] {
+        ];
+        for f in files {
             std::fs::write(dir.path().join(f), b"").unwrap();
         }
         let removed = remove_stale_temporaries(dir.path()).unwrap();
-        assert_eq!(removed.len(), 2, "{removed:?}");
-        assert!(dir.path().join("metrics.csv").exists() && dir.path().join(".svcca.lock").exists());
-        assert!(dir.path().join("checkpoints/step-00000010.safetensors").exists());
+        assert_eq!(removed, [dir.path().join(files[0])]);
+        for f in &files[1..] {
+            assert!(dir.path().join(f).exists(), "{f} was removed");
+        }
     }
 }

@@ -8,13 +8,7 @@ fn main() {
     svcca::device::reuse_freed_host_memory();
     // Every command resolves its device before it seeds libtorch: checked from here on.
     svcca::device::require_resolution();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SVCCA_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(log_filter()).with_writer(std::io::stderr).with_ansi(colour()).with_target(false).init();
     let status = match Cli::parse().run() {
         Ok(()) => 0,
         // The user's to fix: one line, status 2 (as clap does for bad arguments).
@@ -33,6 +27,27 @@ fn main() {
         }
     };
     exit_without_teardown(status)
+}
+
+/// The log filter: `SVCCA_LOG`, else `RUST_LOG`, else `info` (`SVCCA_LOG=debug`,
+/// `RUST_LOG=warn`, ...). A variable that is set but empty counts as unset; one that does
+/// not parse is said, and `info` used.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let var = ["SVCCA_LOG", "RUST_LOG"].into_iter().find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()).map(|v| (k, v)));
+    match var {
+        None => tracing_subscriber::EnvFilter::new("info"),
+        Some((k, v)) => tracing_subscriber::EnvFilter::try_new(&v).unwrap_or_else(|e| {
+            eprintln!("warning: {k}={v} is not a log filter ({e}); logging at info");
+            tracing_subscriber::EnvFilter::new("info")
+        }),
+    }
+}
+
+/// Whether logs are coloured: only on a terminal (never into a file or a Slurm log), and
+/// not with `NO_COLOR` set to anything but the empty string (no-color.org).
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Ends the process once everything the command made is dropped (files written,

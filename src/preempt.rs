@@ -10,7 +10,7 @@
 //! from that checkpoint, so nothing finished is redone.
 //!
 //! Handlers are installed only by the commands that check the flag (`svcca train`, `run`,
-//! `analyze`); a signal never kills those mid-write. Repeated signals (Slurm's SIGTERM to
+//! `analyze`, `experiment freeze`, `compare-runs`); a signal never kills those mid-write. Repeated signals (Slurm's SIGTERM to
 //! every process of the job plus the script's forwarded SIGUSR1) only set the flag again.
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -184,12 +184,13 @@ fn changed_analysis_settings_reach_the_run_folder_and_are_not_mixed() {
     let out_dir = tmp.path().join("out");
     let args = ["run", &cfg, "--out", out_dir.to_str().unwrap()];
     assert!(svcca(&args).status.success());
-    // Another probe: training is not redone, the folder's config takes the new value, and
-    // the analysis refuses to mix it with the old results.
+    // Another probe: refused, as the analysis would not mix it with the old results,
+    // before training touches the folder, whose config keeps the old value (so a plain
+    // `svcca analyze` still goes on). With the analysis deleted, the new value reaches it.
     c.analysis.probe_size = 32;
     common::write_config(tmp.path(), "tiny.toml", &c);
     assert_refused(&svcca(&args), &["other settings", "delete"]);
-    assert!(std::fs::read_to_string(out_dir.join("config.toml")).unwrap().contains("probe_size = 32"));
+    assert!(!std::fs::read_to_string(out_dir.join("config.toml")).unwrap().contains("probe_size = 32"));
     std::fs::remove_dir_all(out_dir.join("analysis")).unwrap();
     let out = svcca(&args);
     assert!(out.status.success(), "{}", common::stderr(&out));

@@ -3,7 +3,8 @@
 //! folder are refused with nothing written; config errors that can be known before
 //! training are found before the folder is made; a finished run is read without writing
 //! (also by a user who may only read it); temporary files of a killed writer are
-//! cleared; result files get the permissions the umask allows.
+//! cleared; result files get the permissions the umask allows. Hostile folders:
+//! `run_folders_hostile.rs`.
 
 mod common;
 
@@ -218,17 +219,23 @@ fn temporaries_of_a_killed_writer_are_removed_on_start() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = write_config(tmp.path(), "c.toml", &config());
     let run = tmp.path().join("run");
-    ok(&svcca(&["train", &cfg, "--out", s(&run), "--set", "train.steps=10"]));
+    ok(&svcca(&["train", &cfg, "--out", s(&run)]));
+    // Killed after step 10: the last checkpoint never made it.
+    std::fs::remove_file(run.join("checkpoints/step-00000020.safetensors")).unwrap();
     // What a kill during a checkpoint or table write leaves (this version's names and
-    // the earlier `.tmpXXXXXX`).
-    let stale: Vec<PathBuf> = ["checkpoints/.step-00000020.safetensors.x1Y2z3.tmp", ".metrics.csv.a1b2c3.tmp", ".tmpq1w2e3"]
-        .iter()
-        .map(|f| run.join(f))
-        .collect();
+    // the earlier name of a checkpoint's temporary).
+    let stale: Vec<PathBuf> = [
+        "checkpoints/.step-00000020.safetensors.svcca-x1Y2z3.tmp",
+        "checkpoints/.step-00000020.safetensors.x1Y2z3.tmp",
+        ".metrics.csv.svcca-a1b2c3.tmp",
+    ]
+    .iter()
+    .map(|f| run.join(f))
+    .collect();
     for f in &stale {
         std::fs::write(f, b"partial").unwrap();
     }
-    ok(&svcca(&["train", &cfg, "--out", s(&run), "--set", "train.steps=10"]));
+    ok(&svcca(&["train", &cfg, "--out", s(&run)]));
     for f in &stale {
         assert!(!f.exists(), "{} is still there", f.display());
     }

@@ -165,7 +165,7 @@ fn diverging_training_stops_without_saving_nan() {
     let named = line.split(" step").nth(1).unwrap();
     let first: u64 =
         named.chars().skip_while(|c| !c.is_ascii_digit()).take_while(char::is_ascii_digit).collect::<String>().parse().unwrap();
-    let saved: Vec<(u64, PathBuf)> = svcca::train::checkpoint::list(&run.join("checkpoints"));
+    let saved: Vec<(u64, PathBuf)> = svcca::train::checkpoint::list(&run.join("checkpoints")).unwrap();
     assert!(saved.iter().any(|(s, _)| *s == 0), "the step-0 checkpoint is kept: {saved:?}");
     for (step, path) in &saved {
         assert!(*step < first, "{} is from the diverged steps ({line})", path.display());
@@ -216,7 +216,7 @@ fn a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_before_it() {
     }
     assert_eq!(metrics(&straight), metrics(&damaged), "metrics.csv differs (or holds a step twice)");
     // Analyses list the checkpoints without the damaged file.
-    let listed: Vec<u64> = svcca::train::checkpoint::list(&damaged.join("checkpoints")).iter().map(|c| c.0).collect();
+    let listed: Vec<u64> = svcca::train::checkpoint::list(&damaged.join("checkpoints")).unwrap().iter().map(|c| c.0).collect();
     assert_eq!(listed, [0, 10, 20, 30]);
 
     // When no checkpoint loads, the run is refused naming them (all set aside, none lost).
@@ -293,8 +293,7 @@ fn fetch_checks_and_unpacks_then_trains() {
 
     let out = svcca(&["data", "fetch", "cifar10", "--dir", d, "--url", &url, "--md5", "0123456789abcdef0123456789abcdef"]);
     assert_refused(&out, &["MD5", &md5, "0123456789abcdef0123456789abcdef"]);
-    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
-    assert!(left.is_empty(), "a failed fetch leaves nothing behind: {left:?}");
+    assert!(!dir.exists(), "a failed fetch leaves nothing behind, not even the folder it made");
 
     let out = svcca(&["data", "fetch", "cifar10", "--dir", d, "--url", &url, "--md5", &md5]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -318,4 +317,39 @@ fn fetch_checks_and_unpacks_then_trains() {
     let out = svcca(&["train", &cfg, "--out", tmp.path().join("run").to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("3 steps"));
+}
+
+/// Offline: a download that cannot start is refused with the ways round it, and leaves
+/// no folder behind; the archive then comes from a `file://` URL, or from the folder
+/// where it was placed by hand.
+#[test]
+fn fetch_without_internet_says_how_and_takes_a_local_archive() {
+    let archive = small_cifar_archive(4);
+    let md5: String = Md5::digest(&archive).iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dl");
+    let d = dir.to_str().unwrap();
+    let unreachable = "http://127.0.0.1:1/cifar-10-binary.tar.gz";
+    let out = svcca(&["data", "fetch", "cifar10", "--dir", d, "--url", unreachable, "--md5", &md5]);
+    let placed = dir.join("cifar-10-binary.tar.gz");
+    assert_refused(&out, &["cannot download", &placed.display().to_string(), "--url file://"]);
+    assert!(!dir.exists(), "a failed fetch left the folder it made");
+
+    let elsewhere = tmp.path().join("cifar-10-binary.tar.gz");
+    std::fs::write(&elsewhere, &archive).unwrap();
+    let url = format!("file://{}", elsewhere.display());
+    let out = svcca(&["data", "fetch", "cifar10", "--dir", d, "--url", &url, "--md5", &md5]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(svcca::data::cifar::load(&dir.join("cifar-10-batches-bin")).is_ok());
+
+    let by_hand = tmp.path().join("by-hand");
+    std::fs::create_dir(&by_hand).unwrap();
+    std::fs::write(by_hand.join("cifar-10-binary.tar.gz"), &archive).unwrap();
+    let out = svcca_env(
+        &["data", "fetch", "cifar10", "--dir", by_hand.to_str().unwrap(), "--url", unreachable, "--md5", &md5],
+        &[("SVCCA_LOG", "info")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("using the archive placed at"), "{}", stderr(&out));
+    assert!(by_hand.join("cifar-10-batches-bin").is_dir() && by_hand.join("cifar-10-binary.tar.gz").is_file(), "the user's archive stays");
 }

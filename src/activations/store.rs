@@ -61,6 +61,7 @@ pub fn layers(config: &Config, net: &Network) -> Result<Vec<String>, InputError>
                     )));
                 }
             }
+            net.check_bottom_up(list, "analysis.layers")?;
             Ok(list.clone())
         }
     }
@@ -113,8 +114,9 @@ fn read_manifest(dir: &Path) -> anyhow::Result<Option<Manifest>> {
     Ok(Some(serde_json::from_str(&text).map_err(|e| InputError::new(format!("{}: {e}", path.display())))?))
 }
 
-/// Stored activation files in the run folder, by step.
-pub fn list(run: &Path) -> Vec<(u64, PathBuf)> {
+/// Stored activation files in the run folder, by step (refused where their folder
+/// cannot be listed: see [`crate::run_dir::step_files`]).
+pub fn list(run: &Path) -> anyhow::Result<Vec<(u64, PathBuf)>> {
     step_files(&run.join(FOLDER))
 }
 

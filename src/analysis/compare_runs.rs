@@ -17,6 +17,7 @@ use crate::activations::{similarity, LayerSet};
 use crate::device::DeviceChoice;
 use crate::error::InputError;
 use crate::io::{write_atomic, write_json_atomic};
+use crate::run_dir::Lock;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -58,14 +59,34 @@ pub struct CompareRuns {
 
 /// Compares every pair of `runs`; tables in `out`.
 pub fn compare_runs(runs: &[PathBuf], out: &Path, device: Option<DeviceChoice>) -> anyhow::Result<CompareRuns> {
+    compare_runs_holding(runs, out, device).map(|(c, _lock)| c)
+}
+
+/// [`compare_runs`], returning the lock of `out` still held, for the plots drawn there
+/// next. Every run is opened and checked against the first before `out` is touched.
+pub fn compare_runs_holding(runs: &[PathBuf], out: &Path, device: Option<DeviceChoice>) -> anyhow::Result<(CompareRuns, Lock)> {
     if runs.len() < 2 {
         return Err(InputError::new("compare-runs needs two run folders or more").into());
     }
     let mut opened = Vec::new();
     for r in runs {
+        crate::preempt::check(|| format!("while opening the runs to compare into {} (nothing written yet)", out.display()))?;
         opened.push(Run::open(r, device)?);
     }
     let first = &opened[0];
+    // The probe's indices are drawn from the first run's test images: every other run
+    // must hold at least as many (the images themselves are compared below).
+    let held = first.data.test.len();
+    if let Some((r, dir)) = opened.iter().zip(runs).find(|(r, _)| r.data.test.len() < held) {
+        return Err(InputError::new(format!(
+            "{} has {} test images, fewer than the {held} of {} (the first run, whose test images the probe is drawn from): compare runs on the same data, or put the run with the fewest test images first",
+            dir.display(),
+            r.data.test.len(),
+            runs[0].display()
+        ))
+        .into());
+    }
+    let lock = crate::run_dir::lock(out, crate::run_dir::Access::Exclusive)?;
     let settings = Settings { runs: runs.to_vec(), similarity: Similarity::of(&first.config.analysis) };
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let results = Results::<(usize, usize), Pair>::new(out, |&(i, j)| format!("pair-{i}-{j}.json"));
@@ -156,7 +177,7 @@ pub fn compare_runs(runs: &[PathBuf], out: &Path, device: Option<DeviceChoice>) 
     let summary = layers.iter().all(|l| l == &layers[0]).then(|| summarise(&layers[0], &pairs));
     let c = CompareRuns { settings, pairs, summary };
     write_tables(out, &c)?;
-    Ok(c)
+    Ok((c, lock))
 }
 
 fn summarise(layers: &[String], pairs: &[Pair]) -> Summary {

@@ -474,6 +474,58 @@ pub fn analyze_within(run: &Path, device: Option<DeviceChoice>, budget: Option<s
     Ok(AnalyzeSummary { dir: plan.dir, dynamics, computed, skipped, seconds_recording, seconds_analysing, memory: used })
 }
 
+/// For `svcca run CONFIG` on a folder analysed before: refuses `config` when its
+/// learning-dynamics settings (the similarity's, or the layers) differ from those of the
+/// folder's analysis, which would refuse them after training. Called before training,
+/// which gives the folder's `config.toml` the config's `[analysis]`: so a refused `run`
+/// changes nothing, and `svcca analyze RUN` goes on as before. The device must be
+/// resolved (this builds the config's network, narrowed to one unit a layer, on the CPU).
+pub fn check_settings_unchanged(config: &Config, run: &Path) -> anyhow::Result<()> {
+    let path = run.join(FOLDER).join("settings.json");
+    let Ok(before) = read_json::<Settings>(&path) else {
+        return Ok(()); // not analysed yet (or unreadable: the analysis says so itself)
+    };
+    // The layers' names do not depend on the widths: the narrowest network names them.
+    let mut narrow = config.clone();
+    if narrow.model.arch != crate::config::Arch::Linear {
+        narrow.model.width = Some(1);
+    }
+    (narrow.model.fc1, narrow.model.fc2) = (1, 1);
+    let shape: [i64; 3] = match config.data.dataset {
+        crate::config::DatasetName::Mnist | crate::config::DatasetName::FashionMnist => [1, 28, 28],
+        _ => [3, 32, 32],
+    };
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let net = crate::model::build(&vs.root(), &narrow.model, shape, 10)?;
+    let names = net.layer_names();
+    let layers = match config.analysis.layers {
+        // An analysis begun before the input was a default layer keeps its list (see
+        // `Run::layers_since`).
+        None if before.layers.iter().map(String::as_str).eq(names.iter().copied()) => before.layers.clone(),
+        _ => store::layers(config, &net)?,
+    };
+    let now = Settings::new(&config.analysis, layers, before.final_step);
+    if now == before {
+        return Ok(());
+    }
+    let (a, b) = (serde_json::to_value(&before)?, serde_json::to_value(&now)?);
+    let changed: Vec<String> = match (a.as_object(), b.as_object()) {
+        (Some(a), Some(b)) => a
+            .iter()
+            .filter(|(k, v)| b.get(*k) != Some(*v))
+            .map(|(k, v)| format!("{k}: {v} vs {}", b.get(k).map_or("(unset)".into(), |w| w.to_string())))
+            .collect(),
+        _ => Vec::new(),
+    };
+    Err(crate::error::InputError::new(format!(
+        "{}: this run was analysed with other settings ({}; the analysis's vs the config's): nothing was changed; set them back, or delete {} to redo the analysis with the new ones",
+        path.display(),
+        changed.join("; "),
+        run.join(FOLDER).display()
+    ))
+    .into())
+}
+
 /// A progress bar over `n` comparisons.
 pub(crate) fn comparisons_bar(n: u64) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(n);
@@ -501,7 +553,7 @@ pub(crate) fn plan(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<P
     let layers = opened.layers_since(previous.as_ref().map(|p| p.layers.as_slice()), &dir)?;
     let source = match a.mode {
         ActivationMode::Replay => Source::Replay { probe: opened.probe(), run: Box::new(opened), spilled: Vec::new() },
-        ActivationMode::Store => Source::Store { files: store::list(run), probe: opened.probe(), device },
+        ActivationMode::Store => Source::Store { files: store::list(run)?, probe: opened.probe(), device },
     };
     let available = source.steps();
     let what = match a.mode {
@@ -509,6 +561,15 @@ pub(crate) fn plan(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<P
         ActivationMode::Store => "stored activations",
     };
     super::runs::check_finished(run, what, available.last().copied(), total)?;
+    let missing = missing_steps(&config.checkpoints, total, &available);
+    if !missing.is_empty() {
+        tracing::warn!(
+            "{}: {} of the {what} scheduled are missing (steps {}): the analysis has no row for them; restore them (or retrain into a new folder) for every scheduled step",
+            run.display(),
+            missing.len(),
+            missing.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+        );
+    }
     let steps = select(&available, a.every_nth);
     let settings = Settings::new(a, layers.clone(), total);
     let steps_dir = dir.join("steps");
@@ -517,6 +578,22 @@ pub(crate) fn plan(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<P
     super::settings::check_or_write(&settings_path, &settings)?;
 
     Ok(Plan { config, device, total, layers, source, steps, settings, results, dir, what, input_cells: RefCell::default() })
+}
+
+/// The steps `checkpoints` schedules for a run of `total` steps (step 0 with `at_start`,
+/// every `every`, the last) that `available` lacks; none under `keep_last`, which
+/// removes old ones on purpose.
+fn missing_steps(checkpoints: &crate::config::CheckpointConfig, total: u64, available: &[u64]) -> Vec<u64> {
+    if checkpoints.keep_last.is_some() {
+        return Vec::new();
+    }
+    let every = checkpoints.every.max(1);
+    let first = if checkpoints.at_start { 0 } else { every };
+    let mut scheduled: Vec<u64> = (first..=total).step_by(every as usize).collect();
+    if scheduled.last() != Some(&total) {
+        scheduled.push(total);
+    }
+    scheduled.into_iter().filter(|s| available.binary_search(s).is_err()).collect()
 }
 
 /// Builds the tables from the per-step results on disk (all of them must be there):
@@ -571,6 +648,17 @@ fn write_tables(dir: &Path, d: &Dynamics) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn missing_scheduled_steps_are_found_unless_keep_last_removes_them() {
+        let mut c = crate::config::CheckpointConfig { every: 10, at_start: true, keep_last: None };
+        assert_eq!(missing_steps(&c, 35, &[0, 10, 20, 30, 35]), Vec::<u64>::new());
+        assert_eq!(missing_steps(&c, 35, &[0, 10, 30, 35]), vec![20]);
+        c.at_start = false;
+        assert_eq!(missing_steps(&c, 30, &[10, 30]), vec![20]);
+        c.keep_last = Some(1);
+        assert_eq!(missing_steps(&c, 30, &[30]), Vec::<u64>::new());
+    }
     use super::*;
     use crate::config::AnalysisConfig;
     use crate::similarity::KeepRule;

@@ -49,7 +49,7 @@ impl Run {
             .train
             .steps
             .ok_or_else(|| InputError::new(format!("{}: the config has no train.steps (not resolved?)", dir.display())))?;
-        let checkpoints = checkpoint::list(&dir.join(checkpoint::FOLDER));
+        let checkpoints = checkpoint::list(&dir.join(checkpoint::FOLDER))?;
         let data = Dataset::load(&config.data, device)?;
         let vs = tch::nn::VarStore::new(device);
         // Initial weights are overwritten by the checkpoint; the lock keeps their draw out
@@ -67,7 +67,8 @@ impl Run {
         let Some((_, path)) = self.checkpoints.iter().find(|c| c.0 == step) else {
             return Err(InputError::new(format!("{}: no checkpoint at step {step}", self.dir.display())).into());
         };
-        checkpoint::load(path, &self.vs, &mut self.sgd)?;
+        let meta = checkpoint::load(path, &self.vs, &mut self.sgd)?;
+        checkpoint::check_seed(path, &meta, self.config.train.seed)?;
         self.step = step;
         Ok(())
     }

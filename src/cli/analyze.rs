@@ -77,6 +77,10 @@ impl RunArgs {
         let began = Instant::now();
         let t = self.train;
         let (config, out) = t.resolve()?;
+        // An analysis already there that would refuse these settings refuses them now,
+        // before training gives the folder's config.toml the config's [analysis].
+        config.train.device.resolve()?;
+        analysis::dynamics::check_settings_unchanged(&config, &out)?;
         // The run folder's lock, held from training through the plots.
         let (s, _lock) = crate::train::train_holding(config, &out)?;
         let trained = began.elapsed().as_secs_f64();

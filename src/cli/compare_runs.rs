@@ -1,6 +1,6 @@
 //! `svcca compare-runs RUN_A RUN_B [RUN_C ...]`
 
-use crate::analysis::compare_runs::compare_runs;
+use crate::analysis::compare_runs::compare_runs_holding;
 use crate::device::DeviceChoice;
 use clap::Args;
 use std::path::PathBuf;
@@ -23,9 +23,11 @@ pub struct CompareRunsArgs {
 
 impl CompareRunsArgs {
     pub fn run(self) -> anyhow::Result<()> {
+        // A signal stops it between pairs of runs (each pair's table is kept): exit 75.
+        crate::preempt::install()?;
         let out = self.out.clone().unwrap_or_else(|| self.runs[0].join(crate::analysis::dynamics::FOLDER).join("compare-runs"));
-        let _lock = crate::run_dir::lock(&out, crate::run_dir::Access::Exclusive)?;
-        let c = compare_runs(&self.runs, &out, self.device)?;
+        // The output folder's lock, held through the plots.
+        let (c, _lock) = compare_runs_holding(&self.runs, &out, self.device)?;
         for p in &c.pairs {
             let diagonal: Vec<String> = p
                 .layers_a

@@ -72,6 +72,8 @@ impl ExperimentCommand {
             ExperimentCommand::Freeze(a) => a,
             ExperimentCommand::ToyRegression(a) => return a.run(),
         };
+        // Its runs stop on SIGUSR1/SIGTERM with a checkpoint, as `svcca train` does.
+        crate::preempt::install()?;
         let config = crate::config::Config::load(&a.config, &a.edits.overrides(a.device))?;
         if config.sweep.is_some() {
             return Err(crate::error::InputError::new(format!(

@@ -40,12 +40,27 @@ pub struct FindingsArgs {
     jointly: bool,
     /// Class sensitivity: `all` or class indices (e.g. 0,3,8): each class's final logit
     /// against every layer at every checkpoint.
-    #[arg(long, value_name = "all|C,C,...")]
+    #[arg(long, value_name = "all|C,C,...", value_parser = class_list)]
     classes: Option<String>,
     /// Dimensionality: directions for 90% and 99% of each layer's variance, and its
     /// similarity to the logits against the directions kept.
     #[arg(long)]
     dimensionality: bool,
+}
+
+/// `--classes` as given, refused when a class appears twice (its row would be counted
+/// twice); the indices are checked against the run's classes when it is read.
+fn class_list(text: &str) -> Result<String, String> {
+    let mut seen = std::collections::HashSet::new();
+    let twice = text
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .find(|c| !seen.insert(c.parse::<i64>().ok().map_or(c.to_string(), |v| v.to_string())));
+    match twice {
+        Some(c) => Err(format!("class {c} is given twice: name each class once")),
+        None => Ok(text.to_string()),
+    }
 }
 
 impl FindingsArgs {

@@ -510,6 +510,13 @@ impl AnalysisConfig {
             if layers.is_empty() {
                 return bad("analysis.layers", "[]: name at least one layer (or leave it out for all)".into());
             }
+            let mut seen = std::collections::HashSet::new();
+            if let Some(twice) = layers.iter().find(|l| !seen.insert(l.as_str())) {
+                return bad(
+                    "analysis.layers",
+                    format!("'{twice}' is named twice: each layer may appear once (its rows and columns would be counted twice)"),
+                );
+            }
         }
         Ok(())
     }

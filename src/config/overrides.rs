@@ -31,7 +31,12 @@ pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<(), I
     let (key, value) = assignment.split_once('=').ok_or_else(|| bad("expected key=value, e.g. train.steps=20"))?;
     let key = key.trim();
     let parts = dotted(key).map_err(|why| bad(&why))?;
-    let value = parse_value(value.trim());
+    let value = parse_value(value.trim()).map_err(|why| bad(&why))?;
+    if value.is_table() {
+        return Err(bad(&format!(
+            "sets a whole table, which would replace every key of {key} the config gives: set its keys one by one instead, e.g. --set {key}.KEY=VALUE"
+        )));
+    }
     let node = section(table, &parts[..parts.len() - 1], true).map_err(|why| bad(&why))?.expect("made when missing");
     node.insert(parts[parts.len() - 1].to_string(), value);
     for (x, y) in ALTERNATIVES {
@@ -76,11 +81,22 @@ fn section<'t>(table: &'t mut toml::Table, path: &[&str], make: bool) -> Result<
     Ok(Some(node))
 }
 
-fn parse_value(text: &str) -> toml::Value {
+/// The value as TOML, else as a string; a number TOML cannot hold (an integer past
+/// 64 bits) is refused rather than read as a string.
+fn parse_value(text: &str) -> Result<toml::Value, String> {
     match format!("v = {text}").parse::<toml::Table>() {
-        Ok(mut t) => t.remove("v").expect("just parsed"),
-        Err(_) => toml::Value::String(text.to_string()),
+        Ok(mut t) => Ok(t.remove("v").expect("just parsed")),
+        Err(_) if is_integer(text) => {
+            Err(format!("{text} is out of range: integers must lie between {} and {} (64-bit)", i64::MIN, i64::MAX))
+        }
+        Err(_) => Ok(toml::Value::String(text.to_string())),
     }
+}
+
+/// Whether `text` is written as an integer: an optional sign, then digits (and `_`).
+fn is_integer(text: &str) -> bool {
+    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+    digits.starts_with(|c: char| c.is_ascii_digit()) && digits.chars().all(|c| c.is_ascii_digit() || c == '_')
 }
 
 #[cfg(test)]
@@ -98,6 +114,20 @@ mod tests {
         assert_eq!(t["train"]["milestones"].as_array().unwrap().len(), 2);
         assert!(apply_override(&mut t, "nonsense").is_err());
         assert!(apply_override(&mut t, "train.steps.x=1").is_err());
+    }
+
+    #[test]
+    fn numbers_out_of_range_and_whole_tables_are_refused() {
+        let mut t = toml::Table::new();
+        let e = apply_override(&mut t, "train.steps=18446744073709551615").unwrap_err().to_string();
+        assert!(e.contains("out of range") && e.contains("9223372036854775807"), "{e}");
+        apply_override(&mut t, "train.steps=9223372036854775807").unwrap();
+        let e = apply_override(&mut t, "train={lr=0.1}").unwrap_err().to_string();
+        assert!(e.contains("whole table") && e.contains("train.KEY=VALUE"), "{e}");
+        assert_eq!(t["train"]["steps"].as_integer(), Some(i64::MAX), "the table was left as it was: {t:?}");
+        // A string of digits and letters is still a string.
+        apply_override(&mut t, "data.path=123abc").unwrap();
+        assert_eq!(t["data"]["path"].as_str(), Some("123abc"));
     }
 
     #[test]

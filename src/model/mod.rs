@@ -130,6 +130,27 @@ impl Network {
         std::iter::once(INPUT).chain(sequence).collect()
     }
 
+    /// Checks that `names` (analysable layers, each known and named once) run bottom-up,
+    /// in the network's order, as the analysis's tables and plots assume: the error says
+    /// which name comes too late and gives the order expected.
+    pub fn check_bottom_up(&self, names: &[String], key: &str) -> Result<(), InputError> {
+        let all = self.analysable_layers();
+        let position = |n: &str| all.iter().position(|a| *a == n);
+        let Some(w) = names.windows(2).find(|w| position(&w[0]) > position(&w[1])) else {
+            return Ok(());
+        };
+        let mut sorted: Vec<&String> = names.iter().collect();
+        sorted.sort_by_key(|n| position(n));
+        let expected: Vec<String> = sorted.iter().map(|n| format!("\"{n}\"")).collect();
+        Err(InputError::new(format!(
+            "{key}: '{}' is listed after '{}', but it is below it in the network: list the layers bottom-up, in the network's order ([{}]; the network's layers are {})",
+            w[1],
+            w[0],
+            expected.join(", "),
+            all.join(" ")
+        )))
+    }
+
     /// The layer of the sequence that `name` is an inner tap of, if it is one.
     pub fn enclosing(&self, name: &str) -> Option<&str> {
         self.layers.iter().find(|l| l.inner.iter().any(|i| i == name)).map(|l| l.name.as_str())
@@ -290,6 +311,77 @@ pub fn build(root: &nn::Path, config: &ModelConfig, shape: [i64; 3], classes: i6
         Arch::Resnet => Ok(resnet(root, shape[0], classes, (config.depth - 2) / 6, config.width(), config.final_bn, config.taps)),
         Arch::Linear => Ok(linear(root, shape, classes)),
     }
+}
+
+/// The sizes of the network `config` describes, worked out from the config alone (nothing
+/// allocated): what `train` checks against the memory before it builds anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footprint {
+    /// Trainable parameters (and batch-norm statistics).
+    pub parameters: u64,
+    /// Elements of the intermediate outputs of one image's forward pass, summed over the
+    /// network (what a training step keeps for the backward pass, before autograd's own).
+    pub outputs_per_image: u64,
+    /// Elements of the largest single output of one image (what an evaluation holds,
+    /// with the output below it).
+    pub widest_per_image: u64,
+}
+
+/// The [`Footprint`] of `config`'s network on images of `shape` (C, H, W), `classes`.
+pub fn footprint(config: &ModelConfig, shape: [i64; 3], classes: i64) -> Footprint {
+    let [c, h, w] = shape.map(|v| v.max(1) as u64);
+    let k = classes.max(1) as u64;
+    let width = config.width().max(1) as u64;
+    let conv = |cin: u64, cout: u64| cin * cout * 9 + cout;
+    let (parameters, outputs, widest): (u64, Vec<u64>, u64) = match config.arch {
+        Arch::Convnet => {
+            let (fc1, fc2) = (config.fc1.max(1) as u64, config.fc2.max(1) as u64);
+            let (full, half, quarter) = (width * h * w, width * (h / 2) * (w / 2), width * (h / 4) * (w / 4));
+            let params = conv(c, width)
+                + 4 * conv(width, width)
+                + 2 * 4 * width
+                + quarter * fc1
+                + fc1
+                + 4 * fc1
+                + fc1 * fc2
+                + fc2
+                + 4 * fc2
+                + fc2 * k
+                + k;
+            // Each conv and fc layer is two outputs (before and after its ReLU).
+            let outs = vec![2 * full, 2 * full, full, half, 2 * half, 2 * half, 2 * half, half, quarter, 2 * fc1, fc1, 2 * fc2, fc2, k];
+            (params, outs, full.max(fc1).max(fc2).max(k))
+        }
+        Arch::Resnet => {
+            // Per stage in closed form (the depth is not bounded by the config).
+            let n = ((config.depth - 2) / 6).max(1) as u64;
+            let mut params = c * width * 9 + 4 * width;
+            let mut outs = vec![width * h * w, 2 * width * h * w];
+            let (mut cin, mut hs, mut ws) = (width, h, w);
+            for stage in 0..3 {
+                let cout = width << stage;
+                if stage > 0 {
+                    (hs, ws) = (hs.div_ceil(2), ws.div_ceil(2));
+                }
+                let first = cin * cout * 9 + cout * cout * 9 + 8 * cout;
+                let rest = (n - 1).saturating_mul(2 * cout * cout * 9 + 8 * cout);
+                params = params.saturating_add(first).saturating_add(rest);
+                // Each block: conv1, bn1, its ReLU, conv2, bn2, the sum and its ReLU.
+                outs.push(n.saturating_mul(7 * cout * hs * ws));
+                cin = cout;
+            }
+            if config.final_bn {
+                params += 4 * cin;
+                outs.push(2 * cin * hs * ws);
+            }
+            params += cin * k + k;
+            outs.extend([cin, k]);
+            // The stages halve the positions as they double the channels: the first is widest.
+            (params, outs, (width * h * w).max(k))
+        }
+        Arch::Linear => (c * h * w * k + k, vec![c * h * w, k], (c * h * w).max(k)),
+    };
+    Footprint { parameters, outputs_per_image: outputs.iter().fold(0u64, |a, &b| a.saturating_add(b)), widest_per_image: widest }
 }
 
 /// A linear classifier on pixels (the baseline the synthetic set is built to defeat).

@@ -114,6 +114,20 @@ impl Sweep {
             if values.is_empty() {
                 return Err(bad(k, "an empty list: give at least one value".into()).into());
             }
+            // In zip mode a value may repeat beside other keys' different values; two
+            // variants that are the same run are refused below either way.
+            if mode == Mode::Cross {
+                if let Some((i, v)) = values.iter().enumerate().find(|(i, v)| values[..*i].contains(v)) {
+                    let first = values.iter().position(|w| w == v).expect("found before i");
+                    return Err(bad(
+                        k,
+                        format!(
+                            "{v} is given twice (values {first} and {i}): the same value makes the same runs again, and counting them twice would shrink the report's standard deviations; give each value once"
+                        ),
+                    )
+                    .into());
+                }
+            }
         }
         let combos: Vec<Vec<(String, toml::Value)>> = match mode {
             Mode::Zip => {
@@ -147,8 +161,22 @@ impl Sweep {
             })
             .collect();
         let sweep = Sweep { config: config.to_path_buf(), set: set.to_vec(), out, mode, variants, slurm };
+        let mut configs: Vec<Config> = Vec::new();
         for v in &sweep.variants {
-            sweep.config_of(v)?;
+            let c = sweep.config_of(v)?;
+            // The same config twice (a repeated zip row, or values that mean the same):
+            // the same run in two folders, and counted twice in the report.
+            if let Some(w) = configs.iter().position(|d| *d == c).map(|i| &sweep.variants[i]) {
+                return Err(InputError::new(format!(
+                    "{name}: [sweep] variants {} ({}) and {} ({}) are the same run: each variant must differ from the others; remove the repeated value",
+                    w.index,
+                    w.describe(),
+                    v.index,
+                    v.describe()
+                ))
+                .into());
+            }
+            configs.push(c);
         }
         Ok(sweep)
     }

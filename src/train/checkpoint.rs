@@ -6,8 +6,11 @@
 //! in Python (`safetensors.torch.load_file`). Written to a temporary file, then renamed.
 //!
 //! A checkpoint can still be damaged (cut short by a full disk or a crashed file
-//! system): on resume, one that does not parse is renamed `step-N.safetensors.damaged`,
-//! which [`list`] does not match, and the run resumes from the newest one that loads.
+//! system, bits flipped on a disk or in a copy): on resume, one that does not parse, or
+//! whose contents no longer match the MD5 it was written with (`meta.md5`, over every
+//! tensor's name and bytes but the wall time's), is renamed `step-N.safetensors.damaged`, which [`list`]
+//! does not match, and the run resumes from the newest one that loads. (Checkpoints
+//! written before `meta.md5` existed load unchecked.)
 
 use super::sgd::Sgd;
 use crate::error::InputError;
@@ -21,8 +24,10 @@ use tch::{Device, Tensor};
 pub const FOLDER: &str = "checkpoints";
 
 /// Checkpoints in `dir`, by step (named as every step file, see
-/// [`crate::run_dir::step_file_name`]).
-pub fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
+/// [`crate::run_dir::step_file_name`]): none where `dir` does not exist; refused (an
+/// [`InputError`] naming `dir`) where it is not a folder, a symbolic link, or cannot be
+/// read, since taking it as empty would start a run over.
+pub fn list(dir: &Path) -> anyhow::Result<Vec<(u64, PathBuf)>> {
     crate::run_dir::step_files(dir)
 }
 
@@ -54,7 +59,7 @@ pub fn scheduled(step: u64, every: u64, total: u64) -> bool {
 
 /// Removes the unscheduled checkpoints before `step`.
 pub fn remove_unscheduled(dir: &Path, step: u64, every: u64, total: u64) -> anyhow::Result<()> {
-    for (s, path) in list(dir) {
+    for (s, path) in list(dir)? {
         if s < step && !scheduled(s, every, total) {
             std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
         }
@@ -68,13 +73,15 @@ pub fn save(dir: &Path, vs: &VarStore, sgd: &Sgd, meta: Meta) -> anyhow::Result<
     tensors.extend(sgd.state().iter().map(|(n, t)| (format!("momentum.{n}"), to_cpu(t))));
     tensors.push(("meta.step".into(), Tensor::from_slice(&[meta.step as i64])));
     tensors.push(("meta.seed".into(), Tensor::from_slice(&[meta.seed as i64])));
-    tensors.push(("meta.wall_seconds".into(), Tensor::from_slice(&[meta.wall_seconds])));
+    tensors.push((WALL.into(), Tensor::from_slice(&[meta.wall_seconds])));
     if let Some(w) = meta.window {
         tensors.push(("meta.window_loss_sum".into(), Tensor::from_slice(&[w.loss_sum])));
         tensors.push(("meta.window_correct".into(), Tensor::from_slice(&[w.correct])));
         tensors.push(("meta.window_seen".into(), Tensor::from_slice(&[w.seen as i64])));
     }
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let md5 = digest(tensors.iter().filter(|(n, _)| n != WALL).map(|(n, t)| (n.as_str(), t)));
+    tensors.push((CHECKSUM.into(), Tensor::from_slice(&md5)));
     let path = dir.join(step_file_name(meta.step));
     crate::io::write_with(&path, crate::io::Replace::Always, |tmp| Ok(Tensor::write_safetensors(&tensors, tmp)?))?;
     Ok(path)
@@ -83,11 +90,48 @@ pub fn save(dir: &Path, vs: &VarStore, sgd: &Sgd, meta: Meta) -> anyhow::Result<
 /// Loads a checkpoint into `vs` and `sgd`; returns its metadata.
 pub fn load(path: &Path, vs: &VarStore, sgd: &mut Sgd) -> anyhow::Result<Meta> {
     let saved = Tensor::read_safetensors(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+    verify(&saved)
+        .map_err(|e| InputError::new(format!("checkpoint {} is damaged: {e}; retrain from the checkpoint before it", path.display())))?;
     apply(path, saved, vs, sgd)
 }
 
 /// Suffix of a checkpoint set aside by [`load_newest`] as damaged.
 pub const DAMAGED: &str = ".damaged";
+
+/// The tensor holding the MD5 of the training state: every other tensor but [`WALL`]
+/// (16 bytes). Two runs in the same state have the same MD5, whatever their wall time.
+const CHECKSUM: &str = "meta.md5";
+/// The wall time so far: not training state, left out of [`CHECKSUM`].
+const WALL: &str = "meta.wall_seconds";
+
+/// The MD5 of `tensors` (CPU, contiguous), names and bytes, in the order given.
+fn digest<'a>(tensors: impl Iterator<Item = (&'a str, &'a Tensor)>) -> Vec<u8> {
+    use md5::{Digest, Md5};
+    let mut hasher = Md5::new();
+    let mut bytes = Vec::new();
+    for (name, t) in tensors {
+        hasher.update(name.as_bytes());
+        let t = t.contiguous();
+        bytes.resize(t.numel() * t.kind().elt_size_in_bytes(), 0);
+        t.copy_data_u8(&mut bytes, t.numel());
+        hasher.update(&bytes);
+    }
+    hasher.finalize().to_vec()
+}
+
+/// Whether the tensors of a checkpoint match the MD5 they were saved with (`Ok` where no
+/// MD5 was saved); the error says what differs.
+fn verify(saved: &[(String, Tensor)]) -> Result<(), String> {
+    let Some((_, stored)) = saved.iter().find(|(n, _)| n == CHECKSUM) else { return Ok(()) };
+    let mut rest: Vec<(&str, &Tensor)> = saved.iter().filter(|(n, _)| n != CHECKSUM && n != WALL).map(|(n, t)| (n.as_str(), t)).collect();
+    rest.sort_by(|a, b| a.0.cmp(b.0));
+    let stored = Vec::<u8>::try_from(stored).unwrap_or_default();
+    if digest(rest.into_iter()) == stored {
+        Ok(())
+    } else {
+        Err("its contents do not match the MD5 it was written with (changed on disk since)".into())
+    }
+}
 
 /// Loads the newest checkpoint of `dir` into `vs` and `sgd`: its step, path and
 /// metadata, or `None` when there is no checkpoint.
@@ -100,11 +144,11 @@ pub const DAMAGED: &str = ".damaged";
 /// not fit the network is an error as before: that is a different network, not damage.
 pub fn load_newest(dir: &Path, vs: &VarStore, sgd: &mut Sgd) -> anyhow::Result<Option<(u64, PathBuf, Meta)>> {
     let mut damaged = Vec::new();
-    for (step, path) in list(dir).into_iter().rev() {
+    for (step, path) in list(dir)?.into_iter().rev() {
         // A file that cannot be opened at all (permissions) is not damage: the error stops
         // the run and the file stays where it is.
         std::fs::File::open(&path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
-        match Tensor::read_safetensors(&path) {
+        match Tensor::read_safetensors(&path).map_err(|e| e.to_string()).and_then(|saved| verify(&saved).map(|()| saved)) {
             Ok(saved) => {
                 let meta = apply(&path, saved, vs, sgd)?;
                 return Ok(Some((step, path, meta)));
@@ -167,7 +211,7 @@ fn apply(path: &Path, saved: Vec<(String, Tensor)>, vs: &VarStore, sgd: &mut Sgd
     let (Some(step), Some(seed)) = (int("meta.step"), int("meta.seed")) else {
         bail!("{}: no meta.step or meta.seed", path.display());
     };
-    let wall_seconds = saved.get("meta.wall_seconds").map_or(0.0, |t| t.double_value(&[0]));
+    let wall_seconds = saved.get(WALL).map_or(0.0, |t| t.double_value(&[0]));
     let window = match (saved.get("meta.window_loss_sum"), int("meta.window_correct"), int("meta.window_seen")) {
         (Some(l), Some(correct), Some(seen)) => Some(Window { loss_sum: l.double_value(&[0]) as f32, correct, seen: seen as u64 }),
         _ => None,
@@ -175,9 +219,22 @@ fn apply(path: &Path, saved: Vec<(String, Tensor)>, vs: &VarStore, sgd: &mut Sgd
     Ok(Meta { step: step as u64, seed: seed as u64, wall_seconds, window })
 }
 
+/// Refuses a checkpoint written by a run of another `train.seed` than `seed` (copied in
+/// from another run: its weights, data order and augmentation are not this run's).
+pub fn check_seed(path: &Path, meta: &Meta, seed: u64) -> Result<(), InputError> {
+    if meta.seed == seed {
+        return Ok(());
+    }
+    Err(InputError::new(format!(
+        "{}: written by a run with train.seed = {}, but this run's train.seed is {seed}: the folder holds another run's checkpoints; move them away or use another --out",
+        path.display(),
+        meta.seed
+    )))
+}
+
 /// Removes all but the newest `keep` checkpoints.
 pub fn prune(dir: &Path, keep: usize) -> anyhow::Result<()> {
-    let all = list(dir);
+    let all = list(dir)?;
     for (_, path) in all.iter().take(all.len().saturating_sub(keep)) {
         std::fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))?;
     }
@@ -198,8 +255,31 @@ mod tests {
         assert!(!scheduled(72, 50, 130) && !scheduled(131, 50, 200));
         // At step 100: 72 (written on a signal) is no longer needed; 131 is not before it.
         remove_unscheduled(dir.path(), 100, 50, 200).unwrap();
-        assert_eq!(list(dir.path()).iter().map(|c| c.0).collect::<Vec<_>>(), vec![0, 50, 100, 131]);
+        assert_eq!(list(dir.path()).unwrap().iter().map(|c| c.0).collect::<Vec<_>>(), vec![0, 50, 100, 131]);
         prune(dir.path(), 2).unwrap();
-        assert_eq!(list(dir.path()).iter().map(|c| c.0).collect::<Vec<_>>(), vec![100, 131]);
+        assert_eq!(list(dir.path()).unwrap().iter().map(|c| c.0).collect::<Vec<_>>(), vec![100, 131]);
+    }
+
+    #[test]
+    fn a_checkpoint_folder_that_cannot_be_listed_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(list(&dir.path().join("none")).unwrap().is_empty());
+        let file = dir.path().join("checkpoints");
+        std::fs::write(&file, b"").unwrap();
+        let e = list(&file).unwrap_err();
+        assert!(e.is::<InputError>() && e.to_string().contains("checkpoints: is not a folder"), "{e}");
+        #[cfg(unix)]
+        {
+            let real = dir.path().join("real");
+            std::fs::create_dir(&real).unwrap();
+            std::fs::write(real.join(step_file_name(10)), b"").unwrap();
+            let link = dir.path().join("link");
+            std::os::unix::fs::symlink(&real, &link).unwrap();
+            let e = list(&link).unwrap_err();
+            assert!(e.is::<InputError>() && e.to_string().contains("symbolic link"), "{e}");
+            std::os::unix::fs::symlink("/etc/passwd", real.join(step_file_name(20))).unwrap();
+            let e = list(&real).unwrap_err();
+            assert!(e.is::<InputError>() && e.to_string().contains("step-00000020.safetensors: is not a regular file"), "{e}");
+        }
     }
 }

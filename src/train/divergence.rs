@@ -74,7 +74,7 @@ impl Divergence {
     }
 
     fn error(&self, what: String) -> InputError {
-        let kept = match checkpoint::list(&self.ckpt_dir).pop() {
+        let kept = match checkpoint::list(&self.ckpt_dir).ok().and_then(|mut l| l.pop()) {
             Some((_, path)) => format!("the newest checkpoint, {}, is from before", path.display()),
             None => "no checkpoint was written before".to_string(),
         };

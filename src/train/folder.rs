@@ -16,9 +16,16 @@ use std::path::{Path, PathBuf};
 pub(super) fn prepare(config: &Config, out: &Path, writable: bool) -> anyhow::Result<PathBuf> {
     let config_path = out.join(CONFIG_FILE);
     let ckpt = out.join(checkpoint::FOLDER);
-    let started = !checkpoint::list(&ckpt).is_empty();
-    if config_path.exists() {
-        let text = std::fs::read_to_string(&config_path).with_context(|| format!("cannot read {}", config_path.display()))?;
+    // Before anything is written: a checkpoint folder that cannot be listed is refused,
+    // not taken as empty (training would start over, and drop the metrics).
+    let started = !checkpoint::list(&ckpt)?.is_empty();
+    if exists(&config_path)? {
+        let text = std::fs::read_to_string(&config_path).map_err(|e| {
+            InputError::new(format!(
+                "{}: cannot read this run's config: {e}; restore it (a copy of the run's resolved config), or use another --out",
+                config_path.display()
+            ))
+        })?;
         let mut before = Config::parse_resolved(&text, &config_path.display().to_string())?;
         if !mentions_dft_cut(&text) {
             // Written before the setting existed, when the DFT cut per frequency: an
@@ -63,9 +70,9 @@ pub(super) fn prepare(config: &Config, out: &Path, writable: bool) -> anyhow::Re
     } else {
         let results: Vec<&str> = [
             ("checkpoints/", started),
-            (metrics::FILE, out.join(metrics::FILE).exists()),
-            (freeze::FILE, out.join(freeze::FILE).exists()),
-            ("activations/", out.join(crate::activations::store::FOLDER).exists()),
+            (metrics::FILE, exists(&out.join(metrics::FILE))?),
+            (freeze::FILE, exists(&out.join(freeze::FILE))?),
+            ("activations/", exists(&out.join(crate::activations::store::FOLDER))?),
         ]
         .into_iter()
         .filter_map(|(name, present)| present.then_some(name))
@@ -83,10 +90,20 @@ pub(super) fn prepare(config: &Config, out: &Path, writable: bool) -> anyhow::Re
         }
         crate::io::write_atomic(&config_path, config.to_toml().as_bytes())?;
     }
-    if !ckpt.exists() {
-        std::fs::create_dir_all(&ckpt).with_context(|| format!("cannot create {}", ckpt.display()))?;
+    if !exists(&ckpt)? {
+        std::fs::create_dir(&ckpt).with_context(|| format!("cannot create {}", ckpt.display()))?;
     }
     Ok(ckpt)
+}
+
+/// Whether `path` exists (a dangling link counts: it is there); refused where that
+/// cannot be known (a folder this user may not search), rather than taken as absent.
+fn exists(path: &Path) -> anyhow::Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(InputError::new(format!("{}: cannot be read: {e}", path.display())).into()),
+    }
 }
 
 /// The `[analysis]` settings that steer an adaptive freeze schedule (its similarity and

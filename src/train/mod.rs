@@ -91,6 +91,7 @@ struct Built {
 }
 
 fn build(config: Config, device: tch::Device) -> anyhow::Result<Built> {
+    check_fits(&config, device)?;
     let data = Dataset::load(&config.data, device)?;
     if config.train.batch_size > data.train.len() {
         let held = match config.data.validation {
@@ -115,7 +116,8 @@ fn build(config: Config, device: tch::Device) -> anyhow::Result<Built> {
     let costs = layer_costs(&vs, &net, &data);
     let has_params: Vec<bool> = costs.iter().map(|c| c.1 > 0).collect();
     let plan = freeze::Plan::new(&config.freeze, &net.layer_names(), &has_params, &net.freeze_units(), config.steps())?;
-    crate::activations::store::layers(&config, &net)?;
+    let analysed = crate::activations::store::layers(&config, &net)?;
+    net.check_bottom_up(&analysed, "analysis.layers")?;
     Ok(Built { config, data, vs, net, costs, plan })
 }
 
@@ -163,4 +165,91 @@ pub fn evaluate_on(net: &Network, data: &Dataset, split: &crate::data::Split, ba
         }
         (loss.double_value(&[]) / n as f64, correct.double_value(&[]) / n as f64)
     })
+}
+
+/// Bytes in a GiB, for the memory estimates.
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// The memory a device that is not the host offers, when it cannot be asked: a generous
+/// figure (more than any single GPU of today holds), so that only sizes no GPU could
+/// hold are refused here; what fits it but not the GPU at hand fails when allocated.
+pub const GPU_MEMORY_CAP: u64 = 256 << 30;
+
+/// What training `config` would hold, estimated from its sizes before anything is
+/// allocated: `(images, network and optimiser, activations)` in bytes. The images are
+/// held twice on the host while they are read (as read, and as a tensor); the network's
+/// parameters five times (weights, gradients, momentum, the flat buffers' copies, a
+/// checkpoint being written), 4 bytes each; the activations are a training batch's
+/// outputs and their gradients, or an evaluation batch's widest layer three times
+/// (its input, output and workspace), whichever is larger.
+pub fn memory_estimate(config: &Config) -> (u64, u64, u64) {
+    use crate::config::{DatasetName, SYNTHETIC_TEST_SIZE, SYNTHETIC_TRAIN_SIZE};
+    let d = &config.data;
+    let (shape, train, test): ([i64; 3], usize, usize) = match d.dataset {
+        DatasetName::Synthetic => ([3, 32, 32], d.train_size.unwrap_or(SYNTHETIC_TRAIN_SIZE), d.test_size.unwrap_or(SYNTHETIC_TEST_SIZE)),
+        // The files are read whole before train_size and test_size take their part.
+        DatasetName::Cifar10 => ([3, 32, 32], 50_000, 10_000),
+        DatasetName::Mnist | DatasetName::FashionMnist => ([1, 28, 28], 60_000, 10_000),
+    };
+    let image = shape.iter().product::<i64>() as u64;
+    let images = 2u64.saturating_mul((train as u64).saturating_add(test as u64)).saturating_mul(image);
+    let f = model::footprint(&config.model, shape, 10);
+    let network = f.parameters.saturating_mul(4 * 5);
+    let batch = (config.train.batch_size as u64).min(train as u64);
+    let eval_batch = (config.train.eval_batch_size as u64).min(test.max(d.validation) as u64);
+    let training = batch.saturating_mul(f.outputs_per_image).saturating_mul(4 * 2);
+    let evaluation = eval_batch.saturating_mul(f.widest_per_image).saturating_mul(4 * 3);
+    (images, network, training.max(evaluation))
+}
+
+/// Refuses (exit 2), before anything is allocated, a config whose sizes cannot fit the
+/// memory: the estimate of [`memory_estimate`] against the host's available memory (the
+/// kernel's MemAvailable, or what is left under this process's cgroup limit where that
+/// is less, as under Slurm), or for a GPU against [`GPU_MEMORY_CAP`].
+fn check_fits(config: &Config, device: tch::Device) -> Result<(), InputError> {
+    let (images, network, activations) = memory_estimate(config);
+    let gib = |b: u64| format!("{:.1} GiB", b as f64 / GIB);
+    let what = format!(
+        "the images {} (data.train_size, data.test_size), the network and its optimiser {} (model.width, model.fc1, model.fc2, model.depth), a batch's activations {} (train.batch_size, train.eval_batch_size, model.width)",
+        gib(images),
+        gib(network),
+        gib(activations)
+    );
+    let (host_need, device_need) = match device {
+        tch::Device::Cpu => (images.saturating_add(network).saturating_add(activations), None),
+        _ => (images, Some((images / 2).saturating_add(network).saturating_add(activations))),
+    };
+    if let Some((available, source)) = host_memory().filter(|(a, _)| host_need > *a) {
+        return Err(InputError::new(format!(
+            "this config would need about {} of memory to train ({what}), more than the {} available ({source}): lower the largest of them",
+            gib(host_need),
+            gib(available)
+        )));
+    }
+    if let Some(need) = device_need.filter(|&n| n > GPU_MEMORY_CAP) {
+        return Err(InputError::new(format!(
+            "this config would need about {} of GPU memory to train ({what}), more than any GPU holds ({} assumed): lower the largest of them",
+            gib(need),
+            gib(GPU_MEMORY_CAP)
+        )));
+    }
+    Ok(())
+}
+
+/// The host memory this process may still take, and where the figure comes from: the
+/// kernel's MemAvailable, or what is left under its cgroup's memory limit where less.
+fn host_memory() -> Option<(u64, String)> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = meminfo.lines().find_map(|l| l.strip_prefix("MemAvailable:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    let available = (kib * 1024, "MemAvailable in /proc/meminfo".to_string());
+    let read = |p: &str| std::fs::read_to_string(p).ok().and_then(|t| t.trim().parse::<u64>().ok());
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok().and_then(|own| {
+        let dir = own.lines().find_map(|l| l.strip_prefix("0::")).map(|p| format!("/sys/fs/cgroup{}", p.trim_end_matches('/')))?;
+        let (limit, current) = (read(&format!("{dir}/memory.max"))?, read(&format!("{dir}/memory.current"))?);
+        Some((limit.saturating_sub(current), format!("left under the memory limit of {dir}")))
+    });
+    match cgroup {
+        Some(c) if c.0 < available.0 => Some(c),
+        _ => Some(available),
+    }
 }

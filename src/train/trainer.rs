@@ -286,6 +286,9 @@ impl Trainer {
     /// [`checkpoint::load_newest`]), and the adaptive schedule's decisions up to it.
     fn resume(&mut self) -> anyhow::Result<Resume> {
         let latest = checkpoint::load_newest(&self.ckpt_dir, &self.vs, &mut self.sgd)?;
+        if let Some((_, path, meta)) = &latest {
+            checkpoint::check_seed(path, meta, self.config.train.seed)?;
+        }
         let resume = match &latest {
             Some((_, path, meta)) => {
                 tracing::info!("resuming from {} (step {})", path.display(), meta.step);
