@@ -265,3 +265,25 @@ fn a_missing_checkpoint_is_named_by_the_analysis() {
     assert!(out.status.success(), "{}", common::stderr(&out));
     assert!(common::stderr(&out).contains("1 of the checkpoints scheduled are missing (steps 10)"), "{}", common::stderr(&out));
 }
+
+/// An `analysis/` folder copied from another run (another seed) is refused, not taken
+/// as this run's results.
+#[test]
+fn another_runs_analysis_folder_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = common::Tiny { steps: 10, every: 10, probe_size: Some(32), ..common::Tiny::default() }.config();
+    let cfg = common::write_config(tmp.path(), "c.toml", &c);
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let out = common::svcca(&["run", &cfg, "--out", a.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(a.join("analysis/run.json").is_file());
+    std::fs::create_dir_all(b.join("analysis/steps")).unwrap();
+    for f in std::fs::read_dir(a.join("analysis")).unwrap().flatten().filter(|f| f.path().is_file()) {
+        std::fs::copy(f.path(), b.join("analysis").join(f.file_name())).unwrap();
+    }
+    for f in std::fs::read_dir(a.join("analysis/steps")).unwrap().flatten() {
+        std::fs::copy(f.path(), b.join("analysis/steps").join(f.file_name())).unwrap();
+    }
+    let out = common::svcca(&["run", &cfg, "--out", b.to_str().unwrap(), "--set", "train.seed=1"]);
+    common::assert_refused(&out, &["another run's checkpoints", "run.json"]);
+}

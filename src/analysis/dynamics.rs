@@ -571,6 +571,7 @@ pub(crate) fn plan(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<P
         );
     }
     let steps = select(&available, a.every_nth);
+    check_same_run(run, &dir, total)?;
     let settings = Settings::new(a, layers.clone(), total);
     let steps_dir = dir.join("steps");
     std::fs::create_dir_all(&steps_dir).with_context(|| format!("cannot create {}", steps_dir.display()))?;
@@ -578,6 +579,41 @@ pub(crate) fn plan(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<P
     super::settings::check_or_write(&settings_path, &settings)?;
 
     Ok(Plan { config, device, total, layers, source, steps, settings, results, dir, what, input_cells: RefCell::default() })
+}
+
+/// Refuses an `analysis/` folder made from another run's checkpoints (copied in, or left
+/// by a run this folder's were replaced with), whose results would be taken as this
+/// run's: `analysis/run.json` records the MD5 of the final checkpoint's training state
+/// (`checkpoint::state_md5`) when the analysis starts, and later analyses compare it.
+/// A folder analysed before the record existed gets it now (there is nothing to compare);
+/// a final checkpoint from before checkpoints had an MD5 is not checked.
+fn check_same_run(run: &Path, dir: &Path, total: u64) -> anyhow::Result<()> {
+    let last = run.join(crate::train::checkpoint::FOLDER).join(crate::run_dir::step_file_name(total));
+    if !last.is_file() {
+        return Ok(());
+    }
+    let Some(md5) = crate::train::checkpoint::state_md5(&last)? else { return Ok(()) };
+    let record = dir.join("run.json");
+    let now = serde_json::json!({ "final_checkpoint_md5": md5 });
+    if record.exists() {
+        let before: serde_json::Value = read_json(&record)?;
+        if before != now {
+            return Err(crate::error::InputError::new(format!(
+                "{}: this analysis was made from another run's checkpoints (the final checkpoint's MD5 was {}, {} now is {md5}); delete {} to analyse this run",
+                record.display(),
+                before["final_checkpoint_md5"],
+                last.display(),
+                dir.display()
+            ))
+            .into());
+        }
+        return Ok(());
+    }
+    // A folder the user may only read (a finished analysis) stays usable without it.
+    if let Err(e) = std::fs::create_dir_all(dir).map_err(anyhow::Error::from).and_then(|()| write_json_atomic(&record, &now)) {
+        tracing::warn!("cannot record which run {} analyses ({e:#}); a later analysis cannot check it", dir.display());
+    }
+    Ok(())
 }
 
 /// The steps `checkpoints` schedules for a run of `total` steps (step 0 with `at_start`,

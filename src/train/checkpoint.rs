@@ -219,6 +219,14 @@ fn apply(path: &Path, saved: Vec<(String, Tensor)>, vs: &VarStore, sgd: &mut Sgd
     Ok(Meta { step: step as u64, seed: seed as u64, wall_seconds, window })
 }
 
+/// The MD5 of the training state a checkpoint holds (`meta.md5`, as hex): what tells one
+/// run's checkpoint from another's. `None` for a checkpoint written before it existed.
+pub fn state_md5(path: &Path) -> anyhow::Result<Option<String>> {
+    let saved = Tensor::read_safetensors(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+    let md5 = saved.iter().find(|(n, _)| n == CHECKSUM).map(|(_, t)| Vec::<u8>::try_from(t).unwrap_or_default());
+    Ok(md5.map(|b| b.iter().map(|x| format!("{x:02x}")).collect()))
+}
+
 /// Refuses a checkpoint written by a run of another `train.seed` than `seed` (copied in
 /// from another run: its weights, data order and augmentation are not this run's).
 pub fn check_seed(path: &Path, meta: &Meta, seed: u64) -> Result<(), InputError> {
