@@ -285,6 +285,34 @@ pub fn name(device: Device) -> String {
     }
 }
 
+/// The host memory the kernel says is available (MemAvailable), in bytes: with
+/// [`cgroup_room`], what the memory checks of training and the analysis plan against.
+pub fn available() -> Option<i64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: i64 = meminfo.lines().find_map(|l| l.strip_prefix("MemAvailable:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// What is left under this process's cgroup memory limit (v2, else v1), where it has one.
+pub fn cgroup_room() -> Option<i64> {
+    let read = |p: &str| std::fs::read_to_string(p).ok().and_then(|t| t.trim().parse::<i64>().ok());
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    // v2: one line "0::/path"; v1: "N:memory:/path".
+    let v2 = own.lines().find_map(|l| l.strip_prefix("0::")).map(|p| format!("/sys/fs/cgroup{}", p.trim_end_matches('/')));
+    let v1 = own.lines().find_map(|l| l.split_once(":memory:").map(|(_, p)| format!("/sys/fs/cgroup/memory{}", p.trim_end_matches('/'))));
+    let pairs = [
+        v2.map(|d| (format!("{d}/memory.max"), format!("{d}/memory.current"))),
+        v1.map(|d| (format!("{d}/memory.limit_in_bytes"), format!("{d}/memory.usage_in_bytes"))),
+    ];
+    // "max" (v2) or a huge number (v1) reads as no limit.
+    pairs
+        .into_iter()
+        .flatten()
+        .find_map(|(limit, current)| Some((read(&limit)?, read(&current)?)))
+        .filter(|(l, _)| *l < 1 << 60)
+        .map(|(l, c)| (l - c).max(0))
+}
+
 /// The largest buffer glibc's allocator serves from its heap once
 /// [`reuse_freed_host_memory`] has run; larger ones are mapped on their own.
 pub const HEAP_BLOCK_BYTES: usize = 64 << 20;

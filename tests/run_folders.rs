@@ -176,14 +176,7 @@ fn a_finished_run_is_read_without_writing() {
         return;
     }
     open_to_others(tmp.path());
-    let as_nobody = |args: &[&str]| {
-        Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
-            .args(args)
-            .env("SVCCA_LOG", "warn")
-            .output()
-            .unwrap()
-    };
+    let as_nobody = common::as_nobody;
     // The binary and libtorch must be open to other users too (a checkout under a
     // private home folder is not): else this part cannot run here.
     let probe = as_nobody(&["--version"]);

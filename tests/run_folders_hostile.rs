@@ -167,14 +167,7 @@ fn a_dangling_out_a_config_that_is_not_text_and_an_unreadable_folder_are_said_as
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let as_nobody = |args: &[&str]| {
-        Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
-            .args(args)
-            .env("SVCCA_LOG", "warn")
-            .output()
-            .unwrap()
-    };
+    let as_nobody = common::as_nobody;
     let probe = as_nobody(&["--version"]);
     if !probe.status.success() {
         eprintln!("user 65534 cannot run {BIN} here ({}); the unreadable folder is not tested", stderr(&probe).trim());

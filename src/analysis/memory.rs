@@ -63,7 +63,7 @@ impl Budget {
             return Budget { bytes: m as i64 * MIB, base: BASE, source: format!("analysis.memory_mib = {m}") };
         }
         let choose = "set analysis.memory_mib to choose";
-        match (available(), cgroup_room()) {
+        match (crate::device::available(), crate::device::cgroup_room()) {
             (Some(avail), Some(room)) if room < avail => Budget {
                 bytes: (room as f64 * JOB_SHARE) as i64,
                 base: BASE,
@@ -83,33 +83,6 @@ impl Budget {
 
 /// The share of a job's own memory limit an analysis takes by default.
 const JOB_SHARE: f64 = 0.75;
-
-/// The kernel's MemAvailable, in bytes.
-fn available() -> Option<i64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: i64 = meminfo.lines().find_map(|l| l.strip_prefix("MemAvailable:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
-    Some(kib * 1024)
-}
-
-/// What is left under this process's cgroup memory limit (v2, else v1), where it has one.
-fn cgroup_room() -> Option<i64> {
-    let read = |p: &str| std::fs::read_to_string(p).ok().and_then(|t| t.trim().parse::<i64>().ok());
-    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    // v2: one line "0::/path"; v1: "N:memory:/path".
-    let v2 = own.lines().find_map(|l| l.strip_prefix("0::")).map(|p| format!("/sys/fs/cgroup{}", p.trim_end_matches('/')));
-    let v1 = own.lines().find_map(|l| l.split_once(":memory:").map(|(_, p)| format!("/sys/fs/cgroup/memory{}", p.trim_end_matches('/'))));
-    let pairs = [
-        v2.map(|d| (format!("{d}/memory.max"), format!("{d}/memory.current"))),
-        v1.map(|d| (format!("{d}/memory.limit_in_bytes"), format!("{d}/memory.usage_in_bytes"))),
-    ];
-    // "max" (v2) or a huge number (v1) reads as no limit.
-    pairs
-        .into_iter()
-        .flatten()
-        .find_map(|(limit, current)| Some((read(&limit)?, read(&current)?)))
-        .filter(|(l, _)| *l < 1 << 60)
-        .map(|(l, c)| (l - c).max(0))
-}
 
 /// This process's resident memory now and its peak so far (VmRSS, VmHWM), for the
 /// debug log that checks the estimates.

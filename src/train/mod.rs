@@ -239,17 +239,9 @@ fn check_fits(config: &Config, device: tch::Device) -> Result<(), InputError> {
 /// The host memory this process may still take, and where the figure comes from: the
 /// kernel's MemAvailable, or what is left under its cgroup's memory limit where less.
 fn host_memory() -> Option<(u64, String)> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: u64 = meminfo.lines().find_map(|l| l.strip_prefix("MemAvailable:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
-    let available = (kib * 1024, "MemAvailable in /proc/meminfo".to_string());
-    let read = |p: &str| std::fs::read_to_string(p).ok().and_then(|t| t.trim().parse::<u64>().ok());
-    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok().and_then(|own| {
-        let dir = own.lines().find_map(|l| l.strip_prefix("0::")).map(|p| format!("/sys/fs/cgroup{}", p.trim_end_matches('/')))?;
-        let (limit, current) = (read(&format!("{dir}/memory.max"))?, read(&format!("{dir}/memory.current"))?);
-        Some((limit.saturating_sub(current), format!("left under the memory limit of {dir}")))
-    });
-    match cgroup {
-        Some(c) if c.0 < available.0 => Some(c),
-        _ => Some(available),
-    }
+    let available = crate::device::available()?;
+    Some(match crate::device::cgroup_room() {
+        Some(room) if room < available => (room as u64, "left under this process's cgroup memory limit".to_string()),
+        _ => (available as u64, "MemAvailable in /proc/meminfo".to_string()),
+    })
 }

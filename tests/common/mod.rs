@@ -82,6 +82,17 @@ pub fn svcca_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     c.output().expect("the svcca binary runs")
 }
 
+/// Runs the `svcca` binary with `args` as user and group 65534 (nobody), logging at warn
+/// level: for folders another user may only read. Needs root (`setpriv`).
+pub fn as_nobody(args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+        .args(args)
+        .env("SVCCA_LOG", "warn")
+        .output()
+        .expect("setpriv runs")
+}
+
 /// A command's standard error, as text.
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
