@@ -148,7 +148,7 @@ pub struct Options {
 /// the data and the cross products between layers. The decompositions, the centring
 /// and every sum across blocks of datapoints stay in float64 either way.
 ///
-/// `Float32` holds the shifted data in float32 (half the memory) and multiplies in
+/// `Float32` holds the shifted data in float32 and multiplies in
 /// float32: on GPUs whose float64 runs at 1/32 to 1/64 of float32 (L4, T4, RTX cards)
 /// the products then run at the card's speed. What it costs is measured against float64
 /// in docs/analysis.md ("Precision").
