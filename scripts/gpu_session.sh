@@ -194,6 +194,17 @@ c_found() {
         found=no
     fi
     figure="device ${got:-none}; $gpu; torch $torch_version"
+    # A config too large for the card (about 186 GiB at width 10000) is refused up front
+    # against what the card holds, read from the CUDA runtime (on the CPU: the host's).
+    local holds="cuda:0 holds"
+    [ "$device" = cpu ] && holds="available"
+    runc 60 "$svcca" train configs/quickstart.toml --out "$work/too-large" --device "$device" --set model.width=10000
+    if refused $? "$holds"; then
+        figure="$figure; too large refused ($holds)"
+    else
+        result=FAILED
+        figure="$figure; a config too large for the card was not refused naming what it holds"
+    fi
 }
 
 c_fixtures() {

@@ -442,6 +442,30 @@ fn context() -> Result<&'static Context, &'static str> {
         .map_err(|e| e.as_str())
 }
 
+/// The free and total memory of GPU `index` in bytes, as the CUDA runtime libtorch
+/// loaded reports them (`cudaMemGetInfo`), or `None` where it cannot say (no CUDA
+/// runtime, no driver, no such GPU). The runtime's current device is put back as it was.
+pub fn gpu_memory(index: usize) -> Option<(u64, u64)> {
+    type GetDevice = unsafe extern "C" fn(*mut i32) -> i32;
+    type SetDevice = unsafe extern "C" fn(i32) -> i32;
+    type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
+    // SAFETY: the CUDA runtime's C functions, by their C names and signatures
+    // (cudaError_t is a C enum: an int, 0 for success), called with valid pointers.
+    unsafe {
+        let get: GetDevice = symbol("cudaGetDevice").ok()?;
+        let set: SetDevice = symbol("cudaSetDevice").ok()?;
+        let info: MemGetInfo = symbol("cudaMemGetInfo").ok()?;
+        let mut was = 0;
+        if get(&mut was) != 0 || set(i32::try_from(index).ok()?) != 0 {
+            return None;
+        }
+        let (mut free, mut total) = (0usize, 0usize);
+        let read = info(&mut free, &mut total) == 0;
+        set(was);
+        read.then_some((free as u64, total as u64))
+    }
+}
+
 /// The function `name` among everything the process has loaded, as the function
 /// pointer type `F`.
 ///

@@ -160,6 +160,34 @@ pub fn remove_stale_temporaries(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(removed)
 }
 
+/// The file a temporary of svcca's (`.NAME.svcca-XXXXXX.tmp`) was to become: `NAME`.
+fn temporary_of(name: &str) -> Option<&str> {
+    let inner = name.strip_prefix('.')?.strip_suffix(TEMP_SUFFIX)?;
+    let (file, _) = inner.rsplit_once(TEMP_MARK)?;
+    is_temporary(name).then_some(file)
+}
+
+/// Removes the temporaries of svcca's directly in `dir` whose file has since been
+/// written there (a killed writer's, whose work another process then did: a sharded
+/// analysis's task run again); returns them. For a folder whose files are each written
+/// once by whichever writer gets there, and only once every file there is written (the
+/// units of a sharded analysis, all done): no writer has work left there then, but for
+/// a second copy of one task running at once, whose result is already in place.
+pub fn remove_superseded_temporaries(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(removed) };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(file) = name.to_str().and_then(temporary_of) else { continue };
+        if e.file_type().is_ok_and(|t| t.is_file()) && dir.join(file).symlink_metadata().is_ok_and(|m| m.is_file()) {
+            std::fs::remove_file(e.path()).with_context(|| format!("cannot remove the stale temporary file {}", e.path().display()))?;
+            removed.push(e.path());
+        }
+    }
+    removed.sort();
+    Ok(removed)
+}
+
 fn folder_of(path: &Path) -> &Path {
     path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
@@ -257,5 +285,29 @@ mod tests {
         for f in &files[1..] {
             assert!(dir.path().join(f).exists(), "{f} was removed");
         }
+    }
+
+    #[test]
+    fn only_temporaries_whose_file_is_written_are_superseded() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [
+            ".step-00000010-001.json.svcca-a1B2c3.tmp",
+            "step-00000010-001.json",
+            ".step-00000020-001.json.svcca-d4E5f6.tmp",
+            ".notes.tmp",
+            "notes",
+        ];
+        for f in files {
+            std::fs::write(dir.path().join(f), b"").unwrap();
+        }
+        // A temporary whose name is a link to a written file is not one of svcca's files.
+        std::os::unix::fs::symlink("notes", dir.path().join("linked")).unwrap();
+        std::fs::write(dir.path().join(".linked.svcca-g7H8i9.tmp"), b"").unwrap();
+        let removed = remove_superseded_temporaries(dir.path()).unwrap();
+        assert_eq!(removed, [dir.path().join(files[0])]);
+        for f in &files[1..] {
+            assert!(dir.path().join(f).exists(), "{f} was removed");
+        }
+        assert!(dir.path().join(".linked.svcca-g7H8i9.tmp").exists());
     }
 }

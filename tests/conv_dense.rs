@@ -7,11 +7,17 @@
 mod common;
 use common::*;
 use std::sync::{Arc, Mutex};
-use svcca::activations::{conv_dense_fallbacks, similarity as analysis_similarity, LayerSet};
+use svcca::activations::{conv_dense_fallbacks, similarity, LayerSet, Names};
 use svcca::config::Config;
 use svcca::similarity::summary::{self, Layers};
 use svcca::similarity::{compare, compare_conv, ConvDense, ConvOptions, Keep, Method, Options};
 use tch::{Kind, Tensor};
+
+/// The analysis's similarity of layer `i` of `a` with layer `j` of `b`.
+fn analysis_similarity(a: &mut LayerSet, i: usize, b: &mut LayerSet, j: usize) -> Option<f64> {
+    let names: Vec<String> = (0..=j).map(|k| format!("b{k}")).collect();
+    similarity(a, i, b, j, &Names { a: format!("a{i}"), b: &names })
+}
 
 /// A conv layer of `n` datapoints and C x H x W neurons holding `rank` directions of
 /// decaying strength plus a little noise, and a dense layer of `m` neurons reading the

@@ -226,3 +226,18 @@ fn every_command_resolves_its_device_before_it_seeds() {
         assert!(commands.iter().any(|(c, _)| *c == command), "svcca {command} is not run through the device guard here");
     }
 }
+
+/// The GPU's memory is read from the CUDA runtime where there is a GPU, and not made up
+/// where there is none (training's size check then assumes a generous figure).
+#[test]
+fn gpu_memory_is_the_runtimes_figure_or_nothing() {
+    let gpus = if device::gpus_visible() > 0 { tch::Cuda::device_count() as usize } else { 0 };
+    match device::gpu_memory(0) {
+        Some((free, total)) => {
+            assert!(gpus > 0, "a GPU's memory read without a GPU");
+            assert!(total >= 1 << 30 && free <= total, "free {free} of {total}");
+        }
+        None => assert_eq!(gpus, 0, "the CUDA runtime did not say what GPU 0 holds"),
+    }
+    assert_eq!(device::gpu_memory(gpus), None, "a GPU past the last one has no memory");
+}

@@ -78,7 +78,7 @@ fn replay_store_resume_and_plots() {
     let finals = svcca::activations::record::record(&run.net, &run.probe(), &names).unwrap();
     for (i, a) in finals.iter().enumerate() {
         for (j, b) in finals.iter().enumerate() {
-            let alone = svcca::activations::pair(a, b, &run.config).unwrap();
+            let alone = svcca::activations::pair(a, b, &run.config, ["a", "b"]).unwrap();
             let v = last.matrix[i][j].unwrap();
             assert!((v - alone).abs() < 1e-9, "{} vs {}: {v} in the analysis, {alone} alone", LAYERS[i], LAYERS[j]);
         }

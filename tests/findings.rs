@@ -198,6 +198,8 @@ fn class_sensitivity_of_the_logits_to_their_own_logit_is_one() {
     assert!(dir.join("analysis/classes.csv").exists());
     assert!(classes::parse_classes("10", 10).unwrap_err().to_string().contains("class 10 is out of range"));
     assert_eq!(classes::parse_classes("all", 3).unwrap(), [0, 1, 2]);
+    // A class named twice is refused by the library too, not only by the command line.
+    assert!(classes::parse_classes("1, 01", 10).unwrap_err().to_string().contains("class 01 is given twice"));
 }
 
 #[test]

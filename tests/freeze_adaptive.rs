@@ -134,7 +134,7 @@ fn checked_run(threshold: f64) -> Vec<(u64, String, Option<f64>, String)> {
         // The checked layer is the lowest one still training (pools go with the layer below).
         assert_eq!(layer, names[frozen], "threshold {threshold} step {step}");
         let (before, now) = (acts(step - 10, layer), acts(*step, layer));
-        let expected = svcca::activations::pair(&before, &now, &c);
+        let expected = svcca::activations::pair(&before, &now, &c, ["before", "now"]);
         assert_eq!(*sim, expected, "threshold {threshold} step {step} layer {layer}");
         let passes = expected.unwrap() >= threshold;
         assert_eq!(decision, if passes { "froze" } else { "below" }, "threshold {threshold} step {step}");

@@ -280,3 +280,55 @@ fn another_runs_analysis_folder_is_refused() {
     let out = common::svcca(&["run", &cfg, "--out", b.to_str().unwrap(), "--set", "train.seed=1"]);
     common::assert_refused(&out, &["another run's checkpoints", "run.json"]);
 }
+
+/// A NaN in a stored activation leaves that layer's cells at that step empty, with one
+/// warning naming the layer, the step and the file, not one anonymous warning per cell.
+#[test]
+fn a_nan_in_a_stored_activation_is_named_once_with_its_layer_step_and_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = common::Tiny { steps: 20, every: 10, probe_size: Some(32), ..common::Tiny::default() }.config();
+    c.analysis.mode = svcca::config::ActivationMode::Store;
+    c.analysis.layers = Some(["c1", "p2", "fc1", "logits"].map(String::from).to_vec());
+    let cfg = common::write_config(tmp.path(), "c.toml", &c);
+    let run = tmp.path().join("run");
+    ok(&svcca(&["train", &cfg, "--out", s(&run)]));
+    let file = run.join("activations/step-00000010.safetensors");
+    let mut tensors = tch::Tensor::read_safetensors(&file).unwrap();
+    let (_, p2) = tensors.iter_mut().find(|(name, _)| name == "p2").expect("p2 stored");
+    let _ = p2.get(0).view([-1]).get(0).fill_(f64::NAN);
+    tch::Tensor::write_safetensors(&tensors, &file).unwrap();
+    let out = svcca(&["analyze", s(&run), "--no-plots"]);
+    ok(&out);
+    let err = stderr(&out);
+    let named: Vec<&str> = err.lines().filter(|l| l.contains("NaN")).collect();
+    assert_eq!(named.len(), 1, "{err}");
+    for part in ["p2 at step 10", "step-00000010.safetensors", "datapoint 0", "4 comparisons are left empty"] {
+        assert!(named[0].contains(part), "{part:?} not in {}", named[0]);
+    }
+    let csv = std::fs::read_to_string(run.join("analysis/similarity.csv")).unwrap();
+    let empty: Vec<&str> = csv.lines().filter(|l| l.ends_with(',')).collect();
+    assert_eq!(empty.len(), 4, "p2's row at step 10 only is empty: {csv}");
+    assert!(empty.iter().all(|l| l.starts_with("10,") && l.contains(",p2,")), "{empty:?}");
+}
+
+/// A shard task killed mid-unit leaves its temporary in `analysis/units/`; once a task run
+/// again has written that unit and the shards merge, the temporary goes (a user's file
+/// there stays).
+#[test]
+fn a_killed_shards_temporaries_go_once_the_shards_merge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, run) = trained(tmp.path());
+    ok(&svcca(&["analyze", s(&run), "--shard", "0/2", "--no-plots"]));
+    let units = run.join("analysis/units");
+    let stale = [".step-00000010-000.json.svcca-a1B2c3.tmp", ".shuffled-001.json.svcca-Zz9Yy8.tmp"];
+    for f in stale.iter().chain([&".mine.tmp"]) {
+        std::fs::write(units.join(f), b"{").unwrap();
+    }
+    let out = svcca(&["analyze", s(&run), "--shard", "1/2", "--no-plots"]);
+    ok(&out);
+    assert!(run.join("analysis/similarity.csv").is_file(), "merged: {}", stderr(&out));
+    for f in stale {
+        assert!(!units.join(f).exists(), "{f} stayed: {}", stderr(&out));
+    }
+    assert!(units.join(".mine.tmp").exists());
+}

@@ -16,6 +16,7 @@ pub mod record;
 pub mod store;
 
 use crate::config::Config;
+use crate::error::{Side, SimilarityError};
 use crate::similarity::summary::{self, Layers};
 use crate::similarity::{self, conv, ConvOptions, Keep, Method, Options};
 use tch::Tensor;
@@ -132,13 +133,22 @@ impl LayerSet {
     }
 }
 
-/// The similarity of layer `i` of `a` with layer `j` of `b` (`None`, with a warning,
-/// where it is undefined). Conv layers are compared by `analysis.conv` (a conv pair too
-/// small for the DFT, 1 x 1, by `avgpool`: channels averaged over positions); a conv
-/// layer against a dense one by `analysis.conv_dense`, `flatten` falling back to
-/// `avgpool` where the probe is too small ([`conv_dense_fallbacks`]).
-pub fn similarity(a: &mut LayerSet, i: usize, b: &mut LayerSet, j: usize) -> Option<f64> {
-    let [one] = similarities(a, i, b, &[j]).try_into().expect("one pair asked");
+/// What the two sides of a comparison are called in the warning for a cell left empty:
+/// `a` the row's layer (with its step, and its file where it was read from one), `b[j]`
+/// layer `j` of the other side.
+pub struct Names<'a> {
+    pub a: String,
+    pub b: &'a [String],
+}
+
+/// The similarity of layer `i` of `a` with layer `j` of `b` (`None`, with a warning
+/// naming both by `names`, where it is undefined). Conv layers are compared by
+/// `analysis.conv` (a conv pair too small for the DFT, 1 x 1, by `avgpool`: channels
+/// averaged over positions); a conv layer against a dense one by `analysis.conv_dense`,
+/// `flatten` falling back to `avgpool` where the probe is too small
+/// ([`conv_dense_fallbacks`]).
+pub fn similarity(a: &mut LayerSet, i: usize, b: &mut LayerSet, j: usize, names: &Names) -> Option<f64> {
+    let [one] = similarities(a, i, b, &[j], names).try_into().expect("one pair asked");
     one
 }
 
@@ -161,7 +171,7 @@ pub fn summarise_against(a: &mut LayerSet, is: &[usize], b: &LayerSet, js: &[usi
 /// [`similarity`] of layer `i` of `a` with each layer `js` of `b`, in order: a row of
 /// the learning-dynamics matrix asks for all of `b`, whose products with layer `i` are
 /// then shared where the forms allow ([`summary::similarities`]).
-pub fn similarities(a: &mut LayerSet, i: usize, b: &mut LayerSet, js: &[usize]) -> Vec<Option<f64>> {
+pub fn similarities(a: &mut LayerSet, i: usize, b: &mut LayerSet, js: &[usize], names: &Names) -> Vec<Option<f64>> {
     let results = match (a, b) {
         (LayerSet::Summarised(a), LayerSet::Summarised(b)) => summary::similarities(a, i, b, js),
         (LayerSet::Pairwise { layers: xs, options, conv }, LayerSet::Pairwise { layers: ys, .. }) => js
@@ -179,13 +189,30 @@ pub fn similarities(a: &mut LayerSet, i: usize, b: &mut LayerSet, js: &[usize]) 
             .collect(),
         _ => unreachable!("both sides of a comparison are made from the same config"),
     };
+    left_empty(results, js, names)
+}
+
+/// The cells of a row, those undefined left empty with a warning that names them: one
+/// for the whole row where its own layer is at fault (a NaN in it fails every cell
+/// alike), else one per cell.
+fn left_empty(results: Vec<Result<f64, SimilarityError>>, js: &[usize], names: &Names) -> Vec<Option<f64>> {
+    let own: Vec<&SimilarityError> =
+        results.iter().filter_map(|r| r.as_ref().err()).filter(|e| matches!(e, SimilarityError::Layer { side: Side::A, .. })).collect();
+    if let Some(SimilarityError::Layer { message, .. }) = own.first() {
+        tracing::warn!("{}: {message}; its {} comparisons are left empty", names.a, own.len());
+    }
     results
         .into_iter()
-        .map(|result| match result {
+        .zip(js)
+        .map(|(result, &j)| match result {
             Ok(mean) if mean.is_finite() => Some(mean),
-            Ok(_) => None,
+            Ok(mean) => {
+                tracing::warn!("{} vs {}: the similarity is {mean}; left empty", names.a, names.b[j]);
+                None
+            }
+            Err(SimilarityError::Layer { side: Side::A, .. }) => None,
             Err(e) => {
-                tracing::warn!("a comparison is undefined ({e:?}); left empty");
+                tracing::warn!("{}; left empty", e.naming(&names.a, &names.b[j]));
                 None
             }
         })
@@ -193,11 +220,11 @@ pub fn similarities(a: &mut LayerSet, i: usize, b: &mut LayerSet, js: &[usize]) 
 }
 
 /// The similarity of one pair of layers under `config.analysis`: [`similarity`] of two
-/// sets of one.
-pub fn pair(a: &Tensor, b: &Tensor, config: &Config) -> Option<f64> {
+/// sets of one, `names` the two layers' for the warning where it is undefined.
+pub fn pair(a: &Tensor, b: &Tensor, config: &Config, names: [&str; 2]) -> Option<f64> {
     let mut x = LayerSet::new(vec![a.shallow_clone()], config);
     let mut y = LayerSet::new(vec![b.shallow_clone()], config);
-    similarity(&mut x, 0, &mut y, 0)
+    similarity(&mut x, 0, &mut y, 0, &Names { a: names[0].to_string(), b: &[names[1].to_string()] })
 }
 
 /// The conv layers of an analysis that `analysis.conv_dense = "flatten"` compares with

@@ -16,7 +16,7 @@
 use super::dynamics::{select, FOLDER};
 use super::results::Results;
 use super::runs::Run;
-use crate::activations::{similarity, LayerSet};
+use crate::activations::{similarity, LayerSet, Names};
 use crate::device::DeviceChoice;
 use crate::error::InputError;
 use crate::io::{write_atomic, write_json_atomic};
@@ -47,11 +47,27 @@ pub struct Classes {
     pub steps: Vec<StepClasses>,
 }
 
-/// Parses `--classes`: `all`, or class indices separated by commas.
+/// Refuses a `--classes` list that names a class twice (its row would be counted
+/// twice); checked before anything is read, as the indices' range cannot be.
+pub fn listed_once(text: &str) -> Result<(), InputError> {
+    let mut seen = std::collections::HashSet::new();
+    let twice = text
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .find(|c| !seen.insert(c.parse::<i64>().ok().map_or(c.to_string(), |v| v.to_string())));
+    match twice {
+        Some(c) => Err(InputError::new(format!("--classes: class {c} is given twice: name each class once"))),
+        None => Ok(()),
+    }
+}
+
+/// Parses `--classes`: `all`, or class indices separated by commas, each once.
 pub fn parse_classes(text: &str, classes: i64) -> Result<Vec<i64>, InputError> {
     if text == "all" {
         return Ok((0..classes).collect());
     }
+    listed_once(text)?;
     text.split(',')
         .map(|c| {
             let v: i64 =
@@ -88,6 +104,7 @@ pub fn classes(dir: &Path, classes: &str, device: Option<DeviceChoice>) -> anyho
         let logits = crate::activations::record::record(&run.net, &probe, &["logits".to_string()])?.remove(0);
         // Each class's logit is summarised once for all checkpoints.
         let mut targets = LayerSet::new(classes.iter().map(|&c| logits.narrow(1, c, 1)).collect(), &run.config);
+        let logit_names: Vec<String> = classes.iter().map(|c| format!("class {c}'s final logit")).collect();
         let bar = super::progress((todo.len() * layers.len() * classes.len()) as u64, "class sensitivity");
         tracing::info!(
             "class sensitivity: {} of {} checkpoints, {} layers, {} classes",
@@ -112,7 +129,8 @@ pub fn classes(dir: &Path, classes: &str, device: Option<DeviceChoice>) -> anyho
                     (0..layers.len())
                         .map(|x| {
                             bar.inc(1);
-                            similarity(&mut acts, x, &mut targets, t)
+                            let names = Names { a: format!("{} at step {step}", layers[x]), b: &logit_names };
+                            similarity(&mut acts, x, &mut targets, t, &names)
                         })
                         .collect()
                 })

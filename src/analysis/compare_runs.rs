@@ -13,7 +13,7 @@ use super::results::Results;
 use super::runs::Run;
 use super::settings::Similarity;
 use crate::activations::probe::Probe;
-use crate::activations::{similarity, LayerSet};
+use crate::activations::{similarity, LayerSet, Names};
 use crate::device::DeviceChoice;
 use crate::error::InputError;
 use crate::io::{write_atomic, write_json_atomic};
@@ -159,12 +159,14 @@ pub fn compare_runs_holding(runs: &[PathBuf], out: &Path, device: Option<DeviceC
         results.compute(&todo, at, |&(i, j)| {
             let (low, high) = sets.split_at_mut(j);
             let (a, b) = (&mut low[i], &mut high[0]);
+            let b_names: Vec<String> = layers[j].iter().map(|l| format!("{l} of {}", runs[j].display())).collect();
             let matrix = (0..layers[i].len())
                 .map(|x| {
+                    let names = Names { a: format!("{} of {}", layers[i][x], runs[i].display()), b: &b_names };
                     (0..layers[j].len())
                         .map(|y| {
                             bar.inc(1);
-                            similarity(a, x, b, y)
+                            similarity(a, x, b, y, &names)
                         })
                         .collect()
                 })

@@ -24,7 +24,7 @@ use super::settings::Similarity;
 use crate::activations::probe::Probe;
 use crate::activations::record;
 use crate::activations::store;
-use crate::activations::{similarities, similarity, summarise_rows, LayerSet};
+use crate::activations::{similarities, similarity, summarise_rows, LayerSet, Names};
 use crate::config::{ActivationMode, Config};
 use crate::data::rng::Rng;
 use crate::device::DeviceChoice;
@@ -141,6 +141,14 @@ impl Source {
         }
     }
 
+    /// The file `step`'s activations are read from, where they were stored in training.
+    fn file(&self, step: u64) -> Option<&Path> {
+        match self {
+            Source::Replay { .. } => None,
+            Source::Store { files, .. } => files.iter().find(|c| c.0 == step).map(|c| c.1.as_path()),
+        }
+    }
+
     fn activations(&mut self, step: u64, layers: &[String]) -> anyhow::Result<Vec<Tensor>> {
         match self {
             Source::Replay { run, probe, spilled } => match spilled.iter().find(|s| s.0 == step) {
@@ -237,12 +245,21 @@ impl Plan {
     /// The shuffled baseline of final layer `x`: its activations with the probe's
     /// datapoints permuted (the same permutation for every layer) against themselves,
     /// the unpermuted side summarised in `finals` as for the rows.
-    pub fn shuffled(&self, finals: &mut LayerSet, x: usize) -> Option<f64> {
+    pub fn shuffled(&self, finals: &mut LayerSet, x: usize, name: &str) -> Option<f64> {
         let layer = finals.layer(x);
         let n = layer.size()[0] as usize;
         let perm = Tensor::from_slice(&Rng::stream(self.config.analysis.seed, &[0x73687566]).permutation(n)).to_device(self.device);
         let mut permuted = LayerSet::new(vec![layer.index_select(0, &perm)], &self.config);
-        similarity(&mut permuted, 0, finals, x)
+        let b: Vec<String> = (0..=x).map(|_| format!("{} at step {}", name, self.total)).collect();
+        similarity(&mut permuted, 0, finals, x, &Names { a: format!("{} at step {}, its datapoints shuffled", name, self.total), b: &b })
+    }
+
+    /// Layer `layer` at `step`, and where it was read from, for a warning.
+    fn describe(&self, step: u64, layer: &str) -> String {
+        match self.source.file(step) {
+            Some(file) if layer != INPUT => format!("{layer} at step {step} (stored in {})", file.display()),
+            _ => format!("{layer} at step {step}"),
+        }
     }
 
     /// Makes the summaries the rows of `step`'s layers (the analysed layers `names`, in
@@ -256,20 +273,30 @@ impl Plan {
 
     /// One row of a step's matrix: layer `x` of `step`, the analysed layer named `layer`,
     /// against each layer of `finals` (see [`Plan::row_part`]).
-    pub fn row(&self, step: &mut LayerSet, x: usize, layer: &str, finals: &mut LayerSet, bar: &indicatif::ProgressBar) -> Vec<Option<f64>> {
+    pub fn row(
+        &self,
+        step: u64,
+        set: &mut LayerSet,
+        x: usize,
+        layer: &str,
+        finals: &mut LayerSet,
+        bar: &indicatif::ProgressBar,
+    ) -> Vec<Option<f64>> {
         let all: Vec<usize> = (0..self.layers.len()).collect();
-        let row = self.row_part(step, x, layer, finals, &all);
+        let row = self.row_part(step, set, x, layer, finals, &all);
         bar.inc(row.len() as u64);
         row
     }
 
-    /// The part of the row of layer `x` of `step` (the analysed layer `layer`) against
-    /// layers `columns` of `finals` (the analysed layers `global`, in order). The input
-    /// layer's cells are computed once and reused: the input does not change.
-    fn row_part(&self, step: &mut LayerSet, x: usize, layer: &str, finals: &mut LayerSet, global: &[usize]) -> Vec<Option<f64>> {
+    /// The part of the row of layer `x` of `set` (the analysed layer `layer` at `step`)
+    /// against layers `columns` of `finals` (the analysed layers `global`, in order). The
+    /// input layer's cells are computed once and reused: the input does not change.
+    fn row_part(&self, step: u64, set: &mut LayerSet, x: usize, layer: &str, finals: &mut LayerSet, global: &[usize]) -> Vec<Option<f64>> {
         let local: Vec<usize> = (0..global.len()).collect();
+        let b: Vec<String> = global.iter().map(|&j| format!("{} at step {}", self.layers[j], self.total)).collect();
+        let names = Names { a: self.describe(step, layer), b: &b };
         if layer != INPUT {
-            return similarities(step, x, finals, &local);
+            return similarities(set, x, finals, &local, &names);
         }
         let known: Option<Vec<Option<f64>>> = {
             let cells = self.input_cells.borrow();
@@ -278,7 +305,7 @@ impl Plan {
         if let Some(row) = known {
             return row;
         }
-        let row = similarities(step, x, finals, &local);
+        let row = similarities(set, x, finals, &local, &names);
         self.input_cells.borrow_mut().extend(global.iter().copied().zip(row.iter().copied()));
         row
     }
@@ -305,7 +332,7 @@ impl Plan {
         if let Some(baselines) = baselines {
             for (x, &j) in columns.iter().enumerate() {
                 crate::preempt::check(at)?;
-                baselines[j] = Some(self.shuffled(&mut set, x));
+                baselines[j] = Some(self.shuffled(&mut set, x, &self.layers[j]));
             }
         }
         let all: Vec<usize> = (0..columns.len()).collect();
@@ -445,7 +472,7 @@ pub fn analyze_within(run: &Path, device: Option<DeviceChoice>, budget: Option<s
                     }
                     for (x, &i) in rows.iter().enumerate() {
                         crate::preempt::check(stop)?;
-                        let part = plan.row_part(&mut set, x, &layers[i], finals, &block.columns);
+                        let part = plan.row_part(step, &mut set, x, &layers[i], finals, &block.columns);
                         for (&j, v) in block.columns.iter().zip(part) {
                             matrix[i][j] = v;
                         }

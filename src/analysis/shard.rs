@@ -137,9 +137,9 @@ pub fn analyze_shard(run: &Path, device: Option<DeviceChoice>, shard: Shard) -> 
         let at = || format!("in shard {}/{} of {} (finished units are kept)", shard.index, shard.count, run.display());
         let mut final_set = LayerSet::new(finals.iter().map(Tensor::shallow_clone).collect(), &plan.config);
         let shuffled: Vec<usize> = todo.iter().filter_map(|u| if let Unit::Shuffled(i) = *u { Some(i) } else { None }).collect();
-        units
-            .shuffled
-            .compute(&shuffled, at, |&i| Ok(ShuffledResult { layer: layers[i].clone(), shuffled: plan.shuffled(&mut final_set, i) }))?;
+        units.shuffled.compute(&shuffled, at, |&i| {
+            Ok(ShuffledResult { layer: layers[i].clone(), shuffled: plan.shuffled(&mut final_set, i, &layers[i]) })
+        })?;
         let rows: Vec<(u64, usize)> = todo.iter().filter_map(|u| if let Unit::Row(s, i) = *u { Some((s, i)) } else { None }).collect();
         let bar = comparisons_bar((rows.len() * layers.len()) as u64);
         // This shard's rows of the step in hand: only their layers are recorded, once.
@@ -161,7 +161,7 @@ pub fn analyze_shard(run: &Path, device: Option<DeviceChoice>, shard: Shard) -> 
             let (_, is, acts) = recorded.as_mut().expect("recorded above");
             let x = is.iter().position(|&j| j == i).expect("a row of this step");
             let t = Instant::now();
-            let row = plan.row(acts, x, &layers[i], &mut final_set, &bar);
+            let row = plan.row(step, acts, x, &layers[i], &mut final_set, &bar);
             Ok(RowResult { step, layer: layers[i].clone(), row, seconds: t.elapsed().as_secs_f64() })
         })?;
         bar.finish_and_clear();
@@ -188,6 +188,12 @@ fn merge_plan(plan: Plan) -> anyhow::Result<AnalyzeSummary> {
             all.len()
         ))
         .into());
+    }
+    // Every unit is done: a temporary left in units/ is a killed task's, whose unit a
+    // task run again has written since. Shards share the folder, so the lock's clean-up
+    // (exclusive holders only) never runs there.
+    for p in crate::io::remove_superseded_temporaries(&plan.dir.join("units"))? {
+        tracing::info!("removed {}, left by a shard task that was stopped", p.display());
     }
     let n = plan.layers.len();
     if !plan.baseline_path().exists() {

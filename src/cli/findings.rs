@@ -48,19 +48,11 @@ pub struct FindingsArgs {
     dimensionality: bool,
 }
 
-/// `--classes` as given, refused when a class appears twice (its row would be counted
-/// twice); the indices are checked against the run's classes when it is read.
+/// `--classes` as given, a class named twice refused up front
+/// ([`classes::listed_once`]); the indices are checked against the run's classes when
+/// it is read.
 fn class_list(text: &str) -> Result<String, String> {
-    let mut seen = std::collections::HashSet::new();
-    let twice = text
-        .split(',')
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .find(|c| !seen.insert(c.parse::<i64>().ok().map_or(c.to_string(), |v| v.to_string())));
-    match twice {
-        Some(c) => Err(format!("class {c} is given twice: name each class once")),
-        None => Ok(text.to_string()),
-    }
+    classes::listed_once(text).map(|()| text.to_string()).map_err(|e| e.message)
 }
 
 impl FindingsArgs {

@@ -58,7 +58,10 @@ impl DatasetName {
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
     pub dataset: DatasetName,
-    /// Folder (or CIFAR-10 `.tar.gz`) holding the files; unused by `synthetic`.
+    /// Folder (or CIFAR-10 `.tar.gz`) holding the files; unused by `synthetic`. A
+    /// relative path in a config file is relative to that file's folder, one given by
+    /// `--set` (or a `[sweep]` list) to the working directory; [`Config::load`] makes it
+    /// absolute, so a run folder's `config.toml` holds where the data was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
     /// Use only the first N training images (synthetic: how many to generate).
@@ -666,9 +669,22 @@ impl Config {
     /// Reads `path`, applies `overrides` (`key=value`, dotted keys, or `-key` to remove
     /// one: see [`apply_override`]) in order, and checks every value. Errors name the
     /// file and line, or the `--set` at fault.
+    ///
+    /// A relative `data.path` is made absolute: from `path`'s folder where the file gave
+    /// it, from the working directory where an override did (as a shell would).
     pub fn load(path: &Path, overrides: &[String]) -> Result<Config, InputError> {
         let text = std::fs::read_to_string(path).map_err(|e| InputError::new(format!("{}: cannot read config: {e}", path.display())))?;
-        Self::parse(&text, &path.display().to_string(), overrides)
+        let mut config = Self::parse(&text, &path.display().to_string(), overrides)?;
+        let overridden = overrides.iter().any(|o| o.split('=').next().map(str::trim) == Some("data.path"));
+        if let Some(data) = config.data.path.as_mut().filter(|d| d.is_relative()) {
+            let base = if overridden { Path::new("") } else { path.parent().unwrap_or(Path::new("")) };
+            let joined = base.join(&*data);
+            *data = joined
+                .canonicalize()
+                .or_else(|_| std::path::absolute(&joined))
+                .map_err(|e| InputError::new(format!("{}: data.path {}: {e}", path.display(), joined.display())))?;
+        }
+        Ok(config)
     }
 
     /// Reads the resolved config a run folder keeps (`path`, its `config.toml`).
@@ -773,6 +789,9 @@ impl Config {
 pub fn differences(a: &Config, b: &Config) -> Vec<String> {
     let flat = |c: &Config| {
         let mut c = c.clone();
+        // The same data however it is written: folders made before data.path was made
+        // absolute hold it relative to the working directory they were trained from.
+        c.data.path = c.data.path.map(|p| p.canonicalize().unwrap_or(p));
         c.train.device = DeviceChoice::Auto;
         (c.train.tf32, c.train.deterministic) = (true, false);
         c.freeze.cache_mib = FreezeConfig::default().cache_mib;
@@ -845,6 +864,27 @@ mod tests {
         assert!(e.contains("x.toml:3: analysis.conv_dense:") && e.contains("dft"), "{e}");
         let e = Config::parse("", "x.toml", &["analysis.conv_dense=mean".into()]).unwrap_err().to_string();
         assert!(e.contains("analysis.conv_dense") && e.contains("mean"), "{e}");
+    }
+
+    #[test]
+    fn a_relative_data_path_is_the_config_files_and_a_set_one_the_working_directorys() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("configs")).unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        let file = dir.path().join("configs/c.toml");
+        std::fs::write(&file, "[data]\ndataset = \"cifar10\"\npath = \"../data\"\n").unwrap();
+        let c = Config::load(&file, &[]).unwrap();
+        assert_eq!(c.data.path.as_deref(), Some(dir.path().join("data").canonicalize().unwrap().as_path()));
+        let c = Config::load(&file, &["data.path=somewhere/else".into()]).unwrap();
+        assert_eq!(c.data.path.unwrap(), std::env::current_dir().unwrap().join("somewhere/else"));
+        // A folder's config written with the path relative to the working directory is
+        // the same data as the absolute path.
+        let (mut old, mut new) = (Config::default(), Config::default());
+        old.data.path = Some(PathBuf::from("src"));
+        new.data.path = Some(std::env::current_dir().unwrap().join("src"));
+        assert!(differences(&old, &new).is_empty(), "{:?}", differences(&old, &new));
+        new.data.path = Some(std::env::current_dir().unwrap().join("tests"));
+        assert_eq!(differences(&old, &new).len(), 1);
     }
 
     #[test]

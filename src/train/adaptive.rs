@@ -270,9 +270,9 @@ impl Adaptive {
         let now = outs[group.head - from].shallow_clone();
         let (pg, pstep, before) = self.previous.take().expect("primed at the start and after every check");
         debug_assert_eq!(pg, g, "the reference is the candidate's own");
-        let similarity = pair(&before, &now, &self.config);
-        let decision = Decision::of(similarity, self.config.freeze.threshold, step >= self.first);
         let name = &self.names[group.head];
+        let similarity = pair(&before, &now, &self.config, [&format!("{name} at step {step}"), &format!("{name} at step {pstep}")]);
+        let decision = Decision::of(similarity, self.config.freeze.threshold, step >= self.first);
         let sim_text = similarity.map_or("undefined".to_string(), |s| format!("{s:.4}"));
         let seconds = began.elapsed().as_secs_f64();
         if decision == Decision::Froze {

@@ -170,9 +170,9 @@ pub fn evaluate_on(net: &Network, data: &Dataset, split: &crate::data::Split, ba
 /// Bytes in a GiB, for the memory estimates.
 const GIB: f64 = (1u64 << 30) as f64;
 
-/// The memory a device that is not the host offers, when it cannot be asked: a generous
-/// figure (more than any single GPU of today holds), so that only sizes no GPU could
-/// hold are refused here; what fits it but not the GPU at hand fails when allocated.
+/// The memory a GPU is taken to hold where the CUDA runtime cannot say
+/// ([`crate::device::gpu_memory`]): a generous figure (more than any single GPU of today
+/// holds), so that only sizes no GPU could hold are refused then.
 pub const GPU_MEMORY_CAP: u64 = 256 << 30;
 
 /// What training `config` would hold, estimated from its sizes before anything is
@@ -205,7 +205,8 @@ pub fn memory_estimate(config: &Config) -> (u64, u64, u64) {
 /// Refuses (exit 2), before anything is allocated, a config whose sizes cannot fit the
 /// memory: the estimate of [`memory_estimate`] against the host's available memory (the
 /// kernel's MemAvailable, or what is left under this process's cgroup limit where that
-/// is less, as under Slurm), or for a GPU against [`GPU_MEMORY_CAP`].
+/// is less, as under Slurm), or for a GPU against the memory the card holds
+/// ([`crate::device::gpu_memory`], else [`GPU_MEMORY_CAP`]).
 fn check_fits(config: &Config, device: tch::Device) -> Result<(), InputError> {
     let (images, network, activations) = memory_estimate(config);
     let gib = |b: u64| format!("{:.1} GiB", b as f64 / GIB);
@@ -226,11 +227,20 @@ fn check_fits(config: &Config, device: tch::Device) -> Result<(), InputError> {
             gib(available)
         )));
     }
-    if let Some(need) = device_need.filter(|&n| n > GPU_MEMORY_CAP) {
+    // Against the card's whole memory, not what is free now: the estimate is rough, and
+    // a config refused here could never run on this card, however idle.
+    let (holds, source) = match device {
+        tch::Device::Cuda(i) => match crate::device::gpu_memory(i) {
+            Some((free, total)) => (total, format!("cuda:{i} holds, {} of it free now", gib(free))),
+            None => (GPU_MEMORY_CAP, "assumed: the CUDA runtime did not say what the GPU holds".to_string()),
+        },
+        _ => (GPU_MEMORY_CAP, "assumed".to_string()),
+    };
+    if let Some(need) = device_need.filter(|&n| n > holds) {
         return Err(InputError::new(format!(
-            "this config would need about {} of GPU memory to train ({what}), more than any GPU holds ({} assumed): lower the largest of them",
+            "this config would need about {} of GPU memory to train ({what}), more than the {} that {source}: lower the largest of them",
             gib(need),
-            gib(GPU_MEMORY_CAP)
+            gib(holds)
         )));
     }
     Ok(())
