@@ -104,7 +104,7 @@ fn a_streamed_analysis_equals_the_side_by_side_one_and_an_impossible_budget_is_r
     }
     let steps = std::fs::read_dir(copy.join("analysis/steps")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(steps, 0, "nothing is computed");
-    assert!(!copy.join("analysis/shuffled.json").exists());
+    assert!(!copy.join("analysis/chance.json").exists());
     assert_eq!(std::fs::read_dir(copy.join("checkpoints")).unwrap().count(), 3);
 }
 
@@ -168,7 +168,7 @@ fn a_signal_stops_the_analysis_inside_a_checkpoint_and_the_rerun_finishes_it() {
     assert_eq!(status.code(), Some(75), "{seen}");
     assert!(seen.contains("stopped by SIGUSR1"), "{seen}");
     assert!(
-        seen.contains("shuffled baselines") || seen.contains("during step"),
+        seen.contains("while computing the chance level") || seen.contains("during step"),
         "stopped inside the analysis, not between checkpoints: {seen}"
     );
     assert!(took < Duration::from_secs(20), "took {took:?} to stop");

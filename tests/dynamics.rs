@@ -87,6 +87,24 @@ fn replay_store_resume_and_plots() {
         assert!(b.shuffled.unwrap() < 0.9, "{b:?}");
         assert!(b.init.is_some());
     }
+    // The chance level of every cell: final layer i, the probe's datapoints in the order
+    // of the permutation `analysis.seed` draws, against final layer j, each pair compared
+    // on its own; its diagonal is the shuffled baseline.
+    let n = finals[0].size()[0] as usize;
+    let perm = tch::Tensor::from_slice(&svcca::data::rng::Rng::stream(run.config.analysis.seed, &[0x73687566]).permutation(n));
+    assert_eq!(r.dynamics.chance.len(), LAYERS.len());
+    for (i, a) in finals.iter().enumerate() {
+        let shuffled = a.index_select(0, &perm);
+        for (j, b) in finals.iter().enumerate() {
+            let alone = svcca::activations::pair(&shuffled, b, &run.config, ["a", "b"]).unwrap();
+            let v = r.dynamics.chance[i][j].unwrap();
+            assert!((v - alone).abs() < 1e-9, "chance {} vs {}: {v} in the analysis, {alone} alone", LAYERS[i], LAYERS[j]);
+        }
+        assert_eq!(r.dynamics.baseline[i].shuffled, r.dynamics.chance[i][i]);
+    }
+    let chance = std::fs::read_to_string(replay.join("analysis/chance.csv")).unwrap();
+    assert_eq!(chance.lines().next().unwrap(), "layer,final_layer,chance");
+    assert_eq!(chance.lines().count(), 1 + 25);
     // Stored and replayed activations give the same numbers.
     for (mr, ms) in matrices(&r.dynamics).iter().zip(matrices(&s.dynamics)) {
         for (rr, rs) in mr.iter().zip(&ms) {
@@ -120,7 +138,7 @@ fn replay_store_resume_and_plots() {
 
     // Plots: valid PNG (decodable) and SVG naming the layers.
     let files = svcca::report::plot(&replay, &r.dynamics).unwrap();
-    assert_eq!(files.len(), 4);
+    assert_eq!(files.len(), 6, "heatmaps, heatmaps_minus_chance and to_final, each as PNG and SVG: {files:?}");
     for f in files {
         let bytes = std::fs::read(&f).unwrap();
         if f.extension().unwrap() == "png" {

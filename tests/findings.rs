@@ -277,6 +277,32 @@ fn compare_runs_with_itself_and_across_architectures() {
     }
     assert!(s.mean[0][5].unwrap() < 0.99);
     assert!(out.join("mean.csv").exists() && out.join("pairs.csv").exists());
+    // Each entry's chance level: run a's layer on shuffled datapoints against run b's,
+    // as a pair compared on its own (the same run each time, so the same in every pair).
+    let run = svcca::analysis::runs::Run::open(&a, None).unwrap();
+    let names: Vec<String> = s.layers.clone();
+    let finals = svcca::activations::record::record(&run.net, &run.probe(), &names).unwrap();
+    let perm = tch::Tensor::from_slice(
+        &svcca::data::rng::Rng::stream(run.config.analysis.seed, &[0x73687566]).permutation(finals[0].size()[0] as usize),
+    );
+    for (i, x) in finals.iter().enumerate() {
+        for (j, y) in finals.iter().enumerate() {
+            let alone = svcca::activations::pair(&x.index_select(0, &perm), y, &run.config, ["a", "b"]).unwrap();
+            for p in &c.pairs {
+                assert!((p.chance[i][j].unwrap() - alone).abs() < 1e-9, "{} vs {}: {:?} vs {alone}", names[i], names[j], p.chance[i][j]);
+            }
+            assert!((s.chance[i][j].unwrap() - alone).abs() < 1e-9);
+        }
+        assert!(s.chance[i][i].unwrap() < 0.9, "{}: chance {:?}", names[i], s.chance[i][i]);
+    }
+    assert!(std::fs::read_to_string(out.join("pairs.csv")).unwrap().starts_with("run_a,run_b,layer_a,layer_b,similarity,chance\n"));
+    // A pair file from before the chance level: compared again for it.
+    let file = out.join("pair-0-1.json");
+    let mut old: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    old.as_object_mut().unwrap().remove("chance");
+    std::fs::write(&file, serde_json::to_string(&old).unwrap()).unwrap();
+    let again = compare_runs::compare_runs(&[a.clone(), a.clone(), a.clone()], &out, None).unwrap();
+    assert_eq!(again.pairs, c.pairs);
 
     // Other layer lists: a rectangular matrix, no mean; same-named layers of one run.
     let out = tmp.path().join("ab");

@@ -320,7 +320,7 @@ fn a_killed_shards_temporaries_go_once_the_shards_merge() {
     let (_, run) = trained(tmp.path());
     ok(&svcca(&["analyze", s(&run), "--shard", "0/2", "--no-plots"]));
     let units = run.join("analysis/units");
-    let stale = [".step-00000010-000.json.svcca-a1B2c3.tmp", ".shuffled-001.json.svcca-Zz9Yy8.tmp"];
+    let stale = [".step-00000010-000.json.svcca-a1B2c3.tmp", ".chance-001.json.svcca-Zz9Yy8.tmp"];
     for f in stale.iter().chain([&".mine.tmp"]) {
         std::fs::write(units.join(f), b"{").unwrap();
     }

@@ -2,7 +2,9 @@
 //! against every layer of another's, on the same probe images, for each pair of runs
 //! (other seeds, other architectures: the matrix is rectangular when the layer lists
 //! differ); across three or more runs with the same layers, the mean and the standard
-//! deviation of each entry over the pairs.
+//! deviation of each entry over the pairs. Each entry has its chance level beside it:
+//! run A's layer with the probe's datapoints shuffled against run B's (what SVCCA gives
+//! layers of those widths that share nothing).
 //!
 //! The probe and the comparison settings (`analysis.method`, `keep`, `conv`,
 //! `conv_dense`, `probe_size`, `seed`) are the first run's; every run must hold the same test images at
@@ -14,6 +16,7 @@ use super::runs::Run;
 use super::settings::Similarity;
 use crate::activations::probe::Probe;
 use crate::activations::{similarity, LayerSet, Names};
+use crate::data::rng::Rng;
 use crate::device::DeviceChoice;
 use crate::error::InputError;
 use crate::io::{write_atomic, write_json_atomic};
@@ -38,6 +41,11 @@ pub struct Pair {
     pub layers_a: Vec<String>,
     pub layers_b: Vec<String>,
     pub matrix: Vec<Vec<Option<f64>>>,
+    /// `chance[i][j]`: layer i of run `a` with the probe's datapoints shuffled against
+    /// layer j of run `b`. Empty in a pair file written before it was computed (such a
+    /// pair is compared again).
+    #[serde(default)]
+    pub chance: Vec<Vec<Option<f64>>>,
 }
 
 /// Mean and sample standard deviation of each entry over the pairs (runs with the same
@@ -48,6 +56,9 @@ pub struct Summary {
     pub pairs: usize,
     pub mean: Vec<Vec<Option<f64>>>,
     pub std: Vec<Vec<Option<f64>>>,
+    /// The mean chance level of each entry over the pairs.
+    #[serde(default)]
+    pub chance: Vec<Vec<Option<f64>>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,10 +107,13 @@ pub fn compare_runs_holding(runs: &[PathBuf], out: &Path, device: Option<DeviceC
     let raw = |r: &Run| r.data.test.images.index_select(0, &idx.to_device(r.data.test.images.device())).to_device(tch::Device::Cpu);
     let reference = raw(first);
     let keys: Vec<(usize, usize)> = (0..runs.len()).flat_map(|i| (i + 1..runs.len()).map(move |j| (i, j))).collect();
-    let todo = results.missing(&keys);
+    let mut todo = results.missing(&keys);
     // Each run's layers as the pairs already done have them, if any.
     let done: Vec<(usize, usize)> = keys.iter().filter(|k| !todo.contains(k)).copied().collect();
     let done = results.load_all(&done)?;
+    // Pairs compared before the chance level was: compared again, for it.
+    todo.extend(done.iter().filter(|p| p.chance.is_empty()).map(|p| (p.a, p.b)));
+    todo.sort_unstable();
     let before = |i: usize| {
         done.iter().find_map(|p| match (p.a == i, p.b == i) {
             (true, _) => Some(p.layers_a.as_slice()),
@@ -148,7 +162,8 @@ pub fn compare_runs_holding(runs: &[PathBuf], out: &Path, device: Option<DeviceC
             }
         }
         crate::activations::conv_dense_fallbacks(&first.config, &names, &tensors, dense);
-        let total: usize = todo.iter().map(|&(i, j)| layers[i].len() * layers[j].len()).sum();
+        // Each pair twice: as the runs are, and the chance level.
+        let total: usize = todo.iter().map(|&(i, j)| 2 * layers[i].len() * layers[j].len()).sum();
         let bar = super::progress(total as u64, "comparing runs");
         tracing::info!("comparing {} pairs of runs", todo.len());
         let at = || format!("while comparing runs into {} (pairs done so far are kept)", out.display());
@@ -156,22 +171,32 @@ pub fn compare_runs_holding(runs: &[PathBuf], out: &Path, device: Option<DeviceC
         let device = acts[0][0].device();
         let mut sets: Vec<LayerSet> =
             acts.into_iter().map(|layers| LayerSet::new(layers.iter().map(|t| t.to_device(device)).collect(), &first.config)).collect();
+        // The chance level: run a's layers on the probe's datapoints in the order of one
+        // permutation (the same for every layer and pair), summarised for each pair it
+        // is in and let go after, so that only the runs' own summaries are held.
+        let n = probe.indices.len();
+        let perm = Tensor::from_slice(&Rng::stream(first.config.analysis.seed, &[0x73687566]).permutation(n)).to_device(device);
         results.compute(&todo, at, |&(i, j)| {
+            let mut permuted = LayerSet::new((0..sets[i].len()).map(|x| sets[i].layer(x).index_select(0, &perm)).collect(), &first.config);
             let (low, high) = sets.split_at_mut(j);
             let (a, b) = (&mut low[i], &mut high[0]);
             let b_names: Vec<String> = layers[j].iter().map(|l| format!("{l} of {}", runs[j].display())).collect();
-            let matrix = (0..layers[i].len())
-                .map(|x| {
-                    let names = Names { a: format!("{} of {}", layers[i][x], runs[i].display()), b: &b_names };
-                    (0..layers[j].len())
-                        .map(|y| {
-                            bar.inc(1);
-                            similarity(a, x, b, y, &names)
-                        })
-                        .collect()
-                })
-                .collect();
-            Ok(Pair { a: i, b: j, layers_a: layers[i].clone(), layers_b: layers[j].clone(), matrix })
+            let mut matrix_of = |a: &mut LayerSet, what: &str| -> Vec<Vec<Option<f64>>> {
+                (0..layers[i].len())
+                    .map(|x| {
+                        let names = Names { a: format!("{} of {}{what}", layers[i][x], runs[i].display()), b: &b_names };
+                        (0..layers[j].len())
+                            .map(|y| {
+                                bar.inc(1);
+                                similarity(a, x, b, y, &names)
+                            })
+                            .collect()
+                    })
+                    .collect()
+            };
+            let matrix = matrix_of(a, "");
+            let chance = matrix_of(&mut permuted, ", its datapoints shuffled");
+            Ok(Pair { a: i, b: j, layers_a: layers[i].clone(), layers_b: layers[j].clone(), matrix, chance })
         })?;
         bar.finish_and_clear();
     }
@@ -186,8 +211,13 @@ fn summarise(layers: &[String], pairs: &[Pair]) -> Summary {
     let n = layers.len();
     let mut mean = vec![vec![None; n]; n];
     let mut std = vec![vec![None; n]; n];
+    let mut chance = vec![vec![None; n]; n];
     for i in 0..n {
         for j in 0..n {
+            let c: Vec<f64> = pairs.iter().filter_map(|p| p.chance.get(i).and_then(|r| r[j])).collect();
+            if c.len() == pairs.len() && !c.is_empty() {
+                chance[i][j] = Some(c.iter().sum::<f64>() / c.len() as f64);
+            }
             let v: Vec<f64> = pairs.iter().filter_map(|p| p.matrix[i][j]).collect();
             if v.len() != pairs.len() || v.is_empty() {
                 continue;
@@ -199,7 +229,7 @@ fn summarise(layers: &[String], pairs: &[Pair]) -> Summary {
             }
         }
     }
-    Summary { layers: layers.to_vec(), pairs: pairs.len(), mean, std }
+    Summary { layers: layers.to_vec(), pairs: pairs.len(), mean, std, chance }
 }
 
 fn cell(v: Option<f64>) -> String {
@@ -209,21 +239,21 @@ fn cell(v: Option<f64>) -> String {
 /// `pairs.csv` (every entry of every pair), `mean.csv` (when the runs share their
 /// layers) and `compare_runs.json`.
 fn write_tables(out: &Path, c: &CompareRuns) -> anyhow::Result<()> {
-    let mut all = String::from("run_a,run_b,layer_a,layer_b,similarity\n");
+    let mut all = String::from("run_a,run_b,layer_a,layer_b,similarity,chance\n");
     for p in &c.pairs {
         let (ra, rb) = (c.settings.runs[p.a].display(), c.settings.runs[p.b].display());
         for (i, la) in p.layers_a.iter().enumerate() {
             for (j, lb) in p.layers_b.iter().enumerate() {
-                all += &format!("{ra},{rb},{la},{lb},{}\n", cell(p.matrix[i][j]));
+                all += &format!("{ra},{rb},{la},{lb},{},{}\n", cell(p.matrix[i][j]), cell(p.chance.get(i).and_then(|r| r[j])));
             }
         }
     }
     write_atomic(&out.join("pairs.csv"), all.as_bytes())?;
     if let Some(s) = &c.summary {
-        let mut mean = String::from("layer_a,layer_b,mean,std,pairs\n");
+        let mut mean = String::from("layer_a,layer_b,mean,std,pairs,chance\n");
         for (i, la) in s.layers.iter().enumerate() {
             for (j, lb) in s.layers.iter().enumerate() {
-                mean += &format!("{la},{lb},{},{},{}\n", cell(s.mean[i][j]), cell(s.std[i][j]), s.pairs);
+                mean += &format!("{la},{lb},{},{},{},{}\n", cell(s.mean[i][j]), cell(s.std[i][j]), s.pairs, cell(s.chance[i][j]));
             }
         }
         write_atomic(&out.join("mean.csv"), mean.as_bytes())?;

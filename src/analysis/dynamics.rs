@@ -1,8 +1,13 @@
 //! `svcca analyze RUN_DIR`: for every analysed checkpoint, the similarity of each layer
 //! to each layer of the final network (a layers x layers matrix; its diagonal is each
-//! layer against its own final state), and a baseline per layer: the final layer against
-//! itself on shuffled datapoints (the chance level for its size and the probe's).
-//! The network at initialisation (step 0, `checkpoints.at_start`) is the other baseline.
+//! layer against its own final state), and the chance level of every cell: one more
+//! layers x layers matrix, the final network's layers with the probe's datapoints
+//! shuffled (one permutation for all layers) against the final layers as they are
+//! (`chance.json`, `chance.csv`). SVCCA between layers that share nothing is not 0: it
+//! grows with the layers' widths against the probe's size (a wide layer against a narrow
+//! one scores high by construction), so a cell is read against its chance. The
+//! diagonal is the shuffled baseline of each layer against itself; the network at
+//! initialisation (step 0, `checkpoints.at_start`) is the other baseline.
 //!
 //! Resumable ([`super::results`]): each checkpoint's matrix is written to
 //! `analysis/steps/step-N.json` as soon as it is done and skipped on the next run; the
@@ -24,7 +29,7 @@ use super::settings::Similarity;
 use crate::activations::probe::Probe;
 use crate::activations::record;
 use crate::activations::store;
-use crate::activations::{similarities, similarity, summarise_rows, LayerSet, Names};
+use crate::activations::{similarities, summarise_rows, LayerSet, Names};
 use crate::config::{ActivationMode, Config};
 use crate::data::rng::Rng;
 use crate::device::DeviceChoice;
@@ -55,6 +60,15 @@ impl Settings {
     }
 }
 
+/// Whose layers a row of a matrix is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rows {
+    /// A checkpoint's.
+    Step(u64),
+    /// The final network's with the probe's datapoints shuffled: the chance level.
+    Shuffled,
+}
+
 /// One checkpoint's results: `matrix[i][j]` is layer i at this step against layer j of
 /// the final network (`null` where the comparison failed, e.g. every neuron constant).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,7 +83,8 @@ pub struct StepResult {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Baseline {
     pub layer: String,
-    /// The final layer against itself with the probe's datapoints shuffled.
+    /// The final layer against itself with the probe's datapoints shuffled (the
+    /// diagonal of [`Dynamics::chance`]).
     pub shuffled: Option<f64>,
     /// The layer at step 0 against its final state (absent without a step-0 checkpoint).
     pub init: Option<f64>,
@@ -81,6 +96,11 @@ pub struct Dynamics {
     pub settings: Settings,
     pub steps: Vec<StepResult>,
     pub baseline: Vec<Baseline>,
+    /// `chance[i][j]`: final layer i with the probe's datapoints shuffled against final
+    /// layer j, the chance level of cell (i, j) of every step's matrix. Empty in a
+    /// `dynamics.json` written before it was computed.
+    #[serde(default)]
+    pub chance: Vec<Vec<Option<f64>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -215,7 +235,6 @@ fn remove_stale_spills(dir: &Path) {
 /// steps analysed, and the settings (already checked against the folder's).
 pub(crate) struct Plan {
     pub config: Config,
-    pub device: Device,
     pub total: u64,
     pub layers: Vec<String>,
     source: Source,
@@ -237,45 +256,58 @@ impl Plan {
         self.source.activations(step, layers)
     }
 
-    /// The shuffled baselines of the layers (a list, in layer order).
-    pub fn baseline_path(&self) -> PathBuf {
-        self.dir.join("shuffled.json")
+    /// The chance matrix ([`Dynamics::chance`]).
+    pub fn chance_path(&self) -> PathBuf {
+        self.dir.join("chance.json")
     }
 
-    /// The shuffled baseline of final layer `x`: its activations with the probe's
-    /// datapoints permuted (the same permutation for every layer) against themselves,
-    /// the unpermuted side summarised in `finals` as for the rows.
-    pub fn shuffled(&self, finals: &mut LayerSet, x: usize, name: &str) -> Option<f64> {
-        let layer = finals.layer(x);
-        let n = layer.size()[0] as usize;
-        let perm = Tensor::from_slice(&Rng::stream(self.config.analysis.seed, &[0x73687566]).permutation(n)).to_device(self.device);
-        let mut permuted = LayerSet::new(vec![layer.index_select(0, &perm)], &self.config);
-        let b: Vec<String> = (0..=x).map(|_| format!("{} at step {}", name, self.total)).collect();
-        similarity(&mut permuted, 0, finals, x, &Names { a: format!("{} at step {}, its datapoints shuffled", name, self.total), b: &b })
-    }
-
-    /// Layer `layer` at `step`, and where it was read from, for a warning.
-    fn describe(&self, step: u64, layer: &str) -> String {
-        match self.source.file(step) {
-            Some(file) if layer != INPUT => format!("{layer} at step {step} (stored in {})", file.display()),
-            _ => format!("{layer} at step {step}"),
+    /// The activations of `layers` for `rows`: a checkpoint's, or the final network's
+    /// with the probe's datapoints permuted (the same permutation for every layer,
+    /// drawn from `analysis.seed`).
+    pub fn row_activations(&mut self, rows: Rows, layers: &[String]) -> anyhow::Result<Vec<Tensor>> {
+        match rows {
+            Rows::Step(step) => self.activations(step, layers),
+            Rows::Shuffled => {
+                let acts = self.activations(self.total, layers)?;
+                Ok(self.shuffled(acts))
+            }
         }
     }
 
-    /// Makes the summaries the rows of `step`'s layers (the analysed layers `names`, in
-    /// order) will ask for, all at once (see [`summarise_rows`]): the input layer's needs
-    /// none once its row is known.
-    pub fn summarise_rows(&self, step: &mut LayerSet, names: &[String], finals: &LayerSet) {
-        let known = self.input_cells.borrow().len() == self.layers.len();
-        let is: Vec<usize> = (0..names.len()).filter(|&i| !(known && names[i] == INPUT)).collect();
-        summarise_rows(step, &is, finals);
+    /// Layers of the final network (all on the probe) with the probe's datapoints in the
+    /// order of one permutation drawn from `analysis.seed`, the same for every layer and
+    /// every call: each copy is made as its original is let go.
+    pub fn shuffled(&self, acts: Vec<Tensor>) -> Vec<Tensor> {
+        let n = acts.first().map_or(0, |a| a.size()[0] as usize);
+        let perm = Tensor::from_slice(&Rng::stream(self.config.analysis.seed, &[0x73687566]).permutation(n));
+        acts.into_iter().map(|a| a.index_select(0, &perm.to_device(a.device()))).collect()
     }
 
-    /// One row of a step's matrix: layer `x` of `step`, the analysed layer named `layer`,
-    /// against each layer of `finals` (see [`Plan::row_part`]).
+    /// Layer `layer` of `rows`, and where it was read from, for a warning.
+    fn describe(&self, rows: Rows, layer: &str) -> String {
+        match rows {
+            Rows::Shuffled => format!("{layer} at step {}, its datapoints shuffled", self.total),
+            Rows::Step(step) => match self.source.file(step) {
+                Some(file) if layer != INPUT => format!("{layer} at step {step} (stored in {})", file.display()),
+                _ => format!("{layer} at step {step}"),
+            },
+        }
+    }
+
+    /// Makes the summaries the rows of `set` (the layers `names` of `rows`, in order)
+    /// will ask for, all at once (see [`summarise_rows`]): a checkpoint's input layer
+    /// needs none once its row is known.
+    pub fn summarise_rows(&self, rows: Rows, set: &mut LayerSet, names: &[String], finals: &LayerSet) {
+        let known = rows != Rows::Shuffled && self.input_cells.borrow().len() == self.layers.len();
+        let is: Vec<usize> = (0..names.len()).filter(|&i| !(known && names[i] == INPUT)).collect();
+        summarise_rows(set, &is, finals);
+    }
+
+    /// One row of a matrix: layer `x` of `set` (the analysed layer named `layer` of
+    /// `rows`) against each layer of `finals` (see [`Plan::row_part`]).
     pub fn row(
         &self,
-        step: u64,
+        rows: Rows,
         set: &mut LayerSet,
         x: usize,
         layer: &str,
@@ -283,19 +315,20 @@ impl Plan {
         bar: &indicatif::ProgressBar,
     ) -> Vec<Option<f64>> {
         let all: Vec<usize> = (0..self.layers.len()).collect();
-        let row = self.row_part(step, set, x, layer, finals, &all);
+        let row = self.row_part(rows, set, x, layer, finals, &all);
         bar.inc(row.len() as u64);
         row
     }
 
-    /// The part of the row of layer `x` of `set` (the analysed layer `layer` at `step`)
-    /// against layers `columns` of `finals` (the analysed layers `global`, in order). The
-    /// input layer's cells are computed once and reused: the input does not change.
-    fn row_part(&self, step: u64, set: &mut LayerSet, x: usize, layer: &str, finals: &mut LayerSet, global: &[usize]) -> Vec<Option<f64>> {
+    /// The part of the row of layer `x` of `set` (the analysed layer `layer` of `rows`)
+    /// against layers `columns` of `finals` (the analysed layers `global`, in order). A
+    /// checkpoint's input layer cells are computed once and reused: the input does not
+    /// change (shuffled, it does).
+    fn row_part(&self, rows: Rows, set: &mut LayerSet, x: usize, layer: &str, finals: &mut LayerSet, global: &[usize]) -> Vec<Option<f64>> {
         let local: Vec<usize> = (0..global.len()).collect();
         let b: Vec<String> = global.iter().map(|&j| format!("{} at step {}", self.layers[j], self.total)).collect();
-        let names = Names { a: self.describe(step, layer), b: &b };
-        if layer != INPUT {
+        let names = Names { a: self.describe(rows, layer), b: &b };
+        if layer != INPUT || rows == Rows::Shuffled {
             return similarities(set, x, finals, &local, &names);
         }
         let known: Option<Vec<Option<f64>>> = {
@@ -311,29 +344,14 @@ impl Plan {
     }
 
     /// The final network's layers `columns`, recorded and summarised in every form the
-    /// rows will ask for, then compacted to what the rows need ([`LayerSet::compact`]);
-    /// with `baselines`, the shuffled baseline of each is computed first (it needs the
-    /// layer itself) and stored there. `shapes` holds every analysed layer (stand-ins
-    /// will do): the rows' side.
-    fn finals(
-        &mut self,
-        columns: &[usize],
-        shapes: &LayerSet,
-        side_by_side: bool,
-        baselines: Option<&mut Vec<Option<Option<f64>>>>,
-        at: &dyn Fn() -> String,
-    ) -> anyhow::Result<LayerSet> {
+    /// rows will ask for, then compacted to what the rows need ([`LayerSet::compact`]).
+    /// `shapes` holds every analysed layer (stand-ins will do): the rows' side.
+    fn finals(&mut self, columns: &[usize], shapes: &LayerSet, side_by_side: bool, at: &dyn Fn() -> String) -> anyhow::Result<LayerSet> {
         let names: Vec<String> = columns.iter().map(|&j| self.layers[j].clone()).collect();
         let acts = self.activations(self.total, &names)?;
         let mut set = LayerSet::new(acts, &self.config);
         if !side_by_side {
             set = set.without_joined_copies();
-        }
-        if let Some(baselines) = baselines {
-            for (x, &j) in columns.iter().enumerate() {
-                crate::preempt::check(at)?;
-                baselines[j] = Some(self.shuffled(&mut set, x, &self.layers[j]));
-            }
         }
         let all: Vec<usize> = (0..columns.len()).collect();
         if side_by_side {
@@ -378,14 +396,16 @@ pub fn analyze_within(run: &Path, device: Option<DeviceChoice>, budget: Option<s
     let (total, layers) = (plan.total, plan.layers.clone());
     let results = plan.results.clone();
     let todo = results.missing(&plan.steps);
-    let baseline_path = plan.baseline_path();
-    let (mut seconds_recording, mut seconds_analysing) = (0.0, 0.0);
+    let chance_path = plan.chance_path();
+    let chance_missing = !chance_path.exists();
     let mut used = None;
-    if !todo.is_empty() || !baseline_path.exists() {
+    let mut seconds = (0.0, 0.0);
+    if !todo.is_empty() || chance_missing {
         tracing::info!(
-            "analysing {} of {} checkpoints ({} layers, {} pairs each) from {}",
+            "analysing {} of {} checkpoints{} ({} layers, {} pairs each) from {}",
             todo.len(),
             plan.steps.len(),
+            if chance_missing { " and the chance level" } else { "" },
             layers.len(),
             layers.len() * layers.len(),
             plan.what
@@ -397,7 +417,6 @@ pub fn analyze_within(run: &Path, device: Option<DeviceChoice>, budget: Option<s
         let budget = budget.unwrap_or_else(|| super::memory::Budget::of(plan.config.analysis.memory_mib));
         let memory = super::memory::plan(&shapes, &layers, budget)?;
         tracing::info!("{}", memory.describe());
-        let side_by_side = memory.side_by_side;
         // Streamed in more than one block: each step recorded once, into a file (see
         // `Source::spill`); the final step once for the whole analysis.
         let spill = memory.recordings_per_checkpoint() > 1;
@@ -405,100 +424,137 @@ pub fn analyze_within(run: &Path, device: Option<DeviceChoice>, budget: Option<s
         if spill && !memory.finals_kept() {
             plan.source.spill(total, total, &layers, &plan.dir)?;
         }
-        let at = || format!("while analysing {} (steps done so far are kept)", run.display());
-
-        // The final summaries, kept for the whole analysis where one block holds them;
-        // the shuffled baselines are made with them, the first time they are made.
-        let mut kept: Option<LayerSet> = None;
-        if !baseline_path.exists() {
-            let t = Instant::now();
-            let mut baselines: Vec<Option<Option<f64>>> = vec![None; layers.len()];
-            let stop = || format!("while computing the shuffled baselines of {} (none is kept)", run.display());
-            for block in &memory.blocks {
-                let set = plan.finals(&block.columns, &shapes, side_by_side, Some(&mut baselines), &stop)?;
-                if memory.finals_kept() {
-                    kept = Some(set);
-                }
-            }
-            let shuffled: Vec<Option<f64>> = baselines.into_iter().map(|b| b.expect("every column in one block")).collect();
-            write_json_atomic(&baseline_path, &shuffled)?;
-            seconds_analysing += t.elapsed().as_secs_f64();
+        let matrices = (todo.len() + usize::from(chance_missing)) * layers.len() * layers.len();
+        let mut pass = Pass {
+            plan: &mut plan,
+            shapes,
+            memory: &memory,
+            spill,
+            kept: None,
+            seconds: (0.0, 0.0),
+            bar: comparisons_bar(matrices as u64),
+        };
+        // The chance level first: the final summaries it makes are kept for the steps
+        // where one block holds them.
+        if chance_missing {
+            let stop = || format!("while computing the chance level of {} (none of it is kept)", run.display());
+            pass.bar.set_message("chance");
+            let (chance, _) = pass.matrix(Rows::Shuffled, &stop)?;
+            write_json_atomic(&chance_path, &chance)?;
         }
-
-        let bar = comparisons_bar((todo.len() * layers.len() * layers.len()) as u64);
+        let at = || format!("while analysing {} (steps done so far are kept)", run.display());
         results.compute(&todo, at, |&step| {
-            bar.set_message(format!("step {step}"));
+            pass.bar.set_message(format!("step {step}"));
             let stop = || format!("during step {step}'s analysis: {}", at());
-            let mut matrix = vec![vec![None; layers.len()]; layers.len()];
-            let mut seconds = 0.0;
-            if spill {
-                let t = Instant::now();
-                if !memory.finals_kept() {
-                    kept = None; // the previous step's last block, freed before recording
-                }
-                plan.source.spill(step, total, &layers, &plan.dir)?;
-                seconds_recording += t.elapsed().as_secs_f64();
-            }
-            for block in &memory.blocks {
-                let t = Instant::now();
-                if kept.is_none() || !memory.finals_kept() {
-                    kept = None; // the previous block's, freed before the next is made
-                    kept = Some(plan.finals(&block.columns, &shapes, side_by_side, None, &stop)?);
-                }
-                let finals = kept.as_mut().expect("made above");
-                seconds_recording += t.elapsed().as_secs_f64();
-                let (now, peak) = super::memory::resident();
-                tracing::debug!(
-                    "step {step}, final layers {:?} summarised: resident {}, peak so far {}",
-                    block.columns,
-                    super::memory::gib(now),
-                    super::memory::gib(peak)
-                );
-                for rows in &block.rows {
-                    crate::preempt::check(stop)?;
-                    let t = Instant::now();
-                    let names: Vec<String> = rows.iter().map(|&i| layers[i].clone()).collect();
-                    // The final checkpoint's layers are the final set's: its summaries serve.
-                    let whole = rows.len() == layers.len() && block.columns.len() == layers.len();
-                    let mut set = if step == total && whole {
-                        finals.sharing()
-                    } else {
-                        LayerSet::new(plan.activations(step, &names)?, &plan.config)
-                    };
-                    seconds_recording += t.elapsed().as_secs_f64();
-                    let t = Instant::now();
-                    if side_by_side {
-                        plan.summarise_rows(&mut set, &names, finals);
-                    }
-                    for (x, &i) in rows.iter().enumerate() {
-                        crate::preempt::check(stop)?;
-                        let part = plan.row_part(step, &mut set, x, &layers[i], finals, &block.columns);
-                        for (&j, v) in block.columns.iter().zip(part) {
-                            matrix[i][j] = v;
-                        }
-                        bar.inc(block.columns.len() as u64);
-                        if !side_by_side {
-                            set.release(x);
-                        }
-                    }
-                    seconds += t.elapsed().as_secs_f64();
-                    let (now, peak) = super::memory::resident();
-                    tracing::debug!(
-                        "step {step}, rows {rows:?} done: resident {}, peak so far {}",
-                        super::memory::gib(now),
-                        super::memory::gib(peak)
-                    );
-                }
-            }
-            seconds_analysing += seconds;
+            let (matrix, seconds) = pass.matrix(Rows::Step(step), &stop)?;
             Ok(StepResult { step, fraction: step as f64 / total as f64, layers: layers.clone(), matrix, seconds })
         })?;
-        bar.finish_and_clear();
+        pass.bar.finish_and_clear();
+        seconds = pass.seconds;
         used = Some(memory);
     }
     let dynamics = tables(&plan)?;
     let (computed, skipped) = (todo.len(), plan.steps.len() - todo.len());
-    Ok(AnalyzeSummary { dir: plan.dir, dynamics, computed, skipped, seconds_recording, seconds_analysing, memory: used })
+    Ok(AnalyzeSummary {
+        dir: plan.dir,
+        dynamics,
+        computed,
+        skipped,
+        seconds_recording: seconds.0,
+        seconds_analysing: seconds.1,
+        memory: used,
+    })
+}
+
+/// One call's way through its matrices ([`analyze_within`]): the memory plan, and the
+/// final summaries kept from one matrix to the next where one block holds them.
+struct Pass<'a> {
+    plan: &'a mut Plan,
+    /// Every analysed layer's shape (stand-ins): the rows' side.
+    shapes: LayerSet,
+    memory: &'a super::memory::MemoryPlan,
+    /// Each step recorded once into a file (more than one block of rows).
+    spill: bool,
+    kept: Option<LayerSet>,
+    /// Seconds recording, and comparing.
+    seconds: (f64, f64),
+    bar: indicatif::ProgressBar,
+}
+
+impl Pass<'_> {
+    /// The layers x layers matrix of `rows` against the final layers, through the
+    /// memory plan's blocks; with the seconds spent comparing.
+    fn matrix(&mut self, rows: Rows, stop: &dyn Fn() -> String) -> anyhow::Result<(Vec<Vec<Option<f64>>>, f64)> {
+        let (plan, memory) = (&mut *self.plan, self.memory);
+        let (total, layers) = (plan.total, plan.layers.clone());
+        let recorded = match rows {
+            Rows::Step(step) => step,
+            Rows::Shuffled => total,
+        };
+        let mut matrix = vec![vec![None; layers.len()]; layers.len()];
+        let mut seconds = 0.0;
+        if self.spill {
+            let t = Instant::now();
+            if !memory.finals_kept() {
+                self.kept = None; // the previous step's last block, freed before recording
+            }
+            plan.source.spill(recorded, total, &layers, &plan.dir)?;
+            self.seconds.0 += t.elapsed().as_secs_f64();
+        }
+        for block in &memory.blocks {
+            let t = Instant::now();
+            if self.kept.is_none() || !memory.finals_kept() {
+                self.kept = None; // the previous block's, freed before the next is made
+                self.kept = Some(plan.finals(&block.columns, &self.shapes, memory.side_by_side, stop)?);
+            }
+            let finals = self.kept.as_mut().expect("made above");
+            self.seconds.0 += t.elapsed().as_secs_f64();
+            let (now, peak) = super::memory::resident();
+            tracing::debug!(
+                "{rows:?}, final layers {:?} summarised: resident {}, peak so far {}",
+                block.columns,
+                super::memory::gib(now),
+                super::memory::gib(peak)
+            );
+            for row_block in &block.rows {
+                crate::preempt::check(stop)?;
+                let t = Instant::now();
+                let names: Vec<String> = row_block.iter().map(|&i| layers[i].clone()).collect();
+                // The final checkpoint's layers are the final set's: its summaries serve.
+                let whole = row_block.len() == layers.len() && block.columns.len() == layers.len();
+                let mut set = if rows == Rows::Step(total) && whole {
+                    finals.sharing()
+                } else {
+                    LayerSet::new(plan.row_activations(rows, &names)?, &plan.config)
+                };
+                self.seconds.0 += t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                if memory.side_by_side {
+                    plan.summarise_rows(rows, &mut set, &names, finals);
+                }
+                for (x, &i) in row_block.iter().enumerate() {
+                    crate::preempt::check(stop)?;
+                    let part = plan.row_part(rows, &mut set, x, &layers[i], finals, &block.columns);
+                    for (&j, v) in block.columns.iter().zip(part) {
+                        matrix[i][j] = v;
+                    }
+                    self.bar.inc(block.columns.len() as u64);
+                    if !memory.side_by_side {
+                        set.release(x);
+                    }
+                }
+                seconds += t.elapsed().as_secs_f64();
+                let (now, peak) = super::memory::resident();
+                tracing::debug!(
+                    "{rows:?}, rows {row_block:?} done: resident {}, peak so far {}",
+                    super::memory::gib(now),
+                    super::memory::gib(peak)
+                );
+            }
+        }
+        self.seconds.1 += seconds;
+        Ok((matrix, seconds))
+    }
 }
 
 /// For `svcca run CONFIG` on a folder analysed before: refuses `config` when its
@@ -605,7 +661,7 @@ pub(crate) fn plan(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<P
     let results = Results::new(steps_dir, |s| format!("step-{s:08}.json"));
     super::settings::check_or_write(&settings_path, &settings)?;
 
-    Ok(Plan { config, device, total, layers, source, steps, settings, results, dir, what, input_cells: RefCell::default() })
+    Ok(Plan { config, total, layers, source, steps, settings, results, dir, what, input_cells: RefCell::default() })
 }
 
 /// Refuses an `analysis/` folder made from another run's checkpoints (copied in, or left
@@ -663,15 +719,23 @@ fn missing_steps(checkpoints: &crate::config::CheckpointConfig, total: u64, avai
 /// `dynamics.json` and the CSVs of [`write_tables`].
 pub(crate) fn tables(plan: &Plan) -> anyhow::Result<Dynamics> {
     let results = plan.results.load_all(&plan.steps)?;
-    let shuffled: Vec<Option<f64>> = read_json(&plan.baseline_path())?;
+    let chance: Vec<Vec<Option<f64>>> = read_json(&plan.chance_path())?;
+    let n = plan.layers.len();
+    if chance.len() != n || chance.iter().any(|r| r.len() != n) {
+        return Err(crate::error::InputError::new(format!(
+            "{}: not a {n} x {n} matrix (made for other layers); delete it to compute it again",
+            plan.chance_path().display()
+        ))
+        .into());
+    }
     let init = results.iter().find(|r| r.step == 0);
     let baseline = plan
         .layers
         .iter()
         .enumerate()
-        .map(|(i, l)| Baseline { layer: l.clone(), shuffled: shuffled.get(i).copied().flatten(), init: init.and_then(|r| r.matrix[i][i]) })
+        .map(|(i, l)| Baseline { layer: l.clone(), shuffled: chance[i][i], init: init.and_then(|r| r.matrix[i][i]) })
         .collect();
-    let dynamics = Dynamics { settings: plan.settings.clone(), steps: results, baseline };
+    let dynamics = Dynamics { settings: plan.settings.clone(), steps: results, baseline, chance };
     write_tables(&plan.dir, &dynamics)?;
     Ok(dynamics)
 }
@@ -686,7 +750,7 @@ fn cell(v: Option<f64>) -> String {
     v.map_or(String::new(), |v| format!("{v:.6}"))
 }
 
-/// `similarity.csv`, `to_final.csv`, `baseline.csv` and `dynamics.json`.
+/// `similarity.csv`, `to_final.csv`, `baseline.csv`, `chance.csv` and `dynamics.json`.
 fn write_tables(dir: &Path, d: &Dynamics) -> anyhow::Result<()> {
     let mut sim = String::from("step,fraction,layer,final_layer,similarity\n");
     let mut diag = String::from("step,fraction,layer,similarity\n");
@@ -705,6 +769,13 @@ fn write_tables(dir: &Path, d: &Dynamics) -> anyhow::Result<()> {
     write_atomic(&dir.join("similarity.csv"), sim.as_bytes())?;
     write_atomic(&dir.join("to_final.csv"), diag.as_bytes())?;
     write_atomic(&dir.join("baseline.csv"), base.as_bytes())?;
+    let mut chance = String::from("layer,final_layer,chance\n");
+    for (i, l) in d.settings.layers.iter().enumerate() {
+        for (j, f) in d.settings.layers.iter().enumerate() {
+            chance += &format!("{l},{f},{}\n", cell(d.chance[i][j]));
+        }
+    }
+    write_atomic(&dir.join("chance.csv"), chance.as_bytes())?;
     write_json_atomic(&dir.join("dynamics.json"), d)?;
     Ok(())
 }

@@ -1,22 +1,23 @@
 //! `svcca analyze RUN_DIR --shard I/N`: the learning-dynamics analysis split into units of
 //! work, so that the tasks of a job array share it (`scripts/slurm/analyze-shards.sbatch`).
 //!
-//! The units are, in order: the shuffled baseline of each layer, then each (analysed
+//! The units are, in order: each row of the chance matrix (a final layer with the
+//! probe's datapoints shuffled against every final layer), then each (analysed
 //! checkpoint, layer) pair, whose result is one row of that checkpoint's matrix (the layer
 //! against every final layer). Unit k belongs to shard k mod N: a pure function of the run
 //! folder, so every task agrees without talking to the others. Each unit's result is
-//! written on its own, atomically, to `analysis/units/` (`shuffled-LLL.json`,
+//! written on its own, atomically, to `analysis/units/` (`chance-LLL.json`,
 //! `step-SSSSSSSS-LLL.json`, L the layer's index; see [`super::results`]) and skipped when present, so a
-//! requeued task redoes nothing finished, and a unit whose whole step is already in
-//! `analysis/steps/` (an unsharded analysis) is not redone either.
+//! requeued task redoes nothing finished, and a unit whose whole matrix is already in
+//! `analysis/` (an unsharded analysis) is not redone either.
 //!
 //! When every unit is on disk the shard that sees it merges them (and `--merge` does it
-//! by hand): the rows become `analysis/steps/step-N.json` and the baselines
-//! `analysis/shuffled.json`, exactly what an unsharded analysis writes, and the tables are
+//! by hand): the rows become `analysis/steps/step-N.json` and the chance rows
+//! `analysis/chance.json`, exactly what an unsharded analysis writes, and the tables are
 //! built from those by the same code; so the tables equal an unsharded run's. (A merge
 //! from two shards at once writes the same bytes twice, each atomically.)
 
-use super::dynamics::{self, comparisons_bar, AnalyzeSummary, Plan, StepResult};
+use super::dynamics::{self, comparisons_bar, AnalyzeSummary, Plan, Rows, StepResult};
 use super::results::Results;
 use crate::activations::LayerSet;
 use crate::device::DeviceChoice;
@@ -51,15 +52,15 @@ impl std::str::FromStr for Shard {
 /// A unit of the analysis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
-    /// The shuffled baseline of layer i.
-    Shuffled(usize),
+    /// Row i of the chance matrix.
+    Chance(usize),
     /// Row i of the matrix of a step.
     Row(u64, usize),
 }
 
 /// All units of an analysis of `steps` over `layers` layers, in shard order.
 pub fn units(steps: &[u64], layers: usize) -> Vec<Unit> {
-    let mut u: Vec<Unit> = (0..layers).map(Unit::Shuffled).collect();
+    let mut u: Vec<Unit> = (0..layers).map(Unit::Chance).collect();
     u.extend(steps.iter().flat_map(|&s| (0..layers).map(move |i| Unit::Row(s, i))));
     u
 }
@@ -77,15 +78,10 @@ struct RowResult {
     seconds: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct ShuffledResult {
-    layer: String,
-    shuffled: Option<f64>,
-}
-
-/// The units' results in `analysis/units/`: `shuffled-LLL.json` and `step-SSSSSSSS-LLL.json`.
+/// The units' results in `analysis/units/`: `chance-LLL.json` and `step-SSSSSSSS-LLL.json`
+/// (a chance row's `step` is the final step, whose layers it shuffles).
 struct UnitResults {
-    shuffled: Results<usize, ShuffledResult>,
+    chance: Results<usize, RowResult>,
     rows: Results<(u64, usize), RowResult>,
 }
 
@@ -93,7 +89,7 @@ impl UnitResults {
     fn new(plan: &Plan) -> UnitResults {
         let dir = plan.dir.join("units");
         UnitResults {
-            shuffled: Results::new(&dir, |i| format!("shuffled-{i:03}.json")),
+            chance: Results::new(&dir, |i| format!("chance-{i:03}.json")),
             rows: Results::new(&dir, |&(s, i)| format!("step-{s:08}-{i:03}.json")),
         }
     }
@@ -101,9 +97,26 @@ impl UnitResults {
     /// Whether `u` is done: its own file, or the merged file it goes into.
     fn done(&self, plan: &Plan, u: Unit) -> bool {
         match u {
-            Unit::Shuffled(i) => self.shuffled.is_done(&i) || plan.baseline_path().exists(),
+            Unit::Chance(i) => self.chance.is_done(&i) || plan.chance_path().exists(),
             Unit::Row(s, i) => self.rows.is_done(&(s, i)) || plan.results.is_done(&s),
         }
+    }
+
+    /// Row `i` of `rows` as computed by a shard, checked to be of that layer and width.
+    fn row(&self, plan: &Plan, rows: Rows, i: usize) -> anyhow::Result<RowResult> {
+        let (r, path) = match rows {
+            Rows::Shuffled => (self.chance.load(&i)?, self.chance.path(&i)),
+            Rows::Step(s) => (self.rows.load(&(s, i))?, self.rows.path(&(s, i))),
+        };
+        if r.layer != plan.layers[i] || r.row.len() != plan.layers.len() {
+            return Err(InputError::new(format!(
+                "{}: made for other layers ({}); delete analysis/units to redo it",
+                path.display(),
+                r.layer
+            ))
+            .into());
+        }
+        Ok(r)
     }
 }
 
@@ -136,34 +149,45 @@ pub fn analyze_shard(run: &Path, device: Option<DeviceChoice>, shard: Shard) -> 
         crate::activations::conv_dense_fallbacks(&plan.config, &layers, &finals, finals.iter().any(|f| f.dim() == 2));
         let at = || format!("in shard {}/{} of {} (finished units are kept)", shard.index, shard.count, run.display());
         let mut final_set = LayerSet::new(finals.iter().map(Tensor::shallow_clone).collect(), &plan.config);
-        let shuffled: Vec<usize> = todo.iter().filter_map(|u| if let Unit::Shuffled(i) = *u { Some(i) } else { None }).collect();
-        units.shuffled.compute(&shuffled, at, |&i| {
-            Ok(ShuffledResult { layer: layers[i].clone(), shuffled: plan.shuffled(&mut final_set, i, &layers[i]) })
-        })?;
-        let rows: Vec<(u64, usize)> = todo.iter().filter_map(|u| if let Unit::Row(s, i) = *u { Some((s, i)) } else { None }).collect();
-        let bar = comparisons_bar((rows.len() * layers.len()) as u64);
-        // This shard's rows of the step in hand: only their layers are recorded, once.
-        let mut recorded: Option<(u64, Vec<usize>, LayerSet)> = None;
-        units.rows.compute(&rows, at, |&(step, i)| {
-            if recorded.as_ref().is_none_or(|r| r.0 != step) {
-                bar.set_message(format!("step {step}"));
-                let is: Vec<usize> = rows.iter().filter(|r| r.0 == step).map(|r| r.1).collect();
+        let keys: Vec<(Rows, usize)> = todo
+            .iter()
+            .map(|u| match *u {
+                Unit::Chance(i) => (Rows::Shuffled, i),
+                Unit::Row(s, i) => (Rows::Step(s), i),
+            })
+            .collect();
+        let bar = comparisons_bar((keys.len() * layers.len()) as u64);
+        // This shard's rows of the matrix in hand: only their layers are recorded, once.
+        let mut recorded: Option<(Rows, Vec<usize>, LayerSet)> = None;
+        let mut row_of = |rows: Rows, i: usize| -> anyhow::Result<RowResult> {
+            if recorded.as_ref().is_none_or(|r| r.0 != rows) {
+                bar.set_message(match rows {
+                    Rows::Shuffled => "chance".to_string(),
+                    Rows::Step(step) => format!("step {step}"),
+                });
+                let is: Vec<usize> = keys.iter().filter(|k| k.0 == rows).map(|k| k.1).collect();
                 let names: Vec<String> = is.iter().map(|&i| layers[i].clone()).collect();
-                let acts: Vec<Tensor> = if step == plan.total {
-                    is.iter().map(|&i| finals[i].shallow_clone()).collect()
-                } else {
-                    plan.activations(step, &names)?
+                let held = || is.iter().map(|&i| finals[i].shallow_clone()).collect();
+                let acts: Vec<Tensor> = match rows {
+                    Rows::Shuffled => plan.shuffled(held()),
+                    Rows::Step(step) if step == plan.total => held(),
+                    Rows::Step(step) => plan.activations(step, &names)?,
                 };
                 let mut set = LayerSet::new(acts, &plan.config);
-                plan.summarise_rows(&mut set, &names, &final_set);
-                recorded = Some((step, is, set));
+                plan.summarise_rows(rows, &mut set, &names, &final_set);
+                recorded = Some((rows, is, set));
             }
             let (_, is, acts) = recorded.as_mut().expect("recorded above");
-            let x = is.iter().position(|&j| j == i).expect("a row of this step");
+            let x = is.iter().position(|&j| j == i).expect("a row of this matrix");
             let t = Instant::now();
-            let row = plan.row(step, acts, x, &layers[i], &mut final_set, &bar);
+            let row = plan.row(rows, acts, x, &layers[i], &mut final_set, &bar);
+            let step = if let Rows::Step(step) = rows { step } else { plan.total };
             Ok(RowResult { step, layer: layers[i].clone(), row, seconds: t.elapsed().as_secs_f64() })
-        })?;
+        };
+        let chance: Vec<usize> = todo.iter().filter_map(|u| if let Unit::Chance(i) = *u { Some(i) } else { None }).collect();
+        units.chance.compute(&chance, at, |&i| row_of(Rows::Shuffled, i))?;
+        let rows: Vec<(u64, usize)> = todo.iter().filter_map(|u| if let Unit::Row(s, i) = *u { Some((s, i)) } else { None }).collect();
+        units.rows.compute(&rows, at, |&(step, i)| row_of(Rows::Step(step), i))?;
         bar.finish_and_clear();
     }
     let missing = all.iter().filter(|&&u| !units.done(&plan, u)).count();
@@ -196,25 +220,16 @@ fn merge_plan(plan: Plan) -> anyhow::Result<AnalyzeSummary> {
         tracing::info!("removed {}, left by a shard task that was stopped", p.display());
     }
     let n = plan.layers.len();
-    if !plan.baseline_path().exists() {
-        let layers: Vec<usize> = (0..n).collect();
-        let shuffled: Vec<Option<f64>> = units.shuffled.load_all(&layers)?.into_iter().map(|r| r.shuffled).collect();
-        write_json_atomic(&plan.baseline_path(), &shuffled)?;
+    if !plan.chance_path().exists() {
+        let chance: Vec<Vec<Option<f64>>> =
+            (0..n).map(|i| units.row(&plan, Rows::Shuffled, i).map(|r| r.row)).collect::<anyhow::Result<_>>()?;
+        write_json_atomic(&plan.chance_path(), &chance)?;
     }
     let at = || format!("while merging the units of {}", plan.dir.display());
     let merged = plan.results.compute_missing(&plan.steps, at, |&step| {
         let (mut matrix, mut seconds) = (Vec::with_capacity(n), 0.0);
         for i in 0..n {
-            let r = units.rows.load(&(step, i))?;
-            if r.layer != plan.layers[i] || r.row.len() != n {
-                let path = units.rows.path(&(step, i));
-                return Err(InputError::new(format!(
-                    "{}: made for other layers ({}); delete analysis/units to redo it",
-                    path.display(),
-                    r.layer
-                ))
-                .into());
-            }
+            let r = units.row(&plan, Rows::Step(step), i)?;
             matrix.push(r.row);
             seconds += r.seconds;
         }

@@ -117,6 +117,10 @@ fn report(run: &Path, a: AnalyzeSummary, plots: bool) -> anyhow::Result<AnalyzeS
         let to_final: Vec<String> =
             r.layers.iter().enumerate().map(|(i, l)| format!("{l} {}", r.matrix[i][i].map_or("-".into(), |v| format!("{v:.2}")))).collect();
         println!("  similarity to the final state at step {} ({:.0}%): {}", r.step, 100.0 * r.fraction, to_final.join(", "));
+        // What each of those scores by chance: the final layer against itself shuffled.
+        let chance: Vec<String> =
+            a.dynamics.baseline.iter().map(|b| format!("{} {}", b.layer, b.shuffled.map_or("-".into(), |v| format!("{v:.2}")))).collect();
+        println!("  chance level (datapoints shuffled; every cell's in chance.csv): {}", chance.join(", "));
     }
     if plots {
         for p in crate::report::plot(run, &a.dynamics)? {

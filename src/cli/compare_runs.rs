@@ -33,14 +33,20 @@ impl CompareRunsArgs {
                 .layers_a
                 .iter()
                 .enumerate()
-                .filter_map(|(i, l)| p.layers_b.iter().position(|m| m == l).map(|j| (l, p.matrix[i][j])))
-                .map(|(l, v)| format!("{l} {}", v.map_or("-".into(), |v| format!("{v:.2}"))))
+                .filter_map(|(i, l)| {
+                    p.layers_b.iter().position(|m| m == l).map(|j| (l, p.matrix[i][j], p.chance.get(i).and_then(|r| r[j])))
+                })
+                .map(|(l, v, c)| format!("{l} {} (chance {})", fmt(v), fmt(c)))
                 .collect();
             println!("{} vs {}: same-named layers: {}", self.runs[p.a].display(), self.runs[p.b].display(), diagonal.join(", "));
         }
         if let Some(s) = c.summary.as_ref().filter(|s| s.pairs > 1) {
-            let diag: Vec<String> =
-                s.layers.iter().enumerate().map(|(i, l)| format!("{l} {}±{}", fmt(s.mean[i][i]), fmt(s.std[i][i]))).collect();
+            let diag: Vec<String> = s
+                .layers
+                .iter()
+                .enumerate()
+                .map(|(i, l)| format!("{l} {}±{} (chance {})", fmt(s.mean[i][i]), fmt(s.std[i][i]), fmt(s.chance[i][i])))
+                .collect();
             println!("mean ± std over {} pairs: {}", s.pairs, diag.join(", "));
         }
         println!("tables in {}", out.display());

@@ -4,7 +4,10 @@
 //!   layer of the final network) at the analysed checkpoints nearest 0%, 35%, 75% and
 //!   100% of training, side by side, with one colour scale (0 to 1); as the paper's
 //!   Figure 4, the layers at the step along x, the final network's up the y axis
-//!   ([`heatmap_cell`]).
+//!   ([`heatmap_cell`]). A last panel shows the chance level of every cell (the final
+//!   layers with the probe's datapoints shuffled against the final layers).
+//! - `heatmaps_minus_chance`: the same checkpoints, each cell less its chance level: what
+//!   the similarity holds beyond what a layer of that width scores against any other.
 //! - `to_final`: each layer's similarity to its own final state against the training
 //!   step, one line per layer, coloured from the input (dark) to the output (bright).
 //!
@@ -85,18 +88,62 @@ pub fn plot(run: &Path, d: &Dynamics) -> anyhow::Result<Vec<PathBuf>> {
     let n = d.settings.layers.len() as u32;
     let cell = heatmap_cell_pixels(n);
     let panel = (cell * n + 130).max(360);
-    let heat_size = heatmap_image_size(panel, heatmap_steps(d).len());
     let curve_size = (1000, 620);
-    Ok(vec![
-        png(&dir.join("heatmaps.png"), heat_size, |a| heatmaps(a, d))?,
-        svg(&dir.join("heatmaps.svg"), heat_size, |a| heatmaps(a, d))?,
-        png(&dir.join("to_final.png"), curve_size, |a| curves(a, d))?,
-        svg(&dir.join("to_final.svg"), curve_size, |a| curves(a, d))?,
-    ])
+    let method = format!("{:?}", d.settings.similarity.method).to_uppercase();
+    let mut written = Vec::new();
+    let mut views = vec![("heatmaps", heatmap_panels(d, false), format!("{method} similarity"))];
+    if !d.chance.is_empty() {
+        views.push(("heatmaps_minus_chance", heatmap_panels(d, true), format!("{method} similarity minus chance (below: 0)")));
+    }
+    for (name, panels, desc) in &views {
+        let size = heatmap_image_size(panel, panels.len());
+        written.push(png(&dir.join(format!("{name}.png")), size, |a| heatmaps(a, &d.settings.layers, panels, desc))?);
+        written.push(svg(&dir.join(format!("{name}.svg")), size, |a| heatmaps(a, &d.settings.layers, panels, desc))?);
+    }
+    written.push(png(&dir.join("to_final.png"), curve_size, |a| curves(a, d))?);
+    written.push(svg(&dir.join("to_final.svg"), curve_size, |a| curves(a, d))?);
+    Ok(written)
 }
 
-/// The heatmaps image: one square `panel` per checkpoint drawn (at least one), the
-/// colour bar beside them.
+/// One heatmap: its caption, what its x axis holds, and its cells (`matrix[i][j]`: the
+/// layer `i` of the x axis against layer `j` of the final network).
+struct HeatmapPanel {
+    caption: String,
+    x_desc: String,
+    matrix: Vec<Vec<Option<f64>>>,
+}
+
+/// The panels of the heatmaps: the checkpoints of [`heatmap_steps`], then the chance
+/// level (where there is one); with `minus_chance`, the checkpoints' cells less their
+/// chance level instead (a cell without either is empty).
+fn heatmap_panels(d: &Dynamics, minus_chance: bool) -> Vec<HeatmapPanel> {
+    let chance = |i: usize, j: usize| d.chance.get(i).and_then(|r| r.get(j)).copied().flatten();
+    let mut panels: Vec<HeatmapPanel> = heatmap_steps(d)
+        .into_iter()
+        .map(|r| HeatmapPanel {
+            caption: format!("step {} ({:.0}% of training)", r.step, 100.0 * r.fraction),
+            x_desc: format!("layer at step {}", r.step),
+            matrix: (0..r.matrix.len())
+                .map(|i| {
+                    (0..r.matrix[i].len())
+                        .map(|j| if minus_chance { r.matrix[i][j].zip(chance(i, j)).map(|(v, c)| v - c) } else { r.matrix[i][j] })
+                        .collect()
+                })
+                .collect(),
+        })
+        .collect();
+    if !minus_chance && !d.chance.is_empty() {
+        panels.push(HeatmapPanel {
+            caption: "chance (datapoints shuffled)".into(),
+            x_desc: format!("layer at step {}, datapoints shuffled", d.settings.final_step),
+            matrix: d.chance.clone(),
+        });
+    }
+    panels
+}
+
+/// The heatmaps image: one square `panel` per heatmap drawn (at least one), the colour
+/// bar beside them.
 fn heatmap_image_size(panel: u32, panels: usize) -> (u32, u32) {
     (panel * panels.max(1) as u32 + 130, panel + 50)
 }
@@ -164,21 +211,25 @@ pub fn heatmap_cell(layer_at_step: i32, final_layer: i32) -> (i32, i32) {
     (layer_at_step, final_layer)
 }
 
-fn heatmaps<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &Dynamics) -> anyhow::Result<()> {
+/// Draws `panels` side by side over `layers`, the colour bar labelled `desc` beside them.
+fn heatmaps<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    layers: &[String],
+    panels: &[HeatmapPanel],
+    desc: &str,
+) -> anyhow::Result<()> {
     let (w, _) = root.dim_in_pixel();
     let (maps, bar) = root.split_horizontally(w - 130);
-    let chosen = heatmap_steps(d);
-    let panels = maps.split_evenly((1, chosen.len().max(1)));
-    let layers = &d.settings.layers;
+    let areas = maps.split_evenly((1, panels.len().max(1)));
     let n = layers.len() as i32;
     let cell = heatmap_cell_pixels(n as u32);
     let name = |v: &SegmentValue<i32>| match v {
         SegmentValue::CenterOf(i) => layers.get(*i as usize).map(|l| heatmap_label(l, cell)).unwrap_or_default(),
         _ => String::new(),
     };
-    for (area, r) in panels.iter().zip(&chosen) {
+    for (area, p) in areas.iter().zip(panels) {
         let mut chart = ChartBuilder::on(area)
-            .caption(format!("step {} ({:.0}% of training)", r.step, 100.0 * r.fraction), ("sans-serif", 20))
+            .caption(&p.caption, ("sans-serif", 20))
             .margin(8)
             .x_label_area_size(50)
             .y_label_area_size(70)
@@ -194,14 +245,14 @@ fn heatmaps<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &Dynamics) -> 
             .y_label_formatter(&name)
             .x_label_style(("sans-serif", 11))
             .y_label_style(("sans-serif", 11))
-            .x_desc(format!("layer at step {}", r.step))
+            .x_desc(&p.x_desc)
             .y_desc("layer of the final network")
             .axis_desc_style(("sans-serif", 14))
             .draw()
             .map_err(err)?;
         chart
             .draw_series((0..n).flat_map(|i| (0..n).map(move |j| (i, j))).map(|(i, j)| {
-                let v = r.matrix[i as usize][j as usize];
+                let v = p.matrix[i as usize][j as usize];
                 let (x, y) = heatmap_cell(i, j);
                 Rectangle::new(
                     [(SegmentValue::Exact(x), SegmentValue::Exact(y)), (SegmentValue::Exact(x + 1), SegmentValue::Exact(y + 1))],
@@ -210,7 +261,7 @@ fn heatmaps<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &Dynamics) -> 
             }))
             .map_err(err)?;
     }
-    colour_bar(&bar, &format!("{} similarity", format!("{:?}", d.settings.similarity.method).to_uppercase()), 58)
+    colour_bar(&bar, desc, 58)
 }
 
 /// The colour scale of the heatmaps (0 to 1, [`colour`]) in `bar`, labelled `desc`;
@@ -427,6 +478,7 @@ mod tests {
                 .map(|(step, fraction, matrix)| StepResult { step, fraction, layers: layers.to_vec(), matrix, seconds: 0.0 })
                 .collect(),
             baseline: Vec::new(),
+            chance: Vec::new(),
         }
     }
 
@@ -464,7 +516,7 @@ mod tests {
         let d = dynamics(&layers, vec![(10, 1.0, matrix)]);
         register_font();
         let dir = tempfile::tempdir().unwrap();
-        let path = svg(&dir.path().join("h.svg"), (1600, 400), |a| heatmaps(a, &d)).unwrap();
+        let path = svg(&dir.path().join("h.svg"), (1600, 400), |a| heatmaps(a, &layers, &heatmap_panels(&d, false), "SVCCA")).unwrap();
         let text = std::fs::read_to_string(path).unwrap();
         // The leftmost rectangle of a colour: the first panel's cell (the colour bar is
         // at the right).
@@ -534,6 +586,46 @@ mod tests {
             let width = format!("width=\"{}\"", panel * panels + 130);
             assert!(svg.lines().next().unwrap().contains(&width), "{panels} panel(s): {}", svg.lines().next().unwrap());
         }
+    }
+
+    /// With a chance level: one more panel (the chance matrix) in `heatmaps`, and
+    /// `heatmaps_minus_chance` with each checkpoint's cells less their chance level.
+    #[test]
+    fn the_chance_level_is_a_panel_and_a_view_of_its_own() {
+        let layers: Vec<String> = vec!["fc1".into(), "fc2".into()];
+        let mut d = dynamics(&layers, vec![(100, 1.0, vec![vec![Some(0.9), Some(0.6)], vec![Some(0.5), None]])]);
+        d.chance = vec![vec![Some(0.2), Some(0.1)], vec![Some(0.3), Some(0.4)]];
+        let panel = (heatmap_cell_pixels(2) * 2 + 130).max(360);
+        let dir = tempfile::tempdir().unwrap();
+        plot(dir.path(), &d).unwrap();
+        // The fills of the cells drawn left of the colour bar (the last 130 pixels).
+        let cells = |name: &str, panels: u32| -> Vec<String> {
+            let text = std::fs::read_to_string(dir.path().join(FOLDER).join(name)).unwrap();
+            assert!(text.lines().next().unwrap().contains(&format!("width=\"{}\"", panels * panel + 130)), "{name}: {panels} panel(s)");
+            text.split("<rect")
+                .filter(|r| {
+                    r.split(" x=\"")
+                        .nth(1)
+                        .and_then(|x| x.split('"').next()?.parse::<f64>().ok())
+                        .is_some_and(|x| x < (panels * panel) as f64)
+                })
+                .filter_map(|r| r.split(" fill=\"").nth(1).and_then(|f| f.split('"').next()).map(str::to_string))
+                .collect()
+        };
+        let fill = |v: f64| {
+            let c = colour(Some(v));
+            format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2)
+        };
+        let heat = cells("heatmaps.svg", 2);
+        for v in [0.9, 0.6, 0.5, 0.2, 0.1, 0.3, 0.4] {
+            assert!(heat.contains(&fill(v)), "{v}: the step's and the chance panel's cells are drawn");
+        }
+        let minus = cells("heatmaps_minus_chance.svg", 1);
+        for v in [0.7, 0.5, 0.2] {
+            assert!(minus.contains(&fill(v)), "0.9 - 0.2, 0.6 - 0.1, 0.5 - 0.3: {v} drawn");
+        }
+        assert!(!minus.contains(&fill(0.9)) && !minus.contains(&fill(0.6)), "the cells are less their chance");
+        assert!(minus.contains(&fill(f64::NAN)), "a cell without a similarity stays empty");
     }
 
     #[test]
