@@ -129,6 +129,8 @@ fn check_run(dir: &Path) -> Result<(), InputError> {
         return Err(unreadable(dir, &e));
     }
     match std::fs::metadata(dir.join(CONFIG_FILE)) {
+        // An activation folder written elsewhere (`analysis::activation_folder`) needs none.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir.join("activations/manifest.json").is_file() => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(not_a_run(dir)),
         Err(e) => Err(unreadable(&dir.join(CONFIG_FILE), &e)),
         Ok(_) => Ok(()),
@@ -136,7 +138,10 @@ fn check_run(dir: &Path) -> Result<(), InputError> {
 }
 
 fn not_a_run(dir: &Path) -> InputError {
-    InputError::new(format!("{}: no {CONFIG_FILE}: not a run folder (train one with `svcca train`)", dir.display()))
+    InputError::new(format!(
+        "{}: no {CONFIG_FILE}: not a run folder (train one with `svcca train`), nor an activation folder (activations/manifest.json: docs/analysis.md)",
+        dir.display()
+    ))
 }
 
 /// [`lock`] for a run folder that must exist already (an analysis): refused, with

@@ -33,6 +33,8 @@ pub struct Entry {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The probe's test-set indices (empty in an activation folder written elsewhere).
+    #[serde(default)]
     pub probe_indices: Vec<i64>,
     pub entries: Vec<Entry>,
 }
@@ -105,7 +107,8 @@ impl Recorder {
     }
 }
 
-fn read_manifest(dir: &Path) -> anyhow::Result<Option<Manifest>> {
+/// The manifest in `dir` (an `activations/` folder), if there is one.
+pub fn read_manifest(dir: &Path) -> anyhow::Result<Option<Manifest>> {
     let path = dir.join(MANIFEST);
     if !path.exists() {
         return Ok(None);
@@ -120,17 +123,19 @@ pub fn list(run: &Path) -> anyhow::Result<Vec<(u64, PathBuf)>> {
     step_files(&run.join(FOLDER))
 }
 
-/// The stored activations of `layers` at one file, float32 on `device`; the input layer
-/// ([`INPUT`]) is not in the file but taken from `probe` (the probe the file was recorded
-/// on, drawn again from the data). Only the tensors asked for are read, so an analysis
-/// streaming its layers through a memory budget holds no more of the file than those.
-pub fn load(path: &Path, layers: &[String], probe: &Probe, device: Device) -> anyhow::Result<Vec<Tensor>> {
+/// The stored activations of `layers` at one file, float32 on `device`; in a run
+/// folder the input layer ([`INPUT`]) is not in the file but taken from `probe` (the
+/// probe the file was recorded on, drawn again from the data); an activation folder
+/// written elsewhere has no probe, and every layer is in its files. Only the tensors
+/// asked for are read, so an analysis streaming its layers through a memory budget
+/// holds no more of the file than those.
+pub fn load(path: &Path, layers: &[String], probe: Option<&Probe>, device: Device) -> anyhow::Result<Vec<Tensor>> {
     let header = read_header(path)?;
     let mut file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     layers
         .iter()
         .map(|l| {
-            if l == INPUT {
+            if let Some(probe) = probe.filter(|_| l == INPUT) {
                 return Ok(record::input(probe).to_device(device));
             }
             let t = header.get(l).ok_or_else(|| InputError::new(format!("{}: no activations of layer '{l}'", path.display())))?;
@@ -139,14 +144,14 @@ pub fn load(path: &Path, layers: &[String], probe: &Probe, device: Device) -> an
         .collect()
 }
 
-/// The shapes of `layers` in one file (the input layer's from `probe`), without reading
-/// their data.
-pub fn shapes(path: &Path, layers: &[String], probe: &Probe) -> anyhow::Result<Vec<Vec<i64>>> {
+/// The shapes of `layers` in one file (the input layer's from `probe`, where there is
+/// one: see [`load`]), without reading their data.
+pub fn shapes(path: &Path, layers: &[String], probe: Option<&Probe>) -> anyhow::Result<Vec<Vec<i64>>> {
     let header = read_header(path)?;
     layers
         .iter()
         .map(|l| {
-            if l == INPUT {
+            if let Some(probe) = probe.filter(|_| l == INPUT) {
                 return Ok(probe.images.size());
             }
             Ok(header.get(l).ok_or_else(|| InputError::new(format!("{}: no activations of layer '{l}'", path.display())))?.shape.clone())
@@ -169,14 +174,20 @@ struct Stored {
 }
 
 impl Stored {
-    /// Reads this tensor's bytes (float32 or float16, little-endian) from `file`, at most
-    /// `chunk` bytes (whole datapoints) at a time.
+    /// Reads this tensor's bytes (float32, float16, bfloat16 or float64, little-endian)
+    /// from `file`, at most `chunk` bytes (whole datapoints) at a time.
     fn read(&self, file: &mut std::fs::File, path: &Path, chunk: u64) -> anyhow::Result<Tensor> {
         use std::io::{Read, Seek, SeekFrom};
         let (kind, size) = match self.dtype.as_str() {
             "F32" => (Kind::Float, 4),
             "F16" => (Kind::Half, 2),
-            other => return Err(InputError::new(format!("{}: dtype {other} is not float32 or float16", path.display())).into()),
+            "BF16" => (Kind::BFloat16, 2),
+            "F64" => (Kind::Double, 8),
+            other => {
+                return Err(
+                    InputError::new(format!("{}: dtype {other} is not float32, float16, bfloat16 or float64", path.display())).into()
+                )
+            }
         };
         let len = self.data_offsets[1].checked_sub(self.data_offsets[0]).unwrap_or(u64::MAX);
         let elements: i64 = self.shape.iter().product();
@@ -212,6 +223,11 @@ impl Stored {
         }
         Ok(out)
     }
+}
+
+/// The shape of each tensor a safetensors file holds, by name, from its header alone.
+pub fn header_shapes(path: &Path) -> anyhow::Result<std::collections::HashMap<String, Vec<i64>>> {
+    Ok(read_header(path)?.into_iter().map(|(name, t)| (name, t.shape)).collect())
 }
 
 /// The tensors a safetensors file holds, by name, from its header: an 8-byte
@@ -260,11 +276,11 @@ mod tests {
             assert!(header["b"].read(&mut file, &path, chunk).unwrap().equal(&b));
         }
         let probe = Probe { indices: vec![], images: Tensor::zeros([10, 1, 2, 2], (Kind::Float, Device::Cpu)) };
-        let got = load(&path, &["b".to_string(), "in".to_string()], &probe, Device::Cpu).unwrap();
+        let got = load(&path, &["b".to_string(), "in".to_string()], Some(&probe), Device::Cpu).unwrap();
         assert!(got[0].equal(&b.to_kind(Kind::Float)));
         assert_eq!(got[1].size(), [10, 1, 2, 2]);
-        assert_eq!(shapes(&path, &["a".to_string()], &probe).unwrap(), [vec![10, 3, 4]]);
-        let e = load(&path, &["c".to_string()], &probe, Device::Cpu).unwrap_err().to_string();
+        assert_eq!(shapes(&path, &["a".to_string()], Some(&probe)).unwrap(), [vec![10, 3, 4]]);
+        let e = load(&path, &["c".to_string()], Some(&probe), Device::Cpu).unwrap_err().to_string();
         assert!(e.contains("no activations of layer 'c'"), "{e}");
     }
 }

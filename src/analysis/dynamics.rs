@@ -121,9 +121,10 @@ enum Source {
     /// The run's checkpoints, each loaded and run on the probe set; `spilled` holds the
     /// steps recorded into temporary files ([`Source::spill`]).
     Replay { run: Box<Run>, probe: Probe, spilled: Vec<(u64, tempfile::NamedTempFile)> },
-    /// Activations recorded during training (`store` mode); the input layer comes from
-    /// the probe.
-    Store { files: Vec<(u64, PathBuf)>, probe: Probe, device: Device },
+    /// Activations recorded during training (`store` mode), the input layer from the
+    /// probe; or an activation folder written elsewhere (no probe: every layer is in the
+    /// files, see [`super::activation_folder`]).
+    Store { files: Vec<(u64, PathBuf)>, probe: Option<Probe>, device: Device },
 }
 
 impl Source {
@@ -156,7 +157,7 @@ impl Source {
             }
             Source::Store { files, probe, device } => {
                 let path = &files.iter().find(|c| c.0 == step).expect("listed").1;
-                Ok(store::shapes(path, layers, probe)?.into_iter().map(|s| stand_in(s, *device)).collect())
+                Ok(store::shapes(path, layers, probe.as_ref())?.into_iter().map(|s| stand_in(s, *device)).collect())
             }
         }
     }
@@ -172,7 +173,7 @@ impl Source {
     fn activations(&mut self, step: u64, layers: &[String]) -> anyhow::Result<Vec<Tensor>> {
         match self {
             Source::Replay { run, probe, spilled } => match spilled.iter().find(|s| s.0 == step) {
-                Some((_, file)) => store::load(file.path(), layers, probe, probe.images.device()),
+                Some((_, file)) => store::load(file.path(), layers, Some(probe), probe.images.device()),
                 None => {
                     run.load_step(step)?;
                     Ok(record::record(&run.net, probe, layers)?)
@@ -180,7 +181,7 @@ impl Source {
             },
             Source::Store { files, probe, device } => {
                 let path = &files.iter().find(|c| c.0 == step).expect("listed").1;
-                store::load(path, layers, probe, *device)
+                store::load(path, layers, probe.as_ref(), *device)
             }
         }
     }
@@ -283,12 +284,19 @@ impl Plan {
         acts.into_iter().map(|a| a.index_select(0, &perm.to_device(a.device()))).collect()
     }
 
+    /// Whether `layer` is the input taken from the probe, the same at every step: a run
+    /// folder's `in` (an activation folder's layers are all read from its files,
+    /// whatever their names).
+    fn is_probe_input(&self, layer: &str) -> bool {
+        layer == INPUT && !matches!(self.source, Source::Store { probe: None, .. })
+    }
+
     /// Layer `layer` of `rows`, and where it was read from, for a warning.
     fn describe(&self, rows: Rows, layer: &str) -> String {
         match rows {
             Rows::Shuffled => format!("{layer} at step {}, its datapoints shuffled", self.total),
             Rows::Step(step) => match self.source.file(step) {
-                Some(file) if layer != INPUT => format!("{layer} at step {step} (stored in {})", file.display()),
+                Some(file) if !self.is_probe_input(layer) => format!("{layer} at step {step} (stored in {})", file.display()),
                 _ => format!("{layer} at step {step}"),
             },
         }
@@ -299,7 +307,7 @@ impl Plan {
     /// needs none once its row is known.
     pub fn summarise_rows(&self, rows: Rows, set: &mut LayerSet, names: &[String], finals: &LayerSet) {
         let known = rows != Rows::Shuffled && self.input_cells.borrow().len() == self.layers.len();
-        let is: Vec<usize> = (0..names.len()).filter(|&i| !(known && names[i] == INPUT)).collect();
+        let is: Vec<usize> = (0..names.len()).filter(|&i| !(known && self.is_probe_input(&names[i]))).collect();
         summarise_rows(set, &is, finals);
     }
 
@@ -328,7 +336,7 @@ impl Plan {
         let local: Vec<usize> = (0..global.len()).collect();
         let b: Vec<String> = global.iter().map(|&j| format!("{} at step {}", self.layers[j], self.total)).collect();
         let names = Names { a: self.describe(rows, layer), b: &b };
-        if layer != INPUT || rows == Rows::Shuffled {
+        if !self.is_probe_input(layer) || rows == Rows::Shuffled {
             return similarities(set, x, finals, &local, &names);
         }
         let known: Option<Vec<Option<f64>>> = {
@@ -622,6 +630,12 @@ pub(crate) fn comparisons_bar(n: u64) -> indicatif::ProgressBar {
 /// Reads a run folder for analysis: its config, network, activations and the steps to
 /// analyse; writes `analysis/settings.json`, or refuses a folder analysed otherwise.
 pub(crate) fn plan(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<Plan> {
+    if super::activation_folder::is_one(run) {
+        let f = super::activation_folder::open(run, device)?;
+        let dir = run.join(FOLDER);
+        let source = Source::Store { files: f.files, probe: None, device: f.device };
+        return assemble(dir, f.config, f.layers, source, f.total, "stored activations");
+    }
     let opened = Run::load(run, device)?;
     let (config, device, total) = (opened.config.clone(), opened.data.train.images.device(), opened.final_step);
     let a = &config.analysis;
@@ -636,7 +650,7 @@ pub(crate) fn plan(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<P
     let layers = opened.layers_since(previous.as_ref().map(|p| p.layers.as_slice()), &dir)?;
     let source = match a.mode {
         ActivationMode::Replay => Source::Replay { probe: opened.probe(), run: Box::new(opened), spilled: Vec::new() },
-        ActivationMode::Store => Source::Store { files: store::list(run)?, probe: opened.probe(), device },
+        ActivationMode::Store => Source::Store { files: store::list(run)?, probe: Some(opened.probe()), device },
     };
     let available = source.steps();
     let what = match a.mode {
@@ -653,14 +667,20 @@ pub(crate) fn plan(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<P
             missing.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
         );
     }
-    let steps = select(&available, a.every_nth);
     check_same_run(run, &dir, total)?;
-    let settings = Settings::new(a, layers.clone(), total);
+    assemble(dir, config, layers, source, total, what)
+}
+
+/// The plan of the analysis of `layers` from `source` into `dir` (`RUN/analysis`), the
+/// steps chosen by `analysis.every_nth`; writes `analysis/settings.json`, or refuses a
+/// folder analysed otherwise.
+fn assemble(dir: PathBuf, config: Config, layers: Vec<String>, source: Source, total: u64, what: &'static str) -> anyhow::Result<Plan> {
+    let steps = select(&source.steps(), config.analysis.every_nth);
+    let settings = Settings::new(&config.analysis, layers.clone(), total);
     let steps_dir = dir.join("steps");
     std::fs::create_dir_all(&steps_dir).with_context(|| format!("cannot create {}", steps_dir.display()))?;
     let results = Results::new(steps_dir, |s| format!("step-{s:08}.json"));
-    super::settings::check_or_write(&settings_path, &settings)?;
-
+    super::settings::check_or_write(&dir.join("settings.json"), &settings)?;
     Ok(Plan { config, total, layers, source, steps, settings, results, dir, what, input_cells: RefCell::default() })
 }
 

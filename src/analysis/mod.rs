@@ -4,6 +4,8 @@
 //! - [`memory`]: its memory budget: the estimate, and how the work streams through it.
 //! - [`shard`]: the same work split over the tasks of a job array, then merged.
 //! - [`runs`]: a trained run opened at a checkpoint.
+//! - [`activation_folder`]: the activations of any network, written elsewhere, for
+//!   the learning-dynamics analysis.
 //! - [`compression`], [`classes`], [`dimensionality`]: `svcca analyze RUN_DIR
 //!   --compression | --classes | --dimensionality` (the paper's experiments 3 to 5).
 //! - [`projection`]: `--compression`'s float64 projection of a conv layer, in one pass.
@@ -11,6 +13,7 @@
 //! - [`results`]: a folder of per-unit JSON results, how each analysis resumes.
 //! - [`settings`]: refusing to mix results made with other settings.
 
+pub mod activation_folder;
 pub mod classes;
 pub mod compare_runs;
 pub mod compression;

@@ -40,6 +40,13 @@ impl Run {
     /// network (weights not loaded yet: [`Run::load_step`]) and checkpoints. The one way
     /// an analysis opens a run folder.
     pub fn load(dir: &Path, device: Option<DeviceChoice>) -> anyhow::Result<Run> {
+        if super::activation_folder::is_one(dir) {
+            return Err(InputError::new(format!(
+                "{}: an activation folder (activations, no checkpoints): only the learning-dynamics analysis (`svcca analyze DIR`) reads one; this needs a run folder trained by svcca (its network and data)",
+                dir.display()
+            ))
+            .into());
+        }
         let config = crate::run_dir::read_config(dir)?;
         let device = device.unwrap_or(config.train.device).resolve()?;
         if let Some(n) = config.train.threads {
