@@ -5,7 +5,12 @@
 //! the memory budget never sits in memory whole, and a pair that fits is one block.
 //! Conv layers (4-D files) go through a [`ConvComparison`] that transforms each block
 //! (spectrum, folded positions or pooled channels) before it is accumulated.
+//!
+//! With a [`Baseline`], the same comparison runs again with A's datapoints shuffled
+//! against B's (A's rows read in the shuffled order, block by block), one shuffle at a
+//! time, for the similarity's chance level.
 
+use crate::data::rng::Rng;
 use crate::device;
 use crate::error::{InputError, Side, SimilarityError};
 use crate::npy::{Dtype, NpyFile};
@@ -33,6 +38,45 @@ pub struct CompareJob {
     pub device: Device,
     /// Bytes of host memory the data blocks may take.
     pub memory_budget: u64,
+    /// The chance level beside the similarity (`--baseline`); `None`: none.
+    pub baseline: Option<Baseline>,
+}
+
+/// A permutation baseline: the similarity of A, its datapoints shuffled, against B, under
+/// the comparison's own settings, for `shuffles` independent shuffles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Baseline {
+    /// At least 2, for a spread.
+    pub shuffles: usize,
+    /// Of the shuffles' orders ([`Baseline::order`]).
+    pub seed: u64,
+}
+
+impl Baseline {
+    /// Shuffle `k`'s order of `rows` datapoints: A's row `order[i]` meets B's row `i`.
+    pub fn order(&self, k: usize, rows: usize) -> Vec<i64> {
+        Rng::stream(self.seed, &[SHUFFLE_STREAM, k as u64]).permutation(rows)
+    }
+}
+
+/// The stream of the baseline's shuffles ("shuf", as the analysis's shuffled baseline).
+const SHUFFLE_STREAM: u64 = 0x7368_7566;
+
+/// The chance level of a comparison, as printed by `--json`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Chance {
+    /// The mean of the shuffled similarities.
+    pub mean: f64,
+    /// Their sample standard deviation (n - 1 in the denominator).
+    pub std: f64,
+    /// The similarity minus `mean`.
+    pub above: f64,
+    pub shuffles: usize,
+    pub seed: u64,
+    /// Each shuffle's similarity, in order.
+    pub similarities: Vec<f64>,
+    /// Wall time of the shuffles.
+    pub seconds: f64,
 }
 
 /// The bytes of one side's float64 working copy of a block (its shifted data, or a conv
@@ -53,6 +97,9 @@ pub struct Report {
     /// Conv comparisons: the method, the common size, and for `dft` every frequency.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub conv: Option<ConvReport>,
+    /// With a [`Baseline`]: the similarity's chance level.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chance: Option<Chance>,
     /// Blocks of datapoints the files were read in (1 when they fit the budget and, on
     /// the CPU, each side's float64 copy of a block fits [`BLOCK_COPY_BYTES`]).
     pub blocks: usize,
@@ -120,6 +167,22 @@ impl Input {
     /// Rows `start..start + count` as a host tensor of the file's dtype: rows x neurons,
     /// or rows x C x H x W for a conv layer.
     fn read(&mut self, start: usize, count: usize, layout: Layout) -> Result<Tensor, InputError> {
+        self.read_with(count, layout, |file, bytes| file.read_rows_into(start, count, bytes))
+    }
+
+    /// As [`Input::read`], the rows `rows` (file indices, any order).
+    fn read_at(&mut self, rows: &[i64], layout: Layout) -> Result<Tensor, InputError> {
+        let rows: Vec<usize> = rows.iter().map(|&r| r as usize).collect();
+        self.read_with(rows.len(), layout, |file, bytes| file.read_rows_at(&rows, bytes))
+    }
+
+    /// `count` rows that `fill` writes as the file holds them, as a tensor.
+    fn read_with(
+        &mut self,
+        count: usize,
+        layout: Layout,
+        fill: impl FnOnce(&mut NpyFile, &mut [u8]) -> Result<(), InputError>,
+    ) -> Result<Tensor, InputError> {
         let header = self.file.header();
         let kind = match header.dtype {
             Dtype::F32 => Kind::Float,
@@ -137,7 +200,7 @@ impl Input {
         // SAFETY: a fresh contiguous tensor of exactly count * cols elements of the file's
         // dtype; nothing else refers to it while the slice lives.
         let bytes = unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut u8, t.numel() * header.dtype.size()) };
-        self.file.read_rows_into(start, count, bytes)?;
+        fill(&mut self.file, bytes)?;
         let t = if fortran && self.is_conv() { t.permute([0, 3, 2, 1]) } else { t };
         Ok(if self.is_conv() { layout.to_nchw(&t) } else { t })
     }
@@ -172,6 +235,30 @@ impl Pipeline {
         }
     }
 
+    /// Whether a datapoint's transformed rows depend on it alone (see
+    /// [`ConvComparison::by_datapoint`]): a pass in another pairing then leaves each
+    /// side's sums as they were.
+    fn by_datapoint(&self) -> bool {
+        match self {
+            Pipeline::Dense => true,
+            Pipeline::Conv(c) => c.by_datapoint(),
+        }
+    }
+
+    /// Whether a pass over the data runs on rayon's threads. Dense layers and the DFT: on
+    /// the CPU the pass runs on rayon's threads (rustfft, the shifted copies, faer's
+    /// sums), libtorch's steps single-threaded: its idle OpenMP threads would otherwise
+    /// spin after each of them, taking the cores from rayon's (see
+    /// `similarity::on_rayon`; BENCHMARKS.md, "The pass over the data on rayon's
+    /// threads"). The other conv transforms are libtorch's reductions and copies, which
+    /// want its threads; the solve chooses its own by the size of its matrices.
+    fn on_rayon(&self) -> bool {
+        match self {
+            Pipeline::Dense => true,
+            Pipeline::Conv(c) => c.is_complex(),
+        }
+    }
+
     /// Bytes a block takes per datapoint and per input value: the bytes as read, the
     /// tensor made from them, and the float64 (or complex128 spectrum) working copies.
     fn bytes_per_value(&self, dtype_size: u64) -> u64 {
@@ -193,6 +280,16 @@ impl CompareJob {
                 "{name_a} has {rows} datapoints (rows) but {name_b} has {}: compare activations of the same inputs",
                 inputs[1].file.rows()
             )));
+        }
+        if let Some(b) = self.baseline {
+            if b.shuffles < 2 {
+                return Err(InputError::new(format!("--baseline {}: a chance level's spread needs at least 2 shuffles", b.shuffles)));
+            }
+            if rows < 3 {
+                return Err(InputError::new(format!(
+                    "--baseline: {rows} datapoints can only be swapped, not shuffled: a chance level needs at least 3"
+                )));
+            }
         }
         let pipeline = self.pipeline(&inputs).map_err(|e| e.naming(&name_a, &name_b))?;
         if let Pipeline::Conv(c) = &pipeline {
@@ -232,12 +329,55 @@ impl CompareJob {
         );
         let progress = progress_bar(rows, blocks);
         let mut timings = Timings::default();
+        self.pass(&mut inputs, &pipeline, &mut moments, block, None, &progress, &mut timings)?;
+        progress.finish_and_clear();
+        // The shuffles' passes feed each side the same rows as this one where rows
+        // transform by datapoint: they keep its sides' sums and add only cross products.
+        let rematch = (self.baseline.is_some() && pipeline.by_datapoint()).then(|| moments.rematched());
+        let t = Instant::now();
+        let (similarity, conv) = pipeline.finish(moments, &self.options).map_err(|e| e.naming(&name_a, &name_b))?;
+        timings.solve = t.elapsed().as_secs_f64();
+        tracing::debug!("{timings:?}");
+        let chance = match self.baseline {
+            None => None,
+            Some(baseline) => {
+                let reuse = if rematch.is_some() { "each side's sums reused" } else { "each pass in full" };
+                tracing::info!("chance level: {} shuffles of {name_a}'s datapoints ({reuse})", baseline.shuffles);
+                Some(self.chance(baseline, rows, similarity.mean, |order| {
+                    let mut moments = rematch.as_ref().map_or_else(|| pipeline.moments(cols, self.device), Moments::rematched);
+                    // Hidden: the shuffles have their own bar; their time is the chance's.
+                    self.pass(&mut inputs, &pipeline, &mut moments, block, Some(order), &ProgressBar::hidden(), &mut Timings::default())?;
+                    Ok(pipeline.finish(moments, &self.options).map_err(|e| e.naming(&name_a, &name_b))?.0.mean)
+                })?)
+            }
+        };
+        Ok(self.report(similarity, conv, chance, blocks, timings, started))
+    }
+
+    /// One pass over the datapoints into `moments`, `block` rows at a time: A's rows in
+    /// `order` where given (a shuffle), else in the file's order; B's in the file's.
+    #[allow(clippy::too_many_arguments)]
+    fn pass(
+        &self,
+        inputs: &mut [Input; 2],
+        pipeline: &Pipeline,
+        moments: &mut Moments,
+        block: usize,
+        order: Option<&[i64]>,
+        progress: &ProgressBar,
+        timings: &mut Timings,
+    ) -> Result<(), InputError> {
+        let rows = inputs[0].file.rows();
+        let [name_a, name_b] = [inputs[0].name.clone(), inputs[1].name.clone()];
         let mut pass = || -> Result<(), InputError> {
             let mut start = 0;
             while start < rows {
                 let count = block.min(rows - start);
                 let t = Instant::now();
-                let ta = inputs[0].read(start, count, self.layout)?;
+                let ta = match order {
+                    Some(order) => inputs[0].read_at(&order[start..start + count], self.layout)?,
+                    None => inputs[0].read(start, count, self.layout)?,
+                };
                 let tb = inputs[1].read(start, count, self.layout)?;
                 timings.read += t.elapsed().as_secs_f64();
                 let t = Instant::now();
@@ -253,32 +393,53 @@ impl CompareJob {
             }
             Ok(())
         };
-        // Dense layers and the DFT: on the CPU the pass over the data runs on rayon's
-        // threads (rustfft, the shifted copies, faer's sums), libtorch's steps
-        // single-threaded: its idle OpenMP threads would otherwise spin after each of
-        // them, taking the cores from rayon's (see `similarity::on_rayon`; BENCHMARKS.md,
-        // "The pass over the data on rayon's threads"). The other conv transforms are
-        // libtorch's reductions and copies, which want its threads; the solve below
-        // chooses its own by the size of its matrices.
-        let on_rayon = match &pipeline {
-            Pipeline::Dense => true,
-            Pipeline::Conv(c) => c.is_complex(),
-        };
-        if on_rayon {
-            similarity::on_rayon(self.device, pass)?
+        if pipeline.on_rayon() {
+            similarity::on_rayon(self.device, pass)
         } else {
-            pass()?
+            pass()
         }
-        progress.finish_and_clear();
-        let t = Instant::now();
-        let (similarity, conv) = pipeline.finish(moments, &self.options).map_err(|e| e.naming(&name_a, &name_b))?;
-        timings.solve = t.elapsed().as_secs_f64();
-        tracing::debug!("{timings:?}");
-        Ok(self.report(similarity, conv, blocks, timings, started))
+    }
+
+    /// The baseline's shuffles of `rows` datapoints, one at a time (one permuted copy
+    /// held at once), each scored by `score` (A's datapoints in the order given, against
+    /// B's), and their mean and spread beside `similarity`.
+    fn chance(
+        &self,
+        baseline: Baseline,
+        rows: usize,
+        similarity: f64,
+        mut score: impl FnMut(&[i64]) -> Result<f64, InputError>,
+    ) -> Result<Chance, InputError> {
+        let started = Instant::now();
+        let bar = shuffle_bar(baseline.shuffles);
+        let mut similarities = Vec::with_capacity(baseline.shuffles);
+        for k in 0..baseline.shuffles {
+            similarities.push(score(&baseline.order(k, rows))?);
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let (mean, std) = crate::stats::mean_std(&similarities);
+        Ok(Chance {
+            mean,
+            std,
+            above: similarity - mean,
+            shuffles: baseline.shuffles,
+            seed: baseline.seed,
+            similarities,
+            seconds: started.elapsed().as_secs_f64(),
+        })
     }
 
     /// The report, its warnings logged.
-    fn report(&self, similarity: Similarity, conv: Option<ConvReport>, blocks: usize, timings: Timings, started: Instant) -> Report {
+    fn report(
+        &self,
+        similarity: Similarity,
+        conv: Option<ConvReport>,
+        chance: Option<Chance>,
+        blocks: usize,
+        timings: Timings,
+        started: Instant,
+    ) -> Report {
         let (name_a, name_b) = (self.a.display().to_string(), self.b.display().to_string());
         let warnings: Vec<String> = similarity
             .warnings
@@ -297,6 +458,7 @@ impl CompareJob {
             a: name_a,
             b: name_b,
             conv,
+            chance,
             blocks,
             warnings,
             seconds: started.elapsed().as_secs_f64(),
@@ -324,9 +486,20 @@ impl CompareJob {
         let tb = inputs[1].read(0, rows, self.layout)?.to_device(self.device);
         timings.read = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let (similarity, conv) = c.summarised(&ta, &tb, &self.options).map_err(|e| e.naming(&name_a, &name_b))?;
+        let naming = |e: SimilarityError| e.naming(&name_a, &name_b);
+        let pair = c.summaries(&ta, &tb, &self.options).map_err(naming)?;
+        let similarity = pair.similarity().map_err(naming)?;
         timings.solve = t.elapsed().as_secs_f64();
-        Ok(self.report(similarity, Some(conv), 1, timings, started))
+        // The summaries hold what the shuffles need; the files' data can go.
+        drop((ta, tb));
+        let chance = match self.baseline {
+            None => None,
+            Some(baseline) => {
+                tracing::info!("chance level: {} shuffles of {name_a}'s datapoints (each side's summary reused)", baseline.shuffles);
+                Some(self.chance(baseline, rows, similarity.mean, |order| pair.permuted(&Tensor::from_slice(order)).map_err(naming))?)
+            }
+        };
+        Ok(self.report(similarity, Some(c.report()), chance, 1, timings, started))
     }
 
     /// Dense or conv, from the inputs' ranks and the `--conv` and `--conv-dense` choices.
@@ -382,6 +555,17 @@ impl CompareJob {
         }
         Ok(Pipeline::Conv(Box::new(ConvComparison::new(shapes, rows, conv, self.options.method)?)))
     }
+}
+
+/// The baseline's bar: one step a shuffle.
+fn shuffle_bar(shuffles: usize) -> ProgressBar {
+    let bar = ProgressBar::new(shuffles as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} chance level [{bar:30}] {pos}/{len} shuffles eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar
 }
 
 fn progress_bar(rows: usize, blocks: usize) -> ProgressBar {

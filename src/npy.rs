@@ -131,6 +131,44 @@ impl NpyFile {
         Ok(())
     }
 
+    /// As [`NpyFile::read_rows_into`] for the rows `rows` (any order; `rows.len() * cols *
+    /// dtype size` bytes), row `rows[i]` at place `i`: a permutation baseline reads a
+    /// block of the datapoints in shuffled order this way. Positional reads, so neither
+    /// the buffered reader's state nor its capacity is involved: a C-order file is one
+    /// read per row; a Fortran-order one, one read per column of the rows' span.
+    pub fn read_rows_at(&mut self, rows: &[usize], out: &mut [u8]) -> Result<(), InputError> {
+        use std::os::unix::fs::FileExt;
+        let (total, cols, size) = (self.rows(), self.cols(), self.header.dtype.size());
+        assert!(rows.iter().all(|&r| r < total), "row past the end of the array");
+        assert_eq!(out.len(), rows.len() * cols * size, "output buffer of the wrong size");
+        let (Some(&lo), Some(&hi)) = (rows.iter().min(), rows.iter().max()) else { return Ok(()) };
+        let file = self.reader.get_ref();
+        let path = &self.path;
+        let io_err = |e: std::io::Error| InputError::new(format!("{}: read failed: {e}", path.display()));
+        let row = cols * size;
+        if !self.header.fortran_order || cols <= 1 || total <= 1 {
+            for (&r, dst) in rows.iter().zip(out.chunks_exact_mut(row)) {
+                file.read_exact_at(dst, self.header.data_offset + (r * row) as u64).map_err(io_err)?;
+            }
+        } else {
+            // Each column's values of rows lo..=hi, then this block's rows picked from them.
+            let mut span = vec![0u8; (hi - lo + 1) * size];
+            for c in 0..cols {
+                file.read_exact_at(&mut span, self.header.data_offset + ((c * total + lo) * size) as u64).map_err(io_err)?;
+                for (i, &r) in rows.iter().enumerate() {
+                    let dst = (i * cols + c) * size;
+                    out[dst..dst + size].copy_from_slice(&span[(r - lo) * size..][..size]);
+                }
+            }
+        }
+        if self.header.big_endian {
+            for element in out.chunks_exact_mut(size) {
+                element.reverse();
+            }
+        }
+        Ok(())
+    }
+
     /// Reads rows `start..start + count` as float64 values in row-major order.
     pub fn read_rows_f64(&mut self, start: usize, count: usize) -> Result<Vec<f64>, InputError> {
         let bytes = self.read_rows(start, count)?;
@@ -282,6 +320,30 @@ mod tests {
         assert!(e.contains("not a .npy"), "{e}");
     }
 
+    /// Rows picked in any order from C-order files, little- and big-endian, read as
+    /// the same rows one at a time: the values written.
+    #[test]
+    fn reads_rows_in_any_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.npy");
+        // 4 x 3, value 10 r + c.
+        let values = |r: usize| (0..3).map(move |c| (10 * r + c) as f32);
+        for (descr, big) in [("<f4", false), (">f4", true)] {
+            let mut bytes = header_bytes(&format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': (4, 3), }}"));
+            for v in (0..4).flat_map(values) {
+                bytes.extend(if big { v.to_be_bytes() } else { v.to_le_bytes() });
+            }
+            std::fs::write(&path, &bytes).unwrap();
+            let mut f = NpyFile::open(&path).unwrap();
+            let rows = [3, 0, 3, 1];
+            let mut out = vec![0u8; rows.len() * 3 * 4];
+            f.read_rows_at(&rows, &mut out).unwrap();
+            let got: Vec<f32> = out.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+            let want: Vec<f32> = rows.iter().flat_map(|&r| values(r)).collect();
+            assert_eq!(got, want, "{descr}");
+        }
+    }
+
     #[test]
     fn reads_fortran_order_as_row_major() {
         let dir = tempfile::tempdir().unwrap();
@@ -296,6 +358,16 @@ mod tests {
         assert_eq!((f.rows(), f.cols()), (3, 2));
         assert_eq!(f.read_rows_f64(0, 3).unwrap(), vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
         assert_eq!(f.read_rows_f64(1, 2).unwrap(), vec![2.0, 3.0, 4.0, 5.0]);
+        // Rows in any order, repeated: as each read on its own.
+        let bytes_of = |f: &mut NpyFile, rows: &[usize]| {
+            let mut out = vec![0u8; rows.len() * 2 * 8];
+            f.read_rows_at(rows, &mut out).unwrap();
+            out
+        };
+        for rows in [vec![2, 0, 1], vec![1, 1], vec![2], vec![]] {
+            let want: Vec<u8> = rows.iter().flat_map(|&r| f.read_rows(r, 1).unwrap()).collect();
+            assert_eq!(bytes_of(&mut f, &rows), want, "{rows:?}");
+        }
         // Truncation is caught at open.
         std::fs::write(&path, &bytes[..bytes.len() - 8]).unwrap();
         let e = NpyFile::open(&path).err().unwrap().to_string();

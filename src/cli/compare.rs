@@ -1,6 +1,6 @@
 //! `svcca compare A.npy B.npy`
 
-use crate::compare::{CompareJob, Report};
+use crate::compare::{Baseline, CompareJob, Report};
 use crate::device::DeviceChoice;
 use crate::error::InputError;
 use crate::similarity::{ConvDense, ConvMethod, ConvOptions, DftCut, Keep, KeepRule, Layout, Method, Options};
@@ -48,9 +48,15 @@ pub struct CompareArgs {
     /// --conv flatten: keep at most this many datapoints (positions are subsampled).
     #[arg(long, value_name = "N", default_value_t = ConvOptions::default().max_datapoints)]
     max_datapoints: usize,
-    /// --conv flatten: seed of the position subsampling.
+    /// Seed of the random draws: --conv flatten's position subsampling, --baseline's
+    /// shuffles.
     #[arg(long, default_value_t = ConvOptions::default().seed)]
     seed: u64,
+    /// The chance level beside the similarity: the same comparison with A's datapoints
+    /// (rows) shuffled against B's, N times (--baseline alone: 5; at least 2), reported as
+    /// the shuffles' mean and standard deviation and the similarity minus that mean.
+    #[arg(long, value_name = "N", num_args = 0..=1, require_equals = true, default_missing_value = "5")]
+    baseline: Option<usize>,
     /// Where to compute: auto takes a GPU when there is one.
     #[arg(long, value_name = "cpu|cuda[:N]|auto", default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
@@ -98,6 +104,7 @@ impl CompareArgs {
             options: Options { method: self.method, keep: self.keep()?, ..Options::default() },
             device: self.device.resolve()?,
             memory_budget: self.memory_budget,
+            baseline: self.baseline.map(|shuffles| Baseline { shuffles, seed: self.seed }),
             a: self.a,
             b: self.b,
         };
@@ -116,6 +123,15 @@ fn write_summary(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
         Method::Cka => "linear CKA".to_string(),
     };
     writeln!(out, "{} similarity {:.6} ({what})", s.method.to_string().to_uppercase(), s.mean)?;
+    if let Some(c) = &r.chance {
+        // How many spreads above chance, where the shuffles spread at all.
+        let spreads = if c.std > 0.0 { format!(" ({:.1} std)", c.above / c.std) } else { String::new() };
+        writeln!(
+            out,
+            "  chance level {:.6} (std {:.6} over {} shuffles of {}'s datapoints, seed {}): similarity - chance = {:.6}{spreads}",
+            c.mean, c.std, c.shuffles, r.a, c.seed, c.above
+        )?;
+    }
     let unit = match s.method {
         Method::Svcca | Method::Cca => "directions",
         _ => "neurons",

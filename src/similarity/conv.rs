@@ -484,8 +484,22 @@ impl ConvComparison {
     /// The comparison of two whole layers (rows x C x H x W or rows x neurons) through
     /// per-layer summaries, where [`ConvComparison::by_summaries`].
     pub fn summarised(&self, a: &Tensor, b: &Tensor, options: &Options) -> Result<(Similarity, ConvReport), SimilarityError> {
-        let similarity = super::summary::compare(&self.transform(Side::A, a, 0), &self.transform(Side::B, b, 0), options)?;
-        Ok((similarity, self.report()))
+        Ok((self.summaries(a, b, options)?.similarity()?, self.report()))
+    }
+
+    /// The two layers' summaries behind [`ConvComparison::summarised`], kept for other
+    /// pairings of their datapoints too.
+    pub fn summaries(&self, a: &Tensor, b: &Tensor, options: &Options) -> Result<super::summary::Pair, SimilarityError> {
+        super::summary::Pair::of(&self.transform(Side::A, a, 0), &self.transform(Side::B, b, 0), options)
+    }
+
+    /// Whether a datapoint's transformed rows depend on the datapoint alone, not on its
+    /// place in the file: all but `flatten` with its positions subsampled, which draws
+    /// them by the datapoint's index. Where they do, a pass over the datapoints in
+    /// another order feeds each side the same rows, and each side's sums do not change.
+    pub fn by_datapoint(&self) -> bool {
+        let (h, w) = self.size;
+        self.neurons || self.options.method != ConvMethod::Flatten || self.positions == h * w
     }
 
     /// Whether the comparison runs on complex data (the DFT's spectra).

@@ -40,6 +40,9 @@ pub struct Moments {
     rows: i64,
     sides: [SideSums; 2],
     gram_ab: Tensor,
+    /// [`Moments::rematched`]: the sides' sums are complete for this many datapoints, and
+    /// blocks add only to the cross products.
+    sides_done: Option<i64>,
 }
 
 /// One layer's running sums: what [`Moments`] keeps per side, and what a
@@ -93,6 +96,15 @@ impl SideSums {
     /// kind (float64 unless [`SideSums::in_kind`]). The conversion happens inside the
     /// subtraction: one pass, no extra copy.
     pub(super) fn add(&mut self, block: &Tensor) -> Tensor {
+        let shifted = self.shifted(block);
+        add_column_sums(&mut self.sum, &shifted);
+        add_gram(&mut self.gram, &shifted);
+        shifted
+    }
+
+    /// A block shifted as [`SideSums::add`] shifts it, added to nothing. The first block
+    /// ever seen sets the shift.
+    fn shifted(&mut self, block: &Tensor) -> Tensor {
         if self.shift.is_none() {
             // A copy, not a view: a view would keep the whole first block alive (and,
             // were the block's memory reused, change with it).
@@ -101,14 +113,23 @@ impl SideSums {
             self.shift = Some(first);
         }
         let shift = self.shift.as_ref().expect("set above");
-        let shifted = match (self.kind, self.zero_shift) {
+        match (self.kind, self.zero_shift) {
             (kind, true) => block.to_kind(kind),
             (Kind::Double, false) => shifted(block, shift),
             (kind, false) => block.to_kind(kind) - shift.to_kind(kind),
-        };
-        add_column_sums(&mut self.sum, &shifted);
-        add_gram(&mut self.gram, &shifted);
-        shifted
+        }
+    }
+
+    /// The same sums, their tensors shared (not copied): for reading only.
+    fn shallow_clone(&self) -> SideSums {
+        SideSums {
+            cols: self.cols,
+            shift: self.shift.as_ref().map(Tensor::shallow_clone),
+            zero_shift: self.zero_shift,
+            sum: self.sum.shallow_clone(),
+            gram: self.gram.shallow_clone(),
+            kind: self.kind,
+        }
     }
 
     /// The centred statistics of the `n` datapoints added; an error when every neuron
@@ -188,6 +209,27 @@ impl Moments {
             rows: 0,
             sides: [SideSums::new(problems, cols_a, device), SideSums::new(problems, cols_b, device)],
             gram_ab: Tensor::zeros([problems, cols_a, cols_b], (Kind::Double, device)),
+            sides_done: None,
+        }
+    }
+
+    /// An accumulator for the same datapoints of both layers fed again in another
+    /// pairing (the rows of one side permuted: a permutation baseline). A side's sums do
+    /// not depend on the pairing, so they are this accumulator's, shared, shift
+    /// included (any fixed shift centres exactly); blocks then add only the cross
+    /// products, `p q` per datapoint rather than `(p + q)^2`. It must be fed exactly the
+    /// datapoints this one was, each side's in any order ([`Moments::finish`] checks the
+    /// count).
+    pub fn rematched(&self) -> Moments {
+        let problems = self.gram_ab.size()[0];
+        let [a, b] = [&self.sides[0], &self.sides[1]];
+        Moments {
+            device: self.device,
+            complex: self.complex,
+            rows: 0,
+            sides: [a.shallow_clone(), b.shallow_clone()],
+            gram_ab: Tensor::zeros([problems, a.cols, b.cols], (Kind::Double, self.device)),
+            sides_done: Some(self.sides_done.unwrap_or(self.rows)),
         }
     }
 
@@ -221,6 +263,13 @@ impl Moments {
         if ra != rb {
             return Err(SimilarityError::Both(format!("different numbers of datapoints in a block: {ra} vs {rb}")));
         }
+        if self.sides_done.is_some() {
+            // The sides' sums are complete (and were finite); the shifts are theirs.
+            let (sa, sb) = (self.sides[0].shifted(&blocks[0]), self.sides[1].shifted(&blocks[1]));
+            add_products(&mut self.gram_ab, &sa.transpose(1, 2), &sb);
+            self.rows += ra;
+            return Ok(());
+        }
         let sa = self.sides[0].add(&blocks[0]);
         let sb = self.sides[1].add(&blocks[1]);
         for (i, side) in [Side::A, Side::B].into_iter().enumerate() {
@@ -238,6 +287,9 @@ impl Moments {
     /// fewer than two datapoints or a layer has no non-constant neuron.
     pub fn finish(self) -> Result<Covariance, SimilarityError> {
         let n = self.rows;
+        if let Some(done) = self.sides_done.filter(|&done| done != n) {
+            return Err(SimilarityError::Both(format!("a rematched pass fed {n} datapoints, the sums hold {done}")));
+        }
         if n < 2 {
             return Err(SimilarityError::Both(format!("need at least 2 datapoints, got {n}")));
         }
@@ -354,6 +406,45 @@ mod tests {
         let block = base.to_kind(Kind::Float);
         let one = shift.narrow(0, 0, 1);
         assert!(bool::try_from(shifted(&block, &one).eq_tensor(&(&block - &one)).all()).unwrap());
+    }
+
+    /// A rematched accumulator fed A's rows permuted gives the statistics of a fresh
+    /// one fed the same (in other blocks, so other shifts), and counts its datapoints.
+    #[test]
+    fn a_rematched_pass_is_a_fresh_pass_over_the_new_pairing() {
+        tch::manual_seed(7);
+        let opts = (Kind::Double, Device::Cpu);
+        let (a, b) = (Tensor::randn([90, 6], opts) * 3.0 + 5.0, Tensor::randn([90, 4], opts) - 2.0);
+        let b = b + a.narrow(1, 0, 4) * 0.5;
+        let mut first = Moments::new(6, 4, Device::Cpu);
+        for start in [0, 40] {
+            let count = if start == 0 { 40 } else { 50 };
+            first.update(&a.narrow(0, start, count), &b.narrow(0, start, count)).unwrap();
+        }
+        let perm = Tensor::randperm(90, (Kind::Int64, Device::Cpu));
+        let shuffled = a.index_select(0, &perm);
+        let mut again = first.rematched();
+        for start in [0, 30, 60] {
+            again.update(&shuffled.narrow(0, start, 30), &b.narrow(0, start, 30)).unwrap();
+        }
+        let mut fresh = Moments::new(6, 4, Device::Cpu);
+        fresh.update(&shuffled, &b).unwrap();
+        let (got, want) = (again.finish().unwrap(), fresh.finish().unwrap());
+        for (x, y) in [(&got.caa, &want.caa), (&got.cbb, &want.cbb), (&got.cab, &want.cab), (&got.mean_a, &want.mean_a)] {
+            let gap = (x - y).abs().max().double_value(&[]);
+            assert!(gap < 1e-9 * y.abs().max().double_value(&[]), "{x} vs {y}");
+        }
+        // The pairing did change: the cross products differ from the original ones.
+        let original = first.rematched();
+        let mut short = first.rematched();
+        short.update(&a.narrow(0, 0, 30), &b.narrow(0, 0, 30)).unwrap();
+        let Err(e) = short.finish() else { panic!("a short rematched pass accepted") };
+        assert!(e.to_string().contains("fed 30 datapoints, the sums hold 90"), "{e}");
+        let mut same = original;
+        same.update(&a, &b).unwrap();
+        let same = same.finish().unwrap();
+        assert!((&same.cab - &got.cab).abs().max().double_value(&[]) > 1.0);
+        assert!(bool::try_from(same.caa.eq_tensor(&got.caa).all()).unwrap());
     }
 
     /// The accumulator keeps nothing of a block it was given: overwriting a float64

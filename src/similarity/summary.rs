@@ -334,29 +334,63 @@ fn correlate_from(a: &Summary, b: &Summary, taken: Taken, cross: Tensor) -> Resu
 /// the same datapoints) through their summaries: the numbers of [`super::compare`], by
 /// the Gram route for a side with more neurons than datapoints.
 pub fn compare(a: &Tensor, b: &Tensor, options: &Options) -> Result<Similarity, SimilarityError> {
-    assert!(matches!(options.method, Method::Svcca | Method::Cca), "summaries serve CCA and SVCCA only");
-    if a.size()[0] != b.size()[0] {
-        return Err(SimilarityError::Both(format!("different numbers of datapoints: {} vs {}", a.size()[0], b.size()[0])));
+    Pair::of(a, b, options)?.similarity()
+}
+
+/// Two dense layers' summaries ([`compare`]'s), kept for their similarity and for that
+/// of other pairings of their datapoints.
+pub struct Pair {
+    a: Summary,
+    b: Summary,
+    method: Method,
+}
+
+impl Pair {
+    /// Summarises both layers (datapoints x neurons, the same datapoints) for SVCCA or
+    /// CCA (`options`).
+    pub fn of(a: &Tensor, b: &Tensor, options: &Options) -> Result<Pair, SimilarityError> {
+        assert!(matches!(options.method, Method::Svcca | Method::Cca), "summaries serve CCA and SVCCA only");
+        if a.size()[0] != b.size()[0] {
+            return Err(SimilarityError::Both(format!("different numbers of datapoints: {} vs {}", a.size()[0], b.size()[0])));
+        }
+        let keep = options.effective_keep();
+        let sa = Summary::of(a, false, keep, None, Side::A, options.precision)?;
+        let sb = Summary::of(b, false, keep, None, Side::B, options.precision)?;
+        Ok(Pair { a: sa, b: sb, method: options.method })
     }
-    let keep = options.effective_keep();
-    let sa = Summary::of(a, false, keep, None, Side::A, options.precision)?;
-    let sb = Summary::of(b, false, keep, None, Side::B, options.precision)?;
-    let [(ka, kb, correlations)] = correlate(&sa, &sb)?.try_into().expect("one problem");
-    let rows = sa.datapoints();
-    Ok(Similarity {
-        method: options.method,
-        mean: correlations.iter().sum::<f64>() / correlations.len() as f64,
-        correlations,
-        weights: None,
-        kept_a: ka as i64,
-        kept_b: kb as i64,
-        datapoints: rows,
-        neurons_a: sa.neurons,
-        neurons_b: sb.neurons,
-        constant_a: sa.constant,
-        constant_b: sb.constant,
-        warnings: size_warnings(rows, [sa.neurons, sb.neurons]),
-    })
+
+    /// The similarity of the two layers.
+    pub fn similarity(&self) -> Result<Similarity, SimilarityError> {
+        let (sa, sb) = (&self.a, &self.b);
+        let [(ka, kb, correlations)] = correlate(sa, sb)?.try_into().expect("one problem");
+        let rows = sa.datapoints();
+        Ok(Similarity {
+            method: self.method,
+            mean: correlations.iter().sum::<f64>() / correlations.len() as f64,
+            correlations,
+            weights: None,
+            kept_a: ka as i64,
+            kept_b: kb as i64,
+            datapoints: rows,
+            neurons_a: sa.neurons,
+            neurons_b: sb.neurons,
+            constant_a: sa.constant,
+            constant_b: sb.constant,
+            warnings: size_warnings(rows, [sa.neurons, sb.neurons]),
+        })
+    }
+
+    /// The similarity with A's datapoints taken in `order` (indices, a permutation of
+    /// them) against B's: a permutation baseline. Nothing of a layer depends on the
+    /// order of its datapoints but its rows (the data shifted by a datapoint, or the Gram
+    /// route's eigenvectors `U`, permute with them; the means, the directions kept and
+    /// the whitening do not change), so A's summary is its own with its rows permuted
+    /// and each pairing costs one cross product and a small SVD.
+    pub fn permuted(&self, order: &Tensor) -> Result<f64, SimilarityError> {
+        let a = Summary { data: self.a.data.index_select(1, &order.to_device(self.a.data.device())), ..self.a.shallow_clone() };
+        let [(_, _, correlations)] = correlate(&a, &self.b)?.try_into().expect("one problem");
+        Ok(correlations.iter().sum::<f64>() / correlations.len() as f64)
+    }
 }
 
 /// A set of layers (datapoints x neurons, or datapoints x C x H x W) on one side of many
