@@ -249,7 +249,7 @@ impl Pipeline {
     /// the CPU the pass runs on rayon's threads (rustfft, the shifted copies, faer's
     /// sums), libtorch's steps single-threaded: its idle OpenMP threads would otherwise
     /// spin after each of them, taking the cores from rayon's (see
-    /// `similarity::on_rayon`; BENCHMARKS.md, "The pass over the data on rayon's
+    /// `similarity::on_rayon`; benches/records/2026-12-01.md, "The pass over the data on rayon's
     /// threads"). The other conv transforms are libtorch's reductions and copies, which
     /// want its threads; the solve chooses its own by the size of its matrices.
     fn on_rayon(&self) -> bool {
@@ -308,7 +308,7 @@ impl CompareJob {
             // Past this, larger blocks only cost: each block's float64 copy would be mapped
             // afresh and zeroed page by page by the kernel, where blocks under the
             // allocator's threshold reuse one another's memory. Measured on a 2-core AMD
-            // EPYC (BENCHMARKS.md): 50000 x 512 in 5 blocks rather than 1 about 10% faster,
+            // EPYC (benches/records/2026-12-01.md): 50000 x 512 in 5 blocks rather than 1 about 10% faster,
             // a DFT comparison of 2000 x 64 x 16 x 16 in 6 rather than 2 as fast; both in
             // about half the peak memory.
             block = block.min(BLOCK_COPY_BYTES / moments.row_bytes().max(1));

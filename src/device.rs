@@ -322,7 +322,7 @@ pub const HEAP_BLOCK_BYTES: usize = 64 << 20;
 /// and the heap is trimmed only past 2 GiB free. libtorch allocates a fresh buffer for
 /// every tensor, and by default glibc maps many of them afresh and unmaps them when freed,
 /// the kernel zeroing every page again on first touch. Measured on a 2-core AMD EPYC
-/// (BENCHMARKS.md): training the quickstart, page faults 3.5 M -> 0.1 M and about 17%
+/// (benches/records/2026-12-01.md): training the quickstart, page faults 3.5 M -> 0.1 M and about 17%
 /// less wall-clock; its analysis 2.3 M -> 0.7 M. Larger blocks (a big layer's float64
 /// copy) are still mapped on their own: keeping those in the heap saved little more and
 /// raised `svcca compare`'s peak memory by a quarter.
