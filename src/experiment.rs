@@ -11,9 +11,9 @@
 //! - `curves.csv`: test accuracy against step, mean and standard deviation over seeds.
 //! - `summary.json`, `summary.csv`: per variant the mean and standard deviation of the
 //!   final accuracy and wall-clock, and the differences freeze − base.
-//! - `plots/accuracy.png`, `.svg`: the curves with a ±1 std band and a thin grey vertical
-//!   line at each step where a layer of the first seed's freeze run froze (the paper's
-//!   Figure 5).
+//! - `plots/accuracy.png`, `.svg`: the curves with a ±1 std band and a dashed red
+//!   vertical line at each step where a layer of the first seed's freeze run froze (the
+//!   paper's Figure 5).
 //!
 //! With a validation set (`data.validation`), the curves are validation accuracy (the
 //! test set is read once per run, at the end), `runs.csv` and the summaries gain the

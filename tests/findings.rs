@@ -12,7 +12,7 @@ use svcca::analysis::compression::{self, LayerSpec, Method as Kept, Reference};
 use svcca::analysis::runs::Run;
 use svcca::analysis::{classes, compare_runs, dimensionality};
 use svcca::config::Config;
-use svcca::similarity::{self, Keep, Method, Options};
+use svcca::similarity::{self, ConvDense, Keep, Method, Options};
 use tch::nn::ModuleT;
 use tch::{Kind, Tensor};
 
@@ -178,7 +178,7 @@ fn compression_all_directions_change_nothing_and_none_give_chance() {
 fn class_sensitivity_of_the_logits_to_their_own_logit_is_one() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = train(&tmp.path().join("run"), tiny(1.0, LAYERS));
-    let c = classes::classes(&dir, "0,3,9", None).unwrap();
+    let c = classes::classes(&dir, "0,3,9", ConvDense::Avgpool, None).unwrap();
     assert_eq!(c.settings.classes, [0, 3, 9]);
     let steps: Vec<u64> = c.steps.iter().map(|s| s.step).collect();
     assert_eq!(steps, [0, 10, 20]);
@@ -200,6 +200,59 @@ fn class_sensitivity_of_the_logits_to_their_own_logit_is_one() {
     assert_eq!(classes::parse_classes("all", 3).unwrap(), [0, 1, 2]);
     // A class named twice is refused by the library too, not only by the command line.
     assert!(classes::parse_classes("1, 01", 10).unwrap_err().to_string().contains("class 01 is given twice"));
+}
+
+/// `--classes` by channel means (the default) is, for a conv layer, SVCCA between the
+/// layer averaged over its positions by hand and the final logit column, under the same
+/// keep rule; the choice is recorded, and a folder made with the other is refused.
+#[test]
+fn class_sensitivity_of_conv_layers_is_that_of_their_channel_means() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = train(&tmp.path().join("run"), tiny(0.99, &["c1", "c3", "fc1"]));
+    let c = classes::classes(&dir, "2,7", ConvDense::Avgpool, None).unwrap();
+    assert_eq!(c.settings.analysis.similarity.conv_dense, ConvDense::Avgpool);
+    let mut run = Run::open(&dir, None).unwrap();
+    let probe = run.probe();
+    run.load_step(20).unwrap();
+    let logits = svcca::activations::record::record(&run.net, &probe, &["logits".to_string()]).unwrap().remove(0);
+    let options = Options { method: Method::Svcca, keep: Keep::Variance(0.99), precision: Default::default() };
+    let mut compared = 0;
+    for s in &c.steps {
+        run.load_step(s.step).unwrap();
+        for (li, layer) in ["c1", "c3"].iter().enumerate() {
+            let acts = svcca::activations::record::record(&run.net, &probe, &[layer.to_string()]).unwrap().remove(0);
+            assert_eq!(acts.dim(), 4, "{layer} is a conv layer");
+            // Each channel's mean over the h*w positions of each image, summed by hand.
+            let (n, ch, h, w) = acts.size4().unwrap();
+            let flat = acts.to_kind(Kind::Double).reshape([n, ch, h * w]);
+            let mut sums = Tensor::zeros([n, ch], (Kind::Double, tch::Device::Cpu));
+            for p in 0..h * w {
+                sums += flat.select(2, p);
+            }
+            let means = sums / (h * w) as f64;
+            for (ci, &class) in c.settings.classes.iter().enumerate() {
+                let want = similarity::compare(&means, &logits.narrow(1, class, 1), &options).unwrap().mean;
+                let got = s.matrix[ci][li].unwrap();
+                assert!((got - want).abs() < 1e-6, "step {} {layer} class {class}: {got} vs {want}", s.step);
+                compared += 1;
+            }
+        }
+    }
+    assert_eq!(compared, 3 * 2 * 2);
+    // The other choice is refused, naming the one the folder was made with.
+    let err = classes::classes(&dir, "2,7", ConvDense::Flatten, None).unwrap_err();
+    assert!(err.to_string().contains("--classes-conv avgpool"), "{err}");
+    // A settings file written before the flag records the config's analysis.conv_dense:
+    // made under flatten, it reads as flatten; without the key (older still), as the
+    // channel means it was made with.
+    let settings = dir.join("analysis/classes/settings.json");
+    let text = std::fs::read_to_string(&settings).unwrap();
+    std::fs::write(&settings, text.replace("\"conv_dense\": \"avgpool\"", "\"conv_dense\": \"flatten\"")).unwrap();
+    let err = classes::classes(&dir, "2,7", ConvDense::Avgpool, None).unwrap_err();
+    assert!(err.to_string().contains("--classes-conv flatten"), "{err}");
+    std::fs::write(&settings, text.replace("\"conv_dense\": \"avgpool\",", "")).unwrap();
+    assert!(!std::fs::read_to_string(&settings).unwrap().contains("conv_dense"));
+    assert_eq!(classes::classes(&dir, "2,7", ConvDense::Avgpool, None).unwrap().steps, c.steps);
 }
 
 #[test]
@@ -331,6 +384,9 @@ fn cli_analyses_and_errors() {
     assert_refused(&svcca(&["analyze", d, "--compression", "fc9"]), &["'fc9'", "c1 c2 bn1 p1"]);
     assert_refused(&svcca(&["analyze", d, "--compression", "fc1:1.5"]), &["(0, 1]"]);
     assert_refused(&svcca(&["analyze", d, "--classes", "3,x"]), &["'x'"]);
+    // --classes-conv needs --classes, and is avgpool or flatten.
+    assert_refused(&svcca(&["analyze", d, "--classes-conv", "flatten"]), &["required arguments"]);
+    assert_refused(&svcca(&["analyze", d, "--classes", "3", "--classes-conv", "dft"]), &["'dft'"]);
     // --against needs --compression.
     assert_refused(&svcca(&["analyze", d, "--against", "logits"]), &[]);
     assert_refused(&svcca(&["compare-runs", d]), &[]);

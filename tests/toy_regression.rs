@@ -2,7 +2,8 @@
 //! tiny nets: the command writes its files and figures, refuses bad arguments, and what
 //! the figures claim holds within each test's own run (no numbers recorded elsewhere,
 //! so any CPU gives a pass): projections reproduce the output with every direction and
-//! give its mean with none, their error falls as directions are added, and the top SVCCA
+//! give its mean with none, their error falls as directions are added, Figure 3's SVCCA
+//! panels keep k directions each (the paper's k by default), and the top SVCCA
 //! directions of two initialisations correlate more than their most active neurons.
 
 mod common;
@@ -18,7 +19,7 @@ use tch::{Kind, Tensor};
 /// only contends, the more so with the tests running side by side.
 fn tiny() -> Settings {
     tch::set_num_threads(1);
-    Settings { width: 16, points: 160, steps: 600, ks: vec![2, 4, 8], ..Settings::default() }
+    Settings { width: 16, points: 160, steps: 600, ks: vec![2, 4, 8], figure3_svd: 8, ..Settings::default() }
 }
 
 /// Two tiny nets from seeds 0 and 1 trained on the targets: net A, each net's hidden
@@ -72,6 +73,8 @@ fn the_command_writes_the_curves_and_both_figures() {
         "300",
         "--ks",
         "2,4,8",
+        "--figure3-svd",
+        "8",
     ]);
     assert!(o.status.success(), "{}", common::stderr(&o));
     let text = stdout(&o);
@@ -98,10 +101,9 @@ fn the_command_writes_the_curves_and_both_figures() {
     assert!(f3[0].contains("neurons_k8_4"), "{}", f3[0]);
     let errors = rows("figure3_errors.csv");
     assert_eq!(errors[0], "basis,k,relative_error,mse_to_targets");
-    // SVD and neurons at every k from 0 to 16, SVCCA up to its kept directions.
+    // SVD and neurons at every k from 0 to 16, SVCCA from 0 to the 8 directions kept.
     let count = |b: &str| errors.iter().filter(|l| l.starts_with(&format!("{b},"))).count();
-    assert_eq!((count("svd"), count("neurons")), (17, 17));
-    assert!((2..=17).contains(&count("svcca")), "{}", count("svcca"));
+    assert_eq!((count("svd"), count("neurons"), count("svcca")), (17, 17, 9));
     let corr = rows("correlations.csv");
     assert_eq!(corr[0], "layer,basis,rank,neuron_a,neuron_b,correlation,best_match");
     for layer in 1..=4 {
@@ -112,6 +114,7 @@ fn the_command_writes_the_curves_and_both_figures() {
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["layers"].as_array().unwrap().len(), 4);
     assert_eq!(summary["figure3"].as_array().unwrap().len(), 9);
+    assert_eq!(summary["figure3_correlations"].as_array().unwrap().len(), 8);
     assert_eq!(rows("loss.csv")[0], "step,loss_a,loss_b");
 }
 
@@ -134,6 +137,9 @@ fn bad_arguments_are_refused() {
     assert_refused(&run(&["--learning-rate=-1"]), &["--learning-rate"]);
     assert_refused(&run(&["--steps", "0"]), &["--steps"]);
     assert_refused(&run(&["--ks", "two"]), &["--ks"]);
+    assert_refused(&run(&["--width", "8", "--ks", "2", "--figure3-svd", "9"]), &["--figure3-svd 9", "--width 8"]);
+    assert_refused(&run(&["--ks", "2,31", "--figure3-svd", "30"]), &["--ks", "31", "--figure3-svd"]);
+    assert_refused(&run(&["--figure3-svd", "0"]), &["--figure3-svd"]);
     assert!(!out.join("summary.json").exists());
 }
 
@@ -145,8 +151,8 @@ fn projections_give_the_output_with_every_direction_and_its_mean_with_none() {
     let h = &ha[3];
     let mean = out.mean_dim(0, true, Kind::Double);
     let scale = max_abs(out);
-    // Every direction above rounding noise kept (keep 1): each basis gives the output back.
-    let all = Projector::new(h, &hb[3], 1.0).unwrap();
+    // Every direction above rounding noise kept: each basis gives the output back.
+    let all = Projector::new(h, &hb[3], Keep::All).unwrap();
     for basis in Basis::ALL {
         let most = all.most(basis);
         let full = net.readout(&all.project(basis, most));
@@ -160,7 +166,7 @@ fn projections_give_the_output_with_every_direction_and_its_mean_with_none() {
     assert_eq!(all.most(Basis::Neurons), 16);
     // SVCCA's own cut (99% of the variance): fewer directions, and the output still
     // close, far closer than with one direction.
-    let kept = Projector::new(h, &hb[3], 0.99).unwrap();
+    let kept = Projector::new(h, &hb[3], Keep::Variance(0.99)).unwrap();
     let k = kept.most(Basis::Svcca);
     assert!((1..16).contains(&k), "{k} directions hold 99% of the variance");
     let at = |k| relative_error(&net.readout(&kept.project(Basis::Svcca, k)), out);
@@ -174,13 +180,13 @@ fn more_directions_never_raise_the_output_error() {
     let _guard = tch::no_grad_guard();
     // The SVCCA and SVD projections are orthogonal projections of the centred layer onto
     // nested subspaces, so the output's error can only fall as k grows.
-    for keep in [0.99, 1.0] {
+    for keep in [Keep::Variance(0.99), Keep::All, Keep::TopK(8)] {
         let p = Projector::new(&ha[3], &hb[3], keep).unwrap();
         for basis in [Basis::Svcca, Basis::Svd] {
             let errors: Vec<f64> = (0..=p.most(basis)).map(|k| relative_error(&net.readout(&p.project(basis, k)), out)).collect();
             assert!((errors[0] - 1.0).abs() < 1e-9, "{basis:?}: {errors:?}");
             for w in errors.windows(2) {
-                assert!(w[1] <= w[0] + 1e-9, "{basis:?} (keep {keep}): the error rises with k: {errors:?}");
+                assert!(w[1] <= w[0] + 1e-9, "{basis:?} (keep {keep:?}): the error rises with k: {errors:?}");
             }
             assert!(errors[errors.len() - 1] < 0.1, "{basis:?}: {errors:?}");
         }
@@ -232,14 +238,58 @@ fn run_summarises_every_layer_and_the_figure_3_panels() {
     assert_eq!(summary.layers.len(), 4);
     assert_eq!(summary.figure3.len(), 3 * s.ks.len());
     for p in &summary.figure3 {
-        assert!(p.used <= p.k, "{p:?}");
-        assert_eq!(Some(p.relative_error), summary.error(p.basis, p.used), "{p:?}");
-        if p.basis != Basis::Svcca {
-            assert_eq!(p.used, p.k);
-        }
+        assert_eq!(Some(p.relative_error), summary.error(p.basis, p.k), "{p:?}");
     }
     assert_eq!(summary.error(Basis::Neurons, 0).map(|e| (e - 1.0).abs() < 1e-9), Some(true));
     assert!(summary.final_loss.iter().all(|l| l.is_finite()));
     // The same folder again is fine (files replaced).
     toy_regression::run(&s, tmp.path()).unwrap();
+}
+
+/// The rank of `t` (points x units): its singular values above 1e-9 of the largest.
+fn rank(t: &Tensor) -> usize {
+    let (_, s, _) = t.to_kind(Kind::Double).svd(true, false);
+    let s = Vec::<f64>::try_from(s).unwrap();
+    s.iter().filter(|&&v| v > 1e-9 * s[0]).count()
+}
+
+/// Figure 3 keeps SVCCA directions by number, not by a variance rule: by default the
+/// paper's panels of 2, 6, 15 and 30, of the top 30 principal directions of each net;
+/// each panel's projection holds exactly k directions, the smaller panels' inside the
+/// larger's, and the output's error falls from panel to panel.
+#[test]
+fn figure_3_keeps_k_svcca_directions_in_each_panel() {
+    let d = Settings::default();
+    assert_eq!((d.ks.as_slice(), d.figure3_svd), ([2, 6, 15, 30].as_slice(), 30));
+    d.check().unwrap();
+    let s = tiny();
+    figure_3_panels_of_the_shared_pair(&s);
+    let tmp = tempfile::tempdir().unwrap();
+    let summary = toy_regression::run(&Settings { steps: 300, ..s.clone() }, tmp.path()).unwrap();
+    let svcca: Vec<usize> = summary.figure3.iter().filter(|f| f.basis == Basis::Svcca).map(|f| f.k).collect();
+    assert_eq!(svcca, s.ks);
+    assert_eq!(summary.figure3_correlations.len(), s.figure3_svd);
+}
+
+/// [`figure_3_keeps_k_svcca_directions_in_each_panel`] on the shared pair of nets.
+fn figure_3_panels_of_the_shared_pair(s: &Settings) {
+    let t = trained();
+    let (net, ha, out, hb) = (&t.net, &t.ha, &t.out, &t.hb);
+    let _guard = tch::no_grad_guard();
+    let p = Projector::new(&ha[3], &hb[3], Keep::TopK(s.figure3_svd)).unwrap();
+    assert_eq!((p.most(Basis::Svcca), p.correlations().len()), (8, 8));
+    assert!(p.correlations().windows(2).all(|w| w[0] >= w[1]), "{:?}", p.correlations());
+    let centred = |k: usize| p.project(Basis::Svcca, k) - ha[3].to_kind(Kind::Double).mean_dim(0, true, Kind::Double);
+    let mut errors = Vec::new();
+    for (i, &k) in s.ks.iter().enumerate() {
+        assert_eq!(rank(&centred(k)), k, "the panel of {k} keeps {k} directions");
+        if i > 0 {
+            // The previous panel's directions are among this one's: together they span k.
+            let both = Tensor::cat(&[centred(k), centred(s.ks[i - 1])], 1);
+            assert_eq!(rank(&both), k, "panel {} is not inside panel {k}", s.ks[i - 1]);
+        }
+        errors.push(relative_error(&net.readout(&p.project(Basis::Svcca, k)), out));
+    }
+    assert!(errors.windows(2).all(|w| w[1] <= w[0] + 1e-12), "the error rises with k: {errors:?}");
+    assert!(errors[errors.len() - 1] < errors[0], "{errors:?}");
 }

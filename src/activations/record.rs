@@ -62,15 +62,31 @@ pub fn units(t: &Tensor) -> i64 {
     t.size()[1]
 }
 
-/// Warns when the probe has fewer datapoints than the widest layer has units.
+/// Datapoints per unit of the widest analysed layer that the probe should have: the
+/// documented recommendation (docs/analysis.md, `probe_size`; the paper's rule of thumb
+/// is 5 to 10). SVCCA's correlations are biased upward with fewer.
+pub const PROBE_DATAPOINTS_PER_UNIT: i64 = 5;
+
+/// Warns when the probe has fewer than [`PROBE_DATAPOINTS_PER_UNIT`] datapoints per unit
+/// of the widest layer ([`probe_warning`]).
 pub fn warn_if_small(probe_len: usize, layers: &[String], acts: &[Tensor]) {
-    if let Some((name, width)) = layers.iter().zip(acts).map(|(n, a)| (n, units(a))).max_by_key(|(_, w)| *w) {
-        if (probe_len as i64) < width {
-            tracing::warn!(
-                "analysis.probe_size {probe_len} is below the {width} units of layer {name}: its correlations are biased upward; use 5 to 10 times more datapoints than units"
-            );
-        }
+    if let Some(message) = probe_warning(probe_len, layers.iter().zip(acts).map(|(n, a)| (n.as_str(), units(a)))) {
+        tracing::warn!("{message}");
     }
+}
+
+/// The warning for a probe of `probe_len` datapoints against layers of `(name, units)`,
+/// if it has fewer than [`PROBE_DATAPOINTS_PER_UNIT`] per unit of the widest.
+pub fn probe_warning<'a>(probe_len: usize, layers: impl IntoIterator<Item = (&'a str, i64)>) -> Option<String> {
+    let (name, width) = layers.into_iter().max_by_key(|(_, w)| *w)?;
+    let per = PROBE_DATAPOINTS_PER_UNIT;
+    ((probe_len as i64) < per * width).then(|| {
+        format!(
+            "analysis.probe_size {probe_len} is below {per} datapoints per unit of layer {name} ({width} units: {} datapoints), the \
+             recommended minimum (docs/analysis.md, probe_size): its correlations are biased upward; raise analysis.probe_size",
+            per * width
+        )
+    })
 }
 
 /// [`record`] of `layers` (none of them the input) written straight into a safetensors
@@ -128,4 +144,21 @@ pub fn record_to_file(net: &Network, probe: &Probe, layers: &[String], path: &st
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_warning_starts_below_five_datapoints_per_unit_of_the_widest_layer() {
+        let layers = [("c1", 16), ("fc1", 128), ("logits", 10)];
+        // 5 x 128 = 640: the first probe size that is not warned about.
+        assert_eq!(probe_warning(640, layers), None);
+        let warned = probe_warning(639, layers).unwrap();
+        assert!(warned.contains("639") && warned.contains("layer fc1 (128 units: 640 datapoints)"), "{warned}");
+        // Above one datapoint per unit but below five (the old threshold passed it).
+        assert!(probe_warning(600, layers).is_some());
+        assert_eq!(probe_warning(100, []), None);
+    }
 }

@@ -3,15 +3,24 @@
 //! neuron) and each layer at each analysed checkpoint.
 //!
 //! The comparison is `analysis.method` (SVCCA, keep `analysis.keep` on the layer's side;
-//! one logit is one direction), as [`crate::activations::similarity`] does it. With one side a
-//! single neuron, a conv layer is compared through its per-image channel means (avgpool):
-//! that *is* the DFT method here, because a logit has no positions; spread over a map it
-//! is constant, its spectrum is zero at every frequency but (0, 0), and the (0, 0)
-//! coefficient of the layer is its spatial sum, the channel means times h*w.
+//! one logit is one direction), as [`crate::activations::similarity`] does it. A conv
+//! layer meets the logit as `--classes-conv` says ([`ConvDense`]), not as
+//! `analysis.conv_dense` (which steers the conv-vs-dense pairs of learning dynamics):
+//!
+//! - `avgpool` (the default): the layer's per-image channel means. That *is* the paper's
+//!   DFT method here, because a logit has no positions: spread over a map it is
+//!   constant, its spectrum is zero at every frequency but (0, 0), and the (0, 0)
+//!   coefficient of the layer is its spatial sum, the channel means times h*w.
+//! - `flatten`: the layer as C*H*W neurons, where the probe has
+//!   [`crate::similarity::conv::FLATTEN_DATAPOINTS_PER_NEURON`] datapoints per neuron
+//!   (else channel means, with one warning naming the layers).
 //!
 //! Resumable ([`super::results`]): each checkpoint's numbers go to
 //! `analysis/classes/step-N.json` as soon as they are done;
-//! `analysis/classes/settings.json` refuses mixed settings.
+//! `analysis/classes/settings.json` refuses mixed settings. Its `conv_dense` is the
+//! `--classes-conv` choice; a file written before that flag records the
+//! `analysis.conv_dense` it was made with (absent: channel means, as then), so it reads
+//! as what it was made with.
 
 use super::dynamics::{select, FOLDER};
 use super::results::Results;
@@ -20,6 +29,7 @@ use crate::activations::{similarity, LayerSet, Names};
 use crate::device::DeviceChoice;
 use crate::error::InputError;
 use crate::io::{write_atomic, write_json_atomic};
+use crate::similarity::ConvDense;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -27,7 +37,8 @@ use std::path::Path;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     pub classes: Vec<i64>,
-    /// Those of the learning-dynamics analysis (same JSON keys, beside `classes`).
+    /// Those of the learning-dynamics analysis (same JSON keys, beside `classes`), but
+    /// `conv_dense`: how conv layers met the logits (`--classes-conv`).
     #[serde(flatten)]
     pub analysis: super::dynamics::Settings,
 }
@@ -83,14 +94,25 @@ pub fn parse_classes(text: &str, classes: i64) -> Result<Vec<i64>, InputError> {
         .collect()
 }
 
-/// `svcca analyze RUN_DIR --classes ...`.
-pub fn classes(dir: &Path, classes: &str, device: Option<DeviceChoice>) -> anyhow::Result<Classes> {
+/// `svcca analyze RUN_DIR --classes ... [--classes-conv avgpool|flatten]`: conv layers
+/// against the logits by `conv` (see the module's doc).
+pub fn classes(dir: &Path, classes: &str, conv: ConvDense, device: Option<DeviceChoice>) -> anyhow::Result<Classes> {
     let mut run = Run::open(dir, device)?;
     let classes = parse_classes(classes, run.data.classes)?;
     let out = dir.join(FOLDER).join("classes");
     let settings_path = out.join("settings.json");
     let previous: Option<Settings> = if settings_path.exists() { super::results::read_json(&settings_path).ok() } else { None };
+    if let Some(made) = previous.as_ref().map(|p| p.analysis.similarity.conv_dense).filter(|&made| made != conv) {
+        return Err(InputError::new(format!(
+            "{}: this analysis compared conv layers with the logits by {made}, not {conv}: pass --classes-conv {made} to extend it, or delete {} to redo it",
+            settings_path.display(),
+            out.display()
+        ))
+        .into());
+    }
     let layers = run.layers_since(previous.as_ref().map(|p| p.analysis.layers.as_slice()), &out)?;
+    // The whole class analysis reads the config's [analysis] but for conv_dense.
+    run.config.analysis.conv_dense = conv;
     let a = run.config.analysis.clone();
     let settings = Settings { classes: classes.clone(), analysis: super::dynamics::Settings::new(&a, layers.clone(), run.final_step) };
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -119,7 +141,7 @@ pub fn classes(dir: &Path, classes: &str, device: Option<DeviceChoice>) -> anyho
             run.load_step(step)?;
             let recorded = crate::activations::record::record(&run.net, &probe, &layers)?;
             if !warned {
-                // Against the logits, dense: once for the analysis.
+                // Against the logits, dense: once for the analysis (none by avgpool).
                 crate::activations::conv_dense_fallbacks(&run.config, &layers, &recorded, true);
                 warned = true;
             }

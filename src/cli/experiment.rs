@@ -41,9 +41,15 @@ pub struct ToyArgs {
     /// Curves per basis in Figure 1.
     #[arg(long, default_value_t = Settings::default().shown)]
     shown: usize,
-    /// SVCCA keeps on each side the principal directions holding this fraction of the variance.
+    /// Figure 1's SVCCA keeps on each side the principal directions holding this fraction
+    /// of the variance.
     #[arg(long, default_value_t = Settings::default().keep)]
     keep: f64,
+    /// Figure 3's SVCCA keeps on each side exactly this many principal directions; each
+    /// panel then keeps the top k of them by canonical correlation (at least the largest
+    /// k; default: the largest k, 30 for the paper's panels).
+    #[arg(long)]
+    figure3_svd: Option<usize>,
     /// Directions kept in Figure 3's panels, a comma list.
     #[arg(long, value_delimiter = ',', default_values_t = Settings::default().ks)]
     ks: Vec<usize>,
@@ -117,6 +123,7 @@ impl ToyArgs {
             layer: self.layer,
             shown: self.shown,
             keep: self.keep,
+            figure3_svd: self.figure3_svd.unwrap_or_else(|| self.ks.iter().copied().max().unwrap_or(0)),
             ks: self.ks,
         };
         let s = crate::toy_regression::run(&settings, &self.out)?;
@@ -136,7 +143,7 @@ impl ToyArgs {
         );
         for basis in Basis::ALL {
             let errs: Vec<String> =
-                s.figure3.iter().filter(|e| e.basis == basis).map(|e| format!("k={} {:.2}%", e.used, 100.0 * e.relative_error)).collect();
+                s.figure3.iter().filter(|e| e.basis == basis).map(|e| format!("k={} {:.2}%", e.k, 100.0 * e.relative_error)).collect();
             println!("  output error, last hidden layer on its top {}: {}", basis.as_str(), errs.join(", "));
         }
         println!("  {}", self.out.join(crate::report::FOLDER).join("figure1.png").display());

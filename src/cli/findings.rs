@@ -6,6 +6,7 @@ use crate::analysis::compression::{LayerSpec, Method, Reference};
 use crate::analysis::{classes, compression, dimensionality};
 use crate::device::DeviceChoice;
 use crate::report::findings as plots;
+use crate::similarity::ConvDense;
 use clap::Args;
 use std::path::{Path, PathBuf};
 
@@ -42,6 +43,13 @@ pub struct FindingsArgs {
     /// against every layer at every checkpoint.
     #[arg(long, value_name = "all|C,C,...", value_parser = class_list)]
     classes: Option<String>,
+    /// How --classes compares a conv layer with a logit: `avgpool`, its per-image channel
+    /// means (what the paper's DFT method reduces to against a logit, which has no
+    /// positions), or `flatten`, its C x H x W values as neurons where the probe has 5
+    /// datapoints per such neuron (else channel means, with a warning). Recorded in the
+    /// settings: a folder made with the other is refused, not mixed.
+    #[arg(long, value_enum, default_value_t = ConvDense::Avgpool, value_name = "avgpool|flatten", requires = "classes")]
+    classes_conv: ConvDense,
     /// Dimensionality: directions for 90% and 99% of each layer's variance, and its
     /// similarity to the logits against the directions kept.
     #[arg(long)]
@@ -129,7 +137,7 @@ impl FindingsArgs {
             }
         }
         if let Some(list) = &self.classes {
-            let c = classes::classes(run, list, device)?;
+            let c = classes::classes(run, list, self.classes_conv, device)?;
             if let Some(last) = c.steps.last() {
                 println!("class sensitivity at step {} (class: layers with similarity >= 0.5 from the input):", last.step);
                 for (ci, class) in c.settings.classes.iter().enumerate() {

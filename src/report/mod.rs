@@ -68,11 +68,26 @@ pub fn colour(v: Option<f64>) -> RGBColor {
 
 /// The analysed checkpoints nearest each of [`FRACTIONS`], each once: a run with fewer
 /// checkpoints than fractions (or two fractions nearest the same one) gets fewer panels
-/// rather than the same step drawn twice.
+/// rather than the same step drawn twice. Of two checkpoints equally near (within
+/// rounding: 0.35 lies halfway between 0.3 and 0.4), the later: with a checkpoint every
+/// 10% the panels are 40% and 80%, whose networks, like the paper's 35% and 75%, have
+/// trained past that point, rather than 30% and 70%.
 pub fn heatmap_steps(d: &Dynamics) -> Vec<&StepResult> {
+    // Fractions are step / final step: a tie computed two ways differs by rounding only.
+    const TIE: f64 = 1e-9;
     let mut chosen: Vec<&StepResult> = Vec::new();
     for f in FRACTIONS {
-        let nearest = d.steps.iter().min_by(|a, b| (a.fraction - f).abs().total_cmp(&(b.fraction - f).abs()));
+        let mut nearest: Option<&StepResult> = None;
+        for s in &d.steps {
+            let distance = (s.fraction - f).abs();
+            let better = nearest.is_none_or(|n| {
+                let best = (n.fraction - f).abs();
+                distance < best - TIE || (distance <= best + TIE && s.step > n.step)
+            });
+            if better {
+                nearest = Some(s);
+            }
+        }
         if let Some(step) = nearest.filter(|s| !chosen.iter().any(|c| c.step == s.step)) {
             chosen.push(step);
         }
@@ -372,8 +387,9 @@ fn legend<'a, DB: DrawingBackend + 'a>(chart: &mut LineChart<'a, DB>, font_size:
 pub type Band = (String, Vec<(u64, f64, f64)>);
 
 /// Test accuracy against step, one line per series with a ±1 std band, as `accuracy.png`
-/// and `accuracy.svg` in `dir`; a thin grey vertical line at each of `freeze_steps` (the
-/// steps at which layers froze, as in the paper's Figure 5; empty for none).
+/// and `accuracy.svg` in `dir`; a dashed vertical line at each of `freeze_steps` (the
+/// steps at which layers froze, as in the paper's Figure 5; empty for none), named in the
+/// legend.
 pub fn accuracy_plot(dir: &Path, title: &str, series: &[Band], freeze_steps: &[u64]) -> anyhow::Result<Vec<PathBuf>> {
     accuracy_plot_of(dir, "test accuracy (%)", title, series, freeze_steps)
 }
@@ -389,8 +405,12 @@ pub fn accuracy_plot_of(dir: &Path, y_desc: &str, title: &str, series: &[Band], 
     ])
 }
 
-/// The grey of the freeze-step lines (drawn in no other element of the accuracy plot).
-pub const FREEZE_LINE: RGBColor = RGBColor(160, 160, 160);
+/// The colour of the freeze-step lines: a red that no series takes ([`SERIES`]) and
+/// drawn dashed ([`FREEZE_DASH`]), so that they read apart from the grid lines (light
+/// grey, solid) and from the curves. Drawn in no other element of the accuracy plot.
+pub const FREEZE_LINE: RGBColor = RGBColor(215, 25, 28);
+/// Dash and gap of the freeze-step lines, in pixels.
+const FREEZE_DASH: (u32, u32) = (8, 5);
 
 /// Where the freeze-step lines go: each distinct step once, ascending, those on the
 /// plotted axis (0 to `last`).
@@ -402,7 +422,7 @@ pub fn freeze_lines(steps: &[u64], last: u64) -> Vec<u64> {
 }
 
 /// Series colours: the first two as the freeze comparison has always drawn them.
-const SERIES: [RGBColor; 6] = [
+pub const SERIES: [RGBColor; 6] = [
     RGBColor(59, 81, 139),
     RGBColor(214, 96, 39),
     RGBColor(46, 139, 87),
@@ -440,13 +460,21 @@ fn accuracy_curves<DB: DrawingBackend>(
         .draw()
         .map_err(err)?;
     // Under the curves: where layers froze.
-    chart
+    let lines = freeze_lines(freeze_steps, last_step);
+    let (dash, gap) = FREEZE_DASH;
+    let style = FREEZE_LINE.stroke_width(2);
+    let drawn = chart
         .draw_series(
-            freeze_lines(freeze_steps, last_step)
-                .into_iter()
-                .map(|s| PathElement::new(vec![(s as f64, 100.0 * y0), (s as f64, 100.0)], FREEZE_LINE.stroke_width(1))),
+            lines
+                .iter()
+                .map(|&s| plotters::element::DashedPathElement::new(vec![(s as f64, 100.0 * y0), (s as f64, 100.0)], dash, gap, style)),
         )
         .map_err(err)?;
+    if !lines.is_empty() {
+        drawn
+            .label("a layer froze")
+            .legend(move |(x, y)| plotters::element::DashedPathElement::new(vec![(x, y), (x + 20, y)], dash, gap / 2, style));
+    }
     for (i, (name, points)) in series.iter().enumerate() {
         let c = SERIES[i % SERIES.len()];
         // The y axis is zoomed on the last 90% of training: points below it (the untrained
@@ -572,6 +600,15 @@ mod tests {
         assert_eq!(chosen(&steps(&[(0, 0.0), (40, 0.4), (70, 0.7), (100, 1.0)])), [0, 40, 70, 100]);
         // 0.35 and 0.75 both nearest step 50: drawn once, in order.
         assert_eq!(chosen(&steps(&[(0, 0.0), (50, 0.5), (100, 1.0)])), [0, 50, 100]);
+        // A checkpoint every 10% (fractions as the analysis computes them, step / final):
+        // 0.35 and 0.75 lie halfway between two, and the later of each is drawn, in
+        // whatever order the steps are listed.
+        let tenths: Vec<(u64, f64)> = (0..=10).map(|k| (100 * k, (100 * k) as f64 / 1000.0)).collect();
+        assert_eq!(chosen(&steps(&tenths)), [0, 400, 800, 1000]);
+        let reversed: Vec<(u64, f64)> = tenths.iter().rev().copied().collect();
+        assert_eq!(chosen(&steps(&reversed)), [0, 400, 800, 1000]);
+        // A strictly nearer earlier checkpoint still wins.
+        assert_eq!(chosen(&steps(&[(0, 0.0), (34, 0.34), (40, 0.4), (74, 0.74), (80, 0.8), (100, 1.0)])), [0, 34, 74, 100]);
     }
 
     #[test]
@@ -629,19 +666,53 @@ mod tests {
     }
 
     #[test]
-    fn freeze_steps_draw_one_grey_line_each() {
+    fn freeze_steps_draw_one_dashed_line_each_in_a_colour_of_their_own() {
         assert_eq!(freeze_lines(&[300, 100, 300, 200, 900], 600), [100, 200, 300]);
+        // Not a series colour, and not grey like the grid.
+        assert!(!SERIES.contains(&FREEZE_LINE));
+        let RGBColor(r, g, b) = FREEZE_LINE;
+        assert!(r.max(g).max(b) - r.min(g).min(b) > 100, "{FREEZE_LINE:?} is too near grey");
         let dir = tempfile::tempdir().unwrap();
         let band = |name: &str| (name.to_string(), (0..=6).map(|k| (k * 100, 0.8 + 0.01 * k as f64, 0.01)).collect::<Vec<_>>());
-        let grey = |svg: &str| {
+        // The dashes in the freeze colour, as (x, y) point lists of the SVG's polylines.
+        let dashes = |svg: &str| -> Vec<Vec<(i32, i32)>> {
             let c = FREEZE_LINE;
-            svg.matches(&format!("stroke=\"#{:02X}{:02X}{:02X}\"", c.0, c.1, c.2)).count()
+            let stroke = format!("stroke=\"#{:02X}{:02X}{:02X}\"", c.0, c.1, c.2);
+            svg.lines()
+                .filter(|l| l.contains(&stroke))
+                .map(|l| {
+                    assert!(l.contains("<polyline"), "{l}");
+                    let points = l.split("points=\"").nth(1).unwrap().split('"').next().unwrap();
+                    points
+                        .split_whitespace()
+                        .map(|p| {
+                            let (x, y) = p.split_once(',').unwrap();
+                            (x.parse().unwrap(), y.parse().unwrap())
+                        })
+                        .collect()
+                })
+                .collect()
         };
         accuracy_plot(dir.path(), "t", &[band("base"), band("freeze")], &[300, 100, 300, 200, 900]).unwrap();
         let svg = std::fs::read_to_string(dir.path().join("accuracy.svg")).unwrap();
-        assert_eq!(grey(&svg), 3, "{svg}");
+        let drawn = dashes(&svg);
+        let vertical: Vec<&Vec<(i32, i32)>> = drawn.iter().filter(|d| d.iter().all(|p| p.0 == d[0].0)).collect();
+        let mut xs: Vec<i32> = vertical.iter().map(|d| d[0].0).collect();
+        xs.dedup();
+        assert_eq!(xs.len(), 3, "one line per distinct step on the axis: {xs:?}");
+        assert!(xs.windows(2).all(|w| w[0] < w[1]), "{xs:?}");
+        // Dashed: each line is broken into many dashes of at most the dash length.
+        for x in &xs {
+            let on_it: Vec<_> = vertical.iter().filter(|d| d[0].0 == *x).collect();
+            assert!(on_it.len() > 10, "the line at x = {x} is not dashed: {on_it:?}");
+            assert!(on_it.iter().all(|d| (d[0].1 - d.last().unwrap().1).abs() <= FREEZE_DASH.0 as i32 + 1));
+        }
+        // The rest is the legend's swatch: horizontal.
+        assert!(drawn.len() > vertical.len() && drawn.iter().all(|d| d.iter().all(|p| p.0 == d[0].0) || d.iter().all(|p| p.1 == d[0].1)));
+        assert!(svg.contains("a layer froze"));
         accuracy_plot(dir.path(), "t", &[band("base"), band("freeze")], &[]).unwrap();
         let svg = std::fs::read_to_string(dir.path().join("accuracy.svg")).unwrap();
-        assert_eq!(grey(&svg), 0);
+        assert!(dashes(&svg).is_empty());
+        assert!(!svg.contains("a layer froze"));
     }
 }

@@ -14,14 +14,17 @@
 //! [`Moments`] accumulates block by block, so a comparison's memory does not grow with
 //! the number of datapoints. [`compare`] is the one-block convenience.
 //!
-//! Definitions (they match google/svcca; see `tests/fixtures/svcca_ref/README.md`):
+//! Definitions (google/svcca's code where it has one, checked against reference values
+//! computed with it; see `tests/fixtures/svcca_ref/README.md`):
 //! - CCA: every canonical correlation, descending.
 //! - SVCCA: keep on each side the top principal directions explaining a fraction of the
 //!   variance (smallest k with `sum(s[..k]^2) / sum(s^2) >= fraction`, `s` the singular
-//!   values of the centred activations; [`KeepRule::Variance`]), or holding that fraction
-//!   of the sum of the singular values themselves (`sum(s[..k]) / sum(s) >= fraction`, the
-//!   paper's Appendix A; [`KeepRule::Singular`]), or a fixed top k, then CCA. The similarity is
-//!   the plain mean of all `min(k_a, k_b)` correlations.
+//!   values of the centred activations: the paper's main text, "99% of the variance";
+//!   [`KeepRule::Variance`]), or holding that fraction of the sum of the singular values
+//!   themselves (`sum(s[..k]) / sum(s) >= fraction`: the paper's Appendix A, and the
+//!   quantity google/svcca's tutorial prints as the fraction of variance its cut keeps;
+//!   [`KeepRule::Singular`]), or a fixed top k (the tutorial's own cut, 20), then CCA. The
+//!   similarity is the plain mean of all `min(k_a, k_b)` correlations.
 //! - PWCCA: as the reference `compute_pwcca(A, B)`, see [`pwcca`](self::pwcca).
 //! - Linear CKA: see [`cka`](self::cka).
 //! - Constant neurons are dropped (and counted) before anything else.
@@ -81,14 +84,18 @@ impl FromStr for Method {
 /// What SVCCA's keep fraction is a fraction of. The paper says both: its main text keeps
 /// the directions explaining "99% of the variance" (squared singular values), its
 /// Appendix A the smallest m' with `sum_{i<=m'} |lambda_i| >= 0.99 sum_i |lambda_i|` over
-/// the singular values themselves. The singular rule keeps at least as many directions.
+/// the singular values themselves. google/svcca's code cuts at a fixed k ([`Keep::TopK`]);
+/// the fraction its tutorial reports for that cut sums the singular values (the singular
+/// rule's quantity). The singular rule keeps at least as many directions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum KeepRule {
-    /// A fraction of the variance: the sum of the squared singular values (main text).
+    /// A fraction of the variance: the sum of the squared singular values (the paper's
+    /// main text; this crate's default).
     #[default]
     Variance,
-    /// A fraction of the sum of the singular values (Appendix A).
+    /// A fraction of the sum of the singular values (the paper's Appendix A; what
+    /// google/svcca's tutorial computes for its cut).
     Singular,
 }
 
