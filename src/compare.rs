@@ -185,11 +185,13 @@ impl Input {
     ) -> Result<Tensor, InputError> {
         let header = self.file.header();
         let kind = match header.dtype {
+            Dtype::F16 => Kind::Half,
+            Dtype::BF16 => Kind::BFloat16,
             Dtype::F32 => Kind::Float,
             Dtype::F64 => Kind::Double,
         };
         // A Fortran-order file holds each row's remaining axes reversed (column-major).
-        let fortran = header.fortran_order;
+        let (fortran, narrow) = (header.fortran_order, header.dtype.size() < 4);
         let mut dims = self.row_shape.clone();
         if fortran {
             dims.reverse();
@@ -201,8 +203,22 @@ impl Input {
         // dtype; nothing else refers to it while the slice lives.
         let bytes = unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut u8, t.numel() * header.dtype.size()) };
         fill(&mut self.file, bytes)?;
+        // Half precision widened at once (exactly): the pipeline's own kernels take
+        // float32 and float64.
+        let t = if narrow { t.to_kind(Kind::Float) } else { t };
         let t = if fortran && self.is_conv() { t.permute([0, 3, 2, 1]) } else { t };
         Ok(if self.is_conv() { layout.to_nchw(&t) } else { t })
+    }
+}
+
+/// Bytes one value of a file of `dtype` takes once read: as read, and widened to float32
+/// where it is narrower ([`Input::read_with`]).
+fn held_bytes(dtype: Dtype) -> u64 {
+    let size = dtype.size() as u64;
+    if size < 4 {
+        size + 4
+    } else {
+        size
     }
 }
 
@@ -299,7 +315,7 @@ impl CompareJob {
         }
         let per_row: u64 = inputs
             .iter()
-            .map(|i| (i.file.cols() as u64).saturating_mul(pipeline.bytes_per_value(i.file.header().dtype.size() as u64)))
+            .map(|i| (i.file.cols() as u64).saturating_mul(pipeline.bytes_per_value(held_bytes(i.file.header().dtype))))
             .fold(0u64, u64::saturating_add);
         let cols = [0, 1].map(|i| inputs[i].file.cols() as i64);
         let mut moments = pipeline.moments(cols, self.device);

@@ -1,4 +1,6 @@
-//! A streaming reader for `.npy` files of float32 or float64 arrays.
+//! A streaming reader for arrays on disk: `.npy` files (float16, float32 or float64) and
+//! tensors of `.safetensors` files (float16, bfloat16, float32 or float64), named
+//! `FILE.safetensors:TENSOR`, or `FILE.safetensors` for a file of one tensor.
 //!
 //! `ndarray-npy` reads a whole array at once; comparing layers that are larger than memory
 //! needs row blocks instead, so the header is parsed here and rows are read on demand.
@@ -8,7 +10,7 @@
 
 use crate::error::InputError;
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8] = b"\x93NUMPY";
@@ -16,6 +18,8 @@ const MAGIC: &[u8] = b"\x93NUMPY";
 /// Element type of an array on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dtype {
+    F16,
+    BF16,
     F32,
     F64,
 }
@@ -23,16 +27,43 @@ pub enum Dtype {
 impl Dtype {
     pub fn size(self) -> usize {
         match self {
+            Dtype::F16 | Dtype::BF16 => 2,
             Dtype::F32 => 4,
             Dtype::F64 => 8,
         }
     }
     pub fn name(self) -> &'static str {
         match self {
+            Dtype::F16 => "float16",
+            Dtype::BF16 => "bfloat16",
             Dtype::F32 => "float32",
             Dtype::F64 => "float64",
         }
     }
+
+    /// The value of one little-endian element.
+    fn value(self, b: &[u8]) -> f64 {
+        match self {
+            Dtype::F16 => half_to_f32(u16::from_le_bytes([b[0], b[1]])) as f64,
+            Dtype::BF16 => f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16) as f64,
+            Dtype::F32 => f32::from_le_bytes(b.try_into().expect("4 bytes")) as f64,
+            Dtype::F64 => f64::from_le_bytes(b.try_into().expect("8 bytes")),
+        }
+    }
+}
+
+/// IEEE half precision to single (exact: every half is a single).
+fn half_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let (exp, frac) = (((h >> 10) & 0x1f) as u32, (h & 0x3ff) as u32);
+    let bits = match (exp, frac) {
+        (0, 0) => sign,
+        // Subnormal: frac x 2^-24.
+        (0, f) => return if sign != 0 { -(f as f32) } else { f as f32 } * 2f32.powi(-24),
+        (0x1f, f) => sign | 0x7f80_0000 | (f << 13),
+        (e, f) => sign | ((e + 127 - 15) << 23) | (f << 13),
+    };
+    f32::from_bits(bits)
 }
 
 /// The parsed header of a `.npy` file.
@@ -79,11 +110,38 @@ impl NpyFile {
     /// Opens and validates `path`: magic, header, dtype, and that the file holds every
     /// element its header promises.
     pub fn open(path: &Path) -> Result<Self, InputError> {
-        let err = |msg: String| InputError::new(format!("{}: {msg}", path.display()));
-        let file = File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
+        // `FILE.safetensors:TENSOR` where no file has the whole name.
+        let text = path.to_string_lossy();
+        if let Some((file, tensor)) = text.rsplit_once(':').filter(|(f, t)| !path.exists() && f.ends_with(".safetensors") && !t.is_empty())
+        {
+            return Self::open_with(path, Path::new(file), Some(tensor));
+        }
+        Self::open_with(path, path, None)
+    }
+
+    /// Opens `file` (the array named `name`), tensor `tensor` where it is a safetensors
+    /// file.
+    fn open_with(name: &Path, file_path: &Path, tensor: Option<&str>) -> Result<Self, InputError> {
+        let err = |msg: String| InputError::new(format!("{}: {msg}", name.display()));
+        let file = File::open(file_path).map_err(|e| err(format!("cannot open: {e}")))?;
         let file_len = file.metadata().map_err(|e| err(format!("cannot stat: {e}")))?.len();
         let mut reader = BufReader::with_capacity(1 << 20, file);
-        let header = read_header(&mut reader).map_err(err)?;
+        let mut start = [0u8; 8];
+        let peeked = reader.fill_buf().map(|b| b.len().min(8)).unwrap_or(0);
+        start[..peeked].copy_from_slice(&reader.buffer()[..peeked]);
+        let header = if start.starts_with(MAGIC) {
+            if let Some(t) = tensor {
+                return Err(err(format!("a .npy file holds one array: drop ':{t}'")));
+            }
+            read_header(&mut reader).map_err(err)?
+        } else if start.starts_with(b"PK\x03\x04") {
+            return Err(err(
+                "a zip archive (torch.save's format?), which svcca does not read: save the layer with numpy.save, or safetensors.torch.save_file"
+                    .into(),
+            ));
+        } else {
+            read_safetensors_header(&mut reader, tensor).map_err(err)?
+        };
         // read_header has checked that this does not overflow.
         let expected = header.data_offset + header.data_bytes().expect("checked by read_header");
         if file_len < expected {
@@ -95,7 +153,7 @@ impl NpyFile {
                 file_len
             )));
         }
-        Ok(NpyFile { path: path.to_owned(), header, reader })
+        Ok(NpyFile { path: name.to_owned(), header, reader })
     }
 
     pub fn path(&self) -> &Path {
@@ -172,10 +230,8 @@ impl NpyFile {
     /// Reads rows `start..start + count` as float64 values in row-major order.
     pub fn read_rows_f64(&mut self, start: usize, count: usize) -> Result<Vec<f64>, InputError> {
         let bytes = self.read_rows(start, count)?;
-        Ok(match self.header.dtype {
-            Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
-            Dtype::F64 => bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect(),
-        })
+        let dtype = self.header.dtype;
+        Ok(bytes.chunks_exact(dtype.size()).map(|b| dtype.value(b)).collect())
     }
 
     /// The bytes of the requested rows as stored (file byte order), in row-major order.
@@ -237,11 +293,13 @@ fn read_header(reader: &mut impl Read) -> Result<Header, String> {
     let descr = dict_value(&text, "descr").ok_or("the .npy header has no 'descr'")?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
     let (big_endian, dtype) = match descr {
+        "<f2" | "=f2" => (false, Dtype::F16),
+        ">f2" => (true, Dtype::F16),
         "<f4" | "=f4" => (false, Dtype::F32),
         ">f4" => (true, Dtype::F32),
         "<f8" | "=f8" => (false, Dtype::F64),
         ">f8" => (true, Dtype::F64),
-        other => return Err(format!("dtype '{other}' is not supported: expected float32 ('<f4') or float64 ('<f8')")),
+        other => return Err(format!("dtype '{other}' is not supported: expected float16 ('<f2'), float32 ('<f4') or float64 ('<f8')")),
     };
     let fortran_order = match dict_value(&text, "fortran_order").as_deref() {
         Some("True") => true,
@@ -266,6 +324,64 @@ fn read_header(reader: &mut impl Read) -> Result<Header, String> {
         return Err(format!(
             "the .npy header's shape {shape_text} of {} is too large: its size in bytes does not fit 64 bits (a corrupt header?)",
             dtype.name()
+        ));
+    }
+    Ok(header)
+}
+
+/// The header of tensor `tensor` of a safetensors file (the file's only tensor when
+/// `None`): an 8-byte little-endian length, then that much JSON naming each tensor's
+/// dtype, shape and byte range after the header. Safetensors data is little-endian, in
+/// C order.
+fn read_safetensors_header(reader: &mut impl Read, tensor: Option<&str>) -> Result<Header, String> {
+    let not_one = || "not a .npy or .safetensors file (neither's header at the start)".to_string();
+    let mut len = [0u8; 8];
+    reader.read_exact(&mut len).map_err(|_| not_one())?;
+    let len = u64::from_le_bytes(len);
+    if len > 100 << 20 {
+        return Err(not_one());
+    }
+    let mut json = vec![0u8; len as usize];
+    reader.read_exact(&mut json).map_err(|_| not_one())?;
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&json).map_err(|_| not_one())?;
+    let names: Vec<&String> = map.keys().filter(|k| *k != "__metadata__").collect();
+    let name = match tensor {
+        Some(t) => names.iter().find(|n| n.as_str() == t).ok_or_else(|| {
+            format!(
+                "no tensor '{t}' in this safetensors file; it holds {}",
+                names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+            )
+        })?,
+        None if names.len() == 1 => names[0],
+        None => {
+            return Err(format!(
+                "a safetensors file of {} tensors: name one as FILE.safetensors:TENSOR ({})",
+                names.len(),
+                names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        }
+    };
+    let entry = &map[name.as_str()];
+    let dtype = match entry["dtype"].as_str() {
+        Some("F16") => Dtype::F16,
+        Some("BF16") => Dtype::BF16,
+        Some("F32") => Dtype::F32,
+        Some("F64") => Dtype::F64,
+        other => return Err(format!("tensor '{name}': dtype {} is not float16, bfloat16, float32 or float64", other.unwrap_or("?"))),
+    };
+    let bad = || format!("tensor '{name}': a malformed safetensors entry");
+    let shape: Vec<usize> =
+        entry["shape"].as_array().ok_or_else(bad)?.iter().map(|d| d.as_u64().map(|d| d as usize)).collect::<Option<_>>().ok_or_else(bad)?;
+    let offsets: Vec<u64> =
+        entry["data_offsets"].as_array().ok_or_else(bad)?.iter().map(|d| d.as_u64()).collect::<Option<_>>().ok_or_else(bad)?;
+    let [begin, end] = offsets[..] else { return Err(bad()) };
+    let header = Header { dtype, big_endian: false, fortran_order: false, shape, data_offset: 8 + len + begin };
+    if header.data_bytes() != Some(end.saturating_sub(begin)) {
+        return Err(format!(
+            "tensor '{name}': its shape {:?} of {} does not fill its {} bytes",
+            header.shape,
+            dtype.name(),
+            end.saturating_sub(begin)
         ));
     }
     Ok(header)
