@@ -144,13 +144,26 @@ fn experiment_compares_base_and_freeze_over_seeds() {
     for f in ["summary.csv", "plots/accuracy.png", "plots/accuracy.svg"] {
         assert!(tmp.path().join(f).metadata().unwrap().len() > 100, "{f}");
     }
-    // Figure 5's grey lines: one per distinct freeze step of freeze.csv (c1, c2, bn1 (and
-    // p1 with it) at 10, c3 at 13).
+    // Figure 5's freeze lines: one per distinct freeze step of freeze.csv (c1, c2, bn1
+    // (and p1 with it) at 10, c3 at 13), each drawn dashed: the vertical dashes in the
+    // freeze colour stand at two places.
     let frozen = svcca::train::freeze::steps(&tmp.path().join("freeze/seed-0")).unwrap();
     assert_eq!(svcca::report::freeze_lines(&frozen, 20), [10, 13], "{frozen:?}");
     let svg = std::fs::read_to_string(tmp.path().join("plots/accuracy.svg")).unwrap();
     let g = svcca::report::FREEZE_LINE;
-    assert_eq!(svg.matches(&format!("stroke=\"#{:02X}{:02X}{:02X}\"", g.0, g.1, g.2)).count(), 2);
+    let stroke = format!("stroke=\"#{:02X}{:02X}{:02X}\"", g.0, g.1, g.2);
+    let mut xs: Vec<&str> = svg
+        .lines()
+        .filter(|l| l.contains(&stroke) && l.contains("<polyline"))
+        .filter_map(|l| {
+            let points: Vec<&str> = l.split("points=\"").nth(1)?.split('"').next()?.split_whitespace().collect();
+            let x = points.first()?.split(',').next()?;
+            points.iter().all(|p| p.split(',').next() == Some(x)).then_some(x)
+        })
+        .collect();
+    xs.sort_unstable();
+    xs.dedup();
+    assert_eq!(xs.len(), 2, "dashed freeze lines at {xs:?}");
     // A config without a schedule is refused.
     c.freeze = Default::default();
     let e = svcca::experiment::freeze(c, &[0], &tmp.path().join("x")).unwrap_err();
