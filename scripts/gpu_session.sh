@@ -24,7 +24,8 @@
 # with under 20 s left is marked skipped. When check 1 does not find CUDA, the CUDA
 # checks are marked "skipped (no CUDA)". The checks, in order:
 #   1. CUDA found: `svcca compare --device cuda --json` of an example pair says cuda:0
-#      (nvidia-smi's name and memory and torch's version in the figure);
+#      (nvidia-smi's name and memory and torch's version in the figure); a config far
+#      too large for the card is refused naming what the card holds;
 #   2. the similarity fixtures on CUDA against the CPU (scripts/gpu_check.py: every dense
 #      fixture and method, conv fixtures with --conv dft; 1e-6), its timings at small sizes;
 #   3. the learning-dynamics analysis of one run from stored activations (analysis.mode
@@ -194,11 +195,12 @@ c_found() {
         found=no
     fi
     figure="device ${got:-none}; $gpu; torch $torch_version"
-    # A config too large for the card (about 186 GiB at width 10000) is refused up front
-    # against what the card holds, read from the CUDA runtime (on the CPU: the host's).
+    # A config too large for the card (about 380 GiB: width 4096, fc1 65536) is refused up
+    # front against what the card holds, read from the CUDA runtime (on the CPU: the
+    # host's memory).
     local holds="cuda:0 holds"
     [ "$device" = cpu ] && holds="available"
-    runc 60 "$svcca" train configs/quickstart.toml --out "$work/too-large" --device "$device" --set model.width=10000
+    runc 60 "$svcca" train configs/quickstart.toml --out "$work/too-large" --device "$device" --set model.width=4096 --set model.fc1=65536
     if refused $? "$holds"; then
         figure="$figure; too large refused ($holds)"
     else
