@@ -323,10 +323,9 @@ impl CompareJob {
         if self.device == Device::Cpu {
             // Past this, larger blocks only cost: each block's float64 copy would be mapped
             // afresh and zeroed page by page by the kernel, where blocks under the
-            // allocator's threshold reuse one another's memory. Measured on a 2-core AMD
-            // EPYC (benches/records/2026-12-01.md): 50000 x 512 in 5 blocks rather than 1 about 10% faster,
-            // a DFT comparison of 2000 x 64 x 16 x 16 in 6 rather than 2 as fast; both in
-            // about half the peak memory.
+            // allocator's threshold reuse one another's memory: as fast or faster, in about
+            // half the peak memory (benches/records/2026-12-01.md, "Products through faer,
+            // compare in heap-sized blocks").
             block = block.min(BLOCK_COPY_BYTES / moments.row_bytes().max(1));
         }
         let block = (block as usize).clamp(256.min(rows), rows);

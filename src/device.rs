@@ -2,7 +2,8 @@
 //! be used.
 //!
 //! The binary does not link `libtorch_cuda.so` (see build.rs): loading it (CUDA runtime,
-//! cuBLAS, cuDNN, ...) costs about 0.2 s and 350 MiB per process, wasted on CPU work.
+//! cuBLAS, cuDNN, ...) costs time and hundreds of MiB per process (BENCHMARKS.md,
+//! "Start-up"), wasted on CPU work.
 //! [`DeviceChoice::resolve`] dlopens it for `cuda`, and for `auto` when an NVIDIA driver
 //! may be present; its static initialisers register libtorch's CUDA hooks. libtorch
 //! reads those hooks once, at the first CUDA query (`tch::Cuda::*`,
@@ -321,18 +322,18 @@ pub const HEAP_BLOCK_BYTES: usize = 64 << 20;
 /// the system: blocks up to 64 MiB come from the heap rather than from their own `mmap`,
 /// and the heap is trimmed only past 2 GiB free. libtorch allocates a fresh buffer for
 /// every tensor, and by default glibc maps many of them afresh and unmaps them when freed,
-/// the kernel zeroing every page again on first touch. Measured on a 2-core AMD EPYC
-/// (benches/records/2026-12-01.md): training the quickstart, page faults 3.5 M -> 0.1 M and about 17%
-/// less wall-clock; its analysis 2.3 M -> 0.7 M. Larger blocks (a big layer's float64
+/// the kernel zeroing every page again on first touch: keeping them cut the page faults
+/// of training and of the analysis several-fold, and training's wall-clock with them
+/// (benches/records/2026-12-01.md, "Analysis rows"). Larger blocks (a big layer's float64
 /// copy) are still mapped on their own: keeping those in the heap saved little more and
-/// raised `svcca compare`'s peak memory by a quarter.
+/// raised `svcca compare`'s peak memory.
 ///
 /// Every thread allocates from that one heap (one arena): glibc would give each thread
 /// that allocates its own arena, whose heaps are at most 64 MiB and do not keep freed
 /// memory the same way, so a large tensor made on a rayon thread (the analysis
-/// summarises layers side by side) would be mapped and zeroed afresh each time. Measured
-/// on the quickstart's analysis with layers summarised on rayon's threads (2-core AMD
-/// EPYC): 6.1 to 7.0 s of system time with an arena per thread, 1.9 to 2.1 s with one.
+/// summarises layers side by side) would be mapped and zeroed afresh each time: on the
+/// quickstart's analysis, one arena took about half or less of the system time of an arena
+/// per thread (benches/records/2026-12-02.md).
 ///
 /// Called once at the start of `main`; skipped where the user tunes the allocator
 /// (`MALLOC_*_`, `GLIBC_TUNABLES`).

@@ -52,9 +52,9 @@ fn colour() -> bool {
 
 /// Ends the process once everything the command made is dropped (files written,
 /// run-folder lock released: `run` has returned) and its output flushed, skipping the
-/// C++ static destructors: libtorch's unregister its thousands of operators, which took
-/// about 70 ms of every `svcca` process (AMD EPYC, measured with strace), a tenth of a
-/// `svcca compare` on 50000 x 512. The kernel frees the memory and closes the files.
+/// C++ static destructors: libtorch's unregister its thousands of operators, a visible
+/// share of a short `svcca` process (benches/records/2026-12-01.md). The kernel frees
+/// the memory and closes the files.
 fn exit_without_teardown(status: i32) -> ! {
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();

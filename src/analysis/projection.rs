@@ -3,8 +3,8 @@
 //!
 //! Through libtorch the same formula is five passes over a block and its float64 copies
 //! (transpose to positions x channels, subtract, multiply, add, round and transpose
-//! back), each memory-bound: about 3 ms for a block of 500 Fashion-MNIST c3 outputs
-//! (16 x 14 x 14), 10% of the compression experiment. Here each image is read once,
+//! back), each memory-bound (benches/records/2026-12-02.md, the compression rerun).
+//! Here each image is read once,
 //! its centred channels kept in a small float64 buffer, and each output channel
 //! accumulated over the input channels in order and written once.
 //!

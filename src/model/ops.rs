@@ -20,10 +20,9 @@ pub fn relu_fresh(x: &Tensor) -> Tensor {
 /// columns of that. The same numbers as libtorch's `max_pool2d` (a maximum is exact), and
 /// faster: libtorch's kernel also writes the index of every maximum for a backward pass.
 /// The row step reads whole rows, so only the column step strides; the four strided
-/// views of each window this replaced took three maxima and strided in both. Measured
-/// with the binary's allocator settings (`scripts/bench_layouts.py`, BENCHMARKS.md): 8
-/// to 9 times faster than `max_pool2d` on a 5000 x 16 x 14 x 14 batch, 10 to 16 times on
-/// 600 x 16 x 32 x 32 (two runs on a 2-core AMD EPYC).
+/// views of each window this replaced took three maxima and strided in both. Several
+/// times faster than `max_pool2d`: BENCHMARKS.md, "Tensor layouts: pooling, ReLU,
+/// convolutions" (`scripts/bench_layouts.py`).
 pub fn max_pool(x: &Tensor) -> Tensor {
     if x.requires_grad() {
         return x.max_pool2d_default(2);

@@ -198,7 +198,8 @@ pub(crate) fn singular_values(t: &Tensor, kept_a: &[usize], kept_b: &[usize]) ->
 /// independent problems ([`stacked`], and the two layers side by side). LAPACK cannot use
 /// two threads on a 64 x 64 problem, but its OpenMP threads spin-wait for each other:
 /// when anything else wanted the cores (a second job, a build), a stack of small problems
-/// ran 10 to 100 times slower than on one thread.
+/// ran many times slower than on one thread (seen while developing; no benchmark records
+/// it).
 pub(crate) fn single_threaded<T>(device: Device, n: i64, f: impl FnOnce() -> T) -> T {
     if n > 512 {
         return f();
@@ -210,8 +211,8 @@ pub(crate) fn single_threaded<T>(device: Device, n: i64, f: impl FnOnce() -> T) 
 /// ([`stacked`], [`super::products`], the FFTs): for work made of many small steps, such as
 /// a row of the learning-dynamics matrix. Between libtorch's parallel steps its idle
 /// OpenMP thread spin-waits (libgomp's default), taking a core from rayon's threads
-/// and from the serial steps in between: measured on the quickstart's analysis (2-core
-/// AMD EPYC), 14% of the time was that spinning.
+/// and from the serial steps in between (benches/records/2026-12-01.md, "Analysis
+/// rows").
 pub(crate) fn on_rayon<T>(device: Device, f: impl FnOnce() -> T) -> T {
     if device != Device::Cpu {
         return f();

@@ -11,8 +11,8 @@
 //! looping over frequencies. For complex data `'` is the conjugate transpose.
 //!
 //! Complex data arrives as real blocks of `[real parts | imaginary parts]` and is summed
-//! with real products ([`super::products`]; libtorch's real batched products ran 1.6
-//! times faster than its complex ones on the same numbers); [`Moments::finish`]
+//! with real products ([`super::products`]; libtorch's real batched products ran faster
+//! than its complex ones on the same numbers, seen while developing); [`Moments::finish`]
 //! assembles the complex matrices: for `X = R + iI`,
 //! `X'Y = (R'R_y + I'I_y) + i (R'I_y - I'R_y)`.
 //!

@@ -6,11 +6,9 @@
 //! whole product where half is needed, and its MKL packs both operands of every small
 //! product of a stack (on a 2-core AMD EPYC, packing took as many of the analysis's
 //! samples as the multiplication itself). faer reads strided data in place (a transposed
-//! view costs no copy) and computes one triangle of `x' x`. Measured side by side on the
-//! same CPU (benches/records/2026-12-01.md): `x' x` of 50000 x 512 in 0.15 s against libtorch's 0.34 s
-//! (whole; by panels about 0.28 s), a stack of 514 scatter matrices of 600 x 32 in 8 ms
-//! against 21 ms, and a stack of the analysis's cross products (514 x 32 x 600 by
-//! 514 x 600 x 102) about 1.1 times faster (46 against 53 ms).
+//! view costs no copy) and computes one triangle of `x' x`: faster than libtorch's
+//! products on large matrices and on the analysis's stacks, measured side by side
+//! (benches/records/2026-12-01.md, "Products through faer").
 //!
 //! Each product of a stack is computed whole by one thread (rayon over the problems);
 //! a stack with fewer problems than threads gives each product every thread. The

@@ -404,8 +404,9 @@ pub struct Layers {
     conv: ConvOptions,
     summaries: HashMap<(usize, Form), Result<Summary, SimilarityError>>,
     /// The whitened `Z`s of summaries side by side (along the columns), for
-    /// [`similarities`]: one product against all of them runs up to 1.7 times faster than
-    /// one product per summary (small products run below BLAS's speed), and a `Z` is
+    /// [`similarities`]: one product against all of them runs faster than one product per
+    /// summary (small products run below BLAS's speed; benches/records/2026-12-01.md,
+    /// "Analysis rows"), and a `Z` is
     /// narrower than its data. Kept while the set lives (the final network's
     /// layers are the `b` side of every row of an analysis), within a budget
     /// ([`JOINED_BYTES`] unless set).

@@ -25,11 +25,11 @@
 //!   plots. The DFT is kept rather than the cheaper `avgpool` because it is the paper's
 //!   (exact, for translation-invariant data) SVCCA of a conv layer with all its positions,
 //!   whereas averaging over positions discards most of what changes in a low layer. It is
-//!   cheap enough: one FFT of the probe's activations and a C x C CCA per frequency; on
-//!   the Fashion-MNIST convnet (16 channels at 28 x 28, 500 probe images) a check costs
-//!   about as much as one or two training steps, under 5% of training at one check every
-//!   39 steps (the check's time is logged at debug level). `conv = "flatten"` or a
-//!   smaller `probe_size` make it cheaper still.
+//!   cheap enough: one FFT of the probe's activations and a C x C CCA per frequency, on
+//!   the order of a training step or two for the Fashion-MNIST convnet (BENCHMARKS.md,
+//!   "Freeze training: time saved against accuracy", the adaptive row; each check's time
+//!   is logged at debug level). `conv = "flatten"` or a smaller `probe_size` make it
+//!   cheaper still.
 //! - **Probe**: `analysis.probe_size` images drawn (seed `analysis.seed`) from the
 //!   *training* split without augmentation, in inference mode: a training decision must
 //!   not look at test images, labels or not.
