@@ -112,8 +112,8 @@ fn report(run: &Path, a: AnalyzeSummary, plots: bool) -> anyhow::Result<AnalyzeS
         a.seconds_recording,
         a.seconds_analysing
     );
-    // The checkpoint nearest a third of training: where the layers differ most visibly.
-    if let Some(r) = a.dynamics.steps.iter().min_by(|x, y| (x.fraction - 0.35).abs().total_cmp(&(y.fraction - 0.35).abs())) {
+    // The checkpoint of the heatmaps' 35% panel: where the layers differ most visibly.
+    if let Some(r) = crate::report::nearest_step(&a.dynamics, crate::report::FRACTIONS[1]) {
         let to_final: Vec<String> =
             r.layers.iter().enumerate().map(|(i, l)| format!("{l} {}", r.matrix[i][i].map_or("-".into(), |v| format!("{v:.2}")))).collect();
         println!("  similarity to the final state at step {} ({:.0}%): {}", r.step, 100.0 * r.fraction, to_final.join(", "));

@@ -73,26 +73,32 @@ pub fn colour(v: Option<f64>) -> RGBColor {
 /// 10% the panels are 40% and 80%, whose networks, like the paper's 35% and 75%, have
 /// trained past that point, rather than 30% and 70%.
 pub fn heatmap_steps(d: &Dynamics) -> Vec<&StepResult> {
-    // Fractions are step / final step: a tie computed two ways differs by rounding only.
-    const TIE: f64 = 1e-9;
     let mut chosen: Vec<&StepResult> = Vec::new();
     for f in FRACTIONS {
-        let mut nearest: Option<&StepResult> = None;
-        for s in &d.steps {
-            let distance = (s.fraction - f).abs();
-            let better = nearest.is_none_or(|n| {
-                let best = (n.fraction - f).abs();
-                distance < best - TIE || (distance <= best + TIE && s.step > n.step)
-            });
-            if better {
-                nearest = Some(s);
-            }
-        }
-        if let Some(step) = nearest.filter(|s| !chosen.iter().any(|c| c.step == s.step)) {
+        if let Some(step) = nearest_step(d, f).filter(|s| !chosen.iter().any(|c| c.step == s.step)) {
             chosen.push(step);
         }
     }
     chosen
+}
+
+/// The analysed checkpoint nearest `fraction` of training; of two equally near, the
+/// later (see [`heatmap_steps`]).
+pub fn nearest_step(d: &Dynamics, fraction: f64) -> Option<&StepResult> {
+    // Fractions are step / final step: a tie computed two ways differs by rounding only.
+    const TIE: f64 = 1e-9;
+    let mut nearest: Option<&StepResult> = None;
+    for s in &d.steps {
+        let distance = (s.fraction - fraction).abs();
+        let better = nearest.is_none_or(|n| {
+            let best = (n.fraction - fraction).abs();
+            distance < best - TIE || (distance <= best + TIE && s.step > n.step)
+        });
+        if better {
+            nearest = Some(s);
+        }
+    }
+    nearest
 }
 
 /// Draws both plots as PNG and SVG into `run/plots/`; returns the files written.
