@@ -147,24 +147,7 @@ pub fn is_temporary(name: &str) -> bool {
 /// them. Only for a folder no other process writes: the run-folder lock's hook
 /// (`run_dir::before_writing`) calls it under the folder's exclusive lock.
 pub fn remove_stale_temporaries(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut removed = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(removed) };
-    for e in entries.flatten() {
-        let ours = e.file_name().to_str().is_some_and(is_temporary);
-        if ours && e.file_type().is_ok_and(|t| t.is_file()) {
-            std::fs::remove_file(e.path()).with_context(|| format!("cannot remove the stale temporary file {}", e.path().display()))?;
-            removed.push(e.path());
-        }
-    }
-    removed.sort();
-    Ok(removed)
-}
-
-/// The file a temporary of svcca's (`.NAME.svcca-XXXXXX.tmp`) was to become: `NAME`.
-fn temporary_of(name: &str) -> Option<&str> {
-    let inner = name.strip_prefix('.')?.strip_suffix(TEMP_SUFFIX)?;
-    let (file, _) = inner.rsplit_once(TEMP_MARK)?;
-    is_temporary(name).then_some(file)
+    remove_temporaries(dir, |_| true)
 }
 
 /// Removes the temporaries of svcca's directly in `dir` whose file has since been
@@ -174,18 +157,34 @@ fn temporary_of(name: &str) -> Option<&str> {
 /// units of a sharded analysis, all done): no writer has work left there then, but for
 /// a second copy of one task running at once, whose result is already in place.
 pub fn remove_superseded_temporaries(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    remove_temporaries(dir, |file| dir.join(file).symlink_metadata().is_ok_and(|m| m.is_file()))
+}
+
+/// Removes the temporaries of svcca's (regular files, not links) directly in `dir` for
+/// which `remove` holds of the file each was to become; returns them, sorted.
+fn remove_temporaries(dir: &Path, remove: impl Fn(&str) -> bool) -> anyhow::Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else { return Ok(removed) };
     for e in entries.flatten() {
         let name = e.file_name();
         let Some(file) = name.to_str().and_then(temporary_of) else { continue };
-        if e.file_type().is_ok_and(|t| t.is_file()) && dir.join(file).symlink_metadata().is_ok_and(|m| m.is_file()) {
+        if e.file_type().is_ok_and(|t| t.is_file()) && remove(file) {
             std::fs::remove_file(e.path()).with_context(|| format!("cannot remove the stale temporary file {}", e.path().display()))?;
             removed.push(e.path());
         }
     }
     removed.sort();
     Ok(removed)
+}
+
+/// The file a temporary of svcca's was to become: `NAME` of `.NAME.svcca-XXXXXX.tmp`, or
+/// of an older version's `.NAME.XXXXXX.tmp` ([`is_temporary`]); `None` for any other name.
+fn temporary_of(name: &str) -> Option<&str> {
+    if !is_temporary(name) {
+        return None;
+    }
+    let inner = name.strip_prefix('.')?.strip_suffix(TEMP_SUFFIX)?;
+    inner.rsplit_once(TEMP_MARK).or_else(|| inner.rsplit_once('.')).map(|(file, _)| file)
 }
 
 fn folder_of(path: &Path) -> &Path {

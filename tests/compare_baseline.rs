@@ -13,15 +13,6 @@ use svcca::compare::{Baseline, CompareJob};
 use svcca::similarity::{ConvDense, ConvMethod, ConvOptions, Keep, Layout, Method, Options};
 use tch::{Device, Kind, Tensor};
 
-/// Writes `t` as float32 `.npy` of its own shape.
-fn write_npy(dir: &Path, name: &str, t: &Tensor) -> String {
-    let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-    let values = Vec::<f32>::try_from(&t.to_kind(Kind::Float).flatten(0, -1)).unwrap();
-    let path = dir.join(name);
-    ndarray_npy::write_npy(&path, &ndarray::ArrayD::from_shape_vec(shape, values).unwrap()).unwrap();
-    path.display().to_string()
-}
-
 /// Writes a matrix as float32 `.npy` in Fortran (column-major) order.
 fn write_fortran(dir: &Path, name: &str, t: &Tensor) -> String {
     let (rows, cols) = (t.size()[0] as usize, t.size()[1] as usize);
@@ -31,11 +22,6 @@ fn write_fortran(dir: &Path, name: &str, t: &Tensor) -> String {
     let path = dir.join(name);
     ndarray_npy::write_npy(&path, &array).unwrap();
     path.display().to_string()
-}
-
-fn json(out: &std::process::Output) -> serde_json::Value {
-    assert!(out.status.success(), "svcca failed: {}", stderr(out));
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn f(v: &serde_json::Value) -> f64 {

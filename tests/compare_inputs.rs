@@ -4,17 +4,7 @@
 
 mod common;
 use common::*;
-use std::path::Path;
 use tch::{Device, Kind, Tensor};
-
-/// Writes `t` as float32 `.npy` of its own shape.
-fn write_npy(dir: &Path, name: &str, t: &Tensor) -> String {
-    let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-    let values = Vec::<f32>::try_from(&t.to_kind(Kind::Float).flatten(0, -1)).unwrap();
-    let path = dir.join(name);
-    ndarray_npy::write_npy(&path, &ndarray::ArrayD::from_shape_vec(shape, values).unwrap()).unwrap();
-    path.display().to_string()
-}
 
 fn similarity(a: &str, b: &str) -> f64 {
     let out = svcca(&["compare", a, b, "--json", "--conv-dense", "avgpool"]);

@@ -250,20 +250,6 @@ fn settings_from_before_the_setting_read_as_avgpool() {
     assert_eq!(serde_json::from_str::<dynamics::Settings>(&text).unwrap(), now);
 }
 
-fn write_npy(dir: &std::path::Path, name: &str, t: &Tensor) -> String {
-    let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-    let values = Vec::<f32>::try_from(&t.to_kind(Kind::Float).flatten(0, -1)).unwrap();
-    let array = ndarray::ArrayD::from_shape_vec(shape, values).unwrap();
-    let path = dir.join(name);
-    ndarray_npy::write_npy(&path, &array).unwrap();
-    path.display().to_string()
-}
-
-fn json(out: &std::process::Output) -> serde_json::Value {
-    assert!(out.status.success(), "svcca failed: {}", stderr(out));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[test]
 fn compare_takes_conv_dense_for_a_4d_file_against_a_2d_one() {
     let dir = tempfile::tempdir().unwrap();

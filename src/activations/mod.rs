@@ -133,6 +133,13 @@ impl LayerSet {
     }
 }
 
+/// The order of `n` datapoints for a chance level: one permutation drawn from `seed`
+/// (`analysis.seed`), the same for every layer and every analysis of a probe, so that a
+/// chance level is one number however often it is computed.
+pub fn chance_order(seed: u64, n: usize) -> Tensor {
+    Tensor::from_slice(&crate::data::rng::Rng::stream(seed, &[0x73687566]).permutation(n))
+}
+
 /// What the two sides of a comparison are called in the warning for a cell left empty:
 /// `a` the row's layer (with its step, and its file where it was read from one), `b[j]`
 /// layer `j` of the other side.

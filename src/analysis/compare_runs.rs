@@ -16,7 +16,6 @@ use super::runs::Run;
 use super::settings::Similarity;
 use crate::activations::probe::Probe;
 use crate::activations::{similarity, LayerSet, Names};
-use crate::data::rng::Rng;
 use crate::device::DeviceChoice;
 use crate::error::InputError;
 use crate::io::{write_atomic, write_json_atomic};
@@ -175,7 +174,7 @@ pub fn compare_runs_holding(runs: &[PathBuf], out: &Path, device: Option<DeviceC
         // permutation (the same for every layer and pair), summarised for each pair it
         // is in and let go after, so that only the runs' own summaries are held.
         let n = probe.indices.len();
-        let perm = Tensor::from_slice(&Rng::stream(first.config.analysis.seed, &[0x73687566]).permutation(n)).to_device(device);
+        let perm = crate::activations::chance_order(first.config.analysis.seed, n).to_device(device);
         results.compute(&todo, at, |&(i, j)| {
             let mut permuted = LayerSet::new((0..sets[i].len()).map(|x| sets[i].layer(x).index_select(0, &perm)).collect(), &first.config);
             let (low, high) = sets.split_at_mut(j);

@@ -31,7 +31,6 @@ use crate::activations::record;
 use crate::activations::store;
 use crate::activations::{similarities, summarise_rows, LayerSet, Names};
 use crate::config::{ActivationMode, Config};
-use crate::data::rng::Rng;
 use crate::device::DeviceChoice;
 use crate::io::{write_atomic, write_json_atomic};
 use crate::model::INPUT;
@@ -280,7 +279,7 @@ impl Plan {
     /// every call: each copy is made as its original is let go.
     pub fn shuffled(&self, acts: Vec<Tensor>) -> Vec<Tensor> {
         let n = acts.first().map_or(0, |a| a.size()[0] as usize);
-        let perm = Tensor::from_slice(&Rng::stream(self.config.analysis.seed, &[0x73687566]).permutation(n));
+        let perm = crate::activations::chance_order(self.config.analysis.seed, n);
         acts.into_iter().map(|a| a.index_select(0, &perm.to_device(a.device()))).collect()
     }
 

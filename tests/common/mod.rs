@@ -291,3 +291,18 @@ pub fn all_shifts(x: &Tensor) -> Tensor {
     let shifted: Vec<Tensor> = (0..h).flat_map(|i| (0..w).map(move |j| (i, j))).map(|(i, j)| x.roll([i, j], [2, 3])).collect();
     Tensor::cat(&shifted, 0)
 }
+
+/// Writes `t` as a float32 `.npy` of its own shape in `dir`; returns its path.
+pub fn write_npy(dir: &Path, name: &str, t: &Tensor) -> String {
+    let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+    let values = Vec::<f32>::try_from(&t.to_kind(Kind::Float).flatten(0, -1)).unwrap();
+    let path = dir.join(name);
+    ndarray_npy::write_npy(&path, &ndarray::ArrayD::from_shape_vec(shape, values).unwrap()).unwrap();
+    path.display().to_string()
+}
+
+/// The JSON a successful command printed on stdout.
+pub fn json(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "svcca failed: {}", stderr(out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
