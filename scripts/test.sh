@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up (scripts/setup.sh) and runs the whole test suite. What CI runs.
+# Sets up (scripts/setup.sh) and runs the whole test suite, Rust and Python. What CI runs.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup.sh
@@ -18,8 +18,14 @@ else
   echo "scripts/test.sh: rustfmt is not installed (rustup component add rustfmt); skipping the format check" >&2
 fi
 if cargo clippy --version >/dev/null 2>&1; then
-  cargo clippy --release --locked --all-targets -- -D warnings
+  cargo clippy --release --locked --workspace --all-targets -- -D warnings
 else
   echo "scripts/test.sh: clippy is not installed (rustup component add clippy); skipping the lints" >&2
 fi
 cargo test --release --locked "$@"
+# The Python module's tests (python/tests), against the binary just tested.
+if [ -z "${LIBTORCH:-}" ]; then
+  "$VIRTUAL_ENV/bin/python" -m pytest -q python/tests
+else
+  echo "scripts/test.sh: LIBTORCH is set: the Python module is not installed, its tests are skipped" >&2
+fi

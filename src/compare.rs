@@ -1,8 +1,9 @@
-//! Comparing two activation files: the `svcca compare` job.
+//! Comparing two layers' activations: the `svcca compare` job, and the Python module's
+//! `svcca.compare` (python/), which hands it arrays in memory instead of files.
 //!
-//! Both `.npy` files are validated up front (so a bad second file fails before any work
-//! on the first), then streamed block by block into [`Moments`]: a file pair larger than
-//! the memory budget never sits in memory whole, and a pair that fits is one block.
+//! Both inputs are validated up front (so a bad second file fails before any work on the
+//! first), then streamed block by block into [`Moments`]: a file pair larger than the
+//! memory budget never sits in memory whole, and a pair that fits is one block.
 //! Conv layers (4-D files) go through a [`ConvComparison`] that transforms each block
 //! (spectrum, folded positions or pooled channels) before it is accumulated.
 //!
@@ -12,21 +13,24 @@
 
 use crate::data::rng::Rng;
 use crate::device;
+use crate::device::DeviceChoice;
 use crate::error::{InputError, Side, SimilarityError};
 use crate::npy::{Dtype, NpyFile};
 use crate::similarity::conv::{ConvComparison, LayerShape};
-use crate::similarity::{self, ConvDense, ConvMethod, ConvOptions, ConvReport, Keep, Layout, Moments, Options, Similarity};
+use crate::similarity::{
+    self, ConvDense, ConvMethod, ConvOptions, ConvReport, DftCut, Keep, KeepRule, Layout, Method, Moments, Options, Similarity,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
-/// Everything `svcca compare` needs besides the two paths.
+/// Everything a comparison needs.
 #[derive(Debug, Clone)]
 pub struct CompareJob {
-    pub a: PathBuf,
-    pub b: PathBuf,
+    pub a: Operand,
+    pub b: Operand,
     pub options: Options,
     /// How 4-D (conv) inputs are compared; `None` accepts 2-D inputs only.
     pub conv: Option<ConvOptions>,
@@ -40,6 +44,166 @@ pub struct CompareJob {
     pub memory_budget: u64,
     /// The chance level beside the similarity (`--baseline`); `None`: none.
     pub baseline: Option<Baseline>,
+}
+
+/// SVCCA's fraction when none is given (the paper's), under either rule.
+pub const DEFAULT_KEEP: f64 = 0.99;
+
+/// A comparison's settings as a user gives them (`svcca compare`'s options, the Python
+/// module's keywords), checked into a [`CompareJob`] by [`Settings::job`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub method: Method,
+    /// SVCCA: the fraction kept (default [`DEFAULT_KEEP`]).
+    pub keep: Option<f64>,
+    pub keep_rule: Option<KeepRule>,
+    /// SVCCA: exactly this many directions (instead of a fraction).
+    pub top_k: Option<usize>,
+    pub conv: Option<ConvMethod>,
+    pub conv_dense: Option<ConvDense>,
+    pub layout: Layout,
+    pub dft_cut: DftCut,
+    pub max_datapoints: usize,
+    pub seed: u64,
+    /// Shuffles of the chance level, if any.
+    pub baseline: Option<usize>,
+    pub device: DeviceChoice,
+    pub memory_budget: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let conv = ConvOptions::default();
+        Settings {
+            method: Method::Svcca,
+            keep: None,
+            keep_rule: None,
+            top_k: None,
+            conv: None,
+            conv_dense: None,
+            layout: Layout::Nchw,
+            dft_cut: conv.cut,
+            max_datapoints: conv.max_datapoints,
+            seed: conv.seed,
+            baseline: None,
+            device: DeviceChoice::Auto,
+            memory_budget: 2 << 30,
+        }
+    }
+}
+
+/// How messages name a setting: `svcca compare`'s `--top-k 0`, or Python's `top_k=0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spelling {
+    Cli,
+    Python,
+}
+
+impl Spelling {
+    /// The setting `key` (written as the CLI option, `top-k`).
+    fn name(self, key: &str) -> String {
+        match self {
+            Spelling::Cli => format!("--{key}"),
+            Spelling::Python => key.replace('-', "_"),
+        }
+    }
+
+    /// The setting `key` given `value`.
+    fn given(self, key: &str, value: impl std::fmt::Display) -> String {
+        match self {
+            Spelling::Cli => format!("--{key} {value}"),
+            Spelling::Python => format!("{}={value}", key.replace('-', "_")),
+        }
+    }
+}
+
+impl Settings {
+    /// The job comparing `a` with `b`, once the settings fit together (refused naming
+    /// the setting, as `spelling` writes it); resolves the device.
+    pub fn job(&self, a: Operand, b: Operand, spelling: Spelling) -> Result<CompareJob, InputError> {
+        if self.max_datapoints == 0 {
+            return Err(InputError::new(format!("{}: keep at least one datapoint", spelling.given("max-datapoints", 0))));
+        }
+        Ok(CompareJob {
+            conv: self.conv.map(|method| ConvOptions {
+                method,
+                max_datapoints: self.max_datapoints,
+                seed: self.seed,
+                cut: self.dft_cut,
+                ..ConvOptions::default()
+            }),
+            conv_dense: self.conv_dense,
+            layout: self.layout,
+            options: Options { method: self.method, keep: self.keep(spelling)?, ..Options::default() },
+            device: self.device.resolve()?,
+            memory_budget: self.memory_budget,
+            baseline: self.baseline.map(|shuffles| Baseline { shuffles, seed: self.seed }),
+            a,
+            b,
+        })
+    }
+
+    fn keep(&self, spelling: Spelling) -> Result<Keep, InputError> {
+        if (self.keep.is_some() || self.keep_rule.is_some() || self.top_k.is_some()) && self.method != Method::Svcca {
+            return Err(InputError::new(format!(
+                "{}, {} and {} apply to {} only (got {})",
+                spelling.name("keep"),
+                spelling.name("keep-rule"),
+                spelling.name("top-k"),
+                spelling.given("method", "svcca"),
+                spelling.given("method", self.method)
+            )));
+        }
+        let rule = self.keep_rule.unwrap_or_default();
+        match (self.keep, self.top_k) {
+            (Some(f), _) if !(f > 0.0 && f <= 1.0) => {
+                Err(InputError::new(format!("{}: the fraction must be in (0, 1]", spelling.given("keep", f))))
+            }
+            (Some(f), _) => Ok(rule.keep(f)),
+            (_, Some(0)) => Err(InputError::new(format!("{}: keep at least one direction", spelling.given("top-k", 0)))),
+            (_, Some(k)) => Ok(Keep::TopK(k)),
+            (None, None) if self.method == Method::Svcca => Ok(rule.keep(DEFAULT_KEEP)),
+            (None, None) => Ok(Keep::All),
+        }
+    }
+}
+
+/// One side of a comparison: a file ([`NpyFile`]: `.npy`, or a `.safetensors` tensor),
+/// or a host tensor already in memory (float16, bfloat16, float32 or float64; datapoints
+/// first, 2-D or 4-D), read block by block the same way, so both give the same numbers.
+#[derive(Debug)]
+pub enum Operand {
+    File(PathBuf),
+    /// `name` stands for the array in messages and in the report.
+    Tensor {
+        name: String,
+        tensor: Tensor,
+    },
+}
+
+impl Operand {
+    /// How messages and the report name it.
+    pub fn name(&self) -> String {
+        match self {
+            Operand::File(path) => path.display().to_string(),
+            Operand::Tensor { name, .. } => name.clone(),
+        }
+    }
+}
+
+impl Clone for Operand {
+    fn clone(&self) -> Self {
+        match self {
+            Operand::File(path) => Operand::File(path.clone()),
+            Operand::Tensor { name, tensor } => Operand::Tensor { name: name.clone(), tensor: tensor.shallow_clone() },
+        }
+    }
+}
+
+impl<P: Into<PathBuf>> From<P> for Operand {
+    fn from(path: P) -> Self {
+        Operand::File(path.into())
+    }
 }
 
 /// A permutation baseline: the similarity of A, its datapoints shuffled, against B, under
@@ -123,20 +287,46 @@ pub struct Timings {
     pub solve: f64,
 }
 
-/// One input file and how its rows become a tensor.
+/// One input and how its rows become a tensor.
 struct Input {
-    file: NpyFile,
+    source: Source,
     name: String,
-    /// Shape of one row block with the row count left out, in file order.
+    rows: usize,
+    dtype: Dtype,
+    /// Shape of one row block with the row count left out, in the input's axis order.
     row_shape: Vec<i64>,
 }
 
+enum Source {
+    File(NpyFile),
+    /// A contiguous host tensor of the input's dtype.
+    Tensor(Tensor),
+}
+
 impl Input {
-    /// Opens a file and checks it is a 2-D or 4-D float array with data.
-    fn open(path: &Path) -> Result<Input, InputError> {
-        let file = NpyFile::open(path)?;
-        let name = path.display().to_string();
-        let shape = file.header().shape.clone();
+    /// Opens an operand and checks it is a 2-D or 4-D float array with data.
+    fn open(operand: &Operand) -> Result<Input, InputError> {
+        let name = operand.name();
+        let (source, shape, dtype) = match operand {
+            Operand::File(path) => {
+                let file = NpyFile::open(path)?;
+                let header = file.header();
+                let (shape, dtype) = (header.shape.iter().map(|&d| d as i64).collect(), header.dtype);
+                (Source::File(file), shape, dtype)
+            }
+            Operand::Tensor { tensor, .. } => {
+                let dtype = match tensor.kind() {
+                    Kind::Half => Dtype::F16,
+                    Kind::BFloat16 => Dtype::BF16,
+                    Kind::Float => Dtype::F32,
+                    Kind::Double => Dtype::F64,
+                    other => {
+                        return Err(InputError::new(format!("{name}: a {other:?} array: expected float16, bfloat16, float32 or float64")))
+                    }
+                };
+                (Source::Tensor(tensor.to_device(Device::Cpu).contiguous()), tensor.size(), dtype)
+            }
+        };
         if shape.len() != 2 && shape.len() != 4 {
             return Err(InputError::new(format!(
                 "{name}: expected a 2-D array (datapoints x neurons) or a 4-D one (datapoints x C x H x W), got shape {shape:?}"
@@ -145,53 +335,68 @@ impl Input {
         if shape.contains(&0) {
             return Err(InputError::new(format!("{name}: empty array of shape {shape:?}")));
         }
-        let row_shape = shape[1..].iter().map(|&d| d as i64).collect();
-        Ok(Input { file, name, row_shape })
+        Ok(Input { source, name, rows: shape[0] as usize, dtype, row_shape: shape[1..].to_vec() })
     }
 
     fn is_conv(&self) -> bool {
         self.row_shape.len() == 3
     }
 
+    /// Values in one datapoint.
+    fn cols(&self) -> usize {
+        self.row_shape.iter().product::<i64>() as usize
+    }
+
+    /// The whole shape, datapoints first, in the input's axis order.
+    fn full_shape(&self) -> Vec<i64> {
+        let mut full = vec![self.rows as i64];
+        full.extend(&self.row_shape);
+        full
+    }
+
     fn shape(&self, layout: Layout) -> LayerShape {
         if self.is_conv() {
-            let mut full = vec![0];
-            full.extend(&self.row_shape);
-            let [c, h, w] = layout.chw(&full);
+            let [c, h, w] = layout.chw(&self.full_shape());
             LayerShape::Conv { c, h, w }
         } else {
             LayerShape::Dense { neurons: self.row_shape[0] }
         }
     }
 
-    /// Rows `start..start + count` as a host tensor of the file's dtype: rows x neurons,
-    /// or rows x C x H x W for a conv layer.
+    /// Rows `start..start + count` as a host tensor: rows x neurons, or rows x C x H x W
+    /// for a conv layer.
     fn read(&mut self, start: usize, count: usize, layout: Layout) -> Result<Tensor, InputError> {
+        if let Source::Tensor(t) = &self.source {
+            return Ok(self.shaped(t.narrow(0, start as i64, count as i64), false, layout));
+        }
         self.read_with(count, layout, |file, bytes| file.read_rows_into(start, count, bytes))
     }
 
-    /// As [`Input::read`], the rows `rows` (file indices, any order).
+    /// As [`Input::read`], the rows `rows` (indices, any order).
     fn read_at(&mut self, rows: &[i64], layout: Layout) -> Result<Tensor, InputError> {
+        if let Source::Tensor(t) = &self.source {
+            return Ok(self.shaped(t.index_select(0, &Tensor::from_slice(rows)), false, layout));
+        }
         let rows: Vec<usize> = rows.iter().map(|&r| r as usize).collect();
         self.read_with(rows.len(), layout, |file, bytes| file.read_rows_at(&rows, bytes))
     }
 
-    /// `count` rows that `fill` writes as the file holds them, as a tensor.
+    /// `count` rows of a file that `fill` writes as the file holds them, as a tensor.
     fn read_with(
         &mut self,
         count: usize,
         layout: Layout,
         fill: impl FnOnce(&mut NpyFile, &mut [u8]) -> Result<(), InputError>,
     ) -> Result<Tensor, InputError> {
-        let header = self.file.header();
-        let kind = match header.dtype {
+        let Source::File(file) = &mut self.source else { unreachable!("read_with reads files") };
+        let kind = match self.dtype {
             Dtype::F16 => Kind::Half,
             Dtype::BF16 => Kind::BFloat16,
             Dtype::F32 => Kind::Float,
             Dtype::F64 => Kind::Double,
         };
         // A Fortran-order file holds each row's remaining axes reversed (column-major).
-        let (fortran, narrow) = (header.fortran_order, header.dtype.size() < 4);
+        let fortran = file.header().fortran_order;
         let mut dims = self.row_shape.clone();
         if fortran {
             dims.reverse();
@@ -201,13 +406,22 @@ impl Input {
         let t = Tensor::empty(shape.as_slice(), (kind, Device::Cpu));
         // SAFETY: a fresh contiguous tensor of exactly count * cols elements of the file's
         // dtype; nothing else refers to it while the slice lives.
-        let bytes = unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut u8, t.numel() * header.dtype.size()) };
-        fill(&mut self.file, bytes)?;
-        // Half precision widened at once (exactly): the pipeline's own kernels take
-        // float32 and float64.
-        let t = if narrow { t.to_kind(Kind::Float) } else { t };
+        let bytes = unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut u8, t.numel() * self.dtype.size()) };
+        fill(file, bytes)?;
+        Ok(self.shaped(t, fortran, layout))
+    }
+
+    /// A block as read (file order, Fortran's axes reversed where `fortran`) as the
+    /// pipeline takes it: half precision widened at once (exactly), as the pipeline's own
+    /// kernels take float32 and float64; conv layers in NCHW.
+    fn shaped(&self, t: Tensor, fortran: bool, layout: Layout) -> Tensor {
+        let t = if self.dtype.size() < 4 { t.to_kind(Kind::Float) } else { t };
         let t = if fortran && self.is_conv() { t.permute([0, 3, 2, 1]) } else { t };
-        Ok(if self.is_conv() { layout.to_nchw(&t) } else { t })
+        if self.is_conv() {
+            layout.to_nchw(&t)
+        } else {
+            t
+        }
     }
 }
 
@@ -290,11 +504,11 @@ impl CompareJob {
         let started = Instant::now();
         let mut inputs = [Input::open(&self.a)?, Input::open(&self.b)?];
         let [name_a, name_b] = [inputs[0].name.clone(), inputs[1].name.clone()];
-        let rows = inputs[0].file.rows();
-        if rows != inputs[1].file.rows() {
+        let rows = inputs[0].rows;
+        if rows != inputs[1].rows {
             return Err(InputError::new(format!(
                 "{name_a} has {rows} datapoints (rows) but {name_b} has {}: compare activations of the same inputs",
-                inputs[1].file.rows()
+                inputs[1].rows
             )));
         }
         if let Some(b) = self.baseline {
@@ -315,9 +529,9 @@ impl CompareJob {
         }
         let per_row: u64 = inputs
             .iter()
-            .map(|i| (i.file.cols() as u64).saturating_mul(pipeline.bytes_per_value(held_bytes(i.file.header().dtype))))
+            .map(|i| (i.cols() as u64).saturating_mul(pipeline.bytes_per_value(held_bytes(i.dtype))))
             .fold(0u64, u64::saturating_add);
-        let cols = [0, 1].map(|i| inputs[i].file.cols() as i64);
+        let cols = [0, 1].map(|i| inputs[i].cols() as i64);
         let mut moments = pipeline.moments(cols, self.device);
         let mut block = self.memory_budget / per_row.max(1);
         if self.device == Device::Cpu {
@@ -332,8 +546,8 @@ impl CompareJob {
         let blocks = rows.div_ceil(block);
         tracing::info!(
             "comparing {name_a} {:?} with {name_b} {:?} by {}{} on {} in {} block(s) of {block} rows",
-            inputs[0].file.header().shape,
-            inputs[1].file.header().shape,
+            inputs[0].full_shape(),
+            inputs[1].full_shape(),
             self.options.method,
             match &pipeline {
                 Pipeline::Conv(c) => format!(" (conv: {})", c.describe()),
@@ -382,7 +596,7 @@ impl CompareJob {
         progress: &ProgressBar,
         timings: &mut Timings,
     ) -> Result<(), InputError> {
-        let rows = inputs[0].file.rows();
+        let rows = inputs[0].rows;
         let [name_a, name_b] = [inputs[0].name.clone(), inputs[1].name.clone()];
         let mut pass = || -> Result<(), InputError> {
             let mut start = 0;
@@ -455,7 +669,7 @@ impl CompareJob {
         timings: Timings,
         started: Instant,
     ) -> Report {
-        let (name_a, name_b) = (self.a.display().to_string(), self.b.display().to_string());
+        let (name_a, name_b) = (self.a.name(), self.b.name());
         let warnings: Vec<String> = similarity
             .warnings
             .iter()
@@ -487,11 +701,11 @@ impl CompareJob {
     /// its datapoints (no C*H*W square matrix).
     fn summarised(&self, c: &ConvComparison, mut inputs: [Input; 2], started: Instant) -> Result<Report, InputError> {
         let [name_a, name_b] = [inputs[0].name.clone(), inputs[1].name.clone()];
-        let rows = inputs[0].file.rows();
+        let rows = inputs[0].rows;
         tracing::info!(
             "comparing {name_a} {:?} with {name_b} {:?} by {} (conv-dense: flatten, by the datapoints' Gram matrices) on {}, read whole",
-            inputs[0].file.header().shape,
-            inputs[1].file.header().shape,
+            inputs[0].full_shape(),
+            inputs[1].full_shape(),
             self.options.method,
             device::name(self.device),
         );
@@ -526,7 +740,7 @@ impl CompareJob {
             return Err(SimilarityError::Both(format!("--conv-dense applies to a 4-D (conv) file against a 2-D (dense) one, and {what}")));
         }
         let shapes = [inputs[0].shape(self.layout), inputs[1].shape(self.layout)];
-        let rows = inputs[0].file.rows() as i64;
+        let rows = inputs[0].rows as i64;
         if mixed {
             let conv = self.conv.unwrap_or_default();
             let dense = match (self.conv_dense, self.conv.map(|c| c.method)) {

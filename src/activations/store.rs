@@ -84,27 +84,32 @@ impl Recorder {
             return Ok(());
         }
         let acts = record::record(net, &self.probe, &self.layers)?;
-        let kind = match self.dtype {
-            StoreDtype::Float32 => Kind::Float,
-            StoreDtype::Float16 => Kind::Half,
-        };
-        let dtype = match self.dtype {
-            StoreDtype::Float32 => "float32",
-            StoreDtype::Float16 => "float16",
-        };
-        let tensors: Vec<(String, Tensor)> =
-            self.layers.iter().zip(&acts).map(|(l, a)| (l.clone(), a.to_device(Device::Cpu).to_kind(kind).contiguous())).collect();
-        crate::io::write_with(&path, crate::io::Replace::Never, |tmp| Ok(Tensor::write_safetensors(&tensors, tmp)?))?;
-        let mut manifest = read_manifest(&self.dir)?.unwrap_or_default();
-        manifest.probe_indices = self.probe.indices.clone();
-        manifest.entries.retain(|e| e.step != step);
-        for (l, a) in self.layers.iter().zip(&acts) {
-            manifest.entries.push(Entry { step, layer: l.clone(), shape: a.size(), dtype: dtype.into(), file: step_file_name(step) });
-        }
-        manifest.entries.sort_by_key(|a| a.step);
-        crate::io::write_json_atomic(&self.dir.join(MANIFEST), &manifest)?;
-        Ok(())
+        let tensors: Vec<(String, Tensor)> = self.layers.iter().cloned().zip(acts).collect();
+        write_step(&self.dir, step, &tensors, self.dtype, &self.probe.indices)
     }
+}
+
+/// Writes `layers` (name, activations; bottom-up) as step `step`'s file in the
+/// `activations/` folder `dir`, in `dtype`, and lists them in its manifest (with the
+/// probe's indices, empty for an activation folder written elsewhere). An existing
+/// file is never replaced: that is refused.
+pub fn write_step(dir: &Path, step: u64, layers: &[(String, Tensor)], dtype: StoreDtype, probe_indices: &[i64]) -> anyhow::Result<()> {
+    let (kind, name) = match dtype {
+        StoreDtype::Float32 => (Kind::Float, "float32"),
+        StoreDtype::Float16 => (Kind::Half, "float16"),
+    };
+    let tensors: Vec<(String, Tensor)> =
+        layers.iter().map(|(l, a)| (l.clone(), a.to_device(Device::Cpu).to_kind(kind).contiguous())).collect();
+    crate::io::write_with(&dir.join(step_file_name(step)), crate::io::Replace::Never, |tmp| Ok(Tensor::write_safetensors(&tensors, tmp)?))?;
+    let mut manifest = read_manifest(dir)?.unwrap_or_default();
+    manifest.probe_indices = probe_indices.to_vec();
+    manifest.entries.retain(|e| e.step != step);
+    for (l, a) in layers {
+        manifest.entries.push(Entry { step, layer: l.clone(), shape: a.size(), dtype: name.into(), file: step_file_name(step) });
+    }
+    manifest.entries.sort_by_key(|a| a.step);
+    crate::io::write_json_atomic(&dir.join(MANIFEST), &manifest)?;
+    Ok(())
 }
 
 /// The manifest in `dir` (an `activations/` folder), if there is one.

@@ -15,6 +15,7 @@
 //! ```
 //!
 //! It has no `checkpoints/`: that is how `svcca analyze DIR` tells it from a run folder.
+//! [`Writer`] writes one (for the Python module's recorder).
 //! The last step is the final network. Everything is checked before anything is
 //! computed, and what does not fit is refused naming the file: a step listed without its
 //! file or a file not listed, a layer missing at a step, another shape (or row count)
@@ -25,12 +26,12 @@
 
 use super::runs::check_finished;
 use crate::activations::store::{self, Manifest};
-use crate::config::Config;
+use crate::config::{Config, StoreDtype};
 use crate::device::DeviceChoice;
 use crate::error::InputError;
-use crate::run_dir::CONFIG_FILE;
+use crate::run_dir::{self, Access, Lock, CONFIG_FILE};
 use std::path::{Path, PathBuf};
-use tch::Device;
+use tch::{Device, Tensor};
 
 /// Whether `dir` is an activation folder: `activations/manifest.json` and no
 /// `checkpoints/`.
@@ -154,4 +155,92 @@ fn check(manifest: &Manifest, path: &Path, files: &[(u64, PathBuf)]) -> Result<V
         return Err(bad(format!("{rows} datapoints: an analysis needs at least 2")));
     }
     Ok(layers)
+}
+
+/// Writes an activation folder step by step (the Python module's `svcca.Recorder`). It
+/// holds the folder's lock while it lives, so it is the folder's one writer, and refuses
+/// (an [`InputError`] naming the folder) a step that would make a folder [`open`]
+/// refuses: one already written, or earlier than the last (the last step is the final
+/// network), other layers, another order or shape than the steps before, layers of
+/// different datapoint counts.
+pub struct Writer {
+    dir: PathBuf,
+    dtype: StoreDtype,
+    _lock: Lock,
+}
+
+impl Writer {
+    /// Opens `dir` (made if missing) for writing `dtype` files. A run folder is refused:
+    /// its `activations/` are the run's own.
+    pub fn create(dir: &Path, dtype: StoreDtype) -> anyhow::Result<Writer> {
+        let checkpoints = dir.join(crate::train::checkpoint::FOLDER);
+        if checkpoints.symlink_metadata().is_ok() {
+            return Err(InputError::new(format!(
+                "{}: a run folder (it has {}/): record into a folder of its own",
+                dir.display(),
+                crate::train::checkpoint::FOLDER
+            ))
+            .into());
+        }
+        let lock = run_dir::lock(dir, Access::Exclusive)?;
+        let folder = dir.join(store::FOLDER);
+        std::fs::create_dir_all(&folder).map_err(|e| InputError::new(format!("{}: cannot create it: {e}", folder.display())))?;
+        Ok(Writer { dir: dir.to_path_buf(), dtype, _lock: lock })
+    }
+
+    /// Writes step `step`'s `layers` (name, activations: N x D or N x C x H x W, the
+    /// same N datapoints in each), bottom-up.
+    pub fn write(&self, step: u64, layers: &[(String, Tensor)]) -> anyhow::Result<()> {
+        let folder = self.dir.join(store::FOLDER);
+        let bad = |what: String| InputError::new(format!("{}: step {step}: {what}", self.dir.display()));
+        let Some((_, first)) = layers.first() else {
+            return Err(bad("no layers to write".into()).into());
+        };
+        let rows = first.size()[0];
+        for (i, (name, t)) in layers.iter().enumerate() {
+            let shape = t.size();
+            if name.is_empty() || layers[..i].iter().any(|(n, _)| n == name) {
+                return Err(bad(format!("layer name '{name}' is empty or given twice")).into());
+            }
+            if !(shape.len() == 2 || shape.len() == 4) || shape.contains(&0) {
+                return Err(bad(format!("'{name}' has shape {shape:?}: expected N x D (dense) or N x C x H x W (conv)")).into());
+            }
+            if shape[0] != rows {
+                return Err(bad(format!(
+                    "'{name}' has {} datapoints where '{}' has {rows}: record every layer on the same inputs",
+                    shape[0], layers[0].0
+                ))
+                .into());
+            }
+        }
+        if rows < 2 {
+            return Err(bad(format!("{rows} datapoint(s): an analysis needs at least 2")).into());
+        }
+        if let Some(manifest) = store::read_manifest(&folder)? {
+            if let Some(last) = manifest.entries.iter().map(|e| e.step).max() {
+                if step <= last {
+                    return Err(bad(format!(
+                        "the folder holds steps up to {last} already: record steps in increasing order, each once (or into a new folder)"
+                    ))
+                    .into());
+                }
+                let earliest: Vec<(&str, &[i64])> = manifest
+                    .entries
+                    .iter()
+                    .filter(|e| e.step == manifest.entries[0].step)
+                    .map(|e| (e.layer.as_str(), e.shape.as_slice()))
+                    .collect();
+                let shapes: Vec<Vec<i64>> = layers.iter().map(|(_, t)| t.size()).collect();
+                let these: Vec<(&str, &[i64])> = layers.iter().zip(&shapes).map(|((n, _), s)| (n.as_str(), s.as_slice())).collect();
+                if these != earliest {
+                    return Err(bad(format!(
+                        "layers and shapes {these:?} where step {} has {earliest:?}: every step holds the same layers, in the same order and shapes",
+                        manifest.entries[0].step
+                    ))
+                    .into());
+                }
+            }
+        }
+        store::write_step(&folder, step, layers, self.dtype, &[])
+    }
 }

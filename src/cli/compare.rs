@@ -1,15 +1,11 @@
 //! `svcca compare A.npy B.npy`
 
-use crate::compare::{Baseline, CompareJob, Report};
+use crate::compare::{Report, Settings, Spelling};
 use crate::device::DeviceChoice;
-use crate::error::InputError;
-use crate::similarity::{ConvDense, ConvMethod, ConvOptions, DftCut, Keep, KeepRule, Layout, Method, Options};
+use crate::similarity::{ConvDense, ConvMethod, ConvOptions, DftCut, Keep, KeepRule, Layout, Method};
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
-
-/// The paper's fraction, under either rule.
-const DEFAULT_KEEP: f64 = 0.99;
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
@@ -69,45 +65,23 @@ pub struct CompareArgs {
 }
 
 impl CompareArgs {
-    fn keep(&self) -> Result<Keep, InputError> {
-        if (self.keep.is_some() || self.keep_rule.is_some() || self.top_k.is_some()) && self.method != Method::Svcca {
-            return Err(InputError::new(format!(
-                "--keep, --keep-rule and --top-k apply to --method svcca only (got --method {})",
-                self.method
-            )));
-        }
-        let rule = self.keep_rule.unwrap_or_default();
-        match (self.keep, self.top_k) {
-            (Some(f), _) if !(f > 0.0 && f <= 1.0) => Err(InputError::new(format!("--keep {f}: the fraction must be in (0, 1]"))),
-            (Some(f), _) => Ok(rule.keep(f)),
-            (_, Some(0)) => Err(InputError::new("--top-k 0: keep at least one direction")),
-            (_, Some(k)) => Ok(Keep::TopK(k)),
-            (None, None) if self.method == Method::Svcca => Ok(rule.keep(DEFAULT_KEEP)),
-            (None, None) => Ok(Keep::All),
-        }
-    }
-
     pub fn run(self) -> anyhow::Result<()> {
-        if self.max_datapoints == 0 {
-            return Err(InputError::new("--max-datapoints 0: keep at least one datapoint").into());
-        }
-        let job = CompareJob {
-            conv: self.conv.map(|method| ConvOptions {
-                method,
-                max_datapoints: self.max_datapoints,
-                seed: self.seed,
-                cut: self.dft_cut,
-                ..ConvOptions::default()
-            }),
+        let settings = Settings {
+            method: self.method,
+            keep: self.keep,
+            keep_rule: self.keep_rule,
+            top_k: self.top_k,
+            conv: self.conv,
             conv_dense: self.conv_dense,
             layout: self.layout,
-            options: Options { method: self.method, keep: self.keep()?, ..Options::default() },
-            device: self.device.resolve()?,
+            dft_cut: self.dft_cut,
+            max_datapoints: self.max_datapoints,
+            seed: self.seed,
+            baseline: self.baseline,
+            device: self.device,
             memory_budget: self.memory_budget,
-            baseline: self.baseline.map(|shuffles| Baseline { shuffles, seed: self.seed }),
-            a: self.a,
-            b: self.b,
         };
+        let job = settings.job(self.a.into(), self.b.into(), Spelling::Cli)?;
         let report = job.run()?;
         let mut out = std::io::stdout().lock();
         let written = if self.json { writeln!(out, "{}", serde_json::to_string(&report)?) } else { write_summary(&mut out, &report) };
