@@ -6,7 +6,7 @@ Run on demand from the repository root. The peers are not the project's: install
     .venv/bin/pip install --target /work/peers/site --no-deps repsim cka-pytorch
     git clone https://github.com/google/svcca /work/peers/google-svcca
     .venv/bin/python scripts/bench_python.py --peers /work/peers/site --google-svcca /work/peers/google-svcca \
-        [--size 10000x256] [--repeats 5] [--gram-size 2000] [--cka-batch 256] [--slow 20] [--skip NAME,...]
+        [--size 10000x256] [--repeats 5] [--gram-size 2000] [--cka-batch 256] [--slow 20] [--threads N] [--skip NAME,...]
 
 (repsim is built from its sdist: it needs a C++ compiler, and numpy, which .venv has. --no-deps
 matters for cka-pytorch, whose requirements include lightning, torchvision, matplotlib and
@@ -183,7 +183,7 @@ def peers(args, a, b):
             ("repsim.pwcca (other weights)", lambda: (float(repsim_pwcca([a, b])[0, 1]), None)),
         ]),
         "cka": (f"linear CKA, {size}", ours("cka", a, b), [
-            (f"cka-pytorch, batches of {args.cka_batch}", cka_pytorch(a, b, args.cka_batch)),
+            (f"cka-pytorch (batches of {args.cka_batch})", cka_pytorch(a, b, args.cka_batch)),
         ]),
     }
     g = min(args.gram_size, n)
@@ -191,7 +191,7 @@ def peers(args, a, b):
         ga, gb = np.ascontiguousarray(a[:g]), np.ascontiguousarray(b[:g])
         table["cka-gram"] = (f"linear CKA, {g} x {p}", ours("cka", ga, gb), [
             ("repsim.cka linear", lambda: (float(repsim_cka([ga, gb], "linear", "gretton")[0, 1]), None)),
-            (f"cka-pytorch, one batch of {g}", cka_pytorch(ga, gb, g)),
+            (f"cka-pytorch (one batch of {g})", cka_pytorch(ga, gb, g)),
         ])
     peer_words = {nm.split()[0] for _, _, ps in table.values() for nm, _ in ps}
     for name in args.skip:
@@ -291,7 +291,7 @@ def versions(args):
             f"Python {sys.version.split()[0]}")
 
 
-def report(rows, args, load):
+def report(rows, args, load, load_end):
     import torch
 
     n, p = args.size
@@ -300,7 +300,8 @@ def report(rows, args, load):
         f"svcca.compare (device cpu) vs Python peers, {args.dtype} {n} x {p} pair (rank-32 latent, noise "
         f"{args.noise:g}, seed {args.seed}); medians of {args.repeats} alternating runs after one warm-up",
         f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores; torch threads {torch.get_num_threads()}, "
-        f"numpy OpenBLAS threads {blas_threads()}; {thread_variables()}; load at start {load}",
+        f"numpy OpenBLAS threads {blas_threads()}, svcca's rayon threads "
+        f"{os.environ.get('RAYON_NUM_THREADS', os.cpu_count())}; {thread_variables()}; load {load} at the start, {load_end} at the end",
         f"- {versions(args)}",
         f"- {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",
@@ -340,18 +341,29 @@ def main():
     parser.add_argument("--cka-batch", type=int, default=256, help="cka-pytorch's minibatch (256)")
     parser.add_argument("--slow", type=float, default=20.0,
                         help="a peer whose warm-up takes longer (seconds) is not repeated (20)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="threads for every library (OMP/OPENBLAS/MKL/RAYON_NUM_THREADS, torch); "
+                             "0 (default): each library's own default")
     parser.add_argument("--skip", type=lambda s: [x for x in s.split(",") if x], default=[],
                         help="comma-separated measures (svcca, pwcca, cka, cka-gram) or peers, by the first word "
                              "of their name (google/svcca, repsim.svcca, repsim.pwcca, repsim.cka, "
-                             "cka-pytorch,) to leave out")
+                             "cka-pytorch) to leave out")
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     if args.cka_batch < 4:
         parser.error("--cka-batch must be at least 4 (hsic1's unbiased estimator)")
 
+    if args.threads < 0:
+        parser.error("--threads must be 0 or more")
+    if args.threads:  # before numpy, torch and svcca are imported
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
+            os.environ[var] = str(args.threads)
     import numpy as np
+    import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     load = load_average()
     n, p = args.size
     log(f"data: {args.dtype} {n} x {p}, rank 32, noise {args.noise:g}, seed {args.seed}; load {load}")
@@ -360,7 +372,7 @@ def main():
     rows = [bench_measure(k, title, own, ps, args, ours, google_svcca) for k, (title, own, ps) in table.items()]
     for r in rows:
         log(f"{r['title']}: svcca similarity {r['similarity']:.10f}, kept {r['kept']}")
-    print(report(rows, args, load), end="")
+    print(report(rows, args, load, load_average()), end="")
 
 
 if __name__ == "__main__":
