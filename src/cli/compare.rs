@@ -1,4 +1,4 @@
-//! `svcca compare A.npy B.npy`
+//! `svcca compare A B` (`.npy`, safetensors or torch.save files)
 
 use crate::compare::{Baseline, CompareJob, Report};
 use crate::device::DeviceChoice;
@@ -13,7 +13,8 @@ const DEFAULT_KEEP: f64 = 0.99;
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// First layer: .npy, float32 or float64, datapoints x neurons (or 4-D with --conv).
+    /// First layer: .npy, FILE.safetensors[:TENSOR] or a torch.save file FILE.pt[:NAME];
+    /// datapoints x neurons (or 4-D with --conv).
     a: PathBuf,
     /// Second layer: the same datapoints, in the same order.
     b: PathBuf,
