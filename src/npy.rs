@@ -1,6 +1,7 @@
-//! A streaming reader for arrays on disk: `.npy` files (float16, float32 or float64) and
-//! tensors of `.safetensors` files (float16, bfloat16, float32 or float64), named
-//! `FILE.safetensors:TENSOR`, or `FILE.safetensors` for a file of one tensor.
+//! A streaming reader for arrays on disk: `.npy` files (float16, float32 or float64), and
+//! tensors (float16, bfloat16, float32 or float64) of `.safetensors` files and of files
+//! written by `torch.save` ([`torch_file`]), named `FILE:TENSOR`, or `FILE` for a file of
+//! one tensor.
 //!
 //! `ndarray-npy` reads a whole array at once; comparing layers that are larger than memory
 //! needs row blocks instead, so the header is parsed here and rows are read on demand.
@@ -13,7 +14,12 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+mod torch_file;
+
 const MAGIC: &[u8] = b"\x93NUMPY";
+/// The start of a file of `torch.save`'s legacy format (PyTorch before 1.6, or
+/// `_use_new_zipfile_serialization=False`): a protocol-2 pickle of its magic number.
+const LEGACY_TORCH: &[u8] = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46";
 
 /// Element type of an array on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,17 +116,17 @@ impl NpyFile {
     /// Opens and validates `path`: magic, header, dtype, and that the file holds every
     /// element its header promises.
     pub fn open(path: &Path) -> Result<Self, InputError> {
-        // `FILE.safetensors:TENSOR` where no file has the whole name.
+        // `FILE:TENSOR` where no file has the whole name and FILE is one: a path with a
+        // ':' of its own still opens whole, and a tensor name cannot hold one.
         let text = path.to_string_lossy();
-        if let Some((file, tensor)) = text.rsplit_once(':').filter(|(f, t)| !path.exists() && f.ends_with(".safetensors") && !t.is_empty())
-        {
+        if let Some((file, tensor)) = text.rsplit_once(':').filter(|(f, t)| !t.is_empty() && !path.exists() && Path::new(f).is_file()) {
             return Self::open_with(path, Path::new(file), Some(tensor));
         }
         Self::open_with(path, path, None)
     }
 
     /// Opens `file` (the array named `name`), tensor `tensor` where it is a safetensors
-    /// file.
+    /// or torch.save file.
     fn open_with(name: &Path, file_path: &Path, tensor: Option<&str>) -> Result<Self, InputError> {
         let err = |msg: String| InputError::new(format!("{}: {msg}", name.display()));
         let file = File::open(file_path).map_err(|e| err(format!("cannot open: {e}")))?;
@@ -135,14 +141,15 @@ impl NpyFile {
             }
             read_header(&mut reader).map_err(err)?
         } else if start.starts_with(b"PK\x03\x04") {
+            torch_file::read_header(&mut reader, file_len, tensor).map_err(err)?
+        } else if start.starts_with(LEGACY_TORCH) {
             return Err(err(
-                "a zip archive (torch.save's format?), which svcca does not read: save the layer with numpy.save, or safetensors.torch.save_file"
-                    .into(),
+                "torch.save's legacy format (PyTorch before 1.6, or _use_new_zipfile_serialization=False), which svcca does not read: save the tensor again with torch.save's default format".into(),
             ));
         } else {
             read_safetensors_header(&mut reader, tensor).map_err(err)?
         };
-        // read_header has checked that this does not overflow.
+        // Each header reader has checked that this does not overflow.
         let expected = header.data_offset + header.data_bytes().expect("checked by read_header");
         if file_len < expected {
             return Err(err(format!(
@@ -334,7 +341,7 @@ fn read_header(reader: &mut impl Read) -> Result<Header, String> {
 /// dtype, shape and byte range after the header. Safetensors data is little-endian, in
 /// C order.
 fn read_safetensors_header(reader: &mut impl Read, tensor: Option<&str>) -> Result<Header, String> {
-    let not_one = || "not a .npy or .safetensors file (neither's header at the start)".to_string();
+    let not_one = || "not a .npy, .safetensors or torch.save file (none's header at the start)".to_string();
     let mut len = [0u8; 8];
     reader.read_exact(&mut len).map_err(|_| not_one())?;
     let len = u64::from_le_bytes(len);

@@ -149,11 +149,14 @@ fn bad_files_are_refused_naming_the_file() {
     let text = d.path("text.npy");
     std::fs::write(&text, "datapoint,neuron\n1,2\n").unwrap();
     let text = text.display().to_string();
-    assert_refused_silent(&svcca(&["compare", &good, &text]), &["text.npy", "not a .npy or .safetensors file"]);
+    assert_refused_silent(&svcca(&["compare", &good, &text]), &["text.npy", "not a .npy, .safetensors or torch.save file"]);
 
     let empty = d.path("empty.npy");
     std::fs::write(&empty, b"").unwrap();
-    assert_refused_silent(&svcca(&["compare", &empty.display().to_string(), &good]), &["empty.npy", "not a .npy or .safetensors file"]);
+    assert_refused_silent(
+        &svcca(&["compare", &empty.display().to_string(), &good]),
+        &["empty.npy", "not a .npy, .safetensors or torch.save file"],
+    );
 
     let cut = d.path("cut.npy");
     let bytes = std::fs::read(&good).unwrap();

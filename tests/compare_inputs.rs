@@ -1,10 +1,26 @@
 //! `svcca compare` reads safetensors tensors (`FILE.safetensors:TENSOR`, or a file's only
-//! tensor) and float16 / bfloat16 / float64 data: the same numbers as the float32 `.npy`
-//! of the same values; what it cannot read is refused naming the file and what to do.
+//! tensor), torch.save files (a tensor, or `FILE.pt:NAME` of a dict of tensors) and float16
+//! / bfloat16 / float64 data: the same numbers as the `.npy` of the same values; what it
+//! cannot read is refused naming the file and what to do.
 
 mod common;
 use common::*;
+use std::path::Path;
+use svcca::npy::NpyFile;
 use tch::{Device, Kind, Tensor};
+
+/// A file of tests/fixtures/torch_save (written by its make.py), as an argument.
+fn torch_fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch_save").join(name).display().to_string()
+}
+
+/// `svcca compare A B --json` with `flags`: its mean similarity.
+fn mean(a: &str, b: &str, flags: &[&str]) -> f64 {
+    let out = svcca(&[&["compare", a, b, "--json"], flags].concat());
+    assert!(out.status.success(), "{a} vs {b}: {}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["mean"].as_f64().unwrap()
+}
 
 fn similarity(a: &str, b: &str) -> f64 {
     let out = svcca(&["compare", a, b, "--json", "--conv-dense", "avgpool"]);
@@ -66,8 +82,83 @@ fn what_cannot_be_read_is_refused_saying_what_to_do() {
     assert_refused(&svcca(&["compare", &ints.display().to_string(), &npy]), &["ints.safetensors", "dtype I64"]);
     let zip = d.join("layer.pt");
     std::fs::write(&zip, b"PK\x03\x04 and the rest of a torch.save archive").unwrap();
-    assert_refused(&svcca(&["compare", &zip.display().to_string(), &npy]), &["layer.pt", "torch.save", "safetensors.torch.save_file"]);
+    assert_refused(&svcca(&["compare", &zip.display().to_string(), &npy]), &["layer.pt", "truncated, or not a whole zip archive"]);
     let text = d.join("notes.txt");
     std::fs::write(&text, b"hello").unwrap();
-    assert_refused(&svcca(&["compare", &text.display().to_string(), &npy]), &["notes.txt", "not a .npy or .safetensors file"]);
+    assert_refused(&svcca(&["compare", &text.display().to_string(), &npy]), &["notes.txt", "not a .npy, .safetensors or torch.save file"]);
+}
+
+/// Each torch.save fixture reads as the values of its .npy twin, exactly, and compares as
+/// it to 1e-12: every float dtype, a dict's and a state_dict's tensors by name, an
+/// nn.Parameter, a conv layer, a slice at storage offset 50 of a larger storage, Fortran
+/// strides, and an archive rewritten by Python's zipfile (no alignment, no data
+/// descriptors).
+#[test]
+fn torch_save_files_read_as_the_npy_of_their_values() {
+    let b = torch_fixture("b.npy");
+    let cases = [
+        ("f32.pt", "f32.npy"),
+        ("f64.pt", "f64.npy"),
+        ("f16.pt", "f16.npy"),
+        ("bf16.pt", "bf16.npy"),
+        ("dict.pt:a", "f32.npy"),
+        ("dict.pt:b", "b.npy"),
+        ("state_dict.pt:weight", "weight.npy"),
+        ("param.pt", "f32.npy"),
+        ("slice.pt", "slice.npy"),
+        ("fortran.pt", "f32.npy"),
+        ("rezipped.pt", "f32.npy"),
+        ("conv.pt", "conv.npy"),
+    ];
+    for (pt, npy) in cases {
+        let (pt, npy) = (torch_fixture(pt), torch_fixture(npy));
+        let mut x = NpyFile::open(Path::new(&pt)).unwrap();
+        let mut y = NpyFile::open(Path::new(&npy)).unwrap();
+        assert_eq!(x.header().shape, y.header().shape, "{pt}");
+        let (rows_x, rows_y) = (x.rows(), y.rows());
+        assert_eq!(x.read_rows_f64(0, rows_x).unwrap(), y.read_rows_f64(0, rows_y).unwrap(), "{pt}");
+        let flags: &[&str] = if x.header().shape.len() == 4 { &["--conv-dense", "avgpool"] } else { &[] };
+        let (got, want) = (mean(&pt, &b, flags), mean(&npy, &b, flags));
+        assert!((got - want).abs() < 1e-12, "{pt}: {got} vs {want}");
+    }
+    assert!(NpyFile::open(Path::new(&torch_fixture("fortran.pt"))).unwrap().header().fortran_order);
+    // Both sides from torch.save files, the B side named.
+    let got = mean(&torch_fixture("f64.pt"), &torch_fixture("dict.pt:b"), &["--method", "cka"]);
+    assert!((got - mean(&torch_fixture("f64.npy"), &b, &["--method", "cka"])).abs() < 1e-12);
+}
+
+/// What a torch.save file may hold that svcca does not read is refused, naming the file and
+/// saying what to save instead; `FILE:NAME` splitting leaves paths with a ':' alone.
+#[test]
+fn torch_save_files_svcca_cannot_read_are_refused() {
+    let b = torch_fixture("b.npy");
+    let refused = |file: &str, needles: &[&str]| assert_refused_silent(&svcca(&["compare", &torch_fixture(file), &b]), needles);
+    refused("strided.pt", &["strided.pt", "non-contiguous tensor (shape [40, 5], strides [10, 2]", "save t.contiguous()"]);
+    refused("list.pt", &["list.pt", "holds a list", "torch.save(t)", "torch.save({'name': t})"]);
+    refused("module.pt", &["module.pt", "pickled torch.nn.modules.linear.Linear", "running no pickled code", "torch.save(t)"]);
+    refused("numpy.pt", &["numpy.pt", "pickled numpy._core.multiarray._reconstruct", "torch.save(t)"]);
+    refused("dict.pt", &["dict.pt", "2 tensors", "FILE:NAME", "(a, b)"]);
+    refused("state_dict.pt", &["state_dict.pt", "2 tensors", "(weight, bias)"]);
+    refused("dict.pt:c", &["dict.pt:c", "no tensor 'c'", "a, b"]);
+    refused("f32.pt:a", &["f32.pt:a", "one tensor", "drop ':a'"]);
+    refused("int64.pt", &["int64.pt", "dtype int64 (torch.LongStorage)"]);
+    refused("legacy.pt", &["legacy.pt", "legacy format", "_use_new_zipfile_serialization=False"]);
+    refused("big_endian.pt", &["big_endian.pt", "big-endian"]);
+    refused("deflated.pt", &["deflated.pt", "compressed", "torch.save"]);
+    refused("neg_view.pt", &["neg_view.pt", "flags neg", "resolve_neg()"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let whole = std::fs::read(torch_fixture("f32.pt")).unwrap();
+    for keep in [whole.len() - 1, whole.len() / 2, 10] {
+        let cut = tmp.path().join("cut.pt");
+        std::fs::write(&cut, &whole[..keep]).unwrap();
+        assert_refused_silent(&svcca(&["compare", &cut.display().to_string(), &b]), &["cut.pt", "truncated"]);
+    }
+    // A path with a ':' of its own opens whole, for any extension; FILE:NAME of a missing
+    // FILE is that path's error.
+    let colon = tmp.path().join("a:b.pt");
+    std::fs::copy(torch_fixture("f32.pt"), &colon).unwrap();
+    let want = mean(&torch_fixture("f32.npy"), &b, &[]);
+    assert!((mean(&colon.display().to_string(), &b, &[]) - want).abs() < 1e-12);
+    let missing = tmp.path().join("none.pt:a").display().to_string();
+    assert_refused_silent(&svcca(&["compare", &missing, &b]), &["none.pt:a", "cannot open"]);
 }

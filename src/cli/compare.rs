@@ -1,4 +1,4 @@
-//! `svcca compare A.npy B.npy`
+//! `svcca compare A B` (`.npy`, safetensors or torch.save files)
 
 use crate::compare::{Report, Settings, Spelling};
 use crate::device::DeviceChoice;
@@ -9,7 +9,8 @@ use std::path::PathBuf;
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// First layer: .npy, float32 or float64, datapoints x neurons (or 4-D with --conv).
+    /// First layer: .npy, FILE.safetensors[:TENSOR] or a torch.save file FILE.pt[:NAME];
+    /// datapoints x neurons (or 4-D with --conv).
     a: PathBuf,
     /// Second layer: the same datapoints, in the same order.
     b: PathBuf,

@@ -20,8 +20,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Similarity of two layers' activations stored as .npy (datapoints x neurons, or conv
-    /// layers' datapoints x C x H x W with --conv).
+    /// Similarity of two layers' activations stored as .npy, safetensors or torch.save files
+    /// (datapoints x neurons, or conv layers' datapoints x C x H x W with --conv).
     Compare(compare::CompareArgs),
     /// Write an example pair of layers (a.npy, b.npy) with a shared low-rank signal.
     Example(example::ExampleArgs),
