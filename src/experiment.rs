@@ -8,7 +8,8 @@
 //! - `runs.csv`: one row per run: variant, seed, final test accuracy, wall-clock seconds
 //!   of the training job (evaluations and checkpoints included), share of backward work
 //!   saved (estimated from the layers' multiply-adds).
-//! - `curves.csv`: test accuracy against step, mean and standard deviation over seeds.
+//! - `curves.csv`: test accuracy against step, mean and standard deviation over seeds,
+//!   base and freeze side by side (at the steps every run evaluated at).
 //! - `summary.json`, `summary.csv`: per variant the mean and standard deviation of the
 //!   final accuracy and wall-clock, and the differences freeze − base.
 //! - `plots/accuracy.png`, `.svg`: the curves with a ±1 std band and a dashed red
@@ -19,27 +20,19 @@
 //! test set is read once per run, at the end), `runs.csv` and the summaries gain the
 //! final validation accuracy, and the test figures are those of the final networks.
 //!
+//! The tables and the plot are written by `report::over_seeds`, as those of `svcca sweep
+//! --report` (groups by variant here, wide curves, the backward work saved added).
+//!
 //! SIGUSR1 or SIGTERM (`crate::preempt`) stops the run in progress with a checkpoint, or
 //! the experiment between runs, and the process exits 75; rerunning the same command
 //! skips the finished runs and resumes the stopped one.
 
 use crate::config::{Config, FreezeConfig, FreezeSchedule};
 use crate::error::InputError;
+use crate::report::over_seeds::{self, Curves, GroupSummary, Layout, Run};
 use crate::stats::mean_std;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-
-#[derive(Debug, Clone, Serialize)]
-pub struct RunResult {
-    pub variant: String,
-    pub seed: u64,
-    pub final_test_acc: f64,
-    /// With `data.validation`: the final validation accuracy.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub final_val_acc: Option<f64>,
-    pub wall_seconds: f64,
-    pub backward_saved: f64,
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {
@@ -52,6 +45,19 @@ pub struct Stats {
     pub val_acc_std: Option<f64>,
     pub wall_mean: f64,
     pub wall_std: f64,
+}
+
+impl From<&GroupSummary> for Stats {
+    fn from(g: &GroupSummary) -> Stats {
+        Stats {
+            acc_mean: g.final_acc_mean,
+            acc_std: g.final_acc_std,
+            val_acc_mean: g.final_val_acc_mean,
+            val_acc_std: g.final_val_acc_std,
+            wall_mean: g.wall_seconds_mean,
+            wall_std: g.wall_seconds_std,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -68,14 +74,6 @@ pub struct FreezeSummary {
     pub wall_saved: f64,
     /// Estimated share of backward work saved by the freeze runs.
     pub backward_saved: f64,
-}
-
-/// One point of the accuracy curves: step, then mean and std for base and freeze.
-#[derive(Debug, Clone, Copy)]
-pub struct CurvePoint {
-    pub step: u64,
-    pub base: (f64, f64),
-    pub freeze: (f64, f64),
 }
 
 /// Runs the comparison of `config` over `seeds` into `out`.
@@ -99,8 +97,8 @@ pub fn freeze(config: Config, seeds: &[u64], out: &Path) -> anyhow::Result<Freez
     crate::train::check(&config)?;
     let _lock = crate::run_dir::lock(out, crate::run_dir::Access::Exclusive)?;
     let validation = config.data.has_validation();
-    let mut results = Vec::new();
-    let mut curves: Vec<(String, Vec<(u64, f64)>)> = Vec::new();
+    let mut runs = Vec::new();
+    let mut backward_saved = Vec::new();
     for &seed in seeds {
         for variant in ["base", "freeze"] {
             let mut c = config.clone();
@@ -117,106 +115,51 @@ pub fn freeze(config: Config, seeds: &[u64], out: &Path) -> anyhow::Result<Freez
             // The curves: validation accuracy when there is a validation set (the test
             // set is then read at the end only).
             let column = if validation { "val_acc" } else { "test_acc" };
-            let (acc, wall) = crate::train::metrics::accuracy(&dir, column)?;
-            results.push(RunResult {
-                variant: variant.into(),
+            let (curve, wall_seconds) = crate::train::metrics::accuracy(&dir, column)?;
+            if variant == "freeze" {
+                backward_saved.push(s.backward_saved);
+            }
+            runs.push(Run {
+                group: variant.into(),
                 seed,
                 final_test_acc: s.test_acc,
                 final_val_acc: s.validation.map(|v| v.1),
-                wall_seconds: wall,
-                backward_saved: s.backward_saved,
+                wall_seconds,
+                curve,
+                lead: Vec::new(),
+                tail: vec![format!("{:.4}", s.backward_saved)],
             });
-            curves.push((variant.into(), acc));
         }
     }
-    let pick = |v: &str, f: &dyn Fn(&RunResult) -> f64| results.iter().filter(|r| r.variant == v).map(f).collect::<Vec<f64>>();
-    let stats = |v: &str| {
-        let (acc_mean, acc_std) = mean_std(&pick(v, &|r| r.final_test_acc));
-        let (wall_mean, wall_std) = mean_std(&pick(v, &|r| r.wall_seconds));
-        let val = validation.then(|| mean_std(&pick(v, &|r| r.final_val_acc.unwrap_or(f64::NAN))));
-        Stats { acc_mean, acc_std, val_acc_mean: val.map(|v| v.0), val_acc_std: val.map(|v| v.1), wall_mean, wall_std }
+    let backward_saved = mean_std(&backward_saved).0;
+    // The paper's Figure 5: mean accuracy against step with a ±1 std band, and a dashed
+    // line where layers froze (the first seed's steps: every seed's under a linear or
+    // explicit schedule; an adaptive one may differ between seeds).
+    let freeze_steps = crate::train::freeze::steps(&out.join("freeze").join(format!("seed-{}", seeds[0])))?;
+    let saved_column = |g: &GroupSummary| if g.group == "freeze" { format!("{backward_saved:.4}") } else { "0".into() };
+    let layout = Layout {
+        group: "variant",
+        count: "seeds",
+        runs_lead: &[],
+        runs_tail: &["backward_saved"],
+        summary_tail: &[("backward_saved", &saved_column)],
+        curves: Curves::Wide,
+        title: ": normal vs freeze training",
+        freeze_steps: &freeze_steps,
     };
+    let groups = over_seeds::write(out, &runs, validation, &layout)?;
+    let stats = |v: &str| groups.iter().find(|g| g.group == v).map(Stats::from).expect("a run of each variant");
     let (base, frz) = (stats("base"), stats("freeze"));
     let summary = FreezeSummary {
         seeds: seeds.to_vec(),
         acc_diff_points: 100.0 * (frz.acc_mean - base.acc_mean),
         val_diff_points: frz.val_acc_mean.zip(base.val_acc_mean).map(|(f, b)| 100.0 * (f - b)),
         wall_saved: 1.0 - frz.wall_mean / base.wall_mean.max(1e-12),
-        backward_saved: mean_std(&pick("freeze", &|r| r.backward_saved)).0,
+        backward_saved,
         base,
         freeze: frz,
     };
-
-    // Curves: the steps every run evaluated at.
-    let mut steps: Vec<u64> = curves[0].1.iter().map(|p| p.0).collect();
-    steps.retain(|s| curves.iter().all(|(_, c)| c.iter().any(|p| p.0 == *s)));
-    let at = |v: &str, s: u64| {
-        let vals: Vec<f64> = curves.iter().filter(|(n, _)| n == v).filter_map(|(_, c)| c.iter().find(|p| p.0 == s).map(|p| p.1)).collect();
-        mean_std(&vals)
-    };
-    let points: Vec<CurvePoint> = steps.iter().map(|&s| CurvePoint { step: s, base: at("base", s), freeze: at("freeze", s) }).collect();
-
-    let write = |name: &str, text: String| crate::io::write_atomic(&out.join(name), text.as_bytes());
-    // With a validation set: its columns beside the test ones (and the curves are of it).
-    let val_col = |v: Option<f64>| if validation { format!("{:.6},", v.unwrap_or(f64::NAN)) } else { String::new() };
-    let mut runs = format!("variant,seed,final_test_acc,{}wall_seconds,backward_saved\n", if validation { "final_val_acc," } else { "" });
-    for r in &results {
-        runs.push_str(&format!(
-            "{},{},{:.6},{}{:.3},{:.4}\n",
-            r.variant,
-            r.seed,
-            r.final_test_acc,
-            val_col(r.final_val_acc),
-            r.wall_seconds,
-            r.backward_saved
-        ));
-    }
-    write("runs.csv", runs)?;
-    let mut c = match validation {
-        true => "step,base_val_acc_mean,base_val_acc_std,freeze_val_acc_mean,freeze_val_acc_std\n".to_string(),
-        false => "step,base_acc_mean,base_acc_std,freeze_acc_mean,freeze_acc_std\n".to_string(),
-    };
-    for p in &points {
-        c.push_str(&format!("{},{:.6},{:.6},{:.6},{:.6}\n", p.step, p.base.0, p.base.1, p.freeze.0, p.freeze.1));
-    }
-    write("curves.csv", c)?;
-    write("summary.json", serde_json::to_string_pretty(&summary)? + "\n")?;
-    let s = &summary;
-    let val_stats = |st: &Stats| val_col(st.val_acc_mean) + &val_col(st.val_acc_std);
-    write(
-        "summary.csv",
-        format!(
-            "variant,seeds,final_acc_mean,final_acc_std,{}wall_seconds_mean,wall_seconds_std,backward_saved\n\
-             base,{n},{:.6},{:.6},{}{:.3},{:.3},0\nfreeze,{n},{:.6},{:.6},{}{:.3},{:.3},{:.4}\n",
-            if validation { "final_val_acc_mean,final_val_acc_std," } else { "" },
-            s.base.acc_mean,
-            s.base.acc_std,
-            val_stats(&s.base),
-            s.base.wall_mean,
-            s.base.wall_std,
-            s.freeze.acc_mean,
-            s.freeze.acc_std,
-            val_stats(&s.freeze),
-            s.freeze.wall_mean,
-            s.freeze.wall_std,
-            s.backward_saved,
-            n = seeds.len()
-        ),
-    )?;
-    // The paper's Figure 5: mean accuracy against step with a ±1 std band, and a grey
-    // line where layers froze (the first seed's steps: every seed's under a linear or
-    // explicit schedule; an adaptive one may differ between seeds).
-    let band = |name: &str, f: fn(&CurvePoint) -> (f64, f64)| (name.to_string(), points.iter().map(|p| (p.step, f(p).0, f(p).1)).collect());
-    let bands = [band("base", |p| p.base), band("freeze", |p| p.freeze)];
-    let freeze_steps = crate::train::freeze::steps(&out.join("freeze").join(format!("seed-{}", seeds[0])))?;
-    let what = if validation { "validation accuracy" } else { "test accuracy" };
-    crate::report::accuracy_plot_of(
-        &out.join(crate::report::FOLDER),
-        &format!("{what} (%)"),
-        &format!("{what}: normal vs freeze training (mean ± std over seeds)"),
-        &bands,
-        &freeze_steps,
-    )?;
+    crate::io::write_atomic(&out.join("summary.json"), (serde_json::to_string_pretty(&summary)? + "\n").as_bytes())?;
     Ok(summary)
 }
 

@@ -16,6 +16,7 @@
 //! temporary file and a rename) each time.
 
 pub mod findings;
+pub mod over_seeds;
 pub mod panels;
 
 use crate::analysis::dynamics::{Dynamics, StepResult};
