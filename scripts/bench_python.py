@@ -10,9 +10,9 @@ Run on demand from the repository root. The peers are not the project's: install
 
 (repsim is built from its sdist: it needs a C++ compiler, and numpy, which .venv has. --no-deps
 matters for cka-pytorch, whose requirements include lightning, torchvision, matplotlib and
-seaborn: this script loads only its `hsic.py` and `utils.py`, which need torch alone. The google
-clone's tutorial activations are large files; `git clone --no-checkout` and then
-`git checkout HEAD -- '*.py'` is enough.)
+seaborn: this script loads only its `hsic.py` and `utils.py`, which need torch alone. Of the google
+clone it uses `cca_core.py` and `pwcca.py`. On a shared machine, `--threads 1` gives the steadier
+ratios: two-thread BLAS slows down most when other work takes the cores.)
 
 Data: A = Z M1 + noise, B = Z M2 + noise, Z a rank-32 standard normal latent, M1 and M2 standard
 normal, noise standard normal (--noise), seed --seed, cast to --dtype (default float32, what
@@ -21,7 +21,8 @@ activations usually are). svcca.compare and every peer get the same arrays, data
 Measures, each svcca.compare(..., device="cpu") against:
 - SVCCA (keep 99% of the variance): google/svcca's tutorial recipe (centre, SVD each layer, keep
   the fewest directions holding >= 99% of the squared singular values (svcca's rule, the same k),
-  cca_core.get_cca_similarity(..., epsilon=1e-10, verbose=False), mean of cca_coef1), in float64;
+  cca_core.get_cca_similarity(..., epsilon=1e-10, verbose=False), mean of cca_coef1), in float64
+  (that epsilon's regularisation is a ~1e-9 difference; with 0 the two agree to ~1e-14);
   repsim.svcca(..., "pillai"), not the same quantity (its 99% cut is applied to an orthonormal basis
   of each layer, and the sum of correlations is divided by the full rank), timed all the same.
 - PWCCA: google/svcca's pwcca.compute_pwcca(A', B') in float64; repsim.pwcca (weights from centred
