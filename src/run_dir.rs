@@ -26,6 +26,8 @@
 //! analysis, which take it again): `flock` locks belong to an open file, so a second open
 //! in the same process would otherwise lock itself out.
 
+pub mod checkpoint;
+
 use crate::error::InputError;
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions, TryLockError};

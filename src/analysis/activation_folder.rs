@@ -24,7 +24,7 @@
 //! heatmaps); `--classes`, `--compression` and `--dimensionality` need a network and
 //! data, so they need a run folder.
 
-use super::runs::check_finished;
+use super::check_finished;
 use crate::activations::store::{self, Manifest};
 use crate::config::{Config, StoreDtype};
 use crate::device::DeviceChoice;
@@ -36,7 +36,7 @@ use tch::{Device, Tensor};
 /// Whether `dir` is an activation folder: `activations/manifest.json` and no
 /// `checkpoints/`.
 pub fn is_one(dir: &Path) -> bool {
-    let checkpoints = dir.join(crate::train::checkpoint::FOLDER);
+    let checkpoints = dir.join(crate::run_dir::checkpoint::FOLDER);
     checkpoints.symlink_metadata().is_err() && dir.join(store::FOLDER).join(store::MANIFEST).is_file()
 }
 
@@ -173,12 +173,12 @@ impl Writer {
     /// Opens `dir` (made if missing) for writing `dtype` files. A run folder is refused:
     /// its `activations/` are the run's own.
     pub fn create(dir: &Path, dtype: StoreDtype) -> anyhow::Result<Writer> {
-        let checkpoints = dir.join(crate::train::checkpoint::FOLDER);
+        let checkpoints = dir.join(crate::run_dir::checkpoint::FOLDER);
         if checkpoints.symlink_metadata().is_ok() {
             return Err(InputError::new(format!(
                 "{}: a run folder (it has {}/): record into a folder of its own",
                 dir.display(),
-                crate::train::checkpoint::FOLDER
+                crate::run_dir::checkpoint::FOLDER
             ))
             .into());
         }

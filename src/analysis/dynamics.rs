@@ -656,7 +656,7 @@ pub(crate) fn plan(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<P
         ActivationMode::Replay => "checkpoints",
         ActivationMode::Store => "stored activations",
     };
-    super::runs::check_finished(run, what, available.last().copied(), total)?;
+    super::check_finished(run, what, available.last().copied(), total)?;
     let missing = missing_steps(&config.checkpoints, total, &available);
     if !missing.is_empty() {
         tracing::warn!(
@@ -690,11 +690,11 @@ fn assemble(dir: PathBuf, config: Config, layers: Vec<String>, source: Source, t
 /// A folder analysed before the record existed gets it now (there is nothing to compare);
 /// a final checkpoint from before checkpoints had an MD5 is not checked.
 fn check_same_run(run: &Path, dir: &Path, total: u64) -> anyhow::Result<()> {
-    let last = run.join(crate::train::checkpoint::FOLDER).join(crate::run_dir::step_file_name(total));
+    let last = run.join(crate::run_dir::checkpoint::FOLDER).join(crate::run_dir::step_file_name(total));
     if !last.is_file() {
         return Ok(());
     }
-    let Some(md5) = crate::train::checkpoint::state_md5(&last)? else { return Ok(()) };
+    let Some(md5) = crate::run_dir::checkpoint::state_md5(&last)? else { return Ok(()) };
     let record = dir.join("run.json");
     let now = serde_json::json!({ "final_checkpoint_md5": md5 });
     if record.exists() {

@@ -28,6 +28,9 @@ pub mod shard;
 
 pub use dynamics::{analyze, AnalyzeSummary};
 
+use crate::error::InputError;
+use std::path::Path;
+
 /// A progress bar over `len` units of work, labelled `what`.
 pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len);
@@ -37,4 +40,17 @@ pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
     );
     bar.set_message(what.to_string());
     bar
+}
+
+/// Refuses an unfinished run: `what` (checkpoints, stored activations) must reach the
+/// final step `total`; `last` is the step they reach.
+pub fn check_finished(dir: &Path, what: &str, last: Option<u64>, total: u64) -> Result<(), InputError> {
+    match last {
+        Some(last) if last == total => Ok(()),
+        Some(last) => Err(InputError::new(format!(
+            "{}: {what} reach step {last} of {total}: finish training first (`svcca train` resumes)",
+            dir.display()
+        ))),
+        None => Err(InputError::new(format!("{}: no {what} to analyse", dir.display()))),
+    }
 }

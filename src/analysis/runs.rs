@@ -8,7 +8,7 @@ use crate::data::Dataset;
 use crate::device::DeviceChoice;
 use crate::error::InputError;
 use crate::model::{self, Network};
-use crate::train::{checkpoint, sgd::Sgd};
+use crate::run_dir::checkpoint;
 use std::path::{Path, PathBuf};
 use tch::Tensor;
 
@@ -18,7 +18,6 @@ pub struct Run {
     pub data: Dataset,
     pub vs: tch::nn::VarStore,
     pub net: Network,
-    sgd: Sgd,
     /// Checkpoints by step.
     pub checkpoints: Vec<(u64, PathBuf)>,
     pub final_step: u64,
@@ -31,7 +30,7 @@ impl Run {
     /// final checkpoint; an error when training has not finished.
     pub fn open(dir: &Path, device: Option<DeviceChoice>) -> anyhow::Result<Run> {
         let mut run = Run::load(dir, device)?;
-        check_finished(dir, "checkpoints", run.checkpoints.last().map(|c| c.0), run.final_step)?;
+        super::check_finished(dir, "checkpoints", run.checkpoints.last().map(|c| c.0), run.final_step)?;
         run.load_step(run.final_step)?;
         Ok(run)
     }
@@ -65,16 +64,16 @@ impl Run {
             let _init = model::init_lock();
             model::build(&vs.root(), &config.model, data.shape, data.classes)?
         };
-        let sgd = Sgd::new(&vs, config.train.momentum, config.train.nesterov, config.train.weight_decay);
-        Ok(Run { dir: dir.to_path_buf(), config, data, vs, net, sgd, checkpoints, final_step, step: 0 })
+        Ok(Run { dir: dir.to_path_buf(), config, data, vs, net, checkpoints, final_step, step: 0 })
     }
 
-    /// Loads the weights of the checkpoint at `step`.
+    /// Loads the weights of the checkpoint at `step` (no optimizer state: see
+    /// [`checkpoint::load_weights`]).
     pub fn load_step(&mut self, step: u64) -> anyhow::Result<()> {
         let Some((_, path)) = self.checkpoints.iter().find(|c| c.0 == step) else {
             return Err(InputError::new(format!("{}: no checkpoint at step {step}", self.dir.display())).into());
         };
-        let meta = checkpoint::load(path, &self.vs, &mut self.sgd)?;
+        let meta = checkpoint::load_weights(path, &self.vs)?;
         checkpoint::check_seed(path, &meta, self.config.train.seed)?;
         self.step = step;
         Ok(())
@@ -133,19 +132,6 @@ impl Run {
         let idx = Tensor::from_slice(&indices).to_device(self.data.train.images.device());
         let images = self.data.normalise(&self.data.train.images.index_select(0, &idx));
         Probe { indices, images }
-    }
-}
-
-/// Refuses an unfinished run: `what` (checkpoints, stored activations) must reach the
-/// final step `total`; `last` is the step they reach.
-pub fn check_finished(dir: &Path, what: &str, last: Option<u64>, total: u64) -> Result<(), InputError> {
-    match last {
-        Some(last) if last == total => Ok(()),
-        Some(last) => Err(InputError::new(format!(
-            "{}: {what} reach step {last} of {total}: finish training first (`svcca train` resumes)",
-            dir.display()
-        ))),
-        None => Err(InputError::new(format!("{}: no {what} to analyse", dir.display()))),
     }
 }
 

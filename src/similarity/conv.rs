@@ -481,18 +481,6 @@ impl ConvComparison {
         self.neurons && wide && matches!(method, Method::Svcca | Method::Cca)
     }
 
-    /// The comparison of two whole layers (rows x C x H x W or rows x neurons) through
-    /// per-layer summaries, where [`ConvComparison::by_summaries`].
-    pub fn summarised(&self, a: &Tensor, b: &Tensor, options: &Options) -> Result<(Similarity, ConvReport), SimilarityError> {
-        Ok((self.summaries(a, b, options)?.similarity()?, self.report()))
-    }
-
-    /// The two layers' summaries behind [`ConvComparison::summarised`], kept for other
-    /// pairings of their datapoints too.
-    pub fn summaries(&self, a: &Tensor, b: &Tensor, options: &Options) -> Result<super::summary::Pair, SimilarityError> {
-        super::summary::Pair::of(&self.transform(Side::A, a, 0), &self.transform(Side::B, b, 0), options)
-    }
-
     /// Whether a datapoint's transformed rows depend on the datapoint alone, not on its
     /// place in the file: all but `flatten` with its positions subsampled, which draws
     /// them by the datapoint's index. Where they do, a pass over the datapoints in
@@ -611,26 +599,6 @@ fn draw_positions(seed: u64, datapoint: i64, total: i64, count: i64) -> Vec<i64>
 /// Flattened neurons above which a conv-vs-dense `flatten` comparison by PWCCA or CKA
 /// (which need the scatter matrices) is refused: 8192 neurons make a 512 MiB matrix.
 pub const MAX_SCATTER_NEURONS: i64 = 8192;
-
-/// Compares two layers held in memory. Each is rows x C x H x W, already in NCHW order,
-/// or rows x neurons for a dense side (compared with a conv one by `conv.dense`).
-pub fn compare_conv(a: &Tensor, b: &Tensor, conv: ConvOptions, options: &Options) -> Result<(Similarity, ConvReport), SimilarityError> {
-    for (side, t) in [(Side::A, a), (Side::B, b)] {
-        if t.dim() != 4 && t.dim() != 2 {
-            return Err(SimilarityError::layer(side, format!("expected 4-D activations, got shape {:?}", t.size())));
-        }
-    }
-    if a.size()[0] != b.size()[0] {
-        return Err(SimilarityError::Both(format!("different numbers of datapoints: {} vs {}", a.size()[0], b.size()[0])));
-    }
-    let comparison = ConvComparison::new([LayerShape::of(a), LayerShape::of(b)], a.size()[0], conv, options.method)?;
-    if comparison.by_summaries(options.method) {
-        return comparison.summarised(a, b, options);
-    }
-    let mut moments = comparison.moments(a.device());
-    moments.update(&comparison.transform(Side::A, a, 0), &comparison.transform(Side::B, b, 0))?;
-    comparison.finish(moments, options)
-}
 
 #[cfg(test)]
 mod tests {

@@ -42,9 +42,11 @@ mod pwcca;
 pub mod summary;
 
 pub(crate) use cca::on_rayon;
-pub use conv::{compare_conv, ConvDense, ConvMethod, ConvOptions, ConvReport, DftCut, Layout};
+pub use conv::{ConvDense, ConvMethod, ConvOptions, ConvReport, DftCut, Layout};
 pub use directions::{directions, directions_each, directions_needed, principal_variances, Directions};
 pub use moments::{Covariance, Moments};
+
+use conv::{ConvComparison, LayerShape};
 
 use crate::error::{Side, SimilarityError};
 use serde::{Deserialize, Serialize};
@@ -260,6 +262,43 @@ pub fn compare(a: &Tensor, b: &Tensor, options: &Options) -> Result<Similarity, 
     let mut moments = Moments::new(a.size()[1], b.size()[1], a.device());
     moments.update(a, b)?;
     similarity(moments.finish()?, options)
+}
+
+/// Compares two layers held in memory. Each is rows x C x H x W, already in NCHW order,
+/// or rows x neurons for a dense side (compared with a conv one by `conv.dense`).
+pub fn compare_conv(a: &Tensor, b: &Tensor, conv: ConvOptions, options: &Options) -> Result<(Similarity, ConvReport), SimilarityError> {
+    for (side, t) in [(Side::A, a), (Side::B, b)] {
+        if t.dim() != 4 && t.dim() != 2 {
+            return Err(SimilarityError::layer(side, format!("expected 4-D activations, got shape {:?}", t.size())));
+        }
+    }
+    if a.size()[0] != b.size()[0] {
+        return Err(SimilarityError::Both(format!("different numbers of datapoints: {} vs {}", a.size()[0], b.size()[0])));
+    }
+    let comparison = ConvComparison::new([LayerShape::of(a), LayerShape::of(b)], a.size()[0], conv, options.method)?;
+    if comparison.by_summaries(options.method) {
+        return comparison.summarised(a, b, options);
+    }
+    let mut moments = comparison.moments(a.device());
+    moments.update(&comparison.transform(Side::A, a, 0), &comparison.transform(Side::B, b, 0))?;
+    comparison.finish(moments, options)
+}
+
+/// A conv comparison through per-layer summaries (where [`ConvComparison::by_summaries`]):
+/// here, above both `conv` and `summary`, since `summary` plans its forms by `conv`'s
+/// comparisons.
+impl ConvComparison {
+    /// The comparison of two whole layers (rows x C x H x W or rows x neurons) through
+    /// per-layer summaries, where [`ConvComparison::by_summaries`].
+    pub fn summarised(&self, a: &Tensor, b: &Tensor, options: &Options) -> Result<(Similarity, ConvReport), SimilarityError> {
+        Ok((self.summaries(a, b, options)?.similarity()?, self.report()))
+    }
+
+    /// The two layers' summaries behind [`ConvComparison::summarised`], kept for other
+    /// pairings of their datapoints too.
+    pub fn summaries(&self, a: &Tensor, b: &Tensor, options: &Options) -> Result<summary::Pair, SimilarityError> {
+        summary::Pair::of(&self.transform(Side::A, a, 0), &self.transform(Side::B, b, 0), options)
+    }
 }
 
 /// Computes the chosen similarity from accumulated statistics.
