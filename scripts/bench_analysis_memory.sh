@@ -2,13 +2,15 @@
 # Analysis memory at the paper's widths: the CIFAR-10 convnet (64 channels, fc 512/256)
 # trained a few steps on generated CIFAR-10 files, then its learning-dynamics analysis
 # (two checkpoints: step 0 and the last, 15 layers x 15) at each probe size, under the
-# default memory budget (or MEMORY_MIB). For each: the analysis's own estimate, the
-# measured peak resident memory (/usr/bin/time), the wall time and the time per
-# checkpoint. With BASELINE=path/to/another/svcca, that binary analyses a copy of the
-# same run alongside, for a side-by-side ratio (it must read the same run folder).
+# default memory budget (or MEMORY_MIB), in float64 (or PRECISION=float32, which sets
+# analysis.precision). For each: the analysis's own estimate, the measured peak resident
+# memory (/usr/bin/time), the wall time and the time per checkpoint. With
+# BASELINE=path/to/another/svcca, that binary analyses a copy of the same run alongside,
+# for a side-by-side ratio (it must read the same run folder).
 #
 #   scripts/bench_analysis_memory.sh                   # PROBES="1280 2560"
 #   PROBES=640 BASELINE=/tmp/svcca-before scripts/bench_analysis_memory.sh
+#   PROBES=2560 PRECISION=float32 scripts/bench_analysis_memory.sh
 #
 # Work folder: OUT (default runs/bench-analysis-memory); the trained run is reused.
 set -euo pipefail
@@ -37,6 +39,11 @@ measure() {
     if [ -n "${MEMORY_MIB:-}" ]; then
         sed -i "s/^\[analysis\]$/[analysis]\nmemory_mib = $MEMORY_MIB/" "$dir/config.toml"
     fi
+    if [ -n "${PRECISION:-}" ]; then
+        sed -i "s/^precision = .*/precision = \"$PRECISION\"/" "$dir/config.toml"
+        grep -q "^precision = \"$PRECISION\"$" "$dir/config.toml" ||
+            { echo "bench_analysis_memory.sh: no analysis.precision in $dir/config.toml to set" >&2; exit 2; }
+    fi
     local measured status=0
     measured=$(mktemp)
     SVCCA_LOG=info /usr/bin/time -f '%e %M' -o "$measured" "$bin" analyze "$dir" --no-plots > "$log" 2>&1 || status=$?
@@ -50,7 +57,7 @@ measure() {
         'BEGIN { printf "%s\t%s\t%s\t%.0f\t%.2f\t%.0f\t%.0f\t%s\n", l, p, e, k / 1024, k / 1048576, w, w / 2, h }'
 }
 
-echo "analysis of the paper's convnet, 2 checkpoints x 15 x 15 layers, on $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') ($(nproc) cores)"
+echo "analysis of the paper's convnet, 2 checkpoints x 15 x 15 layers, ${PRECISION:-float64}, on $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') ($(nproc) cores)"
 {
     printf 'binary\tprobe\testimate of budget\tpeak MiB\tpeak GiB\twall s\ts per checkpoint\thow\n'
     for probe in $PROBES; do

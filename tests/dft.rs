@@ -88,12 +88,26 @@ fn rustfft_spectrum_equals_the_libtorch_fft_path() {
         let plan = FrequencyPlan::new(sa, sb);
         let x = randn(9, 5 * 3, sa.0 * sa.1).view([5, 3, sa.0, sa.1]);
         let shift = randn(10, 3, sa.0 * sa.1).view([3, sa.0, sa.1]);
-        let cpu = plan.spectrum_rustfft(&x, &shift);
-        let torch = plan.spectrum_torch(&x, &shift);
+        let cpu = plan.spectrum_rustfft(&x, &shift, Kind::Double);
+        let torch = plan.spectrum_torch(&x, &shift, Kind::Double);
+        assert_eq!((cpu.kind(), torch.kind()), (Kind::Double, Kind::Double));
         assert_eq!(cpu.size(), torch.size());
         assert_eq!(cpu.size()[0] as usize, plan.computed.len());
-        let diff = (cpu - torch).abs().max().double_value(&[]);
+        let diff = (&cpu - &torch).abs().max().double_value(&[]);
         assert!(diff < 1e-12, "{sa:?} vs {sb:?}: {diff}");
+
+        // In float32 (analysis.precision): written straight from the float64 transform,
+        // no float64 copy made. rustfft's is its float64 spectrum rounded as libtorch
+        // rounds; libtorch's within a rounding of it.
+        let rounded = cpu.to_kind(Kind::Float);
+        let (cpu32, torch32) = (plan.spectrum_rustfft(&x, &shift, Kind::Float), plan.spectrum_torch(&x, &shift, Kind::Float));
+        assert_eq!((cpu32.kind(), torch32.kind()), (Kind::Float, Kind::Float));
+        assert!(
+            bool::try_from(cpu32.eq_tensor(&rounded).all()).unwrap(),
+            "{sa:?} vs {sb:?}: rustfft's float32 spectrum is not float64's rounded"
+        );
+        let (diff, scale) = ((&torch32 - &rounded).abs().max().double_value(&[]), cpu.abs().max().double_value(&[]));
+        assert!(diff <= f64::from(f32::EPSILON) * scale, "{sa:?} vs {sb:?}: libtorch's float32 spectrum {diff} from rustfft's");
     }
 }
 

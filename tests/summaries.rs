@@ -211,3 +211,57 @@ fn float32_products_stay_within_a_few_parts_in_a_million_of_float64() {
     // Not a no-op: the float32 route does compute in float32.
     assert!(worst > 0.0, "float32 products gave float64's numbers to the bit: the setting is not applied");
 }
+
+/// `Precision::Float32` along an analysis's paths, where the spectra and each `Z` are
+/// made in float32 (not rounded from float64 copies): a conv layer against partners of
+/// two sizes (one FFT, its full grid and a crop), a wide dense layer (the Gram route),
+/// rows against the final layers with and without their side-by-side copies, and against
+/// them compacted to their `Z`s (as a streamed analysis keeps them). Every similarity
+/// within 1e-5 of float64's.
+#[test]
+fn float32_along_an_analysis_paths_stays_within_a_few_parts_in_a_million_of_float64() {
+    use svcca::similarity::Precision;
+    let n = 600;
+    let c1 = (conv_layer(31, n, 8, 8, 8) + 1.0).relu();
+    let c2 = (c1.avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>) + conv_layer(32, n, 8, 4, 4) * 0.5).relu() + 2.0;
+    let dense = c2.flatten(1, -1).narrow(1, 0, 24) + randn(33, n, 24) * 0.3;
+    let wide = Tensor::cat(&[c1.flatten(1, -1), c2.flatten(1, -1)], 1); // 640 neurons, 600 datapoints
+    let layers = [c1, c2, dense, wide];
+    let finals: Vec<Tensor> = layers.iter().enumerate().map(|(i, t)| t + Tensor::randn_like(t) * 0.3 * (i + 1) as f64).collect();
+    let all: Vec<usize> = (0..layers.len()).collect();
+    let conv = ConvOptions { method: ConvMethod::Dft, ..ConvOptions::default() };
+    // Each row of the matrix three ways: [with copies, without, against compacted finals].
+    let matrix = |precision| -> Vec<[Vec<f64>; 3]> {
+        let options = Options { method: Method::Svcca, keep: Keep::Variance(0.99), precision };
+        let set = |l: &[Tensor]| Layers::new(l.iter().map(Tensor::shallow_clone).collect(), options, conv);
+        let (mut rows, mut joined, mut apart) = (set(&layers), set(&finals), set(&finals).with_joined_budget(0));
+        let mut compacted = set(&finals).with_joined_budget(0);
+        summarise_rows(&mut compacted, &all, &set(&layers), &all);
+        for j in &all {
+            compacted.compact(*j);
+        }
+        let answers = |r: Vec<Result<f64, _>>| r.into_iter().map(|s| s.unwrap()).collect::<Vec<f64>>();
+        all.iter()
+            .map(|&i| {
+                [
+                    answers(similarities(&mut rows, i, &mut joined, &all)),
+                    answers(similarities(&mut rows, i, &mut apart, &all)),
+                    answers(similarities(&mut rows, i, &mut compacted, &all)),
+                ]
+            })
+            .collect()
+    };
+    let (wide_, narrow) = (matrix(Precision::Float64), matrix(Precision::Float32));
+    let mut worst: f64 = 0.0;
+    for (i, (w, n)) in wide_.iter().zip(&narrow).enumerate() {
+        for (how, (w, n)) in ["with copies", "without", "compacted"].iter().zip(w.iter().zip(n)) {
+            for (j, (w, n)) in w.iter().zip(n).enumerate() {
+                assert!(*w > 0.05, "layer {i} vs {j}: {w}, a pair far from 0");
+                assert!((w - n).abs() < 1e-5, "layer {i} vs {j}, {how}: float64 {w}, float32 {n}");
+                worst = worst.max((w - n).abs());
+            }
+        }
+    }
+    println!("worst |float32 - float64| along the analysis's paths: {worst:.2e}");
+    assert!(worst > 0.0, "float32 gave float64's numbers to the bit: the setting is not applied");
+}

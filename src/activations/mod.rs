@@ -140,6 +140,48 @@ pub fn chance_order(seed: u64, n: usize) -> Tensor {
     Tensor::from_slice(&crate::data::rng::Rng::stream(seed, &[0x73687566]).permutation(n))
 }
 
+/// `t.index_select(0, order)` (`order` a permutation of its datapoints) made in `t`'s own
+/// memory where `t` is a contiguous CPU tensor: no second copy of a layer is held beside
+/// it while its datapoints are shuffled (a streamed analysis's memory plan counts each
+/// layer once). Elsewhere, `index_select`.
+///
+/// `t` must share its memory with no other tensor (a layer just read or recorded): the
+/// rows are moved in place.
+pub fn shuffled_in_place(t: Tensor, order: &Tensor) -> Tensor {
+    let n = t.size().first().copied().unwrap_or(0) as usize;
+    if t.device() != tch::Device::Cpu || !t.is_contiguous() || t.numel() == 0 {
+        return t.index_select(0, &order.to_device(t.device()));
+    }
+    let order = Vec::<i64>::try_from(order).expect("datapoint indices");
+    assert_eq!(order.len(), n, "a permutation of the datapoints");
+    let row = t.numel() / n * t.kind().elt_size_in_bytes();
+    // SAFETY: `t` is a contiguous CPU tensor of `n` rows of `row` bytes, which nothing
+    // else refers to (see above) while the slice lives.
+    let data = unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut u8, n * row) };
+    let (mut moved, mut first) = (vec![false; n], vec![0u8; row]);
+    // Row k takes row order[k]: along each cycle of the permutation, each row's new
+    // value is the next one's old value, and the last takes the first's, held aside.
+    for start in 0..n {
+        if moved[start] {
+            continue;
+        }
+        first.copy_from_slice(&data[start * row..][..row]);
+        let mut k = start;
+        loop {
+            moved[k] = true;
+            let from = usize::try_from(order[k]).ok().filter(|&f| f < n).expect("a datapoint index");
+            if from == start {
+                data[k * row..][..row].copy_from_slice(&first);
+                break;
+            }
+            assert!(!moved[from], "the order repeats datapoint {from}: not a permutation");
+            data.copy_within(from * row..(from + 1) * row, k * row);
+            k = from;
+        }
+    }
+    t
+}
+
 /// What the two sides of a comparison are called in the warning for a cell left empty:
 /// `a` the row's layer (with its step, and its file where it was read from one), `b[j]`
 /// layer `j` of the other side.
@@ -269,4 +311,30 @@ pub fn conv_dense_fallbacks(config: &Config, names: &[String], layers: &[Tensor]
         );
     }
     fallen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    /// Shuffled in place, a layer is its `index_select` to the bit, in any kind and shape.
+    #[test]
+    fn a_layer_shuffled_in_place_is_its_index_select() {
+        tch::manual_seed(9);
+        let order = chance_order(3, 37);
+        for t in [
+            Tensor::randn([37, 4, 3, 5], (Kind::Float, Device::Cpu)),
+            Tensor::randn([37, 6], (Kind::Double, Device::Cpu)),
+            Tensor::randn([37], (Kind::Float, Device::Cpu)),
+        ] {
+            let want = t.index_select(0, &order);
+            let got = shuffled_in_place(t.copy(), &order);
+            assert!(bool::try_from(got.eq_tensor(&want).all()).unwrap(), "{:?}", t.size());
+        }
+        // A view that is not contiguous goes to index_select, its storage untouched.
+        let base = Tensor::randn([6, 37], (Kind::Float, Device::Cpu));
+        let got = shuffled_in_place(base.transpose(0, 1), &order);
+        assert!(bool::try_from(got.eq_tensor(&base.transpose(0, 1).index_select(0, &order)).all()).unwrap());
+    }
 }

@@ -268,8 +268,10 @@ impl Plan {
         match rows {
             Rows::Step(step) => self.activations(step, layers),
             Rows::Shuffled => {
+                // Just read or recorded, each layer is its own: shuffled in place.
                 let acts = self.activations(self.total, layers)?;
-                Ok(self.shuffled(acts))
+                let perm = self.chance_order(&acts);
+                Ok(acts.into_iter().map(|a| crate::activations::shuffled_in_place(a, &perm)).collect())
             }
         }
     }
@@ -278,9 +280,14 @@ impl Plan {
     /// order of one permutation drawn from `analysis.seed`, the same for every layer and
     /// every call: each copy is made as its original is let go.
     pub fn shuffled(&self, acts: Vec<Tensor>) -> Vec<Tensor> {
-        let n = acts.first().map_or(0, |a| a.size()[0] as usize);
-        let perm = crate::activations::chance_order(self.config.analysis.seed, n);
+        let perm = self.chance_order(&acts);
         acts.into_iter().map(|a| a.index_select(0, &perm.to_device(a.device()))).collect()
+    }
+
+    /// The chance level's order of the datapoints of `acts` ([`crate::activations::chance_order`]).
+    fn chance_order(&self, acts: &[Tensor]) -> Tensor {
+        let n = acts.first().map_or(0, |a| a.size()[0] as usize);
+        crate::activations::chance_order(self.config.analysis.seed, n)
     }
 
     /// Whether `layer` is the input taken from the probe, the same at every step: a run

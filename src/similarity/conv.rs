@@ -365,24 +365,25 @@ impl ConvComparison {
             return block.reshape([block.size()[0], -1]);
         }
         match (self.options.method, &self.plan) {
-            (ConvMethod::Avgpool, _) => block.mean_dim(&[2i64, 3][..], false, Kind::Double),
+            (ConvMethod::Avgpool, _) => channel_means(block),
             (ConvMethod::Dft, Some(plan)) => {
                 // A copy, not a view of a float64 block, which it would keep alive.
                 let first = self.first[side as usize].get_or_init(|| block.get(0).to_kind(Kind::Double).copy());
-                plan.spectrum(block, first)
+                plan.spectrum(block, first, Kind::Double)
             }
             (ConvMethod::Dft, None) => unreachable!("a dft comparison has a plan"),
             (ConvMethod::Flatten, _) => self.flatten(block, first_row),
         }
     }
 
-    /// [`ConvComparison::transform`] of a whole layer (rows x C x H x W) for several DFT
-    /// comparisons at once, from one FFT per datapoint and channel (see
-    /// [`FrequencyPlan::spectra`]): the layer against partners of other sizes.
-    pub(crate) fn spectra(comparisons: &[&ConvComparison], layer: &Tensor) -> Vec<Tensor> {
+    /// [`ConvComparison::transform`] of a whole layer (rows x C x H x W) for one or more
+    /// DFT comparisons at once, from one FFT per datapoint and channel (see
+    /// [`FrequencyPlan::spectra`]): the layer against partners of other sizes. The
+    /// spectra are of `kind` (float64, or float32 for [`super::Precision::Float32`]).
+    pub(crate) fn spectra(comparisons: &[&ConvComparison], layer: &Tensor, kind: Kind) -> Vec<Tensor> {
         let plans: Vec<&FrequencyPlan> = comparisons.iter().map(|c| c.plan.as_ref().expect("dft comparisons")).collect();
         // The shift `transform` takes for a first block: the first datapoint.
-        FrequencyPlan::spectra(&plans, layer, &layer.get(0).to_kind(Kind::Double))
+        FrequencyPlan::spectra(&plans, layer, &layer.get(0).to_kind(Kind::Double), kind)
     }
 
     fn flatten(&self, block: &Tensor, first_row: i64) -> Tensor {
@@ -596,6 +597,24 @@ fn draw_positions(seed: u64, datapoint: i64, total: i64, count: i64) -> Vec<i64>
     all
 }
 
+/// Datapoints [`channel_means`] averages at a time.
+const MEAN_ROWS: i64 = 64;
+
+/// The channel means of a block (rows x C x H x W), in float64: what `avgpool` compares.
+/// libtorch's mean of float32 data into float64 first copies all of it to float64 (a
+/// conv layer of the paper's convnet at probe 2560: 1.25 GiB beside its 0.63 GiB), so
+/// such a block is averaged a few datapoints at a time; each mean is over the same
+/// values in the same order, so the numbers are the same.
+fn channel_means(block: &Tensor) -> Tensor {
+    let mean = |b: &Tensor| b.mean_dim(&[2i64, 3][..], false, Kind::Double);
+    let rows = block.size()[0];
+    if block.kind() == Kind::Double || rows <= MEAN_ROWS {
+        return mean(block);
+    }
+    let parts: Vec<Tensor> = (0..rows).step_by(MEAN_ROWS as usize).map(|at| mean(&block.narrow(0, at, MEAN_ROWS.min(rows - at)))).collect();
+    Tensor::cat(&parts, 0)
+}
+
 /// Flattened neurons above which a conv-vs-dense `flatten` comparison by PWCCA or CKA
 /// (which need the scatter matrices) is refused: 8192 neurons make a 512 MiB matrix.
 pub const MAX_SCATTER_NEURONS: i64 = 8192;
@@ -603,6 +622,17 @@ pub const MAX_SCATTER_NEURONS: i64 = 8192;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The channel means a few datapoints at a time (no float64 copy of a float32 layer)
+    /// are libtorch's means of the whole block, to the bit.
+    #[test]
+    fn channel_means_in_blocks_are_the_whole_blocks_means() {
+        tch::manual_seed(8);
+        let x = Tensor::randn([3 * MEAN_ROWS + 5, 4, 6, 5], (Kind::Float, Device::Cpu)) * 10.0 + 3.0;
+        let means = channel_means(&x);
+        assert_eq!(means.kind(), Kind::Double);
+        assert!(bool::try_from(means.eq_tensor(&x.mean_dim(&[2i64, 3][..], false, Kind::Double)).all()).unwrap());
+    }
 
     /// As for [`super::super::moments`]: a float64 block may be overwritten once
     /// transformed. The DFT's centring shift, the first block's first datapoint, was

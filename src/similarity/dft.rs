@@ -26,6 +26,7 @@
 
 use rayon::prelude::*;
 use rustfft::num_complex::Complex64;
+use rustfft::num_traits::AsPrimitive;
 use rustfft::FftPlanner;
 use tch::{Device, Kind, Tensor};
 
@@ -106,53 +107,69 @@ impl FrequencyPlan {
     }
 
     /// The computed frequencies of a block of activations (rows x C x H x W, real) less
-    /// `shift` (one C x H x W image): a float64 stack of frequencies x rows x 2C, each row
-    /// the C real parts then the C imaginary parts (the form [`super::Moments`] sums
-    /// complex data in). rustfft on the CPU, libtorch's FFT elsewhere.
+    /// `shift` (one C x H x W image): a stack of frequencies x rows x 2C of `kind`
+    /// (float64, or float32 for [`super::Precision::Float32`]), each row the C real parts
+    /// then the C imaginary parts (the form [`super::Moments`] sums complex data in).
+    /// rustfft on the CPU, libtorch's FFT elsewhere.
+    ///
+    /// The transform runs in float64 either way; a float32 spectrum is its float64 values
+    /// rounded as they are written, so no float64 copy of it is ever held (it is the
+    /// largest thing an analysis holds).
     ///
     /// The shift is the accumulator's centring shift applied before the transform (the
     /// DFT is linear), where it costs nothing: see [`super::conv`].
-    pub fn spectrum(&self, x: &Tensor, shift: &Tensor) -> Tensor {
-        let [one] = FrequencyPlan::spectra(&[self], x, shift).try_into().expect("one plan");
+    pub fn spectrum(&self, x: &Tensor, shift: &Tensor, kind: Kind) -> Tensor {
+        let [one] = FrequencyPlan::spectra(&[self], x, shift, kind).try_into().expect("one plan");
         one
     }
 
     /// The CUDA path (it runs on CPU tensors too, which is how it is tested here).
-    pub fn spectrum_torch(&self, x: &Tensor, shift: &Tensor) -> Tensor {
+    pub fn spectrum_torch(&self, x: &Tensor, shift: &Tensor, kind: Kind) -> Tensor {
         let s = x.size();
         let (rows, c, h, w) = (s[0], s[1], s[2], s[3]);
         let idx = Tensor::from_slice(&self.flat_indices(h, w)).to_device(x.device());
-        // Contiguous in frequencies x rows x 2C: the batched products that follow run
-        // much slower on a permuted view.
         let spectrum = (x.to_kind(Kind::Double) - shift)
             .fft_fft2(None::<&[i64]>, [-2, -1], "backward")
             .reshape([rows, c, h * w])
             .index_select(2, &idx);
-        spectrum
-            .view_as_real() // rows x C x F x 2
-            .permute([2, 0, 3, 1])
-            .contiguous()
-            .reshape([idx.size()[0], rows, 2 * c])
+        // Contiguous in frequencies x rows x 2C (the batched products that follow run
+        // much slower on a permuted view), converted to `kind` in the same copy.
+        let frequencies = idx.size()[0];
+        let mut out = Tensor::empty([frequencies, rows, 2, c], (kind, x.device()));
+        out.copy_(&spectrum.view_as_real().permute([2, 0, 3, 1])); // from rows x C x F x 2
+        out.reshape([frequencies, rows, 2 * c])
     }
 
     /// The CPU path: 2-D FFTs of each datapoint's channels, datapoints in parallel, each
     /// writing its values straight into the frequencies x rows x 2C output.
-    pub fn spectrum_rustfft(&self, x: &Tensor, shift: &Tensor) -> Tensor {
-        let [one] = FrequencyPlan::spectra_rustfft(&[self], x, shift).try_into().expect("one plan");
+    pub fn spectrum_rustfft(&self, x: &Tensor, shift: &Tensor, kind: Kind) -> Tensor {
+        let [one] = FrequencyPlan::spectra_rustfft(&[self], x, shift, kind).try_into().expect("one plan");
         one
     }
 
     /// [`FrequencyPlan::spectrum`] of one layer for several plans (the layer against
     /// partners of other sizes: its full grid and its crops), from one FFT per datapoint
     /// and channel: a crop is only a choice of frequencies of the same transform.
-    pub fn spectra(plans: &[&FrequencyPlan], x: &Tensor, shift: &Tensor) -> Vec<Tensor> {
+    pub fn spectra(plans: &[&FrequencyPlan], x: &Tensor, shift: &Tensor, kind: Kind) -> Vec<Tensor> {
         match x.device() {
-            Device::Cpu => FrequencyPlan::spectra_rustfft(plans, x, shift),
-            _ => plans.iter().map(|p| p.spectrum_torch(x, shift)).collect(),
+            Device::Cpu => FrequencyPlan::spectra_rustfft(plans, x, shift, kind),
+            _ => plans.iter().map(|p| p.spectrum_torch(x, shift, kind)).collect(),
         }
     }
 
-    fn spectra_rustfft(plans: &[&FrequencyPlan], x: &Tensor, shift: &Tensor) -> Vec<Tensor> {
+    fn spectra_rustfft(plans: &[&FrequencyPlan], x: &Tensor, shift: &Tensor, kind: Kind) -> Vec<Tensor> {
+        match kind {
+            Kind::Double => FrequencyPlan::spectra_rustfft_as::<f64>(plans, x, shift),
+            Kind::Float => FrequencyPlan::spectra_rustfft_as::<f32>(plans, x, shift),
+            other => panic!("a spectrum is float64 or float32, not {other:?}"),
+        }
+    }
+
+    /// [`FrequencyPlan::spectra_rustfft`] into outputs of `U`'s kind.
+    fn spectra_rustfft_as<U: Element>(plans: &[&FrequencyPlan], x: &Tensor, shift: &Tensor) -> Vec<Tensor>
+    where
+        f64: AsPrimitive<U>,
+    {
         let s = x.size();
         let (rows, c, h, w) = (s[0] as usize, s[1] as usize, s[2] as usize, s[3] as usize);
         let x = x.to_device(Device::Cpu).contiguous();
@@ -162,12 +179,12 @@ impl FrequencyPlan {
         assert_eq!(shift.len(), c * h * w, "one shift image of C x H x W");
         let outs: Vec<Tensor> = plans
             .iter()
-            .map(|plan| Tensor::empty([plan.computed.len() as i64, rows as i64, 2 * c as i64], (Kind::Double, Device::Cpu)))
+            .map(|plan| Tensor::empty([plan.computed.len() as i64, rows as i64, 2 * c as i64], (U::KIND, Device::Cpu)))
             .collect();
-        // SAFETY: each output is a fresh contiguous float64 tensor of exactly this many
-        // elements, and nothing else refers to it while the slices live.
-        let mut targets: Vec<&mut [f64]> =
-            outs.iter().map(|out| unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut f64, out.numel()) }).collect();
+        // SAFETY: each output is a fresh contiguous tensor of `U`'s kind of exactly this
+        // many elements, and nothing else refers to it while the slices live.
+        let mut targets: Vec<&mut [U]> =
+            outs.iter().map(|out| unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut U, out.numel()) }).collect();
         // SAFETY: `x` is contiguous on the CPU, of the kind matched, and outlives the slice.
         unsafe {
             match x.kind() {
@@ -185,20 +202,37 @@ impl FrequencyPlan {
     }
 }
 
+/// The kinds a spectrum is written in: float64, or float32 (each value rounded to
+/// nearest from the float64 transform, as libtorch converts).
+trait Element: Copy + Default + Send + Sync + 'static {
+    const KIND: Kind;
+}
+
+impl Element for f64 {
+    const KIND: Kind = Kind::Double;
+}
+
+impl Element for f32 {
+    const KIND: Kind = Kind::Float;
+}
+
 /// The spectrum of `values - shift` (rows x C x H x W, less one C x H x W image) as
-/// frequencies x rows x [re C | im C], for each plan into its output.
+/// frequencies x rows x [re C | im C], for each plan into its output. The transform
+/// runs in float64; each value is rounded to `U` as it is gathered.
 ///
 /// Two real channels share one complex FFT (`z = x0 + i x1`), then are told apart by
 /// conjugate symmetry: `X0(k) = (Z(k) + conj Z(-k)) / 2`, `X1(k) = (Z(k) - conj Z(-k)) / 2i`:
 /// half the FFTs, for a few additions per kept frequency. Each datapoint's spectrum is
 /// gathered frequency-major first, so it reaches the output as contiguous rows of C.
-fn rustfft<T: Copy + Into<f64> + Sync>(
+fn rustfft<T: Copy + Into<f64> + Sync, U: Element>(
     plans: &[&FrequencyPlan],
     values: &[T],
     shift: &[f64],
     [rows, c, h, w]: [usize; 4],
-    outs: &mut [&mut [f64]],
-) {
+    outs: &mut [&mut [U]],
+) where
+    f64: AsPrimitive<U>,
+{
     // For each plan and kept frequency: where it and its mirror -k sit in the
     // column-major (v * h + u) result of the 2-D FFT.
     let at: Vec<Vec<(usize, usize)>> = plans
@@ -220,11 +254,11 @@ fn rustfft<T: Copy + Into<f64> + Sync>(
     for (out, at) in outs.iter().zip(&at) {
         assert_eq!(out.len(), at.len() * rows * 2 * c);
     }
-    let targets: Vec<Output> = outs.iter_mut().map(|out| Output(out.as_mut_ptr())).collect();
+    let targets: Vec<Output<U>> = outs.iter_mut().map(|out| Output(out.as_mut_ptr())).collect();
     let plane = h * w;
     values.par_chunks(c * plane).enumerate().for_each_init(
         || {
-            let spectra: Vec<Vec<f64>> = at.iter().map(|a| vec![0.0; a.len() * 2 * c]).collect();
+            let spectra: Vec<Vec<U>> = at.iter().map(|a| vec![U::default(); a.len() * 2 * c]).collect();
             (vec![zero; plane], vec![zero; plane], vec![zero; scratch_len], spectra)
         },
         |(image, columns, scratch, spectra), (n, input)| {
@@ -254,10 +288,10 @@ fn rustfft<T: Copy + Into<f64> + Sync>(
                         let (z, zm) = (columns[k], columns[mirror].conj());
                         let row = &mut spectrum[r * 2 * c..(r + 1) * 2 * c];
                         let x0 = (z + zm) * 0.5;
-                        (row[c0], row[c + c0]) = (x0.re, x0.im);
+                        (row[c0], row[c + c0]) = (x0.re.as_(), x0.im.as_());
                         if x1.is_some() {
                             let x1 = (z - zm) * Complex64::new(0.0, -0.5);
-                            (row[c0 + 1], row[c + c0 + 1]) = (x1.re, x1.im);
+                            (row[c0 + 1], row[c + c0 + 1]) = (x1.re.as_(), x1.im.as_());
                         }
                     }
                 }
@@ -276,15 +310,15 @@ fn rustfft<T: Copy + Into<f64> + Sync>(
 
 /// The spectrum buffer, shared by the FFT tasks that each fill disjoint elements.
 #[derive(Clone, Copy)]
-struct Output(*mut f64);
+struct Output<U>(*mut U);
 // SAFETY: tasks write disjoint elements (see `rustfft`) and the buffer outlives them.
-unsafe impl Send for Output {}
-unsafe impl Sync for Output {}
+unsafe impl<U: Send> Send for Output<U> {}
+unsafe impl<U: Sync> Sync for Output<U> {}
 
-impl Output {
+impl<U: Copy> Output<U> {
     /// # Safety
     /// `at..at + values.len()` must be in bounds and written by no other task.
-    unsafe fn write_row(&self, at: usize, values: &[f64]) {
+    unsafe fn write_row(&self, at: usize, values: &[U]) {
         unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.0.add(at), values.len()) };
     }
 }

@@ -157,10 +157,12 @@ pub struct Options {
 /// the data and the cross products between layers. The decompositions, the centring
 /// and every sum across blocks of datapoints stay in float64 either way.
 ///
-/// `Float32` holds the shifted data in float32 and multiplies in
-/// float32: on GPUs whose float64 runs at 1/32 to 1/64 of float32 (L4, T4, RTX cards)
-/// the products then run at the card's speed. What it costs is measured against float64
-/// in docs/analysis.md ("Precision").
+/// `Float32` holds the shifted data (a conv layer's DFT spectrum, made in float32) and
+/// the whitened directions in float32, with no float64 copy beside them, and multiplies
+/// in float32: on GPUs whose float64 runs at 1/32 to 1/64 of float32 (L4, T4, RTX cards)
+/// the products then run at the card's speed, and the summaries take about half
+/// float64's memory (which the analysis's memory plan counts). What it costs is measured
+/// against float64 in docs/analysis.md ("Precision").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {

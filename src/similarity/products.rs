@@ -65,8 +65,26 @@ pub(crate) fn add_column_sums(out: &mut Tensor, x: &Tensor) {
             });
         }
     }
-    // Summed in float64 whatever the data's kind (float32 products: super::Precision).
-    *out += x.sum_dim_intlist(1, true, Kind::Double);
+    *out += column_sums(x);
+}
+
+/// Rows summed at a time by [`column_sums`] for data not in float64.
+const SUM_ROWS: i64 = 64;
+
+/// `1' x` for a stack (problems x rows x cols), summed in float64 whatever the data's
+/// kind (float32 data: [`super::Precision::Float32`]). libtorch sums into float64 by
+/// first copying its whole input to float64, which for float32 data (a layer's spectrum)
+/// would be twice the data beside it: such data is summed a block of rows at a time.
+pub(crate) fn column_sums(x: &Tensor) -> Tensor {
+    let rows = x.size()[1];
+    if x.kind() == Kind::Double || rows <= SUM_ROWS {
+        return x.sum_dim_intlist(1, true, Kind::Double);
+    }
+    let mut sums = x.narrow(1, 0, SUM_ROWS).sum_dim_intlist(1, true, Kind::Double);
+    for start in (SUM_ROWS..rows).step_by(SUM_ROWS as usize) {
+        sums += x.narrow(1, start, SUM_ROWS.min(rows - start)).sum_dim_intlist(1, true, Kind::Double);
+    }
+    sums
 }
 
 /// Whether faer may write the products into `out` in place: a contiguous CPU float64

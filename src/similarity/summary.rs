@@ -36,7 +36,7 @@
 use super::cca::{self, Principal};
 use super::conv::{applicable, ConvComparison, Form, LayerShape};
 use super::moments::{self, as_complex, first_non_finite, SideSums};
-use super::products::{gram, products};
+use super::products::{column_sums, gram, products};
 use super::{size_warnings, ConvOptions, Keep, Method, Options, Precision, Similarity};
 use crate::error::{Side, SimilarityError};
 use rayon::prelude::*;
@@ -45,8 +45,9 @@ use tch::{Device, Kind, Tensor};
 
 /// A layer's data and its kept directions, whitened: `Z = (x - 1 mean) whitening`.
 pub struct Summary {
-    /// problems x datapoints x columns, float64 (`[real | imaginary]` for complex data):
-    /// the layer shifted by its first datapoint, or (the Gram route) `Z` itself.
+    /// problems x datapoints x columns (`[real | imaginary]` for complex data) in the
+    /// precision's kind (float64, or float32 for [`Precision::Float32`]): the layer
+    /// shifted by its first datapoint, or (the Gram route, or once compacted) `Z` itself.
     data: Tensor,
     /// problems x 1 x columns: the mean of `data`, where it is not centred already.
     mean: Option<Tensor>,
@@ -131,7 +132,7 @@ impl Summary {
             Kind::Double => moments::shifted(x, &x.narrow(1, 0, 1).to_kind(Kind::Double)),
             kind => x.to_kind(kind) - x.narrow(1, 0, 1).to_kind(kind),
         };
-        let sums = shifted.sum_dim_intlist(1, true, Kind::Double);
+        let sums = column_sums(&shifted);
         if !bool::try_from(sums.isfinite().all()).unwrap_or(false) {
             return Err(SimilarityError::layer(side, first_non_finite(x, 0)));
         }
@@ -146,7 +147,8 @@ impl Summary {
         // and the rank test counts the live ones as the scatter route does.
         let principal = cca::single_threaded(x.device(), rows, || Principal::of_with(&gram, alive as usize));
         let kept = principal.cut(keep, None, side, rows)?;
-        let data = principal.directions.narrow(2, 0, kept[0] as i64);
+        // `Z` in the precision's kind, as the scatter route's (see `Summary::whitened`).
+        let data = principal.directions.narrow(2, 0, kept[0] as i64).to_kind(precision.kind());
         Ok(Summary { data, mean: None, whitening: None, kept, complex: false, neurons: cols, constant: cols - alive })
     }
 
@@ -169,14 +171,16 @@ impl Summary {
 
     /// `Z = (data - 1 mean) whitening`, the datapoints on the kept whitened directions
     /// (`data` itself on the Gram route): centred, so a product with it needs no
-    /// centring term, and as narrow as the kept directions.
+    /// centring term, and as narrow as the kept directions. Of the data's kind: in
+    /// float32 (only ever multiplied in float32 after) no float64 copy of it is made.
     fn whitened(&self) -> Tensor {
         let Some(w) = &self.whitening else { return self.data.shallow_clone() };
+        let kind = self.data.kind();
         // (X - 1 m) W = X W - 1 (m W): no centred copy of the data, which for a conv
         // layer's spectrum is the largest thing an analysis holds.
-        let mut z = products_f64(&self.data, w);
+        let mut z = products(&self.data, &w.to_kind(kind));
         if let Some(m) = &self.mean {
-            z -= m.matmul(w);
+            z -= m.matmul(w).to_kind(kind);
         }
         z
     }
@@ -222,23 +226,26 @@ pub struct Bytes {
 /// What summarising layer `i` of `a` takes in each form its comparisons with layers `js`
 /// of `b` need (one entry per form, in order of first use): an upper bound from the
 /// shapes (a `Z` counted as wide as its data), so that an analysis can plan its memory
-/// before it starts. float64 throughout.
+/// before it starts. The data and `Z` in the precision's kind, held in no other (see
+/// [`Summary::whitened`], [`super::dft::FrequencyPlan::spectrum`]); the matrices that
+/// are decomposed in float64.
 pub fn summary_bytes(a: &Layers, i: usize, b: &Layers, js: &[usize]) -> Vec<Bytes> {
     let x = a.layer(i);
     let n = x.size()[0];
     let channels = if x.dim() == 4 { x.size()[1] } else { 0 };
+    let value = a.options.precision.kind().elt_size_in_bytes() as i64;
     // The scatter route: the shifted copy, `Z`, and each problem's scatter matrix with its
     // decomposition; a wide layer goes the Gram route instead (the shifted and centred
     // copies, a datapoints x datapoints Gram matrix and its eigenvectors).
     let scatter = |problems: i64, rows: i64, cols: i64| -> Bytes {
         // The whitening kept beside the data, and the scatter matrices while decomposed.
-        let (data, matrices) = (8 * problems * rows * cols, 8 * 2 * problems * cols * cols);
+        let (data, matrices) = (value * problems * rows * cols, 8 * 2 * problems * cols * cols);
         Bytes { made: 2 * data + matrices, row: data + matrices, compact: data }
     };
     let dense = |cols: i64| -> Bytes {
         if cols > n {
-            let made = 8 * (2 * n * cols + 3 * n * n);
-            Bytes { made, row: made, compact: 8 * n * n }
+            let made = value * 2 * n * cols + 8 * 3 * n * n;
+            Bytes { made, row: made, compact: value * n * n }
         } else {
             scatter(1, n, cols)
         }
@@ -546,7 +553,8 @@ impl Layers {
         let device = a.data.device();
         let a_t = a.data.transpose(1, 2);
         let widths: Vec<i64> = keys.iter().map(|&key| self.made(key).whitened_width()).collect();
-        let bytes = widths.iter().sum::<i64>() * a.data.size()[0] * a.datapoints() * 8;
+        let value = self.options.precision.kind().elt_size_in_bytes() as i64;
+        let bytes = widths.iter().sum::<i64>() * a.data.size()[0] * a.datapoints() * value;
         if !self.joined.contains_key(keys) && self.joined_bytes + bytes <= self.joined_budget {
             let whitened: Vec<Tensor> = keys.iter().map(|&key| self.made(key).whitened()).collect();
             let joined = if whitened.len() == 1 { whitened[0].shallow_clone() } else { Tensor::cat(&whitened, 2) };
@@ -677,14 +685,15 @@ fn form_of(x: &Tensor, comparison: Option<&ConvComparison>) -> Form {
 }
 
 /// Layer `x` summarised in each of `comparisons`' forms (distinct forms; `None` is
-/// dense), its errors said of `side`. DFT forms come from one FFT when there are
-/// several: a layer's full grid and its crops are choices of frequencies of the same
-/// transform.
+/// dense), its errors said of `side`. DFT forms come from one FFT: a layer's full grid
+/// and its crops are choices of frequencies of the same transform. Spectra are made in
+/// the precision's kind, so that a float32 summary holds no float64 copy of its
+/// spectrum.
 fn summarise(x: &Tensor, comparisons: &[Option<&ConvComparison>], options: &Options, side: Side) -> Vec<Result<Summary, SimilarityError>> {
     let (keep, p) = (options.effective_keep(), options.precision);
     let dft: Vec<&ConvComparison> = comparisons.iter().flatten().copied().filter(|c| c.is_complex()).collect();
-    let shared = x.dim() == 4 && dft.len() >= 2;
-    let mut spectra = if shared { ConvComparison::spectra(&dft, x) } else { Vec::new() }.into_iter();
+    let shared = x.dim() == 4 && !dft.is_empty();
+    let mut spectra = if shared { ConvComparison::spectra(&dft, x, p.kind()) } else { Vec::new() }.into_iter();
     comparisons
         .iter()
         .map(|c| match c {
@@ -713,4 +722,52 @@ fn plan(a: &Layers, i: usize, b: &Layers, j: usize) -> Result<Option<ConvCompari
     let shapes = [LayerShape::of(x), LayerShape::of(y)];
     let conv = applicable(a.conv, shapes, x.size()[0]);
     ConvComparison::new(shapes, x.size()[0], conv, a.options.method).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// In float32 a layer's spectrum and its `Z` are held in float32 and nothing else
+    /// ([`Summary::whitened`], the DFT's spectra), and [`summary_bytes`] counts them at
+    /// four bytes: what it counts for the data is exactly what is held, in either
+    /// precision. The analysis plans its memory by it.
+    #[test]
+    fn summaries_are_held_in_the_precisions_kind_and_estimated_at_its_size() {
+        tch::manual_seed(4);
+        let x = (Tensor::randn([200, 8, 8, 8], (Kind::Float, Device::Cpu)) + 1.0).relu();
+        // Against itself (the 8 x 8 grid) and a 4 x 4 layer (a crop): two DFT forms of one FFT.
+        let y = x.avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>);
+        let mut estimates = Vec::new();
+        for precision in [Precision::Float64, Precision::Float32] {
+            let options = Options { precision, ..Options::default() };
+            let layers = || Layers::new(vec![x.shallow_clone(), y.shallow_clone()], options, ConvOptions::default());
+            let (mut a, b) = (layers(), layers());
+            let bytes = summary_bytes(&a, 0, &b, &[0, 1]);
+            assert_eq!(bytes.len(), 2, "{precision:?}: two DFT forms");
+            summarise_rows(&mut a, &[0], &b, &[0, 1]);
+            let held = |a: &Layers| -> i64 {
+                a.summaries
+                    .values()
+                    .map(|s| {
+                        let data = &s.as_ref().expect("summarised").data;
+                        assert_eq!(data.kind(), precision.kind(), "{precision:?}");
+                        data.numel() as i64 * data.kind().elt_size_in_bytes() as i64
+                    })
+                    .sum()
+            };
+            assert_eq!(a.summaries_made(), 2);
+            // The data is the spectrum, counted exactly (a compacted `Z`'s upper bound).
+            assert_eq!(held(&a), bytes.iter().map(|b| b.compact).sum::<i64>(), "{precision:?}: the spectra");
+            a.compact_summaries(0);
+            assert!(held(&a) <= bytes.iter().map(|b| b.compact).sum::<i64>(), "{precision:?}: the compacted Zs");
+            estimates.push(bytes);
+        }
+        // float32 halves the data and `Z`; the float64 matrices stay as they are.
+        for (wide, narrow) in estimates[0].iter().zip(&estimates[1]) {
+            assert_eq!(wide.compact, 2 * narrow.compact);
+            assert_eq!(wide.row - narrow.row, narrow.compact);
+            assert_eq!(wide.made - narrow.made, 2 * narrow.compact);
+        }
+    }
 }
