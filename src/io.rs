@@ -64,26 +64,65 @@ pub fn on_first_write(hook: fn(&Path) -> anyhow::Result<()>) {
 /// Writes `path` through `fill`, which writes the whole content to the temporary path it
 /// is given (for writers that take a path: safetensors, PNG); then the rules above.
 pub fn write_with(path: &Path, replace: Replace, fill: impl FnOnce(&Path) -> anyhow::Result<()>) -> anyhow::Result<()> {
-    let dir = folder_of(path);
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    if let Some(hook) = BEFORE_WRITING.get() {
-        hook(dir)?;
+    let staged = Staged::create(path)?;
+    fill(staged.temporary()).with_context(|| format!("cannot write {}", path.display()))?;
+    staged.finish(replace)
+}
+
+/// A file being written under a temporary name (see the module notes), for a writer
+/// that fills it piece by piece over several calls: [`Staged::finish`] gives it its
+/// name; dropped unfinished, the temporary is removed, so a failed or abandoned write
+/// leaves nothing behind.
+pub struct Staged {
+    tmp: tempfile::NamedTempFile,
+    path: PathBuf,
+}
+
+impl Staged {
+    /// A fresh temporary in `path`'s folder (after the folder's first-write hook).
+    pub fn create(path: &Path) -> anyhow::Result<Staged> {
+        let dir = folder_of(path);
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+        if let Some(hook) = BEFORE_WRITING.get() {
+            hook(dir)?;
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}{TEMP_MARK}"))
+            .rand_bytes(TEMP_RANDOM)
+            .suffix(TEMP_SUFFIX)
+            .tempfile_in(dir)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(Staged { tmp, path: path.to_path_buf() })
     }
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}{TEMP_MARK}"))
-        .rand_bytes(TEMP_RANDOM)
-        .suffix(TEMP_SUFFIX)
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    fill(tmp.path()).with_context(|| format!("cannot write {}", path.display()))?;
-    let file = File::open(tmp.path()).with_context(|| format!("cannot write {}", path.display()))?;
-    set_user_permissions(&file).with_context(|| format!("cannot set the permissions of {}", path.display()))?;
-    file.sync_all().with_context(|| format!("cannot write {}", path.display()))?;
-    match replace {
-        Replace::Always => tmp.persist(path).map(drop).map_err(|e| e.error),
-        Replace::Never => tmp.persist_noclobber(path).map(drop).map_err(|e| e.error),
+
+    /// The temporary, open for writing.
+    pub fn file(&self) -> &File {
+        self.tmp.as_file()
     }
-    .with_context(|| format!("cannot write {}", path.display()))
+
+    /// The temporary's path, for writers that open it themselves.
+    pub fn temporary(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// The file's real name, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Gives the written temporary the user's permissions, flushes it to disk and renames
+    /// it to its name (over an existing file only with [`Replace::Always`]).
+    pub fn finish(self, replace: Replace) -> anyhow::Result<()> {
+        let path = self.path;
+        let file = File::open(self.tmp.path()).with_context(|| format!("cannot write {}", path.display()))?;
+        set_user_permissions(&file).with_context(|| format!("cannot set the permissions of {}", path.display()))?;
+        file.sync_all().with_context(|| format!("cannot write {}", path.display()))?;
+        match replace {
+            Replace::Always => self.tmp.persist(&path).map(drop).map_err(|e| e.error),
+            Replace::Never => self.tmp.persist_noclobber(&path).map(drop).map_err(|e| e.error),
+        }
+        .with_context(|| format!("cannot write {}", path.display()))
+    }
 }
 
 /// Gives `file` the permissions a file created by the user would have: `0666` less the

@@ -382,7 +382,8 @@ fn read_safetensors_header(reader: &mut impl Read, tensor: Option<&str>) -> Resu
     let offsets: Vec<u64> =
         entry["data_offsets"].as_array().ok_or_else(bad)?.iter().map(|d| d.as_u64()).collect::<Option<_>>().ok_or_else(bad)?;
     let [begin, end] = offsets[..] else { return Err(bad()) };
-    let header = Header { dtype, big_endian: false, fortran_order: false, shape, data_offset: 8 + len + begin };
+    let data_offset = begin.checked_add(8 + len).ok_or_else(bad)?;
+    let header = Header { dtype, big_endian: false, fortran_order: false, shape, data_offset };
     if header.data_bytes() != Some(end.saturating_sub(begin)) {
         return Err(format!(
             "tensor '{name}': its shape {:?} of {} does not fill its {} bytes",
@@ -418,6 +419,17 @@ mod tests {
         out.extend((dict.len() as u16).to_le_bytes());
         out.extend(dict.as_bytes());
         out
+    }
+
+    /// A safetensors entry whose offsets would run past the end of the address space is
+    /// refused as malformed (the data's offset once wrapped around).
+    #[test]
+    fn a_safetensors_offset_past_u64_is_malformed() {
+        let json = format!(r#"{{"x":{{"dtype":"F32","shape":[1],"data_offsets":[{},{}]}}}}"#, u64::MAX - 3, u64::MAX);
+        let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(json.as_bytes());
+        let e = read_safetensors_header(&mut bytes.as_slice(), None).unwrap_err();
+        assert!(e.contains("malformed"), "{e}");
     }
 
     #[test]

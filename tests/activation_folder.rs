@@ -122,6 +122,21 @@ fn any_networks_layers_in_any_float_kind_are_analysed_cell_by_cell() {
     }
 }
 
+/// A folder recorded on too few datapoints for its widest layer is analysed with a
+/// warning that says to record more (it has no `analysis.probe_size` to raise).
+#[test]
+fn a_small_folder_is_warned_about_in_its_own_terms() {
+    tch::manual_seed(8);
+    let tmp = tempfile::tempdir().unwrap();
+    let layer = |noise: f64| vec![("hidden", Kind::Float, Tensor::randn([40, 12], (Kind::Float, Device::Cpu)) * (1.0 + noise))];
+    write_folder(tmp.path(), &[(0, layer(1.0)), (1, layer(0.0))]);
+    let out = svcca(&["analyze", s(tmp.path()), "--no-plots"]);
+    ok(&out);
+    let err = stderr(&out);
+    assert!(err.contains("the probe's 40 datapoints are fewer than 5 per unit of layer hidden"), "{err}");
+    assert!(err.contains("record the activation folder on more datapoints") && !err.contains("analysis.probe_size"), "{err}");
+}
+
 /// What does not fit is refused before anything is computed, naming the file.
 #[test]
 fn a_folder_that_does_not_fit_is_refused_naming_the_file() {

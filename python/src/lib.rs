@@ -9,6 +9,7 @@ use pyo3::buffer::{Element, PyBuffer};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use std::path::PathBuf;
+use svcca::activations::store::StepFile;
 use svcca::analysis::activation_folder::Writer;
 use svcca::compare::{Operand, Settings, Spelling};
 use svcca::config::StoreDtype;
@@ -110,6 +111,8 @@ fn compare(
 #[pyclass(module = "svcca._svcca")]
 struct ActivationWriter {
     writer: Option<Writer>,
+    /// The step being written, between `begin` and `finish`.
+    step: Option<StepFile>,
 }
 
 #[pymethods]
@@ -123,40 +126,51 @@ impl ActivationWriter {
             "float16" => StoreDtype::Float16,
             other => return Err(PyValueError::new_err(format!("dtype='{other}': expected 'float32' or 'float16'"))),
         };
-        Ok(ActivationWriter { writer: Some(Writer::create(&folder, dtype).map_err(py_error)?) })
+        Ok(ActivationWriter { writer: Some(Writer::create(&folder, dtype).map_err(py_error)?), step: None })
     }
 
-    /// Writes step `step`: `layers` as (name, float32 array) pairs, bottom-up. The
-    /// arrays are read in place (no copy), C-contiguous.
-    fn write(&self, py: Python<'_>, step: u64, layers: Vec<(String, Bound<'_, PyAny>)>) -> PyResult<()> {
+    /// Starts step `step` of `layers`, (name, shape) pairs bottom-up, the datapoints
+    /// first: the step's file is made, and filled by `rows`.
+    fn begin(&mut self, step: u64, layers: Vec<(String, Vec<i64>)>) -> PyResult<()> {
         let writer = self.writer.as_ref().ok_or_else(|| PyValueError::new_err("this recorder is closed"))?;
-        let mut buffers = Vec::with_capacity(layers.len());
-        for (name, array) in &layers {
-            let buffer =
-                PyBuffer::<f32>::get(array).map_err(|_| PyTypeError::new_err(format!("layer '{name}': expected a float32 array")))?;
-            if !buffer.is_c_contiguous() {
-                return Err(PyValueError::new_err(format!("layer '{name}': expected a C-contiguous array")));
-            }
-            buffers.push(buffer);
+        if self.step.is_some() {
+            return Err(PyRuntimeError::new_err("a step is being written: finish or abort it first"));
         }
-        let tensors: Vec<(String, Tensor)> = layers
-            .iter()
-            .zip(&buffers)
-            .map(|((name, _), buffer)| {
-                let shape: Vec<i64> = buffer.shape().iter().map(|&d| d as i64).collect();
-                let strides = contiguous_strides(&shape);
-                // SAFETY: the buffer holds a C-contiguous float32 array of this shape and
-                // stays alive (held in `buffers`) as long as the tensor, which is only
-                // read: written to a file, or converted into a new tensor.
-                let t = unsafe { Tensor::from_blob(buffer.buf_ptr() as *const u8, &shape, &strides, Kind::Float, Device::Cpu) };
-                (name.clone(), t)
-            })
-            .collect();
-        py.detach(move || writer.write(step, &tensors)).map_err(py_error)
+        self.step = Some(writer.begin(step, &layers).map_err(py_error)?);
+        Ok(())
+    }
+
+    /// Writes `array` (float32, C-contiguous) as the next datapoints of layer `layer`
+    /// (its index in `begin`'s list). The array is read in place (no copy).
+    fn rows(&mut self, py: Python<'_>, layer: usize, array: &Bound<'_, PyAny>) -> PyResult<()> {
+        let file = self.step.as_mut().ok_or_else(|| PyRuntimeError::new_err("no step begun"))?;
+        let buffer = PyBuffer::<f32>::get(array).map_err(|_| PyTypeError::new_err(format!("layer {layer}: expected a float32 array")))?;
+        if !buffer.is_c_contiguous() {
+            return Err(PyValueError::new_err(format!("layer {layer}: expected a C-contiguous array")));
+        }
+        let shape: Vec<i64> = buffer.shape().iter().map(|&d| d as i64).collect();
+        let strides = contiguous_strides(&shape);
+        // SAFETY: the buffer holds a C-contiguous float32 array of this shape and stays
+        // alive (held by `buffer`) as long as the tensor, which is only read (converted
+        // and written to the file) before this call returns.
+        let t = unsafe { Tensor::from_blob(buffer.buf_ptr() as *const u8, &shape, &strides, Kind::Float, Device::Cpu) };
+        py.detach(move || file.write_rows(layer, &t)).map_err(py_error)
+    }
+
+    /// Names the step's file and lists it in the folder's manifest.
+    fn finish(&mut self) -> PyResult<()> {
+        let file = self.step.take().ok_or_else(|| PyRuntimeError::new_err("no step begun"))?;
+        file.finish(&[]).map_err(py_error)
+    }
+
+    /// Drops the step being written: its temporary file is removed, nothing is listed.
+    fn abort(&mut self) {
+        self.step = None;
     }
 
     /// Releases the folder's lock; later writes are refused.
     fn close(&mut self) {
+        self.step = None;
         self.writer = None;
     }
 }

@@ -57,39 +57,50 @@ class Recorder:
         rows = sum(len(b) for b in batches)
         params = next(model.parameters(), None)
         device = params.device if params is not None else None
-        # Each layer's outputs go straight into one float32 host array of all the
-        # datapoints (made at the first batch): no list of batches concatenated after.
-        stored = {}
-        start = [0]
+        # Each forward batch's outputs are written to the step's file as they come (the
+        # file is begun once the first batch has shown every layer's shape), so only one
+        # batch's activations are ever held, whatever the probe's size.
+        outputs = {}
 
         def hook_for(name):
             def hook(module, inputs, output):
                 if not isinstance(output, torch.Tensor):
                     raise ValueError(f"module '{name}' returns {type(output).__name__}, not one tensor: record a module that does")
-                out = output.detach()
-                if name not in stored:
-                    stored[name] = torch.empty((rows,) + tuple(out.shape[1:]), dtype=torch.float32)
-                if tuple(out.shape[1:]) != tuple(stored[name].shape[1:]):
-                    raise ValueError(f"module '{name}' gives {tuple(out.shape)} for one batch, {tuple(stored[name].shape)} overall")
-                stored[name][start[0]:start[0] + len(out)] = out.to("cpu", torch.float32)
+                if name in outputs:
+                    raise ValueError(f"module '{name}' ran more than once in one forward pass: record a module that runs once")
+                outputs[name] = output.detach()
             return hook
 
         handles = [modules[name].register_forward_hook(hook_for(name)) for name in self.layers]
         training = model.training
+        shapes = None
         try:
             model.eval()
             with torch.no_grad():
                 for batch in batches:
+                    outputs.clear()
                     model(batch.to(device) if device is not None else batch)
-                    start[0] += len(batch)
+                    silent = [name for name in self.layers if name not in outputs]
+                    if silent:
+                        raise ValueError(f"module(s) {', '.join(map(repr, silent))} did not run in the model's forward pass")
+                    if shapes is None:
+                        shapes = {name: tuple(outputs[name].shape[1:]) for name in self.layers}
+                        self._writer.begin(int(step), [(name, [rows, *shapes[name]]) for name in self.layers])
+                    for i, name in enumerate(self.layers):
+                        out = outputs[name]
+                        if tuple(out.shape[1:]) != shapes[name]:
+                            raise ValueError(f"module '{name}' gives {tuple(out.shape)} for one batch, "
+                                             f"{(len(batches[0]),) + shapes[name]} for the first")
+                        self._writer.rows(i, out.to("cpu", torch.float32).contiguous().numpy())
+            self._writer.finish()
+        except BaseException:
+            # Nothing of this step stays: its unfinished file is removed.
+            self._writer.abort()
+            raise
         finally:
             for h in handles:
                 h.remove()
             model.train(training)
-        silent = [name for name in self.layers if name not in stored]
-        if silent:
-            raise ValueError(f"module(s) {', '.join(map(repr, silent))} did not run in the model's forward pass")
-        self._writer.write(int(step), [(name, stored[name].numpy()) for name in self.layers])
 
     def close(self):
         """Releases the folder for ``svcca analyze``; later steps are refused."""

@@ -152,3 +152,48 @@ def test_float16_files_and_a_probe_given_as_batches(tmp_path):
         ("conv1", [21, 4, 16, 16], "float16"),
         ("out", [21, 3], "float16"),
     ]
+
+
+def test_a_failed_step_leaves_nothing_and_each_module_runs_once(tmp_path):
+    """A forward pass that fails after the step's file was begun leaves no file and no
+    temporary behind, and the next step records; a module run twice in one forward is
+    refused (its datapoints would be written twice)."""
+    import torch
+
+    class Flaky(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 3)
+            self.calls = 0
+            self.fail_on = None
+
+        def forward(self, x):
+            self.calls += 1
+            if self.calls == self.fail_on:
+                raise RuntimeError("out of memory, say")
+            return self.fc(x)
+
+    torch.manual_seed(0)
+    model, probe = Flaky(), torch.randn(10, 4)
+    folder = tmp_path / "acts"
+    with svcca.Recorder(folder, probe, ["fc"], batch_size=4) as rec:
+        model.fail_on = 2  # the second of three batches
+        with pytest.raises(RuntimeError, match="out of memory"):
+            rec.step(model, 0)
+        assert sorted(p.name for p in (folder / "activations").iterdir()) == []
+        model.fail_on = None
+        rec.step(model, 1)
+    stored = sorted(p.name for p in (folder / "activations").iterdir())
+    assert stored == ["manifest.json", "step-00000001.safetensors"]
+
+    class Twice(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.fc(self.fc(x))
+
+    with svcca.Recorder(tmp_path / "twice", probe, ["fc"]) as rec:
+        with pytest.raises(ValueError, match="ran more than once"):
+            rec.step(Twice(), 0)

@@ -11,6 +11,7 @@
 //! Used by training (store mode, adaptive freezing) and by the analyses, so it sits below
 //! both (see docs/ARCHITECTURE.md).
 
+pub mod layer_file;
 pub mod probe;
 pub mod record;
 pub mod store;

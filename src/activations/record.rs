@@ -3,6 +3,7 @@
 //! N x C x H x W, dense layers N x neurons. The input layer ([`INPUT`], `in`) is the
 //! probe's normalised images themselves: nothing is run for it.
 
+use super::layer_file::LayerFile;
 use super::probe::Probe;
 use crate::error::InputError;
 use crate::model::{Network, INPUT};
@@ -67,23 +68,27 @@ pub fn units(t: &Tensor) -> i64 {
 /// is 5 to 10). SVCCA's correlations are biased upward with fewer.
 pub const PROBE_DATAPOINTS_PER_UNIT: i64 = 5;
 
+/// What to do about a small probe drawn by the config.
+pub const RAISE_PROBE_SIZE: &str = "raise analysis.probe_size";
+
 /// Warns when the probe has fewer than [`PROBE_DATAPOINTS_PER_UNIT`] datapoints per unit
-/// of the widest layer ([`probe_warning`]).
-pub fn warn_if_small(probe_len: usize, layers: &[String], acts: &[Tensor]) {
-    if let Some(message) = probe_warning(probe_len, layers.iter().zip(acts).map(|(n, a)| (n.as_str(), units(a)))) {
+/// of the widest layer ([`probe_warning`]); `remedy` says what to do about it (the
+/// config's [`RAISE_PROBE_SIZE`], or for activations recorded elsewhere, recording more).
+pub fn warn_if_small(probe_len: usize, layers: &[String], acts: &[Tensor], remedy: &str) {
+    if let Some(message) = probe_warning(probe_len, layers.iter().zip(acts).map(|(n, a)| (n.as_str(), units(a))), remedy) {
         tracing::warn!("{message}");
     }
 }
 
 /// The warning for a probe of `probe_len` datapoints against layers of `(name, units)`,
 /// if it has fewer than [`PROBE_DATAPOINTS_PER_UNIT`] per unit of the widest.
-pub fn probe_warning<'a>(probe_len: usize, layers: impl IntoIterator<Item = (&'a str, i64)>) -> Option<String> {
+pub fn probe_warning<'a>(probe_len: usize, layers: impl IntoIterator<Item = (&'a str, i64)>, remedy: &str) -> Option<String> {
     let (name, width) = layers.into_iter().max_by_key(|(_, w)| *w)?;
     let per = PROBE_DATAPOINTS_PER_UNIT;
     ((probe_len as i64) < per * width).then(|| {
         format!(
-            "analysis.probe_size {probe_len} is below {per} datapoints per unit of layer {name} ({width} units: {} datapoints), the \
-             recommended minimum (docs/analysis.md, probe_size): its correlations are biased upward; raise analysis.probe_size",
+            "the probe's {probe_len} datapoints are fewer than {per} per unit of layer {name} ({width} units: {} datapoints), the \
+             recommended minimum (docs/analysis.md, probe_size): its correlations are biased upward; {remedy}",
             per * width
         )
     })
@@ -97,53 +102,43 @@ pub fn probe_warning<'a>(probe_len: usize, layers: impl IntoIterator<Item = (&'a
 /// layers from it, instead of recording the checkpoint again for every block.
 pub fn record_to_file(net: &Network, probe: &Probe, layers: &[String], path: &std::path::Path) -> anyhow::Result<()> {
     use anyhow::Context;
-    use std::os::unix::fs::FileExt;
     let taps: Vec<&str> = layers.iter().map(String::as_str).collect();
     if let Some(t) = taps.iter().find(|&&t| t == INPUT) {
         return Err(InputError::new(format!("layer '{t}' is the probe itself: it is not recorded")).into());
     }
     let n = probe.images.size()[0];
     let file = std::fs::OpenOptions::new().write(true).open(path).with_context(|| format!("cannot write {}", path.display()))?;
-    let write = |bytes: &[u8], at: u64| file.write_all_at(bytes, at).with_context(|| format!("cannot write {}", path.display()));
-    // Each layer's byte offset in the data, its bytes per datapoint; set at the first batch.
-    let mut places: Vec<(u64, u64)> = Vec::new();
-    let mut data_start = 0u64;
+    // Begun at the first batch, which gives the layers' shapes.
+    let mut out: Option<LayerFile> = None;
     tch::no_grad(|| -> anyhow::Result<()> {
         let mut i = 0;
         while i < n {
             let len = SPILL_BATCH.min(n - i);
             let (_, outs) = net.forward_taps(&probe.images.narrow(0, i, len), false, &taps)?;
-            if places.is_empty() {
-                let mut header = serde_json::Map::new();
-                let mut offset = 0u64;
-                for (name, o) in layers.iter().zip(&outs) {
-                    let mut shape = o.size();
-                    shape[0] = n;
-                    let per = 4 * o.size()[1..].iter().product::<i64>() as u64;
-                    let bytes = per * n as u64;
-                    header.insert(
-                        name.clone(),
-                        serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + bytes]}),
-                    );
-                    places.push((offset, per));
-                    offset += bytes;
-                }
-                let mut json = serde_json::to_vec(&header)?;
-                // Padded with spaces to 8 bytes, as the format recommends.
-                json.resize(json.len().div_ceil(8) * 8, b' ');
-                write(&(json.len() as u64).to_le_bytes(), 0)?;
-                write(&json, 8)?;
-                data_start = 8 + json.len() as u64;
+            if out.is_none() {
+                let shapes: Vec<(String, Vec<i64>)> = layers
+                    .iter()
+                    .zip(&outs)
+                    .map(|(name, o)| {
+                        let mut shape = o.size();
+                        shape[0] = n;
+                        (name.clone(), shape)
+                    })
+                    .collect();
+                out = Some(LayerFile::start(&file, path, &shapes, Kind::Float)?);
             }
-            for ((offset, per), o) in places.iter().zip(outs) {
-                let values = Vec::<f32>::try_from(o.to_kind(Kind::Float).contiguous().view([-1]))?;
-                let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-                write(&bytes, data_start + offset + per * i as u64)?;
+            let writer = out.as_mut().expect("begun");
+            for (l, o) in outs.iter().enumerate() {
+                writer.write_rows(&file, l, o)?;
             }
             i += len;
         }
         Ok(())
-    })
+    })?;
+    if let Some(out) = out {
+        out.check_complete()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -154,11 +149,12 @@ mod tests {
     fn the_probe_warning_starts_below_five_datapoints_per_unit_of_the_widest_layer() {
         let layers = [("c1", 16), ("fc1", 128), ("logits", 10)];
         // 5 x 128 = 640: the first probe size that is not warned about.
-        assert_eq!(probe_warning(640, layers), None);
-        let warned = probe_warning(639, layers).unwrap();
+        assert_eq!(probe_warning(640, layers, RAISE_PROBE_SIZE), None);
+        let warned = probe_warning(639, layers, RAISE_PROBE_SIZE).unwrap();
         assert!(warned.contains("639") && warned.contains("layer fc1 (128 units: 640 datapoints)"), "{warned}");
+        assert!(warned.ends_with("raise analysis.probe_size"), "{warned}");
         // Above one datapoint per unit but below five (the old threshold passed it).
-        assert!(probe_warning(600, layers).is_some());
-        assert_eq!(probe_warning(100, []), None);
+        assert!(probe_warning(600, layers, "record more").unwrap().ends_with("; record more"));
+        assert_eq!(probe_warning(100, [], RAISE_PROBE_SIZE), None);
     }
 }

@@ -8,6 +8,7 @@
 //! The input layer ([`INPUT`], `in`) is not stored: it does not change during training,
 //! and it is the probe's normalised images, which [`load`] takes from the probe.
 
+use super::layer_file::LayerFile;
 use super::probe::Probe;
 use super::record;
 use crate::config::{Config, StoreDtype};
@@ -94,22 +95,76 @@ impl Recorder {
 /// probe's indices, empty for an activation folder written elsewhere). An existing
 /// file is never replaced: that is refused.
 pub fn write_step(dir: &Path, step: u64, layers: &[(String, Tensor)], dtype: StoreDtype, probe_indices: &[i64]) -> anyhow::Result<()> {
-    let (kind, name) = match dtype {
+    let shapes: Vec<(String, Vec<i64>)> = layers.iter().map(|(l, a)| (l.clone(), a.size())).collect();
+    let mut file = StepFile::create(dir, step, &shapes, dtype)?;
+    for (i, (_, a)) in layers.iter().enumerate() {
+        file.write_rows(i, a)?;
+    }
+    file.finish(probe_indices)
+}
+
+/// One step's file being written, layer by layer and a block of datapoints at a time
+/// ([`LayerFile`]: the Python recorder writes each forward batch as it comes, so it
+/// never holds a whole probe's activations). [`StepFile::finish`] names the file and
+/// lists it in the manifest once every row is there; dropped before that, nothing is left.
+pub struct StepFile {
+    staged: crate::io::Staged,
+    layers: LayerFile,
+    dir: PathBuf,
+    step: u64,
+    dtype: StoreDtype,
+}
+
+/// A stored dtype's libtorch kind and manifest name.
+fn stored(dtype: StoreDtype) -> (Kind, &'static str) {
+    match dtype {
         StoreDtype::Float32 => (Kind::Float, "float32"),
         StoreDtype::Float16 => (Kind::Half, "float16"),
-    };
-    let tensors: Vec<(String, Tensor)> =
-        layers.iter().map(|(l, a)| (l.clone(), a.to_device(Device::Cpu).to_kind(kind).contiguous())).collect();
-    crate::io::write_with(&dir.join(step_file_name(step)), crate::io::Replace::Never, |tmp| Ok(Tensor::write_safetensors(&tensors, tmp)?))?;
-    let mut manifest = read_manifest(dir)?.unwrap_or_default();
-    manifest.probe_indices = probe_indices.to_vec();
-    manifest.entries.retain(|e| e.step != step);
-    for (l, a) in layers {
-        manifest.entries.push(Entry { step, layer: l.clone(), shape: a.size(), dtype: name.into(), file: step_file_name(step) });
     }
-    manifest.entries.sort_by_key(|a| a.step);
-    crate::io::write_json_atomic(&dir.join(MANIFEST), &manifest)?;
-    Ok(())
+}
+
+impl StepFile {
+    /// Starts step `step`'s file in `dir` for `layers` (name, shape; datapoints first).
+    /// Refused when the step's file exists.
+    pub fn create(dir: &Path, step: u64, layers: &[(String, Vec<i64>)], dtype: StoreDtype) -> anyhow::Result<StepFile> {
+        let path = dir.join(step_file_name(step));
+        if path.symlink_metadata().is_ok() {
+            return Err(InputError::new(format!("{}: exists already; a step's file is never replaced", path.display())).into());
+        }
+        let staged = crate::io::Staged::create(&path)?;
+        let layers = LayerFile::start(staged.file(), &path, layers, stored(dtype).0)?;
+        Ok(StepFile { staged, layers, dir: dir.to_path_buf(), step, dtype })
+    }
+
+    /// Writes `rows` (any float kind, on any device) as layer `layer`'s next datapoints.
+    pub fn write_rows(&mut self, layer: usize, rows: &Tensor) -> anyhow::Result<()> {
+        self.layers.write_rows(self.staged.file(), layer, rows)
+    }
+
+    /// Names the file, once every layer's datapoints are written, and lists its layers in
+    /// the folder's manifest (with `probe_indices`).
+    pub fn finish(self, probe_indices: &[i64]) -> anyhow::Result<()> {
+        self.layers.check_complete()?;
+        let entries: Vec<Entry> = self
+            .layers
+            .layers()
+            .map(|(layer, shape)| Entry {
+                step: self.step,
+                layer: layer.to_string(),
+                shape: shape.to_vec(),
+                dtype: stored(self.dtype).1.into(),
+                file: step_file_name(self.step),
+            })
+            .collect();
+        self.staged.finish(crate::io::Replace::Never)?;
+        let mut manifest = read_manifest(&self.dir)?.unwrap_or_default();
+        manifest.probe_indices = probe_indices.to_vec();
+        manifest.entries.retain(|e| e.step != self.step);
+        manifest.entries.extend(entries);
+        manifest.entries.sort_by_key(|a| a.step);
+        crate::io::write_json_atomic(&self.dir.join(MANIFEST), &manifest)?;
+        Ok(())
+    }
 }
 
 /// The manifest in `dir` (an `activations/` folder), if there is one.
@@ -287,5 +342,66 @@ mod tests {
         assert_eq!(shapes(&path, &["a".to_string()], Some(&probe)).unwrap(), [vec![10, 3, 4]]);
         let e = load(&path, &["c".to_string()], Some(&probe), Device::Cpu).unwrap_err().to_string();
         assert!(e.contains("no activations of layer 'c'"), "{e}");
+    }
+
+    /// A step written a block of datapoints at a time (in more than one conversion chunk
+    /// for the large layer) is the file libtorch's safetensors writer makes of the whole
+    /// layers, value for value, in either dtype, and readable by both readers; its data
+    /// starts 8-byte aligned.
+    #[test]
+    fn a_step_written_block_by_block_reads_back_as_the_whole_layers() {
+        tch::manual_seed(3);
+        let dir = tempfile::tempdir().unwrap();
+        // 300 x 16 x 32 x 32 float32: 19.7 MB, more than one of LayerFile's conversions.
+        let conv = Tensor::randn([300, 16, 32, 32], (Kind::Float, Device::Cpu));
+        let dense = Tensor::randn([300, 10], (Kind::Float, Device::Cpu));
+        assert!(conv.numel() * 4 > 16 << 20);
+        for (step, dtype, kind) in [(1u64, StoreDtype::Float32, Kind::Float), (2, StoreDtype::Float16, Kind::Half)] {
+            let layers = [("conv".to_string(), conv.size()), ("fc".to_string(), dense.size())];
+            let mut file = StepFile::create(dir.path(), step, &layers, dtype).unwrap();
+            for (at, n) in [(0, 7), (7, 250), (257, 43)] {
+                file.write_rows(1, &dense.narrow(0, at, n)).unwrap();
+                file.write_rows(0, &conv.narrow(0, at, n)).unwrap();
+            }
+            file.finish(&[4, 5]).unwrap();
+            let path = dir.path().join(step_file_name(step));
+            let bytes = std::fs::read(&path).unwrap();
+            assert_eq!(u64::from_le_bytes(bytes[..8].try_into().unwrap()) % 8, 0);
+            let read: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&path).unwrap().into_iter().collect();
+            assert!(read["conv"].equal(&conv.to_kind(kind)) && read["fc"].equal(&dense.to_kind(kind)), "{dtype:?}");
+            let ours = load(&path, &["fc".to_string(), "conv".to_string()], None, Device::Cpu).unwrap();
+            assert!(ours[0].equal(&dense.to_kind(kind).to_kind(Kind::Float)) && ours[1].equal(&conv.to_kind(kind).to_kind(Kind::Float)));
+            let manifest = read_manifest(dir.path()).unwrap().unwrap();
+            assert_eq!(manifest.probe_indices, [4, 5]);
+            let listed: Vec<(&str, &str)> =
+                manifest.entries.iter().filter(|e| e.step == step).map(|e| (e.layer.as_str(), e.dtype.as_str())).collect();
+            let name = if kind == Kind::Float { "float32" } else { "float16" };
+            assert_eq!(listed, [("conv", name), ("fc", name)]);
+        }
+    }
+
+    /// Rows past a layer's end or of another shape are refused; a step not complete is
+    /// not named, and whether finished or dropped it leaves no temporary file; an
+    /// existing step is refused before anything is written.
+    #[test]
+    fn an_incomplete_or_misshapen_step_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let x = Tensor::ones([4, 3], (Kind::Float, Device::Cpu));
+        let layers = [("a".to_string(), vec![4, 3])];
+        let mut file = StepFile::create(dir.path(), 5, &layers, StoreDtype::Float32).unwrap();
+        file.write_rows(0, &x.narrow(0, 0, 3)).unwrap();
+        let e = file.write_rows(0, &x.narrow(0, 0, 2)).unwrap_err().to_string();
+        assert!(e.contains("'a': [2, 3] after 3 of [4, 3] written"), "{e}");
+        let e = file.write_rows(0, &Tensor::ones([1, 4], (Kind::Float, Device::Cpu))).unwrap_err().to_string();
+        assert!(e.contains("[1, 4]"), "{e}");
+        let e = file.finish(&[]).unwrap_err().to_string();
+        assert!(e.contains("'a' has 3 of its 4 datapoints written"), "{e}");
+        let left = || std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(left(), 0, "an unfinished step leaves nothing");
+        drop(StepFile::create(dir.path(), 5, &layers, StoreDtype::Float32).unwrap());
+        assert_eq!(left(), 0, "a dropped step leaves nothing");
+        write_step(dir.path(), 5, &[("a".to_string(), x.shallow_clone())], StoreDtype::Float32, &[]).unwrap();
+        let e = StepFile::create(dir.path(), 5, &layers, StoreDtype::Float32).err().unwrap().to_string();
+        assert!(e.contains("exists already"), "{e}");
     }
 }

@@ -25,13 +25,13 @@
 //! data, so they need a run folder.
 
 use super::check_finished;
-use crate::activations::store::{self, Manifest};
+use crate::activations::store::{self, Manifest, StepFile};
 use crate::config::{Config, StoreDtype};
 use crate::device::DeviceChoice;
 use crate::error::InputError;
 use crate::run_dir::{self, Access, Lock, CONFIG_FILE};
 use std::path::{Path, PathBuf};
-use tch::{Device, Tensor};
+use tch::Device;
 
 /// Whether `dir` is an activation folder: `activations/manifest.json` and no
 /// `checkpoints/`.
@@ -188,21 +188,22 @@ impl Writer {
         Ok(Writer { dir: dir.to_path_buf(), dtype, _lock: lock })
     }
 
-    /// Writes step `step`'s `layers` (name, activations: N x D or N x C x H x W, the
-    /// same N datapoints in each), bottom-up.
-    pub fn write(&self, step: u64, layers: &[(String, Tensor)]) -> anyhow::Result<()> {
+    /// Starts step `step` of `layers` (name, shape: N x D or N x C x H x W, the same N
+    /// in each), bottom-up, refusing what the folder cannot take (see [`Writer`]); its
+    /// rows are then written block by block ([`StepFile::write_rows`]) and the step
+    /// listed by [`StepFile::finish`].
+    pub fn begin(&self, step: u64, layers: &[(String, Vec<i64>)]) -> anyhow::Result<StepFile> {
         let folder = self.dir.join(store::FOLDER);
         let bad = |what: String| InputError::new(format!("{}: step {step}: {what}", self.dir.display()));
         let Some((_, first)) = layers.first() else {
             return Err(bad("no layers to write".into()).into());
         };
-        let rows = first.size()[0];
-        for (i, (name, t)) in layers.iter().enumerate() {
-            let shape = t.size();
+        let rows = first.first().copied().unwrap_or(0);
+        for (i, (name, shape)) in layers.iter().enumerate() {
             if name.is_empty() || layers[..i].iter().any(|(n, _)| n == name) {
                 return Err(bad(format!("layer name '{name}' is empty or given twice")).into());
             }
-            if !(shape.len() == 2 || shape.len() == 4) || shape.contains(&0) {
+            if !(shape.len() == 2 || shape.len() == 4) || shape.iter().any(|&d| d <= 0) {
                 return Err(bad(format!("'{name}' has shape {shape:?}: expected N x D (dense) or N x C x H x W (conv)")).into());
             }
             if shape[0] != rows {
@@ -230,8 +231,7 @@ impl Writer {
                     .filter(|e| e.step == manifest.entries[0].step)
                     .map(|e| (e.layer.as_str(), e.shape.as_slice()))
                     .collect();
-                let shapes: Vec<Vec<i64>> = layers.iter().map(|(_, t)| t.size()).collect();
-                let these: Vec<(&str, &[i64])> = layers.iter().zip(&shapes).map(|((n, _), s)| (n.as_str(), s.as_slice())).collect();
+                let these: Vec<(&str, &[i64])> = layers.iter().map(|(n, s)| (n.as_str(), s.as_slice())).collect();
                 if these != earliest {
                     return Err(bad(format!(
                         "layers and shapes {these:?} where step {} has {earliest:?}: every step holds the same layers, in the same order and shapes",
@@ -241,6 +241,6 @@ impl Writer {
                 }
             }
         }
-        store::write_step(&folder, step, layers, self.dtype, &[])
+        StepFile::create(&folder, step, layers, self.dtype)
     }
 }

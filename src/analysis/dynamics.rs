@@ -425,7 +425,11 @@ pub fn analyze_within(run: &Path, device: Option<DeviceChoice>, budget: Option<s
             plan.what
         );
         let shapes = plan.source.shapes(total, &layers)?;
-        record::warn_if_small(shapes[0].size()[0] as usize, &layers, &shapes);
+        let remedy = match &plan.source {
+            Source::Store { probe: None, .. } => "record the activation folder on more datapoints",
+            _ => record::RAISE_PROBE_SIZE,
+        };
+        record::warn_if_small(shapes[0].size()[0] as usize, &layers, &shapes, remedy);
         crate::activations::conv_dense_fallbacks(&plan.config, &layers, &shapes, shapes.iter().any(|f| f.dim() == 2));
         let shapes = LayerSet::new(shapes, &plan.config);
         let budget = budget.unwrap_or_else(|| super::memory::Budget::of(plan.config.analysis.memory_mib));

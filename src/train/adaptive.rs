@@ -247,7 +247,7 @@ impl Adaptive {
         let head = self.groups[g].head;
         let acts = self.run(net, frozen, head).pop().expect("a layer");
         if step == 0 {
-            record::warn_if_small(self.probe.len(), &[self.names[head].clone()], std::slice::from_ref(&acts));
+            record::warn_if_small(self.probe.len(), &[self.names[head].clone()], std::slice::from_ref(&acts), record::RAISE_PROBE_SIZE);
         }
         self.previous = Some((g, step, acts));
         Ok(())
