@@ -15,6 +15,7 @@ use crate::data::rng::Rng;
 use crate::device;
 use crate::device::DeviceChoice;
 use crate::error::{InputError, Side, SimilarityError};
+use crate::host;
 use crate::npy::{Dtype, NpyFile};
 use crate::similarity::conv::{ConvComparison, LayerShape};
 use crate::similarity::{
@@ -246,8 +247,8 @@ pub struct Chance {
 /// The bytes of one side's float64 working copy of a block (its shifted data, or a conv
 /// layer's transform) above which the CPU path streams smaller blocks, whatever the
 /// memory budget: three quarters of the allocator's threshold for mapping a buffer on
-/// its own ([`device::HEAP_BLOCK_BYTES`]).
-const BLOCK_COPY_BYTES: u64 = device::HEAP_BLOCK_BYTES as u64 / 4 * 3;
+/// its own ([`host::HEAP_BLOCK_BYTES`]).
+const BLOCK_COPY_BYTES: u64 = host::HEAP_BLOCK_BYTES as u64 / 4 * 3;
 
 /// The result with its context, as printed by `--json`.
 #[derive(Debug, Clone, Serialize)]
@@ -403,11 +404,7 @@ impl Input {
         }
         let mut shape = vec![count as i64];
         shape.extend(&dims);
-        let t = Tensor::empty(shape.as_slice(), (kind, Device::Cpu));
-        // SAFETY: a fresh contiguous tensor of exactly count * cols elements of the file's
-        // dtype; nothing else refers to it while the slice lives.
-        let bytes = unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut u8, t.numel() * self.dtype.size()) };
-        fill(file, bytes)?;
+        let t = host::view::fill_new_bytes(shape.as_slice(), kind, |bytes| fill(file, bytes))?;
         Ok(self.shaped(t, fortran, layout))
     }
 
@@ -479,7 +476,7 @@ impl Pipeline {
     /// the CPU the pass runs on rayon's threads (rustfft, the shifted copies, faer's
     /// sums), libtorch's steps single-threaded: its idle OpenMP threads would otherwise
     /// spin after each of them, taking the cores from rayon's (see
-    /// `similarity::on_rayon`; benches/records/2026-12-01.md, "The pass over the data on rayon's
+    /// `host::on_rayon`; benches/records/2026-12-01.md, "The pass over the data on rayon's
     /// threads"). The other conv transforms are libtorch's reductions and copies, which
     /// want its threads; the solve chooses its own by the size of its matrices.
     fn on_rayon(&self) -> bool {
@@ -623,7 +620,7 @@ impl CompareJob {
             Ok(())
         };
         if pipeline.on_rayon() {
-            similarity::on_rayon(self.device, pass)
+            host::on_rayon(self.device, pass)
         } else {
             pass()
         }

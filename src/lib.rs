@@ -3,8 +3,8 @@
 //!
 //! Each module is a stage of one pipeline, and dependencies run one way, from
 //! `config` through `data`, `model`, `activations`, `train`, `analysis` and `report` to
-//! `experiment`/`sweep` and `cli`, with `similarity` (the maths, pure functions of
-//! tensors) and the small shared modules (`error`, `io`, `run_dir`, `device`) below them:
+//! `experiment`/`sweep` and `cli`, with `similarity` (the maths, functions of tensors)
+//! and the small shared modules (`error`, `io`, `run_dir`, `device`, `host`) below them:
 //! see docs/ARCHITECTURE.md, checked by tests/architecture.rs.
 
 pub mod activations;
@@ -17,6 +17,7 @@ pub mod device;
 pub mod error;
 pub mod example_pair;
 pub mod experiment;
+pub mod host;
 pub mod io;
 pub mod model;
 pub mod npy;

@@ -5,7 +5,7 @@ use svcca::error::InputError;
 use svcca::preempt::{Preempted, EXIT_STATUS};
 
 fn main() {
-    svcca::device::reuse_freed_host_memory();
+    svcca::host::reuse_freed_host_memory();
     // Every command resolves its device before it seeds libtorch: checked from here on.
     svcca::device::require_resolution();
     tracing_subscriber::fmt().with_env_filter(log_filter()).with_writer(std::io::stderr).with_ansi(colour()).with_target(false).init();

@@ -518,10 +518,9 @@ pub fn run(settings: &Settings, out: &Path) -> anyhow::Result<Summary> {
     let _lock = crate::run_dir::lock(out, crate::run_dir::Access::Exclusive)?;
     let s = settings;
     // One thread: the matrices are small, and a second thread only contends.
-    let threads = tch::get_num_threads();
-    tch::set_num_threads(1);
+    let one = crate::host::LibtorchOnOneThread::new();
     let result = train_and_compare(s, out);
-    tch::set_num_threads(threads);
+    drop(one);
     let summary = result?;
     let summary = Summary { seconds: started.elapsed().as_secs_f64(), ..summary };
     crate::io::write_json_atomic(&out.join("summary.json"), &summary)?;

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 /// docs/ARCHITECTURE.md.
 const STAGES: &[&[&str]] = &[
     &["error"],
-    &["io", "device", "preempt", "stats"],
+    &["io", "device", "host", "preempt", "stats"],
     &["similarity", "npy"],
     &["config"],
     &["run_dir"],

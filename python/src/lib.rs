@@ -38,21 +38,15 @@ fn choice<T: clap::ValueEnum>(key: &str, value: &str) -> PyResult<T> {
 /// A float32 or float64 array (any object with the buffer protocol) as a host tensor of
 /// its own: one copy, so that nothing done to it reaches the caller's array.
 fn copied(py: Python<'_>, array: &Bound<'_, PyAny>, name: &str) -> PyResult<Tensor> {
-    fn copy<T: Element>(py: Python<'_>, buffer: &PyBuffer<T>, kind: Kind) -> PyResult<Tensor> {
+    fn copy<T: Element + svcca::host::view::Element>(py: Python<'_>, buffer: &PyBuffer<T>) -> PyResult<Tensor> {
         let shape: Vec<i64> = buffer.shape().iter().map(|&d| d as i64).collect();
-        let t = Tensor::empty(shape.as_slice(), (kind, Device::Cpu));
-        // SAFETY: a fresh contiguous tensor of exactly the buffer's item count, of the
-        // buffer's element type (`kind` matches `T`); nothing else refers to it while the
-        // slice lives.
-        let out = unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut T, t.numel()) };
-        buffer.copy_to_slice(py, out)?;
-        Ok(t)
+        svcca::host::view::try_fill_new::<T, _>(&shape, |out| buffer.copy_to_slice(py, out))
     }
     if let Ok(b) = PyBuffer::<f64>::get(array) {
-        return copy(py, &b, Kind::Double);
+        return copy(py, &b);
     }
     if let Ok(b) = PyBuffer::<f32>::get(array) {
-        return copy(py, &b, Kind::Float);
+        return copy(py, &b);
     }
     Err(PyTypeError::new_err(format!("{name}: expected a float32 or float64 array")))
 }

@@ -148,7 +148,7 @@ pub fn chance_order(seed: u64, n: usize) -> Tensor {
 ///
 /// `t` must share its memory with no other tensor (a layer just read or recorded): the
 /// rows are moved in place.
-pub fn shuffled_in_place(t: Tensor, order: &Tensor) -> Tensor {
+pub fn shuffled_in_place(mut t: Tensor, order: &Tensor) -> Tensor {
     let n = t.size().first().copied().unwrap_or(0) as usize;
     if t.device() != tch::Device::Cpu || !t.is_contiguous() || t.numel() == 0 {
         return t.index_select(0, &order.to_device(t.device()));
@@ -156,9 +156,7 @@ pub fn shuffled_in_place(t: Tensor, order: &Tensor) -> Tensor {
     let order = Vec::<i64>::try_from(order).expect("datapoint indices");
     assert_eq!(order.len(), n, "a permutation of the datapoints");
     let row = t.numel() / n * t.kind().elt_size_in_bytes();
-    // SAFETY: `t` is a contiguous CPU tensor of `n` rows of `row` bytes, which nothing
-    // else refers to (see above) while the slice lives.
-    let data = unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut u8, n * row) };
+    let data = crate::host::view::bytes_mut(&mut t).expect("a contiguous CPU tensor");
     let (mut moved, mut first) = (vec![false; n], vec![0u8; row]);
     // Row k takes row order[k]: along each cycle of the permutation, each row's new
     // value is the next one's old value, and the last takes the first's, held aside.

@@ -28,7 +28,7 @@ const MIB: i64 = 1 << 20;
 
 /// What every analysis holds besides the layers: libtorch's runtime, the network, the
 /// probe's images, and the allocator's slack: freed blocks below
-/// `device::HEAP_BLOCK_BYTES` stay in the heap for reuse, about 0.8 GiB more than the
+/// `host::HEAP_BLOCK_BYTES` stay in the heap for reuse, about 0.8 GiB more than the
 /// layers' estimate at the paper's widths (`scripts/bench_analysis_memory.sh`).
 const BASE: i64 = 1280 * MIB;
 

@@ -14,12 +14,14 @@
 //! rounding before the final rounding to float32, which leaves them equal but for a
 //! rare last-bit difference (tests: against the float64 formula).
 
+use crate::host;
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
 /// Writes `mean + (h - mean) P` into `out` for an N x C x H x W float32 block `h`, over
 /// the channels at each position (`mean`: C, `p`: C x C, float64), if both are contiguous
-/// CPU float32 tensors of one shape; else returns false and writes nothing.
+/// CPU float32 tensors of one shape and `out` shares no memory with `h`; else returns
+/// false and writes nothing.
 pub fn project_channels(h: &Tensor, mean: &Tensor, p: &Tensor, out: &Tensor) -> bool {
     let fits = |t: &Tensor| t.device() == Device::Cpu && t.kind() == Kind::Float && t.dim() == 4 && t.is_contiguous();
     if !(fits(h) && fits(out) && h.size() == out.size()) {
@@ -27,22 +29,20 @@ pub fn project_channels(h: &Tensor, mean: &Tensor, p: &Tensor, out: &Tensor) -> 
     }
     let size = h.size();
     let (images, channels, positions) = (size[0] as usize, size[1] as usize, (size[2] * size[3]) as usize);
-    let host = |t: &Tensor| Vec::<f64>::try_from(&t.to_device(Device::Cpu).to_kind(Kind::Double).contiguous().view(-1)).expect("float64");
-    let (mean, p) = (host(mean), host(p));
+    let copied = |t: &Tensor| Vec::<f64>::try_from(&t.to_device(Device::Cpu).to_kind(Kind::Double).contiguous().view(-1)).expect("float64");
+    let (mean, p) = (copied(mean), copied(p));
     assert!(mean.len() == channels && p.len() == channels * channels, "mean and P over the {channels} channels");
     let image = channels * positions;
     if images * image == 0 {
         // Nothing to write (and an empty tensor's data pointer may be null).
         return true;
     }
-    // SAFETY: `h` and `out` are contiguous float32 tensors of `images * image` numbers,
-    // alive for this call; `out` is written only here, and `h` is not `out`'s storage
-    // (a map writes a block of a fresh stack).
-    let (x, y) = unsafe {
-        (
-            std::slice::from_raw_parts(h.data_ptr() as *const f32, images * image),
-            std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, images * image),
-        )
+    // `out` is the caller's block of a fresh stack, passed as a shared handle; a handle of
+    // its own names it to the view, which is refused where it overlaps `h` (`mean` and
+    // `P` are copies already).
+    let mut out = out.shallow_clone();
+    let (Some([y]), Some(x)) = (host::view::slices_mut_apart::<f32, 1>([&mut out], &[h]), host::view::slice::<f32>(h)) else {
+        return false;
     };
     y.par_chunks_mut(image)
         .zip(x.par_chunks(image))
@@ -158,6 +158,10 @@ mod tests {
         assert!(!project_channels(&h.transpose(2, 3), &mean, &p, &out), "a strided view");
         assert!(!project_channels(&Tensor::ones([2, 6], opts), &mean, &p, &Tensor::zeros([2, 6], opts)), "dense");
         assert!(!project_channels(&h, &mean, &p, &Tensor::zeros([1, 2, 3, 4], opts)), "another shape");
+        assert!(!project_channels(&h, &mean, &p, &h.shallow_clone()), "out is h");
+        let two = Tensor::ones([2, 2, 3, 3], opts);
+        assert!(!project_channels(&two.narrow(0, 0, 1), &mean, &p, &two.narrow(0, 0, 1)), "out is a view of h");
+        assert!(bool::try_from(h.eq(1.0).all()).unwrap(), "h unchanged");
         let none = Tensor::zeros([0, 2, 3, 3], opts);
         assert!(project_channels(&none, &mean, &p, &none.zeros_like()), "no images: nothing to do");
         assert!(bool::try_from(out.eq(0.0).all()).unwrap(), "nothing written");

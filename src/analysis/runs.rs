@@ -49,7 +49,7 @@ impl Run {
         let config = crate::run_dir::read_config(dir)?;
         let device = device.unwrap_or(config.train.device).resolve()?;
         if let Some(n) = config.train.threads {
-            tch::set_num_threads(n);
+            crate::host::set_libtorch_threads(n);
         }
         let final_step = config
             .train

@@ -16,6 +16,7 @@
 use super::products::products;
 use super::Keep;
 use crate::error::{Side, SimilarityError};
+use crate::host;
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
@@ -193,46 +194,15 @@ pub(crate) fn singular_values(t: &Tensor, kept_a: &[usize], kept_b: &[usize]) ->
     s.chunks(width.max(1)).zip(kept_a.iter().zip(kept_b)).map(|(s, (&ka, &kb))| s[..ka.min(kb)].to_vec()).collect()
 }
 
-/// Runs `f`, which decomposes matrices of at most `n` rows, with libtorch's CPU threads
-/// set to one when they are small (n <= 512): parallelism then comes from rayon over
-/// independent problems ([`stacked`], and the two layers side by side). LAPACK cannot use
-/// two threads on a 64 x 64 problem, but its OpenMP threads spin-wait for each other:
-/// when anything else wanted the cores (a second job, a build), a stack of small problems
-/// ran many times slower than on one thread (seen while developing; no benchmark records
-/// it).
-pub(crate) fn single_threaded<T>(device: Device, n: i64, f: impl FnOnce() -> T) -> T {
-    if n > 512 {
-        return f();
-    }
-    on_rayon(device, f)
-}
-
-/// Runs `f` with libtorch's CPU threads set to one, its parallelism left to rayon
-/// ([`stacked`], [`super::products`], the FFTs): for work made of many small steps, such as
-/// a row of the learning-dynamics matrix. Between libtorch's parallel steps its idle
-/// OpenMP thread spin-waits (libgomp's default), taking a core from rayon's threads
-/// and from the serial steps in between (benches/records/2026-12-01.md, "Analysis
-/// rows").
-pub(crate) fn on_rayon<T>(device: Device, f: impl FnOnce() -> T) -> T {
-    if device != Device::Cpu {
-        return f();
-    }
-    let threads = tch::get_num_threads();
-    tch::set_num_threads(1);
-    let out = f();
-    tch::set_num_threads(threads);
-    out
-}
-
 /// Runs a decomposition `f` of a stack of matrices (along the first axis) where it is
 /// fastest: on the CPU split across rayon's threads when libtorch runs single-threaded
-/// there (see [`single_threaded`]); on a GPU as one batched call when libtorch batches
+/// there (see [`host::single_threaded`]); on a GPU as one batched call when libtorch batches
 /// it there, and otherwise on the CPU's threads ([`solve_on_host`]).
 pub(crate) fn stacked<const K: usize>(t: &Tensor, f: impl Fn(&Tensor) -> [Tensor; K] + Sync) -> [Tensor; K] {
     if solve_on_host(t.device(), &t.size()) {
         let device = t.device();
-        let host = t.to_device(Device::Cpu);
-        let out = on_rayon(Device::Cpu, || stacked(&host, f));
+        let on_host = t.to_device(Device::Cpu);
+        let out = host::on_rayon(Device::Cpu, || stacked(&on_host, f));
         return out.map(|x| x.to_device(device));
     }
     let split = t.device() == Device::Cpu && tch::get_num_threads() == 1 && t.dim() == 3 && t.size()[0] > 1;

@@ -24,10 +24,12 @@
 //! The spectrum comes from rustfft (parallel over datapoints with rayon) on the CPU and
 //! from libtorch's FFT on CUDA; the CCAs of all frequencies then run as one batched stack.
 
+use crate::host;
 use rayon::prelude::*;
 use rustfft::num_complex::Complex64;
 use rustfft::num_traits::AsPrimitive;
 use rustfft::FftPlanner;
+use std::mem::MaybeUninit;
 use tch::{Device, Kind, Tensor};
 
 /// Which frequencies of the common grid are computed, and what each stands for.
@@ -177,44 +179,26 @@ impl FrequencyPlan {
         let shift = Vec::<f64>::try_from(&shift.to_device(Device::Cpu).to_kind(Kind::Double).contiguous().flatten(0, -1))
             .expect("a float tensor converts to Vec<f64>");
         assert_eq!(shift.len(), c * h * w, "one shift image of C x H x W");
-        let outs: Vec<Tensor> = plans
-            .iter()
-            .map(|plan| Tensor::empty([plan.computed.len() as i64, rows as i64, 2 * c as i64], (U::KIND, Device::Cpu)))
-            .collect();
-        // SAFETY: each output is a fresh contiguous tensor of `U`'s kind of exactly this
-        // many elements, and nothing else refers to it while the slices live.
-        let mut targets: Vec<&mut [U]> =
-            outs.iter().map(|out| unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut U, out.numel()) }).collect();
-        // SAFETY: `x` is contiguous on the CPU, of the kind matched, and outlives the slice.
-        unsafe {
-            match x.kind() {
-                Kind::Float => {
-                    let values = std::slice::from_raw_parts(x.data_ptr() as *const f32, x.numel());
-                    rustfft(plans, values, &shift, [rows, c, h, w], &mut targets)
-                }
-                _ => {
-                    let values = std::slice::from_raw_parts(x.data_ptr() as *const f64, x.numel());
-                    rustfft(plans, values, &shift, [rows, c, h, w], &mut targets)
-                }
+        let sizes: Vec<Vec<i64>> = plans.iter().map(|plan| vec![plan.computed.len() as i64, rows as i64, 2 * c as i64]).collect();
+        host::view::write_new_each::<U>(&sizes, |targets| {
+            if x.numel() == 0 {
+                return;
             }
-        }
-        outs
+            match x.kind() {
+                Kind::Float => rustfft(plans, host::view::slice::<f32>(&x).expect("checked"), &shift, [rows, c, h, w], targets),
+                _ => rustfft(plans, host::view::slice::<f64>(&x).expect("checked"), &shift, [rows, c, h, w], targets),
+            }
+        })
     }
 }
 
 /// The kinds a spectrum is written in: float64, or float32 (each value rounded to
 /// nearest from the float64 transform, as libtorch converts).
-trait Element: Copy + Default + Send + Sync + 'static {
-    const KIND: Kind;
-}
+trait Element: host::view::Element + Default {}
 
-impl Element for f64 {
-    const KIND: Kind = Kind::Double;
-}
+impl Element for f64 {}
 
-impl Element for f32 {
-    const KIND: Kind = Kind::Float;
-}
+impl Element for f32 {}
 
 /// The spectrum of `values - shift` (rows x C x H x W, less one C x H x W image) as
 /// frequencies x rows x [re C | im C], for each plan into its output. The transform
@@ -229,7 +213,7 @@ fn rustfft<T: Copy + Into<f64> + Sync, U: Element>(
     values: &[T],
     shift: &[f64],
     [rows, c, h, w]: [usize; 4],
-    outs: &mut [&mut [U]],
+    outs: &mut [&mut [MaybeUninit<U>]],
 ) where
     f64: AsPrimitive<U>,
 {
@@ -254,14 +238,14 @@ fn rustfft<T: Copy + Into<f64> + Sync, U: Element>(
     for (out, at) in outs.iter().zip(&at) {
         assert_eq!(out.len(), at.len() * rows * 2 * c);
     }
-    let targets: Vec<Output<U>> = outs.iter_mut().map(|out| Output(out.as_mut_ptr())).collect();
+    let mut targets = host::view::RowSets::new(outs, rows, 2 * c);
     let plane = h * w;
-    values.par_chunks(c * plane).enumerate().for_each_init(
+    values.par_chunks(c * plane).zip(targets.par_rows()).for_each_init(
         || {
             let spectra: Vec<Vec<U>> = at.iter().map(|a| vec![U::default(); a.len() * 2 * c]).collect();
             (vec![zero; plane], vec![zero; plane], vec![zero; scratch_len], spectra)
         },
-        |(image, columns, scratch, spectra), (n, input)| {
+        |(image, columns, scratch, spectra), (input, mut target)| {
             for c0 in (0..c).step_by(2) {
                 let x0 = &input[c0 * plane..(c0 + 1) * plane];
                 let s0 = &shift[c0 * plane..(c0 + 1) * plane];
@@ -296,31 +280,14 @@ fn rustfft<T: Copy + Into<f64> + Sync, U: Element>(
                     }
                 }
             }
-            for ((spectrum, at), target) in spectra.iter().zip(&at).zip(&targets) {
+            // This datapoint's row of each frequency, of each plan's output.
+            for (i, (spectrum, at)) in spectra.iter().zip(&at).enumerate() {
                 for r in 0..at.len() {
-                    // SAFETY: row n of frequency r is in bounds and written by this task
-                    // alone (one task per datapoint), so writes never overlap.
-                    let row = &spectrum[r * 2 * c..(r + 1) * 2 * c];
-                    unsafe { target.write_row((r * rows + n) * 2 * c, row) };
+                    target.write(i, r, &spectrum[r * 2 * c..(r + 1) * 2 * c]);
                 }
             }
         },
     );
-}
-
-/// The spectrum buffer, shared by the FFT tasks that each fill disjoint elements.
-#[derive(Clone, Copy)]
-struct Output<U>(*mut U);
-// SAFETY: tasks write disjoint elements (see `rustfft`) and the buffer outlives them.
-unsafe impl<U: Send> Send for Output<U> {}
-unsafe impl<U: Sync> Sync for Output<U> {}
-
-impl<U: Copy> Output<U> {
-    /// # Safety
-    /// `at..at + values.len()` must be in bounds and written by no other task.
-    unsafe fn write_row(&self, at: usize, values: &[U]) {
-        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.0.add(at), values.len()) };
-    }
 }
 
 /// The canonical correlations of one frequency of the grid.

@@ -1,6 +1,8 @@
 //! How similar two layers' representations are: CCA, SVCCA, PWCCA and linear CKA.
 //!
-//! Pure functions of tensors, with no knowledge of models or files. Activations are
+//! Functions of tensors, with no knowledge of models or files; not pure in the strict
+//! sense: they allocate, and on the CPU run libtorch on one thread while rayon's threads
+//! work ([`crate::host::threads`], a process-wide setting held by a guard). Activations are
 //! datapoints x neurons, the same datapoints in the same order on both sides, any float
 //! kind, on CPU or CUDA: the math is one code path of libtorch ops for both, except the
 //! matrix products, which [`products`](self::products) runs through faer on the CPU.
@@ -41,7 +43,6 @@ mod products;
 mod pwcca;
 pub mod summary;
 
-pub(crate) use cca::on_rayon;
 pub use conv::{ConvDense, ConvMethod, ConvOptions, ConvReport, DftCut, Layout};
 pub use directions::{directions, directions_each, directions_needed, principal_variances, Directions};
 pub use moments::{Covariance, Moments};
@@ -49,6 +50,7 @@ pub use moments::{Covariance, Moments};
 use conv::{ConvComparison, LayerShape};
 
 use crate::error::{Side, SimilarityError};
+use crate::host;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -364,7 +366,7 @@ pub(crate) fn canonical(
 ) -> Result<Vec<(usize, usize, Vec<f64>)>, SimilarityError> {
     let keep = options.effective_keep();
     let n = cov.caa.size()[1].max(cov.cbb.size()[1]);
-    cca::single_threaded(cov.caa.device(), n, || {
+    host::single_threaded(cov.caa.device(), n, || {
         // The two layers' decompositions are independent: side by side.
         let (caa, cbb) = (cov.caa.shallow_clone(), cov.cbb.shallow_clone());
         let (pa, pb) = rayon::join(move || cca::Principal::of(&caa), move || cca::Principal::of(&cbb));

@@ -29,7 +29,9 @@
 
 use super::products::{add_column_sums, add_gram, add_products};
 use crate::error::{Side, SimilarityError};
+use crate::host;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use tch::{Device, Kind, Tensor};
 
 /// Running sums over the datapoints of two layers seen so far.
@@ -323,35 +325,23 @@ pub(super) fn shifted(block: &Tensor, shift: &Tensor) -> Tensor {
         return block - shift;
     }
     let shift = shift.contiguous();
-    let out = Tensor::empty(block.size(), (Kind::Double, Device::Cpu));
     let (rows, cols) = (block.size()[1] as usize, block.size()[2] as usize);
-    if out.numel() == 0 {
-        return out;
+    if block.numel() == 0 {
+        return Tensor::empty(block.size(), (Kind::Double, Device::Cpu));
     }
-    // SAFETY: `out` is fresh and contiguous, of the block's size; `block` and `shift` are
-    // contiguous CPU tensors of the kinds matched, alive for the whole call.
-    let (target, shift) = unsafe {
-        (
-            std::slice::from_raw_parts_mut(out.data_ptr() as *mut f64, out.numel()),
-            std::slice::from_raw_parts(shift.data_ptr() as *const f64, shift.numel()),
-        )
-    };
-    fn fill<T: Copy + Into<f64> + Sync>(values: &[T], shift: &[f64], target: &mut [f64], rows: usize, cols: usize) {
+    let shift = host::view::slice::<f64>(&shift).expect("a contiguous float64 shift");
+    fn fill<T: Copy + Into<f64> + Sync>(values: &[T], shift: &[f64], target: &mut [MaybeUninit<f64>], rows: usize, cols: usize) {
         target.par_chunks_mut(cols).zip(values.par_chunks(cols)).enumerate().for_each(|(r, (out, row))| {
             let s = &shift[(r / rows) * cols..][..cols];
             for ((o, &x), &s) in out.iter_mut().zip(row).zip(s) {
-                *o = x.into() - s;
+                o.write(x.into() - s);
             }
         });
     }
-    // SAFETY: as above, the block's values as its own kind.
-    unsafe {
-        match block.kind() {
-            Kind::Float => fill(std::slice::from_raw_parts(block.data_ptr() as *const f32, block.numel()), shift, target, rows, cols),
-            _ => fill(std::slice::from_raw_parts(block.data_ptr() as *const f64, block.numel()), shift, target, rows, cols),
-        }
-    }
-    out
+    host::view::write_new::<f64>(&block.size(), |target| match block.kind() {
+        Kind::Float => fill(host::view::slice::<f32>(block).expect("checked above"), shift, target, rows, cols),
+        _ => fill(host::view::slice::<f64>(block).expect("checked above"), shift, target, rows, cols),
+    })
 }
 
 /// A stack of real `[[R'R_y, R'I_y], [I'R_y, I'I_y]]` products as the complex `X'Y`

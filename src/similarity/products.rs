@@ -15,21 +15,21 @@
 //! streaming sums add each block's products into the running ones in place
 //! ([`add_products`], [`add_gram`], [`add_column_sums`]).
 
+use crate::host::view::{fill_new, slices_mut_apart, MatStack};
 use faer::linalg::matmul::matmul;
 use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 /// `x y` for stacks (problems x m x k times problems x k x n, the same number of
 /// problems) or matrices; any other shapes as `Tensor::matmul` takes them.
 pub(crate) fn products(x: &Tensor, y: &Tensor) -> Tensor {
-    let (Some(a), Some(b)) = (Operand::of(x), Operand::of(y)) else { return x.matmul(y) };
+    let (Some(a), Some(b)) = (MatStack::of(x), MatStack::of(y)) else { return x.matmul(y) };
     if a.problems != b.problems || a.cols != b.rows {
         return x.matmul(y);
     }
-    let out = Tensor::empty([a.problems as i64, a.rows as i64, b.cols as i64], (Kind::Double, Device::Cpu));
-    multiply(&out, Accum::Replace, &a, &b);
+    let out = fill_new::<f64>(&[a.problems as i64, a.rows as i64, b.cols as i64], |out| multiply(out, Accum::Replace, &a, &b));
     if x.dim() == 2 {
         out.squeeze_dim(0)
     } else {
@@ -41,9 +41,11 @@ pub(crate) fn products(x: &Tensor, y: &Tensor) -> Tensor {
 /// product written out and then added: one pass over `out` instead of three, and no
 /// parallel libtorch step between rayon's).
 pub(crate) fn add_products(out: &mut Tensor, x: &Tensor, y: &Tensor) {
-    if let (Some(a), Some(b)) = (Operand::of(x), Operand::of(y)) {
-        if a.problems == b.problems && a.cols == b.rows && writable(out, [a.problems, a.rows, b.cols]) {
-            return multiply(out, Accum::Add, &a, &b);
+    if let (Some(a), Some(b)) = (MatStack::of(x), MatStack::of(y)) {
+        if a.problems == b.problems && a.cols == b.rows && has_shape(out, [a.problems, a.rows, b.cols]) {
+            if let Some([o]) = slices_mut_apart::<f64, 1>([out], &[x, y]) {
+                return multiply(o, Accum::Add, &a, &b);
+            }
         }
     }
     *out += x.matmul(y);
@@ -52,17 +54,15 @@ pub(crate) fn add_products(out: &mut Tensor, x: &Tensor, y: &Tensor) {
 /// `out += 1' x`: the column sums of each problem of a stack (problems x rows x cols)
 /// added to `out` (problems x 1 x cols), in place on the CPU (see [`add_products`]).
 pub(crate) fn add_column_sums(out: &mut Tensor, x: &Tensor) {
-    if let Some(a) = Operand::of(x) {
-        if writable(out, [a.problems, 1, a.cols]) {
-            let ones = vec![1.0; a.rows];
-            // SAFETY: a 1 x rows view of `ones`, which outlives the products.
-            let ones = unsafe { MatRef::from_raw_parts(ones.as_ptr(), 1, a.rows, a.rows as isize, 1) };
-            let (n, dst) = (a.cols, out.data_ptr() as usize);
-            return each_problem(a.problems, |q, par| {
-                // SAFETY: problem q's row of the contiguous `out`, written by this call only.
-                let d = unsafe { MatMut::from_raw_parts_mut((dst as *mut f64).add(q * n), 1, n, n as isize, 1) };
-                matmul(d, Accum::Add, ones, a.problem(q), 1.0, par);
-            });
+    if let Some(a) = MatStack::of(x) {
+        if has_shape(out, [a.problems, 1, a.cols]) {
+            if let Some([o]) = slices_mut_apart::<f64, 1>([out], &[x]) {
+                let ones = vec![1.0; a.rows];
+                let ones = MatRef::from_row_major_slice(&ones, 1, a.rows);
+                return each_problem(o, a.cols, |q, d, par| {
+                    matmul(MatMut::from_row_major_slice_mut(d, 1, a.cols), Accum::Add, ones, a.problem(q), 1.0, par);
+                });
+            }
         }
     }
     *out += column_sums(x);
@@ -87,22 +87,18 @@ pub(crate) fn column_sums(x: &Tensor) -> Tensor {
     sums
 }
 
-/// Whether faer may write the products into `out` in place: a contiguous CPU float64
-/// stack of exactly `shape`.
-fn writable(out: &Tensor, [problems, m, n]: [usize; 3]) -> bool {
-    out.device() == Device::Cpu && out.kind() == Kind::Double && out.is_contiguous() && out.size() == [problems as i64, m as i64, n as i64]
+/// Whether `out` is a stack of exactly `shape` (faer then writes it in place where
+/// [`slices_mut_apart`] gives its elements).
+fn has_shape(out: &Tensor, [problems, m, n]: [usize; 3]) -> bool {
+    out.size() == [problems as i64, m as i64, n as i64]
 }
 
-/// `out = a b` or `out += a b` for each problem, `out` a contiguous CPU float64 stack of
-/// problems x a.rows x b.cols.
-fn multiply(out: &Tensor, accum: Accum, a: &Operand, b: &Operand) {
+/// `out = a b` or `out += a b` for each problem, `out` the problems x a.rows x b.cols
+/// elements of a contiguous stack.
+fn multiply(out: &mut [f64], accum: Accum, a: &MatStack, b: &MatStack) {
     let (m, n) = (a.rows, b.cols);
-    let dst = out.data_ptr() as usize;
-    each_problem(a.problems, |q, par| {
-        // SAFETY: problem q's block of the contiguous `out`, written by this call only;
-        // `a` and `b` outlive `each_problem`, which returns when every call has.
-        let d = unsafe { MatMut::from_raw_parts_mut((dst as *mut f64).add(q * m * n), m, n, n as isize, 1) };
-        matmul(d, accum, a.problem(q), b.problem(q), 1.0, par);
+    each_problem(out, m * n, |q, d, par| {
+        matmul(MatMut::from_row_major_slice_mut(d, m, n), accum, a.problem(q), b.problem(q), 1.0, par);
     });
 }
 
@@ -110,13 +106,12 @@ fn multiply(out: &Tensor, accum: Accum, a: &Operand, b: &Operand) {
 /// triangle is computed and mirrored (BLAS does not promise that the two triangles of
 /// a full `x' x` agree; on an AMD EPYC they differ in the last bit).
 pub(crate) fn gram(x: &Tensor) -> Tensor {
-    let Some(a) = Operand::of(x) else {
+    let Some(a) = MatStack::of(x) else {
         let g = x.transpose(-2, -1).matmul(x);
         return g.triu(0) + g.triu(1).transpose(-2, -1);
     };
     let n = a.cols as i64;
-    let out = Tensor::empty([a.problems as i64, n, n], (Kind::Double, Device::Cpu));
-    gram_into(&out, Accum::Replace, &a);
+    let out = fill_new::<f64>(&[a.problems as i64, n, n], |out| gram_into(out, Accum::Replace, &a));
     if x.dim() == 2 {
         out.squeeze_dim(0)
     } else {
@@ -127,23 +122,23 @@ pub(crate) fn gram(x: &Tensor) -> Tensor {
 /// `out += x' x` for a stack, `out` of the shape [`gram`] returns; in place on the CPU
 /// (see [`add_products`]), exactly symmetric as `out` was.
 pub(crate) fn add_gram(out: &mut Tensor, x: &Tensor) {
-    match Operand::of(x) {
-        Some(a) if writable(out, [a.problems, a.cols, a.cols]) => gram_into(out, Accum::Add, &a),
-        _ => *out += gram(x),
+    if let Some(a) = MatStack::of(x) {
+        if has_shape(out, [a.problems, a.cols, a.cols]) {
+            if let Some([o]) = slices_mut_apart::<f64, 1>([out], &[x]) {
+                return gram_into(o, Accum::Add, &a);
+            }
+        }
     }
+    *out += gram(x);
 }
 
 /// `out = a' a` or `out += a' a` for each problem: the lower triangle, then mirrored.
-fn gram_into(out: &Tensor, accum: Accum, a: &Operand) {
+fn gram_into(out: &mut [f64], accum: Accum, a: &MatStack) {
     let n = a.cols;
-    let dst = out.data_ptr() as usize;
-    each_problem(a.problems, |q, par| {
-        let p = (dst as *mut f64).wrapping_add(q * n * n);
-        // SAFETY: as in `multiply`: problem q's block of `out`, this call's only.
-        let d = unsafe { MatMut::from_raw_parts_mut(p, n, n, n as isize, 1) };
+    each_problem(out, n * n, |q, block, par| {
         let xq = a.problem(q);
         triangular::matmul(
-            d,
+            MatMut::from_row_major_slice_mut(block, n, n),
             BlockStructure::TriangularLower,
             accum,
             xq.transpose(),
@@ -153,8 +148,6 @@ fn gram_into(out: &Tensor, accum: Accum, a: &Operand) {
             1.0,
             par,
         );
-        // SAFETY: the same block, now read and written through one slice.
-        let block = unsafe { std::slice::from_raw_parts_mut(p, n * n) };
         for i in 0..n {
             for j in i + 1..n {
                 block[i * n + j] = block[j * n + i];
@@ -163,60 +156,24 @@ fn gram_into(out: &Tensor, accum: Accum, a: &Operand) {
     });
 }
 
-/// Runs `f(problem, parallelism)` for every problem: one problem per rayon task when
-/// there are enough of them to keep every thread busy, else one after the other, each
-/// with all threads.
-fn each_problem(problems: usize, f: impl Fn(usize, Par) + Sync) {
+/// Runs `f(problem, its block of out, parallelism)` for every problem (`out` in blocks of
+/// `block` elements): one problem per rayon task when there are enough of them to keep
+/// every thread busy, else one after the other, each with all threads.
+fn each_problem(out: &mut [f64], block: usize, f: impl Fn(usize, &mut [f64], Par) + Sync) {
     let threads = rayon::current_num_threads();
+    let problems = out.len() / block;
     if problems >= threads && problems > 1 {
-        (0..problems).into_par_iter().for_each(|q| f(q, Par::Seq));
+        out.par_chunks_mut(block).enumerate().for_each(|(q, d)| f(q, d, Par::Seq));
     } else {
         let par = if threads > 1 { Par::rayon(threads) } else { Par::Seq };
-        (0..problems).for_each(|q| f(q, par));
-    }
-}
-
-/// A CPU float64 tensor of 2 or 3 dimensions, as faer sees it: a base address and
-/// element strides (transposed and narrowed views included, nothing copied).
-struct Operand {
-    ptr: usize,
-    problems: usize,
-    rows: usize,
-    cols: usize,
-    strides: [isize; 3],
-}
-
-impl Operand {
-    fn of(t: &Tensor) -> Option<Operand> {
-        if t.device() != Device::Cpu || t.kind() != Kind::Double || !(2..=3).contains(&t.dim()) || t.numel() == 0 {
-            return None;
-        }
-        let (size, stride) = (t.size(), t.stride());
-        let (size, stride) = if t.dim() == 2 {
-            ([1, size[0], size[1]], [0, stride[0], stride[1]])
-        } else {
-            ([size[0], size[1], size[2]], [stride[0], stride[1], stride[2]])
-        };
-        Some(Operand {
-            ptr: t.data_ptr() as usize,
-            problems: size[0] as usize,
-            rows: size[1] as usize,
-            cols: size[2] as usize,
-            strides: stride.map(|s| s as isize),
-        })
-    }
-
-    fn problem(&self, q: usize) -> MatRef<'_, f64> {
-        let base = (self.ptr as *const f64).wrapping_offset(q as isize * self.strides[0]);
-        // SAFETY: the tensor's own sizes and strides, within its storage, which the
-        // caller's borrow of the tensor keeps alive for `self`'s lifetime.
-        unsafe { MatRef::from_raw_parts(base, self.rows, self.cols, self.strides[1], self.strides[2]) }
+        out.chunks_mut(block).enumerate().for_each(|(q, d)| f(q, d, par));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Device;
 
     fn worst(a: &Tensor, b: &Tensor) -> f64 {
         assert_eq!(a.size(), b.size());

@@ -16,9 +16,10 @@
 //! with `R` the Cholesky factor of `D'D` (the same `R` as the QR's up to row signs, which
 //! the absolute value removes).
 
-use super::cca::{rank_tolerance, single_threaded, to_host};
+use super::cca::{rank_tolerance, to_host};
 use super::moments::Covariance;
 use crate::error::SimilarityError;
+use crate::host::single_threaded;
 use tch::{Device, Tensor};
 
 pub(crate) struct Pwcca {

@@ -39,6 +39,7 @@ use super::moments::{self, as_complex, first_non_finite, SideSums};
 use super::products::{column_sums, gram, products};
 use super::{size_warnings, ConvOptions, Keep, Method, Options, Precision, Similarity};
 use crate::error::{Side, SimilarityError};
+use crate::host;
 use rayon::prelude::*;
 use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
@@ -95,7 +96,7 @@ impl Summary {
             return Err(SimilarityError::layer(side, first_non_finite(&x, 0)));
         }
         let stats = sums.finish(rows, complex, side)?;
-        let principal = cca::single_threaded(x.device(), stats.scatter.size()[1], || Principal::of(&stats.scatter));
+        let principal = host::single_threaded(x.device(), stats.scatter.size()[1], || Principal::of(&stats.scatter));
         let kept = principal.cut(keep, joint, side, rows)?;
         // The whitened directions over every column of the data (constant neurons weigh
         // nothing), so the shifted data projects without a copy of its live columns.
@@ -145,7 +146,7 @@ impl Summary {
         let gram = gram(&centred.transpose(1, 2)).to_kind(Kind::Double);
         // Constant neurons are zero columns here: they add nothing to the Gram matrix,
         // and the rank test counts the live ones as the scatter route does.
-        let principal = cca::single_threaded(x.device(), rows, || Principal::of_with(&gram, alive as usize));
+        let principal = host::single_threaded(x.device(), rows, || Principal::of_with(&gram, alive as usize));
         let kept = principal.cut(keep, None, side, rows)?;
         // `Z` in the precision's kind, as the scatter route's (see `Summary::whitened`).
         let data = principal.directions.narrow(2, 0, kept[0] as i64).to_kind(precision.kind());
@@ -333,7 +334,7 @@ fn correlate_from(a: &Summary, b: &Summary, taken: Taken, cross: Tensor) -> Resu
     }
     let t = as_complex(&cross, a.complex);
     let n = t.size()[1].max(t.size()[2]);
-    let correlations = cca::single_threaded(t.device(), n, || cca::singular_values(&t, &a.kept, &b.kept));
+    let correlations = host::single_threaded(t.device(), n, || cca::singular_values(&t, &a.kept, &b.kept));
     Ok(a.kept.iter().zip(&b.kept).zip(correlations).map(|((&ka, &kb), c)| (ka, kb, c)).collect())
 }
 
@@ -583,7 +584,7 @@ pub fn similarity(a: &mut Layers, i: usize, b: &mut Layers, j: usize) -> Result<
 pub fn similarities(a: &mut Layers, i: usize, b: &mut Layers, js: &[usize]) -> Vec<Result<f64, SimilarityError>> {
     assert!(a.options == b.options && a.conv == b.conv, "both sides of a comparison use the same settings");
     let device = a.layer(i).device();
-    cca::on_rayon(device, || similarities_of(a, i, b, js))
+    host::on_rayon(device, || similarities_of(a, i, b, js))
 }
 
 fn similarities_of(a: &mut Layers, i: usize, b: &mut Layers, js: &[usize]) -> Vec<Result<f64, SimilarityError>> {
@@ -633,7 +634,7 @@ fn similarities_of(a: &mut Layers, i: usize, b: &mut Layers, js: &[usize]) -> Ve
 /// Summarises layers `is` of `a` in every form their comparisons with layers `js` of
 /// `b` take: what [`similarities`] would make for those rows one after the other, made
 /// for all of them at once, on the CPU the layers side by side on rayon's threads. Each summary
-/// has serial steps (libtorch's, on one thread under [`cca::on_rayon`]) between its
+/// has serial steps (libtorch's, on one thread under [`host::on_rayon`]) between its
 /// parallel ones (FFTs, products, decompositions); side by side, one layer's serial
 /// steps overlap another's parallel ones. The same numbers: each summary is computed
 /// as it would be alone.
@@ -658,13 +659,13 @@ pub fn summarise_rows(a: &mut Layers, is: &[usize], b: &Layers, js: &[usize]) {
         // libtorch's thread count is each thread's own (OpenMP's): set to one on this
         // rayon thread too, or its steps here would start OpenMP teams of their own
         // beside rayon's threads.
-        let made = cca::on_rayon(device, || summarise(&x, &refs, &options, Side::A));
+        let made = host::on_rayon(device, || summarise(&x, &refs, &options, Side::A));
         keys.zip(made).collect()
     };
     // Side by side on the CPU only, where the cores are what the layers share; a GPU
     // summarises them in turn, as the rows would have (not measured side by side).
     let made: Vec<Vec<_>> = match device {
-        Device::Cpu => cca::on_rayon(device, || work.into_par_iter().map(layer).collect()),
+        Device::Cpu => host::on_rayon(device, || work.into_par_iter().map(layer).collect()),
         _ => work.into_iter().map(layer).collect(),
     };
     a.summaries.extend(made.into_iter().flatten());

@@ -153,19 +153,12 @@ impl Sgd {
         let (wd, m, lr) = (self.weight_decay as f32, self.momentum as f32, lr as f32);
         let (decay, momentum, nesterov) = (self.weight_decay != 0.0, self.momentum != 0.0, self.nesterov);
         let total = self.flat.numel();
-        for t in [&self.flat, &self.grads, &self.buffers] {
-            assert!(t.is_contiguous() && t.kind() == Kind::Float && t.numel() == total, "flat float32 buffers");
-        }
-        // SAFETY: three distinct contiguous float32 buffers of `total` elements, made by
-        // `Sgd::new` and owned here (the parameters and gradients are views into them,
-        // not used while this runs); each slice is of one buffer only.
-        let (p, g, b) = unsafe {
-            (
-                std::slice::from_raw_parts_mut(self.flat.data_ptr() as *mut f32, total),
-                std::slice::from_raw_parts(self.grads.data_ptr() as *const f32, total),
-                std::slice::from_raw_parts_mut(self.buffers.data_ptr() as *mut f32, total),
-            )
-        };
+        // Three flat float32 buffers made by `Sgd::new` and owned here (the parameters and
+        // gradients are views into them, not used while this runs).
+        let g = crate::host::view::slice::<f32>(&self.grads).expect("a flat float32 gradient buffer");
+        let [p, b] = crate::host::view::slices_mut_apart::<f32, 2>([&mut self.flat, &mut self.buffers], &[&self.grads])
+            .expect("flat float32 buffers apart from the gradients");
+        assert!(p.len() == total && g.len() == total && b.len() == total, "flat buffers of {total}");
         const CHUNK: usize = 1 << 14;
         for &(at, n) in &self.runs {
             let range = at as usize..(at + n) as usize;

@@ -120,7 +120,7 @@ impl Trainer {
     pub fn new(config: Config, out: &Path) -> anyhow::Result<Trainer> {
         let device = config.train.device.resolve()?;
         if let Some(n) = config.train.threads {
-            tch::set_num_threads(n);
+            crate::host::set_libtorch_threads(n);
         }
         let loaded = Instant::now();
         let Built { config, data, vs, net, costs, plan } = build(config, device)?;
