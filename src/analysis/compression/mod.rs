@@ -31,6 +31,8 @@
 //! `compression.json`. Resumable ([`super::results`]): each layer's sweep is written to
 //! `layer-NAME.json` there when done; `settings.json` there refuses mixed settings.
 
+mod projection;
+
 use super::results::Results;
 use super::runs::{as_rows, positions, Run};
 use crate::data::rng::Rng;
@@ -361,7 +363,7 @@ impl Map {
         match self {
             Map::Project(p) => {
                 // A conv layer's block on the CPU in one pass (see `projection`).
-                if h.dim() == 4 && super::projection::project_channels(&h.contiguous(), mean, p, out) {
+                if h.dim() == 4 && projection::project_channels(&h.contiguous(), mean, p, out) {
                     return;
                 }
                 // Else over rows of units (a conv layer's block transposed to positions x
