@@ -8,7 +8,7 @@ mod common;
 
 use common::{assert_refused, svcca, Tiny};
 use std::path::{Path, PathBuf};
-use svcca::analysis::compression::{self, Extras, LayerSpec, Method as Kept, Neurons, Reference};
+use svcca::analysis::compression::{self, CompressionMethod as Kept, Extras, LayerSpec, Neurons, Reference};
 use svcca::analysis::runs::{as_rows, positions, Run};
 use svcca::config::Config;
 use svcca::data::rng::Rng;
@@ -66,12 +66,12 @@ fn distributedness_and_joint_sweeps_against_references() {
     let x = as_rows(&acts[0]).to_kind(Kind::Double);
     let d = c.distributedness.iter().find(|d| d.layer == "fc1").unwrap();
     for k in [1, 3, 6] {
-        let p = f.directions.projection(k);
-        let projected = (&x - &f.directions.mean).matmul(&p);
+        let p = f.fitted.directions.projection(k);
+        let projected = (&x - &f.fitted.directions.mean).matmul(&p);
         let variance: Vec<f64> = Vec::try_from(&projected.square().sum_dim_intlist(0, false, Kind::Double)).unwrap();
-        let mut order: Vec<usize> = (0..f.units).collect();
+        let mut order: Vec<usize> = (0..f.fitted.units()).collect();
         order.sort_by(|&a, &b| variance[b].total_cmp(&variance[a]));
-        let mut mask = vec![0.0f64; f.units];
+        let mut mask = vec![0.0f64; f.fitted.units()];
         for &i in &order[..8] {
             mask[i] = 1.0;
         }
@@ -79,8 +79,8 @@ fn distributedness_and_joint_sweeps_against_references() {
         let by_hand = p.matmul(&Tensor::from_slice(&mask).diag(0));
         let compression::Map::Project(distributed) = f.distributed(k, 8) else { panic!("k = {k}: a projection") };
         assert!((&by_hand - distributed).abs().max().double_value(&[]) < 1e-12);
-        let acc =
-            compression::layer_accuracies(&run, None, "fc1", &f.directions.mean, &[compression::Map::Project(by_hand)], false).unwrap()[0];
+        let acc = compression::layer_accuracies(&run, None, "fc1", &f.fitted.directions.mean, &[compression::Map::Project(by_hand)], false)
+            .unwrap()[0];
         let got = d.points.iter().find(|p| p.m == 8 && p.k == k).unwrap().accuracy;
         assert!((acc - got).abs() < 1e-9, "fc1 k={k} m=8: {got} vs {acc} by hand");
     }
@@ -169,7 +169,7 @@ fn sweep_against_an_independent_fit() {
         let ka = ua.size()[1] as usize;
         let (m, rho, _) = ua.tr().matmul(&ub).svd(true, true);
         let rho: Vec<f64> = Vec::try_from(&rho).unwrap();
-        assert_eq!((s.directions, f.directions.len(), s.units), (ka, ka, f.units), "{}", s.layer);
+        assert_eq!((s.directions, f.fitted.directions.len(), s.units), (ka, ka, f.fitted.units()), "{}", s.layer);
         assert_eq!(s.correlations.len(), rho.len(), "{}", s.layer);
         for (got, want) in s.correlations.iter().zip(&rho) {
             assert!((got - want.min(1.0)).abs() < 1e-8, "{}: correlations {:?} by hand {rho:?}", s.layer, s.correlations);
@@ -183,22 +183,23 @@ fn sweep_against_an_independent_fit() {
             }
             let z = ua.matmul(&m.narrow(1, 0, k as i64));
             let want = z.matmul(&z.tr().matmul(&ac));
-            let got = ac.matmul(&f.directions.projection(k));
+            let got = ac.matmul(&f.fitted.directions.projection(k));
             let off = (&got - &want).abs().max().double_value(&[]);
             assert!(off < 1e-8 * scale, "{} k = {k}: {off} from the projection by hand", s.layer);
         }
-        let all = ac.matmul(&f.directions.projection(ka));
+        let all = ac.matmul(&f.fitted.directions.projection(ka));
         let want = ua.matmul(&ua.tr().matmul(&ac));
         assert!((&all - &want).abs().max().double_value(&[]) < 1e-8 * scale, "{}: every direction", s.layer);
         // The most active units: mean |output| over the fit set (per channel), on the host.
         let rows = as_rows(&acts[i]).to_kind(Kind::Double);
         let n = rows.size()[0] as usize;
         let flat: Vec<f64> = Vec::try_from(&rows.contiguous().view(-1)).unwrap();
-        let activity: Vec<f64> = (0..f.units).map(|u| (0..n).map(|r| flat[r * f.units + u].abs()).sum::<f64>() / n as f64).collect();
-        let mut active: Vec<usize> = (0..f.units).collect();
+        let activity: Vec<f64> =
+            (0..f.fitted.units()).map(|u| (0..n).map(|r| flat[r * f.fitted.units() + u].abs()).sum::<f64>() / n as f64).collect();
+        let mut active: Vec<usize> = (0..f.fitted.units()).collect();
         active.sort_by(|&x, &y| activity[y].total_cmp(&activity[x]));
         let keeping = |units: &[usize]| {
-            let mut keep = vec![false; f.units];
+            let mut keep = vec![false; f.fitted.units()];
             for &u in units {
                 keep[u] = true;
             }
@@ -208,16 +209,16 @@ fn sweep_against_an_independent_fit() {
         for p in &s.points {
             let maps: Vec<compression::Map> = match p.method {
                 Kept::Svcca if p.k == 0 => vec![keeping(&[])],
-                Kept::Svcca => vec![compression::Map::Project(f.directions.projection(p.k))],
+                Kept::Svcca => vec![compression::Map::Project(f.fitted.directions.projection(p.k))],
                 Kept::Active => vec![keeping(&active[..p.k])],
                 Kept::Random => (0..compression::DRAWS)
                     .map(|draw| {
-                        let perm = Rng::stream(seed, &[0x7261_6e64, draw]).permutation(f.units);
+                        let perm = Rng::stream(seed, &[0x7261_6e64, draw]).permutation(f.fitted.units());
                         keeping(&perm[..p.k].iter().map(|&u| u as usize).collect::<Vec<_>>())
                     })
                     .collect(),
             };
-            let acc = compression::layer_accuracies(&run, eval_images, &s.layer, &f.directions.mean, &maps, false).unwrap();
+            let acc = compression::layer_accuracies(&run, eval_images, &s.layer, &f.fitted.directions.mean, &maps, false).unwrap();
             let mut sum = 0.0;
             for a in &acc {
                 sum += a;

@@ -43,7 +43,7 @@ pub mod summary;
 
 pub(crate) use cca::on_rayon;
 pub use conv::{ConvDense, ConvMethod, ConvOptions, ConvReport, DftCut, Layout};
-pub use directions::{directions, directions_each, directions_needed, principal_variances, Directions};
+pub use directions::{directions, directions_each, directions_needed, most_active, principal_variances, Directions, Fitted};
 pub use moments::{Covariance, Moments};
 
 use conv::{ConvComparison, LayerShape};
