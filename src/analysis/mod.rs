@@ -7,7 +7,8 @@
 //! - [`activation_folder`]: the activations of any network, written elsewhere, for
 //!   the learning-dynamics analysis.
 //! - [`compression`], [`classes`], [`dimensionality`]: `svcca analyze RUN_DIR
-//!   --compression | --classes | --dimensionality` (the paper's experiments 3 to 5).
+//!   --compression | --classes | --dimensionality` (the paper's experiments 3 to 5);
+//!   compression is a folder, a file per step (with its conv layers' projection kernel).
 //! - [`compare_runs`]: `svcca compare-runs RUN_A RUN_B ...`.
 //! - [`results`]: a folder of per-unit JSON results, how each analysis resumes.
 //! - [`settings`]: refusing to mix results made with other settings.

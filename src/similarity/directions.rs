@@ -197,3 +197,41 @@ pub fn principal_variances(a: &Tensor) -> Result<(Vec<f64>, usize), SimilarityEr
 pub fn directions_needed(variances: &[f64], fraction: f64) -> usize {
     keep_one(variances, variances.len(), Keep::Variance(fraction), Side::A, i64::MAX).expect("a variance rule never refuses")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Fitted, Keep};
+    use tch::{Device, Kind, Tensor};
+
+    /// The ranking and the important units against the data by hand: the mean |value| of
+    /// each column summed on the host, and the variance each unit has in the projected
+    /// output `A_c P_k`.
+    #[test]
+    fn fitted_ranks_units_as_the_data_does_by_hand() {
+        tch::manual_seed(11);
+        let opts = (Kind::Double, Device::Cpu);
+        let scale = Tensor::from_slice(&[3.0f64, 0.5, 1.0, 2.0, 0.1, 1.5]).unsqueeze(0);
+        let a = Tensor::randn([200, 6], opts) * scale + 0.3;
+        let b = a.matmul(&Tensor::randn([6, 3], opts)) + Tensor::randn([200, 3], opts) * 0.5;
+        let f = Fitted::fit(&a.to_kind(Kind::Float), &b, Keep::All).unwrap();
+        assert_eq!((f.units(), f.directions.len(), f.directions.correlations.len()), (6, 6, 3));
+        let columns = |t: &Tensor| -> Vec<Vec<f64>> {
+            let flat = Vec::<f64>::try_from(t.tr().contiguous().view(-1)).unwrap();
+            flat.chunks(200).map(<[f64]>::to_vec).collect()
+        };
+        let ranked = |score: Vec<f64>| {
+            let mut order: Vec<i64> = (0..score.len() as i64).collect();
+            order.sort_by(|&x, &y| score[y as usize].total_cmp(&score[x as usize]));
+            order
+        };
+        let activity = columns(&a.to_kind(Kind::Float).to_kind(Kind::Double)).iter().map(|c| c.iter().map(|v| v.abs()).sum()).collect();
+        assert_eq!(f.active, ranked(activity));
+        let ac = a.to_kind(Kind::Float).to_kind(Kind::Double) - &f.directions.mean;
+        for k in [1, 2, 4, 6] {
+            let projected = ac.matmul(&f.directions.projection(k));
+            let variance = columns(&projected).iter().map(|c| c.iter().map(|v| v * v).sum()).collect();
+            assert_eq!(f.important(k, 4), ranked(variance)[..4], "k = {k}");
+        }
+        assert_eq!(f.important(9, 6).len(), 6, "k past the directions: all of them");
+    }
+}

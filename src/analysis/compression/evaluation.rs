@@ -1,5 +1,5 @@
 //! Test accuracy with compressed layers: the evaluation images (`--eval-images`), and
-//! [`Evaluator`], which runs the network once per block of images and the layers above a
+//! `Evaluator`, which runs the network once per block of images and the layers above a
 //! compressed layer on every map of it stacked into one batch.
 
 use super::maps::{distinct, stack, Map};

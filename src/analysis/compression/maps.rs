@@ -1,5 +1,5 @@
 //! How a compressed layer's output is changed ([`Map`]): projected onto k SVCCA
-//! directions (a conv layer's on the CPU by [`super::projection`]'s kernel), or k units
+//! directions (a conv layer's on the CPU by the kernel in `projection.rs`), or k units
 //! kept and the others held at their mean; the maps of each [`CompressionMethod`] made
 //! from a layer's fit; and the stacking that evaluates several maps of a block at once.
 

@@ -7,7 +7,7 @@
 //!   layer of the final network and a reference on the same images: the network's own
 //!   logits (default), the same layer of another run's final network, or the same layer
 //!   of this run at another checkpoint. See
-//!   [`crate::similarity::directions`] for the projection (least squares from the top k
+//!   [`crate::similarity::directions`](mod@crate::similarity::directions) for the projection (least squares from the top k
 //!   canonical variates; the mean added back).
 //! - Fit on `analysis.probe_size` *training* images ([`Run::fit_set`]); accuracy on the
 //!   whole test split (or `--eval-images N` of it, a seeded subset), batch norm in
@@ -32,7 +32,7 @@
 //! `layer-NAME.json` there when done; `settings.json` there refuses mixed settings.
 //!
 //! The files, in the order of the work: [`arguments`] (what is asked: layers, reference,
-//! extras, [`CompressionMethod`], the settings recorded), [`fit`] (each layer's
+//! extras, [`CompressionMethod`], the settings recorded), [`fit`](mod@fit) (each layer's
 //! [`crate::similarity::Fitted`]: directions and activity ranking), [`maps`] (how a layer's
 //! output is changed, with the conv layers' kernel in `projection`), [`evaluation`] (test
 //! accuracy, maps stacked into batches), [`sweeps`] (the k measured, the maps of each
