@@ -7,8 +7,8 @@
 //!   layer of the final network and a reference on the same images: the network's own
 //!   logits (default), the same layer of another run's final network, or the same layer
 //!   of this run at another checkpoint. See
-//!   [`crate::similarity::directions`](mod@crate::similarity::directions) for the projection (least squares from the top k
-//!   canonical variates; the mean added back).
+//!   [`crate::similarity::directions`](mod@crate::similarity::directions) for the
+//!   projection (least squares from the top k canonical variates; the mean added back).
 //! - Fit on `analysis.probe_size` *training* images ([`Run::fit_set`]); accuracy on the
 //!   whole test split (or `--eval-images N` of it, a seeded subset), batch norm in
 //!   inference mode.
