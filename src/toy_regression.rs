@@ -31,7 +31,7 @@
 //! at every k), `summary.json`, and `plots/figure1.{png,svg}`, `plots/figure3.{png,svg}`.
 
 use crate::error::InputError;
-use crate::similarity::{directions, Directions, Keep};
+use crate::similarity::{directions, most_active, Fitted, Keep};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -300,9 +300,9 @@ pub fn pairs(a: &Tensor, b: &Tensor, shown: usize, keep: f64) -> anyhow::Result<
     // Neurons: each net's by mean absolute activation (the paper's "neurons with highest
     // activation"), paired by rank; and the neuron of B most correlated with A's.
     let (na, nb) = (columns(&a), columns(&b));
-    let (oa, ob) = (by_activity(&na), by_activity(&nb));
+    let (oa, ob) = (most_active(&a), most_active(&b));
     for i in 0..shown.min(na.len()).min(nb.len()) {
-        let (n, m) = (oa[i], ob[i]);
+        let (n, m) = (oa[i] as usize, ob[i] as usize);
         let mut p = pair(Basis::Neurons, i + 1, Some((n, m)), &na[n], &nb[m]);
         // A neuron's sign is not arbitrary: drawn as it is.
         p.b = standardised(&nb[m]);
@@ -363,49 +363,39 @@ fn standardised(v: &[f64]) -> Vec<f64> {
     v.iter().map(|x| (x - m) / s).collect()
 }
 
-/// Column indices, largest mean absolute value first (the most active neurons).
-fn by_activity(cols: &[Vec<f64>]) -> Vec<usize> {
-    let activity: Vec<f64> = cols.iter().map(|c| c.iter().map(|v| v.abs()).sum::<f64>()).collect();
-    let mut order: Vec<usize> = (0..cols.len()).collect();
-    order.sort_by(|&x, &y| activity[y].total_cmp(&activity[x]));
-    order
-}
-
-/// A layer's projections onto its top k directions in each basis (Figure 3).
+/// A layer's projections onto its top k directions in each basis (Figure 3): the SVCCA
+/// directions and the most active neurons from [`Fitted`] (as compression's), the SVD
+/// basis its own. The projections stay in float64, the centred layer times a projection
+/// plus the mean (the neurons basis: the other neurons' centred values zeroed), where
+/// compression's maps round to the layer's float32 and keep neurons by selection.
 #[derive(Debug)]
 pub struct Projector {
-    mean: Tensor,
     centred: Tensor,
-    svcca: Directions,
+    fitted: Fitted,
     /// Principal directions, width x width, largest variance first.
     svd: Tensor,
-    /// Neurons by mean absolute activation, largest first.
-    neurons: Vec<i64>,
 }
 
 impl Projector {
     /// For layer `h` (points x width), its SVCCA directions against `reference` (the same
     /// points), each side cut by `keep` before CCA (Figure 3: [`Keep::TopK`]).
     pub fn new(h: &Tensor, reference: &Tensor, keep: Keep) -> anyhow::Result<Projector> {
-        let h = h.to_kind(Kind::Double);
-        let mean = h.mean_dim(0, true, Kind::Double);
-        let centred = &h - &mean;
-        let svcca = directions(&h, reference, keep)?;
+        let fitted = Fitted::fit(h, reference, keep)?;
+        let centred = h.to_kind(Kind::Double) - &fitted.directions.mean;
         let (_, _, svd) = centred.svd(true, true);
-        let neurons = by_activity(&columns(&h)).into_iter().map(|i| i as i64).collect();
-        Ok(Projector { mean, centred, svcca, svd, neurons })
+        Ok(Projector { centred, fitted, svd })
     }
 
     /// The canonical correlations of the SVCCA directions, descending.
     pub fn correlations(&self) -> &[f64] {
-        &self.svcca.correlations
+        &self.fitted.directions.correlations
     }
 
     /// The most directions (or neurons) `basis` can keep.
     pub fn most(&self, basis: Basis) -> usize {
         match basis {
-            Basis::Svcca => self.svcca.len(),
-            Basis::Svd | Basis::Neurons => self.neurons.len(),
+            Basis::Svcca => self.fitted.directions.len(),
+            Basis::Svd | Basis::Neurons => self.fitted.units(),
         }
     }
 
@@ -414,19 +404,19 @@ impl Projector {
     pub fn project(&self, basis: Basis, k: usize) -> Tensor {
         assert!(k <= self.most(basis), "{k} of {} {}", self.most(basis), basis.as_str());
         let projected = match basis {
-            Basis::Svcca => self.centred.matmul(&self.svcca.projection(k)),
+            Basis::Svcca => self.centred.matmul(&self.fitted.directions.projection(k)),
             Basis::Svd => {
                 let v = self.svd.narrow(1, 0, k as i64);
                 self.centred.matmul(&v).matmul(&v.tr())
             }
             Basis::Neurons => {
-                let mask = Tensor::zeros([self.neurons.len() as i64], F64);
-                let kept = Tensor::from_slice(&self.neurons[..k]);
+                let mask = Tensor::zeros([self.fitted.units() as i64], F64);
+                let kept = Tensor::from_slice(&self.fitted.active[..k]);
                 let mask = mask.index_fill(0, &kept, 1.0);
                 &self.centred * mask.unsqueeze(0)
             }
         };
-        projected + &self.mean
+        projected + &self.fitted.directions.mean
     }
 }
 

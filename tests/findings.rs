@@ -8,7 +8,7 @@ mod common;
 
 use common::{assert_refused, svcca, Tiny};
 use std::path::{Path, PathBuf};
-use svcca::analysis::compression::{self, LayerSpec, Method as Kept, Reference};
+use svcca::analysis::compression::{self, CompressionMethod as Kept, LayerSpec, Reference};
 use svcca::analysis::runs::Run;
 use svcca::analysis::{classes, compare_runs, dimensionality};
 use svcca::config::Config;
@@ -48,18 +48,18 @@ fn compression_all_directions_change_nothing_and_none_give_chance() {
     for f in &fitted {
         // keep = 1: every direction above rounding noise; projecting onto all of them is
         // the identity on the data they were fitted on (its span), conv layers included.
-        let all = f.directions.projection(f.directions.len());
+        let all = f.fitted.directions.projection(f.fitted.directions.len());
         let p2 = all.matmul(&all);
         assert!(max_abs(&p2, &all) < 1e-8, "{}: P is not a projection", f.layer);
-        let map = f.method(Kept::Svcca, f.directions.len(), 0, 0);
-        let edit = |h: &Tensor| map.apply(h, &f.directions.mean);
+        let map = f.method(Kept::Svcca, f.fitted.directions.len(), 0, 0);
+        let edit = |h: &Tensor| map.apply(h, &f.fitted.directions.mean);
         let out = tch::no_grad(|| run.net.forward_edited(&fit.images, false, &[(&f.layer, &edit)]).unwrap());
         let scale = plain.abs().max().double_value(&[]);
         assert!(max_abs(&out, &plain) < 1e-4 * scale, "{}: logits moved by {}", f.layer, max_abs(&out, &plain));
         // None: the layer outputs its mean for every image, so the logits are constant.
         for method in Kept::ALL {
             let zero = f.method(method, 0, 0, 0);
-            let edit = |h: &Tensor| zero.apply(h, &f.directions.mean);
+            let edit = |h: &Tensor| zero.apply(h, &f.fitted.directions.mean);
             let out = tch::no_grad(|| run.net.forward_edited(&fit.images, false, &[(&f.layer, &edit)]).unwrap());
             let spread = (&out - out.get(0)).abs().max().double_value(&[]);
             assert!(spread < 1e-5 * scale, "{} {method}: k = 0 leaves logits varying by {spread}", f.layer);
@@ -71,16 +71,16 @@ fn compression_all_directions_change_nothing_and_none_give_chance() {
     // outputs, only the batch size of the layers above differs.
     for f in &fitted {
         let mut maps = Vec::new();
-        for k in [0, 1, 2, 3, f.directions.len()] {
+        for k in [0, 1, 2, 3, f.fitted.directions.len()] {
             maps.push(f.method(Kept::Svcca, k, 0, 0));
         }
-        for k in [0, 1, 3, f.units / 2, f.units] {
+        for k in [0, 1, 3, f.fitted.units() / 2, f.fitted.units()] {
             maps.push(f.method(Kept::Active, k, 0, 0));
             maps.push(f.method(Kept::Random, k, 1, 0));
         }
         for eval_images in [None, Some(130)] {
-            let batched = compression::layer_accuracies(&run, eval_images, &f.layer, &f.directions.mean, &maps, true).unwrap();
-            let single = compression::layer_accuracies(&run, eval_images, &f.layer, &f.directions.mean, &maps, false).unwrap();
+            let batched = compression::layer_accuracies(&run, eval_images, &f.layer, &f.fitted.directions.mean, &maps, true).unwrap();
+            let single = compression::layer_accuracies(&run, eval_images, &f.layer, &f.fitted.directions.mean, &maps, false).unwrap();
             assert_eq!(batched.len(), maps.len());
             for (b, s) in batched.iter().zip(&single) {
                 assert!((b - s).abs() < 1e-12, "{} ({eval_images:?} images): batched {batched:?} one at a time {single:?}", f.layer);
@@ -99,7 +99,7 @@ fn compression_all_directions_change_nothing_and_none_give_chance() {
     for s in &c.layers {
         let f = fitted.iter().find(|f| f.layer == s.layer).unwrap();
         let zero = f.method(Kept::Svcca, 0, 0, 0);
-        let edit = |h: &Tensor| zero.apply(h, &f.directions.mean);
+        let edit = |h: &Tensor| zero.apply(h, &f.fitted.directions.mean);
         let x = run.data.normalise(&run.data.test.images.narrow(0, 0, 1));
         let class = tch::no_grad(|| run.net.forward_edited(&x, false, &[(&s.layer, &edit)]).unwrap()).argmax(-1, false).int64_value(&[0]);
         let chance = labels.iter().filter(|&&l| l == class).count() as f64 / labels.len() as f64;
@@ -112,7 +112,7 @@ fn compression_all_directions_change_nothing_and_none_give_chance() {
             let p = s.points.iter().find(|p| p.method == method && p.k == s.units).unwrap();
             assert!((p.accuracy - c.full_accuracy).abs() < 1e-12, "{} {method} all units: {}", s.layer, p.accuracy);
         }
-        assert_eq!(s.directions, f.directions.len());
+        assert_eq!(s.directions, f.fitted.directions.len());
     }
     let (_, full) = svcca::train::evaluate(&run.net, &run.data, 100);
     assert!((c.full_accuracy - full).abs() < 1e-12);
@@ -125,14 +125,14 @@ fn compression_all_directions_change_nothing_and_none_give_chance() {
         let draws = if j.method == Kept::Random { 3 } else { 1 };
         let mut sum = 0.0;
         for draw in 0..draws {
-            let maps: Vec<(&compression::Fitted, compression::Map)> = [("fc1", 8), ("c3", 2)]
+            let maps: Vec<(&compression::FittedLayer, compression::Map)> = [("fc1", 8), ("c3", 2)]
                 .iter()
                 .map(|&(l, k)| {
                     let f = fitted.iter().find(|f| f.layer == l).unwrap();
                     (f, f.method(j.method, k, draw, 0))
                 })
                 .collect();
-            let fns: Vec<_> = maps.iter().map(|(f, p)| move |h: &Tensor| p.apply(h, &f.directions.mean)).collect();
+            let fns: Vec<_> = maps.iter().map(|(f, p)| move |h: &Tensor| p.apply(h, &f.fitted.directions.mean)).collect();
             let edits: Vec<svcca::model::Edit> =
                 maps.iter().zip(&fns).map(|((f, _), e)| (f.layer.as_str(), e as &dyn Fn(&Tensor) -> Tensor)).collect();
             let logits = tch::no_grad(|| run.net.forward_edited(&x, false, &edits).unwrap());

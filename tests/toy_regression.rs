@@ -173,6 +173,37 @@ fn projections_give_the_output_with_every_direction_and_its_mean_with_none() {
     assert!(at(k) < 0.1 && at(k) < 0.5 * at(1), "1 direction: {}, all {k} kept: {}", at(1), at(k));
 }
 
+/// The neurons basis by hand: each of the k neurons with the largest mean |activation|
+/// (summed on the host) kept, the others at their mean; and the SVCCA basis the centred
+/// layer times the fitted projection, plus the mean.
+#[test]
+fn the_neurons_and_svcca_bases_by_hand() {
+    let t = trained();
+    let _guard = tch::no_grad_guard();
+    let h = &t.ha[3];
+    let p = Projector::new(h, &t.hb[3], Keep::TopK(8)).unwrap();
+    let width = h.size()[1] as usize;
+    let points = h.size()[0] as usize;
+    let flat = Vec::<f64>::try_from(h.contiguous().view(-1)).unwrap();
+    let activity: Vec<f64> = (0..width).map(|u| (0..points).map(|r| flat[r * width + u].abs()).sum()).collect();
+    let mut order: Vec<usize> = (0..width).collect();
+    order.sort_by(|&x, &y| activity[y].total_cmp(&activity[x]));
+    let mean = h.mean_dim(0, true, Kind::Double);
+    let directions = directions(h, &t.hb[3], Keep::TopK(8)).unwrap();
+    for k in [0, 1, 5, width] {
+        let mut keep = vec![0.0f64; width];
+        for &u in &order[..k] {
+            keep[u] = 1.0;
+        }
+        let want = (h - &mean) * Tensor::from_slice(&keep).unsqueeze(0) + &mean;
+        assert!(max_abs(&(p.project(Basis::Neurons, k) - want)) < 1e-12, "neurons, k = {k}");
+    }
+    for k in [0, 3, 8] {
+        let want = (h - &mean).matmul(&directions.projection(k)) + &mean;
+        assert!(max_abs(&(p.project(Basis::Svcca, k) - want)) < 1e-12, "svcca, k = {k}");
+    }
+}
+
 #[test]
 fn more_directions_never_raise_the_output_error() {
     let t = trained();

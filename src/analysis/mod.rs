@@ -7,8 +7,8 @@
 //! - [`activation_folder`]: the activations of any network, written elsewhere, for
 //!   the learning-dynamics analysis.
 //! - [`compression`], [`classes`], [`dimensionality`]: `svcca analyze RUN_DIR
-//!   --compression | --classes | --dimensionality` (the paper's experiments 3 to 5).
-//! - [`projection`]: `--compression`'s float64 projection of a conv layer, in one pass.
+//!   --compression | --classes | --dimensionality` (the paper's experiments 3 to 5);
+//!   compression is a folder, a file per step (with its conv layers' projection kernel).
 //! - [`compare_runs`]: `svcca compare-runs RUN_A RUN_B ...`.
 //! - [`results`]: a folder of per-unit JSON results, how each analysis resumes.
 //! - [`settings`]: refusing to mix results made with other settings.
@@ -20,7 +20,6 @@ pub mod compression;
 pub mod dimensionality;
 pub mod dynamics;
 pub mod memory;
-pub mod projection;
 pub mod results;
 pub mod runs;
 pub mod settings;

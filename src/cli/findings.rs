@@ -2,7 +2,7 @@
 //! paper's other findings on a trained run; tables in RUN_DIR/analysis/, plots in
 //! RUN_DIR/plots/.
 
-use crate::analysis::compression::{LayerSpec, Method, Reference};
+use crate::analysis::compression::{CompressionMethod, LayerSpec, Reference};
 use crate::analysis::{classes, compression, dimensionality};
 use crate::device::DeviceChoice;
 use crate::report::findings as plots;
@@ -84,9 +84,9 @@ impl FindingsArgs {
                     s.layer,
                     s.units,
                     s.directions,
-                    show(c.smallest_k(s, Method::Svcca, 1.0)),
-                    show(c.smallest_k(s, Method::Active, 1.0)),
-                    show(c.smallest_k(s, Method::Random, 1.0))
+                    show(c.smallest_k(s, CompressionMethod::Svcca, 1.0)),
+                    show(c.smallest_k(s, CompressionMethod::Active, 1.0)),
+                    show(c.smallest_k(s, CompressionMethod::Random, 1.0))
                 );
             }
             for j in &c.joint {
@@ -110,7 +110,7 @@ impl FindingsArgs {
                 );
             }
             if let Some(j) = &c.jointly {
-                let within = |m: Method| {
+                let within = |m: CompressionMethod| {
                     j.points
                         .iter()
                         .filter(|p| p.method == m && p.accuracy >= c.full_accuracy - 0.01)
@@ -121,9 +121,9 @@ impl FindingsArgs {
                 println!(
                     "  {} at once, smallest k within 1 point: svcca {}, most active {}, random {}",
                     j.layers.join("+"),
-                    within(Method::Svcca),
-                    within(Method::Active),
-                    within(Method::Random)
+                    within(CompressionMethod::Svcca),
+                    within(CompressionMethod::Active),
+                    within(CompressionMethod::Random)
                 );
             }
             if plot {

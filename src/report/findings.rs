@@ -16,7 +16,7 @@
 use super::{colour, err, legend, line_with_markers, png, register_font, svg, LineChart};
 use crate::analysis::classes::Classes;
 use crate::analysis::compare_runs::CompareRuns;
-use crate::analysis::compression::{Compression, Method};
+use crate::analysis::compression::{Compression, CompressionMethod};
 use crate::analysis::dimensionality::LayerDimensions;
 use anyhow::Context;
 use plotters::coord::Shift;
@@ -36,10 +36,10 @@ fn both(
     Ok(vec![png(&dir.join(format!("{name}.png")), size, draw)?, svg(&dir.join(format!("{name}.svg")), size, draw_svg)?])
 }
 
-const METHODS: [(Method, &str, RGBColor); 3] = [
-    (Method::Svcca, "top-k SVCCA directions", RGBColor(59, 81, 139)),
-    (Method::Active, "k most active neurons", RGBColor(214, 96, 39)),
-    (Method::Random, "k random neurons", RGBColor(92, 160, 60)),
+const METHODS: [(CompressionMethod, &str, RGBColor); 3] = [
+    (CompressionMethod::Svcca, "top-k SVCCA directions", RGBColor(59, 81, 139)),
+    (CompressionMethod::Active, "k most active neurons", RGBColor(214, 96, 39)),
+    (CompressionMethod::Random, "k random neurons", RGBColor(92, 160, 60)),
 ];
 
 /// The size of a figure of `n` accuracy panels, three to a row.
@@ -126,7 +126,7 @@ fn distributedness_panels<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: 
         let mut chart = accuracy_chart(area, caption, k_max, "k (SVCCA directions kept)", c.full_accuracy)?;
         if let Some(s) = c.layers.iter().find(|s| s.layer == d.layer) {
             let points: Vec<(f64, f64)> =
-                s.points.iter().filter(|p| p.method == Method::Svcca).map(|p| (p.k as f64, 100.0 * p.accuracy)).collect();
+                s.points.iter().filter(|p| p.method == CompressionMethod::Svcca).map(|p| (p.k as f64, 100.0 * p.accuracy)).collect();
             line_with_markers(&mut chart, points, BLACK, Some("all neurons (Fig. 2a)".to_string()))?;
         }
         let curves = d.neurons.len().max(2);

@@ -1,5 +1,7 @@
 //! SVCCA directions in neuron space: what compression projects a layer onto, and how many
-//! principal directions a layer needs (dimensionality).
+//! principal directions a layer needs (dimensionality); and [`Fitted`], a layer's
+//! directions with its units ranked by activity, from which both compression
+//! (`--compression`) and the toy regression (Figure 3) keep "the top k" of a layer.
 //!
 //! For a layer `A` (datapoints x m) and a reference `B` (datapoints x q), centred, with
 //! scatter matrices `C_aa`, `C_bb`, `C_ab`: SVCCA keeps the top `k_a` principal directions
@@ -65,6 +67,63 @@ impl Directions {
         let loadings = self.weights.narrow(1, 0, k as i64).tr().matmul(&self.scatter);
         to_host(&loadings.square().sum_dim_intlist(0, false, Kind::Double))
     }
+}
+
+/// A layer's SVCCA directions against a reference, and its units ranked by activity: the
+/// one fit behind "keep the top k" of a layer, whether k directions
+/// ([`Directions::projection`]), the k most active units ([`Fitted::active`]) or the m units
+/// most important to k directions ([`Fitted::important`]). `analysis::compression` makes
+/// its maps from one per layer (random units and the float32 selections are its own);
+/// `toy_regression`'s Figure 3 projects its float64 layer with one (its SVD basis is its
+/// own).
+///
+/// Not [`super::summary::Summary`]: a summary is one side of a comparison, made without
+/// the other layer (its centring, cut and whitening, streamed, through the Gram matrix
+/// for a wide layer, stacked over the DFT's frequencies, in float32 if asked), and gives
+/// canonical correlations only; the canonical weights that order directions by their
+/// correlation with a reference, and the scatter matrix a projection needs, are made here.
+#[derive(Debug)]
+pub struct Fitted {
+    pub directions: Directions,
+    /// Units (columns) by mean absolute value over the datapoints, most active first (ties
+    /// by unit index).
+    pub active: Vec<i64>,
+}
+
+impl Fitted {
+    /// The SVCCA directions of `a` against `b` (datapoints x neurons each, the same
+    /// datapoints in the same order), each side reduced by `keep` first, and `a`'s units
+    /// ranked by activity.
+    pub fn fit(a: &Tensor, b: &Tensor, keep: Keep) -> Result<Fitted, SimilarityError> {
+        let directions = directions(a, b, keep)?;
+        Ok(Fitted { directions, active: most_active(a) })
+    }
+
+    /// Units (neurons, or channels of a conv layer's rows).
+    pub fn units(&self) -> usize {
+        self.active.len()
+    }
+
+    /// The `m` units most important to the top `k` SVCCA directions
+    /// ([`Directions::importance`]: the variance each carries in the projected output), most
+    /// important first (ties by unit index); `k` above the directions kept is all of them.
+    pub fn important(&self, k: usize, m: usize) -> Vec<i64> {
+        let importance = self.directions.importance(k.min(self.directions.len()));
+        let mut units: Vec<i64> = (0..self.units() as i64).collect();
+        units.sort_by(|&x, &y| importance[y as usize].total_cmp(&importance[x as usize]));
+        units.truncate(m);
+        units
+    }
+}
+
+/// The columns of `a` (datapoints x neurons) by mean absolute value in float64, largest
+/// first (ties by index): the most active neurons.
+pub fn most_active(a: &Tensor) -> Vec<i64> {
+    let activity: Vec<f64> =
+        Vec::try_from(&a.to_kind(Kind::Double).abs().mean_dim(0, false, Kind::Double).to_device(tch::Device::Cpu)).expect("floats");
+    let mut active: Vec<i64> = (0..activity.len() as i64).collect();
+    active.sort_by(|&x, &y| activity[y as usize].total_cmp(&activity[x as usize]));
+    active
 }
 
 /// Centred float64 copy of a datapoints x neurons matrix and its column means; an error
@@ -137,4 +196,42 @@ pub fn principal_variances(a: &Tensor) -> Result<(Vec<f64>, usize), SimilarityEr
 /// SVCCA keep rule.
 pub fn directions_needed(variances: &[f64], fraction: f64) -> usize {
     keep_one(variances, variances.len(), Keep::Variance(fraction), Side::A, i64::MAX).expect("a variance rule never refuses")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Fitted, Keep};
+    use tch::{Device, Kind, Tensor};
+
+    /// The ranking and the important units against the data by hand: the mean |value| of
+    /// each column summed on the host, and the variance each unit has in the projected
+    /// output `A_c P_k`.
+    #[test]
+    fn fitted_ranks_units_as_the_data_does_by_hand() {
+        tch::manual_seed(11);
+        let opts = (Kind::Double, Device::Cpu);
+        let scale = Tensor::from_slice(&[3.0f64, 0.5, 1.0, 2.0, 0.1, 1.5]).unsqueeze(0);
+        let a = Tensor::randn([200, 6], opts) * scale + 0.3;
+        let b = a.matmul(&Tensor::randn([6, 3], opts)) + Tensor::randn([200, 3], opts) * 0.5;
+        let f = Fitted::fit(&a.to_kind(Kind::Float), &b, Keep::All).unwrap();
+        assert_eq!((f.units(), f.directions.len(), f.directions.correlations.len()), (6, 6, 3));
+        let columns = |t: &Tensor| -> Vec<Vec<f64>> {
+            let flat = Vec::<f64>::try_from(t.tr().contiguous().view(-1)).unwrap();
+            flat.chunks(200).map(<[f64]>::to_vec).collect()
+        };
+        let ranked = |score: Vec<f64>| {
+            let mut order: Vec<i64> = (0..score.len() as i64).collect();
+            order.sort_by(|&x, &y| score[y as usize].total_cmp(&score[x as usize]));
+            order
+        };
+        let activity = columns(&a.to_kind(Kind::Float).to_kind(Kind::Double)).iter().map(|c| c.iter().map(|v| v.abs()).sum()).collect();
+        assert_eq!(f.active, ranked(activity));
+        let ac = a.to_kind(Kind::Float).to_kind(Kind::Double) - &f.directions.mean;
+        for k in [1, 2, 4, 6] {
+            let projected = ac.matmul(&f.directions.projection(k));
+            let variance = columns(&projected).iter().map(|c| c.iter().map(|v| v * v).sum()).collect();
+            assert_eq!(f.important(k, 4), ranked(variance)[..4], "k = {k}");
+        }
+        assert_eq!(f.important(9, 6).len(), 6, "k past the directions: all of them");
+    }
 }

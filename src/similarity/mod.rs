@@ -44,7 +44,7 @@ mod pwcca;
 pub mod summary;
 
 pub use conv::{ConvDense, ConvMethod, ConvOptions, ConvReport, DftCut, Layout};
-pub use directions::{directions, directions_each, directions_needed, principal_variances, Directions};
+pub use directions::{directions, directions_each, directions_needed, most_active, principal_variances, Directions, Fitted};
 pub use moments::{Covariance, Moments};
 
 use conv::{ConvComparison, LayerShape};

@@ -45,6 +45,10 @@ use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
 
 /// A layer's data and its kept directions, whitened: `Z = (x - 1 mean) whitening`.
+///
+/// Made without the other layer, it gives canonical correlations only; a layer's
+/// directions ordered against a reference, to project onto or rank units by, are
+/// [`super::Fitted`] (compression, the toy regression).
 pub struct Summary {
     /// problems x datapoints x columns (`[real | imaginary]` for complex data) in the
     /// precision's kind (float64, or float32 for [`Precision::Float32`]): the layer
