@@ -77,6 +77,10 @@ fn a_run_folders_stored_activations_analyse_alike_without_the_run() {
     assert!(folder.join("plots/heatmaps.png").is_file() && folder.join("analysis/chance.csv").is_file());
     // The findings that need the network are refused, saying why.
     assert_refused(&svcca(&["analyze", s(&folder), "--dimensionality"]), &["activation folder", "run folder trained by svcca"]);
+    // The run itself with its checkpoints gone is not taken for an activation folder of
+    // its own: refused, saying what is missing.
+    std::fs::rename(run.join("checkpoints"), tmp.path().join("checkpoints.moved")).unwrap();
+    assert_refused(&svcca(&["analyze", s(&run)]), &["config.toml", "is a run folder, its checkpoints/ folder is missing"]);
 }
 
 /// Layers of any kind svcca does not build, in float16, bfloat16 and float64: each cell

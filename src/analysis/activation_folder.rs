@@ -81,8 +81,11 @@ fn config(dir: &Path) -> anyhow::Result<Config> {
     let table: toml::Table = toml::from_str(&text).expect("parsed as a config above");
     if let Some(other) = table.keys().find(|k| *k != "analysis") {
         return Err(InputError::new(format!(
-            "{}: [{other}]: an activation folder's config holds an [analysis] table only (there is no network or data here to configure)",
-            path.display()
+            "{}: [{other}]: an activation folder's config holds an [analysis] table only (there is no network or data here to configure); \
+             if {} is a run folder, its {}/ folder is missing: restore it to analyse the run",
+            path.display(),
+            dir.display(),
+            crate::run_dir::checkpoint::FOLDER
         ))
         .into());
     }
