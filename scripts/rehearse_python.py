@@ -159,8 +159,7 @@ def main():
     log("analyze")
     _, wall, peak = run_measured([SVCCA, "analyze", out])
     table = (out / "analysis" / "similarity.csv")
-    rows.append(("`svcca analyze` (default budget)", wall, peak, f"{table.relative_to(ROOT)} written"
-                 if table.exists() else "no similarity.csv"))
+    rows.append(("`svcca analyze` (default budget)", wall, peak, f"{table} written" if table.exists() else "no similarity.csv"))
     log("compare")
     stdout, wall, peak = run_measured(own + ["--stage", "compare"])
     cmp = json.loads(stdout.strip().splitlines()[-1])

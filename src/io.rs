@@ -105,11 +105,6 @@ impl Staged {
         self.tmp.path()
     }
 
-    /// The file's real name, for messages.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Gives the written temporary the user's permissions, flushes it to disk and renames
     /// it to its name (over an existing file only with [`Replace::Always`]).
     pub fn finish(self, replace: Replace) -> anyhow::Result<()> {
