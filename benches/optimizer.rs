@@ -9,7 +9,14 @@
 
 use std::time::Instant;
 use svcca::config::{Arch, ModelConfig};
-use svcca::train::sgd::{per_tensor::Reference, Sgd};
+use svcca::train::sgd::Sgd;
+
+/// The update tensor by tensor, the reference measured against: the file sgd.rs's tests
+/// use too.
+#[path = "../src/train/sgd/per_tensor.rs"]
+#[allow(dead_code)] // its freeze is not measured
+mod per_tensor;
+use per_tensor::Reference;
 use tch::{nn, Device, Kind, Tensor};
 
 fn resnet62() -> (nn::VarStore, svcca::model::Network) {

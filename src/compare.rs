@@ -27,6 +27,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
+/// A fresh host tensor filled by the caller (the Python module copies a NumPy buffer
+/// into it), and the element types it takes.
+pub use crate::host::view::{try_fill_new, Element};
+
 /// Everything a comparison needs.
 #[derive(Debug, Clone)]
 pub struct CompareJob {
@@ -805,4 +809,42 @@ fn progress_bar(rows: usize, blocks: usize) -> ProgressBar {
             .progress_chars("=> "),
     );
     bar
+}
+
+/// Parses a byte count (`--memory-budget`, Python's `memory_budget`): `1073741824`, `512M`, `2G`, `1.5GiB` (K, M, G, T are powers of
+/// 1024, with or without `iB`/`B`).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number.parse().map_err(|_| format!("'{text}' is not a size such as 2G, 512M or 1073741824"))?;
+    let scale: u64 = match unit.trim().to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return Err(format!("'{text}': unknown unit '{unit}', use K, M, G or T")),
+    };
+    let bytes = number * scale as f64;
+    if bytes.is_nan() || bytes < 1.0 {
+        return Err(format!("'{text}' must be at least one byte"));
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("1024").unwrap(), 1024);
+        assert_eq!(parse_bytes("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_bytes("1.5g").unwrap(), 3 << 29);
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("3X").is_err());
+        assert!(parse_bytes("0").is_err());
+    }
 }

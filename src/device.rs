@@ -163,14 +163,15 @@ static STRICT: AtomicBool = AtomicBool::new(false);
 /// Makes seeding before the device is resolved a programming error (a panic naming the
 /// caller) for the rest of the process: the binary calls it first thing, so that every
 /// command, as the CLI tests run it, proves it resolves its device before it seeds.
-/// (Library users and unit tests that stay on the CPU need not resolve anything.)
+/// Library users may opt in too; those that stay on the CPU need not resolve anything,
+/// and neither do the unit tests.
 pub fn require_resolution() {
     STRICT.store(true, Ordering::SeqCst);
 }
 
 /// Asserts that the device was resolved when [`require_resolution`] is in force; `what`
 /// names the caller in the panic.
-pub fn assert_resolved(what: &str) {
+pub(crate) fn assert_resolved(what: &str) {
     if STRICT.load(Ordering::SeqCst) && !RESOLVED.load(Ordering::SeqCst) {
         panic!(
             "programming error: {what} before the device was resolved (DeviceChoice::resolve); \
@@ -295,7 +296,7 @@ pub fn available() -> Option<i64> {
 }
 
 /// What is left under this process's cgroup memory limit (v2, else v1), where it has one.
-pub fn cgroup_room() -> Option<i64> {
+pub(crate) fn cgroup_room() -> Option<i64> {
     let read = |p: &str| std::fs::read_to_string(p).ok().and_then(|t| t.trim().parse::<i64>().ok());
     let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     // v2: one line "0::/path"; v1: "N:memory:/path".

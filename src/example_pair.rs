@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 #[derive(Debug, Clone)]
-pub struct ExamplePair {
+pub(crate) struct ExamplePair {
     pub datapoints: i64,
     pub neurons_a: i64,
     pub neurons_b: i64,
@@ -32,7 +32,7 @@ impl Default for ExamplePair {
 
 impl ExamplePair {
     /// The two matrices (datapoints x neurons, float32, CPU).
-    pub fn generate(&self) -> (Tensor, Tensor) {
+    pub(crate) fn generate(&self) -> (Tensor, Tensor) {
         tch::manual_seed(self.seed);
         let opts = (Kind::Float, Device::Cpu);
         let decay = Tensor::arange(self.rank, opts).multiply_scalar(0.8f64.ln()).exp();
@@ -50,7 +50,7 @@ impl ExamplePair {
 
     /// Writes `a.npy` and `b.npy` into `dir` (created if missing). Existing files are
     /// kept unless `overwrite`; each file appears whole or not at all.
-    pub fn write(&self, dir: &Path, overwrite: bool) -> Result<[PathBuf; 2], InputError> {
+    pub(crate) fn write(&self, dir: &Path, overwrite: bool) -> Result<[PathBuf; 2], InputError> {
         let paths = [dir.join("a.npy"), dir.join("b.npy")];
         if !overwrite {
             if let Some(p) = paths.iter().find(|p| p.exists()) {
@@ -67,7 +67,7 @@ impl ExamplePair {
 }
 
 /// Writes a 2-D float32 tensor as `.npy` through a temporary file and a rename.
-pub fn write_npy_atomic(path: &Path, t: &Tensor) -> Result<(), InputError> {
+pub(crate) fn write_npy_atomic(path: &Path, t: &Tensor) -> Result<(), InputError> {
     let err = |e: &dyn std::fmt::Display| InputError::new(format!("{}: cannot write: {e}", path.display()));
     let (rows, cols) = (t.size()[0] as usize, t.size()[1] as usize);
     let values = Vec::<f32>::try_from(&t.to_kind(Kind::Float).contiguous().flatten(0, -1)).map_err(|e| err(&e))?;

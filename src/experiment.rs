@@ -166,7 +166,7 @@ pub fn freeze(config: Config, seeds: &[u64], out: &Path) -> anyhow::Result<Freez
 /// The seeds of `--seeds`: a count N (seeds 0..N) or a comma list (`0,5,7`) without
 /// repeats: a repeated seed is the same run again, and counting it twice would shrink the
 /// standard deviations.
-pub fn parse_seeds(text: &str) -> Result<Vec<u64>, String> {
+pub(crate) fn parse_seeds(text: &str) -> Result<Vec<u64>, String> {
     let t = text.trim();
     if t.contains(',') {
         let seeds =
@@ -193,7 +193,7 @@ fn duplicate_message(seed: u64) -> String {
 }
 
 /// The default output folder: `runs/<config name>-freeze`.
-pub fn default_out(config: &Path) -> PathBuf {
+pub(crate) fn default_out(config: &Path) -> PathBuf {
     let stem = config.file_stem().map_or("experiment".into(), |s| s.to_string_lossy().into_owned());
     PathBuf::from("runs").join(format!("{stem}-freeze"))
 }

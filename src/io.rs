@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to `path` atomically (see the module notes); nothing happens when the
 /// file already holds exactly these bytes.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     if std::fs::read(path).is_ok_and(|old| old == bytes) {
         return Ok(());
     }
@@ -39,13 +39,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// Writes `value` as pretty JSON, as [`write_atomic`].
-pub fn write_json_atomic(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
+pub(crate) fn write_json_atomic(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
     write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes())
 }
 
 /// Whether [`write_with`] may replace a file that exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Replace {
+pub(crate) enum Replace {
     Always,
     /// Fail instead (for files that must never change once written).
     Never,
@@ -57,13 +57,13 @@ static BEFORE_WRITING: std::sync::OnceLock<fn(&Path) -> anyhow::Result<()>> = st
 /// Registers `hook` to run before every write into a folder, with the folder: the run
 /// folders' lock registers its clean-up of a killed writer's temporaries there, once,
 /// when this process first takes a lock.
-pub fn on_first_write(hook: fn(&Path) -> anyhow::Result<()>) {
+pub(crate) fn on_first_write(hook: fn(&Path) -> anyhow::Result<()>) {
     let _ = BEFORE_WRITING.set(hook);
 }
 
 /// Writes `path` through `fill`, which writes the whole content to the temporary path it
 /// is given (for writers that take a path: safetensors, PNG); then the rules above.
-pub fn write_with(path: &Path, replace: Replace, fill: impl FnOnce(&Path) -> anyhow::Result<()>) -> anyhow::Result<()> {
+pub(crate) fn write_with(path: &Path, replace: Replace, fill: impl FnOnce(&Path) -> anyhow::Result<()>) -> anyhow::Result<()> {
     let staged = Staged::create(path)?;
     fill(staged.temporary()).with_context(|| format!("cannot write {}", path.display()))?;
     staged.finish(replace)
@@ -73,14 +73,14 @@ pub fn write_with(path: &Path, replace: Replace, fill: impl FnOnce(&Path) -> any
 /// that fills it piece by piece over several calls: [`Staged::finish`] gives it its
 /// name; dropped unfinished, the temporary is removed, so a failed or abandoned write
 /// leaves nothing behind.
-pub struct Staged {
+pub(crate) struct Staged {
     tmp: tempfile::NamedTempFile,
     path: PathBuf,
 }
 
 impl Staged {
     /// A fresh temporary in `path`'s folder (after the folder's first-write hook).
-    pub fn create(path: &Path) -> anyhow::Result<Staged> {
+    pub(crate) fn create(path: &Path) -> anyhow::Result<Staged> {
         let dir = folder_of(path);
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
         if let Some(hook) = BEFORE_WRITING.get() {
@@ -96,18 +96,18 @@ impl Staged {
     }
 
     /// The temporary, open for writing.
-    pub fn file(&self) -> &File {
+    pub(crate) fn file(&self) -> &File {
         self.tmp.as_file()
     }
 
     /// The temporary's path, for writers that open it themselves.
-    pub fn temporary(&self) -> &Path {
+    pub(crate) fn temporary(&self) -> &Path {
         self.tmp.path()
     }
 
     /// Gives the written temporary the user's permissions, flushes it to disk and renames
     /// it to its name (over an existing file only with [`Replace::Always`]).
-    pub fn finish(self, replace: Replace) -> anyhow::Result<()> {
+    pub(crate) fn finish(self, replace: Replace) -> anyhow::Result<()> {
         let path = self.path;
         let file = File::open(self.tmp.path()).with_context(|| format!("cannot write {}", path.display()))?;
         set_user_permissions(&file).with_context(|| format!("cannot set the permissions of {}", path.display()))?;
@@ -122,7 +122,7 @@ impl Staged {
 
 /// Gives `file` the permissions a file created by the user would have: `0666` less the
 /// process's umask.
-pub fn set_user_permissions(file: &File) -> std::io::Result<()> {
+pub(crate) fn set_user_permissions(file: &File) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -136,7 +136,7 @@ pub fn set_user_permissions(file: &File) -> std::io::Result<()> {
 /// The process's umask, read once from `/proc/self/status` (reading it with `umask(2)`
 /// means setting it, which races with threads creating files); `0o022` where it cannot
 /// be read.
-pub fn umask() -> u32 {
+pub(crate) fn umask() -> u32 {
     static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     *UMASK.get_or_init(|| {
         std::fs::read_to_string("/proc/self/status")
@@ -158,7 +158,7 @@ const TEMP_SUFFIX: &str = ".tmp";
 /// before the mark named them, `.step-NNNNNNNN.safetensors.XXXXXX.tmp` (checkpoints,
 /// stored activations: no user's file has that name). Nothing looser: a user's
 /// `.bashrc.tmp` or `.cache.123456.tmp` is not one.
-pub fn is_temporary(name: &str) -> bool {
+pub(crate) fn is_temporary(name: &str) -> bool {
     let random = |r: &str| r.len() == TEMP_RANDOM && r.bytes().all(|b| b.is_ascii_alphanumeric());
     let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(TEMP_SUFFIX)) else { return false };
     if let Some((file, r)) = inner.rsplit_once(TEMP_MARK) {
@@ -180,7 +180,7 @@ pub fn is_temporary(name: &str) -> bool {
 /// directly in `dir`, not in folders under it, that a killed writer left behind; returns
 /// them. Only for a folder no other process writes: the run-folder lock's hook
 /// (`run_dir::before_writing`) calls it under the folder's exclusive lock.
-pub fn remove_stale_temporaries(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn remove_stale_temporaries(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     remove_temporaries(dir, |_| true)
 }
 
@@ -190,7 +190,7 @@ pub fn remove_stale_temporaries(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 /// once by whichever writer gets there, and only once every file there is written (the
 /// units of a sharded analysis, all done): no writer has work left there then, but for
 /// a second copy of one task running at once, whose result is already in place.
-pub fn remove_superseded_temporaries(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn remove_superseded_temporaries(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     remove_temporaries(dir, |file| dir.join(file).symlink_metadata().is_ok_and(|m| m.is_file()))
 }
 

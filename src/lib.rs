@@ -6,6 +6,11 @@
 //! `experiment`/`sweep` and `cli`, with `similarity` (the maths, functions of tensors)
 //! and the small shared modules (`error`, `io`, `run_dir`, `device`, `host`) below them:
 //! see docs/ARCHITECTURE.md, checked by tests/architecture.rs.
+//!
+//! The public API is the `pub` modules below, described with examples in
+//! docs/library.md; the rest is `pub(crate)`, free to change.
+
+#![warn(unreachable_pub)]
 
 pub mod activations;
 pub mod analysis;
@@ -15,17 +20,25 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod error;
-pub mod example_pair;
+pub(crate) mod example_pair;
 pub mod experiment;
-pub mod host;
-pub mod io;
+pub(crate) mod host;
+pub(crate) mod io;
 pub mod model;
 pub mod npy;
-pub mod preempt;
+pub(crate) mod preempt;
 pub mod report;
-pub mod run_dir;
+pub(crate) mod run_dir;
 pub mod similarity;
-pub mod stats;
+pub(crate) mod stats;
 pub mod sweep;
 pub mod toy_regression;
 pub mod train;
+
+#[cfg(test)]
+mod test_support;
+
+/// docs/library.md's examples, run as doctests (`cargo test --doc`).
+#[cfg(doctest)]
+#[doc = include_str!("../docs/library.md")]
+struct LibraryExamples;

@@ -18,12 +18,12 @@ use std::sync::{Arc, OnceLock};
 
 /// Exit status of a run stopped by a signal after saving its state: EX_TEMPFAIL of
 /// sysexits.h ("try again later"). The sbatch template requeues the task on it.
-pub const EXIT_STATUS: u8 = 75;
+pub(crate) const EXIT_STATUS: u8 = 75;
 
 /// The run stopped at `step` on a signal; its state is saved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("stopped by {signal} {at}; state saved, rerun the same command (or requeue the job) to resume")]
-pub struct Preempted {
+pub(crate) struct Preempted {
     pub signal: &'static str,
     pub at: String,
 }
@@ -36,7 +36,7 @@ struct Flags {
 static FLAGS: OnceLock<Flags> = OnceLock::new();
 
 /// Installs the SIGUSR1 and SIGTERM handlers (once per process).
-pub fn install() -> anyhow::Result<()> {
+pub(crate) fn install() -> anyhow::Result<()> {
     if FLAGS.get().is_some() {
         return Ok(());
     }
@@ -48,7 +48,7 @@ pub fn install() -> anyhow::Result<()> {
 }
 
 /// The signal that asked us to stop, if one did.
-pub fn requested() -> Option<&'static str> {
+pub(crate) fn requested() -> Option<&'static str> {
     let f = FLAGS.get()?;
     if f.usr1.load(Ordering::SeqCst) {
         Some("SIGUSR1")
@@ -60,7 +60,7 @@ pub fn requested() -> Option<&'static str> {
 }
 
 /// `Err(Preempted)` when a stop was requested, `at` saying where the work stopped.
-pub fn check(at: impl FnOnce() -> String) -> Result<(), Preempted> {
+pub(crate) fn check(at: impl FnOnce() -> String) -> Result<(), Preempted> {
     match requested() {
         Some(signal) => Err(Preempted { signal, at: at() }),
         None => Ok(()),

@@ -26,7 +26,7 @@
 //! analysis, which take it again): `flock` locks belong to an open file, so a second open
 //! in the same process would otherwise lock itself out.
 
-pub mod checkpoint;
+pub(crate) mod checkpoint;
 
 use crate::error::InputError;
 use std::collections::{HashMap, HashSet};
@@ -36,23 +36,23 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// The resolved config of a run, written when the run starts.
-pub const CONFIG_FILE: &str = "config.toml";
-pub const LOCK_FILE: &str = ".svcca.lock";
+pub(crate) const CONFIG_FILE: &str = "config.toml";
+pub(crate) const LOCK_FILE: &str = ".svcca.lock";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     Exclusive,
     Shared,
 }
 
 /// The name of a file of one step (a checkpoint, a step's stored activations):
 /// `step-NNNNNNNN.safetensors`.
-pub fn step_file_name(step: u64) -> String {
+pub(crate) fn step_file_name(step: u64) -> String {
     format!("step-{step:08}.safetensors")
 }
 
 /// The step a [`step_file_name`] stands for (`None` for other files, temporaries too).
-pub fn step_of(name: &str) -> Option<u64> {
+pub(crate) fn step_of(name: &str) -> Option<u64> {
     name.strip_prefix("step-")?.strip_suffix(".safetensors")?.parse().ok()
 }
 
@@ -60,7 +60,7 @@ pub fn step_of(name: &str) -> Option<u64> {
 /// [`InputError`] naming it) where `dir` is a symbolic link, not a folder, or cannot be
 /// read, and where a step file is a link or not a regular file: taking such a folder as
 /// empty would start the run over (and drop its metrics).
-pub fn step_files(dir: &Path) -> anyhow::Result<Vec<(u64, PathBuf)>> {
+pub(crate) fn step_files(dir: &Path) -> anyhow::Result<Vec<(u64, PathBuf)>> {
     match std::fs::symlink_metadata(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(unreadable(dir, &e).into()),
@@ -111,7 +111,7 @@ fn unreadable(path: &Path, e: &std::io::Error) -> InputError {
 
 /// The resolved config of the run in `dir`; refused where `dir` is not a run folder,
 /// cannot be read, or its `config.toml` does not parse.
-pub fn read_config(dir: &Path) -> anyhow::Result<crate::config::Config> {
+pub(crate) fn read_config(dir: &Path) -> anyhow::Result<crate::config::Config> {
     check_run(dir)?;
     Ok(crate::config::Config::load_resolved(&dir.join(CONFIG_FILE))?)
 }
@@ -148,14 +148,14 @@ fn not_a_run(dir: &Path) -> InputError {
 
 /// [`lock`] for a run folder that must exist already (an analysis): refused, with
 /// nothing written, where `dir` has no `config.toml`.
-pub fn lock_run(dir: &Path, access: Access) -> anyhow::Result<Lock> {
+pub(crate) fn lock_run(dir: &Path, access: Access) -> anyhow::Result<Lock> {
     check_run(dir)?;
     lock(dir, access)
 }
 
 /// Held while the folder is in use; dropping it releases the lock.
 #[derive(Debug)]
-pub struct Lock {
+pub(crate) struct Lock {
     key: Option<PathBuf>,
     /// Whether this process may write the folder (false: a read-only folder).
     pub writable: bool,
@@ -178,7 +178,7 @@ static HELD: Mutex<Option<HashMap<PathBuf, Held>>> = Mutex::new(None);
 /// Refused (an [`InputError`], exit 2) while another process holds it in a conflicting
 /// way, and where `dir` is a dangling symbolic link or not a folder, or its lock file is
 /// not svcca's (a link, not a regular file). Removes nothing: see [`before_writing`].
-pub fn lock(dir: &Path, access: Access) -> anyhow::Result<Lock> {
+pub(crate) fn lock(dir: &Path, access: Access) -> anyhow::Result<Lock> {
     match std::fs::symlink_metadata(dir) {
         Ok(m) if m.is_symlink() && !dir.exists() => {
             let target = std::fs::read_link(dir).map(|t| t.display().to_string()).unwrap_or_else(|_| "?".into());
@@ -344,7 +344,7 @@ fn check_lock_file(path: &Path, f: &File) -> Result<(), InputError> {
 /// their lock too, nor in a folder this process only shares or reads. Holding the lock
 /// exclusively means no other writer is at work there; and since every write of this
 /// process into `dir` comes through here first, none of its own temporaries exists yet.
-pub fn before_writing(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn before_writing(dir: &Path) -> anyhow::Result<()> {
     let Ok(dir) = dir.canonicalize() else { return Ok(()) };
     let mut held = HELD.lock().unwrap_or_else(|p| p.into_inner());
     let Some(map) = held.as_mut() else { return Ok(()) };

@@ -148,19 +148,19 @@ impl Settings {
 }
 
 /// The grid of `points` inputs over [-1, 1], points x 1.
-pub fn grid(points: usize) -> Tensor {
+pub(crate) fn grid(points: usize) -> Tensor {
     Tensor::linspace(-1.0, 1.0, points as i64, F64).unsqueeze(1)
 }
 
 /// The four targets of `x` (points x 1): points x 4, in the order of [`TARGETS`].
-pub fn targets(x: &Tensor) -> Tensor {
+pub(crate) fn targets(x: &Tensor) -> Tensor {
     let pi = std::f64::consts::PI;
     Tensor::cat(&[(x * (2.0 * pi)).sin(), (x * pi).cos(), x.square() * 2.0 - 1.0, x.abs() * 2.0 - 1.0], 1)
 }
 
 /// One of the two networks (float64, CPU).
 #[derive(Debug)]
-pub struct Net {
+pub(crate) struct Net {
     vs: nn::VarStore,
     hidden: Vec<nn::Linear>,
     readout: nn::Linear,
@@ -168,7 +168,7 @@ pub struct Net {
 
 impl Net {
     /// A fresh net, its initial weights drawn from `seed` (libtorch's default initialisation).
-    pub fn new(seed: u64, width: usize) -> Net {
+    pub(crate) fn new(seed: u64, width: usize) -> Net {
         crate::device::seed(seed);
         let mut vs = nn::VarStore::new(Device::Cpu);
         vs.set_kind(Kind::Double);
@@ -183,7 +183,7 @@ impl Net {
 
     /// The hidden layers' outputs (points x width each, input first) and the output
     /// (points x 4) for inputs `x` (points x 1).
-    pub fn forward(&self, x: &Tensor) -> (Vec<Tensor>, Tensor) {
+    pub(crate) fn forward(&self, x: &Tensor) -> (Vec<Tensor>, Tensor) {
         let mut h = x.shallow_clone();
         let mut layers = Vec::with_capacity(self.hidden.len());
         for l in &self.hidden {
@@ -195,14 +195,21 @@ impl Net {
     }
 
     /// The output from the last hidden layer's values (points x width).
-    pub fn readout(&self, last_hidden: &Tensor) -> Tensor {
+    pub(crate) fn readout(&self, last_hidden: &Tensor) -> Tensor {
         self.readout.forward(last_hidden)
     }
 
     /// Full-batch Adam on the mean squared error for `steps` steps; the loss at step 1,
     /// every 50 steps and the last, as `(step, loss)`. `tick(steps done)` after each
     /// recorded step. An error on a non-finite loss.
-    pub fn train(&self, x: &Tensor, y: &Tensor, steps: usize, lr: f64, mut tick: impl FnMut(usize)) -> anyhow::Result<Vec<(usize, f64)>> {
+    pub(crate) fn train(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+        steps: usize,
+        lr: f64,
+        mut tick: impl FnMut(usize),
+    ) -> anyhow::Result<Vec<(usize, f64)>> {
         let mut opt = nn::Adam::default().build(&self.vs, lr)?;
         let mut losses = Vec::new();
         for step in 1..=steps {
@@ -273,7 +280,7 @@ pub struct Pair {
 /// The top `shown` pairs in each basis of one layer of two nets (points x width each,
 /// the same points), SVCCA keeping `keep` of each side's variance; also the SVCCA
 /// directions kept on each side.
-pub fn pairs(a: &Tensor, b: &Tensor, shown: usize, keep: f64) -> anyhow::Result<(Vec<Pair>, (usize, usize))> {
+pub(crate) fn pairs(a: &Tensor, b: &Tensor, shown: usize, keep: f64) -> anyhow::Result<(Vec<Pair>, (usize, usize))> {
     let (a, b) = (a.to_kind(Kind::Double), b.to_kind(Kind::Double));
     let mut out = Vec::new();
 
@@ -348,7 +355,7 @@ fn mean_var(v: &[f64]) -> (f64, f64) {
 }
 
 /// Pearson correlation; 0 when either side is constant.
-pub fn correlation(a: &[f64], b: &[f64]) -> f64 {
+pub(crate) fn correlation(a: &[f64], b: &[f64]) -> f64 {
     let ((ma, va), (mb, vb)) = (mean_var(a), mean_var(b));
     if va <= 0.0 || vb <= 0.0 {
         return 0.0;
@@ -369,7 +376,7 @@ fn standardised(v: &[f64]) -> Vec<f64> {
 /// plus the mean (the neurons basis: the other neurons' centred values zeroed), where
 /// compression's maps round to the layer's float32 and keep neurons by selection.
 #[derive(Debug)]
-pub struct Projector {
+pub(crate) struct Projector {
     centred: Tensor,
     fitted: Fitted,
     /// Principal directions, width x width, largest variance first.
@@ -379,7 +386,7 @@ pub struct Projector {
 impl Projector {
     /// For layer `h` (points x width), its SVCCA directions against `reference` (the same
     /// points), each side cut by `keep` before CCA (Figure 3: [`Keep::TopK`]).
-    pub fn new(h: &Tensor, reference: &Tensor, keep: Keep) -> anyhow::Result<Projector> {
+    pub(crate) fn new(h: &Tensor, reference: &Tensor, keep: Keep) -> anyhow::Result<Projector> {
         let fitted = Fitted::fit(h, reference, keep)?;
         let centred = h.to_kind(Kind::Double) - &fitted.directions.mean;
         let (_, _, svd) = centred.svd(true, true);
@@ -387,12 +394,12 @@ impl Projector {
     }
 
     /// The canonical correlations of the SVCCA directions, descending.
-    pub fn correlations(&self) -> &[f64] {
+    pub(crate) fn correlations(&self) -> &[f64] {
         &self.fitted.directions.correlations
     }
 
     /// The most directions (or neurons) `basis` can keep.
-    pub fn most(&self, basis: Basis) -> usize {
+    pub(crate) fn most(&self, basis: Basis) -> usize {
         match basis {
             Basis::Svcca => self.fitted.directions.len(),
             Basis::Svd | Basis::Neurons => self.fitted.units(),
@@ -401,7 +408,7 @@ impl Projector {
 
     /// The layer with only its top `k` directions of `basis` (k ≤ [`Projector::most`]):
     /// the mean plus the centred layer projected; for neurons, the other neurons at their mean.
-    pub fn project(&self, basis: Basis, k: usize) -> Tensor {
+    pub(crate) fn project(&self, basis: Basis, k: usize) -> Tensor {
         assert!(k <= self.most(basis), "{k} of {} {}", self.most(basis), basis.as_str());
         let projected = match basis {
             Basis::Svcca => self.centred.matmul(&self.fitted.directions.projection(k)),
@@ -421,7 +428,7 @@ impl Projector {
 }
 
 /// `|got − full|² / |full − mean(full)|²` over every point and output.
-pub fn relative_error(got: &Tensor, full: &Tensor) -> f64 {
+pub(crate) fn relative_error(got: &Tensor, full: &Tensor) -> f64 {
     let num = f64::try_from((got - full).square().sum(Kind::Double)).unwrap_or(f64::NAN);
     let den = f64::try_from((full - full.mean_dim(0, true, Kind::Double)).square().sum(Kind::Double)).unwrap_or(f64::NAN);
     num / den.max(f64::MIN_POSITIVE)
@@ -777,3 +784,6 @@ fn write_files(s: &Summary, c: &Curves, net: &Net, proj: &Projector, corr_csv: &
     panel_grid(&plots, "figure3", &caption, set.ks.len(), (330, 250), &panels, "x")?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

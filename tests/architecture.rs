@@ -25,7 +25,8 @@ use std::path::{Path, PathBuf};
 /// Low to high; a module may name the modules of lower stages only. Kept in step with
 /// docs/ARCHITECTURE.md.
 const STAGES: &[&[&str]] = &[
-    &["error"],
+    // test_support: the unit tests' tensor helpers (tch alone).
+    &["error", "test_support"],
     &["io", "device", "host", "preempt", "stats"],
     &["similarity", "npy"],
     &["config"],
@@ -648,6 +649,28 @@ fn every_module_has_a_stage() {
         }
     }
     assert_eq!(stage_of("train").unwrap() + 1, stage_of("analysis").unwrap());
+}
+
+/// The crate's public API is chosen: `src/lib.rs` makes public exactly the modules
+/// docs/library.md's table lists (the rest is `pub(crate)`).
+#[test]
+fn the_public_modules_are_the_documented_ones() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tokens = tokenize(&std::fs::read_to_string(root.join("src/lib.rs")).unwrap());
+    let public: BTreeSet<String> = (1..tokens.len())
+        .filter(|&i| ident(&tokens, i) == Some("mod") && ident(&tokens, i - 1) == Some("pub"))
+        .map(|i| ident(&tokens, i + 1).unwrap().to_string())
+        .collect();
+    let doc = std::fs::read_to_string(root.join("docs/library.md")).unwrap();
+    let table = doc.split("| module | what a user calls |").nth(1).expect("docs/library.md has the table of public modules");
+    let documented: BTreeSet<String> = table
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .flat_map(|l| l.split('|').nth(1).unwrap().split(',').map(|m| m.trim().trim_matches('`').to_string()).collect::<Vec<_>>())
+        .collect();
+    assert!(public.len() > 10, "{public:?}");
+    assert_eq!(public, documented, "src/lib.rs's public modules against docs/library.md's table");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -9,11 +9,28 @@ mod common;
 use common::{assert_refused, svcca, Tiny};
 use std::path::{Path, PathBuf};
 use svcca::analysis::compression::{self, CompressionMethod as Kept, Extras, LayerSpec, Neurons, Reference};
-use svcca::analysis::runs::{as_rows, positions, Run};
+use svcca::analysis::runs::Run;
 use svcca::config::Config;
 use svcca::data::rng::Rng;
 use svcca::similarity::Keep;
 use tch::{Kind, Tensor};
+
+/// A layer's activations as datapoints x neurons, as the analysis folds a conv layer
+/// (docs/analysis.md): one row per image and position, image-major, C neurons.
+fn as_rows(t: &Tensor) -> Tensor {
+    match t.size()[..] {
+        [_, c, _, _] => t.permute([0, 2, 3, 1]).reshape([-1, c]),
+        _ => t.shallow_clone(),
+    }
+}
+
+/// Positions per image (1 for a dense layer).
+fn positions(t: &Tensor) -> i64 {
+    match t.size()[..] {
+        [_, _, h, w] => h * w,
+        _ => 1,
+    }
+}
 
 /// 20 steps of a narrow convnet (fc1 16 units, fc2 8), fit set of 160, `keep` of the variance.
 fn tiny(keep: f64) -> Config {

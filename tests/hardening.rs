@@ -30,10 +30,7 @@ fn ok(out: &Output) {
 }
 
 fn steps(dir: &Path) -> Vec<u64> {
-    let mut s: Vec<u64> =
-        std::fs::read_dir(dir).unwrap().filter_map(|e| svcca::run_dir::step_of(e.unwrap().file_name().to_str()?)).collect();
-    s.sort();
-    s
+    common::steps_in(dir)
 }
 
 // Item 7: duplicates, and layers out of order.

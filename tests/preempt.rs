@@ -17,12 +17,7 @@ fn config() -> Config {
 }
 
 fn checkpoints(run: &Path) -> Vec<u64> {
-    let mut s: Vec<u64> = std::fs::read_dir(run.join("checkpoints"))
-        .unwrap()
-        .filter_map(|e| svcca::run_dir::step_of(e.unwrap().file_name().to_str()?))
-        .collect();
-    s.sort();
-    s
+    common::steps_in(&run.join("checkpoints"))
 }
 
 /// Every tensor of two checkpoints equal, bit for bit, but the wall-clock.

@@ -9,10 +9,15 @@ use std::path::Path;
 use svcca::config::{Config, FreezeAt, FreezeSchedule};
 use svcca::report::Band;
 
-/// `svcca::stats::mean_std`, at run time: constant arguments folded by the compiler may
-/// round differently in the last bit from the report's arithmetic.
+/// The mean and the sample standard deviation (n - 1; 0 for one value), by the textbook
+/// formula in the order the report sums, at run time: constant arguments folded by the
+/// compiler may round differently in the last bit.
 fn mean_std(v: &[f64]) -> (f64, f64) {
-    svcca::stats::mean_std(std::hint::black_box(v))
+    let v = std::hint::black_box(v);
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 { v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    (mean, var.sqrt())
 }
 
 /// A `metrics.csv`: per row `(step, accuracy, wall-clock seconds)`; with `validation`,

@@ -67,5 +67,5 @@ fn the_loop_uploads_once_per_epoch_and_reads_only_the_due_statistics() {
     c.train.eval_every = 20;
     c.checkpoints.every = 20;
     let s = svcca::train::train(c, tmp.path()).unwrap();
-    assert_eq!(s.transfers, svcca::train::trainer::Transfers { steps: 40, uploads: 3, reads: 4 });
+    assert_eq!(s.transfers, svcca::train::Transfers { steps: 40, uploads: 3, reads: 4 });
 }

@@ -8,7 +8,7 @@ use common::{assert_refused_silent, svcca, Tiny};
 use std::path::Path;
 use svcca::config::{Config, FreezeSchedule};
 use svcca::data::{validation_indices, Dataset};
-use svcca::train::order::Order;
+use svcca::train::Order;
 use tch::{Device, Tensor};
 
 /// The tiny run (512 training images, 30 steps, an evaluation every 10) holding out 64.

@@ -38,9 +38,9 @@ fn choice<T: clap::ValueEnum>(key: &str, value: &str) -> PyResult<T> {
 /// A float32 or float64 array (any object with the buffer protocol) as a host tensor of
 /// its own: one copy, so that nothing done to it reaches the caller's array.
 fn copied(py: Python<'_>, array: &Bound<'_, PyAny>, name: &str) -> PyResult<Tensor> {
-    fn copy<T: Element + svcca::host::view::Element>(py: Python<'_>, buffer: &PyBuffer<T>) -> PyResult<Tensor> {
+    fn copy<T: Element + svcca::compare::Element>(py: Python<'_>, buffer: &PyBuffer<T>) -> PyResult<Tensor> {
         let shape: Vec<i64> = buffer.shape().iter().map(|&d| d as i64).collect();
-        svcca::host::view::try_fill_new::<T, _>(&shape, |out| buffer.copy_to_slice(py, out))
+        svcca::compare::try_fill_new::<T, _>(&shape, |out| buffer.copy_to_slice(py, out))
     }
     if let Ok(b) = PyBuffer::<f64>::get(array) {
         return copy(py, &b);
@@ -90,7 +90,7 @@ fn compare(
         seed,
         baseline,
         device: device.parse().map_err(|e| PyValueError::new_err(format!("device='{device}': {e}")))?,
-        memory_budget: svcca::cli::parse_bytes(memory_budget).map_err(|e| PyValueError::new_err(format!("memory_budget: {e}")))?,
+        memory_budget: svcca::compare::parse_bytes(memory_budget).map_err(|e| PyValueError::new_err(format!("memory_budget: {e}")))?,
     };
     let a = Operand::Tensor { tensor: copied(py, a, &name_a)?, name: name_a };
     let b = Operand::Tensor { tensor: copied(py, b, &name_b)?, name: name_b };

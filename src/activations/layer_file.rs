@@ -16,7 +16,7 @@ use tch::{Device, Kind, Tensor};
 const CONVERT_BYTES: i64 = 16 << 20;
 
 /// Where each layer's values go in a file begun by [`LayerFile::start`].
-pub struct LayerFile {
+pub(crate) struct LayerFile {
     /// The file's name, for messages.
     path: PathBuf,
     kind: Kind,
@@ -44,7 +44,7 @@ fn code(kind: Kind) -> &'static str {
 impl LayerFile {
     /// Writes the header of `layers` (name, shape: datapoints first) of `kind` (float32 or
     /// float16) into `file`, an empty file named `path` in messages, and sizes it.
-    pub fn start(file: &File, path: &Path, layers: &[(String, Vec<i64>)], kind: Kind) -> anyhow::Result<LayerFile> {
+    pub(crate) fn start(file: &File, path: &Path, layers: &[(String, Vec<i64>)], kind: Kind) -> anyhow::Result<LayerFile> {
         let value = kind.elt_size_in_bytes() as u64;
         let mut header = serde_json::Map::new();
         let mut end = 0u64;
@@ -71,7 +71,7 @@ impl LayerFile {
     }
 
     /// Writes `rows` (any float kind, on any device) as layer `layer`'s next datapoints.
-    pub fn write_rows(&mut self, file: &File, layer: usize, rows: &Tensor) -> anyhow::Result<()> {
+    pub(crate) fn write_rows(&mut self, file: &File, layer: usize, rows: &Tensor) -> anyhow::Result<()> {
         let slot = &mut self.layers[layer];
         let (shape, count) = (rows.size(), rows.size().first().copied().unwrap_or(0));
         if shape.len() != slot.shape.len() || shape[1..] != slot.shape[1..] || slot.written + count > slot.shape[0] {
@@ -96,7 +96,7 @@ impl LayerFile {
     }
 
     /// Refuses a file with a layer not wholly written.
-    pub fn check_complete(&self) -> Result<(), InputError> {
+    pub(crate) fn check_complete(&self) -> Result<(), InputError> {
         match self.layers.iter().find(|s| s.written != s.shape[0]) {
             Some(s) => Err(InputError::new(format!(
                 "{}: '{}' has {} of its {} datapoints written",
@@ -110,7 +110,7 @@ impl LayerFile {
     }
 
     /// The layers' names and shapes, in order.
-    pub fn layers(&self) -> impl Iterator<Item = (&str, &[i64])> {
+    pub(crate) fn layers(&self) -> impl Iterator<Item = (&str, &[i64])> {
         self.layers.iter().map(|s| (s.name.as_str(), s.shape.as_slice()))
     }
 }

@@ -11,7 +11,7 @@
 //! Used by training (store mode, adaptive freezing) and by the analyses, so it sits below
 //! both (see docs/ARCHITECTURE.md).
 
-pub mod layer_file;
+pub(crate) mod layer_file;
 pub mod probe;
 pub mod record;
 pub mod store;
@@ -33,14 +33,14 @@ fn settings(config: &Config) -> (Options, ConvOptions) {
 /// Layers on one side of many comparisons under `config.analysis` (a checkpoint's
 /// layers, or the final network's). For SVCCA and CCA each layer's side of a comparison
 /// is computed once and reused ([`summary`]); PWCCA and CKA compare each pair afresh.
-pub enum LayerSet {
+pub(crate) enum LayerSet {
     Summarised(Layers),
     Pairwise { layers: Vec<Tensor>, options: Options, conv: ConvOptions },
 }
 
 impl LayerSet {
     /// A set may be either side of a comparison, or both in turn.
-    pub fn new(layers: Vec<Tensor>, config: &Config) -> LayerSet {
+    pub(crate) fn new(layers: Vec<Tensor>, config: &Config) -> LayerSet {
         let (options, conv) = settings(config);
         match options.method {
             Method::Svcca | Method::Cca => LayerSet::Summarised(Layers::new(layers, options, conv)),
@@ -50,7 +50,7 @@ impl LayerSet {
 
     /// The same layers, for comparisons with this set: with the summaries it has made so
     /// far ([`Layers::sharing_summaries`]), so none is computed twice.
-    pub fn sharing(&self) -> LayerSet {
+    pub(crate) fn sharing(&self) -> LayerSet {
         match self {
             LayerSet::Summarised(l) => LayerSet::Summarised(l.sharing_summaries()),
             LayerSet::Pairwise { layers, options, conv } => {
@@ -60,29 +60,25 @@ impl LayerSet {
     }
 
     /// Layer `i`.
-    pub fn layer(&self, i: usize) -> &Tensor {
+    pub(crate) fn layer(&self, i: usize) -> &Tensor {
         match self {
             LayerSet::Summarised(l) => l.layer(i),
             LayerSet::Pairwise { layers, .. } => &layers[i],
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             LayerSet::Summarised(l) => l.len(),
             LayerSet::Pairwise { layers, .. } => layers.len(),
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// What comparing layer `i` with layers `js` of `other` takes, per form, estimated
     /// from the shapes ([`summary::summary_bytes`]); PWCCA and CKA keep no summary, so
     /// their layers stay as they are (what a compacted one holds) and each pair makes
     /// float64 copies of both.
-    pub fn bytes(&self, i: usize, other: &LayerSet, js: &[usize]) -> Vec<summary::Bytes> {
+    pub(crate) fn bytes(&self, i: usize, other: &LayerSet, js: &[usize]) -> Vec<summary::Bytes> {
         match (self, other) {
             (LayerSet::Summarised(a), LayerSet::Summarised(b)) => summary::summary_bytes(a, i, b, js),
             _ => {
@@ -94,7 +90,7 @@ impl LayerSet {
 
     /// Layers `js` of `other` grouped by the form layer `i` takes against them (one group
     /// for methods compared pair by pair).
-    pub fn form_groups(&self, i: usize, other: &LayerSet, js: &[usize]) -> Vec<Vec<usize>> {
+    pub(crate) fn form_groups(&self, i: usize, other: &LayerSet, js: &[usize]) -> Vec<Vec<usize>> {
         match (self, other) {
             (LayerSet::Summarised(a), LayerSet::Summarised(b)) => summary::form_groups(a, i, b, js).into_iter().map(|(_, g)| g).collect(),
             _ => vec![js.to_vec()],
@@ -103,21 +99,21 @@ impl LayerSet {
 
     /// Keeps of layer `i` only what later comparisons need: its summaries made so far,
     /// compacted ([`Layers::compact`]); PWCCA and CKA need the layer itself.
-    pub fn compact(&mut self, i: usize) {
+    pub(crate) fn compact(&mut self, i: usize) {
         if let LayerSet::Summarised(l) = self {
             l.compact(i);
         }
     }
 
     /// Compacts the summaries of layer `i` made so far, keeping the layer to make more.
-    pub fn compact_summaries(&mut self, i: usize) {
+    pub(crate) fn compact_summaries(&mut self, i: usize) {
         if let LayerSet::Summarised(l) = self {
             l.compact_summaries(i);
         }
     }
 
     /// Drops layer `i`'s data and summaries (its comparisons are done).
-    pub fn release(&mut self, i: usize) {
+    pub(crate) fn release(&mut self, i: usize) {
         match self {
             LayerSet::Summarised(l) => l.release(i),
             LayerSet::Pairwise { layers, .. } => layers[i] = summary::stand_in(&layers[i]),
@@ -126,7 +122,7 @@ impl LayerSet {
 
     /// No side-by-side copies of summaries ([`Layers::with_joined_budget`]): an analysis
     /// streamed through a memory budget counts every byte.
-    pub fn without_joined_copies(self) -> LayerSet {
+    pub(crate) fn without_joined_copies(self) -> LayerSet {
         match self {
             LayerSet::Summarised(l) => LayerSet::Summarised(l.with_joined_budget(0)),
             pairwise => pairwise,
@@ -137,7 +133,7 @@ impl LayerSet {
 /// The order of `n` datapoints for a chance level: one permutation drawn from `seed`
 /// (`analysis.seed`), the same for every layer and every analysis of a probe, so that a
 /// chance level is one number however often it is computed.
-pub fn chance_order(seed: u64, n: usize) -> Tensor {
+pub(crate) fn chance_order(seed: u64, n: usize) -> Tensor {
     Tensor::from_slice(&crate::data::rng::Rng::stream(seed, &[0x73687566]).permutation(n))
 }
 
@@ -148,7 +144,7 @@ pub fn chance_order(seed: u64, n: usize) -> Tensor {
 ///
 /// `t` must share its memory with no other tensor (a layer just read or recorded): the
 /// rows are moved in place.
-pub fn shuffled_in_place(mut t: Tensor, order: &Tensor) -> Tensor {
+pub(crate) fn shuffled_in_place(mut t: Tensor, order: &Tensor) -> Tensor {
     let n = t.size().first().copied().unwrap_or(0) as usize;
     if t.device() != tch::Device::Cpu || !t.is_contiguous() || t.numel() == 0 {
         return t.index_select(0, &order.to_device(t.device()));
@@ -184,7 +180,7 @@ pub fn shuffled_in_place(mut t: Tensor, order: &Tensor) -> Tensor {
 /// What the two sides of a comparison are called in the warning for a cell left empty:
 /// `a` the row's layer (with its step, and its file where it was read from one), `b[j]`
 /// layer `j` of the other side.
-pub struct Names<'a> {
+pub(crate) struct Names<'a> {
     pub a: String,
     pub b: &'a [String],
 }
@@ -195,7 +191,7 @@ pub struct Names<'a> {
 /// averaged over positions); a conv layer against a dense one by `analysis.conv_dense`,
 /// `flatten` falling back to `avgpool` where the probe is too small
 /// ([`conv_dense_fallbacks`]).
-pub fn similarity(a: &mut LayerSet, i: usize, b: &mut LayerSet, j: usize, names: &Names) -> Option<f64> {
+pub(crate) fn similarity(a: &mut LayerSet, i: usize, b: &mut LayerSet, j: usize, names: &Names) -> Option<f64> {
     let [one] = similarities(a, i, b, &[j], names).try_into().expect("one pair asked");
     one
 }
@@ -204,13 +200,13 @@ pub fn similarity(a: &mut LayerSet, i: usize, b: &mut LayerSet, j: usize, names:
 /// of `a`'s layers they will ask for, all at once and side by side
 /// ([`summary::summarise_rows`]); the rows then find them made. Nothing to do for
 /// methods compared pair by pair.
-pub fn summarise_rows(a: &mut LayerSet, is: &[usize], b: &LayerSet) {
+pub(crate) fn summarise_rows(a: &mut LayerSet, is: &[usize], b: &LayerSet) {
     let js: Vec<usize> = (0..b.len()).collect();
     summarise_against(a, is, b, &js);
 }
 
 /// [`summarise_rows`] for the comparisons with layers `js` of `b` only.
-pub fn summarise_against(a: &mut LayerSet, is: &[usize], b: &LayerSet, js: &[usize]) {
+pub(crate) fn summarise_against(a: &mut LayerSet, is: &[usize], b: &LayerSet, js: &[usize]) {
     if let (LayerSet::Summarised(a), LayerSet::Summarised(b)) = (a, b) {
         summary::summarise_rows(a, is, b, js);
     }
@@ -219,7 +215,7 @@ pub fn summarise_against(a: &mut LayerSet, is: &[usize], b: &LayerSet, js: &[usi
 /// [`similarity`] of layer `i` of `a` with each layer `js` of `b`, in order: a row of
 /// the learning-dynamics matrix asks for all of `b`, whose products with layer `i` are
 /// then shared where the forms allow ([`summary::similarities`]).
-pub fn similarities(a: &mut LayerSet, i: usize, b: &mut LayerSet, js: &[usize], names: &Names) -> Vec<Option<f64>> {
+pub(crate) fn similarities(a: &mut LayerSet, i: usize, b: &mut LayerSet, js: &[usize], names: &Names) -> Vec<Option<f64>> {
     let results = match (a, b) {
         (LayerSet::Summarised(a), LayerSet::Summarised(b)) => summary::similarities(a, i, b, js),
         (LayerSet::Pairwise { layers: xs, options, conv }, LayerSet::Pairwise { layers: ys, .. }) => js
@@ -283,7 +279,7 @@ pub fn pair(a: &Tensor, b: &Tensor, config: &Config, names: [&str; 2]) -> Option
 /// whether the analysis compares them with any dense layer (else nothing falls back).
 /// The fallback is a function of the shapes and the probe size, so the settings record
 /// what was asked.
-pub fn conv_dense_fallbacks(config: &Config, names: &[String], layers: &[Tensor], dense_partner: bool) -> Vec<String> {
+pub(crate) fn conv_dense_fallbacks(config: &Config, names: &[String], layers: &[Tensor], dense_partner: bool) -> Vec<String> {
     if config.analysis.conv_dense != conv::ConvDense::Flatten || !dense_partner {
         return Vec::new();
     }
@@ -311,6 +307,9 @@ pub fn conv_dense_fallbacks(config: &Config, names: &[String], layers: &[Tensor]
     }
     fallen
 }
+
+#[cfg(test)]
+mod conv_dense_tests;
 
 #[cfg(test)]
 mod tests {

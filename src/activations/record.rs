@@ -14,7 +14,7 @@ const BATCH: i64 = 500;
 
 /// Images per forward pass of [`record_to_file`]: what it holds is one such batch of
 /// every layer (and its bytes).
-pub const SPILL_BATCH: i64 = 100;
+pub(crate) const SPILL_BATCH: i64 = 100;
 
 /// The activations of `layers` on `probe`, in that order, on the probe's device.
 pub fn record(net: &Network, probe: &Probe, layers: &[String]) -> Result<Vec<Tensor>, InputError> {
@@ -66,10 +66,10 @@ pub fn units(t: &Tensor) -> i64 {
 /// Datapoints per unit of the widest analysed layer that the probe should have: the
 /// documented recommendation (docs/analysis.md, `probe_size`; the paper's rule of thumb
 /// is 5 to 10). SVCCA's correlations are biased upward with fewer.
-pub const PROBE_DATAPOINTS_PER_UNIT: i64 = 5;
+pub(crate) const PROBE_DATAPOINTS_PER_UNIT: i64 = 5;
 
 /// What to do about a small probe drawn by the config.
-pub const RAISE_PROBE_SIZE: &str = "raise analysis.probe_size";
+pub(crate) const RAISE_PROBE_SIZE: &str = "raise analysis.probe_size";
 
 /// Warns when the probe has fewer than [`PROBE_DATAPOINTS_PER_UNIT`] datapoints per unit
 /// of the widest layer ([`probe_warning`]); `remedy` says what to do about it (the
@@ -82,7 +82,7 @@ pub fn warn_if_small(probe_len: usize, layers: &[String], acts: &[Tensor], remed
 
 /// The warning for a probe of `probe_len` datapoints against layers of `(name, units)`,
 /// if it has fewer than [`PROBE_DATAPOINTS_PER_UNIT`] per unit of the widest.
-pub fn probe_warning<'a>(probe_len: usize, layers: impl IntoIterator<Item = (&'a str, i64)>, remedy: &str) -> Option<String> {
+pub(crate) fn probe_warning<'a>(probe_len: usize, layers: impl IntoIterator<Item = (&'a str, i64)>, remedy: &str) -> Option<String> {
     let (name, width) = layers.into_iter().max_by_key(|(_, w)| *w)?;
     let per = PROBE_DATAPOINTS_PER_UNIT;
     ((probe_len as i64) < per * width).then(|| {
@@ -100,7 +100,7 @@ pub fn probe_warning<'a>(probe_len: usize, layers: impl IntoIterator<Item = (&'a
 /// reads back with [`super::store::load`], a layer at a time; an analysis streaming
 /// through a memory budget records a checkpoint once this way and reads each block of
 /// layers from it, instead of recording the checkpoint again for every block.
-pub fn record_to_file(net: &Network, probe: &Probe, layers: &[String], path: &std::path::Path) -> anyhow::Result<()> {
+pub(crate) fn record_to_file(net: &Network, probe: &Probe, layers: &[String], path: &std::path::Path) -> anyhow::Result<()> {
     use anyhow::Context;
     let taps: Vec<&str> = layers.iter().map(String::as_str).collect();
     if let Some(t) = taps.iter().find(|&&t| t == INPUT) {

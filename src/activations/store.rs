@@ -21,10 +21,10 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 pub const FOLDER: &str = "activations";
-pub const MANIFEST: &str = "manifest.json";
+pub(crate) const MANIFEST: &str = "manifest.json";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub step: u64,
     pub layer: String,
     pub shape: Vec<i64>,
@@ -33,7 +33,7 @@ pub struct Entry {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
+pub(crate) struct Manifest {
     /// The probe's test-set indices (empty in an activation folder written elsewhere).
     #[serde(default)]
     pub probe_indices: Vec<i64>,
@@ -94,7 +94,13 @@ impl Recorder {
 /// `activations/` folder `dir`, in `dtype`, and lists them in its manifest (with the
 /// probe's indices, empty for an activation folder written elsewhere). An existing
 /// file is never replaced: that is refused.
-pub fn write_step(dir: &Path, step: u64, layers: &[(String, Tensor)], dtype: StoreDtype, probe_indices: &[i64]) -> anyhow::Result<()> {
+pub(crate) fn write_step(
+    dir: &Path,
+    step: u64,
+    layers: &[(String, Tensor)],
+    dtype: StoreDtype,
+    probe_indices: &[i64],
+) -> anyhow::Result<()> {
     let shapes: Vec<(String, Vec<i64>)> = layers.iter().map(|(l, a)| (l.clone(), a.size())).collect();
     let mut file = StepFile::create(dir, step, &shapes, dtype)?;
     for (i, (_, a)) in layers.iter().enumerate() {
@@ -168,7 +174,7 @@ impl StepFile {
 }
 
 /// The manifest in `dir` (an `activations/` folder), if there is one.
-pub fn read_manifest(dir: &Path) -> anyhow::Result<Option<Manifest>> {
+pub(crate) fn read_manifest(dir: &Path) -> anyhow::Result<Option<Manifest>> {
     let path = dir.join(MANIFEST);
     if !path.exists() {
         return Ok(None);
@@ -286,7 +292,7 @@ impl Stored {
 }
 
 /// The shape of each tensor a safetensors file holds, by name, from its header alone.
-pub fn header_shapes(path: &Path) -> anyhow::Result<std::collections::HashMap<String, Vec<i64>>> {
+pub(crate) fn header_shapes(path: &Path) -> anyhow::Result<std::collections::HashMap<String, Vec<i64>>> {
     Ok(read_header(path)?.into_iter().map(|(name, t)| (name, t.shape)).collect())
 }
 

@@ -35,13 +35,13 @@ use tch::Device;
 
 /// Whether `dir` is an activation folder: `activations/manifest.json` and no
 /// `checkpoints/`.
-pub fn is_one(dir: &Path) -> bool {
+pub(crate) fn is_one(dir: &Path) -> bool {
     let checkpoints = dir.join(crate::run_dir::checkpoint::FOLDER);
     checkpoints.symlink_metadata().is_err() && dir.join(store::FOLDER).join(store::MANIFEST).is_file()
 }
 
 /// An activation folder, checked.
-pub struct Opened {
+pub(crate) struct Opened {
     /// The defaults, with the folder's `[analysis]` table.
     pub config: Config,
     pub device: Device,
@@ -54,7 +54,7 @@ pub struct Opened {
 
 /// Opens the activation folder `dir` on `device` (default: the config's
 /// `train.device`, `auto` unless set), refusing what does not fit (see the module).
-pub fn open(dir: &Path, device: Option<DeviceChoice>) -> anyhow::Result<Opened> {
+pub(crate) fn open(dir: &Path, device: Option<DeviceChoice>) -> anyhow::Result<Opened> {
     let config = config(dir)?;
     let device = device.unwrap_or(config.train.device).resolve()?;
     let folder = dir.join(store::FOLDER);

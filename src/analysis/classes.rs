@@ -60,7 +60,7 @@ pub struct Classes {
 
 /// Refuses a `--classes` list that names a class twice (its row would be counted
 /// twice); checked before anything is read, as the indices' range cannot be.
-pub fn listed_once(text: &str) -> Result<(), InputError> {
+pub(crate) fn listed_once(text: &str) -> Result<(), InputError> {
     let mut seen = std::collections::HashSet::new();
     let twice = text
         .split(',')

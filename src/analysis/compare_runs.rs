@@ -74,7 +74,7 @@ pub fn compare_runs(runs: &[PathBuf], out: &Path, device: Option<DeviceChoice>) 
 
 /// [`compare_runs`], returning the lock of `out` still held, for the plots drawn there
 /// next. Every run is opened and checked against the first before `out` is touched.
-pub fn compare_runs_holding(runs: &[PathBuf], out: &Path, device: Option<DeviceChoice>) -> anyhow::Result<(CompareRuns, Lock)> {
+pub(crate) fn compare_runs_holding(runs: &[PathBuf], out: &Path, device: Option<DeviceChoice>) -> anyhow::Result<(CompareRuns, Lock)> {
     if runs.len() < 2 {
         return Err(InputError::new("compare-runs needs two run folders or more").into());
     }

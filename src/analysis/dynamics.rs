@@ -252,19 +252,19 @@ pub(crate) struct Plan {
 
 impl Plan {
     /// The activations of `layers` at `step`.
-    pub fn activations(&mut self, step: u64, layers: &[String]) -> anyhow::Result<Vec<Tensor>> {
+    pub(crate) fn activations(&mut self, step: u64, layers: &[String]) -> anyhow::Result<Vec<Tensor>> {
         self.source.activations(step, layers)
     }
 
     /// The chance matrix ([`Dynamics::chance`]).
-    pub fn chance_path(&self) -> PathBuf {
+    pub(crate) fn chance_path(&self) -> PathBuf {
         self.dir.join("chance.json")
     }
 
     /// The activations of `layers` for `rows`: a checkpoint's, or the final network's
     /// with the probe's datapoints permuted (the same permutation for every layer,
     /// drawn from `analysis.seed`).
-    pub fn row_activations(&mut self, rows: Rows, layers: &[String]) -> anyhow::Result<Vec<Tensor>> {
+    pub(crate) fn row_activations(&mut self, rows: Rows, layers: &[String]) -> anyhow::Result<Vec<Tensor>> {
         match rows {
             Rows::Step(step) => self.activations(step, layers),
             Rows::Shuffled => {
@@ -279,7 +279,7 @@ impl Plan {
     /// Layers of the final network (all on the probe) with the probe's datapoints in the
     /// order of one permutation drawn from `analysis.seed`, the same for every layer and
     /// every call: each copy is made as its original is let go.
-    pub fn shuffled(&self, acts: Vec<Tensor>) -> Vec<Tensor> {
+    pub(crate) fn shuffled(&self, acts: Vec<Tensor>) -> Vec<Tensor> {
         let perm = self.chance_order(&acts);
         acts.into_iter().map(|a| a.index_select(0, &perm.to_device(a.device()))).collect()
     }
@@ -311,7 +311,7 @@ impl Plan {
     /// Makes the summaries the rows of `set` (the layers `names` of `rows`, in order)
     /// will ask for, all at once (see [`summarise_rows`]): a checkpoint's input layer
     /// needs none once its row is known.
-    pub fn summarise_rows(&self, rows: Rows, set: &mut LayerSet, names: &[String], finals: &LayerSet) {
+    pub(crate) fn summarise_rows(&self, rows: Rows, set: &mut LayerSet, names: &[String], finals: &LayerSet) {
         let known = rows != Rows::Shuffled && self.input_cells.borrow().len() == self.layers.len();
         let is: Vec<usize> = (0..names.len()).filter(|&i| !(known && self.is_probe_input(&names[i]))).collect();
         summarise_rows(set, &is, finals);
@@ -319,7 +319,7 @@ impl Plan {
 
     /// One row of a matrix: layer `x` of `set` (the analysed layer named `layer` of
     /// `rows`) against each layer of `finals` (see [`Plan::row_part`]).
-    pub fn row(
+    pub(crate) fn row(
         &self,
         rows: Rows,
         set: &mut LayerSet,
@@ -581,7 +581,7 @@ impl Pass<'_> {
 /// which gives the folder's `config.toml` the config's `[analysis]`: so a refused `run`
 /// changes nothing, and `svcca analyze RUN` goes on as before. The device must be
 /// resolved (this builds the config's network, narrowed to one unit a layer, on the CPU).
-pub fn check_settings_unchanged(config: &Config, run: &Path) -> anyhow::Result<()> {
+pub(crate) fn check_settings_unchanged(config: &Config, run: &Path) -> anyhow::Result<()> {
     let path = run.join(FOLDER).join("settings.json");
     let Ok(before) = read_json::<Settings>(&path) else {
         return Ok(()); // not analysed yet (or unreadable: the analysis says so itself)

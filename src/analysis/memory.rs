@@ -86,7 +86,7 @@ const JOB_SHARE: f64 = 0.75;
 
 /// This process's resident memory now and its peak so far (VmRSS, VmHWM), for the
 /// debug log that checks the estimates.
-pub fn resident() -> (i64, i64) {
+pub(crate) fn resident() -> (i64, i64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |name: &str| -> i64 {
         status
@@ -100,7 +100,7 @@ pub fn resident() -> (i64, i64) {
 }
 
 /// Bytes as GiB (or MiB below one GiB), for messages.
-pub fn gib(bytes: i64) -> String {
+pub(crate) fn gib(bytes: i64) -> String {
     if bytes >= 1 << 30 {
         format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
     } else {
@@ -218,7 +218,7 @@ impl Costs<'_> {
 
 /// The plan for the analysed layers in `set` within `budget`; refused where one layer at
 /// a time does not fit. `names` name the layers, for the refusal.
-pub fn plan(set: &LayerSet, names: &[String], budget: Budget) -> Result<MemoryPlan, InputError> {
+pub(crate) fn plan(set: &LayerSet, names: &[String], budget: Budget) -> Result<MemoryPlan, InputError> {
     let n = set.len();
     let all: Vec<usize> = (0..n).collect();
     let c = Costs { set, raw: all.iter().map(|&i| 4 * set.layer(i).numel() as i64).collect() };
@@ -311,7 +311,7 @@ pub fn plan(set: &LayerSet, names: &[String], budget: Budget) -> Result<MemoryPl
 /// The estimated peak of the learning-dynamics analysis of a run of `config` done side by
 /// side (the fastest way), from its network's shapes, before anything is trained: what
 /// a Slurm task asks for by default (`svcca sweep --submit`).
-pub fn side_by_side_need(config: &crate::config::Config) -> anyhow::Result<i64> {
+pub(crate) fn side_by_side_need(config: &crate::config::Config) -> anyhow::Result<i64> {
     use crate::config::DatasetName;
     use tch::{Device, Kind, Tensor};
     let shape: [i64; 3] = match config.data.dataset {

@@ -20,10 +20,10 @@ pub mod compression;
 pub mod dimensionality;
 pub mod dynamics;
 pub mod memory;
-pub mod results;
+pub(crate) mod results;
 pub mod runs;
-pub mod settings;
-pub mod shard;
+pub(crate) mod settings;
+pub(crate) mod shard;
 
 pub use dynamics::{analyze, AnalyzeSummary};
 
@@ -31,7 +31,7 @@ use crate::error::InputError;
 use std::path::Path;
 
 /// A progress bar over `len` units of work, labelled `what`.
-pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+pub(crate) fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]")
@@ -43,7 +43,7 @@ pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
 
 /// Refuses an unfinished run: `what` (checkpoints, stored activations) must reach the
 /// final step `total`; `last` is the step they reach.
-pub fn check_finished(dir: &Path, what: &str, last: Option<u64>, total: u64) -> Result<(), InputError> {
+pub(crate) fn check_finished(dir: &Path, what: &str, last: Option<u64>, total: u64) -> Result<(), InputError> {
     match last {
         Some(last) if last == total => Ok(()),
         Some(last) => Err(InputError::new(format!(

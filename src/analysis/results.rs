@@ -29,7 +29,7 @@ use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 /// The results of type `T` kept in `dir`, one file per key `K`, named by `name`.
-pub struct Results<K, T> {
+pub(crate) struct Results<K, T> {
     dir: PathBuf,
     name: fn(&K) -> String,
     _results: PhantomData<fn() -> T>,
@@ -44,7 +44,7 @@ impl<K, T> Clone for Results<K, T> {
 
 /// How many units a call computed, and how many it found already done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Counts {
+pub(crate) struct Counts {
     pub computed: usize,
     pub skipped: usize,
 }
@@ -52,44 +52,44 @@ pub struct Counts {
 impl<K: Clone, T: Serialize + DeserializeOwned> Results<K, T> {
     /// The results in `dir`, key `k` in the file `dir/name(k)`. Touches nothing: the
     /// caller creates the folder before the first [`Self::save`].
-    pub fn new(dir: impl Into<PathBuf>, name: fn(&K) -> String) -> Self {
+    pub(crate) fn new(dir: impl Into<PathBuf>, name: fn(&K) -> String) -> Self {
         Results { dir: dir.into(), name, _results: PhantomData }
     }
 
     /// The file of `key`'s result.
-    pub fn path(&self, key: &K) -> PathBuf {
+    pub(crate) fn path(&self, key: &K) -> PathBuf {
         self.dir.join((self.name)(key))
     }
 
     /// Whether `key`'s result is on disk.
-    pub fn is_done(&self, key: &K) -> bool {
+    pub(crate) fn is_done(&self, key: &K) -> bool {
         self.path(key).exists()
     }
 
     /// The keys whose results are not on disk, in order.
-    pub fn missing(&self, keys: &[K]) -> Vec<K> {
+    pub(crate) fn missing(&self, keys: &[K]) -> Vec<K> {
         keys.iter().filter(|k| !self.is_done(k)).cloned().collect()
     }
 
     /// Writes `key`'s result (atomically; an unchanged file is left alone).
-    pub fn save(&self, key: &K, value: &T) -> anyhow::Result<()> {
+    pub(crate) fn save(&self, key: &K, value: &T) -> anyhow::Result<()> {
         write_json_atomic(&self.path(key), value)
     }
 
     /// Reads `key`'s result; a file that does not parse is an [`InputError`] naming it.
-    pub fn load(&self, key: &K) -> anyhow::Result<T> {
+    pub(crate) fn load(&self, key: &K) -> anyhow::Result<T> {
         read_json(&self.path(key))
     }
 
     /// Reads the results of `keys`, in order (all must be on disk).
-    pub fn load_all(&self, keys: &[K]) -> anyhow::Result<Vec<T>> {
+    pub(crate) fn load_all(&self, keys: &[K]) -> anyhow::Result<Vec<T>> {
         keys.iter().map(|k| self.load(k)).collect()
     }
 
     /// Computes and saves the result of each of `todo` in order, each saved before the
     /// next begins; before each, stops with [`crate::preempt::Preempted`] (saying `at`)
     /// when a stop was requested.
-    pub fn compute(&self, todo: &[K], at: impl Fn() -> String, mut f: impl FnMut(&K) -> anyhow::Result<T>) -> anyhow::Result<()> {
+    pub(crate) fn compute(&self, todo: &[K], at: impl Fn() -> String, mut f: impl FnMut(&K) -> anyhow::Result<T>) -> anyhow::Result<()> {
         for key in todo {
             crate::preempt::check(&at)?;
             let value = f(key)?;
@@ -99,7 +99,12 @@ impl<K: Clone, T: Serialize + DeserializeOwned> Results<K, T> {
     }
 
     /// [`Self::compute`] for the missing ones of `keys`.
-    pub fn compute_missing(&self, keys: &[K], at: impl Fn() -> String, f: impl FnMut(&K) -> anyhow::Result<T>) -> anyhow::Result<Counts> {
+    pub(crate) fn compute_missing(
+        &self,
+        keys: &[K],
+        at: impl Fn() -> String,
+        f: impl FnMut(&K) -> anyhow::Result<T>,
+    ) -> anyhow::Result<Counts> {
         let todo = self.missing(keys);
         self.compute(&todo, at, f)?;
         Ok(Counts { computed: todo.len(), skipped: keys.len() - todo.len() })
@@ -108,7 +113,7 @@ impl<K: Clone, T: Serialize + DeserializeOwned> Results<K, T> {
 
 /// Reads a JSON file written by svcca; a file that does not parse is an [`InputError`]
 /// naming it (the user's to delete or fix), one that cannot be read an error naming it.
-pub fn read_json<T: DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(serde_json::from_str(&text).map_err(|e| InputError::new(format!("{}: {e}", path.display())))?)
 }

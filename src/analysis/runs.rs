@@ -137,7 +137,7 @@ impl Run {
 
 /// A layer's activations as datapoints x neurons: a conv layer's positions folded into
 /// datapoints (rows n*h*w, one per image and position, image-major; C neurons).
-pub fn as_rows(t: &Tensor) -> Tensor {
+pub(crate) fn as_rows(t: &Tensor) -> Tensor {
     if t.dim() == 4 {
         let c = t.size()[1];
         t.permute([0, 2, 3, 1]).reshape([-1, c])
@@ -147,7 +147,7 @@ pub fn as_rows(t: &Tensor) -> Tensor {
 }
 
 /// Positions per image of a layer's activations (1 for a dense layer).
-pub fn positions(t: &Tensor) -> i64 {
+pub(crate) fn positions(t: &Tensor) -> i64 {
     if t.dim() == 4 {
         t.size()[2] * t.size()[3]
     } else {

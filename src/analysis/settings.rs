@@ -53,7 +53,7 @@ impl Similarity {
 }
 
 /// Writes `settings` to `path`, or checks that the ones already there are the same.
-pub fn check_or_write<T: Serialize + DeserializeOwned + PartialEq>(path: &Path, settings: &T) -> anyhow::Result<()> {
+pub(crate) fn check_or_write<T: Serialize + DeserializeOwned + PartialEq>(path: &Path, settings: &T) -> anyhow::Result<()> {
     if !path.exists() {
         return write_json_atomic(path, settings);
     }

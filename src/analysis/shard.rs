@@ -31,7 +31,7 @@ use tch::Tensor;
 
 /// Shard `index` of `count` (0-based), written `I/N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shard {
+pub(crate) struct Shard {
     pub index: usize,
     pub count: usize,
 }
@@ -51,7 +51,7 @@ impl std::str::FromStr for Shard {
 
 /// A unit of the analysis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unit {
+pub(crate) enum Unit {
     /// Row i of the chance matrix.
     Chance(usize),
     /// Row i of the matrix of a step.
@@ -59,14 +59,14 @@ pub enum Unit {
 }
 
 /// All units of an analysis of `steps` over `layers` layers, in shard order.
-pub fn units(steps: &[u64], layers: usize) -> Vec<Unit> {
+pub(crate) fn units(steps: &[u64], layers: usize) -> Vec<Unit> {
     let mut u: Vec<Unit> = (0..layers).map(Unit::Chance).collect();
     u.extend(steps.iter().flat_map(|&s| (0..layers).map(move |i| Unit::Row(s, i))));
     u
 }
 
 /// The units of `shard`.
-pub fn of_shard(all: &[Unit], shard: Shard) -> Vec<Unit> {
+pub(crate) fn of_shard(all: &[Unit], shard: Shard) -> Vec<Unit> {
     all.iter().enumerate().filter(|(k, _)| k % shard.count == shard.index).map(|(_, u)| *u).collect()
 }
 
@@ -122,8 +122,7 @@ impl UnitResults {
 
 /// What one shard did.
 #[derive(Debug)]
-pub struct ShardSummary {
-    pub shard: Shard,
+pub(crate) struct ShardSummary {
     /// Units of this shard computed now, and found done.
     pub computed: usize,
     pub skipped: usize,
@@ -134,7 +133,7 @@ pub struct ShardSummary {
 }
 
 /// Computes `shard`'s units of the analysis of `run`; merges when all are done.
-pub fn analyze_shard(run: &Path, device: Option<DeviceChoice>, shard: Shard) -> anyhow::Result<ShardSummary> {
+pub(crate) fn analyze_shard(run: &Path, device: Option<DeviceChoice>, shard: Shard) -> anyhow::Result<ShardSummary> {
     let mut plan = dynamics::plan(run, device)?;
     let units = UnitResults::new(&plan);
     let all = self::units(&plan.steps, plan.layers.len());
@@ -192,12 +191,12 @@ pub fn analyze_shard(run: &Path, device: Option<DeviceChoice>, shard: Shard) -> 
     }
     let missing = all.iter().filter(|&&u| !units.done(&plan, u)).count();
     let merged = if missing == 0 { Some(merge_plan(plan)?) } else { None };
-    Ok(ShardSummary { shard, computed: todo.len(), skipped: mine.len() - todo.len(), missing, merged })
+    Ok(ShardSummary { computed: todo.len(), skipped: mine.len() - todo.len(), missing, merged })
 }
 
 /// `svcca analyze RUN_DIR --merge`: joins the shards' units into the tables; refuses
 /// while units are missing.
-pub fn merge(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<AnalyzeSummary> {
+pub(crate) fn merge(run: &Path, device: Option<DeviceChoice>) -> anyhow::Result<AnalyzeSummary> {
     merge_plan(dynamics::plan(run, device)?)
 }
 

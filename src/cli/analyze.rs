@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(Debug, Args)]
-pub struct AnalyzeArgs {
+pub(super) struct AnalyzeArgs {
     /// Run folder made by `svcca train` (or `svcca run`).
     run: PathBuf,
     /// Where to compute (default: the run's train.device).
@@ -30,7 +30,7 @@ pub struct AnalyzeArgs {
 }
 
 impl AnalyzeArgs {
-    pub fn run(self) -> anyhow::Result<()> {
+    pub(super) fn run(self) -> anyhow::Result<()> {
         crate::preempt::install()?;
         // Shards of one analysis share the run; anything else has it to itself.
         let access = if self.shard.is_some() { Access::Shared } else { Access::Exclusive };
@@ -66,13 +66,13 @@ impl AnalyzeArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(super) struct RunArgs {
     #[command(flatten)]
     train: super::train::TrainArgs,
 }
 
 impl RunArgs {
-    pub fn run(self) -> anyhow::Result<()> {
+    pub(super) fn run(self) -> anyhow::Result<()> {
         crate::preempt::install()?;
         let began = Instant::now();
         let t = self.train;

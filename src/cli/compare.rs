@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
-pub struct CompareArgs {
+pub(super) struct CompareArgs {
     /// First layer: .npy, FILE.safetensors[:TENSOR] or a torch.save file FILE.pt[:NAME];
     /// datapoints x neurons (or 4-D with --conv).
     a: PathBuf,
@@ -58,7 +58,7 @@ pub struct CompareArgs {
     #[arg(long, value_name = "cpu|cuda[:N]|auto", default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
     /// Host memory the data may take; larger files are streamed in blocks (e.g. 512M, 4G).
-    #[arg(long, value_name = "BYTES", default_value = "2G", value_parser = super::parse_bytes)]
+    #[arg(long, value_name = "BYTES", default_value = "2G", value_parser = crate::compare::parse_bytes)]
     memory_budget: u64,
     /// Print one JSON object on stdout instead of a summary.
     #[arg(long)]
@@ -66,7 +66,7 @@ pub struct CompareArgs {
 }
 
 impl CompareArgs {
-    pub fn run(self) -> anyhow::Result<()> {
+    pub(super) fn run(self) -> anyhow::Result<()> {
         let settings = Settings {
             method: self.method,
             keep: self.keep,

@@ -6,7 +6,7 @@ use clap::Args;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
-pub struct CompareRunsArgs {
+pub(super) struct CompareRunsArgs {
     /// Trained run folders (two or more): other seeds, other architectures.
     #[arg(num_args = 2.., required = true)]
     runs: Vec<PathBuf>,
@@ -22,7 +22,7 @@ pub struct CompareRunsArgs {
 }
 
 impl CompareRunsArgs {
-    pub fn run(self) -> anyhow::Result<()> {
+    pub(super) fn run(self) -> anyhow::Result<()> {
         // A signal stops it between pairs of runs (each pair's table is kept): exit 75.
         crate::preempt::install()?;
         let out = self.out.clone().unwrap_or_else(|| self.runs[0].join(crate::analysis::dynamics::FOLDER).join("compare-runs"));

@@ -5,7 +5,7 @@ use clap::Args;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
-pub struct ExampleArgs {
+pub(super) struct ExampleArgs {
     /// Folder to write a.npy and b.npy into.
     dir: PathBuf,
     #[arg(long, default_value_t = ExamplePair::default().datapoints)]
@@ -28,7 +28,7 @@ pub struct ExampleArgs {
 }
 
 impl ExampleArgs {
-    pub fn run(self) -> anyhow::Result<()> {
+    pub(super) fn run(self) -> anyhow::Result<()> {
         for (flag, v) in
             [("--datapoints", self.datapoints), ("--neurons-a", self.neurons_a), ("--neurons-b", self.neurons_b), ("--rank", self.rank)]
         {

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Subcommand)]
-pub enum ExperimentCommand {
+pub(super) enum ExperimentCommand {
     /// Normal against freeze training over seeds: runs both, then writes runs.csv,
     /// curves.csv, summary.csv/json and plots/accuracy.{png,svg} in OUT; rerun to resume.
     Freeze(FreezeArgs),
@@ -17,7 +17,7 @@ pub enum ExperimentCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct ToyArgs {
+pub(super) struct ToyArgs {
     /// Output folder.
     #[arg(long, default_value = "runs/toy-regression")]
     out: PathBuf,
@@ -56,7 +56,7 @@ pub struct ToyArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct FreezeArgs {
+pub(super) struct FreezeArgs {
     /// Experiment config with a [freeze] schedule.
     config: PathBuf,
     /// Seeds: a count (3: seeds 0, 1, 2) or a list (0,5,7).
@@ -73,7 +73,7 @@ pub struct FreezeArgs {
 }
 
 impl ExperimentCommand {
-    pub fn run(self) -> anyhow::Result<()> {
+    pub(super) fn run(self) -> anyhow::Result<()> {
         let a = match self {
             ExperimentCommand::Freeze(a) => a,
             ExperimentCommand::ToyRegression(a) => return a.run(),

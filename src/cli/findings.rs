@@ -11,7 +11,7 @@ use clap::Args;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
-pub struct FindingsArgs {
+pub(super) struct FindingsArgs {
     /// Compression: test accuracy with each layer projected onto its top-k SVCCA
     /// directions, vs k random / k most active neurons; LAYER:FRACTION also compresses all
     /// such layers at once, each to that fraction of its units (e.g. fc1:0.1,fc2:0.2).
@@ -65,11 +65,11 @@ fn class_list(text: &str) -> Result<String, String> {
 
 impl FindingsArgs {
     /// Whether any of these analyses was asked for (else `analyze` does learning dynamics).
-    pub fn any(&self) -> bool {
+    pub(super) fn any(&self) -> bool {
         !self.compression.is_empty() || self.classes.is_some() || self.dimensionality
     }
 
-    pub fn run(&self, run: &Path, device: Option<DeviceChoice>, plot: bool) -> anyhow::Result<()> {
+    pub(super) fn run(&self, run: &Path, device: Option<DeviceChoice>, plot: bool) -> anyhow::Result<()> {
         let plot_dir = run.join(crate::report::FOLDER);
         let mut written: Vec<PathBuf> = Vec::new();
         if !self.compression.is_empty() {
@@ -79,14 +79,10 @@ impl FindingsArgs {
             println!("compression: full test accuracy {:.2}%{on}; smallest k within 1 point of it:", 100.0 * c.full_accuracy);
             let show = |v: Option<usize>| v.map_or("none".to_string(), |v| v.to_string());
             for s in &c.layers {
+                let [svcca, active, random] = c.smallest_k_within_a_point(s).map(show);
                 println!(
-                    "  {} ({} units, {} SVCCA directions): svcca {}, most active {}, random {}",
-                    s.layer,
-                    s.units,
-                    s.directions,
-                    show(c.smallest_k(s, CompressionMethod::Svcca, 1.0)),
-                    show(c.smallest_k(s, CompressionMethod::Active, 1.0)),
-                    show(c.smallest_k(s, CompressionMethod::Random, 1.0))
+                    "  {} ({} units, {} SVCCA directions): svcca {svcca}, most active {active}, random {random}",
+                    s.layer, s.units, s.directions
                 );
             }
             for j in &c.joint {

@@ -6,6 +6,7 @@ mod compare_runs;
 mod example;
 mod experiment;
 mod findings;
+pub mod process;
 mod sweep;
 mod train;
 
@@ -13,7 +14,7 @@ use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "svcca", version, about = "Train networks, record their layers, and measure how representations learn with SVCCA")]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -48,7 +49,7 @@ enum Command {
 }
 
 impl Cli {
-    pub fn run(self) -> anyhow::Result<()> {
+    pub(crate) fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Compare(args) => args.run(),
             Command::Example(args) => args.run(),
@@ -93,43 +94,5 @@ fn ignore_broken_pipe(written: std::io::Result<()>) -> anyhow::Result<()> {
     match written {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
-    }
-}
-
-/// Parses a byte count: `1073741824`, `512M`, `2G`, `1.5GiB` (K, M, G, T are powers of
-/// 1024, with or without `iB`/`B`).
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let number: f64 = number.parse().map_err(|_| format!("'{text}' is not a size such as 2G, 512M or 1073741824"))?;
-    let scale: u64 = match unit.trim().to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
-        "" => 1,
-        "K" => 1 << 10,
-        "M" => 1 << 20,
-        "G" => 1 << 30,
-        "T" => 1 << 40,
-        _ => return Err(format!("'{text}': unknown unit '{unit}', use K, M, G or T")),
-    };
-    let bytes = number * scale as f64;
-    if bytes.is_nan() || bytes < 1.0 {
-        return Err(format!("'{text}' must be at least one byte"));
-    }
-    Ok(bytes as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_bytes;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_bytes("1024").unwrap(), 1024);
-        assert_eq!(parse_bytes("512M").unwrap(), 512 << 20);
-        assert_eq!(parse_bytes("2GiB").unwrap(), 2 << 30);
-        assert_eq!(parse_bytes("1.5g").unwrap(), 3 << 29);
-        assert!(parse_bytes("lots").is_err());
-        assert!(parse_bytes("3X").is_err());
-        assert!(parse_bytes("0").is_err());
     }
 }

@@ -5,7 +5,7 @@ use clap::Args;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
-pub struct SweepArgs {
+pub(super) struct SweepArgs {
     /// Config with a [sweep] table.
     config: PathBuf,
     /// Print the variants: index, values, run folder (the default action).
@@ -57,7 +57,7 @@ pub struct SweepArgs {
 }
 
 impl SweepArgs {
-    pub fn run(self) -> anyhow::Result<()> {
+    pub(super) fn run(self) -> anyhow::Result<()> {
         let sweep = Sweep::load(&self.config, &self.edits.overrides(None), self.out.clone())?;
         // The sweep folder's own files (slurm/, report/); each variant's run folder has
         // its own lock.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 /// What `svcca train` takes; `svcca run` takes the same.
 #[derive(Debug, Args)]
-pub struct TrainArgs {
+pub(super) struct TrainArgs {
     /// Experiment config (TOML; see configs/).
     pub(super) config: PathBuf,
     /// Run folder (default runs/<config name>). Rerunning into it resumes.
@@ -31,7 +31,7 @@ impl TrainArgs {
         crate::sweep::resolve(&self.config, &self.edits.overrides(self.device), self.out.clone(), self.variant)
     }
 
-    pub fn run(self) -> anyhow::Result<()> {
+    pub(super) fn run(self) -> anyhow::Result<()> {
         crate::preempt::install()?;
         let (config, out) = self.resolve()?;
         let s = crate::train::train(config, &out)?;
@@ -60,7 +60,7 @@ impl TrainArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum DataCommand {
+pub(super) enum DataCommand {
     /// Download a dataset, check its checksum and unpack it.
     Fetch(FetchArgs),
     /// Write the built-in synthetic images in a dataset's own file format (CIFAR-10's
@@ -70,14 +70,14 @@ pub enum DataCommand {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Writable {
+pub(super) enum Writable {
     Cifar10,
     Mnist,
     FashionMnist,
 }
 
 #[derive(Debug, Args)]
-pub struct SyntheticArgs {
+pub(super) struct SyntheticArgs {
     dataset: Writable,
     /// Folder to write into (CIFAR-10: DIR/cifar-10-batches-bin); existing files are
     /// never overwritten.
@@ -95,12 +95,12 @@ pub struct SyntheticArgs {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Fetchable {
+pub(super) enum Fetchable {
     Cifar10,
 }
 
 #[derive(Debug, Args)]
-pub struct FetchArgs {
+pub(super) struct FetchArgs {
     dataset: Fetchable,
     /// Folder to put it in (the data lands in DIR/cifar-10-batches-bin).
     #[arg(long)]
@@ -114,7 +114,7 @@ pub struct FetchArgs {
 }
 
 impl DataCommand {
-    pub fn run(self) -> anyhow::Result<()> {
+    pub(super) fn run(self) -> anyhow::Result<()> {
         match self {
             DataCommand::Fetch(a) => {
                 let Fetchable::Cifar10 = a.dataset;

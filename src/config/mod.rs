@@ -130,7 +130,7 @@ impl DataConfig {
 }
 
 /// Why `data.validation = n` cannot be held out of `train` training images.
-pub fn validation_message(n: usize, train: usize) -> String {
+pub(crate) fn validation_message(n: usize, train: usize) -> String {
     format!("{n}: must be less than the {train} training images it is held out of (some must be left to train on)")
 }
 
@@ -659,7 +659,7 @@ impl FreezeConfig {
 }
 
 /// A validation's result: the dotted key and what is wrong with it.
-pub type Check = Result<(), (String, String)>;
+pub(crate) type Check = Result<(), (String, String)>;
 
 fn bad(key: &str, msg: String) -> Check {
     Err((key.to_string(), msg))
@@ -786,7 +786,7 @@ impl Config {
 /// `train.tf32` and `train.deterministic` (a run may be resumed on another device, or
 /// with another GPU arithmetic), `freeze.cache_mib` (memory, not results),
 /// `[analysis]` and `model.taps` (they do not change training; the analysis checks its own settings, see `analysis::dynamics`).
-pub fn differences(a: &Config, b: &Config) -> Vec<String> {
+pub(crate) fn differences(a: &Config, b: &Config) -> Vec<String> {
     let flat = |c: &Config| {
         let mut c = c.clone();
         // The same data however it is written: folders made before data.path was made

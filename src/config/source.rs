@@ -4,7 +4,7 @@
 use crate::error::InputError;
 
 /// One line for a TOML or schema error: `FILE:LINE: KEY: message`.
-pub fn parse_error(name: &str, text: &str, e: &toml::de::Error) -> InputError {
+pub(super) fn parse_error(name: &str, text: &str, e: &toml::de::Error) -> InputError {
     let message = e.message().trim().replace('\n', " ");
     match e.span() {
         Some(span) => {
@@ -47,7 +47,7 @@ fn section_before(text: &str) -> Option<String> {
 }
 
 /// Line of the key `section.name` in a file (for errors found after parsing).
-pub fn line_of(text: &str, dotted: &str) -> Option<usize> {
+pub(super) fn line_of(text: &str, dotted: &str) -> Option<usize> {
     let (section, key) = dotted.rsplit_once('.')?;
     let mut current: Option<String> = None;
     for (i, raw) in text.lines().enumerate() {

@@ -8,24 +8,24 @@ use super::rng::Rng;
 use tch::{Kind, Tensor};
 
 /// Integers drawn per image: row offset, column offset, mirrored (0 or 1).
-pub const CHOICES: usize = 3;
+pub(crate) const CHOICES: usize = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Augment {
+pub(crate) struct Augment {
     /// Zero padding on each side before the random crop (0: no crop).
     pub padding: i64,
     pub flip: bool,
 }
 
 impl Augment {
-    pub fn is_identity(&self) -> bool {
+    pub(crate) fn is_identity(&self) -> bool {
         self.padding == 0 && !self.flip
     }
 
     /// The choices for `n` images from `rng`, [`CHOICES`] per image, appended to `out`:
     /// the crop's offsets into the padded image (each in `0..=2 * padding`) and whether
     /// the image is mirrored (with probability 1/2 when `flip`).
-    pub fn draw(&self, n: usize, rng: &mut Rng, out: &mut Vec<i64>) {
+    pub(crate) fn draw(&self, n: usize, rng: &mut Rng, out: &mut Vec<i64>) {
         let p = self.padding;
         for _ in 0..n {
             let (dy, dx) = if p > 0 { (rng.below(2 * p as u64 + 1) as i64, rng.below(2 * p as u64 + 1) as i64) } else { (p, p) };
@@ -38,7 +38,7 @@ impl Augment {
     /// on the images' device, from [`Augment::draw`]): each image is cropped back to
     /// H x W from the padded image at its offsets, and mirrored where chosen. Every
     /// index is computed on the device.
-    pub fn apply(&self, images: &Tensor, choices: &Tensor) -> Tensor {
+    pub(crate) fn apply(&self, images: &Tensor, choices: &Tensor) -> Tensor {
         if self.is_identity() {
             return images.shallow_clone();
         }

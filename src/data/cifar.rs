@@ -105,7 +105,7 @@ fn read_archive(path: &Path) -> Result<Files, InputError> {
 }
 
 /// Splits one batch file into images and labels, checking its length and labels.
-pub fn decode(name: &str, bytes: &[u8]) -> Result<RawSplit, InputError> {
+pub(crate) fn decode(name: &str, bytes: &[u8]) -> Result<RawSplit, InputError> {
     if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD) {
         return Err(InputError::new(format!(
             "{name}: {} bytes is not a whole number of {RECORD}-byte CIFAR-10 records (truncated or not a CIFAR-10 batch)",

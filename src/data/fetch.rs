@@ -15,17 +15,17 @@ use md5::{Digest, Md5};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-pub const CIFAR10_URL: &str = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
-pub const CIFAR10_MD5: &str = "c32a1d4ab5d03f1284b67883e8d87530";
+pub(crate) const CIFAR10_URL: &str = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
+pub(crate) const CIFAR10_MD5: &str = "c32a1d4ab5d03f1284b67883e8d87530";
 /// Environment variables that replace the URL and checksum (mirrors, tests).
-pub const URL_ENV: &str = "SVCCA_CIFAR10_URL";
-pub const MD5_ENV: &str = "SVCCA_CIFAR10_MD5";
+pub(crate) const URL_ENV: &str = "SVCCA_CIFAR10_URL";
+pub(crate) const MD5_ENV: &str = "SVCCA_CIFAR10_MD5";
 /// The archive's file name: where `DIR/` may hold it, placed by hand.
-pub const ARCHIVE: &str = "cifar-10-binary.tar.gz";
+pub(crate) const ARCHIVE: &str = "cifar-10-binary.tar.gz";
 
 /// Fetches CIFAR-10 into `dir/cifar-10-batches-bin` unless it is already there; returns
 /// that folder.
-pub fn cifar10(dir: &Path, url: &str, md5: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn cifar10(dir: &Path, url: &str, md5: &str) -> anyhow::Result<PathBuf> {
     let target = dir.join(cifar::FOLDER);
     if target.is_dir() && cifar::load(&target).is_ok() {
         tracing::info!("{} already holds CIFAR-10; nothing to do", target.display());

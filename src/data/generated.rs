@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 /// `dir` (made if missing; CIFAR-10's into `dir/cifar-10-batches-bin`, as `svcca data
 /// fetch` leaves them). Returns the files written. Refused, with nothing written, where
 /// one of them exists already (nothing is overwritten) or the sizes cannot be written.
-pub fn write(dataset: DatasetName, dir: &Path, seed: u64, train: usize, test: usize) -> Result<Vec<PathBuf>, InputError> {
+pub(crate) fn write(dataset: DatasetName, dir: &Path, seed: u64, train: usize, test: usize) -> Result<Vec<PathBuf>, InputError> {
     let (train_split, test_split) = synthetic::generate(seed, train, test);
     let files: Vec<(PathBuf, Vec<u8>)> = match dataset {
         DatasetName::Cifar10 => {

@@ -77,7 +77,7 @@ fn find(dir: &Path, stem: &str, flavour: Flavour) -> Result<PathBuf, InputError>
 }
 
 /// Reads a u8 IDX file: its dimensions and data, checked against each other.
-pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>), InputError> {
+pub(crate) fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>), InputError> {
     let name = path.display();
     let raw = std::fs::read(path).map_err(|e| InputError::new(format!("{name}: cannot read: {e}")))?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {

@@ -5,10 +5,10 @@
 //! CIFAR-10 is 150 MB that way, and a batch is then one `index_select`, augmentation
 //! one gather, normalisation one multiply-add, with no host work per image.
 
-pub mod augment;
+pub(crate) mod augment;
 pub mod cifar;
-pub mod fetch;
-pub mod generated;
+pub(crate) mod fetch;
+pub(crate) mod generated;
 pub mod idx;
 pub mod rng;
 pub mod synthetic;

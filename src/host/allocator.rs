@@ -4,7 +4,7 @@
 
 /// The largest buffer glibc's allocator serves from its heap once
 /// [`reuse_freed_host_memory`] has run; larger ones are mapped on their own.
-pub const HEAP_BLOCK_BYTES: usize = 64 << 20;
+pub(crate) const HEAP_BLOCK_BYTES: usize = 64 << 20;
 
 /// Makes glibc's allocator keep freed host memory for reuse instead of returning it to
 /// the system: blocks up to 64 MiB come from the heap rather than from their own `mmap`,
@@ -25,7 +25,7 @@ pub const HEAP_BLOCK_BYTES: usize = 64 << 20;
 ///
 /// Called once at the start of `main`; skipped where the user tunes the allocator
 /// (`MALLOC_*_`, `GLIBC_TUNABLES`).
-pub fn reuse_freed_host_memory() {
+pub(crate) fn reuse_freed_host_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         let tuned = std::env::vars_os().any(|(k, _)| {

@@ -6,9 +6,9 @@
 //! beside the checks that prove it: the callers (the similarity kernels, `compare`'s
 //! reader, the SGD step, the projection of `--compression`) are safe code.
 
-pub mod allocator;
-pub mod threads;
-pub mod view;
+pub(crate) mod allocator;
+pub(crate) mod threads;
+pub(crate) mod view;
 
-pub use allocator::{reuse_freed_host_memory, HEAP_BLOCK_BYTES};
-pub use threads::{on_rayon, set_libtorch_threads, single_threaded, LibtorchOnOneThread};
+pub(crate) use allocator::{reuse_freed_host_memory, HEAP_BLOCK_BYTES};
+pub(crate) use threads::{on_rayon, set_libtorch_threads, single_threaded, LibtorchOnOneThread};

@@ -77,12 +77,12 @@ static LIBTORCH: Counted = Counted::new(tch::get_num_threads, tch::set_num_threa
 
 /// While it lives, libtorch's CPU work runs on one thread (see the module's docs).
 #[must_use = "libtorch runs on one thread only while the guard lives"]
-pub struct LibtorchOnOneThread {
+pub(crate) struct LibtorchOnOneThread {
     counted: &'static Counted,
 }
 
 impl LibtorchOnOneThread {
-    pub fn new() -> LibtorchOnOneThread {
+    pub(crate) fn new() -> LibtorchOnOneThread {
         LibtorchOnOneThread::of(&LIBTORCH)
     }
 
@@ -106,14 +106,14 @@ impl Drop for LibtorchOnOneThread {
 
 /// Sets libtorch's CPU threads to `n` (`train.threads`): at once, or, while guards hold
 /// it at one, when the last of them is dropped.
-pub fn set_libtorch_threads(n: i32) {
+pub(crate) fn set_libtorch_threads(n: i32) {
     LIBTORCH.set_outside_guards(n);
 }
 
 /// Runs `f` with libtorch's CPU threads at one and its parallelism left to rayon, for
 /// work on `device` made of many small steps (a row of the learning-dynamics matrix, a
 /// pass over the data). Elsewhere than the CPU, `f` as it is.
-pub fn on_rayon<T>(device: Device, f: impl FnOnce() -> T) -> T {
+pub(crate) fn on_rayon<T>(device: Device, f: impl FnOnce() -> T) -> T {
     if device != Device::Cpu {
         return f();
     }
@@ -127,7 +127,7 @@ pub fn on_rayon<T>(device: Device, f: impl FnOnce() -> T) -> T {
 /// rayon's threads instead. When anything else wanted the cores (a second job, a
 /// build), a stack of small problems ran many times slower on libtorch's threads than
 /// on one (seen while developing; no benchmark records it).
-pub fn single_threaded<T>(device: Device, n: i64, f: impl FnOnce() -> T) -> T {
+pub(crate) fn single_threaded<T>(device: Device, n: i64, f: impl FnOnce() -> T) -> T {
     if n > 512 {
         return f();
     }

@@ -24,7 +24,7 @@ use std::ops::Range;
 use tch::{Device, Kind, Tensor};
 
 /// The element types a view may take, each with its libtorch kind.
-pub trait Element: Copy + Send + Sync + 'static {
+pub trait Element: sealed::Sealed + Copy + Send + Sync + 'static {
     const KIND: Kind;
 }
 
@@ -34,6 +34,17 @@ impl Element for f32 {
 
 impl Element for f64 {
     const KIND: Kind = Kind::Double;
+}
+
+/// Only f32 and f64 are elements: a slice view trusts `KIND` to give its element's size,
+/// and the Python module reaches this trait (through `compare`), so no other crate may
+/// implement it.
+mod sealed {
+    // Public in a private module: the sealed-trait pattern, unreachable on purpose.
+    #[allow(unreachable_pub)]
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
 }
 
 /// Whether `t` is a non-empty contiguous CPU tensor (of `kind` where given): its
@@ -59,7 +70,7 @@ fn apart(a: &Range<usize>, b: &Range<usize>) -> bool {
 
 /// The elements of a non-empty contiguous CPU tensor of `T`'s kind, in order; `None`
 /// for any other tensor (a strided view, another kind, a GPU tensor, no elements).
-pub fn slice<T: Element>(t: &Tensor) -> Option<&[T]> {
+pub(crate) fn slice<T: Element>(t: &Tensor) -> Option<&[T]> {
     if !flat(t, Some(T::KIND)) {
         return None;
     }
@@ -71,7 +82,7 @@ pub fn slice<T: Element>(t: &Tensor) -> Option<&[T]> {
 /// The elements of each of `outs` to write, while `reads` are read: `None` unless each
 /// is a non-empty contiguous CPU tensor of `T`'s kind and no two of `outs`, nor any of
 /// `outs` and any of `reads`, share a byte of storage.
-pub fn slices_mut_apart<'a, T: Element, const N: usize>(outs: [&'a mut Tensor; N], reads: &[&Tensor]) -> Option<[&'a mut [T]; N]> {
+pub(crate) fn slices_mut_apart<'a, T: Element, const N: usize>(outs: [&'a mut Tensor; N], reads: &[&Tensor]) -> Option<[&'a mut [T]; N]> {
     let spans: Vec<Range<usize>> = outs.iter().map(|t| span(t)).collect();
     for (i, (out, s)) in outs.iter().zip(&spans).enumerate() {
         let mut others = spans[i + 1..].iter().cloned().chain(reads.iter().map(|r| span(r)));
@@ -87,7 +98,7 @@ pub fn slices_mut_apart<'a, T: Element, const N: usize>(outs: [&'a mut Tensor; N
 
 /// The bytes of a non-empty contiguous CPU tensor of any kind, to move whole elements
 /// about (rows shuffled in place); `None` for any other tensor.
-pub fn bytes_mut(t: &mut Tensor) -> Option<&mut [u8]> {
+pub(crate) fn bytes_mut(t: &mut Tensor) -> Option<&mut [u8]> {
     if !flat(t, None) {
         return None;
     }
@@ -98,7 +109,7 @@ pub fn bytes_mut(t: &mut Tensor) -> Option<&mut [u8]> {
 
 /// A new contiguous CPU tensor of `size` whose elements `f` writes: zeros first (`f`
 /// may read what it has not written), for writers that take `&mut [T]` (faer, `Read`).
-pub fn fill_new<T: Element>(size: &[i64], f: impl FnOnce(&mut [T])) -> Tensor {
+pub(crate) fn fill_new<T: Element>(size: &[i64], f: impl FnOnce(&mut [T])) -> Tensor {
     let Ok(t) = try_fill_new(size, |values| {
         f(values);
         Ok::<(), std::convert::Infallible>(())
@@ -117,7 +128,7 @@ pub fn try_fill_new<T: Element, E>(size: &[i64], f: impl FnOnce(&mut [T]) -> Res
 }
 
 /// As [`fill_new`], in bytes, for a tensor of `kind` (any), `f` failing or not.
-pub fn fill_new_bytes<E>(size: &[i64], kind: Kind, f: impl FnOnce(&mut [u8]) -> Result<(), E>) -> Result<Tensor, E> {
+pub(crate) fn fill_new_bytes<E>(size: &[i64], kind: Kind, f: impl FnOnce(&mut [u8]) -> Result<(), E>) -> Result<Tensor, E> {
     let mut t = Tensor::zeros(size, (kind, Device::Cpu));
     match bytes_mut(&mut t) {
         Some(bytes) => f(bytes)?,
@@ -129,12 +140,12 @@ pub fn fill_new_bytes<E>(size: &[i64], kind: Kind, f: impl FnOnce(&mut [u8]) -> 
 /// A new contiguous CPU tensor of `size` whose every element `f` writes, with no
 /// pass over the memory beforehand (for the kernels whose output is as large as their
 /// input). An element `f` leaves unwritten is unspecified, as in `Tensor::empty`.
-pub fn write_new<T: Element>(size: &[i64], f: impl FnOnce(&mut [MaybeUninit<T>])) -> Tensor {
+pub(crate) fn write_new<T: Element>(size: &[i64], f: impl FnOnce(&mut [MaybeUninit<T>])) -> Tensor {
     write_new_each(&[size.to_vec()], |outs| f(outs[0])).pop().expect("one tensor")
 }
 
 /// As [`write_new`], several tensors written together.
-pub fn write_new_each<T: Element>(sizes: &[Vec<i64>], f: impl FnOnce(&mut [&mut [MaybeUninit<T>]])) -> Vec<Tensor> {
+pub(crate) fn write_new_each<T: Element>(sizes: &[Vec<i64>], f: impl FnOnce(&mut [&mut [MaybeUninit<T>]])) -> Vec<Tensor> {
     let outs: Vec<Tensor> = sizes.iter().map(|s| Tensor::empty(s.as_slice(), (T::KIND, Device::Cpu))).collect();
     let mut views: Vec<&mut [MaybeUninit<T>]> = outs
         .iter()
@@ -156,7 +167,7 @@ pub fn write_new_each<T: Element>(sizes: &[Vec<i64>], f: impl FnOnce(&mut [&mut 
 /// `n` of every group of every buffer ([`RowSet::write`]), so no two tasks write the same
 /// element (the DFT: a task per datapoint, its spectrum's rows spread over the
 /// frequencies).
-pub struct RowSets<'a, T> {
+pub(crate) struct RowSets<'a, T> {
     /// Each buffer's address and number of groups.
     buffers: Vec<(usize, usize)>,
     rows: usize,
@@ -165,7 +176,7 @@ pub struct RowSets<'a, T> {
 }
 
 impl<'a, T: Copy + Send + Sync> RowSets<'a, T> {
-    pub fn new(buffers: &'a mut [&mut [MaybeUninit<T>]], rows: usize, width: usize) -> RowSets<'a, T> {
+    pub(crate) fn new(buffers: &'a mut [&mut [MaybeUninit<T>]], rows: usize, width: usize) -> RowSets<'a, T> {
         let stride = rows * width;
         let buffers = buffers
             .iter_mut()
@@ -178,7 +189,7 @@ impl<'a, T: Copy + Send + Sync> RowSets<'a, T> {
     }
 
     /// One writer per row index, in order, for rayon to hand to its tasks.
-    pub fn par_rows(&mut self) -> impl rayon::iter::IndexedParallelIterator<Item = RowSet<'_, 'a, T>> + '_ {
+    pub(crate) fn par_rows(&mut self) -> impl rayon::iter::IndexedParallelIterator<Item = RowSet<'_, 'a, T>> + '_ {
         use rayon::prelude::*;
         let sets = &*self;
         (0..self.rows).into_par_iter().map(move |n| RowSet { sets, n })
@@ -186,20 +197,21 @@ impl<'a, T: Copy + Send + Sync> RowSets<'a, T> {
 }
 
 /// The writer of one row index of [`RowSets`]; one exists per index at a time.
-pub struct RowSet<'s, 'a, T> {
+pub(crate) struct RowSet<'s, 'a, T> {
     sets: &'s RowSets<'a, T>,
     n: usize,
 }
 
 impl<T: Copy> RowSet<'_, '_, T> {
     /// The row index this writes.
-    pub fn index(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn index(&self) -> usize {
         self.n
     }
 
     /// Writes `values` (one row of `width`) as row `index()` of group `group` of buffer
     /// `buffer`.
-    pub fn write(&mut self, buffer: usize, group: usize, values: &[T]) {
+    pub(crate) fn write(&mut self, buffer: usize, group: usize, values: &[T]) {
         let (rows, width) = (self.sets.rows, self.sets.width);
         let (at, groups) = self.sets.buffers[buffer];
         assert!(group < groups && values.len() == width, "a row of {width} in one of {groups} groups");
@@ -215,7 +227,7 @@ impl<T: Copy> RowSet<'_, '_, T> {
 /// A CPU float64 tensor of 2 or 3 dimensions as faer reads it: a stack of `problems`
 /// matrices of `rows` x `cols` (a matrix is a stack of one), read in place through the
 /// tensor's own strides (transposed and narrowed views included, nothing copied).
-pub struct MatStack<'a> {
+pub(crate) struct MatStack<'a> {
     ptr: usize,
     pub problems: usize,
     pub rows: usize,
@@ -226,7 +238,7 @@ pub struct MatStack<'a> {
 
 impl<'a> MatStack<'a> {
     /// `None` for a tensor on a GPU, of another kind or dimension, or with no elements.
-    pub fn of(t: &'a Tensor) -> Option<MatStack<'a>> {
+    pub(crate) fn of(t: &'a Tensor) -> Option<MatStack<'a>> {
         if t.device() != Device::Cpu || t.kind() != Kind::Double || !(2..=3).contains(&t.dim()) || t.numel() == 0 {
             return None;
         }
@@ -247,7 +259,7 @@ impl<'a> MatStack<'a> {
     }
 
     /// Matrix `q` of the stack.
-    pub fn problem(&self, q: usize) -> MatRef<'a, f64> {
+    pub(crate) fn problem(&self, q: usize) -> MatRef<'a, f64> {
         assert!(q < self.problems, "problem {q} of {}", self.problems);
         let base = (self.ptr as *const f64).wrapping_offset(q as isize * self.strides[0]);
         // SAFETY: the tensor's own sizes and strides from its data pointer, so within its

@@ -21,7 +21,7 @@
 //! [`Network::analysable_layers`] lists it first, and [`Network::forward_taps`] returns it.
 
 mod convnet;
-pub mod ops;
+pub(crate) mod ops;
 mod resnet;
 
 pub use convnet::convnet;

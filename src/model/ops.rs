@@ -8,7 +8,7 @@ use tch::Tensor;
 /// ReLU of a fresh output (a conv's, a linear's or a batch norm's, just computed in the
 /// same sequence, held by nothing else): in place without a gradient, which saves
 /// allocating and writing a second tensor (`scripts/bench_layouts.py`).
-pub fn relu_fresh(x: &Tensor) -> Tensor {
+pub(crate) fn relu_fresh(x: &Tensor) -> Tensor {
     if x.requires_grad() {
         return x.relu();
     }
@@ -23,7 +23,7 @@ pub fn relu_fresh(x: &Tensor) -> Tensor {
 /// views of each window this replaced took three maxima and strided in both. Several
 /// times faster than `max_pool2d`: BENCHMARKS.md, "Tensor layouts: pooling, ReLU,
 /// convolutions" (`scripts/bench_layouts.py`).
-pub fn max_pool(x: &Tensor) -> Tensor {
+pub(crate) fn max_pool(x: &Tensor) -> Tensor {
     if x.requires_grad() {
         return x.max_pool2d_default(2);
     }

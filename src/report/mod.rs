@@ -16,8 +16,8 @@
 //! temporary file and a rename) each time.
 
 pub mod findings;
-pub mod over_seeds;
-pub mod panels;
+pub(crate) mod over_seeds;
+pub(crate) mod panels;
 
 use crate::analysis::dynamics::{Dynamics, StepResult};
 use crate::io::write_atomic;
@@ -30,7 +30,7 @@ use std::sync::Once;
 pub const FOLDER: &str = "plots";
 const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 /// The fractions of training the heatmaps show.
-pub const FRACTIONS: [f64; 4] = [0.0, 0.35, 0.75, 1.0];
+pub(crate) const FRACTIONS: [f64; 4] = [0.0, 0.35, 0.75, 1.0];
 
 fn register_font() {
     static ONCE: Once = Once::new();
@@ -73,7 +73,7 @@ pub fn colour(v: Option<f64>) -> RGBColor {
 /// rounding: 0.35 lies halfway between 0.3 and 0.4), the later: with a checkpoint every
 /// 10% the panels are 40% and 80%, whose networks, like the paper's 35% and 75%, have
 /// trained past that point, rather than 30% and 70%.
-pub fn heatmap_steps(d: &Dynamics) -> Vec<&StepResult> {
+pub(crate) fn heatmap_steps(d: &Dynamics) -> Vec<&StepResult> {
     let mut chosen: Vec<&StepResult> = Vec::new();
     for f in FRACTIONS {
         if let Some(step) = nearest_step(d, f).filter(|s| !chosen.iter().any(|c| c.step == s.step)) {
@@ -85,7 +85,7 @@ pub fn heatmap_steps(d: &Dynamics) -> Vec<&StepResult> {
 
 /// The analysed checkpoint nearest `fraction` of training; of two equally near, the
 /// later (see [`heatmap_steps`]).
-pub fn nearest_step(d: &Dynamics, fraction: f64) -> Option<&StepResult> {
+pub(crate) fn nearest_step(d: &Dynamics, fraction: f64) -> Option<&StepResult> {
     // Fractions are step / final step: a tie computed two ways differs by rounding only.
     const TIE: f64 = 1e-9;
     let mut nearest: Option<&StepResult> = None;
@@ -229,7 +229,7 @@ fn svg(path: &Path, size: (u32, u32), draw: impl FnOnce(&DrawingArea<SVGBackend,
 /// checkpoint's layers along the x axis, the final network's on the y axis, rows counted
 /// from the bottom (the chart's y axis points up), so the input layer is at the bottom
 /// left and the diagonal runs from there to the top right.
-pub fn heatmap_cell(layer_at_step: i32, final_layer: i32) -> (i32, i32) {
+pub(crate) fn heatmap_cell(layer_at_step: i32, final_layer: i32) -> (i32, i32) {
     (layer_at_step, final_layer)
 }
 

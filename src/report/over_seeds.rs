@@ -16,7 +16,7 @@ use std::path::Path;
 
 /// One finished run.
 #[derive(Debug, Clone)]
-pub struct Run {
+pub(crate) struct Run {
     pub group: String,
     pub seed: u64,
     pub final_test_acc: f64,
@@ -50,7 +50,7 @@ pub struct GroupSummary {
 
 /// The shape of `curves.csv`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Curves {
+pub(crate) enum Curves {
     /// `group,step,acc_mean,acc_std`: each group at the steps all its runs evaluated at.
     Long,
     /// `step,G_acc_mean,G_acc_std,...` per group G (`G_val_acc_mean`, ... with
@@ -59,10 +59,10 @@ pub enum Curves {
 }
 
 /// A caller's column of `summary.csv`: its name and each group's value, as written.
-pub type Column<'a> = (&'a str, &'a dyn Fn(&GroupSummary) -> String);
+pub(crate) type Column<'a> = (&'a str, &'a dyn Fn(&GroupSummary) -> String);
 
 /// What a report names and adds; the numbers and their formats are [`write`]'s.
-pub struct Layout<'a> {
+pub(crate) struct Layout<'a> {
     /// The group column's name in `runs.csv`, `summary.csv` and (long) `curves.csv`.
     pub group: &'a str,
     /// The name of `summary.csv`'s column of the number of runs in each group.
@@ -83,7 +83,7 @@ pub struct Layout<'a> {
 /// Writes the tables and the plot of `runs` (at least one) into `dir` (made if missing),
 /// under `layout`, with the final validation accuracy where `validation`; returns the
 /// groups in the order of their first run.
-pub fn write(dir: &Path, runs: &[Run], validation: bool, layout: &Layout) -> anyhow::Result<Vec<GroupSummary>> {
+pub(crate) fn write(dir: &Path, runs: &[Run], validation: bool, layout: &Layout) -> anyhow::Result<Vec<GroupSummary>> {
     let mut names: Vec<&str> = Vec::new();
     for r in runs {
         if !names.contains(&r.group.as_str()) {

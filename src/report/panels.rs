@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// One curve of a panel.
 #[derive(Debug, Clone)]
-pub struct Line {
+pub(crate) struct Line {
     /// In the legend of the first panel that has this label (empty: in no legend).
     pub label: String,
     /// Index into the report's series colours.
@@ -22,7 +22,7 @@ pub struct Line {
 
 /// One chart: a title over its lines.
 #[derive(Debug, Clone)]
-pub struct Panel {
+pub(crate) struct Panel {
     pub title: String,
     pub lines: Vec<Line>,
 }
@@ -30,7 +30,7 @@ pub struct Panel {
 /// The panels in rows of `cols`, each `panel` pixels (width, height), under `caption`, as
 /// `name`.png and `name`.svg in `dir`; every panel shares `x_desc`. Returns the files
 /// written.
-pub fn panel_grid(
+pub(crate) fn panel_grid(
     dir: &Path,
     name: &str,
     caption: &str,

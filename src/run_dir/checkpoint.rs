@@ -61,7 +61,7 @@ const WALL: &str = "meta.wall_seconds";
 /// Writes the checkpoint of `meta.step` into `dir`: the variables of `vs` (`model.*`),
 /// `state` (the optimizer's tensors, named as in the file: `momentum.*`), the metadata
 /// and the MD5 of it all. Returns its path.
-pub fn write(dir: &Path, vs: &VarStore, state: impl IntoIterator<Item = (String, Tensor)>, meta: Meta) -> anyhow::Result<PathBuf> {
+pub(crate) fn write(dir: &Path, vs: &VarStore, state: impl IntoIterator<Item = (String, Tensor)>, meta: Meta) -> anyhow::Result<PathBuf> {
     let to_cpu = |t: &Tensor| t.to_device(Device::Cpu).contiguous();
     let mut tensors: Vec<(String, Tensor)> = vs.variables().iter().map(|(n, t)| (format!("model.{n}"), to_cpu(t))).collect();
     tensors.extend(state.into_iter().map(|(n, t)| (n, to_cpu(&t))));
@@ -82,14 +82,14 @@ pub fn write(dir: &Path, vs: &VarStore, state: impl IntoIterator<Item = (String,
 }
 
 /// A checkpoint read and checked against its MD5.
-pub struct Saved {
+pub(crate) struct Saved {
     path: PathBuf,
     tensors: HashMap<String, Tensor>,
 }
 
 /// Reads the checkpoint `path`: an error where it cannot be read or parsed, and an
 /// [`InputError`] where its contents do not match its MD5.
-pub fn read(path: &Path) -> anyhow::Result<Saved> {
+pub(crate) fn read(path: &Path) -> anyhow::Result<Saved> {
     let saved = Tensor::read_safetensors(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
     verify(&saved)
         .map_err(|e| InputError::new(format!("checkpoint {} is damaged: {e}; retrain from the checkpoint before it", path.display())))?;
@@ -100,7 +100,7 @@ pub fn read(path: &Path) -> anyhow::Result<Saved> {
 /// safetensors (cut short, overwritten with garbage), or its contents do not match its
 /// MD5. (For a reader that sets damaged checkpoints aside; a file that cannot be opened
 /// at all is not damage, and should be told apart before.)
-pub fn try_read(path: &Path) -> Result<Saved, String> {
+pub(crate) fn try_read(path: &Path) -> Result<Saved, String> {
     let saved = Tensor::read_safetensors(path).map_err(|e| e.to_string())?;
     verify(&saved)?;
     Ok(Saved { path: path.to_path_buf(), tensors: saved.into_iter().collect() })
@@ -108,7 +108,7 @@ pub fn try_read(path: &Path) -> Result<Saved, String> {
 
 /// Loads the weights of the checkpoint `path` into `vs` (the network's variables: all
 /// must be there, with their shapes); returns its metadata. No optimizer state is read.
-pub fn load_weights(path: &Path, vs: &VarStore) -> anyhow::Result<Meta> {
+pub(crate) fn load_weights(path: &Path, vs: &VarStore) -> anyhow::Result<Meta> {
     let saved = read(path)?;
     saved.weights_into(vs)?;
     saved.meta()
@@ -116,13 +116,13 @@ pub fn load_weights(path: &Path, vs: &VarStore) -> anyhow::Result<Meta> {
 
 impl Saved {
     /// The file it was read from.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Copies the weights (`model.*`) into `vs`; every variable of `vs` must be there,
     /// with its shape.
-    pub fn weights_into(&self, vs: &VarStore) -> anyhow::Result<()> {
+    pub(crate) fn weights_into(&self, vs: &VarStore) -> anyhow::Result<()> {
         let path = &self.path;
         let vars = vs.variables();
         let mut names: Vec<&String> = vars.keys().collect();
@@ -141,12 +141,12 @@ impl Saved {
     }
 
     /// Takes the tensor `name` out of the checkpoint (the optimizer's `momentum.*`).
-    pub fn take(&mut self, name: &str) -> Option<Tensor> {
+    pub(crate) fn take(&mut self, name: &str) -> Option<Tensor> {
         self.tensors.remove(name)
     }
 
     /// The checkpoint's metadata.
-    pub fn meta(&self) -> anyhow::Result<Meta> {
+    pub(crate) fn meta(&self) -> anyhow::Result<Meta> {
         let int = |k: &str| self.tensors.get(k).map(|t| t.int64_value(&[0]));
         let (Some(step), Some(seed)) = (int("meta.step"), int("meta.seed")) else {
             bail!("{}: no meta.step or meta.seed", self.path.display());
@@ -191,7 +191,7 @@ fn verify(saved: &[(String, Tensor)]) -> Result<(), String> {
 
 /// The MD5 of the training state a checkpoint holds (`meta.md5`, as hex): what tells one
 /// run's checkpoint from another's. `None` for a checkpoint written before it existed.
-pub fn state_md5(path: &Path) -> anyhow::Result<Option<String>> {
+pub(crate) fn state_md5(path: &Path) -> anyhow::Result<Option<String>> {
     let saved = Tensor::read_safetensors(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
     let md5 = saved.iter().find(|(n, _)| n == CHECKSUM).map(|(_, t)| Vec::<u8>::try_from(t).unwrap_or_default());
     Ok(md5.map(|b| b.iter().map(|x| format!("{x:02x}")).collect()))

@@ -110,7 +110,7 @@ impl std::fmt::Display for ConvDense {
 /// Datapoints per flattened neuron (C*H*W) a multi-layer analysis needs to compare a
 /// conv layer with a dense one by `flatten`: the rule of thumb against SVCCA's upward bias
 /// with few datapoints per neuron (see [`super::similarity`]'s warnings).
-pub const FLATTEN_DATAPOINTS_PER_NEURON: i64 = 5;
+pub(crate) const FLATTEN_DATAPOINTS_PER_NEURON: i64 = 5;
 
 /// Whether an analysis of `datapoints` datapoints flattens `shape` (a conv layer) against
 /// a dense layer under `ConvDense::Flatten`.
@@ -205,7 +205,7 @@ impl LayerShape {
 /// 1 x 1); a conv-vs-dense pair by `conv.dense`, `flatten` falling back to `avgpool`
 /// when the conv layer has more than a fifth as many neurons (C*H*W) as there are
 /// datapoints ([`flattens`]).
-pub fn applicable(conv: ConvOptions, shapes: [LayerShape; 2], datapoints: i64) -> ConvOptions {
+pub(crate) fn applicable(conv: ConvOptions, shapes: [LayerShape; 2], datapoints: i64) -> ConvOptions {
     let spatial = |s: LayerShape| match s {
         LayerShape::Conv { h, w, .. } => h * w,
         LayerShape::Dense { .. } => 1,
@@ -617,7 +617,7 @@ fn channel_means(block: &Tensor) -> Tensor {
 
 /// Flattened neurons above which a conv-vs-dense `flatten` comparison by PWCCA or CKA
 /// (which need the scatter matrices) is refused: 8192 neurons make a 512 MiB matrix.
-pub const MAX_SCATTER_NEURONS: i64 = 8192;
+pub(crate) const MAX_SCATTER_NEURONS: i64 = 8192;
 
 #[cfg(test)]
 mod tests {

@@ -34,7 +34,7 @@ use tch::{Device, Kind, Tensor};
 
 /// Which frequencies of the common grid are computed, and what each stands for.
 #[derive(Debug, Clone)]
-pub struct FrequencyPlan {
+pub(crate) struct FrequencyPlan {
     /// The common spatial size.
     pub height: i64,
     pub width: i64,
@@ -73,7 +73,7 @@ fn mirror(i: i64, n: i64, cropped: bool) -> Option<i64> {
 
 impl FrequencyPlan {
     /// The plan for two layers of spatial sizes `a` and `b` (height, width).
-    pub fn new(a: (i64, i64), b: (i64, i64)) -> FrequencyPlan {
+    pub(crate) fn new(a: (i64, i64), b: (i64, i64)) -> FrequencyPlan {
         let (h, w) = (a.0.min(b.0), a.1.min(b.1));
         let (crop_h, crop_w) = (a.0 != b.0, a.1 != b.1);
         let mut computed = Vec::new();
@@ -98,7 +98,7 @@ impl FrequencyPlan {
     }
 
     /// Locations (row, column FFT indices of the common grid) in numpy order.
-    pub fn locations(&self) -> impl Iterator<Item = [i64; 2]> + '_ {
+    pub(crate) fn locations(&self) -> impl Iterator<Item = [i64; 2]> + '_ {
         (0..self.height).flat_map(move |i| (0..self.width).map(move |j| [i, j]))
     }
 
@@ -120,13 +120,13 @@ impl FrequencyPlan {
     ///
     /// The shift is the accumulator's centring shift applied before the transform (the
     /// DFT is linear), where it costs nothing: see [`super::conv`].
-    pub fn spectrum(&self, x: &Tensor, shift: &Tensor, kind: Kind) -> Tensor {
+    pub(crate) fn spectrum(&self, x: &Tensor, shift: &Tensor, kind: Kind) -> Tensor {
         let [one] = FrequencyPlan::spectra(&[self], x, shift, kind).try_into().expect("one plan");
         one
     }
 
     /// The CUDA path (it runs on CPU tensors too, which is how it is tested here).
-    pub fn spectrum_torch(&self, x: &Tensor, shift: &Tensor, kind: Kind) -> Tensor {
+    pub(crate) fn spectrum_torch(&self, x: &Tensor, shift: &Tensor, kind: Kind) -> Tensor {
         let s = x.size();
         let (rows, c, h, w) = (s[0], s[1], s[2], s[3]);
         let idx = Tensor::from_slice(&self.flat_indices(h, w)).to_device(x.device());
@@ -144,7 +144,8 @@ impl FrequencyPlan {
 
     /// The CPU path: 2-D FFTs of each datapoint's channels, datapoints in parallel, each
     /// writing its values straight into the frequencies x rows x 2C output.
-    pub fn spectrum_rustfft(&self, x: &Tensor, shift: &Tensor, kind: Kind) -> Tensor {
+    #[cfg(test)]
+    pub(crate) fn spectrum_rustfft(&self, x: &Tensor, shift: &Tensor, kind: Kind) -> Tensor {
         let [one] = FrequencyPlan::spectra_rustfft(&[self], x, shift, kind).try_into().expect("one plan");
         one
     }
@@ -152,7 +153,7 @@ impl FrequencyPlan {
     /// [`FrequencyPlan::spectrum`] of one layer for several plans (the layer against
     /// partners of other sizes: its full grid and its crops), from one FFT per datapoint
     /// and channel: a crop is only a choice of frequencies of the same transform.
-    pub fn spectra(plans: &[&FrequencyPlan], x: &Tensor, shift: &Tensor, kind: Kind) -> Vec<Tensor> {
+    pub(crate) fn spectra(plans: &[&FrequencyPlan], x: &Tensor, shift: &Tensor, kind: Kind) -> Vec<Tensor> {
         match x.device() {
             Device::Cpu => FrequencyPlan::spectra_rustfft(plans, x, shift, kind),
             _ => plans.iter().map(|p| p.spectrum_torch(x, shift, kind)).collect(),
@@ -299,3 +300,6 @@ pub struct FrequencyCorrelations {
     pub kept_b: usize,
     pub correlations: Vec<f64>,
 }
+
+#[cfg(test)]
+mod tests;

@@ -36,12 +36,12 @@
 mod cca;
 mod cka;
 pub mod conv;
-pub mod dft;
+pub(crate) mod dft;
 pub mod directions;
 mod moments;
 mod products;
 mod pwcca;
-pub mod summary;
+pub(crate) mod summary;
 
 pub use conv::{ConvDense, ConvMethod, ConvOptions, ConvReport, DftCut, Layout};
 pub use directions::{directions, directions_each, directions_needed, most_active, principal_variances, Directions, Fitted};

@@ -49,7 +49,7 @@ use tch::{Device, Kind, Tensor};
 /// Made without the other layer, it gives canonical correlations only; a layer's
 /// directions ordered against a reference, to project onto or rank units by, are
 /// [`super::Fitted`] (compression, the toy regression).
-pub struct Summary {
+pub(crate) struct Summary {
     /// problems x datapoints x columns (`[real | imaginary]` for complex data) in the
     /// precision's kind (float64, or float32 for [`Precision::Float32`]): the layer
     /// shifted by its first datapoint, or (the Gram route, or once compacted) `Z` itself.
@@ -78,7 +78,7 @@ impl Summary {
     /// constant neurons), and complex data stays in real `[re | im]` form throughout:
     /// the products are real, which libtorch runs faster than complex ones. The data is
     /// held, and multiplied, in `precision`'s kind.
-    pub fn of(
+    pub(crate) fn of(
         x: &Tensor,
         complex: bool,
         keep: Keep,
@@ -157,7 +157,7 @@ impl Summary {
         Ok(Summary { data, mean: None, whitening: None, kept, complex: false, neurons: cols, constant: cols - alive })
     }
 
-    pub fn datapoints(&self) -> i64 {
+    pub(crate) fn datapoints(&self) -> i64 {
         self.data.size()[1]
     }
 
@@ -216,7 +216,7 @@ impl Summary {
 /// Bytes of a layer's summaries in one form, estimated from shapes before anything is
 /// computed ([`summary_bytes`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Bytes {
+pub(crate) struct Bytes {
     /// Held while it is made and compacted: the transformed data (a spectrum, a shifted
     /// copy), `Z`, the scatter matrices.
     pub made: i64,
@@ -234,7 +234,7 @@ pub struct Bytes {
 /// before it starts. The data and `Z` in the precision's kind, held in no other (see
 /// [`Summary::whitened`], [`super::dft::FrequencyPlan::spectrum`]); the matrices that
 /// are decomposed in float64.
-pub fn summary_bytes(a: &Layers, i: usize, b: &Layers, js: &[usize]) -> Vec<Bytes> {
+pub(crate) fn summary_bytes(a: &Layers, i: usize, b: &Layers, js: &[usize]) -> Vec<Bytes> {
     let x = a.layer(i);
     let n = x.size()[0];
     let channels = if x.dim() == 4 { x.size()[1] } else { 0 };
@@ -290,7 +290,7 @@ pub(crate) fn form_groups(a: &Layers, i: usize, b: &Layers, js: &[usize]) -> Vec
 
 /// The canonical correlations of two summaries of the same datapoints, per problem:
 /// (kept_a, kept_b, correlations descending).
-pub fn correlate(a: &Summary, b: &Summary) -> Result<Vec<(usize, usize, Vec<f64>)>, SimilarityError> {
+pub(crate) fn correlate(a: &Summary, b: &Summary) -> Result<Vec<(usize, usize, Vec<f64>)>, SimilarityError> {
     check_datapoints(a, b)?;
     let device = a.data.device();
     correlate_from(a, b, Taken::Data, products_f64(&a.data.transpose(1, 2), &b.data.to_device(device)))
@@ -340,13 +340,6 @@ fn correlate_from(a: &Summary, b: &Summary, taken: Taken, cross: Tensor) -> Resu
     let n = t.size()[1].max(t.size()[2]);
     let correlations = host::single_threaded(t.device(), n, || cca::singular_values(&t, &a.kept, &b.kept));
     Ok(a.kept.iter().zip(&b.kept).zip(correlations).map(|((&ka, &kb), c)| (ka, kb, c)).collect())
-}
-
-/// SVCCA or CCA (`options`) of two dense layers held in memory (datapoints x neurons,
-/// the same datapoints) through their summaries: the numbers of [`super::compare`], by
-/// the Gram route for a side with more neurons than datapoints.
-pub fn compare(a: &Tensor, b: &Tensor, options: &Options) -> Result<Similarity, SimilarityError> {
-    Pair::of(a, b, options)?.similarity()
 }
 
 /// Two dense layers' summaries ([`compare`]'s), kept for their similarity and for that
@@ -410,7 +403,7 @@ impl Pair {
 /// A pair the conv method does not apply to is compared by `avgpool`, and a conv layer
 /// against a dense one by `conv.dense`, `flatten` falling back to `avgpool` where the
 /// datapoints are too few (see [`applicable`]).
-pub struct Layers {
+pub(crate) struct Layers {
     layers: Vec<Tensor>,
     options: Options,
     conv: ConvOptions,
@@ -429,18 +422,18 @@ pub struct Layers {
 
 /// Memory the side-by-side copies of a [`Layers`] may take by default; past it,
 /// [`similarities`] multiplies summary by summary (the same numbers, more slowly).
-pub const JOINED_BYTES: i64 = 1 << 30;
+pub(crate) const JOINED_BYTES: i64 = 1 << 30;
 
 impl Layers {
     /// Layers compared by CCA or SVCCA (`options`), conv layers by `conv`. A set may be
     /// either side of a comparison, or both sides in turn.
-    pub fn new(layers: Vec<Tensor>, options: Options, conv: ConvOptions) -> Layers {
+    pub(crate) fn new(layers: Vec<Tensor>, options: Options, conv: ConvOptions) -> Layers {
         assert!(matches!(options.method, Method::Svcca | Method::Cca), "summaries serve CCA and SVCCA only");
         Layers { layers, options, conv, summaries: HashMap::new(), joined: HashMap::new(), joined_bytes: 0, joined_budget: JOINED_BYTES }
     }
 
     /// The same set with another budget for its side-by-side copies (0: none).
-    pub fn with_joined_budget(self, bytes: i64) -> Layers {
+    pub(crate) fn with_joined_budget(self, bytes: i64) -> Layers {
         Layers { joined_budget: bytes, ..self }
     }
 
@@ -449,7 +442,7 @@ impl Layers {
     /// side of comparisons with itself (the final checkpoint's row of an analysis, whose
     /// layers are the final network's). A summary does not depend on the side it is
     /// used on.
-    pub fn sharing_summaries(&self) -> Layers {
+    pub(crate) fn sharing_summaries(&self) -> Layers {
         let summaries =
             self.summaries.iter().map(|(key, made)| (*key, made.as_ref().map(Summary::shallow_clone).map_err(Clone::clone))).collect();
         Layers {
@@ -463,27 +456,24 @@ impl Layers {
         }
     }
 
-    pub fn layer(&self, i: usize) -> &Tensor {
+    pub(crate) fn layer(&self, i: usize) -> &Tensor {
         &self.layers[i]
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.layers.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.layers.is_empty()
-    }
-
     /// How many summaries the set holds (a layer in each form it has been summarised in).
-    pub fn summaries_made(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn summaries_made(&self) -> usize {
         self.summaries.len()
     }
 
     /// Keeps only the whitened `Z` of each summary of layer `i` made so far
     /// ([`Summary::compact`]): comparisons in those forms give the same numbers (up to
     /// rounding), and more forms can still be made from the layer.
-    pub fn compact_summaries(&mut self, i: usize) {
+    pub(crate) fn compact_summaries(&mut self, i: usize) {
         for ((layer, _), made) in self.summaries.iter_mut() {
             if *layer == i {
                 if let Ok(summary) = made {
@@ -496,13 +486,13 @@ impl Layers {
     /// [`Layers::compact_summaries`], and drops the layer's data, keeping its shape: a
     /// form not made yet can no longer be made (a caller makes them all first: see
     /// [`summarise_rows`]).
-    pub fn compact(&mut self, i: usize) {
+    pub(crate) fn compact(&mut self, i: usize) {
         self.compact_summaries(i);
         self.layers[i] = stand_in(&self.layers[i]);
     }
 
     /// Drops layer `i`'s summaries and data, keeping its shape (its row is done).
-    pub fn release(&mut self, i: usize) {
+    pub(crate) fn release(&mut self, i: usize) {
         self.summaries.retain(|(layer, _), _| *layer != i);
         self.layers[i] = stand_in(&self.layers[i]);
     }
@@ -576,7 +566,8 @@ impl Layers {
 /// The similarity of layer `i` of `a` with layer `j` of `b` (the same datapoints, the
 /// same settings): the number [`super::compare`] and [`super::compare_conv`] (with the
 /// [`applicable`] settings) report as `mean`, up to rounding, from cached summaries.
-pub fn similarity(a: &mut Layers, i: usize, b: &mut Layers, j: usize) -> Result<f64, SimilarityError> {
+#[cfg(test)]
+pub(crate) fn similarity(a: &mut Layers, i: usize, b: &mut Layers, j: usize) -> Result<f64, SimilarityError> {
     let [one] = similarities(a, i, b, &[j]).try_into().expect("one pair asked");
     one
 }
@@ -585,7 +576,7 @@ pub fn similarity(a: &mut Layers, i: usize, b: &mut Layers, j: usize) -> Result<
 /// layer `i` takes the same form share their first product: `i`'s data against the data
 /// of all their `b` layers side by side, kept in `b` for the next row (see
 /// [`Layers::data_products`]).
-pub fn similarities(a: &mut Layers, i: usize, b: &mut Layers, js: &[usize]) -> Vec<Result<f64, SimilarityError>> {
+pub(crate) fn similarities(a: &mut Layers, i: usize, b: &mut Layers, js: &[usize]) -> Vec<Result<f64, SimilarityError>> {
     assert!(a.options == b.options && a.conv == b.conv, "both sides of a comparison use the same settings");
     let device = a.layer(i).device();
     host::on_rayon(device, || similarities_of(a, i, b, js))
@@ -642,7 +633,7 @@ fn similarities_of(a: &mut Layers, i: usize, b: &mut Layers, js: &[usize]) -> Ve
 /// parallel ones (FFTs, products, decompositions); side by side, one layer's serial
 /// steps overlap another's parallel ones. The same numbers: each summary is computed
 /// as it would be alone.
-pub fn summarise_rows(a: &mut Layers, is: &[usize], b: &Layers, js: &[usize]) {
+pub(crate) fn summarise_rows(a: &mut Layers, is: &[usize], b: &Layers, js: &[usize]) {
     let work: Vec<(usize, Tensor, Vec<Option<ConvComparison>>)> = is
         .iter()
         .filter_map(|&i| {
@@ -677,7 +668,7 @@ pub fn summarise_rows(a: &mut Layers, is: &[usize], b: &Layers, js: &[usize]) {
 
 /// A tensor of `t`'s shape, kind and device that holds one element (a zero, expanded):
 /// what a set keeps of a layer whose data it no longer needs.
-pub fn stand_in(t: &Tensor) -> Tensor {
+pub(crate) fn stand_in(t: &Tensor) -> Tensor {
     Tensor::zeros([1], (t.kind(), t.device())).expand(t.size(), false)
 }
 
@@ -728,6 +719,9 @@ fn plan(a: &Layers, i: usize, b: &Layers, j: usize) -> Result<Option<ConvCompari
     let conv = applicable(a.conv, shapes, x.size()[0]);
     ConvComparison::new(shapes, x.size()[0], conv, a.options.method).map(Some)
 }
+
+#[cfg(test)]
+mod against_pairs;
 
 #[cfg(test)]
 mod tests {

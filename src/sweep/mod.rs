@@ -20,7 +20,7 @@
 //! - [`report`]: final accuracy and accuracy curves over seeds, per group of variants.
 
 pub mod report;
-pub mod slurm;
+pub(crate) mod slurm;
 
 use crate::config::Config;
 use crate::error::InputError;
@@ -238,7 +238,7 @@ fn folder_name(index: usize, assignments: &[(String, toml::Value)]) -> String {
 }
 
 /// The variant a command runs: `--variant`, else `SLURM_ARRAY_TASK_ID` (an array task).
-pub fn variant_index(flag: Option<usize>) -> Result<Option<usize>, InputError> {
+pub(crate) fn variant_index(flag: Option<usize>) -> Result<Option<usize>, InputError> {
     if flag.is_some() {
         return Ok(flag);
     }

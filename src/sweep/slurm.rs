@@ -17,12 +17,12 @@ use anyhow::Context;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-pub const TEMPLATE: &str = include_str!("../../scripts/slurm/sweep.sbatch");
+pub(crate) const TEMPLATE: &str = include_str!("../../scripts/slurm/sweep.sbatch");
 
 /// sbatch options of a sweep.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Options {
+pub(crate) struct Options {
     /// `--job-name` (default `svcca-<config name>`).
     pub job_name: Option<String>,
     /// `--time`, e.g. "02:00:00" (default: the partition's).
@@ -60,13 +60,13 @@ impl Default for Options {
 
 impl Options {
     /// `[sweep.slurm]` of a sweep.
-    pub fn from_sweep(sweep: &Sweep) -> Result<Options, InputError> {
+    pub(crate) fn from_sweep(sweep: &Sweep) -> Result<Options, InputError> {
         Options::deserialize(sweep.slurm.clone())
             .map_err(|e| InputError::new(format!("{}: sweep.slurm: {}", sweep.config.display(), e.message().trim())))
     }
 
     /// The `#SBATCH` lines for an array of `tasks` tasks logging to `logs`.
-    pub fn lines(&self, tasks: usize, logs: &Path, default_name: &str) -> Vec<String> {
+    pub(crate) fn lines(&self, tasks: usize, logs: &Path, default_name: &str) -> Vec<String> {
         let mut o = vec![
             format!("--job-name={}", self.job_name.as_deref().unwrap_or(default_name)),
             match self.max_parallel {
@@ -103,7 +103,7 @@ impl Options {
 /// `analysis::memory`), over the three quarters of a job's memory an analysis takes by
 /// default, plus 2 GiB for training and the data; at least 4G, at most 32G (past that the
 /// analysis streams through what it gets).
-pub fn default_mem(sweep: &Sweep) -> anyhow::Result<String> {
+pub(crate) fn default_mem(sweep: &Sweep) -> anyhow::Result<String> {
     let mut need = 0;
     for v in &sweep.variants {
         need = need.max(crate::analysis::memory::side_by_side_need(&sweep.config_of(v)?)?);
@@ -124,7 +124,7 @@ pub fn default_mem(sweep: &Sweep) -> anyhow::Result<String> {
 /// one. With none requested, a variant on `cuda` is warned about (the partition may give
 /// GPUs without a request), and `auto` variants are told about (info) when the default
 /// chose none: their tasks run on the CPU unless the partition gives them GPUs.
-pub fn gpus_per_task(sweep: &Sweep, options: &Options) -> Result<Option<u32>, InputError> {
+pub(crate) fn gpus_per_task(sweep: &Sweep, options: &Options) -> Result<Option<u32>, InputError> {
     let requests_gpus = |o: &String| {
         let name = o.split(['=', ' ']).next().unwrap_or("");
         name == "--gres" || name.starts_with("--gpus") || name.starts_with("-G")
@@ -175,7 +175,7 @@ pub fn gpus_per_task(sweep: &Sweep, options: &Options) -> Result<Option<u32>, In
 }
 
 /// A word for bash: as it is when plain, else single-quoted.
-pub fn quote(word: &str) -> String {
+pub(crate) fn quote(word: &str) -> String {
     let plain = !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
     if plain {
         word.to_string()
@@ -190,7 +190,7 @@ fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
 
 /// The batch script of `sweep`, run by `svcca` (the path of this binary, usually),
 /// from `template` (None: the built-in one).
-pub fn script(sweep: &Sweep, options: &Options, svcca: &Path, template: Option<&str>) -> anyhow::Result<String> {
+pub(crate) fn script(sweep: &Sweep, options: &Options, svcca: &Path, template: Option<&str>) -> anyhow::Result<String> {
     let template = template.unwrap_or(TEMPLATE);
     for field in ["@SBATCH@", "@COMMAND@"] {
         if !template.contains(field) {
@@ -221,7 +221,7 @@ pub fn script(sweep: &Sweep, options: &Options, svcca: &Path, template: Option<&
 
 /// Writes the script to `OUT/slurm/sweep.sbatch` and (unless `dry_run`) submits it;
 /// returns the script's path and the array job id.
-pub fn submit(sweep: &Sweep, script_text: &str, dry_run: bool) -> anyhow::Result<(PathBuf, Option<String>)> {
+pub(crate) fn submit(sweep: &Sweep, script_text: &str, dry_run: bool) -> anyhow::Result<(PathBuf, Option<String>)> {
     let dir = sweep.out.join("slurm");
     std::fs::create_dir_all(dir.join("logs")).map_err(|e| InputError::new(format!("{}: cannot create: {e}", dir.display())))?;
     let path = dir.join("sweep.sbatch");

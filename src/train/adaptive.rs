@@ -56,16 +56,16 @@ use crate::model::Network;
 use std::path::{Path, PathBuf};
 use tch::Tensor;
 
-pub const CHECKS_FILE: &str = "freeze_checks.csv";
+pub(crate) const CHECKS_FILE: &str = "freeze_checks.csv";
 /// The candidate's activations at the last check, saved with a checkpoint written on a
 /// signal between checks (see [`Adaptive::save_reference`]).
-pub const REFERENCE_FILE: &str = "freeze_reference.safetensors";
-pub const CHECKS_HEADER: &str = "step,fraction,layer,index,similarity,decision";
+pub(crate) const REFERENCE_FILE: &str = "freeze_reference.safetensors";
+pub(crate) const CHECKS_HEADER: &str = "step,fraction,layer,index,similarity,decision";
 
 /// Layers `from..upto` of the network freeze together; `head` is the one with parameters,
 /// whose activations are compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Group {
+pub(crate) struct Group {
     pub head: usize,
     pub upto: usize,
 }
@@ -73,7 +73,7 @@ pub struct Group {
 /// The groups of a network whose layers have parameters or not (`has_params`), input to
 /// output: one per layer with parameters below the output layer, each taking the layers
 /// without parameters above it (and the first group those below it).
-pub fn groups(has_params: &[bool]) -> Vec<Group> {
+pub(crate) fn groups(has_params: &[bool]) -> Vec<Group> {
     let n = has_params.len();
     let mut out: Vec<Group> = Vec::new();
     for (i, &p) in has_params.iter().enumerate().take(n.saturating_sub(1)) {
@@ -88,7 +88,7 @@ pub fn groups(has_params: &[bool]) -> Vec<Group> {
 
 /// What a check decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Similarity reached the threshold: the group freezes.
     Froze,
     /// Below the threshold: the group trains on.
@@ -100,7 +100,7 @@ pub enum Decision {
 }
 
 impl Decision {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Decision::Froze => "froze",
             Decision::Below => "below",
@@ -110,7 +110,7 @@ impl Decision {
     }
 
     /// The decision for `similarity` at a check where freezing is `allowed`.
-    pub fn of(similarity: Option<f64>, threshold: f64, allowed: bool) -> Decision {
+    pub(crate) fn of(similarity: Option<f64>, threshold: f64, allowed: bool) -> Decision {
         match similarity {
             _ if !allowed => Decision::Early,
             None => Decision::Undefined,
@@ -121,7 +121,7 @@ impl Decision {
 }
 
 /// The schedule's state during training.
-pub struct Adaptive {
+pub(crate) struct Adaptive {
     config: Config,
     probe: Probe,
     names: Vec<String>,
@@ -148,7 +148,14 @@ impl Adaptive {
     /// The schedule of `config` (resolved, adaptive) for `net` with `has_params`, in run
     /// folder `out`, training from `start` (0, or the resumed checkpoint's step); keeps
     /// the rows of `freeze_checks.csv` up to `start`. Then [`Adaptive::prime`].
-    pub fn new(config: &Config, data: &Dataset, net: &Network, has_params: &[bool], out: &Path, start: u64) -> anyhow::Result<Adaptive> {
+    pub(crate) fn new(
+        config: &Config,
+        data: &Dataset,
+        net: &Network,
+        has_params: &[bool],
+        out: &Path,
+        start: u64,
+    ) -> anyhow::Result<Adaptive> {
         assert_eq!(config.freeze.schedule, FreezeSchedule::Adaptive);
         let f = &config.freeze;
         let total = config.steps();
@@ -203,7 +210,7 @@ impl Adaptive {
     }
 
     /// Whether a check falls at `step` (a step reached by training, >= 1).
-    pub fn checks_at(&self, step: u64) -> bool {
+    pub(crate) fn checks_at(&self, step: u64) -> bool {
         step.is_multiple_of(self.every) && step < self.last
     }
 
@@ -225,7 +232,7 @@ impl Adaptive {
     /// weights at that step and `plan` holding the decisions up to it, see
     /// [`Plan::restore`]): runs the frozen prefix on the probe once, and records the
     /// candidate, which the next check compares with.
-    pub fn prime(&mut self, net: &Network, plan: &Plan, out: &Path, step: u64) -> anyhow::Result<()> {
+    pub(crate) fn prime(&mut self, net: &Network, plan: &Plan, out: &Path, step: u64) -> anyhow::Result<()> {
         if step >= self.last {
             return Ok(());
         }
@@ -256,7 +263,7 @@ impl Adaptive {
     /// The check at `step`: compares the candidate with the previous check and, if it
     /// passes, freezes its group in `plan` from `step` on (and rewrites `freeze.csv` in
     /// `out`). Returns the decision, if there was a candidate.
-    pub fn check(&mut self, net: &Network, plan: &mut Plan, out: &Path, step: u64) -> anyhow::Result<Option<Decision>> {
+    pub(crate) fn check(&mut self, net: &Network, plan: &mut Plan, out: &Path, step: u64) -> anyhow::Result<Option<Decision>> {
         let Some(g) = self.candidate(plan) else {
             return Ok(None);
         };
@@ -310,7 +317,7 @@ impl Adaptive {
     /// Before a checkpoint written on a signal at `step` (between checks): saves the
     /// candidate's activations at the previous check to [`REFERENCE_FILE`], which a run
     /// resumed from that checkpoint reads back ([`Adaptive::prime`]).
-    pub fn save_reference(&self, out: &Path, step: u64) -> anyhow::Result<()> {
+    pub(crate) fn save_reference(&self, out: &Path, step: u64) -> anyhow::Result<()> {
         let Some((g, at, acts)) = &self.previous else {
             return Ok(());
         };

@@ -24,7 +24,7 @@ pub fn scheduled(step: u64, every: u64, total: u64) -> bool {
 }
 
 /// Removes the unscheduled checkpoints before `step`.
-pub fn remove_unscheduled(dir: &Path, step: u64, every: u64, total: u64) -> anyhow::Result<()> {
+pub(crate) fn remove_unscheduled(dir: &Path, step: u64, every: u64, total: u64) -> anyhow::Result<()> {
     for (s, path) in list(dir)? {
         if s < step && !scheduled(s, every, total) {
             std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
@@ -44,7 +44,7 @@ pub fn load(path: &Path, vs: &VarStore, sgd: &mut Sgd) -> anyhow::Result<Meta> {
 }
 
 /// Suffix of a checkpoint set aside by [`load_newest`] as damaged.
-pub const DAMAGED: &str = ".damaged";
+pub(crate) const DAMAGED: &str = ".damaged";
 
 /// Loads the newest checkpoint of `dir` into `vs` and `sgd`: its step, path and
 /// metadata, or `None` when there is no checkpoint.
@@ -55,7 +55,7 @@ pub const DAMAGED: &str = ".damaged";
 /// metrics rows after the step resumed from are dropped by `Metrics::open`. When every
 /// checkpoint is damaged, an [`InputError`] names them all. A file that parses but does
 /// not fit the network is an error as before: that is a different network, not damage.
-pub fn load_newest(dir: &Path, vs: &VarStore, sgd: &mut Sgd) -> anyhow::Result<Option<(u64, PathBuf, Meta)>> {
+pub(crate) fn load_newest(dir: &Path, vs: &VarStore, sgd: &mut Sgd) -> anyhow::Result<Option<(u64, PathBuf, Meta)>> {
     let mut damaged = Vec::new();
     for (step, path) in list(dir)?.into_iter().rev() {
         // A file that cannot be opened at all (permissions) is not damage: the error stops
@@ -110,7 +110,7 @@ fn apply(mut saved: Saved, vs: &VarStore, sgd: &mut Sgd) -> anyhow::Result<Meta>
 }
 
 /// Removes all but the newest `keep` checkpoints.
-pub fn prune(dir: &Path, keep: usize) -> anyhow::Result<()> {
+pub(crate) fn prune(dir: &Path, keep: usize) -> anyhow::Result<()> {
     let all = list(dir)?;
     for (_, path) in all.iter().take(all.len().saturating_sub(keep)) {
         std::fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))?;

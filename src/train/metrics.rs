@@ -117,7 +117,7 @@ fn read(path: &Path) -> anyhow::Result<Option<String>> {
 }
 
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     path: PathBuf,
     validation: bool,
 }
@@ -126,7 +126,7 @@ impl Metrics {
     /// Opens `dir/metrics.csv` for a run continuing after step `resume` (`None`: from
     /// scratch), keeping only the rows up to that step; `validation`: the run has a
     /// validation set (its columns, [`HEADER_VALIDATION`]).
-    pub fn open(dir: &Path, resume: Option<u64>, validation: bool) -> anyhow::Result<Metrics> {
+    pub(crate) fn open(dir: &Path, resume: Option<u64>, validation: bool) -> anyhow::Result<Metrics> {
         let path = dir.join(FILE);
         let header = header(validation);
         let mut text = format!("{header}\n");
@@ -175,7 +175,7 @@ impl Metrics {
         Ok(Metrics { path, validation })
     }
 
-    pub fn append(&mut self, row: &Row) -> anyhow::Result<()> {
+    pub(crate) fn append(&mut self, row: &Row) -> anyhow::Result<()> {
         let mut options = std::fs::OpenOptions::new();
         options.append(true);
         #[cfg(unix)]

@@ -12,17 +12,17 @@
 //!   prefix's output kept per image where it cannot change.
 //! - [`divergence`]: stopping at the first non-finite loss.
 
-pub mod adaptive;
+pub(crate) mod adaptive;
 pub mod checkpoint;
 mod divergence;
 mod folder;
 pub mod freeze;
 pub mod metrics;
-pub mod order;
+pub(crate) mod order;
 mod prefix_cache;
-pub mod schedule;
+pub(crate) mod schedule;
 pub mod sgd;
-pub mod trainer;
+pub(crate) mod trainer;
 
 use crate::config::Config;
 use crate::data::Dataset;
@@ -32,6 +32,9 @@ use crate::run_dir;
 use std::path::{Path, PathBuf};
 use tch::{nn::ModuleT, Kind, Reduction, Tensor};
 use trainer::Trainer;
+
+pub use order::Order;
+pub use trainer::Transfers;
 
 /// What a finished (or already finished) run reports.
 #[derive(Debug, Clone)]
@@ -66,7 +69,7 @@ pub fn train(config: Config, out: &Path) -> anyhow::Result<Summary> {
 
 /// [`train`], returning the run folder's lock still held, for work that follows on the
 /// same folder (`svcca run` analyses it) with no other process in between.
-pub fn train_holding(config: Config, out: &Path) -> anyhow::Result<(Summary, run_dir::Lock)> {
+pub(crate) fn train_holding(config: Config, out: &Path) -> anyhow::Result<(Summary, run_dir::Lock)> {
     Trainer::new(config, out)?.run()
 }
 
@@ -147,7 +150,7 @@ pub fn evaluate(net: &Network, data: &Dataset, batch: usize) -> (f64, f64) {
 }
 
 /// Mean loss and accuracy on `split` of `data` (batch norm in inference mode).
-pub fn evaluate_on(net: &Network, data: &Dataset, split: &crate::data::Split, batch: usize) -> (f64, f64) {
+pub(crate) fn evaluate_on(net: &Network, data: &Dataset, split: &crate::data::Split, batch: usize) -> (f64, f64) {
     tch::no_grad(|| {
         let n = split.len() as i64;
         let device = split.labels.device();
@@ -173,7 +176,7 @@ const GIB: f64 = (1u64 << 30) as f64;
 /// The memory a GPU is taken to hold where the CUDA runtime cannot say
 /// ([`crate::device::gpu_memory`]): a generous figure (more than any single GPU of today
 /// holds), so that only sizes no GPU could hold are refused then.
-pub const GPU_MEMORY_CAP: u64 = 256 << 30;
+pub(crate) const GPU_MEMORY_CAP: u64 = 256 << 30;
 
 /// What training `config` would hold, estimated from its sizes before anything is
 /// allocated: `(images, network and optimiser, activations)` in bytes. The images are

@@ -18,7 +18,7 @@ use crate::model::Network;
 use tch::{Device, Tensor};
 
 /// Why the cache is off for a whole run (`None`: it may be used).
-pub fn not_applicable(cache_mib: u64, augmented: bool, bn_eval: bool) -> Option<&'static str> {
+pub(super) fn not_applicable(cache_mib: u64, augmented: bool, bn_eval: bool) -> Option<&'static str> {
     if cache_mib == 0 {
         Some("freeze.cache_mib = 0")
     } else if augmented {
@@ -30,7 +30,7 @@ pub fn not_applicable(cache_mib: u64, augmented: bool, bn_eval: bool) -> Option<
     }
 }
 
-pub struct PrefixCache {
+pub(super) struct PrefixCache {
     budget_bytes: u64,
     images: usize,
     /// The images of one step, the chunk size when moving the outputs up.
@@ -58,7 +58,7 @@ enum Held {
 impl PrefixCache {
     /// A cache for `images` training images in batches of `batch`, on `device`, of at
     /// most `cache_mib` MiB.
-    pub fn new(cache_mib: u64, images: usize, batch: usize, device: Device) -> PrefixCache {
+    pub(super) fn new(cache_mib: u64, images: usize, batch: usize, device: Device) -> PrefixCache {
         PrefixCache {
             budget_bytes: cache_mib.saturating_mul(1 << 20),
             images,
@@ -76,7 +76,14 @@ impl PrefixCache {
     /// autograd) for the training images `idx` (`idx_t`: the same indices on the
     /// device); `images()` gives the batch as the network's input, called only when the
     /// cache cannot serve.
-    pub fn prefix_output(&mut self, net: &Network, frozen: usize, idx: &[i64], idx_t: &Tensor, images: impl FnOnce() -> Tensor) -> Tensor {
+    pub(super) fn prefix_output(
+        &mut self,
+        net: &Network,
+        frozen: usize,
+        idx: &[i64],
+        idx_t: &Tensor,
+        images: impl FnOnce() -> Tensor,
+    ) -> Tensor {
         self.frozen_steps += 1;
         if frozen != self.depth {
             self.move_to(net, frozen);

@@ -4,7 +4,7 @@
 use crate::config::{Schedule, TrainConfig};
 
 /// The learning rate of update `step` (0-based) out of `total`.
-pub fn learning_rate(cfg: &TrainConfig, step: u64, total: u64) -> f64 {
+pub(crate) fn learning_rate(cfg: &TrainConfig, step: u64, total: u64) -> f64 {
     if step < cfg.warmup_steps {
         return cfg.lr * (step + 1) as f64 / cfg.warmup_steps as f64;
     }

@@ -32,7 +32,7 @@ use tch::{Device, Kind, Tensor};
 type LossAcc = (f64, f64);
 
 /// One training job in its run folder, ready to run.
-pub struct Trainer {
+pub(crate) struct Trainer {
     config: Config,
     out: PathBuf,
     ckpt_dir: PathBuf,
@@ -117,7 +117,7 @@ impl Trainer {
     /// Loads the data, builds the network and checks what in `config` (checked, not yet
     /// resolved) depends on it, all before the run folder `out` is touched; then takes
     /// the folder's lock and makes the folder or checks it against the config.
-    pub fn new(config: Config, out: &Path) -> anyhow::Result<Trainer> {
+    pub(crate) fn new(config: Config, out: &Path) -> anyhow::Result<Trainer> {
         let device = config.train.device.resolve()?;
         if let Some(n) = config.train.threads {
             crate::host::set_libtorch_threads(n);
@@ -189,7 +189,7 @@ impl Trainer {
 
     /// Trains to the end (or reports a finished run without writing); returns the
     /// summary and the folder's lock, still held.
-    pub fn run(mut self) -> anyhow::Result<(Summary, run_dir::Lock)> {
+    pub(crate) fn run(mut self) -> anyhow::Result<(Summary, run_dir::Lock)> {
         let resume = self.resume()?;
         let start = resume.from.unwrap_or(0);
         // `store` mode: activations on the probe set at every checkpoint.

@@ -8,6 +8,11 @@ use svcca::device::DeviceChoice;
 use svcca::npy::NpyFile;
 use tch::{Kind, Tensor};
 
+#[path = "../../src/test_support.rs"]
+mod support;
+#[allow(unused_imports)]
+pub use support::*;
+
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/svcca_ref")
 }
@@ -30,31 +35,6 @@ pub fn load(name: &str) -> Tensor {
 
 pub fn floats(v: &serde_json::Value) -> Vec<f64> {
     v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
-}
-
-/// Asserts two sequences agree elementwise within `tol`.
-pub fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: {} values, expected {}", got.len(), want.len());
-    let worst = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, f64::max);
-    assert!(worst <= tol, "{what}: max abs difference {worst:e} > {tol:e}");
-}
-
-/// A seeded standard normal matrix (float64).
-pub fn randn(seed: i64, rows: i64, cols: i64) -> Tensor {
-    tch::manual_seed(seed);
-    Tensor::randn([rows, cols], (Kind::Double, tch::Device::Cpu))
-}
-
-/// A centred `rows x s.len()` float64 matrix `U diag(s) V'` whose singular values are
-/// exactly `s`: `U` orthonormal and orthogonal to the ones vector (so centring the columns
-/// changes nothing), `V` orthonormal, both from QR factorisations of seeded normals.
-pub fn with_singular_values(seed: i64, rows: i64, s: &[f64]) -> Tensor {
-    let m = s.len() as i64;
-    let opts = (Kind::Double, tch::Device::Cpu);
-    let (q, _) = Tensor::linalg_qr(&Tensor::cat(&[Tensor::ones([rows, 1], opts), randn(seed, rows, m)], 1), "reduced");
-    let u = q.narrow(1, 1, m);
-    let (v, _) = Tensor::linalg_qr(&randn(seed + 1, m, m), "reduced");
-    (u * Tensor::from_slice(s).unsqueeze(0)).mm(&v.tr())
 }
 
 /// The `svcca` binary of this build.
@@ -278,20 +258,6 @@ pub fn signal_run(eval_every: u64) -> Config {
     c
 }
 
-/// Circular 3x3 convolution of NCHW `x` with `k` (out x in x 3 x 3).
-pub fn circular_conv(x: &Tensor, k: &Tensor) -> Tensor {
-    let padded = x.pad([1, 1, 1, 1], "circular", None);
-    padded.conv2d(k, None::<Tensor>, [1], [0], [1], 1)
-}
-
-/// Every cyclic shift of every datapoint: translation-invariant data with circular
-/// structure, the dataset of the DFT method's Theorem 1.
-pub fn all_shifts(x: &Tensor) -> Tensor {
-    let (h, w) = (x.size()[2], x.size()[3]);
-    let shifted: Vec<Tensor> = (0..h).flat_map(|i| (0..w).map(move |j| (i, j))).map(|(i, j)| x.roll([i, j], [2, 3])).collect();
-    Tensor::cat(&shifted, 0)
-}
-
 /// Writes `t` as a float32 `.npy` of its own shape in `dir`; returns its path.
 pub fn write_npy(dir: &Path, name: &str, t: &Tensor) -> String {
     let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
@@ -305,4 +271,13 @@ pub fn write_npy(dir: &Path, name: &str, t: &Tensor) -> String {
 pub fn json(out: &Output) -> serde_json::Value {
     assert!(out.status.success(), "svcca failed: {}", stderr(out));
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The steps of the step files in `dir` (`step-NNNNNNNN.safetensors`, the name
+/// docs/run-folders.md gives them), in order; temporaries and other files left out.
+pub fn steps_in(dir: &Path) -> Vec<u64> {
+    let step = |name: &str| name.strip_prefix("step-")?.strip_suffix(".safetensors")?.parse::<u64>().ok();
+    let mut s: Vec<u64> = std::fs::read_dir(dir).unwrap().filter_map(|e| step(e.unwrap().file_name().to_str()?)).collect();
+    s.sort();
+    s
 }

@@ -38,13 +38,13 @@
 //! accuracy, maps stacked into batches), [`sweeps`] (the k measured, the maps of each
 //! sweep, their points) and [`tables`] (the results and their files); this file drives them.
 
-pub mod arguments;
-pub mod evaluation;
-pub mod fit;
-pub mod maps;
+pub(crate) mod arguments;
+pub(crate) mod evaluation;
+pub(crate) mod fit;
+pub(crate) mod maps;
 mod projection;
-pub mod sweeps;
-pub mod tables;
+pub(crate) mod sweeps;
+pub(crate) mod tables;
 
 pub use arguments::{CompressionMethod, Extras, LayerSpec, Neurons, Reference, Settings};
 pub use evaluation::layer_accuracies;

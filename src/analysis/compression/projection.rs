@@ -22,7 +22,7 @@ use tch::{Device, Kind, Tensor};
 /// the channels at each position (`mean`: C, `p`: C x C, float64), if both are contiguous
 /// CPU float32 tensors of one shape and `out` shares no memory with `h`; else returns
 /// false and writes nothing.
-pub fn project_channels(h: &Tensor, mean: &Tensor, p: &Tensor, out: &Tensor) -> bool {
+pub(super) fn project_channels(h: &Tensor, mean: &Tensor, p: &Tensor, out: &Tensor) -> bool {
     let fits = |t: &Tensor| t.device() == Device::Cpu && t.kind() == Kind::Float && t.dim() == 4 && t.is_contiguous();
     if !(fits(h) && fits(out) && h.size() == out.size()) {
         return false;

@@ -98,6 +98,13 @@ impl Compression {
     pub fn smallest_k(&self, sweep: &LayerSweep, method: CompressionMethod, points: f64) -> Option<usize> {
         sweep.points.iter().filter(|p| p.method == method && p.accuracy >= self.full_accuracy - points / 100.0).map(|p| p.k).min()
     }
+
+    /// The summary's figures of a layer: [`Compression::smallest_k`] within one point, for
+    /// SVCCA directions, the most active units and random units, in that order (the
+    /// columns of `compression_summary.csv`, the line `svcca analyze` prints).
+    pub fn smallest_k_within_a_point(&self, sweep: &LayerSweep) -> [Option<usize>; 3] {
+        [CompressionMethod::Svcca, CompressionMethod::Active, CompressionMethod::Random].map(|m| self.smallest_k(sweep, m, 1.0))
+    }
 }
 
 /// `compression.csv` (every point), `compression_summary.csv` (per layer: units,
@@ -110,16 +117,8 @@ pub(super) fn write_tables(dir: &Path, c: &Compression) -> anyhow::Result<()> {
         for p in &s.points {
             all += &format!("{},{},{},{:.6}\n", s.layer, p.method, p.k, p.accuracy);
         }
-        summary += &format!(
-            "{},{},{},{:.6},{},{},{}\n",
-            s.layer,
-            s.units,
-            s.directions,
-            c.full_accuracy,
-            opt(c.smallest_k(s, CompressionMethod::Svcca, 1.0)),
-            opt(c.smallest_k(s, CompressionMethod::Active, 1.0)),
-            opt(c.smallest_k(s, CompressionMethod::Random, 1.0))
-        );
+        let [svcca, active, random] = c.smallest_k_within_a_point(s).map(opt);
+        summary += &format!("{},{},{},{:.6},{svcca},{active},{random}\n", s.layer, s.units, s.directions, c.full_accuracy);
     }
     for j in &c.joint {
         let layers: Vec<String> = j.layers.iter().map(|(l, k)| format!("{l}:{k}")).collect();

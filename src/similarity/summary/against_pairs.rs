@@ -2,10 +2,9 @@
 //! scatter-matrix route they replace, and the DFT's global cut against SVCCA of the
 //! flattened layers (Theorem 1).
 
-mod common;
-use common::*;
-use svcca::similarity::summary::{similarities, similarity, summarise_rows, Layers};
-use svcca::similarity::{compare, compare_conv, ConvDense, ConvMethod, ConvOptions, DftCut, Keep, Method, Options};
+use crate::similarity::summary::{similarities, similarity, summarise_rows, Layers};
+use crate::similarity::{compare, compare_conv, ConvDense, ConvMethod, ConvOptions, DftCut, Keep, Method, Options};
+use crate::test_support::*;
 use tch::{Kind, Tensor};
 
 fn conv_layer(seed: i64, n: i64, c: i64, h: i64, w: i64) -> Tensor {
@@ -18,8 +17,8 @@ fn direct(x: &Tensor, y: &Tensor, conv: ConvOptions, options: &Options) -> f64 {
     if x.dim() == 2 && y.dim() == 2 {
         return compare(x, y, options).unwrap().mean;
     }
-    let shape = svcca::similarity::conv::LayerShape::of;
-    let applied = svcca::similarity::conv::applicable(conv, [shape(x), shape(y)], x.size()[0]);
+    let shape = crate::similarity::conv::LayerShape::of;
+    let applied = crate::similarity::conv::applicable(conv, [shape(x), shape(y)], x.size()[0]);
     compare_conv(x, y, applied, options).unwrap().0.mean
 }
 
@@ -179,7 +178,7 @@ fn the_global_dft_cut_is_svcca_of_the_flattened_layers() {
 /// an AMD EPYC; docs/analysis.md, "Precision"); the test allows 1e-5.
 #[test]
 fn float32_products_stay_within_a_few_parts_in_a_million_of_float64() {
-    use svcca::similarity::Precision;
+    use crate::similarity::Precision;
     let n = 4000;
     let signal = randn(20, n, 32);
     let mix = |seed: i64, width: i64, noise: f64| (signal.matmul(&randn(seed, 32, width)) + randn(seed + 1, n, width) * noise).relu() + 3.0;
@@ -220,7 +219,7 @@ fn float32_products_stay_within_a_few_parts_in_a_million_of_float64() {
 /// within 1e-5 of float64's.
 #[test]
 fn float32_along_an_analysis_paths_stays_within_a_few_parts_in_a_million_of_float64() {
-    use svcca::similarity::Precision;
+    use crate::similarity::Precision;
     let n = 600;
     let c1 = (conv_layer(31, n, 8, 8, 8) + 1.0).relu();
     let c2 = (c1.avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>) + conv_layer(32, n, 8, 4, 4) * 0.5).relu() + 2.0;
