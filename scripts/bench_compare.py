@@ -10,8 +10,8 @@ For each size (datapoints x neurons) it writes an example float32 pair with
 (scatter matrices, eigh, projection before the cross product) as separate processes
 (alternating, `--repeats` times each), checks that they agree, and times the three float64 matrix products
 a covariance-based method cannot avoid (Xc.T@Xc, Yc.T@Yc, Xc.T@Yc, with torch in
-this process). It prints a Markdown section for BENCHMARKS.md, and with --out
-also writes it to FILE.
+this process). It prints a dated Markdown record (for benches/records/; its figures replace those in
+BENCHMARKS.md's table), and with --out also writes it to FILE.
 """
 
 import argparse

@@ -25,8 +25,8 @@ with a fixed seed and written to a temporary directory (generation is not timed)
 
 Wall time and peak RSS of each process come from GNU time (`%e`, `%M`); the table reports
 medians of the wall times, the largest peak, and the compute time each tool reports itself
-(JSON `seconds`). It prints a Markdown section for BENCHMARKS.md, and with --out also
-writes it to FILE.
+(JSON `seconds`). It prints a dated Markdown record (for benches/records/; its figures
+replace those in BENCHMARKS.md's table), and with --out also writes it to FILE.
 """
 
 import argparse
