@@ -2,7 +2,7 @@
 //! paper's other findings on a trained run; tables in RUN_DIR/analysis/, plots in
 //! RUN_DIR/plots/.
 
-use crate::analysis::compression::{CompressionMethod, LayerSpec, Reference};
+use crate::analysis::compression::{LayerSpec, Reference};
 use crate::analysis::{classes, compression, dimensionality};
 use crate::device::DeviceChoice;
 use crate::report::findings as plots;
@@ -96,7 +96,7 @@ impl FindingsArgs {
                     .iter()
                     .map(|&m| {
                         let k = d.points.iter().filter(|p| p.m == m && p.accuracy >= c.full_accuracy - 0.01).map(|p| p.k).min();
-                        format!("m={m}: {}", k.map_or("none".to_string(), |k| k.to_string()))
+                        format!("m={m}: {}", show(k))
                     })
                     .collect();
                 println!(
@@ -106,20 +106,10 @@ impl FindingsArgs {
                 );
             }
             if let Some(j) = &c.jointly {
-                let within = |m: CompressionMethod| {
-                    j.points
-                        .iter()
-                        .filter(|p| p.method == m && p.accuracy >= c.full_accuracy - 0.01)
-                        .map(|p| p.k)
-                        .min()
-                        .map_or("none".into(), |k: usize| k.to_string())
-                };
+                let [svcca, active, random] = c.jointly_smallest_k_within_a_point(j).map(show);
                 println!(
-                    "  {} at once, smallest k within 1 point: svcca {}, most active {}, random {}",
-                    j.layers.join("+"),
-                    within(CompressionMethod::Svcca),
-                    within(CompressionMethod::Active),
-                    within(CompressionMethod::Random)
+                    "  {} at once, smallest k within 1 point: svcca {svcca}, most active {active}, random {random}",
+                    j.layers.join("+")
                 );
             }
             if plot {

@@ -93,17 +93,24 @@ pub struct Compression {
 }
 
 impl Compression {
-    /// Per layer and method, the smallest k measured whose accuracy is within `points`
-    /// percentage points of the full network's (`None` if no k is).
-    pub fn smallest_k(&self, sweep: &LayerSweep, method: CompressionMethod, points: f64) -> Option<usize> {
-        sweep.points.iter().filter(|p| p.method == method && p.accuracy >= self.full_accuracy - points / 100.0).map(|p| p.k).min()
+    /// A layer's summary: for SVCCA directions, the most active units and random units
+    /// (in that order: the columns of `compression_summary.csv`, the line `svcca analyze`
+    /// prints), the smallest k measured whose accuracy is within one percentage point of
+    /// the full network's (`None` if no k is).
+    pub fn smallest_k_within_a_point(&self, sweep: &LayerSweep) -> [Option<usize>; 3] {
+        self.within_a_point(sweep.points.iter().map(|p| (p.method, p.k, p.accuracy)))
     }
 
-    /// The summary's figures of a layer: [`Compression::smallest_k`] within one point, for
-    /// SVCCA directions, the most active units and random units, in that order (the
-    /// columns of `compression_summary.csv`, the line `svcca analyze` prints).
-    pub fn smallest_k_within_a_point(&self, sweep: &LayerSweep) -> [Option<usize>; 3] {
-        [CompressionMethod::Svcca, CompressionMethod::Active, CompressionMethod::Random].map(|m| self.smallest_k(sweep, m, 1.0))
+    /// [`Compression::smallest_k_within_a_point`] of the layers compressed at once
+    /// (`--jointly`).
+    pub fn jointly_smallest_k_within_a_point(&self, sweep: &JointSweep) -> [Option<usize>; 3] {
+        self.within_a_point(sweep.points.iter().map(|p| (p.method, p.k, p.accuracy)))
+    }
+
+    fn within_a_point(&self, points: impl Iterator<Item = (CompressionMethod, usize, f64)> + Clone) -> [Option<usize>; 3] {
+        [CompressionMethod::Svcca, CompressionMethod::Active, CompressionMethod::Random].map(|m| {
+            points.clone().filter(|&(method, _, accuracy)| method == m && accuracy >= self.full_accuracy - 0.01).map(|p| p.1).min()
+        })
     }
 }
 
