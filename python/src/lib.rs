@@ -14,6 +14,7 @@ use svcca::analysis::activation_folder::Writer;
 use svcca::compare::{Operand, Settings, Spelling};
 use svcca::config::StoreDtype;
 use svcca::error::InputError;
+use svcca::similarity::Named;
 use tch::{Device, Kind, Tensor};
 
 /// The user's mistake (an [`InputError`]) as a `ValueError`, anything else as a
@@ -26,11 +27,11 @@ fn py_error(e: anyhow::Error) -> PyErr {
     }
 }
 
-/// A setting given as text, one of `T`'s values (as the command line spells them).
-fn choice<T: clap::ValueEnum>(key: &str, value: &str) -> PyResult<T> {
-    T::from_str(value, true).map_err(|_| {
-        let names: Vec<String> =
-            T::value_variants().iter().filter_map(|v| v.to_possible_value()).map(|p| format!("'{}'", p.get_name())).collect();
+/// A setting given as text, one of `T`'s values (as the command line spells them, in any
+/// case).
+fn choice<T: Named>(key: &str, value: &str) -> PyResult<T> {
+    T::from_name(value).ok_or_else(|| {
+        let names: Vec<String> = T::NAMES.iter().map(|n| format!("'{}'", n.1)).collect();
         PyValueError::new_err(format!("{key}='{value}': expected one of {}", names.join(", ")))
     })
 }

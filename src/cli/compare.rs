@@ -1,5 +1,6 @@
 //! `svcca compare A B` (`.npy`, safetensors or torch.save files)
 
+use super::choice;
 use crate::compare::{Report, Settings, Spelling};
 use crate::device::DeviceChoice;
 use crate::similarity::{ConvDense, ConvMethod, ConvOptions, DftCut, Keep, KeepRule, Layout, Method};
@@ -15,7 +16,7 @@ pub(super) struct CompareArgs {
     /// Second layer: the same datapoints, in the same order.
     b: PathBuf,
     /// Similarity measure.
-    #[arg(long, value_enum, default_value_t = Method::Svcca)]
+    #[arg(long, value_parser = choice::<Method>(), default_value_t = Method::Svcca)]
     method: Method,
     /// SVCCA: keep the fewest top directions holding this fraction (of the variance, or
     /// of the singular values' sum with --keep-rule singular; default 0.99).
@@ -23,24 +24,24 @@ pub(super) struct CompareArgs {
     keep: Option<f64>,
     /// SVCCA: what --keep is a fraction of: the variance (squared singular values, the
     /// paper's main text; default) or the sum of the singular values (its Appendix A).
-    #[arg(long, value_enum, value_name = "RULE", conflicts_with = "top_k")]
+    #[arg(long, value_parser = choice::<KeepRule>(), value_name = "RULE", conflicts_with = "top_k")]
     keep_rule: Option<KeepRule>,
     /// SVCCA: keep exactly the top K directions on each side.
     #[arg(long, value_name = "K")]
     top_k: Option<usize>,
     /// Conv layers (two 4-D inputs): the DFT method, positions as datapoints, or pooling.
-    #[arg(long, value_enum, value_name = "METHOD")]
+    #[arg(long, value_parser = choice::<ConvMethod>(), value_name = "METHOD")]
     conv: Option<ConvMethod>,
     /// A 4-D input against a 2-D one: the conv layer as C*H*W neurons (flatten), or its
     /// channel means (avgpool; what --conv avgpool alone does).
-    #[arg(long, value_enum, value_name = "HOW")]
+    #[arg(long, value_parser = choice::<ConvDense>(), value_name = "HOW")]
     conv_dense: Option<ConvDense>,
     /// Axis order of 4-D inputs: nchw (PyTorch) or nhwc (TensorFlow, numpy).
-    #[arg(long, value_enum, default_value_t = Layout::Nchw)]
+    #[arg(long, value_parser = choice::<Layout>(), default_value_t = Layout::Nchw)]
     layout: Layout,
     /// --conv dft with SVCCA: cut over every frequency's directions together (global, the
     /// cut SVCCA makes on the flattened layer; default) or per frequency.
-    #[arg(long, value_enum, value_name = "CUT", default_value_t = DftCut::Global)]
+    #[arg(long, value_parser = choice::<DftCut>(), value_name = "CUT", default_value_t = DftCut::Global)]
     dft_cut: DftCut,
     /// --conv flatten: keep at most this many datapoints (positions are subsampled).
     #[arg(long, value_name = "N", default_value_t = ConvOptions::default().max_datapoints)]

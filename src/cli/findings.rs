@@ -48,7 +48,7 @@ pub(super) struct FindingsArgs {
     /// positions), or `flatten`, its C x H x W values as neurons where the probe has 5
     /// datapoints per such neuron (else channel means, with a warning). Recorded in the
     /// settings: a folder made with the other is refused, not mixed.
-    #[arg(long, value_enum, default_value_t = ConvDense::Avgpool, value_name = "avgpool|flatten", requires = "classes")]
+    #[arg(long, value_parser = super::choice::<ConvDense>(), default_value_t = ConvDense::Avgpool, value_name = "avgpool|flatten", requires = "classes")]
     classes_conv: ConvDense,
     /// Dimensionality: directions for 90% and 99% of each layer's variance, and its
     /// similarity to the logits against the directions kept.

@@ -10,6 +10,8 @@ pub mod process;
 mod sweep;
 mod train;
 
+use crate::similarity::Named;
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -95,4 +97,14 @@ fn ignore_broken_pipe(written: std::io::Result<()>) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
     }
+}
+
+/// A setting of the maths ([`Named`]: its values' names and help, listed there) as a
+/// clap value: the names are the possible values, shown in `--help` and in the error for
+/// any other.
+fn choice<T: Named + Send + Sync>() -> impl TypedValueParser<Value = T> {
+    let values = T::NAMES
+        .iter()
+        .map(|&(_, name, help)| if help.is_empty() { PossibleValue::new(name) } else { PossibleValue::new(name).help(help) });
+    PossibleValuesParser::new(values).map(|name| T::from_name(&name).expect("clap passes one of the possible values"))
 }

@@ -28,7 +28,7 @@ use std::cell::OnceCell;
 use tch::{Device, Kind, Tensor};
 
 /// How conv activations are compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ConvMethod {
     #[default]
@@ -36,6 +36,8 @@ pub enum ConvMethod {
     Flatten,
     Avgpool,
 }
+
+super::spelling::spelled!(ConvMethod, "conv method", { Dft => "dft", Flatten => "flatten", Avgpool => "avgpool" });
 
 /// Where SVCCA's keep rule cuts under the DFT method.
 ///
@@ -49,7 +51,7 @@ pub enum ConvMethod {
 /// mean of every correlation of every frequency (what this crate did before, and what
 /// google/svcca's `fourier_ccas` does with its per-frequency SVCCA).
 /// CCA and a fixed `--top-k` cut per frequency either way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DftCut {
     #[default]
@@ -65,14 +67,7 @@ impl DftCut {
     }
 }
 
-impl std::fmt::Display for DftCut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            DftCut::Global => "global",
-            DftCut::PerFrequency => "per-frequency",
-        })
-    }
-}
+super::spelling::spelled!(DftCut, "DFT cut", { Global => "global", PerFrequency => "per-frequency" });
 
 /// How a conv layer (datapoints x C x H x W) is compared with a dense one (datapoints x
 /// neurons).
@@ -82,7 +77,7 @@ impl std::fmt::Display for DftCut {
 /// mean over positions). A multi-layer analysis flattens only where the probe has
 /// [`FLATTEN_DATAPOINTS_PER_NEURON`] datapoints per flattened neuron, and falls back to
 /// `avgpool` elsewhere (see [`applicable`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ConvDense {
     #[default]
@@ -98,14 +93,7 @@ impl ConvDense {
     }
 }
 
-impl std::fmt::Display for ConvDense {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ConvDense::Flatten => "flatten",
-            ConvDense::Avgpool => "avgpool",
-        })
-    }
-}
+super::spelling::spelled!(ConvDense, "conv-dense comparison", { Flatten => "flatten", Avgpool => "avgpool" });
 
 /// Datapoints per flattened neuron (C*H*W) a multi-layer analysis needs to compare a
 /// conv layer with a dense one by `flatten`: the rule of thumb against SVCCA's upward bias
@@ -122,15 +110,18 @@ pub fn flattens(shape: LayerShape, datapoints: i64) -> bool {
 }
 
 /// Axis order of 4-D activations in a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Layout {
-    /// datapoints x channels x height x width (PyTorch).
     #[default]
     Nchw,
-    /// datapoints x height x width x channels (TensorFlow, numpy).
     Nhwc,
 }
+
+super::spelling::spelled!(Layout, "layout", {
+    Nchw => "nchw" ("datapoints x channels x height x width (PyTorch)"),
+    Nhwc => "nhwc" ("datapoints x height x width x channels (TensorFlow, numpy)"),
+});
 
 impl Layout {
     /// (channels, height, width) of a 4-D shape in this layout.

@@ -41,23 +41,23 @@ pub mod directions;
 mod moments;
 mod products;
 mod pwcca;
+mod spelling;
 pub(crate) mod summary;
 
 pub use conv::{ConvDense, ConvMethod, ConvOptions, ConvReport, DftCut, Layout};
 pub use directions::{directions, directions_each, directions_needed, most_active, principal_variances, Directions, Fitted};
 pub use moments::{Covariance, Moments};
+pub use spelling::Named;
 
 use conv::{ConvComparison, LayerShape};
 
 use crate::error::{Side, SimilarityError};
 use crate::host;
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
 use tch::{Kind, Tensor};
 
 /// Which similarity to compute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
     #[default]
@@ -67,23 +67,7 @@ pub enum Method {
     Cka,
 }
 
-impl fmt::Display for Method {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Method::Svcca => "svcca",
-            Method::Cca => "cca",
-            Method::Pwcca => "pwcca",
-            Method::Cka => "cka",
-        })
-    }
-}
-
-impl FromStr for Method {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        <Method as clap::ValueEnum>::from_str(s, true).map_err(|_| format!("unknown method '{s}': expected svcca, cca, pwcca or cka"))
-    }
-}
+spelling::spelled!(Method, "method", { Svcca => "svcca", Cca => "cca", Pwcca => "pwcca", Cka => "cka" });
 
 /// What SVCCA's keep fraction is a fraction of. The paper says both: its main text keeps
 /// the directions explaining "99% of the variance" (squared singular values), its
@@ -91,17 +75,18 @@ impl FromStr for Method {
 /// the singular values themselves. google/svcca's code cuts at a fixed k ([`Keep::TopK`]);
 /// the fraction its tutorial reports for that cut sums the singular values (the singular
 /// rule's quantity). The singular rule keeps at least as many directions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeepRule {
-    /// A fraction of the variance: the sum of the squared singular values (the paper's
-    /// main text; this crate's default).
     #[default]
     Variance,
-    /// A fraction of the sum of the singular values (the paper's Appendix A; what
-    /// google/svcca's tutorial computes for its cut).
     Singular,
 }
+
+spelling::spelled!(KeepRule, "keep rule", {
+    Variance => "variance" ("A fraction of the variance: the sum of the squared singular values (the paper's main text; the default)"),
+    Singular => "singular" ("A fraction of the sum of the singular values (the paper's Appendix A; what google/svcca's tutorial computes for its cut)"),
+});
 
 impl KeepRule {
     /// The [`Keep`] for `fraction` under this rule.
@@ -110,15 +95,6 @@ impl KeepRule {
             KeepRule::Variance => Keep::Variance(fraction),
             KeepRule::Singular => Keep::Singular(fraction),
         }
-    }
-}
-
-impl fmt::Display for KeepRule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            KeepRule::Variance => "variance",
-            KeepRule::Singular => "singular",
-        })
     }
 }
 
@@ -379,4 +355,33 @@ pub(crate) fn canonical(
 
 fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len() as f64
+}
+
+#[cfg(test)]
+mod spelling_tests {
+    use super::{ConvDense, ConvMethod, DftCut, KeepRule, Layout, Method, Named};
+
+    /// Each value's name is serde's spelling of it (the config's and the settings
+    /// files'), `Display` writes it and `FromStr` reads it back in any case.
+    fn spelled_alike<T: Named + serde::Serialize + std::fmt::Display + std::str::FromStr<Err = String> + std::fmt::Debug>() {
+        assert!(!T::NAMES.is_empty());
+        for &(value, name, _) in T::NAMES {
+            assert_eq!(serde_json::to_value(value).unwrap(), serde_json::Value::String(name.to_string()));
+            assert_eq!(value.to_string(), name);
+            assert_eq!(name.to_uppercase().parse::<T>(), Ok(value));
+        }
+        let err = "no-such-value".parse::<T>().unwrap_err();
+        assert!(T::NAMES.iter().all(|n| err.contains(n.1)), "{err}");
+    }
+
+    #[test]
+    fn names_are_serdes_and_read_back() {
+        spelled_alike::<Method>();
+        spelled_alike::<KeepRule>();
+        spelled_alike::<ConvMethod>();
+        spelled_alike::<ConvDense>();
+        spelled_alike::<DftCut>();
+        spelled_alike::<Layout>();
+        assert_eq!(Method::names(), "svcca, cca, pwcca or cka");
+    }
 }
