@@ -363,7 +363,7 @@ mod spelling_tests {
 
     /// Each value's name is serde's spelling of it (the config's and the settings
     /// files'), `Display` writes it and `FromStr` reads it back in any case.
-    fn spelled_alike<T: Named + serde::Serialize + std::fmt::Display + std::str::FromStr<Err = String> + std::fmt::Debug>() {
+    fn spelled_alike<T: Named + PartialEq + serde::Serialize + std::fmt::Display + std::str::FromStr<Err = String> + std::fmt::Debug>() {
         assert!(!T::NAMES.is_empty());
         for &(value, name, _) in T::NAMES {
             assert_eq!(serde_json::to_value(value).unwrap(), serde_json::Value::String(name.to_string()));

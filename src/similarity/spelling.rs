@@ -6,14 +6,12 @@
 //! (which can name both this module and the enums').
 
 /// A settings enum spelled by name.
-pub trait Named: Copy + PartialEq + 'static {
+pub trait Named: Copy + 'static {
     /// Every value, with its name and a line of help ("" for none), in the order shown.
     const NAMES: &'static [(Self, &'static str, &'static str)];
 
     /// This value's name.
-    fn name(self) -> &'static str {
-        Self::NAMES.iter().find(|n| n.0 == self).map(|n| n.1).expect("every value has a name")
-    }
+    fn name(self) -> &'static str;
 
     /// The value named `text`, in any case.
     fn from_name(text: &str) -> Option<Self> {
@@ -38,6 +36,14 @@ macro_rules! spelled {
     ($t:ident, $what:literal, { $($v:ident => $name:literal $(($help:literal))?),+ $(,)? }) => {
         impl $crate::similarity::Named for $t {
             const NAMES: &'static [(Self, &'static str, &'static str)] = &[$(($t::$v, $name, concat!("" $(, $help)?))),+];
+
+            // A match, not a search of NAMES: a value added to the enum without a name
+            // does not compile.
+            fn name(self) -> &'static str {
+                match self {
+                    $($t::$v => $name),+
+                }
+            }
         }
 
         impl std::fmt::Display for $t {
